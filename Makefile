@@ -1,0 +1,47 @@
+# Two commands: `make run` (set up, then run everything in one process) and
+# `make test` (set up, start real Kafka + Cassandra, run the whole suite, stop them).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-fast infra-up infra-down proto bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m services.common.protogen
+	@rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+setup: $(STAMP)
+
+proto: setup
+	$(BIN)/python -m services.common.protogen
+
+run: setup
+	$(BIN)/csms run
+
+# The whole suite, real engines included. With CI set, engines that fail to start fail the run.
+test: setup
+	@./deploy/local/infra.sh up; rc=$$?; \
+	if [ $$rc -ne 0 ]; then echo "infra failed to start (exit $$rc)"; ./deploy/local/infra.sh down; exit $$rc; fi; \
+	CSMS_INFRA=1 $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	./deploy/local/infra.sh down; exit $$rc
+
+# Unit, contract (memory + SQLite) and e2e tests only; no Kafka/Cassandra.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not infra" $(PYTEST_ARGS)
+
+infra-up:
+	./deploy/local/infra.sh up
+
+infra-down:
+	./deploy/local/infra.sh down
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) services/common/gen .pytest_cache csms.db* .csms

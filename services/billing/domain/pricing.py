@@ -1,0 +1,316 @@
+"""Pricing a charging session against a tariff. Pure; `now` is passed in.
+
+Every component is computed unrounded (Decimal, `PRICING_CONTEXT`); only the
+totals are rounded, once: total_excl_tax = round(clamp(sum of parts)),
+total_incl_tax = round(clamped subtotal * (1 + tax_rate)).
+
+Energy is attributed to bands by linear interpolation of the cumulative
+energy register between samples (uniformly over the charging time when there
+are none); time by exact microseconds spent in each band.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from typing import Any
+
+from .money import PRICING_CONTEXT, Money
+from .tariff import Tariff, band_segments
+
+__all__ = [
+    "EnergySample",
+    "SessionUsage",
+    "BandLine",
+    "PriceBreakdown",
+    "price_session",
+    "breakdown_to_dict",
+    "iso_utc_ms",
+]
+
+UTC = timezone.utc
+EnergySample = tuple[datetime, int]  # (timestamp, cumulative energy register in Wh)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US_PER_MINUTE = 60_000_000
+_WH_PER_KWH = 1000
+_WH_RESOLUTION = Decimal("0.000001")  # attribution resolution (1 µWh): keeps band splits exactly additive
+
+
+def iso_utc_ms(dt: datetime) -> str:
+    """`2026-11-28T04:21:16.004Z` (UTC, milliseconds, truncated)."""
+    dt = dt.astimezone(UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def _aware_utc(value: object, name: str) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime, got {value!r}")
+    return value.astimezone(UTC)
+
+
+def _wh(value: object, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer number of Wh, got {value!r}")
+    return value
+
+
+def _us(dt: datetime) -> int:
+    return (dt - _EPOCH) // timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class SessionUsage:
+    """What was consumed. Samples are normalised on construction: sorted by time,
+    one per timestamp (the highest reading wins, the register is cumulative)."""
+
+    started_at: datetime
+    stopped_at: datetime | None = None
+    charging_ended_at: datetime | None = None  # when energy delivery stopped; None = stopped_at
+    energy_samples: tuple[EnergySample, ...] = ()
+    meter_start_wh: int = 0
+    meter_stop_wh: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "started_at", _aware_utc(self.started_at, "started_at"))
+        for name in ("stopped_at", "charging_ended_at"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _aware_utc(getattr(self, name), name))
+        _wh(self.meter_start_wh, "meter_start_wh")
+        if self.meter_stop_wh is not None:
+            _wh(self.meter_stop_wh, "meter_stop_wh")
+        by_time: dict[datetime, int] = {}
+        for sample in self.energy_samples:
+            t, v = _aware_utc(sample[0], "energy sample time"), _wh(sample[1], "energy sample value")
+            by_time[t] = max(v, by_time.get(t, v))
+        object.__setattr__(self, "energy_samples", tuple(sorted(by_time.items())))
+
+
+@dataclass(frozen=True)
+class BandLine:
+    """A consecutive stretch of charging time under one band (or the base prices)."""
+
+    label: str
+    band_index: int | None
+    started_at: datetime
+    ended_at: datetime
+    energy_wh: Decimal  # attributed share, fractional
+    seconds: Decimal
+    price_per_kwh: Decimal
+    price_per_minute: Decimal
+    energy_cost: Money  # unrounded
+    time_cost: Money  # unrounded
+
+    @property
+    def kwh(self) -> Decimal:
+        return self.energy_wh / _WH_PER_KWH
+
+    @property
+    def minutes(self) -> Decimal:
+        with localcontext(PRICING_CONTEXT):
+            return self.seconds / 60
+
+    @property
+    def cost(self) -> Money:
+        return self.energy_cost + self.time_cost
+
+
+@dataclass(frozen=True)
+class PriceBreakdown:
+    currency: str
+    energy_wh: int
+    energy_cost: Money  # unrounded components ...
+    time_cost: Money
+    idle_cost: Money
+    session_fee: Money
+    subtotal: Money  # ... their sum clamped by min/max price, still unrounded, pre-tax
+    tax: Money  # subtotal * tax_rate, unrounded
+    total_excl_tax: Money  # round(subtotal)
+    total_incl_tax: Money  # round(subtotal * (1 + tax_rate))
+    tax_rate: Decimal
+    lines: tuple[BandLine, ...]
+    charging_seconds: Decimal
+    parking_seconds: Decimal  # charging end -> session end
+    idle_seconds: Decimal  # billable parking, after the grace period
+    charging_ended_at: datetime
+    priced_until: datetime  # stopped_at, or `now` for an active session
+    suspect: bool = False  # meter went backwards / samples inconsistent
+    clamp: str | None = None  # "min" | "max" when the tariff's bounds applied
+
+    @property
+    def unclamped_subtotal(self) -> Money:
+        return self.energy_cost + self.time_cost + self.idle_cost + self.session_fee
+
+    @property
+    def tax_display(self) -> Money:
+        """The tax line of an invoice: so that excl + tax == incl exactly."""
+        return self.total_incl_tax - self.total_excl_tax
+
+
+class _Register:
+    """Piecewise-linear cumulative energy register over time (µs -> Wh)."""
+
+    def __init__(self, points: list[tuple[int, Decimal]]) -> None:
+        self._times = [t for t, _ in points]
+        self._values = [v for _, v in points]
+
+    def at(self, us: int) -> Decimal:
+        ts, vs = self._times, self._values
+        if us <= ts[0]:
+            return vs[0].quantize(_WH_RESOLUTION)
+        if us >= ts[-1]:
+            return vs[-1].quantize(_WH_RESOLUTION)
+        i = bisect_right(ts, us)
+        t0, t1, v0, v1 = ts[i - 1], ts[i], vs[i - 1], vs[i]
+        return (v0 + (v1 - v0) * (us - t0) / (t1 - t0)).quantize(_WH_RESOLUTION)
+
+
+def _register(usage: SessionUsage, start: datetime, end: datetime, end_wh: int) -> tuple[_Register, bool]:
+    """Monotone register from meter start to `end_wh`; True if samples had to be clamped."""
+    points: list[tuple[int, Decimal]] = [(_us(start), Decimal(usage.meter_start_wh))]
+    running, clamped = usage.meter_start_wh, False
+    for t, v in usage.energy_samples:
+        if start < t < end:
+            fixed = min(max(v, running), end_wh)
+            clamped = clamped or fixed != v
+            running = fixed
+            points.append((_us(t), Decimal(fixed)))
+    points.append((_us(end), Decimal(end_wh)))
+    return _Register(points), clamped
+
+
+def _end_register(usage: SessionUsage) -> int:
+    if usage.meter_stop_wh is not None:
+        return usage.meter_stop_wh
+    if usage.energy_samples:
+        return usage.energy_samples[-1][1]
+    return usage.meter_start_wh
+
+
+def price_session(tariff: Tariff, usage: SessionUsage, now: datetime) -> PriceBreakdown:
+    """Price a session; an active one (stopped_at None) is priced up to `now`."""
+    now = _aware_utc(now, "now")
+    with localcontext(PRICING_CONTEXT):
+        return _price(tariff, usage, now)
+
+
+def _price(tariff: Tariff, usage: SessionUsage, now: datetime) -> PriceBreakdown:
+    cur = tariff.currency
+    start = usage.started_at
+    session_end = max(usage.stopped_at if usage.stopped_at is not None else now, start)
+    charging_end = usage.charging_ended_at if usage.charging_ended_at is not None else session_end
+    charging_end = min(max(charging_end, start), session_end)
+
+    end_wh = _end_register(usage)
+    suspect = end_wh < usage.meter_start_wh
+    if suspect:
+        end_wh = usage.meter_start_wh
+    energy_wh = end_wh - usage.meter_start_wh
+    register, clamped = _register(usage, start, charging_end, end_wh)
+    suspect = suspect or clamped
+
+    lines: list[BandLine] = []
+    energy_num = time_num = Decimal(0)
+    for seg in band_segments(tariff, start, charging_end):
+        a, b = _us(seg.start), _us(seg.end)
+        wh = register.at(b) - register.at(a) if b > a else Decimal(energy_wh)
+        p_kwh, p_min = tariff.energy_price(seg.band_index), tariff.time_price(seg.band_index)
+        energy_num += wh * p_kwh
+        time_num += (b - a) * p_min
+        lines.append(
+            BandLine(
+                label=tariff.band_label(seg.band_index),
+                band_index=seg.band_index,
+                started_at=seg.start,
+                ended_at=seg.end,
+                energy_wh=wh,
+                seconds=Decimal(b - a) / 1_000_000,
+                price_per_kwh=p_kwh,
+                price_per_minute=p_min,
+                energy_cost=Money(wh * p_kwh / _WH_PER_KWH, cur),
+                time_cost=Money((b - a) * p_min / _US_PER_MINUTE, cur),
+            )
+        )
+
+    parking_us = _us(session_end) - _us(charging_end)
+    idle_us = max(0, parking_us - tariff.idle_grace_minutes * _US_PER_MINUTE)
+    energy_cost = Money(energy_num / _WH_PER_KWH, cur)
+    time_cost = Money(time_num / _US_PER_MINUTE, cur)
+    idle_cost = Money(idle_us * tariff.idle_fee_per_minute / _US_PER_MINUTE, cur)
+    session_fee = Money(tariff.session_fee, cur)
+
+    subtotal = energy_cost + time_cost + idle_cost + session_fee
+    clamp: str | None = None
+    if tariff.min_price is not None and subtotal.amount < tariff.min_price:
+        subtotal, clamp = Money(tariff.min_price, cur), "min"
+    elif tariff.max_price is not None and subtotal.amount > tariff.max_price:
+        subtotal, clamp = Money(tariff.max_price, cur), "max"
+    tax = subtotal * tariff.tax_rate
+
+    return PriceBreakdown(
+        currency=cur,
+        energy_wh=energy_wh,
+        energy_cost=energy_cost,
+        time_cost=time_cost,
+        idle_cost=idle_cost,
+        session_fee=session_fee,
+        subtotal=subtotal,
+        tax=tax,
+        total_excl_tax=subtotal.rounded(),
+        total_incl_tax=(subtotal + tax).rounded(),
+        tax_rate=tariff.tax_rate,
+        lines=tuple(lines),
+        charging_seconds=Decimal(_us(charging_end) - _us(start)) / 1_000_000,
+        parking_seconds=Decimal(parking_us) / 1_000_000,
+        idle_seconds=Decimal(idle_us) / 1_000_000,
+        charging_ended_at=charging_end,
+        priced_until=session_end,
+        suspect=suspect,
+        clamp=clamp,
+    )
+
+
+def _fixed(value: Decimal, places: int) -> str:
+    return f"{value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP, context=PRICING_CONTEXT):f}"
+
+
+def breakdown_to_dict(b: PriceBreakdown) -> dict[str, Any]:
+    """API shape. Amounts are display-rounded strings; the per-component amounts
+    may not add up to the totals (the totals are rounded once from exact parts)."""
+    with localcontext(PRICING_CONTEXT):
+        return {
+            "currency": b.currency,
+            "energy_wh": b.energy_wh,
+            "energy_kwh": _fixed(Decimal(b.energy_wh) / _WH_PER_KWH, 3),
+            "charging_minutes": _fixed(b.charging_seconds / 60, 2),
+            "parking_minutes": _fixed(b.parking_seconds / 60, 2),
+            "idle_minutes": _fixed(b.idle_seconds / 60, 2),
+            "energy_cost": b.energy_cost.display(),
+            "time_cost": b.time_cost.display(),
+            "idle_cost": b.idle_cost.display(),
+            "session_fee": b.session_fee.display(),
+            "subtotal": b.total_excl_tax.display(),
+            "tax_rate": f"{b.tax_rate:f}",
+            "tax": b.tax_display.display(),
+            "total_excl_tax": b.total_excl_tax.display(),
+            "total_incl_tax": b.total_incl_tax.display(),
+            "clamp": b.clamp,
+            "suspect": b.suspect,
+            "lines": [
+                {
+                    "label": line.label,
+                    "started_at": iso_utc_ms(line.started_at),
+                    "ended_at": iso_utc_ms(line.ended_at),
+                    "kwh": _fixed(line.kwh, 3),
+                    "minutes": _fixed(line.minutes, 2),
+                    "price_per_kwh": f"{line.price_per_kwh:f}",
+                    "price_per_minute": f"{line.price_per_minute:f}",
+                    "energy_cost": line.energy_cost.display(),
+                    "time_cost": line.time_cost.display(),
+                    "cost": line.cost.display(),
+                }
+                for line in b.lines
+            ],
+        }

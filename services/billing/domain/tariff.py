@@ -1,0 +1,381 @@
+"""Tariffs: base prices, optional time-of-day bands, and the REST dict shape.
+
+A band overrides the base per-kWh / per-minute price while the *local* wall
+time (in `Tariff.timezone`) is inside it; the first matching band wins.
+`days_of_week` (0=Mon..6=Sun) is checked against the local weekday of the
+instant being priced, like OCPI TariffRestrictions: a band "22:00"-"06:00" on
+(4,) (Friday) covers Fri 00:00-06:00 and Fri 22:00-24:00; to run Friday night
+into Saturday morning list both days.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .money import CurrencyError, minor_units, validate_currency
+
+__all__ = [
+    "TariffError",
+    "TariffBand",
+    "Tariff",
+    "BandSegment",
+    "BASE_LABEL",
+    "band_segments",
+    "tariff_from_dict",
+    "tariff_to_dict",
+]
+
+UTC = timezone.utc
+BASE_LABEL = "base"
+DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_HHMM_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class TariffError(ValueError):
+    """An invalid tariff definition; the message names the offending field."""
+
+
+def _decimal(value: object, name: str, *, allow_none: bool = False) -> Decimal | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or isinstance(value, float):
+        raise TariffError(f"{name} must be a decimal string like \"0.30\", got {type(value).__name__} {value!r}")
+    try:
+        d = Decimal(value) if isinstance(value, (int, str)) else value
+    except InvalidOperation:
+        raise TariffError(f"{name} must be a decimal string like \"0.30\", got {value!r}") from None
+    if not isinstance(d, Decimal) or not d.is_finite():
+        raise TariffError(f"{name} must be a finite decimal, got {value!r}")
+    return d
+
+
+def _price(value: object, name: str, *, allow_none: bool = False) -> Decimal | None:
+    d = _decimal(value, name, allow_none=allow_none)
+    if d is not None and d < 0:
+        raise TariffError(f"{name} must not be negative, got {d}")
+    return d
+
+
+def _required_price(value: object, name: str) -> Decimal:
+    d = _price(value, name)
+    assert d is not None
+    return d
+
+
+def _hhmm(value: object, name: str) -> time:
+    if not isinstance(value, str) or not _HHMM_RE.match(value):
+        raise TariffError(f"{name} must be a time \"HH:MM\" (00:00-23:59), got {value!r}")
+    return time(int(value[:2]), int(value[3:]))
+
+
+@dataclass(frozen=True)
+class TariffBand:
+    start: str
+    end: str
+    days_of_week: tuple[int, ...] | None = None
+    price_per_kwh: Decimal | None = None
+    price_per_minute: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        _hhmm(self.start, "band.start")
+        _hhmm(self.end, "band.end")
+        if self.days_of_week is not None:
+            days = self.days_of_week
+            if isinstance(days, (str, bytes)) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 6 for d in days
+            ):
+                raise TariffError(f"band.days_of_week must be integers 0 (Mon) .. 6 (Sun), got {days!r}")
+            if not days:
+                raise TariffError("band.days_of_week must not be empty (use null for every day)")
+            object.__setattr__(self, "days_of_week", tuple(sorted(set(days))))
+        object.__setattr__(self, "price_per_kwh", _price(self.price_per_kwh, "band.price_per_kwh", allow_none=True))
+        object.__setattr__(
+            self, "price_per_minute", _price(self.price_per_minute, "band.price_per_minute", allow_none=True)
+        )
+
+    @property
+    def start_time(self) -> time:
+        return _hhmm(self.start, "band.start")
+
+    @property
+    def end_time(self) -> time:
+        return _hhmm(self.end, "band.end")
+
+    @property
+    def label(self) -> str:
+        days = "" if self.days_of_week is None else " " + ",".join(DAY_NAMES[d] for d in self.days_of_week)
+        return f"{self.start}-{self.end}{days}"
+
+    def contains(self, local: datetime) -> bool:
+        """Is the local wall time `local` inside this band? Window is [start, end)."""
+        if self.days_of_week is not None and local.weekday() not in self.days_of_week:
+            return False
+        t, s, e = local.time().replace(tzinfo=None, fold=0), self.start_time, self.end_time
+        if s == e:
+            return True  # "00:00"-"00:00" (or any s == e): the whole day
+        if s < e:
+            return s <= t < e
+        return t >= s or t < e  # wraps midnight
+
+
+@dataclass(frozen=True)
+class Tariff:
+    id: str
+    currency: str
+    price_per_kwh: Decimal = Decimal(0)
+    price_per_minute: Decimal = Decimal(0)
+    session_fee: Decimal = Decimal(0)
+    idle_fee_per_minute: Decimal = Decimal(0)
+    idle_grace_minutes: int = 0
+    tax_rate: Decimal = Decimal(0)
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
+    bands: tuple[TariffBand, ...] = field(default_factory=tuple)
+    timezone: str = "UTC"
+    default: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id.strip():
+            raise TariffError(f"id must be a non-empty string, got {self.id!r}")
+        try:
+            validate_currency(self.currency)
+        except CurrencyError as e:
+            raise TariffError(str(e)) from None
+        for name in ("price_per_kwh", "price_per_minute", "session_fee", "idle_fee_per_minute"):
+            object.__setattr__(self, name, _required_price(getattr(self, name), name))
+        for name in ("min_price", "max_price"):
+            object.__setattr__(self, name, _price(getattr(self, name), name, allow_none=True))
+        if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
+            raise TariffError(f"min_price {self.min_price} is greater than max_price {self.max_price}")
+        g = self.idle_grace_minutes
+        if not isinstance(g, int) or isinstance(g, bool) or g < 0:
+            raise TariffError(f"idle_grace_minutes must be a non-negative integer, got {g!r}")
+        rate = _decimal(self.tax_rate, "tax_rate")
+        assert rate is not None
+        if not (Decimal(0) <= rate < Decimal(1)):
+            raise TariffError(f"tax_rate must be in [0, 1) (e.g. \"0.19\"), got {rate}")
+        object.__setattr__(self, "tax_rate", rate)
+        bands = tuple(self.bands)
+        if not all(isinstance(b, TariffBand) for b in bands):
+            raise TariffError("bands must be TariffBand instances")
+        object.__setattr__(self, "bands", bands)
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            raise TariffError(f"timezone must be an IANA zone name like \"Europe/Berlin\", got {self.timezone!r}") from None
+        if not isinstance(self.default, bool):
+            raise TariffError(f"default must be a boolean, got {self.default!r}")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def band_index_at(self, instant: datetime) -> int | None:
+        """Index of the first band containing `instant` (aware), or None for base prices."""
+        local = instant.astimezone(self.zone)
+        for i, band in enumerate(self.bands):
+            if band.contains(local):
+                return i
+        return None
+
+    def energy_price(self, band_index: int | None) -> Decimal:
+        if band_index is not None and (p := self.bands[band_index].price_per_kwh) is not None:
+            return p
+        return self.price_per_kwh
+
+    def time_price(self, band_index: int | None) -> Decimal:
+        if band_index is not None and (p := self.bands[band_index].price_per_minute) is not None:
+            return p
+        return self.price_per_minute
+
+    def band_label(self, band_index: int | None) -> str:
+        return BASE_LABEL if band_index is None else self.bands[band_index].label
+
+
+# --- splitting a time window by band -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BandSegment:
+    """[start, end) during which one band (or the base prices, band_index None) applies."""
+
+    start: datetime
+    end: datetime
+    band_index: int | None
+
+
+def _epoch_seconds(dt: datetime) -> int:
+    return (dt - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(seconds=1)
+
+
+def _offset_transitions(zone: ZoneInfo, start: datetime, end: datetime) -> set[datetime]:
+    """UTC instants in (start, end) where the zone's UTC offset changes (DST)."""
+
+    def offset(s: int) -> timedelta | None:
+        return datetime.fromtimestamp(s, UTC).astimezone(zone).utcoffset()
+
+    found: set[datetime] = set()
+    step = 3 * 3600  # offsets never change twice within 3 hours
+    lo_s, stop_s = _epoch_seconds(start), _epoch_seconds(end) + 1
+    while lo_s < stop_s:
+        hi_s = min(lo_s + step, stop_s)
+        if offset(lo_s) != offset(hi_s):
+            a, b = lo_s, hi_s  # offset(a) is old, offset(b) is new
+            while b - a > 1:
+                mid = (a + b) // 2
+                a, b = (mid, b) if offset(mid) == offset(a) else (a, mid)
+            t = datetime.fromtimestamp(b, UTC)
+            if start < t < end:
+                found.add(t)
+        lo_s = hi_s
+    return found
+
+
+def band_segments(tariff: Tariff, start: datetime, end: datetime) -> tuple[BandSegment, ...]:
+    """Split [start, end) into maximal consecutive segments of constant band.
+
+    Exact to the microsecond, DST-safe: candidate cut points are every band
+    boundary and local midnight on each local day (both folds of ambiguous wall
+    times) plus the zone's offset transitions; between two cuts the local clock
+    runs continuously without crossing a boundary, so membership is constant.
+    An empty window (end <= start) yields one zero-length segment at start.
+    """
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    if end <= start:
+        return (BandSegment(start, start, tariff.band_index_at(start)),)
+    if not tariff.bands:
+        return (BandSegment(start, end, None),)
+    zone = tariff.zone
+    cuts: set[datetime] = {start, end} | _offset_transitions(zone, start, end)
+    walls = {time(0, 0)} | {b.start_time for b in tariff.bands} | {b.end_time for b in tariff.bands}
+    day: date = start.astimezone(zone).date() - timedelta(days=1)
+    last_day: date = end.astimezone(zone).date() + timedelta(days=1)
+    while day <= last_day:
+        for wall in walls:
+            for fold in (0, 1):
+                t = datetime.combine(day, wall, tzinfo=zone).replace(fold=fold).astimezone(UTC)
+                if start < t < end:
+                    cuts.add(t)
+        day += timedelta(days=1)
+    points = sorted(cuts)
+    segments: list[BandSegment] = []
+    for a, b in zip(points, points[1:]):
+        idx = tariff.band_index_at(a)
+        if segments and segments[-1].band_index == idx:
+            segments[-1] = BandSegment(segments[-1].start, b, idx)
+        else:
+            segments.append(BandSegment(a, b, idx))
+    return tuple(segments)
+
+
+# --- REST dict shape -----------------------------------------------------------------
+
+_TARIFF_KEYS = {
+    "id", "currency", "price_per_kwh", "price_per_minute", "session_fee", "idle_fee_per_minute",
+    "idle_grace_minutes", "tax_rate", "bands", "min_price", "max_price", "timezone", "default",
+}
+_BAND_KEYS = {"start", "end", "days_of_week", "price_per_kwh", "price_per_minute"}
+
+
+def _check_keys(d: object, allowed: set[str], what: str) -> Mapping[str, Any]:
+    if not isinstance(d, Mapping):
+        raise TariffError(f"{what} must be an object, got {type(d).__name__}")
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise TariffError(f"{what} has unknown field(s): {', '.join(map(str, unknown))}")
+    return d
+
+
+def _band_from_dict(raw: object, i: int) -> TariffBand:
+    d = _check_keys(raw, _BAND_KEYS, f"bands[{i}]")
+    for key in ("start", "end"):
+        if key not in d:
+            raise TariffError(f"bands[{i}].{key} is required")
+    days = d.get("days_of_week")
+    if days is not None and not isinstance(days, (list, tuple)):
+        raise TariffError(f"bands[{i}].days_of_week must be a list of integers 0..6 or null, got {days!r}")
+    try:
+        return TariffBand(
+            start=d["start"],
+            end=d["end"],
+            days_of_week=None if days is None else tuple(days),
+            price_per_kwh=d.get("price_per_kwh"),
+            price_per_minute=d.get("price_per_minute"),
+        )
+    except TariffError as e:
+        raise TariffError(f"bands[{i}]: {e}") from None
+
+
+def tariff_from_dict(d: Mapping[str, Any]) -> Tariff:
+    """Parse the REST shape. Money values are decimal strings ("0.30"); floats are rejected."""
+    d = _check_keys(d, _TARIFF_KEYS, "tariff")
+    for key in ("id", "currency"):
+        if key not in d:
+            raise TariffError(f"{key} is required")
+    bands_raw = d.get("bands") or []
+    if not isinstance(bands_raw, (list, tuple)):
+        raise TariffError("bands must be a list")
+    grace = d.get("idle_grace_minutes", 0)
+    if isinstance(grace, str) and grace.isdigit():
+        grace = int(grace)
+    return Tariff(
+        id=d["id"],
+        currency=d["currency"],
+        price_per_kwh=d.get("price_per_kwh", Decimal(0)),
+        price_per_minute=d.get("price_per_minute", Decimal(0)),
+        session_fee=d.get("session_fee", Decimal(0)),
+        idle_fee_per_minute=d.get("idle_fee_per_minute", Decimal(0)),
+        idle_grace_minutes=grace,
+        tax_rate=d.get("tax_rate", Decimal(0)),
+        min_price=d.get("min_price"),
+        max_price=d.get("max_price"),
+        bands=tuple(_band_from_dict(b, i) for i, b in enumerate(bands_raw)),
+        timezone=d.get("timezone", "UTC"),
+        default=d.get("default", False),
+    )
+
+
+def _money_str(value: Decimal, currency: str) -> str:
+    """At least the currency's minor digits ("0.3" -> "0.30"), more if the price has them."""
+    digits = minor_units(currency)
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent < digits:
+        value = value.quantize(Decimal(1).scaleb(-digits))
+    return f"{value:f}"
+
+
+def _opt_money_str(value: Decimal | None, currency: str) -> str | None:
+    return None if value is None else _money_str(value, currency)
+
+
+def tariff_to_dict(t: Tariff) -> dict[str, Any]:
+    c = t.currency
+    return {
+        "id": t.id,
+        "currency": c,
+        "price_per_kwh": _money_str(t.price_per_kwh, c),
+        "price_per_minute": _money_str(t.price_per_minute, c),
+        "session_fee": _money_str(t.session_fee, c),
+        "idle_fee_per_minute": _money_str(t.idle_fee_per_minute, c),
+        "idle_grace_minutes": t.idle_grace_minutes,
+        "tax_rate": f"{t.tax_rate:f}",
+        "bands": [
+            {
+                "start": b.start,
+                "end": b.end,
+                "days_of_week": None if b.days_of_week is None else list(b.days_of_week),
+                "price_per_kwh": _opt_money_str(b.price_per_kwh, c),
+                "price_per_minute": _opt_money_str(b.price_per_minute, c),
+            }
+            for b in t.bands
+        ],
+        "min_price": _opt_money_str(t.min_price, c),
+        "max_price": _opt_money_str(t.max_price, c),
+        "timezone": t.timezone,
+        "default": t.default,
+    }

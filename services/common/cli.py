@@ -1,0 +1,185 @@
+"""`csms` console script: one entry point, one subcommand per process role."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from services.common.config import Settings, load_settings
+from services.common.errors import ConfigError
+from services.common.runtime import Runtime, Service, bootstrap
+from services.common.telemetry import setup_logging
+
+__all__ = ["main"]
+
+log = logging.getLogger("csms.cli")
+
+# role -> "module:Class" of the services it runs, in start order
+ROLES: dict[str, list[str]] = {
+    "gateway": ["services.gateway.service:GatewayService"],
+    "sessions": ["services.sessions.worker:SessionsService"],
+    "billing": ["services.billing.worker:BillingService"],
+    "smart-charging": ["services.smart_charging.worker:SmartChargingService"],
+    "api": ["services.api.service:ApiService"],
+}
+ROLES["run"] = ROLES["sessions"] + ROLES["billing"] + ROLES["smart-charging"] + ROLES["gateway"] + ROLES["api"]
+
+
+def _load(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bus-url", help="memory:// or kafka://host:9092[,host2:9092] (CSMS_BUS_URL)")
+    p.add_argument("--store-url", help="sqlite:///./csms.db or cassandra://host:9042/keyspace (CSMS_STORE_URL)")
+    p.add_argument("--host", help="listen address (CSMS_HOST)")
+    p.add_argument("--ocpp-port", type=int, help="OCPP WebSocket port (CSMS_OCPP_PORT, 9000)")
+    p.add_argument("--api-port", type=int, help="REST API port (CSMS_API_PORT, 8080)")
+    p.add_argument("--gateway-id", help="gateway-N (CSMS_GATEWAY_ID)")
+    p.add_argument("--api-key", help="bootstrap admin API key (CSMS_API_KEY)")
+    p.add_argument("--open-registration", action="store_true", default=None, help="accept unknown stations (CSMS_OPEN_REGISTRATION)")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING (CSMS_LOG_LEVEL)")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    s = load_settings()
+    return s.with_overrides(
+        bus_url=args.bus_url,
+        store_url=args.store_url,
+        host=args.host,
+        ocpp_port=args.ocpp_port,
+        api_port=args.api_port,
+        gateway_id=args.gateway_id,
+        api_key=args.api_key,
+        open_registration=args.open_registration,
+        log_level=args.log_level,
+    )
+
+
+def _embedded_api_key(settings: Settings) -> Settings:
+    if settings.api_key:
+        return settings
+    path = Path(os.environ.get("CSMS_STATE_DIR", ".csms")) / "api_key"
+    if path.exists():
+        key = path.read_text().strip()
+    else:
+        key = "csms_" + secrets.token_urlsafe(24)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(key + "\n")
+        path.chmod(0o600)
+    return settings.with_overrides(api_key=key)
+
+
+async def _serve(role: str, settings: Settings) -> None:
+    if role != "run" and settings.bus_url.startswith("memory://"):
+        raise ConfigError(
+            f"`csms {role}` runs one service of the distributed system and needs a shared bus: "
+            "set CSMS_BUS_URL=kafka://host:9092 (or use `csms run` for everything in one process)"
+        )
+    rt: Runtime = bootstrap(settings)
+    await rt.start()
+    await rt.store.migrate()
+    services: list[Service] = [_load(path)(rt) for path in ROLES[role]]
+    started: list[Service] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        for svc in services:
+            await svc.start()
+            started.append(svc)
+        if role == "run":
+            host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
+            print(
+                "\nCSMS running (embedded mode: in-memory bus, "
+                f"store {settings.store_url})\n"
+                f"  OCPP endpoint : ws://{host}:{settings.ocpp_port}/ocpp/{{station_id}}\n"
+                f"  REST API      : http://{host}:{settings.api_port}/api/v1  (OpenAPI: /api/v1/openapi.json)\n"
+                f"  Admin API key : {settings.api_key}\n"
+                f"  Metrics       : http://{host}:{settings.ocpp_port}/metrics , http://{host}:{settings.api_port}/metrics\n"
+                "  Try           : csms simulate --stations 3 (see README)\n",
+                flush=True,
+            )
+        else:
+            log.info("csms %s started (bus %s, store %s)", role, settings.bus_url, settings.store_url)
+        await stop.wait()
+    finally:
+        for svc in reversed(started):
+            try:
+                await svc.stop()
+            except Exception:  # keep stopping the others
+                log.exception("stopping %s failed", getattr(svc, "name", svc))
+        await rt.close()
+
+
+async def _migrate(settings: Settings) -> None:
+    rt = bootstrap(settings, pepper=b"")
+    await rt.store.start()
+    try:
+        await rt.store.migrate()
+    finally:
+        await rt.store.close()
+    print(f"store schema is up to date ({settings.store_url})")
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # pragma: no cover - uvloop is a declared dependency
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="csms", description="OCPP charging station management system")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in [
+        ("run", "embedded mode: gateway, processors and API in one process (in-memory bus, SQLite)"),
+        ("gateway", "OCPP WebSocket gateway (needs a Kafka bus)"),
+        ("sessions", "sessions processor (needs a Kafka bus)"),
+        ("billing", "billing processor (needs a Kafka bus)"),
+        ("smart-charging", "smart charging processor (needs a Kafka bus)"),
+        ("api", "REST API for operators (needs a Kafka bus)"),
+        ("migrate", "create or upgrade the store schema"),
+    ]:
+        _add_common(sub.add_parser(name, help=help_text))
+    sim = sub.add_parser("simulate", help="charger simulator and load generator")
+    sim_module = importlib.import_module("services.simulator.cli")
+    sim_module.add_arguments(sim)
+
+    args = parser.parse_args(argv)
+    if args.command == "simulate":
+        setup_logging(os.environ.get("CSMS_LOG_LEVEL", "WARNING"))
+        _install_uvloop()
+        return int(asyncio.run(sim_module.run(args)) or 0)
+    settings = _settings(args)
+    setup_logging(settings.log_level)
+    _install_uvloop()
+    try:
+        if args.command == "migrate":
+            asyncio.run(_migrate(settings))
+        else:
+            if args.command == "run":
+                settings = _embedded_api_key(settings)
+            asyncio.run(_serve(args.command, settings))
+    except ConfigError as exc:
+        print(f"csms: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Settings from the environment (and matching CLI flags). Names are a public contract."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from services.common.errors import ConfigError
+
+__all__ = ["Settings", "load_settings", "gateway_ordinal"]
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _default_gateway_id() -> str:
+    # StatefulSet pods are named <name>-<ordinal>; keep the ordinal, name the role.
+    m = re.search(r"-(\d+)$", socket.gethostname())
+    return f"gateway-{m.group(1) if m else 0}"
+
+
+def gateway_ordinal(gateway_id: str) -> int:
+    m = re.search(r"(\d+)$", gateway_id)
+    if not m:
+        raise ConfigError(f"gateway id {gateway_id!r} has no ordinal (expected gateway-N)")
+    return int(m.group(1))
+
+
+@dataclass(frozen=True)
+class Settings:
+    bus_url: str = "memory://"
+    store_url: str = "sqlite:///./csms.db"
+    host: str = "0.0.0.0"
+    ocpp_port: int = 9000
+    api_port: int = 8080
+    gateway_id: str = "gateway-0"
+    api_key: str | None = None
+    open_registration: bool = False
+    heartbeat_interval: int = 300
+    max_frame_bytes: int = 1 << 20
+    max_json_depth: int = 32
+    command_timeout_s: float = 30.0
+    events_partitions: int = 12
+    commands_partitions: int = 16          # >= number of gateway pods
+    boot_rate_per_s: float = 500.0         # admission control: Accepted boots per second per pod
+    ocpp21: bool = False                   # offer ocpp2.1 (library schemas; handled like 2.0.1)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    log_level: str = "INFO"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def with_overrides(self, **kw: Any) -> "Settings":
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    e = os.environ if env is None else env
+    try:
+        return Settings(
+            bus_url=e.get("CSMS_BUS_URL", "memory://"),
+            store_url=e.get("CSMS_STORE_URL", "sqlite:///./csms.db"),
+            host=e.get("CSMS_HOST", "0.0.0.0"),
+            ocpp_port=int(e.get("CSMS_OCPP_PORT", "9000")),
+            api_port=int(e.get("CSMS_API_PORT", "8080")),
+            gateway_id=e.get("CSMS_GATEWAY_ID") or _default_gateway_id(),
+            api_key=e.get("CSMS_API_KEY") or None,
+            open_registration=_bool(e.get("CSMS_OPEN_REGISTRATION")),
+            heartbeat_interval=int(e.get("CSMS_HEARTBEAT_INTERVAL", "300")),
+            max_frame_bytes=int(e.get("CSMS_MAX_FRAME_BYTES", str(1 << 20))),
+            command_timeout_s=float(e.get("CSMS_COMMAND_TIMEOUT", "30")),
+            events_partitions=int(e.get("CSMS_EVENTS_PARTITIONS", "12")),
+            commands_partitions=int(e.get("CSMS_COMMANDS_PARTITIONS", "16")),
+            boot_rate_per_s=float(e.get("CSMS_BOOT_RATE", "500")),
+            ocpp21=_bool(e.get("CSMS_OCPP21")),
+            tls_cert=e.get("CSMS_TLS_CERT") or None,
+            tls_key=e.get("CSMS_TLS_KEY") or None,
+            log_level=e.get("CSMS_LOG_LEVEL", "INFO"),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"bad setting: {exc}") from exc

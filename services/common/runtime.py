@@ -1,0 +1,72 @@
+"""The composition root: one `bootstrap()` per process.
+
+Services get a `Runtime` (settings, bus, store, clock, pepper) and expose
+`start()` / `stop()` / `ready()`. Tests call `bootstrap(settings, bus=MemoryBus(), ...)`
+to inject their own adapters.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from services.common.bus import Bus, bus_from_url
+from services.common.config import Settings
+from services.common.passwords import load_pepper
+from services.common.store import Store, store_from_url
+from services.common.timeutil import Clock, utcnow
+from services.common import topics
+
+__all__ = ["Runtime", "Service", "bootstrap"]
+
+log = logging.getLogger("csms.runtime")
+
+
+class Service(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def ready(self) -> bool: ...
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    bus: Bus
+    store: Store
+    clock: Clock = utcnow
+    pepper: bytes = b""
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    async def start(self) -> None:
+        await self.store.start()
+        await self.bus.start()
+        await self.bus.ensure_topic(topics.EVENTS, self.settings.events_partitions)
+        await self.bus.ensure_topic(topics.COMMANDS, self.settings.commands_partitions)
+        await self.bus.ensure_topic(topics.SESSIONS, self.settings.events_partitions)
+        await self.bus.ensure_topic(topics.CDRS, self.settings.events_partitions)
+
+    async def close(self) -> None:
+        await self.bus.close()
+        await self.store.close()
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    bus: Bus | None = None,
+    store: Store | None = None,
+    clock: Clock | None = None,
+    pepper: bytes | None = None,
+) -> Runtime:
+    return Runtime(
+        settings=settings,
+        bus=bus if bus is not None else bus_from_url(settings.bus_url),
+        store=store if store is not None else store_from_url(settings.store_url),
+        clock=clock or utcnow,
+        pepper=pepper if pepper is not None else load_pepper(),
+    )

@@ -1,0 +1,48 @@
+"""Logging, Prometheus exposition, health endpoints and tracing shared by every service.
+
+Metric names follow Prometheus conventions (`csms_<service>_<what>_<unit>`, `_total`
+on counters). Station ids never become labels (cardinality); they go on spans and logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from opentelemetry import trace
+
+__all__ = ["setup_logging", "add_health_routes", "tracer"]
+
+tracer = trace.get_tracer("csms")
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("cassandra").setLevel(logging.WARNING)
+
+
+def add_health_routes(app: web.Application, ready: Callable[[], bool]) -> None:
+    """GET /healthz (process alive), /readyz (dependencies usable), /metrics."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        ok = ready()
+        return web.json_response({"status": "ready" if ok else "not ready"}, status=200 if ok else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest(REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
