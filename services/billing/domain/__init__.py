@@ -1,6 +1,16 @@
 """Pure billing domain: money, tariffs, pricing, CDRs. Standard library only."""
 
-from .cdr import Cdr, InputDigests, cdr_id, cdr_to_dict, cdr_to_ocpi, decide_cdr, input_digests, tariff_to_ocpi
+from .cdr import (
+    Cdr,
+    InputDigests,
+    PreviousCdr,
+    cdr_id,
+    cdr_to_dict,
+    cdr_to_ocpi,
+    decide_cdr,
+    input_digests,
+    tariff_to_ocpi,
+)
 from .money import CurrencyError, CurrencyMismatchError, Money, minor_units, quantum, round_amount
 from .pricing import BandLine, EnergySample, PriceBreakdown, SessionUsage, breakdown_to_dict, price_session
 from .tariff import Tariff, TariffBand, TariffError, band_segments, tariff_from_dict, tariff_to_dict
@@ -13,6 +23,7 @@ __all__ = [
     "EnergySample",
     "InputDigests",
     "Money",
+    "PreviousCdr",
     "PriceBreakdown",
     "SessionUsage",
     "Tariff",

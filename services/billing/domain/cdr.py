@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from .money import PRICING_CONTEXT, Money
 from .pricing import PriceBreakdown, SessionUsage, breakdown_to_dict, iso_utc_ms, price_session
@@ -21,6 +21,7 @@ from .tariff import Tariff
 __all__ = [
     "Cdr",
     "InputDigests",
+    "PreviousCdr",
     "REASON_INITIAL",
     "REASON_LATE_STOP",
     "REASON_LATE_METER_VALUE",
@@ -39,13 +40,14 @@ REASON_LATE_STOP = "late_stop"
 REASON_LATE_METER_VALUE = "late_meter_value"
 REASON_TARIFF_CHANGE = "tariff_change"
 REASON_CORRECTION = "correction"
-_FINGERPRINT_VERSION = "cdr-inputs/1"  # bump if the canonical form below changes
+_FINGERPRINT_VERSION = "cdrfp1"  # bump if the canonical form below changes
 
 
 @dataclass(frozen=True)
 class InputDigests:
-    """SHA-256 digests of the three groups of pricing inputs; the fingerprint is
-    their combination. Kept per group so a new version can say what changed."""
+    """Digests of the three groups of pricing inputs. The fingerprint spells all
+    three out ("cdrfp1-<tariff>-<timing>-<metering>", 64 bits each), so a stored
+    fingerprint alone is enough to tell what changed in a later version."""
 
     tariff: str
     timing: str
@@ -53,7 +55,27 @@ class InputDigests:
 
     @property
     def fingerprint(self) -> str:
-        return _sha256([_FINGERPRINT_VERSION, self.tariff, self.timing, self.metering])
+        return "-".join((_FINGERPRINT_VERSION, self.tariff, self.timing, self.metering))
+
+    @classmethod
+    def parse(cls, fingerprint: str) -> InputDigests | None:
+        parts = fingerprint.split("-")
+        if len(parts) != 4 or parts[0] != _FINGERPRINT_VERSION:
+            return None
+        return cls(parts[1], parts[2], parts[3])
+
+
+class PreviousCdr(Protocol):
+    """What `decide_cdr` needs of the latest stored CDR (a `Cdr` qualifies)."""
+
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def stopped_at(self) -> datetime: ...
+    @property
+    def inputs_fingerprint(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -71,8 +93,7 @@ class Cdr:
     tariff_id: str
     breakdown: PriceBreakdown
     created_at: datetime
-    inputs_fingerprint: str
-    input_digests: InputDigests
+    inputs_fingerprint: str  # InputDigests.fingerprint; equal fingerprints = same CDR content
 
 
 def _canonical(value: Any) -> Any:
@@ -87,9 +108,10 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def _sha256(value: Any) -> str:
+def _digest(value: Any) -> str:
+    """First 64 bits of the SHA-256 of the canonical JSON form."""
     text = json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def input_digests(session_id: str, station_id: str, tariff: Tariff, usage: SessionUsage) -> InputDigests:
@@ -99,9 +121,9 @@ def input_digests(session_id: str, station_id: str, tariff: Tariff, usage: Sessi
     tariff_part = {k: v for k, v in _canonical(tariff).items() if k != "default"}
     effective_charging_end = usage.charging_ended_at if usage.charging_ended_at is not None else usage.stopped_at
     return InputDigests(
-        tariff=_sha256(tariff_part),
-        timing=_sha256([session_id, station_id, usage.started_at, usage.stopped_at, effective_charging_end]),
-        metering=_sha256([usage.meter_start_wh, usage.meter_stop_wh, usage.energy_samples]),
+        tariff=_digest(tariff_part),
+        timing=_digest([session_id, station_id, usage.started_at, usage.stopped_at, effective_charging_end]),
+        metering=_digest([usage.meter_start_wh, usage.meter_stop_wh, usage.energy_samples]),
     )
 
 
@@ -109,18 +131,19 @@ def cdr_id(session_id: str, version: int) -> str:
     return f"{session_id}-v{version}"
 
 
-def _reason(previous: Cdr, usage: SessionUsage, digests: InputDigests, reason_hint: str | None) -> str:
+def _reason(previous: PreviousCdr, usage: SessionUsage, digests: InputDigests, reason_hint: str | None) -> str:
     if previous.stopped_at != usage.stopped_at:
         return REASON_LATE_STOP
-    if previous.input_digests.metering != digests.metering:
+    before = InputDigests.parse(previous.inputs_fingerprint)
+    if before is not None and before.metering != digests.metering:
         return REASON_LATE_METER_VALUE
-    if previous.input_digests.tariff != digests.tariff:
+    if before is not None and before.tariff != digests.tariff:
         return REASON_TARIFF_CHANGE
     return reason_hint or REASON_CORRECTION
 
 
 def decide_cdr(
-    previous: Cdr | None,
+    previous: PreviousCdr | None,
     session_id: str,
     station_id: str,
     tariff: Tariff,
@@ -129,7 +152,7 @@ def decide_cdr(
     reason_hint: str | None = None,
 ) -> Cdr | None:
     """The CDR to emit for a stopped session, or None if `previous` (the latest
-    CDR of this session) already reflects exactly these inputs.
+    CDR of this session, or just its stored head) already reflects exactly these inputs.
 
     Reason of a new version: stop time changed -> "late_stop"; meter values
     changed -> "late_meter_value"; tariff changed -> "tariff_change"; otherwise
@@ -161,7 +184,6 @@ def decide_cdr(
         breakdown=breakdown,
         created_at=now.astimezone(timezone.utc),
         inputs_fingerprint=fingerprint,
-        input_digests=digests,
     )
 
 
@@ -234,7 +256,8 @@ def tariff_to_ocpi(tariff: Tariff, *, country_code: str, party_id: str, last_upd
     if tariff.session_fee:
         base.append({"type": "FLAT", "price": float(tariff.session_fee), "vat": vat, "step_size": 1})
     if tariff.idle_fee_per_minute:
-        base.append({"type": "PARKING_TIME", "price": float(tariff.idle_fee_per_minute * 60), "vat": vat, "step_size": 1})
+        parking_per_hour = float(tariff.idle_fee_per_minute * 60)
+        base.append({"type": "PARKING_TIME", "price": parking_per_hour, "vat": vat, "step_size": 1})
     elements.append({"price_components": base})
     out: dict[str, Any] = {
         "country_code": country_code,

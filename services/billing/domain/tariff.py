@@ -167,7 +167,9 @@ class Tariff:
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError, TypeError):
-            raise TariffError(f"timezone must be an IANA zone name like \"Europe/Berlin\", got {self.timezone!r}") from None
+            raise TariffError(
+                f"timezone must be an IANA zone name like \"Europe/Berlin\", got {self.timezone!r}"
+            ) from None
         if not isinstance(self.default, bool):
             raise TariffError(f"default must be a boolean, got {self.default!r}")
 

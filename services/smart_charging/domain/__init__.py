@@ -25,6 +25,8 @@ from .site_state import (
     TransactionId,
     apply,
     session_key,
+    state_from_doc,
+    state_to_doc,
 )
 
 __all__ = [
@@ -48,6 +50,8 @@ __all__ = [
     "apply",
     "ocpp_timestamp",
     "session_key",
+    "state_from_doc",
+    "state_to_doc",
     "tx_default_profile_16",
     "tx_default_profile_201",
     "tx_profile_16",

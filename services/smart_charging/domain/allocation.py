@@ -19,9 +19,10 @@ Model
   (each session clamped to ``[min_a, cap]``); what a tier cannot use flows down.
 * A session's cap is its ``max_a``, or ``measured_a + headroom_a`` when a measurement
   shows it draws less (never below ``min_a``): the unused current goes to the others.
-* All currents are whole multiples of ``step_a``: minimums round up, caps and
-  shares round down, and the indivisible remainder of a tier is handed out one
-  step at a time in key order (so shares in a tier differ by at most one step).
+* All currents are whole multiples of ``step_a``: minimums round up (to one step at
+  least, so 0 A always means paused), caps and shares round down, and the
+  indivisible remainder of a tier is handed out one step at a time in key order
+  (so shares in a tier differ by at most one step).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class Demand:
             raise ValueError(f"{self.session_key}: phases must be 1 or 3, got {self.phases}")
         if self.min_a < _ZERO:
             raise ValueError(f"{self.session_key}: min_a must be >= 0, got {self.min_a}")
+        if self.max_a <= _ZERO:
+            raise ValueError(f"{self.session_key}: max_a must be > 0, got {self.max_a}")
         if self.max_a < self.min_a:
             raise ValueError(
                 f"{self.session_key}: max_a ({self.max_a}) must be >= min_a ({self.min_a})"
@@ -243,7 +246,7 @@ def _allocate(
     slots: list[_Slot] = []
     paused: list[str] = []
     for d in ranked:
-        lo = _ceil_units(d.min_a, step)
+        lo = max(1, _ceil_units(d.min_a, step))  # running means > 0 A: 0 A is paused
         max_units = _floor_units(d.max_a, step)
         if lo > max_units:
             limits[d.session_key] = _ZERO

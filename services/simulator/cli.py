@@ -1,0 +1,137 @@
+"""`csms simulate`: N simulated stations against a running CSMS, then a report.
+
+    csms simulate --stations 10 --protocol mixed
+    csms simulate --stations 1000 --meter-values 2 --interval 0.05 --no-validate --json
+
+With an API key (--api-key, CSMS_API_KEY, or the embedded mode's ./.csms/api_key)
+it first registers the stations and the id token through the REST API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from services.simulator.station import StationSpec, run_station
+from services.simulator.stats import Stats
+
+__all__ = ["add_arguments", "run", "station_password", "register"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=os.environ.get("CSMS_SIM_URL", "ws://127.0.0.1:9000/ocpp"), help="OCPP endpoint base")
+    p.add_argument("--api-url", default=os.environ.get("CSMS_SIM_API_URL", "http://127.0.0.1:8080"), help="REST API base (registration)")
+    p.add_argument("--api-key", default=None, help="admin API key (default: CSMS_API_KEY or ./.csms/api_key)")
+    p.add_argument("--no-register", action="store_true", help="stations and token already exist")
+    p.add_argument("--stations", type=int, default=3)
+    p.add_argument("--protocol", choices=["1.6", "2.0.1", "mixed"], default="mixed")
+    p.add_argument("--prefix", default="SIM")
+    p.add_argument("--password-seed", default="csms-simulator", help="per-station passwords are derived from this")
+    p.add_argument("--id-token", default="SIMTOKEN0001")
+    p.add_argument("--sessions", type=int, default=1, help="charging sessions per station")
+    p.add_argument("--meter-values", type=int, default=3)
+    p.add_argument("--interval", type=float, default=0.2, help="seconds between meter values")
+    p.add_argument("--sample-minutes", type=float, default=5.0, help="simulated charging minutes per meter value")
+    p.add_argument("--power-w", type=float, default=11_000.0)
+    p.add_argument("--hold", type=float, default=0.0, help="stay connected this long afterwards (answer commands)")
+    p.add_argument("--concurrency", type=int, default=1000, help="stations connecting at once")
+    p.add_argument("--no-validate", action="store_true", help="skip the ocpp library's schema validation (load runs)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON only")
+
+
+def station_password(seed: str, station_id: str) -> str:
+    return hashlib.sha256(f"{seed}:{station_id}".encode()).hexdigest()[:32]
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    if args.api_key:
+        return str(args.api_key)
+    if os.environ.get("CSMS_API_KEY"):
+        return os.environ["CSMS_API_KEY"]
+    path = Path(os.environ.get("CSMS_STATE_DIR", ".csms")) / "api_key"
+    return path.read_text().strip() if path.exists() else None
+
+
+async def register(api_url: str, api_key: str, specs: list[StationSpec], id_token: str) -> None:
+    headers = {"Authorization": f"Bearer {api_key}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.put(f"{api_url}/api/v1/tokens/{id_token}", json={"id_token": id_token, "status": "Accepted"}) as r:
+            if r.status >= 400:
+                async with http.post(f"{api_url}/api/v1/tokens", json={"id_token": id_token, "status": "Accepted"}) as r2:
+                    if r2.status not in (200, 201, 409):
+                        raise RuntimeError(f"token registration failed: {r2.status} {await r2.text()}")
+        sem = asyncio.Semaphore(8)
+
+        async def one(spec: StationSpec) -> None:
+            async with sem:
+                async with http.post(f"{api_url}/api/v1/stations", json={"id": spec.station_id, "password": spec.password}) as r:
+                    if r.status == 409:  # exists: make sure the password is ours
+                        async with http.patch(f"{api_url}/api/v1/stations/{spec.station_id}", json={"password": spec.password}) as r2:
+                            if r2.status >= 400:
+                                raise RuntimeError(f"station update failed: {r2.status} {await r2.text()}")
+                    elif r.status >= 400:
+                        raise RuntimeError(f"station registration failed: {r.status} {await r.text()}")
+
+        await asyncio.gather(*(one(s) for s in specs))
+
+
+def build_specs(args: argparse.Namespace) -> list[StationSpec]:
+    specs = []
+    for i in range(args.stations):
+        protocol = args.protocol if args.protocol != "mixed" else ("1.6" if i % 2 == 0 else "2.0.1")
+        sid = f"{args.prefix}{i:05d}"
+        specs.append(StationSpec(
+            station_id=sid,
+            password=station_password(args.password_seed, sid),
+            protocol=protocol,
+            url=args.url,
+            id_token=args.id_token,
+            sessions=args.sessions,
+            meter_values=args.meter_values,
+            interval_s=args.interval,
+            sample_minutes=args.sample_minutes,
+            power_w=args.power_w,
+            hold_s=args.hold,
+            validate=not args.no_validate,
+        ))
+    return specs
+
+
+async def run(args: argparse.Namespace) -> int:
+    specs = build_specs(args)
+    if not args.no_register:
+        key = _api_key(args)
+        if not key:
+            print("csms simulate: no API key (use --api-key, CSMS_API_KEY, or --no-register)", file=sys.stderr)
+            return 2
+        await register(args.api_url, key, specs, args.id_token)
+    stats = Stats()
+    sem = asyncio.Semaphore(max(1, args.concurrency))
+
+    async def one(spec: StationSpec) -> None:
+        async with sem:
+            await run_station(spec, stats)
+
+    await asyncio.gather(*(one(s) for s in specs))
+    summary: dict[str, Any] = stats.summary()
+    summary["simulator_max_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"stations: {summary['stations_ok']} ok, {summary['stations_failed']} failed")
+        print(f"messages: {summary['messages']} in {summary['elapsed_s']} s ({summary['messages_per_s']}/s)")
+        lat = summary["reply_latency_ms"]
+        print(f"reply latency: p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms")
+        print(f"boot latency: p50 {summary['boot_latency_ms']['p50']} ms, p99 {summary['boot_latency_ms']['p99']} ms")
+        if summary["errors"]:
+            print(f"errors: {summary['errors']}")
+    return 0 if stats.stations_failed == 0 else 1
