@@ -1,0 +1,264 @@
+"""`kafka://host:9092[,host2:9092]`: the bus on Apache Kafka (aiokafka).
+
+- Producer: idempotent, acks=all, small linger; `publish` awaits the broker's ack and
+  raises `BusUnavailable` when it does not come within `publish_timeout_s` (the
+  gateway then withholds its OCPP answer and retries; the station retries too).
+- Group consumers: auto-commit off; a record's offset is committed only after the
+  handler returned for it (and everything before it in its partition). A handler
+  that raises gets the same record again after a backoff; later records of that
+  partition wait (order per station is kept).
+- `assign`: manual assignment of one partition, no group (the gateway's commands).
+- Startup tolerates a broker that is not up yet: the producer connects in the
+  background and `healthy` stays False until it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, CommitFailedError
+
+from services.common.bus.port import Handler, Header, Record
+from services.common.errors import BusUnavailable, ConfigError
+
+__all__ = ["KafkaBus"]
+
+log = logging.getLogger("csms.bus.kafka")
+
+_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+def _servers(url: str) -> str:
+    if not url.startswith("kafka://"):
+        raise ConfigError(f"not a kafka URL: {url!r}")
+    hosts = url[len("kafka://"):].strip("/")
+    if not hosts:
+        raise ConfigError("kafka URL without a host")
+    return hosts
+
+
+def _record(msg: Any) -> Record:
+    return Record(
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        key=msg.key or b"",
+        value=msg.value or b"",
+        headers=tuple((k, v or b"") for k, v in (msg.headers or ())),
+        timestamp_ms=msg.timestamp or 0,
+    )
+
+
+class _Loop:
+    """One consumer and the task that feeds its records to a handler."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, handler: Handler, *, commit: bool, name: str) -> None:
+        self.consumer, self.handler, self.commit, self.name = consumer, handler, commit, name
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"kafka-{self.name}")
+
+    async def _deliver(self, msg: Any) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.handler(_record(msg))
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
+                attempt += 1
+                log.exception("handler failed on %s[%d]@%d (attempt %d); retrying in %.1fs",
+                              msg.topic, msg.partition, msg.offset, attempt, delay)
+                await asyncio.sleep(delay)
+                tp = TopicPartition(msg.topic, msg.partition)
+                if self.commit and tp not in self.consumer.assignment():
+                    return  # partition moved to another member: it will redeliver from the last commit
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                batches = await self.consumer.getmany(timeout_ms=500, max_records=200)
+            except asyncio.CancelledError:
+                raise
+            except KafkaError as exc:
+                log.warning("%s: fetch failed (%s); retrying", self.name, exc)
+                await asyncio.sleep(1.0)
+                continue
+            for tp, msgs in batches.items():
+                done = None
+                for msg in msgs:
+                    if self.commit and tp not in self.consumer.assignment():
+                        break
+                    await self._deliver(msg)
+                    done = msg.offset
+                if self.commit and done is not None:
+                    try:
+                        await self.consumer.commit({tp: done + 1})
+                    except (CommitFailedError, KafkaError) as exc:
+                        # a rebalance took the partition: the new owner redelivers (idempotent handlers)
+                        log.warning("%s: commit of %s@%d failed (%s)", self.name, tp, done + 1, exc)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+        await self.consumer.stop()
+
+
+class KafkaBus:
+    def __init__(
+        self,
+        url: str,
+        *,
+        publish_timeout_s: float = 10.0,
+        replication_factor: int = 1,
+        linger_ms: int = 2,
+        client_id: str = "csms",
+    ) -> None:
+        self.servers = _servers(url)
+        self.publish_timeout_s = publish_timeout_s
+        self.replication_factor = replication_factor
+        self.linger_ms = linger_ms
+        self.client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+        self._connected = False
+        self._failing_since: float | None = None
+        self._connector: asyncio.Task[None] | None = None
+        self._loops: list[_Loop] = []
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def _connect_producer(self) -> None:
+        attempt = 0
+        while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.servers,
+                client_id=self.client_id,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=self.linger_ms,
+                request_timeout_ms=int(self.publish_timeout_s * 1000),
+                retry_backoff_ms=100,
+            )
+            try:
+                await producer.start()
+                self._producer, self._connected = producer, True
+                log.info("kafka producer connected to %s", self.servers)
+                return
+            except Exception as exc:
+                await producer.stop()
+                delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
+                attempt += 1
+                if attempt == 1 or attempt % 30 == 0:
+                    log.warning("kafka at %s unreachable (%s); retrying", self.servers, exc)
+                await asyncio.sleep(delay)
+
+    async def start(self, *, wait_s: float = 15.0) -> None:
+        self._connector = asyncio.create_task(self._connect_producer())
+        try:
+            await asyncio.wait_for(asyncio.shield(self._connector), wait_s)
+        except asyncio.TimeoutError:
+            log.warning("kafka not reachable yet; continuing, not ready until it is")
+
+    async def close(self) -> None:
+        loops, self._loops = self._loops, []
+        for loop in loops:
+            await loop.stop()
+        if self._connector is not None and not self._connector.done():
+            self._connector.cancel()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    @property
+    def healthy(self) -> bool:
+        return self._connected and self._failing_since is None
+
+    # -- topics --------------------------------------------------------------------
+    async def ensure_topic(self, topic: str, partitions: int) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.servers, client_id=f"{self.client_id}-admin")
+        try:
+            await admin.start()
+            try:
+                await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=self.replication_factor)])
+                log.info("created topic %s (%d partitions)", topic, partitions)
+            except TopicAlreadyExistsError:
+                pass
+        except KafkaError as exc:
+            if "TopicAlreadyExists" not in repr(exc):
+                raise BusUnavailable(f"cannot create topic {topic}: {exc}") from exc
+        finally:
+            await admin.close()
+
+    async def partitions(self, topic: str) -> int:
+        if self._producer is None:
+            raise BusUnavailable("kafka producer not connected")
+        parts = await self._producer.partitions_for(topic)
+        return len(parts)
+
+    # -- produce -------------------------------------------------------------------
+    async def publish(
+        self,
+        topic: str,
+        key: str,
+        value: bytes,
+        headers: Sequence[Header] = (),
+        partition: int | None = None,
+    ) -> None:
+        producer = self._producer
+        if producer is None:
+            raise BusUnavailable("kafka producer not connected")
+        try:
+            fut = await producer.send(topic, value=value, key=key.encode(), partition=partition, headers=list(headers))
+            await asyncio.wait_for(fut, self.publish_timeout_s)
+        except (KafkaError, asyncio.TimeoutError) as exc:
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+                log.error("kafka publish to %s failed (%r): not ready until it recovers", topic, exc)
+            raise BusUnavailable(f"publish to {topic} failed: {exc!r}") from exc
+        if self._failing_since is not None:
+            log.warning("kafka publishing recovered after %.1fs", time.monotonic() - self._failing_since)
+            self._failing_since = None
+
+    # -- consume -------------------------------------------------------------------
+    async def subscribe(self, topic: str, group: str, handler: Handler, *, from_beginning: bool = True) -> _Loop:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=self.servers,
+            client_id=f"{self.client_id}-{group}",
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            max_poll_interval_ms=300_000,
+        )
+        await consumer.start()
+        loop = _Loop(consumer, handler, commit=True, name=f"{group}/{topic}")
+        loop.start()
+        self._loops.append(loop)
+        return loop
+
+    async def assign(self, topic: str, partition: int, handler: Handler, *, from_beginning: bool = False) -> _Loop:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.servers, client_id=f"{self.client_id}-assign", group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        if from_beginning:
+            await consumer.seek_to_beginning(tp)
+        else:
+            await consumer.seek_to_end(tp)
+        loop = _Loop(consumer, handler, commit=False, name=f"assign/{topic}[{partition}]")
+        loop.start()
+        self._loops.append(loop)
+        return loop
