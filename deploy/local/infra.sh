@@ -78,10 +78,10 @@ fetch() {
   if [ -f "$d/lib/.fetched" ] && [ "$(cat "$d/lib/.fetched")" = "$sum" ]; then return 0; fi
   command -v mvn >/dev/null || { err "$e: mvn not found (needed once to fetch the jars)"; return 1; }
   log "$e: fetching jars from Maven Central into ${d#"$HERE"/}/lib ..."
-  rm -rf "$d/lib"
+  rm -rf "${d:?}/lib"
   local out
   if ! out="$(cd "$d" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies 2>&1)"; then
-    rm -rf "$d/lib"; err "$e: mvn dependency:copy-dependencies failed:"; err "$out"; return 1
+    rm -rf "${d:?}/lib"; err "$e: mvn dependency:copy-dependencies failed:"; err "$out"; return 1
   fi
   echo "$sum" >"$d/lib/.fetched"
 }
@@ -221,6 +221,8 @@ PY
 
 # ---------------------------------------------------------------- launch
 
+# launch_<engine> are called indirectly ("launch_$e")
+# shellcheck disable=SC2317
 launch_kafka() {
   local d="$KDIR" cp="$KDIR/lib/*" opts cid
   mkdir -p "$d/data" "$d/logs"
@@ -237,14 +239,16 @@ launch_kafka() {
   fi
   # setsid: own session, so a Ctrl-C in the calling terminal/test runner does not reach it
   setsid "$JAVA" "$(engine_marker kafka)" "${opts[@]}" -cp "$cp" \
-    kafka.Kafka "$d/logs/server.effective.properties" >>"$d/logs/kafka.out" 2>&1 </dev/null &
+    kafka.Kafka "$d/logs/server.effective.properties" >>"$d/logs/kafka.out" 2>&1 </dev/null 9>&- &
   echo $! >"$(pidfile kafka)"
 }
 
+# shellcheck disable=SC2317
 launch_cassandra() {
   local d="$CDIR" jamm
   mkdir -p "$d/data" "$d/logs"
-  jamm="$(ls "$d"/lib/jamm-*.jar | head -n 1)"
+  jamm="$(find "$d/lib" -name 'jamm-*.jar' | head -n 1)"
+  [ -n "$jamm" ] || { err "cassandra: no jamm-*.jar in ${d#"$HERE"/}/lib (needed as -javaagent)"; return 1; }
   local opts=(
     -Xms"$CASSANDRA_HEAP" -Xmx"$CASSANDRA_HEAP" -XX:MaxDirectMemorySize=512m -Xss256k
     -XX:+UseG1GC -XX:+ParallelRefProcEnabled -XX:MaxTenuringThreshold=1 -XX:G1HeapRegionSize=16m
@@ -291,17 +295,31 @@ launch_cassandra() {
     -Dcassandra.skip_wait_for_gossip_to_settle=0
   )
   setsid "$JAVA" "$(engine_marker cassandra)" "${opts[@]}" -cp "$d/conf:$d/lib/*" \
-    org.apache.cassandra.service.CassandraDaemon >>"$d/logs/cassandra.out" 2>&1 </dev/null &
+    org.apache.cassandra.service.CassandraDaemon >>"$d/logs/cassandra.out" 2>&1 </dev/null 9>&- &
   echo $! >"$(pidfile cassandra)"
 }
 
+engine_logs() { local d; d="$(engine_dir "$1")/logs"; echo "$d/$1.out" "$d/server.log" "$d/system.log"; }
+
+# sizes of the engine's log files at launch, so a failure shows only this start's lines
+mark_logs() {
+  local e="$1" f marks=""
+  for f in $(engine_logs "$e"); do marks+="$(stat -c %s "$f" 2>/dev/null || echo 0) "; done
+  printf -v "LOGMARK_$e" '%s' "$marks"
+}
+
 engine_log_tail() {
-  local e="$1" d f
-  d="$(engine_dir "$e")"
-  for f in "$d/logs/$e.out" "$d/logs/server.log" "$d/logs/system.log"; do
+  local e="$1" var f from
+  var="LOGMARK_$e"
+  local marks=()
+  read -r -a marks <<<"${!var:-}"
+  local i=0
+  for f in $(engine_logs "$e"); do
+    from="${marks[$i]:-0}"; i=$((i + 1))
     [ -s "$f" ] || continue
-    err "----- last lines of ${f#"$HERE"/}"
-    tail -n 40 "$f" >&2
+    [ "$(stat -c %s "$f")" -gt "$from" ] || continue
+    err "----- last lines of ${f#"$HERE"/} (this start)"
+    tail -c +"$((from + 1))" "$f" | tail -n 40 >&2
   done
 }
 
@@ -318,6 +336,7 @@ start_engine() {
   mkdir -p "$(engine_dir "$e")/logs"
   echo "===== $(date -Is) start" >>"$(engine_dir "$e")/logs/$e.out"
   printf -v "STARTED_$e" '%s' "$(now)"
+  mark_logs "$e"
   "launch_$e"
   log "$e: starting (pid $(cat "$(pidfile "$e")"), heap $( [ "$e" = kafka ] && echo "$KAFKA_HEAP" || echo "$CASSANDRA_HEAP"))"
 }
@@ -399,9 +418,10 @@ case "$target" in
   *) usage ;;
 esac
 
-# one infra.sh at a time per checkout (parallel test workers may all call `up`)
+# one infra.sh at a time per checkout (parallel test workers may all call `up`);
+# the engines are started with fd 9 closed, or they would hold the lock forever
 exec 9>"$HERE/.infra.lock"
-flock 9
+flock -w 900 9 || { err "another infra.sh still holds $HERE/.infra.lock"; exit 1; }
 
 rc=0
 case "$cmd" in
