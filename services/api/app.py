@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Awaitable, Callable
@@ -36,11 +37,8 @@ def json_error(status: int, body: dict[str, object], headers: dict[str, str] | N
 
 
 def _route_of(request: web.Request) -> str:
-    route = request.match_info.route
-    resource = route.resource
-    if resource is None or route.status != 200 if hasattr(route, "status") else resource is None:
-        return "unmatched"
-    return resource.canonical
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
 
 
 @web.middleware
@@ -82,8 +80,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(500, {"error": "internal error"})
 
 
+_OPENAPI_TEXT = json.dumps(openapi_document(), separators=(",", ":"))
+
+
 async def _openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    return web.Response(text=_OPENAPI_TEXT, content_type="application/json")
 
 
 def create_app(ctx: ApiContext) -> web.Application:

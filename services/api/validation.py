@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable
 
 from aiohttp import web
 
-from services.api.errors import ApiError, bad_request, validation_error
+from services.api.errors import bad_request, validation_error
 from services.common.timeutil import parse_ocpp
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "read_json",
     "query_limit",
     "check_station_id",
+    "check_resource_id",
     "STATION_ID_RE",
     "DEFAULT_LIMIT",
     "MAX_LIMIT",
@@ -71,8 +72,20 @@ def check_station_id(value: object) -> str | None:
         return "must be a string"
     if not STATION_ID_RE.match(value):
         return "must be 1-48 characters of A-Z a-z 0-9 . _ -"
-    if ".." in value:
-        return "must not contain '..'"
+    if ".." in value or value == ".":
+        return "must not be '.' or contain '..'"
+    return None
+
+
+_RESOURCE_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def check_resource_id(value: object) -> str | None:
+    """Ids of tariffs and sites (they appear in URL paths): None if acceptable, else why not."""
+    if not isinstance(value, str):
+        return "must be a string"
+    if not _RESOURCE_ID_RE.match(value) or ".." in value:
+        return "must be 1-64 characters of A-Z a-z 0-9 . _ : - (no '..')"
     return None
 
 

@@ -87,7 +87,11 @@ async def _serve(role: str, settings: Settings) -> None:
         )
     rt: Runtime = bootstrap(settings)
     await rt.start()
-    await rt.store.migrate()
+    if role == "run":
+        # Embedded mode owns its SQLite file. Distributed roles never migrate on start:
+        # concurrent schema changes from many pods are unsafe on Cassandra; run
+        # `csms migrate` once (the Helm chart's init container does).
+        await rt.store.migrate()
     services: list[Service] = [_load(path)(rt) for path in ROLES[role]]
     started: list[Service] = []
     stop = asyncio.Event()
@@ -98,6 +102,10 @@ async def _serve(role: str, settings: Settings) -> None:
         for svc in services:
             await svc.start()
             started.append(svc)
+        runner = None
+        if role in ("sessions", "billing", "smart-charging") and settings.metrics_port:
+            # processors have no API of their own: serve health and metrics for probes and Prometheus
+            runner = await _serve_health(settings, lambda: all(s.ready() for s in started) and rt.bus.healthy)
         if role == "run":
             host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
             print(
@@ -113,6 +121,8 @@ async def _serve(role: str, settings: Settings) -> None:
         else:
             log.info("csms %s started (bus %s, store %s)", role, settings.bus_url, settings.store_url)
         await stop.wait()
+        if runner is not None:
+            await runner.cleanup()
     finally:
         for svc in reversed(started):
             try:
@@ -120,6 +130,19 @@ async def _serve(role: str, settings: Settings) -> None:
             except Exception:  # keep stopping the others
                 log.exception("stopping %s failed", getattr(svc, "name", svc))
         await rt.close()
+
+
+async def _serve_health(settings: Settings, ready: Any) -> Any:
+    from aiohttp import web
+
+    from services.common.telemetry import add_health_routes
+
+    app = web.Application()
+    add_health_routes(app, ready)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.metrics_port).start()
+    return runner
 
 
 async def _migrate(settings: Settings) -> None:

@@ -39,6 +39,7 @@ class Settings:
     host: str = "0.0.0.0"
     ocpp_port: int = 9000
     api_port: int = 8080
+    metrics_port: int = 9100               # processors' /healthz /readyz /metrics (0 = off)
     gateway_id: str = "gateway-0"
     api_key: str | None = None
     open_registration: bool = False
@@ -68,6 +69,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             host=e.get("CSMS_HOST", "0.0.0.0"),
             ocpp_port=int(e.get("CSMS_OCPP_PORT", "9000")),
             api_port=int(e.get("CSMS_API_PORT", "8080")),
+            metrics_port=int(e.get("CSMS_METRICS_PORT", "9100")),
             gateway_id=e.get("CSMS_GATEWAY_ID") or _default_gateway_id(),
             api_key=e.get("CSMS_API_KEY") or None,
             open_registration=_bool(e.get("CSMS_OPEN_REGISTRATION")),

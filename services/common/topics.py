@@ -1,6 +1,14 @@
-"""Kafka topic names (public contract; schemas in proto/)."""
+"""Kafka topic names (public contract; schemas in proto/).
 
-EVENTS = "csms.events.v1"       # key = station id
-COMMANDS = "csms.commands.v1"   # key = station id, partition = owning gateway's ordinal
-SESSIONS = "csms.sessions.v1"   # key = station id
-CDRS = "csms.cdrs.v1"           # key = station id
+`CSMS_TOPIC_PREFIX` (default empty) namespaces every topic, e.g. for test runs sharing
+one broker; production leaves it empty so the names below are what consumers see.
+"""
+
+import os
+
+_PREFIX = os.environ.get("CSMS_TOPIC_PREFIX", "")
+
+EVENTS = f"{_PREFIX}csms.events.v1"       # key = station id
+COMMANDS = f"{_PREFIX}csms.commands.v1"   # key = station id, partition = owning gateway's ordinal
+SESSIONS = f"{_PREFIX}csms.sessions.v1"   # key = station id
+CDRS = f"{_PREFIX}csms.cdrs.v1"           # key = station id

@@ -1,0 +1,172 @@
+"""A session's cost for the REST view.
+
+Completed sessions show their latest CDR (final). Active ones, and completed ones not
+yet billed, are priced on the fly with the billing domain (`price_session`) against the
+tariff that applies: station tariff, else site tariff, else the default tariff. No
+tariff, no cost (null).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from services.billing.adapters import latest_cdr_doc, tariff_from_doc
+from services.billing.domain import SessionUsage, Tariff, TariffError, price_session
+from services.common.events import ENERGY_REGISTER
+from services.common.store.port import Store
+from services.common.timeutil import parse_ocpp, to_ocpp
+
+__all__ = ["session_cost", "TariffResolver", "usage_from_session", "find_default_tariff"]
+
+log = logging.getLogger("csms.api.costs")
+
+_MAX_SCAN = 1000
+
+
+async def find_default_tariff(store: Store) -> dict[str, Any] | None:
+    for doc in await store.list_docs("tariff", limit=_MAX_SCAN):
+        if doc.get("default") is True:
+            return doc
+    return None
+
+
+class TariffResolver:
+    """Station tariff, else site tariff, else the default tariff (as the billing worker
+    resolves them), memoized: one instance per request (a list of 100
+    sessions of a few stations costs a few store reads, not hundreds)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._by_station: dict[str, dict[str, Any] | None] = {}
+        self._default: dict[str, Any] | None = None
+        self._default_loaded = False
+
+    async def default(self) -> dict[str, Any] | None:
+        if not self._default_loaded:
+            self._default = await find_default_tariff(self.store)
+            self._default_loaded = True
+        return self._default
+
+    async def for_station(self, station_id: str) -> dict[str, Any] | None:
+        if station_id not in self._by_station:
+            self._by_station[station_id] = await self._resolve(station_id)
+        return self._by_station[station_id]
+
+    async def _resolve(self, station_id: str) -> dict[str, Any] | None:
+        station = await self.store.get_station(station_id)
+        if station is not None and station.tariff_id:
+            doc = await self.store.get_doc("tariff", station.tariff_id)
+            if doc is not None:
+                return doc
+        if station is not None and station.site_id:
+            site = await self.store.get_doc("site", station.site_id)
+            if site and site.get("tariff_id"):
+                doc = await self.store.get_doc("tariff", str(site["tariff_id"]))
+                if doc is not None:
+                    return doc
+        return await self.default()
+
+
+def _time(value: Any) -> datetime | None:
+    if isinstance(value, str) and value:
+        try:
+            return parse_ocpp(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _wh(sample: dict[str, Any]) -> int | None:
+    if sample.get("measurand", ENERGY_REGISTER) not in ("", ENERGY_REGISTER) or sample.get("phase"):
+        return None
+    try:
+        value = float(sample["value"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    unit = sample.get("unit", "Wh")
+    return round(value * 1000) if unit == "kWh" else round(value) if unit in ("Wh", "", None) else None
+
+
+def usage_from_session(doc: dict[str, Any]) -> SessionUsage | None:
+    """What `price_session` needs, read tolerantly from a session document."""
+    started = _time(doc.get("started_at")) or _time(doc.get("received_at"))
+    if started is None:
+        return None
+    stopped = _time(doc.get("stopped_at"))
+    meter_start = doc.get("meter_start_wh")
+    if isinstance(meter_start, int) and not isinstance(meter_start, bool):
+        samples: list[tuple[datetime, int]] = []
+        for s in doc.get("meter_samples") or []:
+            if not isinstance(s, dict):
+                continue
+            at, wh = _time(s.get("timestamp") or s.get("at") or s.get("time")), _wh(s)
+            if at is not None and wh is not None:
+                samples.append((at, wh))
+        raw_stop = doc.get("meter_stop_wh")
+        meter_stop = raw_stop if isinstance(raw_stop, int) and not isinstance(raw_stop, bool) else None
+        energy = doc.get("energy_wh")
+        if meter_stop is None and not samples and isinstance(energy, int) and not isinstance(energy, bool) and energy > 0:
+            meter_stop = meter_start + energy  # readings kept elsewhere: the register moved by energy_wh
+        return SessionUsage(
+            started_at=started,
+            stopped_at=stopped,
+            energy_samples=tuple(samples),
+            meter_start_wh=meter_start,
+            meter_stop_wh=meter_stop,
+        )
+    # No register reading known: price the energy the session document reports.
+    energy = doc.get("energy_wh")
+    energy_wh = energy if isinstance(energy, int) and not isinstance(energy, bool) and energy >= 0 else 0
+    return SessionUsage(started_at=started, stopped_at=stopped, meter_start_wh=0, meter_stop_wh=energy_wh)
+
+
+def _cost_from_cdr(cdr: dict[str, Any]) -> dict[str, Any]:
+    total = cdr.get("total_cost") or {}
+    return {
+        "amount": total.get("amount"),
+        "currency": total.get("currency"),
+        "incl_tax": cdr.get("total_cost_incl_tax"),
+        "cdr_id": cdr.get("id"),
+        "version": cdr.get("version"),
+        "tariff_id": cdr.get("tariff_id"),
+        "final": True,
+    }
+
+
+def _running_cost(tariff: Tariff, usage: SessionUsage, now: datetime) -> dict[str, Any]:
+    b = price_session(tariff, usage, now)
+    return {
+        "amount": b.total_excl_tax.display(),
+        "currency": b.currency,
+        "incl_tax": b.total_incl_tax.to_dict(),
+        "cdr_id": None,
+        "version": None,
+        "tariff_id": tariff.id,
+        "final": False,
+        "priced_until": to_ocpp(b.priced_until),
+    }
+
+
+async def session_cost(
+    store: Store, doc: dict[str, Any], now: datetime, tariffs: TariffResolver | None = None
+) -> dict[str, Any] | None:
+    session_id = str(doc.get("id") or "")
+    if doc.get("status") == "completed" and session_id:
+        cdr = await latest_cdr_doc(store, session_id)
+        if cdr is not None:
+            return _cost_from_cdr(cdr)
+    station_id = doc.get("station_id")
+    if not isinstance(station_id, str) or not station_id:
+        return None
+    tariff_doc = await (tariffs or TariffResolver(store)).for_station(station_id)
+    if tariff_doc is None:
+        return None
+    try:
+        tariff = tariff_from_doc(tariff_doc)
+        usage = usage_from_session(doc)
+        return None if usage is None else _running_cost(tariff, usage, now)
+    except (TariffError, ValueError, ArithmeticError) as exc:
+        log.warning("cannot price session %s station=%s: %s", session_id, station_id, exc)
+        return None

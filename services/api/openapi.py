@@ -1,0 +1,543 @@
+"""The OpenAPI 3.1 document served at GET /api/v1/openapi.json (public, no key needed).
+
+Hand-written so it reads as documentation; tests check that every registered
+route is described and every `$ref` resolves.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from services.api.commands import COMMAND_TYPES, MAX_TIMEOUT_S
+from services.api.validation import DEFAULT_LIMIT, MAX_LIMIT
+
+__all__ = ["openapi_document"]
+
+J = dict[str, Any]
+
+
+def _ref(name: str) -> J:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: J, description: str = "") -> J:
+    out: J = {"content": {"application/json": {"schema": schema}}}
+    if description:
+        out["description"] = description
+    return out
+
+
+def _items(name: str) -> J:
+    return {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": _ref(name)}}}
+
+
+def _path_param(name: str, description: str) -> J:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": description}
+
+
+def _query(name: str, description: str, schema: J | None = None) -> J:
+    return {"name": name, "in": "query", "required": False, "schema": schema or {"type": "string"}, "description": description}
+
+
+_LIMIT = _query(
+    "limit",
+    f"Maximum number of items (default {DEFAULT_LIMIT}).",
+    {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+)
+_ERR = "#/components/responses/"
+_R400 = {"$ref": _ERR + "BadRequest"}
+_R401 = {"$ref": _ERR + "Unauthorized"}
+_R404 = {"$ref": _ERR + "NotFound"}
+_R409 = {"$ref": _ERR + "Conflict"}
+
+
+def _op(summary: str, responses: J, *, tag: str, params: list[J] | None = None, body: J | None = None,
+        op_id: str, description: str = "", secured: bool = True) -> J:
+    op: J = {"summary": summary, "operationId": op_id, "tags": [tag], "responses": dict(responses)}
+    if description:
+        op["description"] = description
+    if params:
+        op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = {"required": True, **_json(body)}
+    if secured:
+        op["responses"].setdefault("401", _R401)
+    else:
+        op["security"] = []
+    return op
+
+
+_NULL_STR = {"type": ["string", "null"]}
+_NULL_NUM = {"type": ["number", "null"]}
+_MONEY_STR = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$", "examples": ["0.30"]}
+_TS = {"type": "string", "format": "date-time", "examples": ["2026-11-28T04:21:16.004Z"]}
+_NULL_TS = {"type": ["string", "null"], "format": "date-time"}
+
+_SCHEMAS: J = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {"type": "string", "description": "What went wrong, for a human."},
+            "details": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Problems per field."},
+            "status": {"type": "string", "description": "Command outcome (StationOffline, NotSupported, Timeout)."},
+            "command_id": {"type": "string"},
+        },
+    },
+    "StationCreate": {
+        "type": "object",
+        "required": ["id"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,48}$", "description": "OCPP identity (no '..')."},
+            "password": {"type": "string", "minLength": 16, "maxLength": 40,
+                         "description": "Basic-auth password; when absent one is generated and returned once."},
+            "site_id": _NULL_STR,
+            "tariff_id": _NULL_STR,
+            "enabled": {"type": "boolean", "default": True},
+            "max_current_a": {**_NULL_NUM, "exclusiveMinimum": 0},
+            "phases": {"type": ["integer", "null"], "enum": [1, 3, None]},
+            "priority": {"type": "integer", "default": 0},
+        },
+    },
+    "StationPatch": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "Only the fields given change; null clears site_id, tariff_id, max_current_a, phases.",
+        "properties": {
+            "password": {"type": "string", "minLength": 16, "maxLength": 40},
+            "site_id": _NULL_STR,
+            "tariff_id": _NULL_STR,
+            "enabled": {"type": "boolean"},
+            "max_current_a": {**_NULL_NUM, "exclusiveMinimum": 0},
+            "phases": {"type": ["integer", "null"], "enum": [1, 3, None]},
+            "priority": {"type": "integer"},
+        },
+    },
+    "Connector": {
+        "type": "object",
+        "properties": {
+            "evse_id": {"type": "integer"},
+            "connector_id": {"type": "integer"},
+            "status": {"type": "string", "examples": ["Available", "Charging", "Faulted"]},
+            "error_code": {"type": "string"},
+            "at": _TS,
+        },
+    },
+    "Station": {
+        "type": "object",
+        "required": ["id", "connected", "enabled"],
+        "properties": {
+            "id": {"type": "string"},
+            "site_id": _NULL_STR,
+            "tariff_id": _NULL_STR,
+            "enabled": {"type": "boolean"},
+            "created_at": _NULL_TS,
+            "connected": {"type": "boolean"},
+            "ocpp_version": {"type": ["string", "null"], "examples": ["1.6", "2.0.1"]},
+            "gateway_id": _NULL_STR,
+            "last_boot": {
+                "type": ["object", "null"],
+                "description": "Last BootNotification: vendor, model, serial_number, firmware_version, ...",
+                "additionalProperties": True,
+            },
+            "connectors": {"type": "array", "items": _ref("Connector")},
+            "last_seen": _NULL_TS,
+            "max_current_a": _NULL_NUM,
+            "phases": {"type": ["integer", "null"]},
+            "priority": {"type": "integer"},
+            "has_password": {"type": "boolean"},
+            "password": {"type": "string", "description": "Only in the 201 answer of a create without a password."},
+        },
+    },
+    "TokenCreate": {
+        "type": "object",
+        "required": ["id_token"],
+        "additionalProperties": False,
+        "properties": {
+            "id_token": {"type": "string", "minLength": 1, "maxLength": 36},
+            "status": {"type": "string", "enum": ["Accepted", "Blocked", "Expired", "Invalid"], "default": "Accepted"},
+            "expires_at": _NULL_TS,
+            "group_id": _NULL_STR,
+        },
+    },
+    "TokenPut": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "id_token": {"type": "string", "description": "Optional; must match the path."},
+            "status": {"type": "string", "enum": ["Accepted", "Blocked", "Expired", "Invalid"], "default": "Accepted"},
+            "expires_at": _NULL_TS,
+            "group_id": _NULL_STR,
+        },
+    },
+    "Token": {
+        "type": "object",
+        "required": ["id_token", "status"],
+        "properties": {
+            "id_token": {"type": "string"},
+            "status": {"type": "string", "enum": ["Accepted", "Blocked", "Expired", "Invalid"]},
+            "expires_at": _NULL_TS,
+            "group_id": _NULL_STR,
+            "updated_at": _NULL_TS,
+        },
+    },
+    "Money": {
+        "type": "object",
+        "required": ["amount", "currency"],
+        "properties": {"amount": _MONEY_STR, "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}},
+    },
+    "SessionCost": {
+        "type": ["object", "null"],
+        "description": "Latest CDR (final) for a billed session; a running price otherwise; null without a tariff.",
+        "properties": {
+            "amount": _MONEY_STR,
+            "currency": {"type": "string"},
+            "incl_tax": _ref("Money"),
+            "cdr_id": _NULL_STR,
+            "version": {"type": ["integer", "null"]},
+            "tariff_id": _NULL_STR,
+            "final": {"type": "boolean"},
+            "priced_until": _TS,
+        },
+    },
+    "Session": {
+        "type": "object",
+        "required": ["id", "station_id", "status"],
+        "additionalProperties": True,
+        "properties": {
+            "id": {"type": "string"},
+            "station_id": {"type": "string"},
+            "transaction_id": {"type": ["string", "integer"]},
+            "id_token": {"type": ["string", "null"]},
+            "status": {"type": "string", "enum": ["active", "completed"]},
+            "energy_wh": {"type": "integer"},
+            "started_at": _NULL_TS,
+            "stopped_at": _NULL_TS,
+            "received_at": _TS,
+            "meter_samples": {"type": "array", "items": {"type": "object"}},
+            "cost": _ref("SessionCost"),
+        },
+    },
+    "CommandRequest": {
+        "type": "object",
+        "required": ["type"],
+        "additionalProperties": True,
+        "description": (
+            "One vocabulary in snake_case; the gateway translates it to the station's OCPP version. "
+            "Required: RemoteStart id_token; RemoteStop transaction_id; Reset reset_type (Soft|Hard); "
+            "ChangeAvailability availability (Operative|Inoperative); TriggerMessage requested_message; "
+            "ChangeConfiguration key, value; GetVariables/SetVariables variables[{component, variable, value}]; "
+            "SetChargingProfile charging_profile. "
+            "Optional: connector_id (1.6), evse_id (2.0.1), GetConfiguration keys."
+        ),
+        "properties": {
+            "type": {"type": "string", "enum": list(COMMAND_TYPES)},
+            "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S,
+                        "description": "Seconds to wait for the station (default CSMS_COMMAND_TIMEOUT)."},
+            "id_token": {"type": "string"},
+            "connector_id": {"type": "integer", "minimum": 0},
+            "evse_id": {"type": "integer", "minimum": 0},
+            "transaction_id": {"type": ["string", "integer"]},
+            "reset_type": {"type": "string", "enum": ["Soft", "Hard"]},
+            "availability": {"type": "string", "enum": ["Operative", "Inoperative"]},
+            "requested_message": {"type": "string"},
+            "keys": {"type": "array", "items": {"type": "string"}},
+            "key": {"type": "string"},
+            "value": {"type": ["string", "number", "boolean"], "description": "Sent to the station as text."},
+            "charging_profile": {"type": "object", "description": "SetChargingProfile: an OCPP profile for the station's version."},
+            "variables": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["component", "variable"],
+                    "properties": {
+                        "component": {"type": ["string", "object"]},
+                        "variable": {"type": ["string", "object"]},
+                        "value": {"type": ["string", "number", "boolean"]},
+                    },
+                },
+            },
+        },
+    },
+    "CommandResult": {
+        "type": "object",
+        "required": ["command_id", "status", "response"],
+        "properties": {
+            "command_id": {"type": "string"},
+            "status": {"type": "string", "description": "The station's status, e.g. Accepted, Rejected, Unlocked."},
+            "response": {"type": "object", "description": "The station's answer, snake_case."},
+            "error_code": {"type": "string"},
+            "error_description": {"type": "string"},
+        },
+    },
+    "CommandRecord": {
+        "type": "object",
+        "additionalProperties": True,
+        "description": "A command's result as recorded by the sessions processor (also when it came late).",
+    },
+    "TariffBand": {
+        "type": "object",
+        "required": ["start", "end"],
+        "properties": {
+            "start": {"type": "string", "pattern": r"^\d\d:\d\d$"},
+            "end": {"type": "string", "pattern": r"^\d\d:\d\d$"},
+            "days_of_week": {"type": ["array", "null"], "items": {"type": "integer", "minimum": 0, "maximum": 6}},
+            "price_per_kwh": {"type": ["string", "null"]},
+            "price_per_minute": {"type": ["string", "null"]},
+        },
+    },
+    "Tariff": {
+        "type": "object",
+        "required": ["id", "currency"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string"},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "price_per_kwh": _MONEY_STR,
+            "price_per_minute": _MONEY_STR,
+            "session_fee": _MONEY_STR,
+            "idle_fee_per_minute": _MONEY_STR,
+            "idle_grace_minutes": {"type": "integer", "minimum": 0},
+            "tax_rate": {"type": "string", "examples": ["0.19"]},
+            "min_price": {"type": ["string", "null"]},
+            "max_price": {"type": ["string", "null"]},
+            "bands": {"type": "array", "items": _ref("TariffBand")},
+            "timezone": {"type": "string", "default": "UTC"},
+            "default": {"type": "boolean", "default": False},
+        },
+    },
+    "Cdr": {
+        "type": "object",
+        "required": ["id", "session_id", "energy_wh", "total_cost", "total_cost_incl_tax", "version"],
+        "additionalProperties": True,
+        "properties": {
+            "id": {"type": "string"},
+            "session_id": {"type": "string"},
+            "station_id": {"type": "string"},
+            "version": {"type": "integer"},
+            "reason": {"type": "string"},
+            "energy_wh": {"type": "integer"},
+            "started_at": _TS,
+            "stopped_at": _TS,
+            "tariff_id": {"type": "string"},
+            "total_cost": _ref("Money"),
+            "total_cost_incl_tax": _ref("Money"),
+            "breakdown": {"type": "object"},
+            "created_at": _TS,
+        },
+    },
+    "OcpiCdr": {"type": "object", "additionalProperties": True, "description": "OCPI 2.2.1 CDR object."},
+    "SiteCreate": {
+        "type": "object",
+        "required": ["id", "grid_limit_a"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string"},
+            "grid_limit_a": {"type": "number", "exclusiveMinimum": 0},
+            "phases": {"type": "integer", "enum": [1, 3], "default": 3},
+            "tariff_id": _NULL_STR,
+        },
+    },
+    "SitePatch": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "grid_limit_a": {"type": "number", "exclusiveMinimum": 0},
+            "phases": {"type": "integer", "enum": [1, 3]},
+            "tariff_id": _NULL_STR,
+        },
+    },
+    "SiteLimit": {
+        "type": "object",
+        "required": ["limit_a"],
+        "additionalProperties": False,
+        "properties": {"limit_a": {"type": ["number", "null"], "minimum": 0, "description": "A per phase; null lifts the cap."}},
+    },
+    "Site": {
+        "type": "object",
+        "required": ["id", "grid_limit_a", "phases"],
+        "properties": {
+            "id": {"type": "string"},
+            "grid_limit_a": {"type": "number"},
+            "phases": {"type": "integer"},
+            "tariff_id": _NULL_STR,
+            "external_limit_a": _NULL_NUM,
+            "created_at": _TS,
+            "updated_at": _TS,
+        },
+    },
+}
+for _name in ("Station", "Token", "Session", "Tariff", "Cdr", "Site"):
+    _SCHEMAS[f"{_name}List"] = _items(_name)
+
+_RESPONSES: J = {
+    "BadRequest": _json(_ref("Error"), "Invalid request (details name the fields)."),
+    "Unauthorized": _json(_ref("Error"), "Missing or wrong API key."),
+    "NotFound": _json(_ref("Error"), "No such resource."),
+    "Conflict": _json(_ref("Error"), "Already exists, or the station is not connected."),
+}
+
+
+def _crud_paths() -> J:
+    id_param = [_path_param("id", "Resource id.")]
+    return {
+        "/api/v1/stations": {
+            "post": _op("Register a station", {"201": _json(_ref("Station"), "Created (with the generated password, once)."),
+                                               "400": _R400, "409": _R409},
+                        tag="stations", body=_ref("StationCreate"), op_id="createStation"),
+            "get": _op("List stations", {"200": _json(_ref("StationList"), "Stations.")}, tag="stations",
+                       params=[_query("site_id", "Only stations of this site."), _LIMIT], op_id="listStations"),
+        },
+        "/api/v1/stations/{id}": {
+            "parameters": id_param,
+            "get": _op("A station with its connection state", {"200": _json(_ref("Station"), "The station."), "404": _R404},
+                       tag="stations", op_id="getStation"),
+            "patch": _op("Change a station", {"200": _json(_ref("Station"), "The station."), "400": _R400, "404": _R404},
+                         tag="stations", body=_ref("StationPatch"), op_id="patchStation"),
+            "delete": _op("Remove a station", {"204": {"description": "Removed."}, "404": _R404},
+                          tag="stations", op_id="deleteStation"),
+        },
+        "/api/v1/tokens": {
+            "post": _op("Register a token", {"201": _json(_ref("Token"), "Created."), "400": _R400, "409": _R409},
+                        tag="tokens", body=_ref("TokenCreate"), op_id="createToken"),
+            "get": _op("List tokens", {"200": _json(_ref("TokenList"), "Tokens.")}, tag="tokens", params=[_LIMIT],
+                       op_id="listTokens"),
+        },
+        "/api/v1/tokens/{id}": {
+            "parameters": [_path_param("id", "The id token.")],
+            "get": _op("A token", {"200": _json(_ref("Token"), "The token."), "404": _R404}, tag="tokens", op_id="getToken"),
+            "put": _op("Create or replace a token", {"200": _json(_ref("Token"), "Replaced."),
+                                                     "201": _json(_ref("Token"), "Created."), "400": _R400},
+                       tag="tokens", body=_ref("TokenPut"), op_id="putToken"),
+            "delete": _op("Remove a token", {"204": {"description": "Removed."}, "404": _R404}, tag="tokens",
+                          op_id="deleteToken"),
+        },
+        "/api/v1/sessions": {
+            "get": _op("List charging sessions, newest first", {"200": _json(_ref("SessionList"), "Sessions."), "400": _R400},
+                       tag="sessions", op_id="listSessions",
+                       params=[_query("station_id", "Only this station's sessions."),
+                               _query("status", "active or completed.", {"type": "string", "enum": ["active", "completed"]}),
+                               _LIMIT]),
+        },
+        "/api/v1/sessions/{id}": {
+            "parameters": id_param,
+            "get": _op("A charging session with its cost", {"200": _json(_ref("Session"), "The session."), "404": _R404},
+                       tag="sessions", op_id="getSession"),
+        },
+    }
+
+
+def _other_paths() -> J:
+    id_param = [_path_param("id", "Resource id.")]
+    return {
+        "/api/v1/stations/{id}/commands": {
+            "parameters": [_path_param("id", "Station id.")],
+            "post": _op(
+                "Send a command and wait for the station's answer",
+                {
+                    "200": _json(_ref("CommandResult"), "The station answered."),
+                    "400": _json(_ref("Error"), "Invalid command, NotSupported by the station's OCPP version, "
+                                                "or parameters the gateway cannot express for it (InvalidCommand)."),
+                    "404": _R404,
+                    "409": _json(_ref("Error"), "StationOffline: the station is not connected."),
+                    "503": _json(_ref("Error"), "The message bus is unavailable."),
+                    "504": _json(_ref("Error"), "Timeout: no answer in time (see GET /api/v1/commands/{command_id})."),
+                },
+                tag="commands", body=_ref("CommandRequest"), op_id="sendCommand",
+            ),
+        },
+        "/api/v1/commands/{command_id}": {
+            "parameters": [_path_param("command_id", "Command id from a command answer.")],
+            "get": _op("A command's recorded result (also a late one)",
+                       {"200": _json(_ref("CommandRecord"), "The record."), "404": _R404},
+                       tag="commands", op_id="getCommand"),
+        },
+        "/api/v1/tariffs": {
+            "post": _op("Create a tariff", {"201": _json(_ref("Tariff"), "Created."), "400": _R400, "409": _R409},
+                        tag="tariffs", body=_ref("Tariff"), op_id="createTariff",
+                        description="Money as decimal strings. \"default\": true makes it the only default tariff."),
+            "get": _op("List tariffs", {"200": _json(_ref("TariffList"), "Tariffs.")}, tag="tariffs", params=[_LIMIT],
+                       op_id="listTariffs"),
+        },
+        "/api/v1/tariffs/{id}": {
+            "parameters": id_param,
+            "get": _op("A tariff", {"200": _json(_ref("Tariff"), "The tariff."), "404": _R404}, tag="tariffs",
+                       op_id="getTariff"),
+            "put": _op("Create or replace a tariff", {"200": _json(_ref("Tariff"), "Replaced."),
+                                                      "201": _json(_ref("Tariff"), "Created."), "400": _R400},
+                       tag="tariffs", body=_ref("Tariff"), op_id="putTariff"),
+            "delete": _op("Remove a tariff", {"204": {"description": "Removed."}, "404": _R404}, tag="tariffs",
+                          op_id="deleteTariff"),
+        },
+        "/api/v1/cdrs": {
+            "get": _op("List charge detail records", {"200": _json(_ref("CdrList"), "CDRs.")}, tag="cdrs",
+                       params=[_query("session_id", "Only this session's CDRs (all versions)."), _LIMIT], op_id="listCdrs"),
+        },
+        "/api/v1/cdrs/{id}": {
+            "parameters": id_param,
+            "get": _op(
+                "A charge detail record",
+                {"200": _json({"oneOf": [_ref("Cdr"), _ref("OcpiCdr")]}, "The CDR."), "400": _R400, "404": _R404},
+                tag="cdrs", op_id="getCdr",
+                params=[
+                    _query("format", "csms (default) or ocpi (OCPI 2.2.1).", {"type": "string", "enum": ["csms", "ocpi"]}),
+                    _query("country_code", "OCPI country code (format=ocpi).", {"type": "string", "pattern": "^[A-Z]{2}$"}),
+                    _query("party_id", "OCPI party id (format=ocpi).", {"type": "string", "pattern": "^[A-Z0-9]{3}$"}),
+                ],
+            ),
+        },
+        "/api/v1/sites": {
+            "post": _op("Create a site", {"201": _json(_ref("Site"), "Created."), "400": _R400, "409": _R409},
+                        tag="sites", body=_ref("SiteCreate"), op_id="createSite"),
+            "get": _op("List sites", {"200": _json(_ref("SiteList"), "Sites.")}, tag="sites", params=[_LIMIT],
+                       op_id="listSites"),
+        },
+        "/api/v1/sites/{id}": {
+            "parameters": id_param,
+            "get": _op("A site", {"200": _json(_ref("Site"), "The site."), "404": _R404}, tag="sites", op_id="getSite"),
+            "patch": _op("Change a site", {"200": _json(_ref("Site"), "The site."), "400": _R400, "404": _R404},
+                         tag="sites", body=_ref("SitePatch"), op_id="patchSite"),
+            "delete": _op("Remove a site", {"204": {"description": "Removed."}, "404": _R404}, tag="sites",
+                          op_id="deleteSite"),
+        },
+        "/api/v1/sites/{id}/limit": {
+            "parameters": id_param,
+            "put": _op("Set or lift an outside cap (grid operator signal)",
+                       {"200": _json(_ref("Site"), "The site."), "400": _R400, "404": _R404},
+                       tag="sites", body=_ref("SiteLimit"), op_id="putSiteLimit"),
+        },
+        "/api/v1/openapi.json": {
+            "get": _op("This document", {"200": _json({"type": "object"}, "OpenAPI 3.1 document.")},
+                       tag="meta", op_id="getOpenApi", secured=False),
+        },
+    }
+
+
+_DOCUMENT: J = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "CSMS REST API",
+        "version": "1.0.0",
+        "description": (
+            "Operators' API of the OCPP charging station management system. JSON everywhere; "
+            "errors are {\"error\": ..., \"details\"?: {field: problem}}; lists are {\"items\": [...]}. "
+            "Money is a decimal string with a currency, energy integer Wh, times ISO 8601 UTC."
+        ),
+        "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+    },
+    "servers": [{"url": "/"}],
+    "security": [{"bearer": []}],
+    "tags": [{"name": t} for t in ("stations", "tokens", "sessions", "commands", "tariffs", "cdrs", "sites", "meta")],
+    "paths": {**_crud_paths(), **_other_paths()},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "CSMS_API_KEY"}},
+        "schemas": _SCHEMAS,
+        "responses": _RESPONSES,
+    },
+}
+
+
+def openapi_document() -> J:
+    return copy.deepcopy(_DOCUMENT)

@@ -1,0 +1,140 @@
+"""POST /api/v1/stations/{id}/commands (synchronous wait) and GET /api/v1/commands/{command_id}."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+
+from services.api.auth import API_PREFIX
+from services.api.commands import WaiterClosed, validate_command
+from services.api.context import ctx_of
+from services.api.errors import ApiError, not_found
+from services.api.metrics import COMMANDS
+from services.api.validation import read_json
+from services.common import topics
+from services.common.codec import Command, command_headers, encode_command
+from services.common.config import gateway_ordinal
+from services.common.errors import ConfigError
+
+__all__ = ["setup"]
+
+log = logging.getLogger("csms.api.commands")
+
+# Gateway outcomes that are not a station's answer, with their HTTP status. A station's
+# own answer (Accepted, Rejected, Unlocked, ..., or Rejected with its CALLERROR code)
+# is a 200: the command was delivered and answered.
+_STATUS_HTTP = {"StationOffline": 409, "NotSupported": 400, "Timeout": 504}
+_INVALID_FOR_VERSION = "InvalidCommand"  # the gateway could not build a valid payload for the station's version
+
+
+def _response_json(text: str) -> Any:
+    try:
+        return json.loads(text or "{}")
+    except ValueError:
+        return {"raw": text}
+
+
+async def post_command(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    rt = ctx.rt
+    station_id = request.match_info["id"]
+    body = await read_json(request)
+    command_type, params, timeout_s = validate_command(body, rt.settings.command_timeout_s)
+    if await rt.store.get_station(station_id) is None:
+        raise not_found("station", station_id)
+    owner = await rt.store.get_owner(station_id)
+    if owner is None or not owner.connected:
+        COMMANDS.labels(command_type, "StationOffline").inc()
+        raise ApiError(409, "station is not connected", body={"status": "StationOffline"})
+    try:
+        partition = gateway_ordinal(owner.gateway_id)
+    except ConfigError:
+        log.error("station=%s owner gateway %r has no ordinal", station_id, owner.gateway_id)
+        COMMANDS.labels(command_type, "StationOffline").inc()
+        raise ApiError(409, "station is not connected", body={"status": "StationOffline"}) from None
+    if partition >= await rt.bus.partitions(topics.COMMANDS):
+        # more gateway pods than command partitions: a deployment error, not the caller's
+        log.error("station=%s owner %s has no command partition (CSMS_COMMANDS_PARTITIONS too low)",
+                  station_id, owner.gateway_id)
+        COMMANDS.labels(command_type, "Unroutable").inc()
+        raise ApiError(503, f"no command partition for {owner.gateway_id}: CSMS_COMMANDS_PARTITIONS is too low")
+    now = rt.clock()
+    cmd = Command(
+        command_id=str(uuid.uuid4()),
+        station_id=station_id,
+        command_type=command_type,
+        params_json=json.dumps(params, separators=(",", ":")),
+        issued_at=now,
+        expires_at=now + timedelta(seconds=timeout_s),
+        target_gateway_id=owner.gateway_id,
+        target_epoch=owner.epoch,
+        issuer="api",
+    )
+    fut = ctx.waiter.expect(cmd.command_id)
+    try:
+        await rt.bus.publish(
+            topics.COMMANDS, station_id, encode_command(cmd), command_headers(cmd), partition=partition
+        )
+    except BaseException:
+        ctx.waiter.forget(cmd.command_id)
+        raise
+    log.info("command %s %s sent station=%s gateway=%s", cmd.command_id, command_type, station_id, owner.gateway_id)
+    try:
+        result = await ctx.waiter.wait(cmd.command_id, fut, timeout_s)
+    except WaiterClosed:
+        COMMANDS.labels(command_type, "Unknown").inc()
+        raise ApiError(
+            503,
+            f"the API is shutting down; the command was sent, its result will appear at "
+            f"{API_PREFIX}/commands/{cmd.command_id}",
+            body={"status": "Unknown", "command_id": cmd.command_id},
+            headers={"Retry-After": "1"},
+        ) from None
+    if result is None:
+        COMMANDS.labels(command_type, "Timeout").inc()
+        log.info("command %s %s timed out after %.1fs station=%s", cmd.command_id, command_type, timeout_s, station_id)
+        raise ApiError(
+            504,
+            f"the station did not answer within {timeout_s:g} s; a late answer appears at "
+            f"{API_PREFIX}/commands/{cmd.command_id}",
+            body={"status": "Timeout", "command_id": cmd.command_id},
+        )
+    COMMANDS.labels(command_type, result.status or "unknown").inc()
+    out: dict[str, Any] = {
+        "command_id": cmd.command_id,
+        "status": result.status,
+        "response": _response_json(result.response_json),
+    }
+    if result.error_code:
+        out["error_code"] = result.error_code
+        out["error_description"] = result.error_description
+    http = _STATUS_HTTP.get(result.status, 200)
+    if result.error_code == _INVALID_FOR_VERSION:
+        http = 400
+    if http != 200:
+        if result.status == "StationOffline":
+            error = "station is not connected"
+        elif result.status == "Timeout":
+            error = result.error_description or "the station did not answer in time"
+        else:
+            error = result.error_description or f"{command_type} is not supported by this station"
+        raise ApiError(http, error, body=out)
+    return web.json_response(out)
+
+
+async def get_command(request: web.Request) -> web.Response:
+    command_id = request.match_info["command_id"]
+    doc = await ctx_of(request).rt.store.get_doc("command", command_id)
+    if doc is None:
+        raise not_found("command", command_id)
+    return web.json_response(doc)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post(f"{API_PREFIX}/stations/{{id}}/commands", post_command)
+    app.router.add_get(f"{API_PREFIX}/commands/{{command_id}}", get_command)

@@ -1,0 +1,51 @@
+"""Charging sessions (documents written by the sessions processor), with their cost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from services.api.auth import API_PREFIX
+from services.api.context import ApiContext, ctx_of
+from services.api.costs import TariffResolver, session_cost
+from services.api.errors import not_found
+from services.api.validation import MAX_LIMIT, query_limit
+
+__all__ = ["setup"]
+
+
+async def _with_cost(ctx: ApiContext, doc: dict[str, Any], tariffs: TariffResolver) -> dict[str, Any]:
+    out = dict(doc)
+    out["cost"] = await session_cost(ctx.rt.store, doc, ctx.rt.clock(), tariffs)
+    return out
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    limit = query_limit(request)
+    station_id = request.query.get("station_id") or None
+    status = request.query.get("status") or None
+    # The status filter runs on the documents: read a wider window when filtering.
+    fetch = MAX_LIMIT if status else limit
+    docs = await ctx.rt.store.list_docs("session", parent=station_id, limit=fetch)
+    if status:
+        docs = [d for d in docs if d.get("status") == status]
+    docs = docs[:limit]
+    tariffs = TariffResolver(ctx.rt.store)
+    items = [await _with_cost(ctx, d, tariffs) for d in docs]
+    return web.json_response({"items": items})
+
+
+async def get_session(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    session_id = request.match_info["id"]
+    doc = await ctx.rt.store.get_doc("session", session_id)
+    if doc is None:
+        raise not_found("session", session_id)
+    return web.json_response(await _with_cost(ctx, doc, TariffResolver(ctx.rt.store)))
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get(f"{API_PREFIX}/sessions", list_sessions)
+    app.router.add_get(f"{API_PREFIX}/sessions/{{id}}", get_session)

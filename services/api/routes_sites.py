@@ -1,0 +1,137 @@
+"""Sites (a grid connection shared by stations): /api/v1/sites[/{id}[/limit]].
+
+A site document: {"id", "grid_limit_a", "phases", "tariff_id", "external_limit_a",
+"created_at", "updated_at"}. After every change the service's `on_site_changed`
+hook tells the smart-charging processor (a SiteUpdated notification on
+csms.events.v1); the processor also re-reads sites from the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from services.api.auth import API_PREFIX
+from services.api.context import ApiContext, ctx_of
+from services.api.errors import conflict, not_found, validation_error
+from services.api.validation import MISSING, Validator, check_resource_id, query_limit, read_json
+from services.common.timeutil import to_ocpp
+
+__all__ = ["setup"]
+
+log = logging.getLogger("csms.api.sites")
+
+_MAX_AMPS = 100_000
+_EDITABLE = {"grid_limit_a", "phases", "tariff_id"}
+
+
+async def _check_tariff(ctx: ApiContext, tariff_id: Any) -> None:
+    if isinstance(tariff_id, str) and await ctx.rt.store.get_doc("tariff", tariff_id) is None:
+        raise validation_error({"tariff_id": f"unknown tariff {tariff_id!r}"})
+
+
+def _fields(v: Validator, *, creating: bool) -> dict[str, Any]:
+    values = {
+        "grid_limit_a": v.number("grid_limit_a", required=creating, positive=True, maximum=_MAX_AMPS),
+        "phases": v.integer("phases", choices=(1, 3)),
+        "tariff_id": v.string("tariff_id", nullable=True, max_len=64),
+    }
+    return {k: val for k, val in values.items() if val is not MISSING}
+
+
+async def _load(ctx: ApiContext, site_id: str) -> dict[str, Any]:
+    doc = await ctx.rt.store.get_doc("site", site_id)
+    if doc is None:
+        raise not_found("site", site_id)
+    return doc
+
+
+async def _save(ctx: ApiContext, doc: dict[str, Any]) -> None:
+    await ctx.rt.store.put_doc("site", doc["id"], doc)
+    await ctx.on_site_changed(doc["id"])
+
+
+async def create_site(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    v = Validator(await read_json(request), allowed={"id", *_EDITABLE})
+    site_id = v.data.get("id", MISSING)
+    if site_id is MISSING:
+        v.fail("id", "is required")
+    elif (why := check_resource_id(site_id)) is not None:
+        v.fail("id", why)
+    values = _fields(v, creating=True)
+    v.done()
+    await _check_tariff(ctx, values.get("tariff_id"))
+    if await ctx.rt.store.get_doc("site", site_id) is not None:
+        raise conflict(f"site {site_id!r} already exists")
+    now = to_ocpp(ctx.rt.clock())
+    doc = {
+        "id": site_id,
+        "grid_limit_a": values["grid_limit_a"],
+        "phases": values.get("phases", 3),
+        "tariff_id": values.get("tariff_id"),
+        "external_limit_a": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    await _save(ctx, doc)
+    log.info("site created %s grid_limit_a=%s phases=%s", site_id, doc["grid_limit_a"], doc["phases"])
+    return web.json_response(doc, status=201, headers={"Location": f"{API_PREFIX}/sites/{site_id}"})
+
+
+async def list_sites(request: web.Request) -> web.Response:
+    limit = query_limit(request)
+    docs = await ctx_of(request).rt.store.list_docs("site", limit=limit)
+    return web.json_response({"items": docs[:limit]})
+
+
+async def get_site(request: web.Request) -> web.Response:
+    return web.json_response(await _load(ctx_of(request), request.match_info["id"]))
+
+
+async def patch_site(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    doc = await _load(ctx, request.match_info["id"])
+    v = Validator(await read_json(request), allowed=_EDITABLE)
+    values = _fields(v, creating=False)
+    v.done()
+    if "tariff_id" in values:
+        await _check_tariff(ctx, values["tariff_id"])
+    doc = {**doc, **values, "updated_at": to_ocpp(ctx.rt.clock())}
+    await _save(ctx, doc)
+    log.info("site updated %s fields=%s", doc["id"], ",".join(sorted(values)))
+    return web.json_response(doc)
+
+
+async def put_limit(request: web.Request) -> web.Response:
+    """An outside cap (e.g. a grid operator's signal), in A per phase; null lifts it."""
+    ctx = ctx_of(request)
+    doc = await _load(ctx, request.match_info["id"])
+    v = Validator(await read_json(request), allowed={"limit_a"})
+    limit = v.number("limit_a", required=True, nullable=True, minimum=0, maximum=_MAX_AMPS)
+    v.done()
+    doc = {**doc, "external_limit_a": limit, "updated_at": to_ocpp(ctx.rt.clock())}
+    await _save(ctx, doc)
+    log.info("site %s external limit %s", doc["id"], "lifted" if limit is None else f"{limit} A")
+    return web.json_response(doc)
+
+
+async def delete_site(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    site_id = request.match_info["id"]
+    if not await ctx.rt.store.delete_doc("site", site_id):
+        raise not_found("site", site_id)
+    log.info("site deleted %s", site_id)
+    await ctx.on_site_changed(site_id)
+    return web.Response(status=204)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post(f"{API_PREFIX}/sites", create_site)
+    app.router.add_get(f"{API_PREFIX}/sites", list_sites)
+    app.router.add_get(f"{API_PREFIX}/sites/{{id}}", get_site)
+    app.router.add_patch(f"{API_PREFIX}/sites/{{id}}", patch_site)
+    app.router.add_delete(f"{API_PREFIX}/sites/{{id}}", delete_site)
+    app.router.add_put(f"{API_PREFIX}/sites/{{id}}/limit", put_limit)

@@ -1,0 +1,160 @@
+"""Stations: /api/v1/stations[/{id}]. Passwords are hashed off the event loop (scrypt)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from services.api.auth import API_PREFIX
+from services.api.context import ApiContext, ctx_of
+from services.api.errors import conflict, not_found, validation_error
+from services.api.validation import MISSING, Validator, check_station_id, query_limit, read_json
+from services.api.views import station_view
+from services.common import passwords
+from services.common.store.port import Station
+
+__all__ = ["setup", "station_response", "hash_station_password"]
+
+log = logging.getLogger("csms.api.stations")
+
+_FIELDS = ("site_id", "tariff_id", "max_current_a", "phases", "priority")
+_CREATE = {"id", "password", "enabled", *_FIELDS}
+_PATCH = {"password", "enabled", *_FIELDS}
+_SMART_CHARGING_FIELDS = ("site_id", "max_current_a", "phases", "priority", "enabled")
+
+
+async def station_response(ctx: ApiContext, station: Station) -> dict[str, Any]:
+    owner, status = await asyncio.gather(
+        ctx.rt.store.get_owner(station.id), ctx.rt.store.get_doc("station_status", station.id)
+    )
+    return station_view(station, owner, status)
+
+
+async def hash_station_password(ctx: ApiContext, station_id: str, password: str) -> tuple[str, str]:
+    slow = await asyncio.to_thread(passwords.hash_password, password)
+    return slow, passwords.fingerprint(ctx.rt.pepper, station_id, password)
+
+
+def _common(v: Validator) -> dict[str, Any]:
+    values = {
+        "site_id": v.string("site_id", nullable=True, max_len=64),
+        "tariff_id": v.string("tariff_id", nullable=True, max_len=64),
+        "max_current_a": v.number("max_current_a", nullable=True, positive=True, maximum=10_000),
+        "phases": v.integer("phases", nullable=True, choices=(1, 3)),
+        "priority": v.integer("priority", minimum=-1000, maximum=1000),
+        "enabled": v.boolean("enabled"),
+        "password": v.string("password", min_len=passwords.MIN_LENGTH, max_len=passwords.MAX_LENGTH),
+    }
+    return {k: val for k, val in values.items() if val is not MISSING}
+
+
+async def _check_tariff(ctx: ApiContext, tariff_id: str | None) -> None:
+    if tariff_id is not None and await ctx.rt.store.get_doc("tariff", tariff_id) is None:
+        raise validation_error({"tariff_id": f"unknown tariff {tariff_id!r}"})
+
+
+def _store_value(name: str, value: Any) -> Any:
+    return float(value) if name == "max_current_a" and value is not None else value
+
+
+async def create_station(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    body = await read_json(request)
+    v = Validator(body, allowed=_CREATE)
+    station_id = v.data.get("id", MISSING)
+    if station_id is MISSING:
+        v.fail("id", "is required")
+    elif (why := check_station_id(station_id)) is not None:
+        v.fail("id", why)
+    values = _common(v)
+    v.done()
+    await _check_tariff(ctx, values.get("tariff_id"))
+    if await ctx.rt.store.get_station(station_id) is not None:
+        raise conflict(f"station {station_id!r} already exists")
+    generated = "password" not in values
+    password = passwords.generate_password() if generated else values.pop("password")
+    slow, fingerprint = await hash_station_password(ctx, station_id, password)
+    station = Station(
+        id=station_id,
+        password_hash=slow,
+        password_fingerprint=fingerprint,
+        created_at=ctx.rt.clock(),
+        **{k: _store_value(k, val) for k, val in values.items() if k != "password"},
+    )
+    if await ctx.rt.store.get_station(station_id) is not None:  # lost a race while hashing
+        raise conflict(f"station {station_id!r} already exists")
+    await ctx.rt.store.put_station(station)
+    log.info("station created station=%s site=%s", station_id, station.site_id)
+    out = await station_response(ctx, station)
+    if generated:
+        out["password"] = password  # shown once; only its hash is kept
+    if station.site_id:
+        await ctx.on_site_changed(station.site_id)
+    return web.json_response(out, status=201, headers={"Location": f"{API_PREFIX}/stations/{station_id}"})
+
+
+async def list_stations(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    limit = query_limit(request)
+    site_id = request.query.get("site_id") or None
+    stations = await ctx.rt.store.list_stations(site_id=site_id, limit=limit)
+    items = await asyncio.gather(*(station_response(ctx, s) for s in stations[:limit]))
+    return web.json_response({"items": list(items)})
+
+
+async def _load(ctx: ApiContext, station_id: str) -> Station:
+    station = await ctx.rt.store.get_station(station_id)
+    if station is None:
+        raise not_found("station", station_id)
+    return station
+
+
+async def get_station(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    station = await _load(ctx, request.match_info["id"])
+    return web.json_response(await station_response(ctx, station))
+
+
+async def patch_station(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    station = await _load(ctx, request.match_info["id"])
+    body = await read_json(request)
+    v = Validator(body, allowed=_PATCH)
+    values = _common(v)
+    v.done()
+    if "tariff_id" in values:
+        await _check_tariff(ctx, values["tariff_id"])
+    changes: dict[str, Any] = {k: _store_value(k, val) for k, val in values.items() if k != "password"}
+    if "password" in values:
+        changes["password_hash"], changes["password_fingerprint"] = await hash_station_password(
+            ctx, station.id, values["password"]
+        )
+    updated = dataclasses.replace(station, **changes)
+    await ctx.rt.store.put_station(updated)
+    log.info("station updated station=%s fields=%s", station.id, ",".join(sorted(values)))
+    if any(getattr(station, f) != getattr(updated, f) for f in _SMART_CHARGING_FIELDS):
+        for site in {station.site_id, updated.site_id} - {None, ""}:
+            await ctx.on_site_changed(site)  # type: ignore[arg-type]
+    return web.json_response(await station_response(ctx, updated))
+
+
+async def delete_station(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    station = await _load(ctx, request.match_info["id"])
+    await ctx.rt.store.delete_station(station.id)
+    log.info("station deleted station=%s", station.id)
+    if station.site_id:
+        await ctx.on_site_changed(station.site_id)
+    return web.Response(status=204)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post(f"{API_PREFIX}/stations", create_station)
+    app.router.add_get(f"{API_PREFIX}/stations", list_stations)
+    app.router.add_get(f"{API_PREFIX}/stations/{{id}}", get_station)
+    app.router.add_patch(f"{API_PREFIX}/stations/{{id}}", patch_station)
+    app.router.add_delete(f"{API_PREFIX}/stations/{{id}}", delete_station)

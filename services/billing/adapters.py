@@ -1,0 +1,399 @@
+"""Between the pure billing domain and the outside: snapshots, documents, the store.
+
+- `usage_from_snapshot`: a completed `csms.sessions.v1` snapshot -> `SessionUsage`.
+- `cdr_to_doc` / `cdr_from_doc`: the stored CDR document (kind "cdr", parent = session
+  id) and back. The document is `cdr_to_dict(cdr)` (the REST shape) plus
+  `currency`, `session_version`, the session's token/connector (for OCPI), a
+  `published` flag (outbox marker) and `exact`: the unrounded breakdown and the
+  full-precision instants, so `cdr_from_doc` rebuilds the very `Cdr` that was priced
+  (documents without `exact` are rebuilt from the display values, as OCPI needs).
+- `resolve_tariff`: station tariff -> the station's site tariff -> the default tariff.
+- `latest_cdr_doc` / `CdrHead`: what `decide_cdr` needs of the latest stored CDR.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any, Mapping
+
+from services.billing.codec import SessionSnapshot
+from services.billing.domain import (
+    BandLine,
+    Cdr,
+    Money,
+    PriceBreakdown,
+    SessionUsage,
+    Tariff,
+    cdr_to_dict,
+    tariff_from_dict,
+)
+from services.common.events import ENERGY_REGISTER
+from services.common.store.port import Store
+from services.common.timeutil import parse_ocpp
+
+__all__ = [
+    "ResolvedTariff",
+    "CdrHead",
+    "usage_from_snapshot",
+    "cdr_to_doc",
+    "cdr_from_doc",
+    "head_from_doc",
+    "latest_cdr_doc",
+    "resolve_tariff",
+    "tariff_from_doc",
+]
+
+log = logging.getLogger("csms.billing.adapters")
+
+UTC = timezone.utc
+_MAX_SCAN = 1000
+_TARIFF_KEYS = frozenset({
+    "id", "currency", "price_per_kwh", "price_per_minute", "session_fee", "idle_fee_per_minute",
+    "idle_grace_minutes", "tax_rate", "bands", "min_price", "max_price", "timezone", "default",
+})
+
+
+# --- snapshot -> usage -------------------------------------------------------------------
+
+
+def _sample_wh(value: float, unit: str) -> int | None:
+    """An energy register reading as integer Wh (Decimal from its shortest repr, never float math)."""
+    try:
+        d = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    if not d.is_finite():
+        return None
+    if unit == "kWh":
+        d = d * 1000
+    elif unit not in ("Wh", ""):
+        return None
+    return int(d.to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def usage_from_snapshot(snap: SessionSnapshot) -> SessionUsage | None:
+    """What pricing needs from a completed snapshot; None if it cannot be priced (no times)."""
+    started = snap.started_at or snap.received_at
+    stopped = snap.stopped_at or snap.updated_at
+    if started is None or stopped is None:
+        return None
+    samples: list[tuple[datetime, int]] = []
+    for s in snap.samples:
+        if s.timestamp is None or s.phase or s.measurand not in ("", ENERGY_REGISTER):
+            continue  # per-phase registers and other measurands are not the session's energy
+        wh = _sample_wh(s.value, s.unit)
+        if wh is not None:
+            samples.append((s.timestamp, wh))
+    meter_start = snap.meter_start_wh
+    # proto3 has no presence for int64: a zero stop reading means "not reported"; pricing
+    # then ends the register at the last sample (a real register never reads 0 after charging).
+    meter_stop: int | None = snap.meter_stop_wh if snap.meter_stop_wh != 0 else None
+    if meter_start == 0 and snap.energy_wh > 0:
+        # A zero start reading may also mean "not reported" (2.0.1 has no meterStart).
+        end = meter_stop if meter_stop is not None else max((wh for _, wh in samples), default=None)
+        if end is None:
+            meter_stop = snap.energy_wh  # no register readings at all: price the energy the session reports
+        elif end > snap.energy_wh:
+            meter_start = end - snap.energy_wh  # the register did not start at 0: anchor it on the session's energy
+    return SessionUsage(
+        started_at=started,
+        stopped_at=stopped,
+        charging_ended_at=snap.charging_ended_at,
+        energy_samples=tuple(samples),
+        meter_start_wh=meter_start,
+        meter_stop_wh=meter_stop,
+    )
+
+
+# --- CDR <-> document --------------------------------------------------------------------
+
+
+def _iso_us(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _dec(value: Decimal) -> str:
+    return f"{value:f}"
+
+
+def _exact_breakdown(b: PriceBreakdown) -> dict[str, Any]:
+    return {
+        "currency": b.currency,
+        "energy_wh": b.energy_wh,
+        "energy_cost": _dec(b.energy_cost.amount),
+        "time_cost": _dec(b.time_cost.amount),
+        "idle_cost": _dec(b.idle_cost.amount),
+        "session_fee": _dec(b.session_fee.amount),
+        "subtotal": _dec(b.subtotal.amount),
+        "tax": _dec(b.tax.amount),
+        "total_excl_tax": _dec(b.total_excl_tax.amount),
+        "total_incl_tax": _dec(b.total_incl_tax.amount),
+        "tax_rate": _dec(b.tax_rate),
+        "charging_seconds": _dec(b.charging_seconds),
+        "parking_seconds": _dec(b.parking_seconds),
+        "idle_seconds": _dec(b.idle_seconds),
+        "charging_ended_at": _iso_us(b.charging_ended_at),
+        "priced_until": _iso_us(b.priced_until),
+        "suspect": b.suspect,
+        "clamp": b.clamp,
+        "lines": [
+            {
+                "label": line.label,
+                "band_index": line.band_index,
+                "started_at": _iso_us(line.started_at),
+                "ended_at": _iso_us(line.ended_at),
+                "energy_wh": _dec(line.energy_wh),
+                "seconds": _dec(line.seconds),
+                "price_per_kwh": _dec(line.price_per_kwh),
+                "price_per_minute": _dec(line.price_per_minute),
+                "energy_cost": _dec(line.energy_cost.amount),
+                "time_cost": _dec(line.time_cost.amount),
+            }
+            for line in b.lines
+        ],
+    }
+
+
+def cdr_to_doc(cdr: Cdr, snap: SessionSnapshot | None = None, *, published: bool = False) -> dict[str, Any]:
+    """The stored document: the REST shape plus what re-publishing and OCPI need."""
+    doc = cdr_to_dict(cdr)
+    doc.update(
+        currency=cdr.total_cost.currency,
+        session_version=snap.version if snap is not None else 0,
+        transaction_id=snap.transaction_id if snap is not None else "",
+        id_token=snap.id_token if snap is not None else "",
+        evse_id=snap.evse_id if snap is not None else 0,
+        connector_id=snap.connector_id if snap is not None else 0,
+        published=published,
+        exact={
+            "started_at": _iso_us(cdr.started_at),
+            "stopped_at": _iso_us(cdr.stopped_at),
+            "created_at": _iso_us(cdr.created_at),
+            "breakdown": _exact_breakdown(cdr.breakdown),
+        },
+    )
+    return doc
+
+
+def _d(value: Any, default: str = "0") -> Decimal:
+    d = Decimal(str(value if value is not None else default))
+    if not d.is_finite():
+        raise ValueError(f"not a finite decimal: {value!r}")
+    return d
+
+
+def _money(value: Any, currency: str) -> Money:
+    if isinstance(value, Mapping):
+        return Money(_d(value.get("amount")), str(value.get("currency") or currency))
+    return Money(_d(value), currency)
+
+
+def _seconds(a: datetime, b: datetime) -> Decimal:
+    delta = b - a
+    return Decimal((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds) / 1_000_000
+
+
+def _breakdown_exact(e: Mapping[str, Any]) -> PriceBreakdown:
+    cur = str(e["currency"])
+    lines = tuple(
+        BandLine(
+            label=str(raw["label"]),
+            band_index=raw.get("band_index"),
+            started_at=parse_ocpp(raw["started_at"]),
+            ended_at=parse_ocpp(raw["ended_at"]),
+            energy_wh=_d(raw["energy_wh"]),
+            seconds=_d(raw["seconds"]),
+            price_per_kwh=_d(raw["price_per_kwh"]),
+            price_per_minute=_d(raw["price_per_minute"]),
+            energy_cost=Money(_d(raw["energy_cost"]), cur),
+            time_cost=Money(_d(raw["time_cost"]), cur),
+        )
+        for raw in e.get("lines") or []
+    )
+    return PriceBreakdown(
+        currency=cur,
+        energy_wh=int(e["energy_wh"]),
+        energy_cost=Money(_d(e["energy_cost"]), cur),
+        time_cost=Money(_d(e["time_cost"]), cur),
+        idle_cost=Money(_d(e["idle_cost"]), cur),
+        session_fee=Money(_d(e["session_fee"]), cur),
+        subtotal=Money(_d(e["subtotal"]), cur),
+        tax=Money(_d(e["tax"]), cur),
+        total_excl_tax=Money(_d(e["total_excl_tax"]), cur),
+        total_incl_tax=Money(_d(e["total_incl_tax"]), cur),
+        tax_rate=_d(e["tax_rate"]),
+        lines=lines,
+        charging_seconds=_d(e["charging_seconds"]),
+        parking_seconds=_d(e["parking_seconds"]),
+        idle_seconds=_d(e["idle_seconds"]),
+        charging_ended_at=parse_ocpp(e["charging_ended_at"]),
+        priced_until=parse_ocpp(e["priced_until"]),
+        suspect=bool(e.get("suspect", False)),
+        clamp=e.get("clamp"),
+    )
+
+
+def _breakdown_display(doc: Mapping[str, Any], total: Money, incl: Money, stopped: datetime) -> PriceBreakdown:
+    """Rebuilt from the REST shape alone: rounded amounts, 3-decimal kWh, ms instants."""
+    cur = total.currency
+    b: Mapping[str, Any] = doc.get("breakdown") or {}
+    lines = []
+    for raw in b.get("lines") or []:
+        start, end = parse_ocpp(raw["started_at"]), parse_ocpp(raw["ended_at"])
+        lines.append(
+            BandLine(
+                label=str(raw.get("label", "base")),
+                band_index=None,
+                started_at=start,
+                ended_at=end,
+                energy_wh=_d(raw.get("kwh")) * 1000,
+                seconds=_seconds(start, end),
+                price_per_kwh=_d(raw.get("price_per_kwh")),
+                price_per_minute=_d(raw.get("price_per_minute")),
+                energy_cost=_money(raw.get("energy_cost"), cur),
+                time_cost=_money(raw.get("time_cost"), cur),
+            )
+        )
+    charging_end = lines[-1].ended_at if lines else stopped
+    parking = max(_seconds(charging_end, stopped), Decimal(0))
+    return PriceBreakdown(
+        currency=cur,
+        energy_wh=int(doc.get("energy_wh") or b.get("energy_wh") or 0),
+        energy_cost=_money(b.get("energy_cost"), cur),
+        time_cost=_money(b.get("time_cost"), cur),
+        idle_cost=_money(b.get("idle_cost"), cur),
+        session_fee=_money(b.get("session_fee"), cur),
+        subtotal=total,
+        tax=incl - total,
+        total_excl_tax=total,
+        total_incl_tax=incl,
+        tax_rate=_d(b.get("tax_rate")),
+        lines=tuple(lines),
+        charging_seconds=sum((line.seconds for line in lines), Decimal(0)),
+        parking_seconds=parking,
+        idle_seconds=_d(b.get("idle_minutes")) * 60,
+        charging_ended_at=charging_end,
+        priced_until=stopped,
+        suspect=bool(b.get("suspect", False)),
+        clamp=b.get("clamp"),
+    )
+
+
+def cdr_from_doc(doc: Mapping[str, Any]) -> Cdr:
+    """The `Cdr` a stored document describes (for `cdr_to_ocpi`, re-publishing, re-rating).
+
+    Exact when the document has `exact` (everything this worker writes); otherwise
+    rebuilt from the rounded REST values. Raises KeyError / ValueError / TypeError /
+    ArithmeticError for a document that is not a CDR.
+    """
+    exact: Mapping[str, Any] = doc.get("exact") or {}
+    total = _money(doc["total_cost"], str(doc.get("currency") or "EUR"))
+    incl = _money(doc.get("total_cost_incl_tax") or doc["total_cost"], total.currency)
+
+    def instant(name: str) -> datetime:
+        return parse_ocpp(str(exact.get(name) or doc[name]))
+
+    started, stopped = instant("started_at"), instant("stopped_at")
+    created = instant("created_at") if (exact.get("created_at") or doc.get("created_at")) else stopped
+    if exact.get("breakdown"):
+        breakdown = _breakdown_exact(exact["breakdown"])
+    else:
+        breakdown = _breakdown_display(doc, total, incl, stopped)
+    return Cdr(
+        id=str(doc["id"]),
+        session_id=str(doc["session_id"]),
+        station_id=str(doc.get("station_id") or ""),
+        version=int(doc.get("version") or 1),
+        reason=str(doc.get("reason") or "initial"),
+        energy_wh=int(doc.get("energy_wh") if doc.get("energy_wh") is not None else breakdown.energy_wh),
+        started_at=started,
+        stopped_at=stopped,
+        total_cost=total,
+        total_cost_incl_tax=incl,
+        tariff_id=str(doc.get("tariff_id") or ""),
+        breakdown=breakdown,
+        created_at=created,
+        inputs_fingerprint=str(doc.get("inputs_fingerprint") or ""),
+    )
+
+
+# --- the latest stored CDR -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CdrHead:
+    """Enough of the latest stored CDR for `decide_cdr` (satisfies `PreviousCdr`)."""
+
+    session_id: str
+    version: int
+    stopped_at: datetime
+    inputs_fingerprint: str
+    session_version: int = 0
+    published: bool = True
+
+
+def head_from_doc(doc: Mapping[str, Any]) -> CdrHead:
+    exact: Mapping[str, Any] = doc.get("exact") or {}
+    return CdrHead(
+        session_id=str(doc["session_id"]),
+        version=int(doc["version"]),
+        stopped_at=parse_ocpp(str(exact.get("stopped_at") or doc["stopped_at"])),
+        inputs_fingerprint=str(doc.get("inputs_fingerprint") or ""),
+        session_version=int(doc.get("session_version") or 0),
+        published=doc.get("published", True) is not False,
+    )
+
+
+async def latest_cdr_doc(store: Store, session_id: str) -> dict[str, Any] | None:
+    """The highest version among the session's CDR documents."""
+    docs = await store.list_docs("cdr", parent=session_id, limit=_MAX_SCAN)
+    return max(docs, key=lambda d: int(d.get("version") or 0), default=None)
+
+
+# --- tariffs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedTariff:
+    tariff: Tariff
+    source: str  # "station" | "site" | "default"
+
+
+def tariff_from_doc(doc: Mapping[str, Any]) -> Tariff:
+    """Parse a stored tariff (bookkeeping fields the API may add are ignored)."""
+    return tariff_from_dict({k: v for k, v in doc.items() if k in _TARIFF_KEYS})
+
+
+async def _tariff_doc(store: Store, tariff_id: str | None) -> dict[str, Any] | None:
+    return await store.get_doc("tariff", tariff_id) if tariff_id else None
+
+
+async def _default_tariff_doc(store: Store) -> dict[str, Any] | None:
+    for doc in await store.list_docs("tariff", limit=_MAX_SCAN):
+        if doc.get("default") is True:
+            return doc
+    return None
+
+
+async def resolve_tariff(store: Store, station_id: str, site_hint: str = "") -> ResolvedTariff | None:
+    """Station tariff, else its site's tariff, else the default tariff; None: nothing applies.
+
+    A tariff id that points at a deleted tariff falls through to the next level. A
+    stored tariff that does not parse raises `TariffError` (an operator must fix it;
+    a silently different price would be worse).
+    """
+    station = await store.get_station(station_id)
+    if station is not None and (doc := await _tariff_doc(store, station.tariff_id)) is not None:
+        return ResolvedTariff(tariff_from_doc(doc), "station")
+    site_id = (station.site_id if station is not None else None) or site_hint or None
+    if site_id:
+        site = await store.get_doc("site", site_id)
+        tariff_id = site.get("tariff_id") if site else None
+        if isinstance(tariff_id, str) and (doc := await _tariff_doc(store, tariff_id)) is not None:
+            return ResolvedTariff(tariff_from_doc(doc), "site")
+    doc = await _default_tariff_doc(store)
+    return ResolvedTariff(tariff_from_doc(doc), "default") if doc is not None else None
+

@@ -1,0 +1,254 @@
+"""Wire formats of the billing processor: session snapshots in, CDRs out.
+
+`csms.sessions.v1` (protobuf `csms.sessions.v1.Session`) is decoded here into a
+plain `SessionSnapshot`, without depending on the sessions processor's code: the
+published schema is the contract. `csms.cdrs.v1` records (protobuf
+`csms.billing.v1.Cdr`) are encoded from the stored CDR document, so a CDR that is
+re-published after a crash carries exactly the bytes of the first attempt.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping, Sequence
+
+from services.common.codec import CONTENT_TYPE, cdrs_pb2, sessions_pb2
+from services.common.timeutil import parse_ocpp, to_ocpp
+
+__all__ = [
+    "SESSION_CE_TYPE",
+    "CDR_CE_TYPE",
+    "CDR_CE_SOURCE",
+    "SnapshotSample",
+    "SessionSnapshot",
+    "decode_session",
+    "encode_session",
+    "encode_cdr",
+    "decode_cdr",
+    "cdr_headers",
+]
+
+SESSION_CE_TYPE = "csms.sessions.v1.Session"
+CDR_CE_TYPE = "csms.billing.v1.Cdr"
+CDR_CE_SOURCE = "/csms/billing"
+
+UTC = timezone.utc
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _set_ts(msg: Any, dt: datetime | None) -> None:
+    if dt is None:
+        return
+    delta = dt.astimezone(UTC) - _EPOCH  # integer arithmetic, no float rounding
+    us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    msg.seconds, rem = divmod(us, 1_000_000)
+    msg.nanos = rem * 1000
+
+
+def _get_ts(parent: Any, name: str) -> datetime | None:
+    if not parent.HasField(name):
+        return None
+    msg = getattr(parent, name)
+    return _EPOCH + timedelta(seconds=msg.seconds, microseconds=msg.nanos // 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotSample:
+    timestamp: datetime | None
+    measurand: str
+    value: float
+    unit: str = "Wh"
+    phase: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSnapshot:
+    """One `csms.sessions.v1.Session` message: the full state of a session."""
+
+    id: str
+    station_id: str
+    status: str  # "active" | "completed"
+    version: int
+    transaction_id: str = ""
+    id_token: str = ""
+    energy_wh: int = 0
+    started_at: datetime | None = None
+    stopped_at: datetime | None = None
+    received_at: datetime | None = None
+    charging_ended_at: datetime | None = None
+    updated_at: datetime | None = None
+    evse_id: int = 0
+    connector_id: int = 0
+    meter_start_wh: int = 0
+    meter_stop_wh: int = 0  # proto3: 0 also means "not known"
+    stop_reason: str = ""
+    orphan: bool = False
+    suspect: bool = False
+    ocpp_version: str = ""
+    site_id: str = ""
+    samples: tuple[SnapshotSample, ...] = ()
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+
+def decode_session(data: bytes) -> SessionSnapshot:
+    """Raises `ValueError` for bytes that are not a session snapshot."""
+    pb = sessions_pb2.Session()
+    try:
+        pb.ParseFromString(data)
+    except Exception as exc:  # google.protobuf.message.DecodeError
+        raise ValueError(f"not a csms.sessions.v1.Session: {exc}") from None
+    if not pb.id or not pb.station_id:
+        raise ValueError("session snapshot without id or station_id")
+    return SessionSnapshot(
+        id=pb.id,
+        station_id=pb.station_id,
+        status=pb.status,
+        version=int(pb.version),
+        transaction_id=pb.transaction_id,
+        id_token=pb.id_token,
+        energy_wh=int(pb.energy_wh),
+        started_at=_get_ts(pb, "started_at"),
+        stopped_at=_get_ts(pb, "stopped_at"),
+        received_at=_get_ts(pb, "received_at"),
+        charging_ended_at=_get_ts(pb, "charging_ended_at"),
+        updated_at=_get_ts(pb, "updated_at"),
+        evse_id=int(pb.evse_id),
+        connector_id=int(pb.connector_id),
+        meter_start_wh=int(pb.meter_start_wh),
+        meter_stop_wh=int(pb.meter_stop_wh),
+        stop_reason=pb.stop_reason,
+        orphan=pb.orphan,
+        suspect=pb.suspect,
+        ocpp_version=pb.ocpp_version,
+        site_id=pb.site_id,
+        samples=tuple(
+            SnapshotSample(
+                timestamp=_get_ts(s, "timestamp"),
+                measurand=s.measurand,
+                value=s.value,
+                unit=s.unit,
+                phase=s.phase,
+            )
+            for s in pb.samples
+        ),
+    )
+
+
+def encode_session(snap: SessionSnapshot) -> bytes:
+    """The inverse of `decode_session` (tools and tests; the sessions processor has its own)."""
+    pb = sessions_pb2.Session(
+        id=snap.id,
+        station_id=snap.station_id,
+        transaction_id=snap.transaction_id,
+        id_token=snap.id_token,
+        status=snap.status,
+        energy_wh=snap.energy_wh,
+        evse_id=snap.evse_id,
+        connector_id=snap.connector_id,
+        meter_start_wh=snap.meter_start_wh,
+        meter_stop_wh=snap.meter_stop_wh,
+        stop_reason=snap.stop_reason,
+        orphan=snap.orphan,
+        suspect=snap.suspect,
+        version=snap.version,
+        ocpp_version=snap.ocpp_version,
+        site_id=snap.site_id,
+    )
+    for name in ("started_at", "stopped_at", "received_at", "charging_ended_at", "updated_at"):
+        value = getattr(snap, name)
+        if value is not None:
+            getattr(pb, name).SetInParent()
+            _set_ts(getattr(pb, name), value)
+    for s in snap.samples:
+        spb = pb.samples.add(measurand=s.measurand, value=s.value, unit=s.unit, phase=s.phase)
+        if s.timestamp is not None:
+            spb.timestamp.SetInParent()
+            _set_ts(spb.timestamp, s.timestamp)
+    return pb.SerializeToString()  # type: ignore[no-any-return]
+
+
+# --- CDRs ------------------------------------------------------------------------------
+
+
+def _exact_time(doc: Mapping[str, Any], name: str) -> datetime:
+    """Full-precision instant from the document (falls back to the millisecond form)."""
+    exact = doc.get("exact") or {}
+    return parse_ocpp(str(exact.get(name) or doc[name]))
+
+
+def _money_pb(value: Mapping[str, Any], msg: Any) -> None:
+    msg.amount = str(value["amount"])
+    msg.currency = str(value["currency"])
+
+
+def encode_cdr(doc: Mapping[str, Any]) -> bytes:
+    """`csms.billing.v1.Cdr` bytes for a stored CDR document (see adapters.cdr_to_doc)."""
+    pb = cdrs_pb2.Cdr(
+        id=str(doc["id"]),
+        session_id=str(doc["session_id"]),
+        station_id=str(doc.get("station_id") or ""),
+        version=int(doc["version"]),
+        reason=str(doc.get("reason") or ""),
+        energy_wh=int(doc.get("energy_wh") or 0),
+        tariff_id=str(doc.get("tariff_id") or ""),
+        breakdown_json=json.dumps(doc.get("breakdown") or {}, sort_keys=True, separators=(",", ":")),
+        inputs_fingerprint=str(doc.get("inputs_fingerprint") or ""),
+        currency=str(doc.get("currency") or doc["total_cost"]["currency"]),
+        session_version=int(doc.get("session_version") or 0),
+    )
+    _money_pb(doc["total_cost"], pb.total_cost)
+    _money_pb(doc["total_cost_incl_tax"], pb.total_cost_incl_tax)
+    for name in ("started_at", "stopped_at", "created_at"):
+        getattr(pb, name).SetInParent()
+        _set_ts(getattr(pb, name), _exact_time(doc, name))
+    return pb.SerializeToString()  # type: ignore[no-any-return]
+
+
+def decode_cdr(data: bytes) -> dict[str, Any]:
+    """A `csms.cdrs.v1` record as a dict (for consumers and tests)."""
+    pb = cdrs_pb2.Cdr()
+    pb.ParseFromString(data)
+
+    def ts(name: str) -> str | None:
+        value = _get_ts(pb, name)
+        return None if value is None else to_ocpp(value)
+
+    return {
+        "id": pb.id,
+        "session_id": pb.session_id,
+        "station_id": pb.station_id,
+        "version": int(pb.version),
+        "reason": pb.reason,
+        "energy_wh": int(pb.energy_wh),
+        "started_at": ts("started_at"),
+        "stopped_at": ts("stopped_at"),
+        "tariff_id": pb.tariff_id,
+        "total_cost": {"amount": pb.total_cost.amount, "currency": pb.total_cost.currency},
+        "total_cost_incl_tax": {"amount": pb.total_cost_incl_tax.amount, "currency": pb.total_cost_incl_tax.currency},
+        "breakdown": json.loads(pb.breakdown_json) if pb.breakdown_json else {},
+        "created_at": ts("created_at"),
+        "inputs_fingerprint": pb.inputs_fingerprint,
+        "currency": pb.currency,
+        "session_version": int(pb.session_version),
+    }
+
+
+def cdr_headers(doc: Mapping[str, Any], *, traceparent: str | None = None) -> Sequence[tuple[str, bytes]]:
+    """CloudEvents attributes (binary content mode) of a `csms.cdrs.v1` record."""
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", str(doc["id"]).encode()),
+        ("ce_source", CDR_CE_SOURCE.encode()),
+        ("ce_type", CDR_CE_TYPE.encode()),
+        ("ce_time", to_ocpp(_exact_time(doc, "created_at")).encode()),
+        ("ce_subject", str(doc.get("station_id") or "").encode()),
+        ("content-type", CONTENT_TYPE.encode()),
+    ]
+    if traceparent:
+        headers.append(("traceparent", traceparent.encode()))
+    return headers

@@ -1,0 +1,102 @@
+"""SQLite schema, as ordered, versioned migrations.
+
+Each migration is applied once, in order, inside its own transaction, and recorded
+in `schema_migrations`; `SqliteStore.migrate()` is therefore re-runnable. Never edit
+a released migration: append a new one.
+
+Datetimes are TEXT in one fixed-width UTC format (`2026-11-28T04:21:16.004000Z`), so
+lexicographic order is chronological order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Migration", "MIGRATIONS", "BOOKKEEPING", "TX_ID_COUNTER"]
+
+TX_ID_COUNTER = "tx_id"
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+BOOKKEEPING = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "initial schema: stations, tokens, transaction ids, ownership, documents",
+        (
+            """
+            CREATE TABLE stations (
+                id                   TEXT PRIMARY KEY,
+                password_hash        TEXT NOT NULL DEFAULT '',
+                password_fingerprint TEXT NOT NULL DEFAULT '',
+                site_id              TEXT,
+                tariff_id            TEXT,
+                enabled              INTEGER NOT NULL DEFAULT 1,
+                created_at           TEXT,
+                max_current_a        REAL,
+                phases               INTEGER,
+                priority             INTEGER NOT NULL DEFAULT 0
+            )
+            """,
+            "CREATE INDEX stations_by_site ON stations (site_id, id)",
+            """
+            CREATE TABLE tokens (
+                id_token   TEXT PRIMARY KEY,
+                status     TEXT NOT NULL,
+                expires_at TEXT,
+                group_id   TEXT,
+                updated_at TEXT
+            )
+            """,
+            """
+            CREATE TABLE tx_ids (
+                business_key TEXT PRIMARY KEY,
+                tx_id        INTEGER NOT NULL UNIQUE,
+                created_at   TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE counters (
+                name  TEXT PRIMARY KEY,
+                value INTEGER NOT NULL
+            )
+            """,
+            f"INSERT INTO counters (name, value) VALUES ('{TX_ID_COUNTER}', 0)",
+            """
+            CREATE TABLE owners (
+                station_id TEXT PRIMARY KEY,
+                gateway_id TEXT NOT NULL,
+                epoch      INTEGER NOT NULL,
+                connected  INTEGER NOT NULL,
+                updated_at TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE docs (
+                kind       TEXT NOT NULL,
+                id         TEXT NOT NULL,
+                parent     TEXT NOT NULL DEFAULT '',
+                version    INTEGER,
+                updated_at TEXT NOT NULL,
+                body       TEXT NOT NULL,
+                PRIMARY KEY (kind, id)
+            )
+            """,
+            "CREATE INDEX docs_by_parent ON docs (kind, parent, updated_at)",
+            "CREATE INDEX docs_by_update ON docs (kind, updated_at)",
+        ),
+    ),
+)

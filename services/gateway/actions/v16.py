@@ -1,0 +1,148 @@
+"""OCPP 1.6J station -> CSMS handlers (core profile + the security whitepaper extension).
+
+Each handler gets a schema-validated payload, publishes exactly one normalized event
+(returning only once it is durable) and returns the CALLRESULT payload.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.common.events import (
+    Authorization,
+    ConnectorStatus,
+    Heartbeat,
+    MeterValues,
+    StationBooted,
+    TransactionEnded,
+    TransactionStarted,
+)
+from services.gateway.actions.common import Handler, decide_boot, notification, now_ocpp, token_status
+from services.gateway.actions.meter import samples_16, station_time
+from services.gateway.context import CallContext
+
+__all__ = ["HANDLERS"]
+
+
+async def boot_notification(ctx: CallContext, p: dict) -> dict:
+    status, interval = await decide_boot(ctx)
+    body = StationBooted(
+        vendor=p["chargePointVendor"],
+        model=p["chargePointModel"],
+        # chargeBoxSerialNumber is deprecated in favour of chargePointSerialNumber.
+        serial_number=p.get("chargePointSerialNumber") or p.get("chargeBoxSerialNumber") or "",
+        firmware_version=p.get("firmwareVersion", ""),
+        registration_status=status,
+        interval=interval,
+        iccid=p.get("iccid", ""),
+        imsi=p.get("imsi", ""),
+        meter_type=p.get("meterType", ""),
+        meter_serial_number=p.get("meterSerialNumber", ""),
+    )
+    await ctx.publish(body, None)
+    return {"status": status, "currentTime": now_ocpp(ctx), "interval": interval}
+
+
+async def heartbeat(ctx: CallContext, p: dict) -> dict:
+    await ctx.publish(Heartbeat(), None)
+    return {"currentTime": now_ocpp(ctx)}
+
+
+async def status_notification(ctx: CallContext, p: dict) -> dict:
+    # 1.6 has no EVSE level: connector N is EVSE N (connector 0 = the whole station).
+    body = ConnectorStatus(
+        evse_id=p["connectorId"],
+        connector_id=p["connectorId"],
+        status=p["status"],
+        error_code=p.get("errorCode", ""),
+        info=p.get("info", ""),
+        vendor_error_code=p.get("vendorErrorCode", ""),
+    )
+    await ctx.publish(body, station_time(p.get("timestamp")))
+    return {}
+
+
+async def authorize(ctx: CallContext, p: dict) -> dict:
+    status = await token_status(ctx, p["idTag"], fail_open=False)
+    await ctx.publish(Authorization(id_token=p["idTag"], status=status), None)
+    return {"idTagInfo": {"status": status}}
+
+
+def business_key(station_id: str, p: dict) -> str:
+    """The replay identity of a StartTransaction (RELIABILITY rows 35, 41): a station that
+    retries after a lost answer sends the same fields and must get the same id back,
+    while two connectors starting in the same millisecond differ by connectorId."""
+    return f"{station_id}|{p['connectorId']}|{p['idTag']}|{p['meterStart']}|{p['timestamp']}"
+
+
+async def start_transaction(ctx: CallContext, p: dict) -> dict:
+    # Old (offline-queued) timestamps are accepted like any other (row 36).
+    transaction_id = await ctx.store.allocate_transaction_id(business_key(ctx.station_id, p))
+    status = await token_status(ctx, p["idTag"], fail_open=True)
+    body = TransactionStarted(
+        transaction_id=str(transaction_id),
+        evse_id=p["connectorId"],
+        connector_id=p["connectorId"],
+        id_token=p["idTag"],
+        meter_start_wh=p["meterStart"],
+        reservation_id=p.get("reservationId") or 0,
+        id_token_status=status,
+    )
+    await ctx.publish(body, station_time(p["timestamp"]))
+    return {"transactionId": transaction_id, "idTagInfo": {"status": status}}
+
+
+async def stop_transaction(ctx: CallContext, p: dict) -> dict:
+    # Always acknowledged, also for an unknown id or -1: the sessions processor keeps it
+    # as an orphan; an error would make the station retry it forever (row 37).
+    id_tag = p.get("idTag")
+    body = TransactionEnded(
+        transaction_id=str(p["transactionId"]),
+        meter_stop_wh=p["meterStop"],
+        stop_reason=p.get("reason") or "Local",
+        id_token=id_tag or "",
+        samples=samples_16(p.get("transactionData"), ctx.received_at),
+    )
+    await ctx.publish(body, station_time(p["timestamp"]))
+    if not id_tag:
+        return {}
+    return {"idTagInfo": {"status": await token_status(ctx, id_tag, fail_open=True)}}
+
+
+async def meter_values(ctx: CallContext, p: dict) -> dict:
+    samples = samples_16(p.get("meterValue"), ctx.received_at)
+    tx = p.get("transactionId")
+    body = MeterValues(
+        transaction_id="" if tx is None else str(tx),
+        evse_id=p["connectorId"],
+        connector_id=p["connectorId"],
+        samples=samples,
+    )
+    # The message has no timestamp of its own; its first sample's time is the best guess.
+    await ctx.publish(body, samples[0].timestamp if samples else None)
+    return {}
+
+
+# Recorded as notifications; the answers are the schema's (mostly empty) acknowledgements.
+_NOTIFICATIONS: dict[str, dict[str, Any]] = {
+    # No vendor extension is implemented: UnknownVendorId is the spec's answer.
+    "DataTransfer": {"status": "UnknownVendorId"},
+    "DiagnosticsStatusNotification": {},
+    "FirmwareStatusNotification": {},
+    "SecurityEventNotification": {},
+    "LogStatusNotification": {},
+    "SignedFirmwareStatusNotification": {},
+    # No CA is configured to sign station certificates.
+    "SignCertificate": {"status": "Rejected"},
+}
+
+HANDLERS: dict[str, Handler] = {
+    "Authorize": authorize,
+    "BootNotification": boot_notification,
+    "Heartbeat": heartbeat,
+    "MeterValues": meter_values,
+    "StartTransaction": start_transaction,
+    "StatusNotification": status_notification,
+    "StopTransaction": stop_transaction,
+    **{action: notification(answer) for action, answer in _NOTIFICATIONS.items()},
+}

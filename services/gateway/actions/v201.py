@@ -1,0 +1,180 @@
+"""OCPP 2.0.1 station -> CSMS handlers; OCPP 2.1 reuses them and adds its new actions.
+
+Each handler gets a schema-validated payload, publishes exactly one normalized event
+(returning only once it is durable) and returns the CALLRESULT payload.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.common.events import (
+    Authorization,
+    ConnectorStatus,
+    Heartbeat,
+    MeterValues,
+    StationBooted,
+    TransactionEnded,
+    TransactionStarted,
+    TransactionUpdated,
+)
+from services.gateway.actions.common import Handler, decide_boot, notification, now_ocpp, token_status
+from services.gateway.actions.meter import first_register_wh, last_register_wh, samples_201, station_time
+from services.gateway.context import CallContext
+
+__all__ = ["HANDLERS", "HANDLERS_21", "transaction_event_response"]
+
+
+async def boot_notification(ctx: CallContext, p: dict) -> dict:
+    status, interval = await decide_boot(ctx)
+    cs = p["chargingStation"]
+    modem = cs.get("modem") or {}
+    body = StationBooted(
+        vendor=cs["vendorName"],
+        model=cs["model"],
+        serial_number=cs.get("serialNumber", ""),
+        firmware_version=cs.get("firmwareVersion", ""),
+        reason=p["reason"],
+        registration_status=status,
+        interval=interval,
+        iccid=modem.get("iccid", ""),
+        imsi=modem.get("imsi", ""),
+    )
+    await ctx.publish(body, None)
+    return {"currentTime": now_ocpp(ctx), "interval": interval, "status": status}
+
+
+async def heartbeat(ctx: CallContext, p: dict) -> dict:
+    await ctx.publish(Heartbeat(), None)
+    return {"currentTime": now_ocpp(ctx)}
+
+
+async def status_notification(ctx: CallContext, p: dict) -> dict:
+    body = ConnectorStatus(evse_id=p["evseId"], connector_id=p["connectorId"], status=p["connectorStatus"])
+    await ctx.publish(body, station_time(p["timestamp"]))
+    return {}
+
+
+async def _id_token_status(ctx: CallContext, id_token: dict[str, Any], *, fail_open: bool) -> str:
+    # NoAuthorization is the station saying no identification was needed (free vend);
+    # its idToken is empty, and looking "" up would answer Invalid and stop the session.
+    if id_token.get("type") == "NoAuthorization":
+        return "Accepted"
+    return await token_status(ctx, id_token["idToken"], fail_open=fail_open)
+
+
+async def authorize(ctx: CallContext, p: dict) -> dict:
+    id_token = p["idToken"]
+    status = await _id_token_status(ctx, id_token, fail_open=False)
+    body = Authorization(id_token=id_token["idToken"], status=status, token_type=id_token.get("type", ""))
+    await ctx.publish(body, None)
+    return {"idTokenInfo": {"status": status}}
+
+
+def transaction_event_response(id_token_status: str | None) -> dict[str, Any]:
+    """The TransactionEventResponse, built in one place: the hook where billing will add
+    `totalCost` (running cost) and a personal message later."""
+    response: dict[str, Any] = {}
+    if id_token_status is not None:
+        response["idTokenInfo"] = {"status": id_token_status}
+    return response
+
+
+async def transaction_event(ctx: CallContext, p: dict) -> dict:
+    info = p["transactionInfo"]
+    evse = p.get("evse") or {}
+    id_token = p.get("idToken")
+    status = await _id_token_status(ctx, id_token, fail_open=True) if id_token else None
+    common: dict[str, Any] = {
+        "transaction_id": info["transactionId"],
+        "evse_id": evse.get("id", 0),
+        "connector_id": evse.get("connectorId", 0),
+        "id_token": id_token["idToken"] if id_token else "",
+        # Idempotency downstream is by (transactionId, seqNo), never by message id.
+        "seq_no": p["seqNo"],
+        "trigger_reason": p["triggerReason"],
+        "samples": samples_201(p.get("meterValue"), ctx.received_at),
+    }
+    event_type = p["eventType"]
+    body: TransactionStarted | TransactionUpdated | TransactionEnded
+    if event_type == "Started":
+        body = TransactionStarted(
+            **common,
+            charging_state=info.get("chargingState", ""),
+            meter_start_wh=first_register_wh(common["samples"]),
+            reservation_id=p.get("reservationId") or 0,
+            id_token_status=status or "",
+            remote_start_id=info.get("remoteStartId") or 0,
+        )
+    elif event_type == "Updated":
+        body = TransactionUpdated(
+            **common, charging_state=info.get("chargingState", ""), offline=p.get("offline", False)
+        )
+    else:  # "Ended" (the schema admits nothing else)
+        body = TransactionEnded(
+            **common,
+            meter_stop_wh=last_register_wh(common["samples"]),
+            stop_reason=info.get("stoppedReason") or "Local",
+            offline=p.get("offline", False),
+        )
+    await ctx.publish(body, station_time(p["timestamp"]))
+    return transaction_event_response(status)
+
+
+async def meter_values(ctx: CallContext, p: dict) -> dict:
+    samples = samples_201(p.get("meterValue"), ctx.received_at)
+    await ctx.publish(MeterValues(evse_id=p["evseId"], samples=samples), samples[0].timestamp if samples else None)
+    return {}
+
+
+# Recorded as notifications; the answers are the schemas' minimal valid responses.
+_NOTIFICATIONS: dict[str, dict[str, Any]] = {
+    "ClearedChargingLimit": {},
+    # No vendor extension is implemented: UnknownVendorId is the spec's answer.
+    "DataTransfer": {"status": "UnknownVendorId"},
+    "FirmwareStatusNotification": {},
+    # No ISO 15118 PKI / OCSP responder is configured.
+    "Get15118EVCertificate": {"status": "Failed", "exiResponse": ""},
+    "GetCertificateStatus": {"status": "Failed"},
+    "LogStatusNotification": {},
+    "NotifyChargingLimit": {},
+    "NotifyCustomerInformation": {},
+    "NotifyDisplayMessages": {},
+    "NotifyEVChargingNeeds": {"status": "Accepted"},
+    "NotifyEVChargingSchedule": {"status": "Accepted"},
+    "NotifyEvent": {},
+    "NotifyMonitoringReport": {},
+    "NotifyReport": {},
+    "PublishFirmwareStatusNotification": {},
+    "ReportChargingProfiles": {},
+    "ReservationStatusUpdate": {},
+    "SecurityEventNotification": {},
+    # No CA is configured to sign station certificates.
+    "SignCertificate": {"status": "Rejected"},
+}
+
+HANDLERS: dict[str, Handler] = {
+    "Authorize": authorize,
+    "BootNotification": boot_notification,
+    "Heartbeat": heartbeat,
+    "MeterValues": meter_values,
+    "StatusNotification": status_notification,
+    "TransactionEvent": transaction_event,
+    **{action: notification(answer) for action, answer in _NOTIFICATIONS.items()},
+}
+
+# Station -> CSMS actions new in 2.1 that have a simple valid answer. Features we do not
+# run (DER control, periodic event streams, dynamic schedules, VAT checks) are declined.
+HANDLERS_21: dict[str, Handler] = {
+    **HANDLERS,
+    "BatterySwap": notification({}),
+    "ClosePeriodicEventStream": notification({}),
+    "NotifyDERAlarm": notification({}),
+    "NotifyDERStartStop": notification({}),
+    "NotifyPriorityCharging": notification({}),
+    "NotifySettlement": notification({}),
+    "OpenPeriodicEventStream": notification({"status": "Rejected"}),
+    "PullDynamicScheduleUpdate": notification({"status": "Rejected"}),
+    "ReportDERControl": notification({}),
+    "VatNumberValidation": notification(lambda p: {"vatNumber": p["vatNumber"], "status": "Rejected"}),
+}

@@ -1,0 +1,129 @@
+"""The aiohttp application: `GET /ocpp/{station_id}` handshake, then the connection (rows 1-14).
+
+Order of checks before the upgrade (cheapest first; nothing slow happens for a request
+that a cheap check already refuses):
+  upgrade flood per remote address (429) -> identity syntax on the raw path (400) ->
+  WebSocket upgrade headers (400) -> lockout (401) -> known station (404) ->
+  Basic credentials (401) -> enabled (403) -> subprotocol.
+No acceptable subprotocol: the handshake completes without the header, then close 1002.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from services.common.errors import StoreError
+from services.common.telemetry import add_health_routes
+from services.gateway import auth, metrics, ownership
+from services.gateway.connection import Connection
+from services.gateway.hub import Hub
+from services.gateway.limits import KeyedBuckets
+
+__all__ = ["SUBPROTOCOLS", "choose_subprotocol", "GatewayApp"]
+
+log = logging.getLogger("csms.gateway")
+
+SUBPROTOCOLS = {"ocpp1.6": "1.6", "ocpp2.0.1": "2.0.1", "ocpp2.1": "2.1"}
+CLOSE_PROTOCOL_ERROR = 1002
+
+
+def choose_subprotocol(header: str | None, ocpp21: bool) -> str | None:
+    """The first subprotocol the client offers that we support (client's preference order)."""
+    if not header:
+        return None
+    for item in header.split(","):
+        proto = item.strip()
+        if proto in SUBPROTOCOLS and (proto != "ocpp2.1" or ocpp21):
+            return proto
+    return None
+
+
+class GatewayApp:
+    def __init__(self, hub: Hub, authenticator: auth.Authenticator) -> None:
+        self.hub = hub
+        self.auth = authenticator
+        lim = hub.limits
+        self.upgrades: KeyedBuckets[str] = KeyedBuckets(lim.upgrade_rate_per_ip, lim.upgrade_burst_per_ip)
+        self.handlers: set[asyncio.Task[object]] = set()
+        self.app = web.Application()
+        self.app.router.add_get("/ocpp/{tail:.*}", self.handle)
+        add_health_routes(self.app, hub.ready)
+
+    @staticmethod
+    def _refuse(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
+        metrics.rejected(reason)
+        return web.Response(status=status, text=reason.replace("_", " ") + "\n", headers=headers)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        hub = self.hub
+        remote = request.remote or ""
+        if hub.stopping:
+            return self._refuse(503, "shutting_down")
+        if not self.upgrades.take(remote):
+            return self._refuse(429, "upgrade_flood", {"Retry-After": "1"})
+        station_id = auth.station_id_from_path(request.raw_path)
+        if station_id is None:
+            log.info("refused identity %.80r from %s", request.raw_path, remote)
+            return self._refuse(400, "bad_station_id")
+        probe = web.WebSocketResponse()
+        if not probe.can_prepare(request).ok:
+            return self._refuse(400, "not_websocket")
+        try:
+            async with asyncio.timeout(hub.limits.open_timeout_s):
+                outcome = await self.auth.authenticate(station_id, request.headers.get("Authorization"), remote)
+        except (StoreError, TimeoutError) as exc:
+            log.warning("station=%s handshake: store unavailable (%s)", station_id, exc)
+            return self._refuse(503, "store_unavailable", {"Retry-After": "5"})
+        if not outcome.ok:
+            log.info("station=%s from %s refused: %d %s", station_id, remote, outcome.status, outcome.reason)
+            return self._refuse(outcome.status, outcome.reason, outcome.headers)
+        settings = hub.settings
+        proto = choose_subprotocol(request.headers.get("Sec-WebSocket-Protocol"), settings.ocpp21)
+        ws = web.WebSocketResponse(
+            protocols=(proto,) if proto else (),
+            max_msg_size=settings.max_frame_bytes,
+            compress=True,
+            heartbeat=None,
+            autoping=True,
+        )
+        await ws.prepare(request)
+        if proto is None:
+            metrics.rejected("no_subprotocol")
+            log.info("station=%s offered no supported subprotocol (%r); closing 1002", station_id, request.headers.get("Sec-WebSocket-Protocol"))
+            await ws.close(code=CLOSE_PROTOCOL_ERROR, message=b"no supported OCPP subprotocol")
+            return ws
+        task = asyncio.current_task()
+        if task is not None:
+            self.handlers.add(task)
+        try:
+            await self._serve(ws, station_id, SUBPROTOCOLS[proto], proto, remote)
+        finally:
+            if task is not None:
+                self.handlers.discard(task)
+        return ws
+
+    async def _serve(self, ws: web.WebSocketResponse, station_id: str, version: str, proto: str, remote: str) -> None:
+        hub = self.hub
+        try:
+            epoch, prev = await ownership.claim(hub, station_id)
+        except Exception as exc:
+            log.warning("station=%s ownership claim failed (%s); closing 1011", station_id, exc)
+            await ws.close(code=1011, message=b"try again later")
+            return
+        conn = Connection(hub, ws, station_id, version, epoch, remote, proto)
+        if not await ownership.adopt(hub, conn, prev):
+            await ws.close(code=1008, message=b"replaced by a newer connection")
+            return
+        metrics.connection_opened(version)
+        log.info("station=%s connected from %s (%s, epoch %d)", station_id, remote, proto, epoch)
+        try:
+            if await ownership.announce_connected(hub, conn):
+                await conn.run()
+        finally:
+            conn._shutdown()
+            metrics.connection_closed(version)
+            log.info("station=%s disconnected (close code %s)", station_id, ws.close_code)
+            await ownership.release(hub, conn)

@@ -1,0 +1,195 @@
+"""The gateway's command partition: CSMS -> station commands and fences (ADR 001).
+
+Reads only partition `gateway_ordinal(gateway_id)` of csms.commands.v1 (manual
+assignment, from the end: a command issued while no gateway read it has expired by
+now). The partition reader only enqueues: each command runs as its own task, at most
+`command_concurrency` at once (backpressure on the reader beyond that), commands of
+one station strictly in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import uuid
+from collections import deque
+from typing import Any
+
+import orjson
+
+from services.common import codec, topics
+from services.common.bus.port import Record, Subscription
+from services.common.config import gateway_ordinal
+from services.common.errors import ConfigError
+from services.common.events import CommandIssued, CommandResult, Envelope
+from services.gateway import frames, metrics, ownership, translate
+from services.gateway.hub import Hub
+from services.gateway.publisher import ConnectionGone
+
+__all__ = ["CommandRunner"]
+
+log = logging.getLogger("csms.gateway.commands")
+
+_RESULT_GRACE_S = 30.0   # how long a result may be withheld by a bus outage
+
+
+class CommandRunner:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._sub: Subscription | None = None
+        self._chains: dict[str, deque[codec.Command]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(hub.limits.command_concurrency)
+
+    async def start(self) -> None:
+        ordinal = gateway_ordinal(self.hub.gateway_id)
+        partitions = await self.hub.rt.bus.partitions(topics.COMMANDS)
+        if ordinal >= partitions:
+            raise ConfigError(f"{self.hub.gateway_id}: ordinal {ordinal} >= {partitions} partitions of {topics.COMMANDS}")
+        self._sub = await self.hub.rt.bus.assign(topics.COMMANDS, ordinal, self.on_record)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.stop()
+            self._sub = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- intake ------------------------------------------------------------------
+    async def on_record(self, record: Record) -> None:
+        try:
+            cmd = codec.decode_command(record.value)
+        except Exception:
+            log.warning("undecodable command at %s[%d]@%d dropped", record.topic, record.partition, record.offset)
+            return
+        if cmd.command_type == ownership.FENCE:
+            await self._fence(cmd)
+            return
+        await self._slots.acquire()
+        chain = self._chains.get(cmd.station_id)
+        if chain is not None:
+            chain.append(cmd)
+            return
+        self._chains[cmd.station_id] = deque((cmd,))
+        task = asyncio.create_task(self._run_chain(cmd.station_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_chain(self, station_id: str) -> None:
+        chain = self._chains[station_id]
+        try:
+            while chain:
+                cmd = chain[0]
+                try:
+                    await self.execute(cmd)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("station=%s command %s (%s) failed", station_id, cmd.command_id, cmd.command_type)
+                finally:
+                    chain.popleft()
+                    self._slots.release()
+        finally:
+            if self._chains.get(station_id) is chain:
+                del self._chains[station_id]
+
+    async def _fence(self, cmd: codec.Command) -> None:
+        try:
+            epoch = int(orjson.loads(cmd.params_json or "{}").get("epoch", cmd.target_epoch))
+        except (ValueError, AttributeError, TypeError):
+            epoch = cmd.target_epoch
+        conn = self.hub.connections.get(cmd.station_id)
+        if conn is not None and conn.epoch < epoch:
+            metrics.FENCED.inc()
+            log.warning("station=%s fenced by epoch %d (ours %d); closing 1008", cmd.station_id, epoch, conn.epoch)
+            await conn.close(1008, "connected to another gateway")
+
+    # -- one command -----------------------------------------------------------
+    async def execute(self, cmd: codec.Command) -> None:
+        hub = self.hub
+        now = hub.rt.clock()
+        remaining = (cmd.expires_at - now).total_seconds()
+        if remaining <= 0:
+            log.info("station=%s command %s (%s) expired before delivery; dropped", cmd.station_id, cmd.command_id, cmd.command_type)
+            metrics.COMMANDS.labels(command_type=cmd.command_type, status="Expired").inc()
+            return
+        conn = hub.connections.get(cmd.station_id)
+        if conn is None or not conn.alive():
+            await self._reroute(cmd, remaining)
+            return
+        version = conn.version
+        try:
+            params: Any = orjson.loads(cmd.params_json or "{}")
+            if not isinstance(params, dict):
+                raise translate.InvalidCommand("params must be a JSON object")
+            action, payload = translate.to_ocpp(cmd.command_type, params, version)
+        except translate.UnsupportedCommand as exc:
+            await self._result(cmd, "NotSupported", remaining, description=str(exc), version=version)
+            return
+        except ValueError as exc:  # InvalidCommand, bad JSON
+            await self._result(cmd, "Rejected", remaining, code="InvalidCommand", description=str(exc), version=version)
+            return
+        await self._publish(cmd, CommandIssued(cmd.command_id, cmd.command_type, action, orjson.dumps(payload).decode()), remaining, version=version, action=action)
+        timeout = min(remaining, hub.settings.command_timeout_s, hub.limits.call_timeout_s)
+        try:
+            mid, answer = await conn.call(action, payload, timeout)
+        except TimeoutError:
+            await self._result(cmd, "Timeout", remaining, description=f"no answer within {timeout:.0f} s", version=version, action=action)
+            return
+        except ConnectionGone:
+            await self._result(cmd, "Timeout", remaining, description="station disconnected before answering", version=version, action=action)
+            return
+        if isinstance(answer, frames.Error):
+            await self._result(cmd, "Rejected", remaining, code=answer.code, description=answer.description, version=version, action=action, mid=mid)
+            return
+        response = answer.payload if isinstance(answer.payload, dict) else {}
+        try:
+            status, normalized = translate.from_ocpp(cmd.command_type, action, response, version)
+        except Exception:
+            log.exception("station=%s cannot read the answer to %s", cmd.station_id, action)
+            status, normalized = "Unknown", response
+        await self._result(cmd, status, remaining, response=normalized, version=version, action=action, mid=mid)
+
+    async def _reroute(self, cmd: codec.Command, remaining: float) -> None:
+        hub = self.hub
+        try:
+            owner = await hub.rt.store.get_owner(cmd.station_id)
+        except Exception as exc:
+            log.warning("station=%s owner lookup failed: %s", cmd.station_id, exc)
+            owner = None
+        if owner is not None and owner.connected and owner.gateway_id != hub.gateway_id and cmd.hops == 0:
+            moved = dataclasses.replace(cmd, hops=1, target_gateway_id=owner.gateway_id, target_epoch=owner.epoch)
+            try:
+                await hub.rt.bus.publish(
+                    topics.COMMANDS, cmd.station_id, codec.encode_command(moved), codec.command_headers(moved),
+                    partition=gateway_ordinal(owner.gateway_id),
+                )
+                log.info("station=%s command %s re-routed to %s", cmd.station_id, cmd.command_id, owner.gateway_id)
+                return
+            except Exception as exc:
+                log.warning("station=%s command %s could not be re-routed: %s", cmd.station_id, cmd.command_id, exc)
+        await self._result(cmd, "StationOffline", remaining, description="station is not connected")
+
+    async def _result(
+        self, cmd: codec.Command, status: str, remaining: float, *, response: dict[str, Any] | None = None,
+        code: str = "", description: str = "", version: str = "", action: str = "", mid: str = "",
+    ) -> None:
+        metrics.COMMANDS.labels(command_type=cmd.command_type, status=status).inc()
+        body = CommandResult(
+            command_id=cmd.command_id, command_type=cmd.command_type, status=status,
+            response_json=orjson.dumps(response or {}, default=str).decode(),
+            error_code=code, error_description=description[:255],
+        )
+        await self._publish(cmd, body, remaining, version=version, action=action, mid=mid)
+
+    async def _publish(self, cmd: codec.Command, body: Any, remaining: float, *, version: str = "", action: str = "", mid: str = "") -> None:
+        hub = self.hub
+        env = Envelope(
+            event_id=str(uuid.uuid4()), station_id=cmd.station_id, received_at=hub.rt.clock(), body=body,
+            gateway_id=hub.gateway_id, ocpp_version=version, message_id=mid, action=action,
+        )
+        deadline = hub.monotonic() + max(remaining, 0.0) + _RESULT_GRACE_S
+        if not await hub.publisher.publish(env, deadline=deadline):
+            log.warning("station=%s %s for command %s not published (bus down)", cmd.station_id, type(body).__name__, cmd.command_id)

@@ -1,0 +1,270 @@
+"""One station's WebSocket after the upgrade: read, queue, answer in order (rows 15-34).
+
+- The reader (the aiohttp handler's task) reads frames continuously. Frame-level errors
+  are answered at once; CALLRESULT/CALLERROR frames resolve our outstanding CALL; CALLs
+  go into a bounded queue (`queue_cap`; overflow -> close 1008 "message flood").
+- One worker task per connection, started when the queue becomes non-empty and ended
+  when it drains (idle connections carry no task), answers the CALLs one by one, in
+  order, paced by a token bucket (sustained abuse fills the queue -> close 1008).
+- A CALL whose id equals a queued or in-flight CALL is dropped when byte-identical (the
+  station retrying while the answer is withheld) and answered with a CALLERROR otherwise.
+- While the boot status is Pending/Rejected, only BootNotification is served (SecurityError).
+- At most one CSMS -> station CALL is outstanding (`call()` holds a lock until answered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from aiohttp import web
+from ocpp.exceptions import OCPPError
+
+from services.common.errors import CsmsError
+from services.common.events import Body, Envelope
+from services.common.telemetry import tracer
+from services.common.timeutil import to_ocpp
+from services.gateway import errors, frames, metrics, validation
+from services.gateway.actions import handler_for, is_csms_to_station
+from services.gateway.context import CallContext, ConnectionState
+from services.gateway.hub import Hub
+from services.gateway.limits import TokenBucket
+from services.gateway.publisher import ConnectionGone
+
+__all__ = ["Connection"]
+
+log = logging.getLogger("csms.gateway.connection")
+
+_GATED = frozenset({"Pending", "Rejected"})
+CLOSE_POLICY = 1008
+CLOSE_UNSUPPORTED_DATA = 1003
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return float(obj)
+    if isinstance(obj, datetime):
+        return to_ocpp(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+class Connection:
+    __slots__ = (
+        "hub", "ws", "station_id", "version", "epoch", "remote", "subprotocol", "state",
+        "queue", "current", "worker", "bucket", "pending_id", "pending", "call_lock", "closing",
+    )
+
+    def __init__(self, hub: Hub, ws: web.WebSocketResponse, station_id: str, version: str, epoch: int, remote: str = "", subprotocol: str = "") -> None:
+        self.hub, self.ws, self.station_id, self.version, self.epoch = hub, ws, station_id, version, epoch
+        self.remote, self.subprotocol = remote, subprotocol
+        self.state = ConnectionState()
+        self.queue: list[tuple[frames.Call, datetime]] = []
+        self.current: frames.Call | None = None
+        self.worker: asyncio.Task[None] | None = None
+        lim = hub.limits
+        self.bucket = TokenBucket(lim.msg_rate, lim.msg_burst)
+        self.pending_id: str | None = None
+        self.pending: asyncio.Future[frames.Result | frames.Error] | None = None
+        self.call_lock: asyncio.Lock | None = None
+        self.closing = False
+
+    # -- reader ----------------------------------------------------------------
+    async def run(self) -> None:
+        """Read until the socket closes. Never raises for anything a station sends."""
+        ws, max_depth = self.ws, self.hub.settings.max_json_depth
+        try:
+            async for msg in ws:
+                if msg.type == web.WSMsgType.TEXT:
+                    await self._on_text(msg.data, max_depth)
+                elif msg.type == web.WSMsgType.BINARY:
+                    log.info("station=%s sent a binary frame; closing 1003", self.station_id)
+                    await self.close(CLOSE_UNSUPPORTED_DATA, "binary frames are not OCPP-J")
+                    break
+                elif msg.type == web.WSMsgType.ERROR:
+                    # aiohttp already closed with the right code (1009 too big, 1007 bad UTF-8)
+                    log.info("station=%s protocol error %s; closed %s", self.station_id, msg.data, ws.close_code)
+                    break
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception:  # a bug of ours must not leave the socket half-alive
+            log.exception("station=%s reader failed; closing 1011", self.station_id)
+            await self.close(1011, "internal error")
+        finally:
+            self._shutdown()
+
+    async def _on_text(self, text: str, max_depth: int) -> None:
+        frame = frames.parse(self.version, text, max_depth)
+        if type(frame) is frames.Call:
+            await self._enqueue(frame)  # type: ignore[arg-type]
+        elif type(frame) is frames.Reply:
+            await self.send(frame.text)  # type: ignore[union-attr]
+        elif type(frame) is frames.Result or type(frame) is frames.Error:
+            self._resolve(frame)  # type: ignore[arg-type]
+        else:
+            log.info("station=%s frame ignored: %s", self.station_id, frame[0])
+
+    async def _enqueue(self, call: frames.Call) -> None:
+        mid = call.message_id
+        dup = self.current if self.current is not None and self.current.message_id == mid else None
+        if dup is None:
+            for queued, _ in self.queue:
+                if queued.message_id == mid:
+                    dup = queued
+                    break
+        if dup is not None:
+            if dup.raw == call.raw:
+                log.info("station=%s retried CALL %s while it is being handled; dropped", self.station_id, mid)
+                return
+            reply = errors.call_error(
+                self.version, mid, "ProtocolError" if self.version == errors.V16 else "RpcFrameworkError",
+                "Duplicate message id: a CALL with this id is still being handled",
+            )
+            await self.send(reply)
+            return
+        if len(self.queue) >= self.hub.limits.queue_cap:
+            log.warning("station=%s message flood (%d queued); closing 1008", self.station_id, len(self.queue))
+            await self.close(CLOSE_POLICY, "message flood")
+            return
+        self.queue.append((call, self.hub.rt.clock()))
+        if self.worker is None:
+            self.worker = asyncio.create_task(self._drain())
+
+    # -- worker ----------------------------------------------------------------
+    async def _drain(self) -> None:
+        try:
+            while self.queue and not self.closing:
+                call, received_at = self.queue.pop(0)
+                self.current = call
+                wait = self.bucket.delay()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await self._process(call, received_at)
+                self.current = None
+        finally:
+            self.current = None
+            self.worker = None
+
+    async def _process(self, call: frames.Call, received_at: datetime) -> None:
+        t0 = time.perf_counter()
+        version, action, mid = self.version, call.action, call.message_id
+        known = action in validation.request_actions(version)
+        label = action if known else "unknown"
+        metrics.message(label, "in")
+        reply: str | None
+        if self.state.boot_status in _GATED and action != "BootNotification":
+            reply = errors.call_error(version, mid, "SecurityError", f"{action} not allowed while boot status is {self.state.boot_status}")
+        else:
+            handler = handler_for(version, action)
+            reply = frames.check_call(version, call, handler is not None, handler is None and is_csms_to_station(version, action))
+            if reply is None and handler is not None:
+                reply = await self._dispatch(handler, call, received_at)
+        if reply is not None:
+            await self.send(reply)
+        metrics.handling(label).observe(time.perf_counter() - t0)
+
+    async def _dispatch(self, handler: Any, call: frames.Call, received_at: datetime) -> str | None:
+        hub, mid = self.hub, call.message_id
+
+        async def publish(body: Body, station_time: datetime | None = None) -> None:
+            await self._publish(body, station_time, mid, call.action, received_at)
+
+        ctx = CallContext(
+            station_id=self.station_id, ocpp_version=self.version, message_id=mid, action=call.action,
+            received_at=received_at, settings=hub.settings, store=hub.rt.store, clock=hub.rt.clock,
+            gateway_id=hub.gateway_id, state=self.state, publish=publish,
+            admit_boot=hub.admit_boot, token_status=hub.token_status,
+        )
+        with tracer.start_as_current_span("ocpp." + call.action, attributes={"station.id": self.station_id, "ocpp.action": call.action}):
+            try:
+                result = await handler(ctx, call.payload)
+                return orjson.dumps([3, mid, result], default=_json_default).decode()
+            except ConnectionGone:
+                return None
+            except OCPPError as exc:
+                log.info("station=%s %s %s answered %s", self.station_id, call.action, mid, exc.code)
+                return errors.from_exception(self.version, mid, exc)
+            except (CsmsError, TimeoutError, OSError) as exc:
+                if getattr(exc, "retriable", True):
+                    # A backend we depend on is down: withhold the answer so the station
+                    # retries later, instead of a CALLERROR that may make it drop the message.
+                    log.warning("station=%s %s %s withheld: %s: %s", self.station_id, call.action, mid, type(exc).__name__, exc)
+                    return None
+                log.exception("station=%s %s %s failed", self.station_id, call.action, mid)
+                return errors.call_error(self.version, mid, "InternalError", "The CSMS could not process the request")
+            except Exception:
+                log.exception("station=%s %s %s failed", self.station_id, call.action, mid)
+                return errors.call_error(self.version, mid, "InternalError", "The CSMS could not process the request")
+
+    async def _publish(self, body: Body, station_time: datetime | None, mid: str, action: str, received_at: datetime) -> None:
+        hub = self.hub
+        if station_time is not None:
+            metrics.CLOCK_SKEW.observe(abs((received_at - station_time).total_seconds()))
+        env = Envelope(
+            event_id=str(uuid.uuid4()), station_id=self.station_id, received_at=received_at, body=body,
+            gateway_id=hub.gateway_id, ocpp_version=self.version, station_time=station_time,
+            message_id=mid, action=action,
+        )
+        if not await hub.publisher.publish(env, alive=self.alive):
+            raise ConnectionGone(self.station_id)
+
+    # -- CSMS -> station ---------------------------------------------------------
+    async def call(self, action: str, payload: dict[str, Any], timeout: float) -> tuple[str, frames.Result | frames.Error]:
+        """Send one CALL and wait for its answer: (message id, Result or Error).
+        Raises TimeoutError, or ConnectionGone if the socket closes first."""
+        if self.call_lock is None:
+            self.call_lock = asyncio.Lock()
+        async with asyncio.timeout(timeout):
+            async with self.call_lock:
+                if self.closing or self.ws.closed:
+                    raise ConnectionGone(self.station_id)
+                mid = str(uuid.uuid4())
+                fut: asyncio.Future[frames.Result | frames.Error] = asyncio.get_running_loop().create_future()
+                self.pending_id, self.pending = mid, fut
+                try:
+                    metrics.message(action, "out")
+                    await self.send(orjson.dumps([2, mid, action, payload], default=_json_default).decode())
+                    return mid, await fut
+                finally:
+                    self.pending_id = self.pending = None
+
+    def _resolve(self, frame: frames.Result | frames.Error) -> None:
+        fut = self.pending
+        if fut is None or frame.message_id != self.pending_id or fut.done():
+            log.info("station=%s answer for unknown message id %.40r dropped", self.station_id, frame.message_id)
+            return
+        fut.set_result(frame)
+
+    # -- sending and closing -----------------------------------------------------
+    def alive(self) -> bool:
+        return not self.closing and not self.ws.closed
+
+    async def send(self, text: str) -> None:
+        if self.ws.closed:
+            return
+        try:
+            await self.ws.send_str(text)
+        except (ConnectionError, RuntimeError) as exc:
+            log.info("station=%s send failed: %s", self.station_id, exc)
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closing and self.ws.closed:
+            return
+        self.closing = True
+        try:
+            await self.ws.close(code=code, message=reason.encode()[:120])
+        except Exception as exc:  # already gone
+            log.debug("station=%s close: %s", self.station_id, exc)
+
+    def _shutdown(self) -> None:
+        self.closing = True
+        self.queue.clear()
+        if self.worker is not None:
+            self.worker.cancel()
+        if self.pending is not None and not self.pending.done():
+            self.pending.set_exception(ConnectionGone(self.station_id))

@@ -1,0 +1,102 @@
+"""State shared by all connections of one gateway: settings-derived limits, the publisher,
+the local station -> connection registry, the token cache and boot admission control.
+
+Kept in one object so that each connection holds a single reference to it (memory per
+idle connection stays small) and tests can build one without a server.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from services.common.errors import StoreError
+from services.common.runtime import Runtime
+from services.common.store.port import Token
+from services.gateway import metrics
+from services.gateway.limits import TokenBucket, TTLCache
+from services.gateway.publisher import Publisher
+
+if TYPE_CHECKING:
+    from services.gateway.connection import Connection
+
+__all__ = ["Limits", "Hub", "token_status_of"]
+
+_MISSING: Any = object()
+_TOKEN_STATUSES = frozenset({"Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"})
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Tunables, read from `settings.extra` (defaults in brackets)."""
+
+    open_timeout_s: float = 10.0         # whole handshake, and slowloris on the upgrade request
+    queue_cap: int = 16                  # queued CALLs per connection before "message flood"
+    msg_rate: float = 20.0               # CALLs per second per connection (token bucket)
+    msg_burst: float = 60.0
+    upgrade_rate_per_ip: float = 200.0   # upgrades per second per remote address
+    upgrade_burst_per_ip: float = 1000.0
+    command_concurrency: int = 256       # commands in flight per gateway
+    token_cache_ttl_s: float = 30.0
+    token_cache_size: int = 100_000
+    call_timeout_s: float = 30.0         # CSMS -> station CALL, upper bound
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any]) -> "Limits":
+        kw = {}
+        for name, field_ in cls.__dataclass_fields__.items():
+            if name in extra:
+                kw[name] = type(field_.default)(extra[name])  # type: ignore[operator]
+        return cls(**kw)
+
+
+def token_status_of(token: Token | None, now: Any) -> str:
+    if token is None:
+        return "Invalid"
+    if token.expires_at is not None and token.expires_at <= now:
+        return "Expired"
+    return token.status if token.status in _TOKEN_STATUSES else "Invalid"
+
+
+class Hub:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.settings = rt.settings
+        self.gateway_id = rt.settings.gateway_id
+        self.limits = Limits.from_extra(rt.settings.extra)
+        self.publisher = Publisher(rt)
+        self.connections: dict[str, "Connection"] = {}
+        self.stopping = False
+        rate = max(rt.settings.boot_rate_per_s, 0.001)
+        self._boots = TokenBucket(rate, max(1.0, rate))
+        self._tokens: TTLCache[str, Token | None] = TTLCache(self.limits.token_cache_size, self.limits.token_cache_ttl_s)
+
+    def admit_boot(self) -> bool:
+        """Admission control for BootNotification (False: answer Pending with a back-off)."""
+        ok = self._boots.take()
+        if not ok:
+            metrics.BOOT_PENDING.inc()
+        return ok
+
+    async def token_status(self, id_token: str) -> str:
+        """Accepted / Blocked / Expired / Invalid (unknown -> Invalid), through a TTL cache.
+        A store failure serves the last known answer if there is one, else raises."""
+        if self._tokens.has_fresh(id_token):
+            return token_status_of(self._tokens.get(id_token), self.rt.clock())
+        try:
+            token = await self.rt.store.get_token(id_token)
+        except StoreError:
+            stale = self._tokens.get(id_token, _MISSING, stale=True)
+            if stale is _MISSING:
+                raise
+            return token_status_of(stale, self.rt.clock())
+        self._tokens.put(id_token, token)
+        return token_status_of(token, self.rt.clock())
+
+    def ready(self) -> bool:
+        return not self.stopping and self.rt.bus.healthy and not self.publisher.failing
+
+    @staticmethod
+    def monotonic() -> float:
+        return time.monotonic()

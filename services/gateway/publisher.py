@@ -1,0 +1,95 @@
+"""Durable event publishing with withheld replies (RELIABILITY rows 42, 49).
+
+`publish()` returns only once the bus accepted the event. While the bus refuses, it
+retries with capped exponential backoff (50 ms -> 2 s) for as long as the caller is
+still interested (`alive()`: the station's socket is open; or until a deadline), marks
+the gateway not-ready, and logs once per outage. It never turns a bus failure into a
+CALLERROR: the answer is withheld so that the station retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from opentelemetry import trace
+
+from services.common import codec, topics
+from services.common.events import Envelope
+from services.common.runtime import Runtime
+from services.gateway import metrics
+
+__all__ = ["Publisher", "ConnectionGone", "traceparent"]
+
+log = logging.getLogger("csms.gateway.publish")
+
+_FIRST_DELAY_S = 0.05
+_MAX_DELAY_S = 2.0
+
+
+class ConnectionGone(Exception):
+    """The station left while its event was being published; abandon the CALL."""
+
+
+def traceparent() -> str | None:
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+class Publisher:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.retrying = 0        # publishes currently in backoff (not ready while > 0)
+        self._outage = False
+
+    @property
+    def failing(self) -> bool:
+        return self.retrying > 0
+
+    async def publish(
+        self,
+        env: Envelope,
+        *,
+        alive: Callable[[], bool] | None = None,
+        deadline: float | None = None,
+    ) -> bool:
+        """True once durable; False if `alive()` turned False or `deadline` (monotonic) passed."""
+        value = codec.encode_event(env)
+        headers = codec.event_headers(env, traceparent=traceparent())
+        bus = self.rt.bus
+        delay = _FIRST_DELAY_S
+        counted = False
+        try:
+            while True:
+                try:
+                    await bus.publish(topics.EVENTS, env.station_id, value, headers)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # BusUnavailable and any other adapter failure
+                    metrics.PUBLISH_FAILURES.inc()
+                    if not counted:
+                        counted = True
+                        self.retrying += 1
+                        metrics.WITHHELD.inc()
+                    if not self._outage:
+                        self._outage = True
+                        log.warning("bus publish failing (%s: %s); withholding replies until it recovers", type(exc).__name__, exc)
+                    if alive is not None and not alive():
+                        return False
+                    if deadline is not None and time.monotonic() + delay > deadline:
+                        return False
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _MAX_DELAY_S)
+                    continue
+                if self._outage and (counted or self.retrying == 0):
+                    self._outage = False
+                    log.warning("bus publish recovered")
+                return True
+        finally:
+            if counted:
+                self.retrying -= 1
+                metrics.WITHHELD.dec()

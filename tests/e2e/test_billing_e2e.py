@@ -1,0 +1,156 @@
+"""Billing through `csms run`: a station with a tariff charges, and a priced CDR appears.
+
+Tariff 0.30/kWh + 1.00 session fee, 19 % tax, no time or idle fee (so the real-time
+length of the simulated session does not matter). The simulator meters 3 x 1000 Wh:
+3 kWh x 0.30 + 1.00 = 1.90 excl. tax; 1.90 x 1.19 = 2.261 -> 2.26 incl. tax (rounded once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from services.simulator.stats import Stats
+from services.simulator.station import StationSpec, run_station
+from tests.e2e.conftest import Server
+
+TOKEN = "E2EBILLTOKEN1"
+
+
+async def wait_for(predicate: Any, timeout: float = 15.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await predicate()
+        if value or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(0.1)
+
+
+def a_tariff(tariff_id: str) -> dict[str, Any]:
+    return {
+        "id": tariff_id,
+        "currency": "EUR",
+        "price_per_kwh": "0.30",
+        "price_per_minute": "0.00",
+        "session_fee": "1.00",
+        "idle_fee_per_minute": "0",
+        "idle_grace_minutes": 0,
+        "tax_rate": "0.19",
+        "bands": [],
+        "default": False,
+    }
+
+
+async def a_station_with_a_tariff_charges_3_kwh(csms: Server, station_id: str, protocol: str) -> dict[str, Any]:
+    """Returns the completed session."""
+    await csms.api("POST", "/api/v1/tariffs", a_tariff(f"T-{station_id}"), expect=201)
+    password = await csms.register_station(station_id)
+    await csms.api("PATCH", f"/api/v1/stations/{station_id}", {"tariff_id": f"T-{station_id}"}, expect=200)
+    await csms.register_token(TOKEN)
+    spec = StationSpec(
+        station_id=station_id, password=password, protocol=protocol, url=csms.ocpp_url,
+        id_token=TOKEN, meter_values=3, interval_s=0.05, sample_minutes=6, power_w=10_000,
+    )
+    stats = Stats()
+    assert await run_station(spec, stats), stats.summary()
+
+    async def completed() -> list[dict[str, Any]]:
+        _, body = await csms.api("GET", f"/api/v1/sessions?station_id={station_id}&status=completed", expect=200)
+        return list(body["items"])
+
+    sessions = await wait_for(completed)
+    assert len(sessions) == 1, sessions
+    assert sessions[0]["energy_wh"] == 3000
+    return sessions[0]
+
+
+async def cdrs_of(csms: Server, session_id: str) -> list[dict[str, Any]]:
+    _, body = await csms.api("GET", f"/api/v1/cdrs?session_id={session_id}", expect=200)
+    return list(body["items"])
+
+
+async def the_session_is_billed_at_1_90_eur(csms: Server, station_id: str, session: dict[str, Any]) -> dict[str, Any]:
+    cdrs = await wait_for(lambda: cdrs_of(csms, session["id"]))
+    assert len(cdrs) == 1, f"expected one CDR for {session['id']}, got {cdrs}\n{csms.log()[-3000:]}"
+    cdr = cdrs[0]
+    assert cdr["id"] == f"{session['id']}-v1"
+    assert cdr["session_id"] == session["id"] and cdr["station_id"] == station_id
+    assert cdr["version"] == 1 and cdr["reason"] == "initial"
+    assert cdr["energy_wh"] == 3000
+    assert cdr["tariff_id"] == f"T-{station_id}"
+    assert cdr["total_cost"] == {"amount": "1.90", "currency": "EUR"}
+    assert cdr["total_cost_incl_tax"] == {"amount": "2.26", "currency": "EUR"}
+    assert cdr["breakdown"]["energy_cost"] == "0.90" and cdr["breakdown"]["session_fee"] == "1.00"
+    assert cdr["breakdown"]["tax"] == "0.36"  # 2.26 - 1.90: excl + tax = incl
+    _, same = await csms.api("GET", f"/api/v1/cdrs/{cdr['id']}", expect=200)
+    assert same["total_cost"] == cdr["total_cost"] and same["version"] == 1
+    return cdr
+
+
+async def the_ocpi_export_has_the_ocpi_shape(csms: Server, station_id: str, cdr: dict[str, Any]) -> None:
+    _, ocpi = await csms.api("GET", f"/api/v1/cdrs/{cdr['id']}?format=ocpi", expect=200)
+    for key in (
+        "country_code", "party_id", "id", "start_date_time", "end_date_time", "session_id", "cdr_token",
+        "auth_method", "cdr_location", "currency", "charging_periods", "total_cost", "total_energy",
+        "total_time", "last_updated",
+    ):
+        assert key in ocpi, f"OCPI CDR without {key}: {ocpi}"
+    assert ocpi["id"] == cdr["id"] and ocpi["session_id"] == cdr["session_id"]
+    assert ocpi["currency"] == "EUR"
+    assert ocpi["total_cost"] == {"excl_vat": 1.9, "incl_vat": 2.26}
+    assert ocpi["total_energy"] == 3.0
+    assert ocpi["total_fixed_cost"]["excl_vat"] == 1.0
+    assert ocpi["start_date_time"].endswith("Z") and ocpi["end_date_time"].endswith("Z")
+    assert ocpi["cdr_token"]["uid"] == TOKEN
+    assert ocpi["cdr_location"]["id"] == station_id
+    periods = ocpi["charging_periods"]
+    assert periods and all(p["dimensions"] for p in periods)
+    assert sum(d["volume"] for p in periods for d in p["dimensions"] if d["type"] == "ENERGY") == 3.0
+
+
+async def test_a_16_session_on_a_station_tariff_gets_a_cdr_of_1_90_eur(csms: Server, unique_id: str) -> None:
+    session = await a_station_with_a_tariff_charges_3_kwh(csms, unique_id, "1.6")
+    cdr = await the_session_is_billed_at_1_90_eur(csms, unique_id, session)
+    await the_ocpi_export_has_the_ocpi_shape(csms, unique_id, cdr)
+
+
+async def test_a_201_session_on_a_station_tariff_gets_a_cdr_of_1_90_eur(csms: Server, unique_id: str) -> None:
+    session = await a_station_with_a_tariff_charges_3_kwh(csms, unique_id, "2.0.1")
+    cdr = await the_session_is_billed_at_1_90_eur(csms, unique_id, session)
+    await the_ocpi_export_has_the_ocpi_shape(csms, unique_id, cdr)
+
+
+async def test_the_billed_session_shows_its_final_cost_from_the_cdr(csms: Server, unique_id: str) -> None:
+    session = await a_station_with_a_tariff_charges_3_kwh(csms, unique_id, "1.6")
+    cdr = await the_session_is_billed_at_1_90_eur(csms, unique_id, session)
+
+    _, view = await csms.api("GET", f"/api/v1/sessions/{session['id']}", expect=200)
+
+    assert view["cost"]["amount"] == "1.90" and view["cost"]["currency"] == "EUR"
+    assert view["cost"]["cdr_id"] == cdr["id"] and view["cost"]["final"] is True
+
+
+async def test_a_station_without_any_tariff_gets_no_cdr(csms: Server, unique_id: str) -> None:
+    _, tariffs = await csms.api("GET", "/api/v1/tariffs", expect=200)
+    if any(t.get("default") for t in tariffs["items"]):
+        pytest.skip("a default tariff exists in this server: every station is priced")
+    password = await csms.register_station(unique_id)
+    await csms.register_token(TOKEN)
+    spec = StationSpec(
+        station_id=unique_id, password=password, protocol="1.6", url=csms.ocpp_url,
+        id_token=TOKEN, meter_values=1, interval_s=0.05,
+    )
+    stats = Stats()
+    assert await run_station(spec, stats), stats.summary()
+    sessions = await wait_for(lambda: _completed(csms, unique_id))
+    assert len(sessions) == 1
+    await asyncio.sleep(0.5)  # billing had time to see the completed snapshot
+
+    assert await cdrs_of(csms, sessions[0]["id"]) == []
+
+
+async def _completed(csms: Server, station_id: str) -> list[dict[str, Any]]:
+    _, body = await csms.api("GET", f"/api/v1/sessions?station_id={station_id}&status=completed", expect=200)
+    return list(body["items"])

@@ -1,0 +1,113 @@
+"""Sessions are read from the processor's documents and priced (CDR, or a running price)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from services.billing.domain import SessionUsage, cdr_to_dict, decide_cdr, tariff_from_dict
+from services.common.timeutil import parse_ocpp
+
+from .builders import Api, a_session_doc, a_tariff_body
+
+
+async def _put_session(api: Api, **overrides: object) -> dict:
+    doc = a_session_doc(**overrides)
+    await api.rt.store.put_doc("session", doc["id"], doc, parent=doc["station_id"])
+    return doc
+
+
+async def test_sessions_are_listed_by_station_and_filtered_by_status(api: Api) -> None:
+    await _put_session(api, id="s1", station_id="ST1", status="completed")
+    await _put_session(api, id="s2", station_id="ST1", status="active")
+    await _put_session(api, id="s3", station_id="ST2", status="completed")
+    _, body = await api.get("/api/v1/sessions?station_id=ST1")
+    assert sorted(s["id"] for s in body["items"]) == ["s1", "s2"]
+    _, body = await api.get("/api/v1/sessions?station_id=ST1&status=completed")
+    assert [s["id"] for s in body["items"]] == ["s1"]
+    _, body = await api.get("/api/v1/sessions?status=completed")
+    assert sorted(s["id"] for s in body["items"]) == ["s1", "s3"]
+    _, body = await api.get("/api/v1/sessions")
+    assert len(body["items"]) == 3
+    _, body = await api.get("/api/v1/sessions?limit=1")
+    assert len(body["items"]) == 1
+
+
+async def test_a_session_keeps_the_processor_shape_and_has_no_cost_without_a_tariff(api: Api) -> None:
+    doc = await _put_session(api, id="s1")
+    status, body = await api.get("/api/v1/sessions/s1")
+    assert status == 200
+    assert {k: body[k] for k in doc} == doc
+    assert body["cost"] is None
+    assert (await api.get("/api/v1/sessions/nope"))[0] == 404
+
+
+async def test_an_active_session_shows_a_running_price_with_the_default_tariff(api: Api) -> None:
+    await api.post("/api/v1/tariffs", a_tariff_body(id="d", price_per_kwh="0.50", default=True))
+    await _put_session(
+        api,
+        id="s1",
+        meter_start_wh=1000,
+        meter_samples=[
+            {"timestamp": "2026-11-28T10:30:00.000Z", "measurand": "Energy.Active.Import.Register", "value": 3000, "unit": "Wh"},
+            {"timestamp": "2026-11-28T10:30:00.000Z", "measurand": "Power.Active.Import", "value": 11000, "unit": "W"},
+        ],
+        energy_wh=2000,
+    )
+    _, body = await api.get("/api/v1/sessions/s1")
+    cost = body["cost"]
+    assert cost["final"] is False and cost["tariff_id"] == "d"
+    assert (cost["amount"], cost["currency"]) == ("1.00", "EUR")  # 2 kWh x 0.50
+    assert cost["incl_tax"] == {"amount": "1.19", "currency": "EUR"}
+
+
+async def test_the_station_tariff_wins_over_the_site_and_default_tariffs(api: Api) -> None:
+    await api.post("/api/v1/tariffs", a_tariff_body(id="d", price_per_kwh="0.50", default=True))
+    await api.post("/api/v1/tariffs", a_tariff_body(id="site", price_per_kwh="0.40"))
+    await api.post("/api/v1/tariffs", a_tariff_body(id="own", price_per_kwh="0.10"))
+    await api.post("/api/v1/sites", {"id": "S1", "grid_limit_a": 100, "tariff_id": "site"})
+    await api.a_station("ST1", site_id="S1")
+    await _put_session(api, id="s1", energy_wh=1000, meter_start_wh=None)
+    _, body = await api.get("/api/v1/sessions/s1")
+    assert body["cost"]["tariff_id"] == "site" and body["cost"]["amount"] == "0.40"
+    await api.call("PATCH", "/api/v1/stations/ST1", {"tariff_id": "own"})
+    _, body = await api.get("/api/v1/sessions/s1")
+    assert body["cost"]["tariff_id"] == "own" and body["cost"]["amount"] == "0.10"
+
+
+async def test_a_completed_session_shows_its_latest_cdr(api: Api) -> None:
+    tariff = tariff_from_dict(a_tariff_body(id="t1"))
+    usage = SessionUsage(
+        started_at=parse_ocpp("2026-11-28T10:00:00Z"),
+        stopped_at=parse_ocpp("2026-11-28T11:00:00Z"),
+        meter_start_wh=0,
+        meter_stop_wh=10_000,
+    )
+    now = datetime(2026, 11, 28, 12, tzinfo=timezone.utc)
+    v1 = decide_cdr(None, "s1", "ST1", tariff, usage, now)
+    assert v1 is not None
+    usage2 = SessionUsage(started_at=usage.started_at, stopped_at=usage.stopped_at, meter_start_wh=0, meter_stop_wh=12_000)
+    v2 = decide_cdr(v1, "s1", "ST1", tariff, usage2, now)
+    assert v2 is not None
+    for cdr in (v2, v1):  # stored out of order: the highest version still wins
+        await api.rt.store.put_doc("cdr", cdr.id, cdr_to_dict(cdr), parent="s1", version=cdr.version)
+    await _put_session(api, id="s1", status="completed", stopped_at="2026-11-28T11:00:00.000Z", energy_wh=12_000)
+    _, body = await api.get("/api/v1/sessions/s1")
+    assert body["cost"] == {
+        "amount": "3.60",
+        "currency": "EUR",
+        "incl_tax": {"amount": "4.28", "currency": "EUR"},
+        "cdr_id": "s1-v2",
+        "version": 2,
+        "tariff_id": "t1",
+        "final": True,
+    }
+
+
+@pytest.mark.parametrize("status", ["active", "completed"])
+async def test_a_session_document_without_times_is_shown_without_cost(api: Api, status: str) -> None:
+    await api.post("/api/v1/tariffs", a_tariff_body(id="d", default=True))
+    await _put_session(api, id="s1", status=status, started_at=None, received_at=None)
+    status_code, body = await api.get("/api/v1/sessions/s1")
+    assert status_code == 200 and body["cost"] is None

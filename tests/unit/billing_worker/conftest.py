@@ -1,0 +1,72 @@
+"""A billing runtime on the real MemoryBus and SQLite store, with a fixed clock."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+
+from services.billing.codec import decode_cdr
+from services.common import topics
+from services.common.bus.memory import MemoryBus
+from services.common.bus.port import Record
+from services.common.config import Settings
+from services.common.runtime import Runtime
+from services.common.store.port import Station
+from services.common.store.sqlite import SqliteStore
+
+from .builders import NOW
+
+COLLECTOR = "test-cdr-collector"
+
+
+class World:
+    """The runtime plus what a test needs to arrange (stations, sites, tariffs) and observe."""
+
+    def __init__(self, rt: Runtime, bus: MemoryBus, published: list[Record]) -> None:
+        self.rt, self.bus, self.published = rt, bus, published
+
+    async def station(self, station_id: str = "CS1", *, tariff_id: str | None = None, site_id: str | None = None) -> None:
+        await self.rt.store.put_station(Station(id=station_id, password_hash="", tariff_id=tariff_id, site_id=site_id))
+
+    async def site(self, site_id: str, *, tariff_id: str | None = None) -> None:
+        await self.rt.store.put_doc("site", site_id, {"id": site_id, "grid_limit_a": 100, "phases": 3, "tariff_id": tariff_id})
+
+    async def tariff(self, doc: dict[str, Any]) -> None:
+        await self.rt.store.put_doc("tariff", doc["id"], doc)
+
+    async def cdr_docs(self, session_id: str = "CS1-1") -> list[dict[str, Any]]:
+        docs = await self.rt.store.list_docs("cdr", parent=session_id)
+        return sorted(docs, key=lambda d: d["version"])
+
+    async def cdr_records(self) -> list[Record]:
+        """Everything published on csms.cdrs.v1 so far (waits until the collector caught up)."""
+        for _ in range(200):
+            if self.bus.lag(COLLECTOR, topics.CDRS) == 0:
+                break
+            await asyncio.sleep(0.005)
+        return list(self.published)
+
+    async def cdrs_on_the_topic(self) -> list[dict[str, Any]]:
+        return [decode_cdr(r.value) for r in await self.cdr_records()]
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    bus = MemoryBus(default_partitions=4)
+    store = SqliteStore(f"sqlite:///{tmp_path}/b.db")
+    rt = Runtime(settings=Settings(), bus=bus, store=store, clock=lambda: NOW)
+    await rt.start()
+    await store.migrate()
+    published: list[Record] = []
+
+    async def collect(record: Record) -> None:
+        published.append(record)
+
+    await bus.subscribe(topics.CDRS, group=COLLECTOR, handler=collect)
+    try:
+        yield World(rt, bus, published)
+    finally:
+        await rt.close()
