@@ -22,7 +22,7 @@ from services.gateway.connection import Connection
 from services.gateway.hub import Hub
 from services.gateway.limits import KeyedBuckets
 
-__all__ = ["SUBPROTOCOLS", "choose_subprotocol", "GatewayApp"]
+__all__ = ["SUBPROTOCOLS", "choose_subprotocol", "is_upgrade", "GatewayApp"]
 
 log = logging.getLogger("csms.gateway")
 
@@ -39,6 +39,17 @@ def choose_subprotocol(header: str | None, ocpp21: bool) -> str | None:
         if proto in SUBPROTOCOLS and (proto != "ocpp2.1" or ocpp21):
             return proto
     return None
+
+
+def is_upgrade(request: web.BaseRequest) -> bool:
+    """A well-formed WebSocket upgrade request (RFC 6455 §4.2.1), checked before any work."""
+    h = request.headers
+    return (
+        h.get("Upgrade", "").lower() == "websocket"
+        and "upgrade" in h.get("Connection", "").lower()
+        and h.get("Sec-WebSocket-Version", "") == "13"
+        and bool(h.get("Sec-WebSocket-Key"))
+    )
 
 
 class GatewayApp:
@@ -68,8 +79,7 @@ class GatewayApp:
         if station_id is None:
             log.info("refused identity %.80r from %s", request.raw_path, remote)
             return self._refuse(400, "bad_station_id")
-        probe = web.WebSocketResponse()
-        if not probe.can_prepare(request).ok:
+        if not is_upgrade(request):
             return self._refuse(400, "not_websocket")
         try:
             async with asyncio.timeout(hub.limits.open_timeout_s):

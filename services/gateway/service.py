@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from services.common.runtime import Runtime
 from services.gateway.app import GatewayApp
@@ -23,6 +24,18 @@ __all__ = ["GatewayService"]
 log = logging.getLogger("csms.gateway")
 
 _CLOSE_GOING_AWAY = 1001
+
+
+class _HttpLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp logs every malformed request (too many headers, bad URL) with a traceback
+    at ERROR; from the internet that is noise an attacker controls. One INFO line for
+    those, full tracebacks for everything else (our own bugs)."""
+
+    def exception(self, msg: object, *args: object, exc_info: object = True, **kw: object) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            self.logger.info("%s: %s", msg % args if args else msg, " ".join(str(exc_info).split())[:200])
+        else:
+            self.logger.error(msg, *args, exc_info=exc_info, **kw)  # type: ignore[arg-type]
 
 
 class GatewayService:
@@ -46,6 +59,7 @@ class GatewayService:
         # (aiohttp closes a connection that has not delivered one by then): slowloris.
         self._runner = web.AppRunner(
             self.web.app, access_log=None, keepalive_timeout=lim.open_timeout_s, handler_cancellation=False, shutdown_timeout=5.0,
+            logger=_HttpLog(logging.getLogger("csms.gateway.http"), {}),
         )
         await self._runner.setup()
         ssl_context = None

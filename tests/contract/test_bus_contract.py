@@ -228,11 +228,6 @@ async def test_a_handler_whose_awaited_work_was_cancelled_gets_the_record_again(
     """A CancelledError that comes out of the handler (e.g. it awaited a command's answer
     future that was cancelled when the station disconnected) is a handler failure like any
     other: the record is redelivered and the partition keeps being consumed."""
-    if bus_backend == "memory":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "MemoryBus bug: _PartitionReader._run re-raises any CancelledError from the handler, "
-            "so the reader task ends silently and the partition is never consumed again"
-        )))
     topic = await new_topic(1)
     for i in range(3):
         await bus.publish(topic, "CP-1", str(i).encode())

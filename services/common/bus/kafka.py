@@ -71,7 +71,16 @@ class _Loop:
                 await self.handler(_record(msg))
                 return
             except asyncio.CancelledError:
-                raise
+                task = asyncio.current_task()
+                if task is not None and task.cancelling() > 0:
+                    raise  # we are being stopped
+                # the handler's own awaited work was cancelled: a failure like any other
+                delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
+                attempt += 1
+                log.error("handler cancelled on %s[%d]@%d (attempt %d); retrying in %.1fs",
+                          msg.topic, msg.partition, msg.offset, attempt, delay)
+                await asyncio.sleep(delay)
+                continue
             except Exception:
                 delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
                 attempt += 1

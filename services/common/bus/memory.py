@@ -49,6 +49,11 @@ class _Partition:
         await fut
 
 
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class _PartitionReader:
     """Delivers one partition's records to a handler, one at a time, in order."""
 
@@ -72,7 +77,13 @@ class _PartitionReader:
             try:
                 await self.handler(record)
             except asyncio.CancelledError:
-                raise
+                if _being_cancelled():
+                    raise
+                # the handler's own awaited work was cancelled: a failure like any other
+                self._failed(record, attempt)
+                await asyncio.sleep(_RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)])
+                attempt += 1
+                continue
             except Exception:
                 delay = _RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)]
                 attempt += 1
@@ -86,6 +97,10 @@ class _PartitionReader:
             self.position = record.offset + 1
             if self.group is not None:
                 self.group.commit(self.topic, self.partition, self.position)
+
+    def _failed(self, record: Record, attempt: int) -> None:
+        log.error("handler cancelled on %s[%d]@%d (attempt %d); redelivering",
+                  self.topic, self.partition, record.offset, attempt + 1)
 
     async def stop(self, *, abandon: bool = False) -> None:
         """Graceful: finish the record in hand, then stop. abandon: die now (a crash)."""

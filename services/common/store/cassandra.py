@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import orjson
 from datetime import datetime, timezone
 from typing import Any
@@ -156,6 +157,7 @@ class CassandraStore:
         self._healthy = True
 
     async def close(self) -> None:
+        self._healthy = False
         if self._cluster is not None:
             cluster = self._cluster
             self._cluster = self._session = None
@@ -288,19 +290,22 @@ class CassandraStore:
     async def claim_station(self, station_id: str, gateway_id: str) -> int:
         now = _ts(datetime.now(UTC))
         read = self._prep("get_owner", "SELECT * FROM owners WHERE station_id = ?", ConsistencyLevel.SERIAL)
-        for _ in range(20):
-            current = await self.get_owner(station_id)
+        ins = self._prep("ins_owner", "INSERT INTO owners (station_id, gateway_id, epoch, connected, updated_at) VALUES (?, ?, 1, true, ?) IF NOT EXISTS", serial=ConsistencyLevel.SERIAL)
+        upd = self._prep("claim_owner", "UPDATE owners SET gateway_id = ?, epoch = ?, connected = true, updated_at = ? WHERE station_id = ? IF epoch = ?", serial=ConsistencyLevel.SERIAL)
+        current = await self.get_owner(station_id)
+        for attempt in range(200):
+            # A timed-out CAS counts as lost: retrying with the next epoch may skip one,
+            # never hand the same epoch out twice.
             if current is None:
-                ins = self._prep("ins_owner", "INSERT INTO owners (station_id, gateway_id, epoch, connected, updated_at) VALUES (?, ?, 1, true, ?) IF NOT EXISTS", serial=ConsistencyLevel.SERIAL)
-                applied, row = await self._cas(ins, (station_id, gateway_id, now), read, (station_id,))
-                if applied or (row is not None and row.gateway_id == gateway_id and int(row.epoch) == 1):
+                applied, _ = await self._cas(ins, (station_id, gateway_id, now), read, (station_id,))
+                if applied:
                     return 1
-                continue
-            epoch = current.epoch + 1
-            upd = self._prep("claim_owner", "UPDATE owners SET gateway_id = ?, epoch = ?, connected = true, updated_at = ? WHERE station_id = ? IF epoch = ?", serial=ConsistencyLevel.SERIAL)
-            applied, row = await self._cas(upd, (gateway_id, epoch, now, station_id, current.epoch), read, (station_id,))
-            if applied or (row is not None and getattr(row, "gateway_id", None) == gateway_id and int(getattr(row, "epoch", 0) or 0) == epoch and getattr(row, "connected", None) is not None):
-                return epoch
+            else:
+                applied, _ = await self._cas(upd, (gateway_id, current.epoch + 1, now, station_id, current.epoch), read, (station_id,))
+                if applied:
+                    return current.epoch + 1
+            await asyncio.sleep(random.uniform(0, 0.005 * min(attempt + 1, 20)))
+            current = await self.get_owner(station_id)
         raise StoreUnavailable(f"could not claim station {station_id}: contention")
 
     async def release_station(self, station_id: str, gateway_id: str, epoch: int) -> bool:
