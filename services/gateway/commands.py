@@ -104,7 +104,7 @@ class CommandRunner:
         if conn is not None and conn.epoch < epoch:
             metrics.FENCED.inc()
             log.warning("station=%s fenced by epoch %d (ours %d); closing 1008", cmd.station_id, epoch, conn.epoch)
-            await conn.close(1008, "connected to another gateway")
+            self.hub.spawn(conn.close(1008, "connected to another gateway"))
 
     # -- one command -----------------------------------------------------------
     async def execute(self, cmd: codec.Command) -> None:

@@ -6,6 +6,8 @@
 - One worker task per connection, started when the queue becomes non-empty and ended
   when it drains (idle connections carry no task), answers the CALLs one by one, in
   order, paced by a token bucket (sustained abuse fills the queue -> close 1008).
+- Other frames that need an answer or a log line (garbage, unsolicited results) draw
+  from the same bucket in the reader; sustained abuse closes 1008 as well.
 - A CALL whose id equals a queued or in-flight CALL is dropped when byte-identical (the
   station retrying while the answer is withheld) and answered with a CALLERROR otherwise.
 - While the boot status is Pending/Rejected, only BootNotification is served (SecurityError).
@@ -15,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -25,6 +28,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from ocpp.exceptions import OCPPError
+from opentelemetry import trace
 
 from services.common.errors import CsmsError
 from services.common.events import Body, Envelope
@@ -46,6 +50,16 @@ CLOSE_POLICY = 1008
 CLOSE_UNSUPPORTED_DATA = 1003
 
 
+def _span(action: str, station_id: str) -> Any:
+    """A span per CALL when a tracer provider is installed; free (a null context) otherwise."""
+    if type(trace.get_tracer_provider()) is trace.ProxyTracerProvider:
+        return _NO_SPAN
+    return tracer.start_as_current_span("ocpp." + action, attributes={"station.id": station_id, "ocpp.action": action})
+
+
+_NO_SPAN = contextlib.nullcontext()
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Decimal):
         return float(obj)
@@ -57,7 +71,7 @@ def _json_default(obj: Any) -> Any:
 class Connection:
     __slots__ = (
         "hub", "ws", "station_id", "version", "epoch", "remote", "subprotocol", "state",
-        "queue", "current", "worker", "bucket", "pending_id", "pending", "call_lock", "closing",
+        "queue", "current", "worker", "bucket", "strikes", "pending_id", "pending", "call_lock", "closing",
     )
 
     def __init__(self, hub: Hub, ws: web.WebSocketResponse, station_id: str, version: str, epoch: int, remote: str = "", subprotocol: str = "") -> None:
@@ -69,6 +83,7 @@ class Connection:
         self.worker: asyncio.Task[None] | None = None
         lim = hub.limits
         self.bucket = TokenBucket(lim.msg_rate, lim.msg_burst)
+        self.strikes = 0
         self.pending_id: str | None = None
         self.pending: asyncio.Future[frames.Result | frames.Error] | None = None
         self.call_lock: asyncio.Lock | None = None
@@ -100,14 +115,35 @@ class Connection:
 
     async def _on_text(self, text: str, max_depth: int) -> None:
         frame = frames.parse(self.version, text, max_depth)
-        if type(frame) is frames.Call:
+        kind = type(frame)
+        if kind is frames.Call:
             await self._enqueue(frame)  # type: ignore[arg-type]
-        elif type(frame) is frames.Reply:
+            return
+        if (kind is frames.Result or kind is frames.Error) and self._resolve(frame):  # type: ignore[arg-type]
+            return
+        # Garbage, ignored frames and unsolicited answers are paced by the same bucket as
+        # CALLs, so a flood of them cannot buy unlimited CALLERRORs and log lines.
+        if not await self._pace():
+            return
+        if kind is frames.Reply:
             await self.send(frame.text)  # type: ignore[union-attr]
-        elif type(frame) is frames.Result or type(frame) is frames.Error:
-            self._resolve(frame)  # type: ignore[arg-type]
-        else:
+        elif kind is frames.Ignore:
             log.info("station=%s frame ignored: %s", self.station_id, frame[0])
+
+    async def _pace(self) -> bool:
+        """Delay the reader once the bucket is empty; `queue_cap` delayed frames in a row
+        (sustained abuse, as with a full CALL queue) close the socket 1008."""
+        wait = self.bucket.delay()
+        if wait <= 0:
+            self.strikes = 0
+            return True
+        self.strikes += 1
+        if self.strikes >= self.hub.limits.queue_cap:
+            log.warning("station=%s message flood (non-CALL frames); closing 1008", self.station_id)
+            await self.close(CLOSE_POLICY, "message flood")
+            return False
+        await asyncio.sleep(wait)
+        return True
 
     async def _enqueue(self, call: frames.Call) -> None:
         mid = call.message_id
@@ -180,7 +216,7 @@ class Connection:
             gateway_id=hub.gateway_id, state=self.state, publish=publish,
             admit_boot=hub.admit_boot, token_status=hub.token_status,
         )
-        with tracer.start_as_current_span("ocpp." + call.action, attributes={"station.id": self.station_id, "ocpp.action": call.action}):
+        with _span(call.action, self.station_id):
             try:
                 result = await handler(ctx, call.payload)
                 return orjson.dumps([3, mid, result], default=_json_default).decode()
@@ -233,12 +269,14 @@ class Connection:
                 finally:
                     self.pending_id = self.pending = None
 
-    def _resolve(self, frame: frames.Result | frames.Error) -> None:
+    def _resolve(self, frame: frames.Result | frames.Error) -> bool:
+        """Hand an answer to the CALL waiting for it; False (logged, dropped) if none is."""
         fut = self.pending
         if fut is None or frame.message_id != self.pending_id or fut.done():
             log.info("station=%s answer for unknown message id %.40r dropped", self.station_id, frame.message_id)
-            return
+            return False
         fut.set_result(frame)
+        return True
 
     # -- sending and closing -----------------------------------------------------
     def alive(self) -> bool:

@@ -7,9 +7,10 @@ idle connection stays small) and tests can build one without a server.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Coroutine
 
 from services.common.errors import StoreError
 from services.common.runtime import Runtime
@@ -71,6 +72,15 @@ class Hub:
         rate = max(rt.settings.boot_rate_per_s, 0.001)
         self._boots = TokenBucket(rate, max(1.0, rate))
         self._tokens: TTLCache[str, Token | None] = TTLCache(self.limits.token_cache_size, self.limits.token_cache_ttl_s)
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run `coro` in the background (e.g. closing a fenced socket, whose close handshake
+        may wait for a dead peer) without losing the task to garbage collection."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     def admit_boot(self) -> bool:
         """Admission control for BootNotification (False: answer Pending with a back-off)."""

@@ -55,7 +55,7 @@ async def adopt(hub: Hub, conn: "Connection", prev: Owner | None) -> bool:
     if old is not None and old is not conn:
         metrics.FENCED.inc()
         log.warning("station=%s second socket (epoch %d); closing the older one (epoch %d) 1008", conn.station_id, conn.epoch, old.epoch)
-        await old.close(1008, "replaced by a newer connection")
+        hub.spawn(old.close(1008, "replaced by a newer connection"))
     if prev is not None and prev.gateway_id != hub.gateway_id and prev.connected:
         try:
             await hub.rt.bus.publish(

@@ -223,7 +223,7 @@ async def test_a_handler_that_raises_gets_the_same_record_again_and_later_record
 
 
 async def test_a_handler_whose_awaited_work_was_cancelled_gets_the_record_again(
-    bus: Bus, bus_backend: str, new_topic: Any, new_group: Any, patience: float, request: pytest.FixtureRequest
+    bus: Bus, new_topic: Any, new_group: Any, patience: float
 ) -> None:
     """A CancelledError that comes out of the handler (e.g. it awaited a command's answer
     future that was cancelled when the station disconnected) is a handler failure like any

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builders import (
+from tests.contract.builders import (
     a_bare_station,
     a_bare_token,
     a_business_key,

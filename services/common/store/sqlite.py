@@ -145,9 +145,15 @@ class SqliteStore:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise StoreUnavailable(f"sqlite: cannot create the directory of {self.path}: {e}") from e
+        pending = aiosqlite.connect(self.path, isolation_level=None, timeout=self._busy_timeout_ms / 1000)
         try:
-            db = await aiosqlite.connect(self.path, isolation_level=None, timeout=self._busy_timeout_ms / 1000)
+            db = await pending
         except sqlite3.Error as e:
+            # aiosqlite stops its worker thread without awaiting it; let it finish while the
+            # loop is alive, or it reports to a closed loop later.
+            worker = getattr(pending, "_thread", None)
+            if worker is not None:
+                await asyncio.to_thread(worker.join, 5.0)
             raise self._map(e, "open") from e
         try:
             await db.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")

@@ -213,3 +213,35 @@ async def test_a_station_sending_a_frame_after_a_callerror_keeps_its_connection(
         await ws.send_str(bad)
         assert (await recv(ws))[0] == 4
     assert (await call(ws, "Heartbeat", {}))[0] == 3
+
+
+async def test_a_flood_of_garbage_frames_is_throttled_then_closed_1008(gw: Gateway) -> None:
+    ws = await gw.connect("CP1")
+    for i in range(2000):
+        if ws.closed:
+            break
+        try:
+            await ws.send_str("garbage")
+        except ConnectionError:
+            break
+    assert await closed_with(ws, timeout=10) == 1008
+
+
+async def test_unsolicited_answers_are_paced_too(gw: Gateway) -> None:
+    ws = await gw.connect("CP1")
+    for i in range(2000):
+        if ws.closed:
+            break
+        try:
+            await ws.send_str(f'[3,"x{i}",{{}}]')
+        except ConnectionError:
+            break
+    assert await closed_with(ws, timeout=10) == 1008
+
+
+async def test_a_21_boot_round_trip_when_21_is_enabled(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    gw = await make_gateway(ocpp21=True)
+    ws = await gw.connect("CP1", protocols=("ocpp2.1",))
+    boot = await call(ws, "BootNotification", BOOT201, mid="b1")
+    assert boot[:2] == [3, "b1"] and boot[2]["status"] == "Accepted"
+    assert (await call(ws, "BootNotification", {"reason": "PowerUp"}, mid="b2"))[:3] == [4, "b2", "OccurrenceConstraintViolation"]

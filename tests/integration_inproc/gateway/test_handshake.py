@@ -7,9 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from tests.integration_inproc.gateway.harness import (
-    PW, Gateway, basic, closed_with, raw_http, status_of, upgrade_request,
-)
+from tests.integration_inproc.gateway.harness import Gateway, closed_with, raw_http, status_of, upgrade_request
 
 
 async def status(gw: Gateway, station_id: str, **kw: object) -> int:
@@ -219,3 +217,15 @@ async def test_stop_closes_sockets_with_1001_and_releases_ownership(make_gateway
 
 async def _noop() -> None:
     return None
+
+
+async def test_a_silent_old_socket_does_not_delay_the_new_connection(gw: Gateway) -> None:
+    from tests.integration_inproc.gateway.harness import call
+
+    await gw.connect("CP1")  # never read again: it will not answer the close handshake
+    await gw.wait_connected("CP1")
+    new = await gw.connect("CP1")
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    assert (await call(new, "Heartbeat", {}))[0] == 3
+    assert loop.time() - t0 < 1.0

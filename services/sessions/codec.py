@@ -1,0 +1,130 @@
+"""Session snapshots on csms.sessions.v1: `Session` <-> protobuf `csms.sessions.v1.Session`.
+
+Each record is the full current state of one session (key = station id); consumers
+dedupe and compact by (id, version) — the CloudEvents id is f"{id}:{version}".
+Unknown meter readings (None) travel as 0 (proto3 has no presence on int64 here).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from services.common.codec import CONTENT_TYPE, sessions_pb2
+from services.common.timeutil import to_ocpp
+from services.sessions.domain.session import Session
+
+__all__ = ["CE_TYPE", "session_to_pb", "encode_session", "decode_session", "session_headers"]
+
+CE_TYPE = "csms.sessions.v1.Session"
+CE_SOURCE = "/csms/sessions"
+UTC = timezone.utc
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _set_ts(msg: Any, dt: datetime | None) -> None:
+    if dt is not None:
+        us = (dt - _EPOCH) // timedelta(microseconds=1)
+        msg.seconds, rem = divmod(us, 1_000_000)
+        msg.nanos = rem * 1000
+
+
+def _get_ts(pb: Any, field: str) -> datetime | None:
+    if not pb.HasField(field):
+        return None
+    ts = getattr(pb, field)
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+
+
+def session_to_pb(s: Session) -> Any:
+    pb = sessions_pb2.Session(
+        id=s.id,
+        station_id=s.station_id,
+        transaction_id=s.transaction_id,
+        id_token=s.id_token,
+        status=s.status,
+        energy_wh=s.energy_wh,
+        evse_id=s.evse_id,
+        connector_id=s.connector_id,
+        meter_start_wh=s.meter_start_wh or 0,
+        meter_stop_wh=s.meter_stop_wh or 0,
+        stop_reason=s.stop_reason,
+        orphan=s.orphan,
+        suspect=s.suspect,
+        version=s.version,
+        ocpp_version=s.ocpp_version,
+    )
+    _set_ts(pb.started_at, s.started_at)
+    _set_ts(pb.stopped_at, s.stopped_at)
+    _set_ts(pb.received_at, s.received_at)
+    _set_ts(pb.charging_ended_at, s.charging_ended_at)
+    _set_ts(pb.updated_at, s.updated_at)
+    for x in s.samples:
+        sp = pb.samples.add(measurand=x.measurand, value=x.value, unit=x.unit, phase=x.phase)
+        _set_ts(sp.timestamp, x.timestamp)
+    return pb
+
+
+def encode_session(s: Session) -> bytes:
+    return session_to_pb(s).SerializeToString()  # type: ignore[no-any-return]
+
+
+def decode_session(data: bytes) -> dict[str, Any]:
+    """A snapshot as a plain dict (same keys and formats as the session document's
+    public part), for consumers and tests."""
+    pb = sessions_pb2.Session()
+    pb.ParseFromString(data)
+
+    def iso(field: str) -> str | None:
+        dt = _get_ts(pb, field)
+        return None if dt is None else to_ocpp(dt)
+
+    return {
+        "id": pb.id,
+        "station_id": pb.station_id,
+        "transaction_id": pb.transaction_id,
+        "id_token": pb.id_token,
+        "status": pb.status,
+        "energy_wh": pb.energy_wh,
+        "started_at": iso("started_at"),
+        "stopped_at": iso("stopped_at"),
+        "received_at": iso("received_at"),
+        "charging_ended_at": iso("charging_ended_at"),
+        "updated_at": iso("updated_at"),
+        "evse_id": pb.evse_id,
+        "connector_id": pb.connector_id,
+        "meter_start_wh": pb.meter_start_wh,
+        "meter_stop_wh": pb.meter_stop_wh,
+        "stop_reason": pb.stop_reason,
+        "orphan": pb.orphan,
+        "suspect": pb.suspect,
+        "version": pb.version,
+        "ocpp_version": pb.ocpp_version,
+        "site_id": pb.site_id,
+        "meter_samples": [
+            {
+                "timestamp": to_ocpp(_EPOCH + timedelta(seconds=x.timestamp.seconds, microseconds=x.timestamp.nanos // 1000)),
+                "measurand": x.measurand,
+                "value": x.value,
+                "unit": x.unit,
+                "phase": x.phase,
+            }
+            for x in pb.samples
+        ],
+    }
+
+
+def session_headers(s: Session, *, traceparent: str | None = None) -> list[tuple[str, bytes]]:
+    """CloudEvents attributes (binary content mode), like `codec.event_headers`."""
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", f"{s.id}:{s.version}".encode()),
+        ("ce_source", CE_SOURCE.encode()),
+        ("ce_type", CE_TYPE.encode()),
+        ("ce_time", to_ocpp(s.updated_at).encode()),
+        ("ce_subject", s.station_id.encode()),
+        ("content-type", CONTENT_TYPE.encode()),
+    ]
+    if traceparent:
+        headers.append(("traceparent", traceparent.encode()))
+    return headers

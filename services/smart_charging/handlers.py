@@ -1,0 +1,510 @@
+"""Stage 2 of smart charging: apply a site's events to its state, send the profiles.
+
+Consumes `repartition.BY_SITE` (key = site id) in group `csms-smart-charging`, so one
+consumer owns each site and applies its events in order: load the "site_state"
+document, translate the envelope into a domain event, `apply` it (pure), save the
+new state, send the resulting SetChargingProfile commands.
+
+Delivery is at-least-once. The domain makes a replayed event a no-op; the state
+write is versioned (a zombie owner after a rebalance cannot overwrite a newer
+state: its write fails and the record is redelivered against the fresh state);
+and the commands decided by an event are saved with the state (an outbox) and
+sent afterwards, then the outbox is cleared. A crash in between leaves the outbox
+in the document and the next delivery for the site sends it again (a repeated
+profile with the same id and limit changes nothing at the station).
+
+The store document is `state_to_doc(state)` plus the runtime's own fields:
+`version`, `site_phases`, `station_versions` (OCPP version per station with a
+session), `outbox` (planned commands not yet known as sent) and `issued` (recent
+TxProfile commands by id, to correlate CommandResults).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from services.common import codec
+from services.common import events as ev
+from services.common.bus.port import Record
+from services.common.errors import ConflictError
+from services.common.runtime import Runtime
+from services.common.telemetry import tracer
+from services.common.timeutil import parse_ocpp, to_ocpp
+from services.smart_charging import commands as cmds
+from services.smart_charging.domain import (
+    DEFAULT_MIN_A,
+    ActiveSession,
+    Event,
+    LimitChanged,
+    MeterReading,
+    ProfileCommand,
+    ProfileRejected,
+    SessionStarted,
+    SessionStopped,
+    SiteState,
+    apply,
+    session_key,
+    state_from_doc,
+    state_to_doc,
+)
+from services.smart_charging.repartition import SITE_HEADER, current_samples, site_of_notification
+
+__all__ = [
+    "ALLOCATIONS",
+    "ALLOCATED_AMPS",
+    "CONSUMER_GROUP",
+    "SITE_LIMIT_AMPS",
+    "STATE_KIND",
+    "handle_site_record",
+]
+
+log = logging.getLogger("csms.smart_charging")
+
+CONSUMER_GROUP = "csms-smart-charging"
+STATE_KIND = "site_state"
+DEFAULT_MAX_A = Decimal(32)
+SITE_RECHECK_S = 30.0  # re-read the site document this often (a SiteUpdated may be lost)
+ISSUED_TTL = timedelta(minutes=15)
+ISSUED_MAX = 500
+REJECTED = frozenset({"Rejected", "NotSupported"})
+_CHECKED_KEY = "smart_charging.site_checked"
+
+ALLOCATIONS = Counter("csms_smart_charging_allocations_total", "Site allocations computed (a site's limits re-decided)")
+SITE_LIMIT_AMPS = Gauge(
+    "csms_smart_charging_site_limit_amps", "Effective site limit in A per phase (grid limit, lowered by the outside cap)", ["site"]
+)
+ALLOCATED_AMPS = Gauge("csms_smart_charging_allocated_amps", "Current allocated to a site's sessions, A per phase", ["site"])
+EVENTS_HANDLED = Counter(
+    "csms_smart_charging_events_total",
+    "Site events handled by smart charging, by outcome (allocated, updated, unchanged, failsafe, no_site, ...)",
+    ["outcome"],
+)
+PROFILE_RESULTS = Counter(
+    "csms_smart_charging_profile_results_total", "Stations' answers to smart-charging TxProfiles, by status", ["status"]
+)
+
+
+# ------------------------------------------------------------------ the site document
+
+
+@dataclass
+class SiteDoc:
+    state: SiteState
+    version: int = 0
+    phases: int = 3
+    station_versions: dict[str, str] = field(default_factory=dict)
+    outbox: list[cmds.PlannedCommand] = field(default_factory=list)
+    issued: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stored: bool = False
+
+
+def _amps(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        return None
+    try:
+        amps = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return amps if amps.is_finite() and amps >= 0 else None
+
+
+def _phases(value: Any, default: int = 3) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return 1 if value == 1 else 3
+    return default
+
+
+def _to_doc(sd: SiteDoc, now: datetime) -> dict[str, Any]:
+    in_use = {s.station_id for s in sd.state.sessions.values()}
+    return {
+        **state_to_doc(sd.state),
+        "version": sd.version,
+        "site_phases": sd.phases,
+        "station_versions": {k: v for k, v in sorted(sd.station_versions.items()) if k in in_use},
+        "outbox": [c.to_json() for c in sd.outbox],
+        "issued": sd.issued,
+        "updated_at": to_ocpp(now),
+    }
+
+
+def _from_doc(doc: dict[str, Any]) -> SiteDoc:
+    return SiteDoc(
+        state=state_from_doc(doc),
+        version=int(doc.get("version") or 0),
+        phases=_phases(doc.get("site_phases")),
+        station_versions=dict(doc.get("station_versions") or {}),
+        outbox=[cmds.PlannedCommand.from_json(raw) for raw in doc.get("outbox") or []],
+        issued=dict(doc.get("issued") or {}),
+        stored=True,
+    )
+
+
+def _limit_event(site: dict[str, Any]) -> LimitChanged | None:
+    grid = _amps(site.get("grid_limit_a"))
+    if grid is None:
+        return None
+    external = _amps(site.get("external_limit_a"))
+    if external is None:
+        return LimitChanged(limit_a=grid, clear_external_cap=True)
+    return LimitChanged(limit_a=grid, external_cap_a=external)
+
+
+async def _load(rt: Runtime, site_id: str) -> SiteDoc | None:
+    doc = await rt.store.get_doc(STATE_KIND, site_id)
+    if doc is not None:
+        return _from_doc(doc)
+    site = await rt.store.get_doc("site", site_id)
+    if site is None or site.get("deleted"):
+        return None
+    grid = _amps(site.get("grid_limit_a"))
+    if grid is None:
+        log.error("site %s has no valid grid_limit_a (%r): not managed", site_id, site.get("grid_limit_a"))
+        return None
+    _mark_checked(rt, site_id)
+    state = SiteState(site_id=site_id, limit_a=grid, external_cap_a=_amps(site.get("external_limit_a")))
+    return SiteDoc(state=state, phases=_phases(site.get("phases")))
+
+
+async def _save(rt: Runtime, site_id: str, sd: SiteDoc, now: datetime) -> bool:
+    sd.version += 1
+    return await rt.store.put_doc(STATE_KIND, site_id, _to_doc(sd, now), version=sd.version)
+
+
+def _checked(rt: Runtime) -> dict[str, float]:
+    return rt.extras.setdefault(_CHECKED_KEY, {})  # type: ignore[no-any-return]
+
+
+def _mark_checked(rt: Runtime, site_id: str) -> None:
+    _checked(rt)[site_id] = time.monotonic()
+
+
+def _due_for_recheck(rt: Runtime, site_id: str) -> bool:
+    last = _checked(rt).get(site_id)
+    return last is None or time.monotonic() - last >= SITE_RECHECK_S
+
+
+# ------------------------------------------------------------- envelope -> domain event
+
+
+def _find(state: SiteState, station_id: str, evse_id: int, transaction_id: str) -> ActiveSession | None:
+    if evse_id > 0:
+        session = state.sessions.get(session_key(station_id, evse_id))
+        if session is not None and (not transaction_id or str(session.transaction_id) == transaction_id):
+            return session
+    if transaction_id:
+        for session in state.sessions.values():
+            if session.station_id == station_id and str(session.transaction_id) == transaction_id:
+                return session
+    return None
+
+
+async def _session_started(rt: Runtime, sd: SiteDoc, env: ev.Envelope, body: ev.TransactionStarted) -> SessionStarted | None:
+    evse_id = body.evse_id or body.connector_id
+    if evse_id <= 0:
+        log.warning("station=%s transaction %s started without an EVSE: not limited", env.station_id, body.transaction_id)
+        return None
+    station = await rt.store.get_station(env.station_id)
+    max_a = DEFAULT_MAX_A
+    if station is not None and station.max_current_a:
+        max_a = _amps(station.max_current_a) or DEFAULT_MAX_A
+    return SessionStarted(
+        station_id=env.station_id,
+        evse_id=evse_id,
+        transaction_id=body.transaction_id,
+        phases=_phases(station.phases if station is not None else None, sd.phases),
+        max_a=max_a,
+        priority=station.priority if station is not None else 0,
+        min_a=min(DEFAULT_MIN_A, max_a),
+    )
+
+
+def _reading(sd: SiteDoc, env: ev.Envelope, body: ev.MeterValues | ev.TransactionUpdated) -> MeterReading | None:
+    samples = current_samples(body.samples)
+    if not samples:
+        return None
+    session = _find(sd.state, env.station_id, body.evse_id or body.connector_id, body.transaction_id)
+    if session is None:
+        return None
+    latest = max(s.timestamp for s in samples)
+    amps = max(Decimal(str(max(s.value, 0.0))) for s in samples if s.timestamp == latest)
+    # The sample time keeps offline-queued readings from undoing a newer decision; a
+    # station clock running ahead of ours must not make a fresh reading look settled.
+    measured_at = min(latest, env.received_at)
+    return MeterReading(station_id=env.station_id, evse_id=session.evse_id, current_a=amps, measured_at=measured_at)
+
+
+def _forget_limit(sd: SiteDoc, station_id: str, evse_id: int, transaction_id: str, limit_a: str) -> bool:
+    """The station did not get this limit: forget it, so the next allocation re-sends."""
+    key = session_key(station_id, evse_id)
+    session = sd.state.sessions.get(key)
+    if session is None or str(session.transaction_id) != transaction_id or session.limit_a is None:
+        return False
+    if limit_a and session.limit_a != Decimal(limit_a):
+        return False  # a newer limit was decided since
+    sessions = dict(sd.state.sessions)
+    sessions[key] = replace(session, limit_a=None, limit_set_at=None)
+    sd.state = replace(sd.state, sessions=sessions)
+    return True
+
+
+# ------------------------------------------------------------------------- handling
+
+
+@dataclass
+class _Step:
+    """What handling one record decided."""
+
+    sd: SiteDoc
+    now: datetime
+    commands: list[ProfileCommand] = field(default_factory=list)
+    dirty: bool = False
+    failsafe: cmds.PlannedCommand | None = None
+
+    def apply(self, event: Event) -> None:
+        before = self.sd.state
+        try:
+            self.sd.state, produced = apply(before, event, self.now)
+        except ValueError as exc:  # permanent (bad station data): redelivering cannot help
+            log.error("site=%s %s not applied: %s", before.site_id, type(event).__name__, exc)
+            return
+        self.commands.extend(produced)
+        self.dirty = self.dirty or self.sd.state is not before
+
+
+async def _on_event(rt: Runtime, site_id: str, env: ev.Envelope, step: _Step) -> None:
+    sd, body = step.sd, env.body
+    if isinstance(body, (ev.TransactionStarted, ev.StationBooted)) and env.ocpp_version:
+        if sd.station_versions.get(env.station_id) != env.ocpp_version:
+            sd.station_versions[env.station_id] = env.ocpp_version
+    if isinstance(body, ev.Notification):
+        await _on_site_updated(rt, site_id, body, step)
+    elif isinstance(body, ev.TransactionStarted):
+        started = await _session_started(rt, sd, env, body)
+        if started is not None:
+            step.apply(started)
+    elif isinstance(body, ev.TransactionEnded):
+        session = _find(sd.state, env.station_id, body.evse_id or body.connector_id, body.transaction_id)
+        if session is not None:
+            step.apply(SessionStopped(env.station_id, session.evse_id, session.transaction_id))
+    elif isinstance(body, (ev.MeterValues, ev.TransactionUpdated)):
+        reading = _reading(sd, env, body)
+        if reading is not None:
+            step.apply(reading)
+    elif isinstance(body, ev.CommandResult):
+        _on_command_result(env, body, step)
+    elif isinstance(body, ev.StationBooted) and body.registration_status == "Accepted":
+        step.failsafe = await _fail_safe(rt, site_id, env, step)
+
+
+async def _on_site_updated(rt: Runtime, site_id: str, body: ev.Notification, step: _Step) -> None:
+    sd = step.sd
+    try:
+        site = json.loads(body.payload_json or "{}")
+    except ValueError:
+        site = None
+    if not isinstance(site, dict):
+        site = await rt.store.get_doc("site", site_id) or {}
+    _mark_checked(rt, site_id)
+    phases = _phases(site.get("phases"), sd.phases)
+    if phases != sd.phases:
+        sd.phases, step.dirty = phases, True
+    limit = _limit_event(site)
+    if limit is not None:
+        step.apply(limit)
+    # A station may have left the site (or been deleted): its sessions are no longer ours.
+    for station_id in sorted({s.station_id for s in sd.state.sessions.values()}):
+        station = await rt.store.get_station(station_id)
+        if station is None or station.site_id != site_id:
+            for s in [s for s in sd.state.sessions.values() if s.station_id == station_id]:
+                log.info("site=%s station=%s left the site: its session %s is no longer managed", site_id, station_id, s.transaction_id)
+                step.apply(SessionStopped(station_id, s.evse_id, s.transaction_id))
+
+
+def _on_command_result(env: ev.Envelope, body: ev.CommandResult, step: _Step) -> None:
+    sd = step.sd
+    issued = sd.issued.get(body.command_id)
+    if issued is None:
+        if body.status != "Accepted":
+            log.info("station=%s SetChargingProfile %s answered %s (not a TxProfile of ours)", env.station_id, body.command_id, body.status)
+        return
+    PROFILE_RESULTS.labels(body.status or "Unknown").inc()
+    if body.status == "Accepted":
+        return
+    del sd.issued[body.command_id]
+    step.dirty = True
+    evse_id, tx = int(issued["evse_id"]), str(issued["transaction_id"])
+    if body.status in REJECTED:
+        log.warning(
+            "station=%s rejected TxProfile %s (%s): session %s is uncontrollable from now on",
+            env.station_id, body.command_id, body.status, tx,
+        )
+        step.apply(ProfileRejected(env.station_id, evse_id, tx))
+    elif _forget_limit(sd, env.station_id, evse_id, tx, str(issued.get("limit_a", ""))):
+        log.info("station=%s TxProfile %s not applied (%s): re-sent at the next allocation", env.station_id, body.command_id, body.status)
+
+
+async def _fail_safe(rt: Runtime, site_id: str, env: ev.Envelope, step: _Step) -> cmds.PlannedCommand | None:
+    station = await rt.store.get_station(env.station_id)
+    stations = await rt.store.list_stations(site_id=site_id, limit=10_000)
+    station_max = _amps(station.max_current_a) if station is not None and station.max_current_a else None
+    limit = cmds.fail_safe_limit(step.sd.state.effective_limit_a, len(stations), station_max)
+    try:
+        return cmds.fail_safe_command(env.ocpp_version or "1.6", env.station_id, limit, step.now)
+    except ValueError as exc:
+        log.error("station=%s fail-safe profile not built: %s", env.station_id, exc)
+        return None
+
+
+def _version_of(sd: SiteDoc, station_id: str, transaction_id: Any) -> str:
+    version = sd.station_versions.get(station_id)
+    if version:
+        return version
+    return "1.6" if str(transaction_id).isdigit() else "2.0.1"
+
+
+def _plan(site_id: str, step: _Step) -> list[cmds.PlannedCommand]:
+    sd, planned = step.sd, []
+    for c in cmds.merge_commands(step.commands):
+        try:
+            p = cmds.tx_profile_command(_version_of(sd, c.station_id, c.transaction_id), c, step.now)
+        except ValueError as exc:
+            cmds.PROFILES_SENT.labels("error").inc()
+            log.error("site=%s station=%s TxProfile for %s not built: %s", site_id, c.station_id, c.transaction_id, exc)
+            _forget_limit(sd, c.station_id, c.evse_id, str(c.transaction_id), str(c.limit_a))
+            continue
+        planned.append(p)
+        sd.issued[p.command_id] = {
+            "station_id": p.station_id, "evse_id": p.evse_id, "transaction_id": p.transaction_id,
+            "limit_a": p.limit_a, "at": to_ocpp(step.now),
+        }
+    _prune_issued(sd, step.now)
+    return planned
+
+
+def _prune_issued(sd: SiteDoc, now: datetime) -> None:
+    horizon = now - ISSUED_TTL
+    kept = [(k, v) for k, v in sd.issued.items() if parse_ocpp(str(v.get("at"))) >= horizon]
+    sd.issued = dict(kept[-ISSUED_MAX:])
+
+
+def _log_allocation(site_id: str, env: ev.Envelope, sd: SiteDoc, planned: Sequence[cmds.PlannedCommand]) -> None:
+    allocation = sd.state.allocation
+    if allocation is None:
+        return
+    sent = ", ".join(f"{p.station_id}/{p.evse_id}={p.limit_a} A" for p in planned) or "none"
+    trigger = (
+        env.action or "SiteUpdated"
+        if isinstance(env.body, ev.Notification)
+        else f"{env.type_name} station={env.station_id}"
+    )
+    log.info(
+        "site=%s allocation after %s: %s || profiles: %s",
+        site_id, trigger, " | ".join(line.strip() for line in allocation.trace), sent,
+    )
+
+
+def _set_gauges(site_id: str, state: SiteState) -> None:
+    SITE_LIMIT_AMPS.labels(site_id).set(float(state.effective_limit_a))
+    if state.allocation is not None:
+        ALLOCATED_AMPS.labels(site_id).set(float(state.allocation.total_a))
+
+
+def _is_deletion(body: ev.Body) -> bool:
+    try:
+        payload = json.loads(body.payload_json or "{}") if isinstance(body, ev.Notification) else None
+    except ValueError:
+        return False
+    return isinstance(payload, dict) and bool(payload.get("deleted"))
+
+
+async def _delete_site(rt: Runtime, site_id: str) -> None:
+    await rt.store.delete_doc(STATE_KIND, site_id)
+    _checked(rt).pop(site_id, None)
+    for gauge in (SITE_LIMIT_AMPS, ALLOCATED_AMPS):
+        try:
+            gauge.remove(site_id)
+        except KeyError:
+            pass
+    log.info("site=%s deleted: its smart-charging state is dropped", site_id)
+
+
+async def _send_all(rt: Runtime, sd: SiteDoc, outbox: Sequence[cmds.PlannedCommand]) -> None:
+    for planned in outbox:
+        result = await cmds.send(rt, planned)
+        if result != "sent" and planned.kind == "tx":
+            _forget_limit(sd, planned.station_id, planned.evse_id, planned.transaction_id, planned.limit_a)
+
+
+async def handle_site_record(rt: Runtime, record: Record) -> str:
+    """Handle one by-site record; returns the outcome. Raises on transient failures
+    (store, bus, a concurrent writer) so the record is redelivered."""
+    site_id = record.header(SITE_HEADER) or record.key.decode("utf-8", "replace")
+    try:
+        env = codec.decode_event(record.value, codec.headers_dict(record.headers))
+    except Exception as exc:  # permanent: the same bytes will never decode
+        log.error("undecodable by-site record %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+        EVENTS_HANDLED.labels("undecodable").inc()
+        return "undecodable"
+    with tracer.start_as_current_span(
+        "smart_charging.site_event",
+        attributes={"csms.site_id": site_id, "csms.station_id": env.station_id, "csms.event": env.type_name},
+    ):
+        outcome = await _handle(rt, site_id, env)
+    EVENTS_HANDLED.labels(outcome).inc()
+    return outcome
+
+
+async def _handle(rt: Runtime, site_id: str, env: ev.Envelope) -> str:
+    now = rt.clock()
+    notified = site_of_notification(env) is not None
+    if notified and _is_deletion(env.body):
+        await _delete_site(rt, site_id)
+        return "site_deleted"
+    sd = await _load(rt, site_id)
+    if sd is None:
+        log.info("site %s unknown: %s of station=%s dropped", site_id, env.type_name, env.station_id)
+        return "no_site"
+    before = sd.state
+    step = _Step(sd=sd, now=now, dirty=not sd.stored)
+    pending = list(sd.outbox)  # left by an interrupted earlier delivery: send it again
+    if pending:
+        log.info("site=%s re-sending %d profile command(s) of an interrupted delivery", site_id, len(pending))
+    if not notified and _due_for_recheck(rt, site_id):
+        _mark_checked(rt, site_id)
+        site = await rt.store.get_doc("site", site_id)
+        limit = _limit_event(site) if site is not None else None
+        if limit is not None:
+            step.apply(limit)
+    versions_before = dict(sd.station_versions)
+    await _on_event(rt, site_id, env, step)
+    planned = _plan(site_id, step)
+    outbox = pending + planned
+    reallocated = sd.state.allocation is not before.allocation
+    if step.dirty or outbox or sd.station_versions != versions_before:
+        sd.outbox = outbox
+        if not await _save(rt, site_id, sd, now):
+            raise ConflictError(f"site_state {site_id}: a newer version was written by another consumer")
+    if reallocated:
+        ALLOCATIONS.inc()
+        _log_allocation(site_id, env, sd, planned)
+    _set_gauges(site_id, sd.state)
+    if outbox:
+        await _send_all(rt, sd, outbox)
+        sd.outbox = []
+        if not await _save(rt, site_id, sd, now):
+            log.warning("site=%s state changed under us after sending profiles (rebalance?)", site_id)
+    if step.failsafe is not None:
+        await cmds.send(rt, step.failsafe)
+        return "failsafe"
+    if planned:
+        return "allocated"
+    return "updated" if step.dirty else "unchanged"

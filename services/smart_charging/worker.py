@@ -1,0 +1,70 @@
+"""SmartChargingService: the smart-charging processor, as two consumer groups.
+
+1. `repartition.handle_event_record` consumes csms.events.v1 (group
+   `csms-smart-charging-repartition`) and regroups the relevant events by site on
+   `repartition.BY_SITE` (key = site id);
+2. `handlers.handle_site_record` consumes `BY_SITE` (group `csms-smart-charging`):
+   one writer per site applies its events to the site's state and sends the
+   SetChargingProfile commands.
+
+Runs in `csms run` (memory bus + SQLite) and as `csms smart-charging` (Kafka +
+Cassandra); both stages are plain async functions of (runtime, record), so a faust
+agent could drive them the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from services.common import topics
+from services.common.bus.port import Record, Subscription
+from services.common.runtime import Runtime
+from services.smart_charging.handlers import CONSUMER_GROUP, handle_site_record
+from services.smart_charging.repartition import BY_SITE, REPARTITION_GROUP, handle_event_record
+
+__all__ = ["SmartChargingService", "BY_SITE", "CONSUMER_GROUP", "REPARTITION_GROUP"]
+
+log = logging.getLogger("csms.smart_charging.worker")
+
+
+class SmartChargingService:
+    name = "smart-charging"
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._by_site: Subscription | None = None
+        self._events: Subscription | None = None
+
+    async def start(self) -> None:
+        if self._events is not None:
+            return
+        await self.rt.bus.ensure_topic(BY_SITE, self.rt.settings.events_partitions)
+        # The site stage first, so nothing regrouped waits for a consumer.
+        self._by_site = await self.rt.bus.subscribe(BY_SITE, group=CONSUMER_GROUP, handler=self._on_site_record)
+        self._events = await self.rt.bus.subscribe(topics.EVENTS, group=REPARTITION_GROUP, handler=self._on_event_record)
+        log.info(
+            "smart charging started: %s (%s) -> %s (%s)", topics.EVENTS, REPARTITION_GROUP, BY_SITE, CONSUMER_GROUP
+        )
+
+    async def _on_event_record(self, record: Record) -> None:
+        await handle_event_record(self.rt, record)
+
+    async def _on_site_record(self, record: Record) -> None:
+        await handle_site_record(self.rt, record)
+
+    async def stop(self) -> None:
+        events, self._events = self._events, None
+        by_site, self._by_site = self._by_site, None
+        for sub in (events, by_site):  # stop regrouping first, then drain the site stage
+            if sub is not None:
+                await sub.stop()
+        if events is not None or by_site is not None:
+            log.info("smart charging stopped")
+
+    def ready(self) -> bool:
+        return (
+            self._events is not None
+            and self._by_site is not None
+            and bool(self.rt.bus.healthy)
+            and bool(getattr(self.rt.store, "healthy", True))
+        )

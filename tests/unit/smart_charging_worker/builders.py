@@ -1,0 +1,102 @@
+"""Builders for the smart-charging worker tests: station events as the gateway publishes
+them, SiteUpdated notifications as the API publishes them, and command readers."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from services.common import codec
+from services.common import events as ev
+
+UTC = timezone.utc
+T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+
+
+def envelope(station_id: str, body: ev.Body, *, version: str = "1.6", at: datetime = T0, action: str = "") -> ev.Envelope:
+    return ev.Envelope(
+        event_id=str(uuid.uuid4()), station_id=station_id, received_at=at, body=body,
+        gateway_id="gateway-0", ocpp_version=version, station_time=at, action=action,
+    )
+
+
+def started(station_id: str, tx: str, connector: int = 1, *, version: str = "1.6") -> ev.Envelope:
+    body = ev.TransactionStarted(transaction_id=tx, evse_id=connector, connector_id=connector, id_token="TOKEN1")
+    return envelope(station_id, body, version=version, action="StartTransaction" if version == "1.6" else "TransactionEvent")
+
+
+def ended_16(station_id: str, tx: str) -> ev.Envelope:
+    """A 1.6 StopTransaction carries no connector: only the transaction id."""
+    return envelope(station_id, ev.TransactionEnded(transaction_id=tx, meter_stop_wh=5000), action="StopTransaction")
+
+
+def current(station_id: str, tx: str, amps: dict[str, float], *, at: datetime, connector: int = 1) -> ev.Envelope:
+    samples = tuple(
+        ev.MeterSample(timestamp=at, value=value, unit="A", measurand="Current.Import", phase=phase)
+        for phase, value in amps.items()
+    )
+    body = ev.MeterValues(transaction_id=tx, evse_id=connector, connector_id=connector, samples=samples)
+    return envelope(station_id, body, at=at, action="MeterValues")
+
+
+def booted(station_id: str, *, version: str = "1.6", status: str = "Accepted") -> ev.Envelope:
+    body = ev.StationBooted(vendor="V", model="M", registration_status=status)
+    return envelope(station_id, body, version=version, action="BootNotification")
+
+
+def command_result(station_id: str, command_id: str, status: str) -> ev.Envelope:
+    body = ev.CommandResult(command_id=command_id, command_type="SetChargingProfile", status=status)
+    return envelope(station_id, body, action="SetChargingProfile")
+
+
+def site_updated(site: dict[str, Any]) -> ev.Envelope:
+    """What the API publishes after a site change (station id and key "site:<id>")."""
+    body = ev.Notification(payload_json=json.dumps(site))
+    return ev.Envelope(
+        event_id=str(uuid.uuid4()), station_id=f"site:{site['id']}", received_at=T0, body=body,
+        gateway_id="api", action="SiteUpdated",
+    )
+
+
+@dataclass(frozen=True)
+class SentProfile:
+    """A SetChargingProfile command as produced on csms.commands.v1."""
+
+    command: codec.Command
+    partition: int
+    params: dict[str, Any]
+
+    @property
+    def profile(self) -> dict[str, Any]:
+        return self.params["charging_profile"]  # type: ignore[no-any-return]
+
+    @property
+    def purpose(self) -> str:
+        return str(self.profile["chargingProfilePurpose"])
+
+    @property
+    def limit(self) -> float:
+        schedule = self.profile["chargingSchedule"]
+        if isinstance(schedule, list):  # 2.0.1: a list of schedules
+            schedule = schedule[0]
+        return float(schedule["chargingSchedulePeriod"][0]["limit"])
+
+    @property
+    def station_id(self) -> str:
+        return self.command.station_id
+
+
+def latest_limits(sent: list[SentProfile]) -> dict[str, float]:
+    """The last TxProfile limit each station received."""
+    limits: dict[str, float] = {}
+    for s in sent:
+        if s.purpose == "TxProfile":
+            limits[s.station_id] = s.limit
+    return limits
+
+
+def later(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
