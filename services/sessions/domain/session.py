@@ -202,10 +202,12 @@ def _merge(s: Session, env: ev.Envelope, seq: int | None) -> Session:
         ch.update(end_key=key, stopped_at=st, meter_stop_wh=body.meter_stop_wh, stop_reason=body.stop_reason)
 
     token = getattr(body, "id_token", "")
-    if token and (s.token_key is None or key < s.token_key):
+    # Ties on the key (same seqNo and station time) break on the value: order-independent.
+    if token and (s.token_key is None or (key, token) < (s.token_key, s.id_token)):
         ch.update(token_key=key, id_token=token)
-    if (body.evse_id or body.connector_id) and (s.location_key is None or key < s.location_key):  # type: ignore[union-attr]
-        ch.update(location_key=key, evse_id=body.evse_id, connector_id=body.connector_id)  # type: ignore[union-attr]
+    where = (body.evse_id, body.connector_id)  # type: ignore[union-attr]
+    if any(where) and (s.location_key is None or (key, where) < (s.location_key, (s.evse_id, s.connector_id))):
+        ch.update(location_key=key, evse_id=where[0], connector_id=where[1])
 
     state = getattr(body, "charging_state", "")
     if isinstance(body, ev.TransactionEnded) or (state and state != _CHARGING):
