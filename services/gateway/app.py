@@ -29,6 +29,7 @@ log = logging.getLogger("csms.gateway")
 
 SUBPROTOCOLS = {"ocpp1.6": "1.6", "ocpp2.0.1": "2.0.1", "ocpp2.1": "2.1"}
 CLOSE_PROTOCOL_ERROR = 1002
+LINGER_S = 1.0
 
 
 def choose_subprotocol(header: str | None, ocpp21: bool) -> str | None:
@@ -54,6 +55,32 @@ class OcppWebSocket(web.WebSocketResponse):
         protocol, writer = super()._pre_start(request)
         writer.compress = 0
         return protocol, writer
+
+    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
+        """After a protocol error (1007 bad UTF-8, 1009 too big, ...) aiohttp sends its close
+        frame and drops the TCP connection at once; the peer's close reply then meets a
+        closed socket and many clients (aiohttp's among them) report 1006 instead of our
+        code. Here we linger up to LINGER_S for the peer to finish the close handshake
+        (incoming bytes are read and discarded meanwhile), then close."""
+        reader = self._reader
+        if self._closed or self._writer is None or reader is None or reader.exception() is None:
+            return await super().close(code=code, message=message, drain=drain)
+        self._set_closed()
+        try:
+            await self._writer.close(code, message)
+            if self._payload_writer is not None:
+                await self._payload_writer.drain()
+            transport = self._req.transport if self._req is not None else None
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + LINGER_S
+            while transport is not None and not transport.is_closing() and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+        except Exception as exc:  # the peer is gone already
+            log.debug("close after protocol error: %s", exc)
+        finally:
+            self._set_code_close_transport(code)  # type: ignore[arg-type]
+            self._parser = None
+        return True
 
 
 def is_upgrade(request: web.BaseRequest) -> bool:

@@ -238,7 +238,7 @@ def _derive(s: Session) -> Session:
         later = [k for k in s.idle_keys if k > s.last_charging_key]
         charging_ended = min(later)[1] if later else (s.stopped_at if s.end_key else None)
     nos = {n for n in s.seen_seq_nos if n != ev.SEQ_NO_LAST_16}
-    gaps = bool(nos) and len(nos) != max(nos) + 1
+    gaps = bool(nos) and (min(nos) < 0 or len(nos) != max(nos) + 1)
     return replace(
         s,
         status="completed" if s.end_key is not None else "active",

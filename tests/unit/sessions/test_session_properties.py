@@ -76,6 +76,10 @@ def a_16_session(draw: st.DrawFn) -> list[ev.Envelope]:
             at_min=minute, env={**V16, **_received(draw, minute)},
             connector_id=draw(st.sampled_from((1, 2))),
         ))
+    # a re-sent reading with another value for a timestamp already seen
+    if len(events) > 1 and draw(st.booleans()):
+        seen = events[-1].body.samples[0]
+        events.append(meter_values(replace(seen, value=seen.value + 1), at_min=60, env=V16))
     # a late reading outside the window, and a stop that may be below the start
     if draw(st.booleans()):
         events.append(meter_values(a_register(500, register + 99_999), at_min=500, env=V16))
