@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import orjson
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from cassandra import ConsistencyLevel, OperationTimedOut, Unavailable, WriteTimeout, ReadTimeout
-from cassandra.cluster import Cluster, NoHostAvailable, Session
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import PreparedStatement, SimpleStatement
 
@@ -58,6 +59,10 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
            PRIMARY KEY ((kind), id))""",
     ]),
 ]
+
+
+_TABLES = "stations|tokens|tx_ids|tx_blocks|owners|docs|docs_by_parent|docs_by_kind|schema_migrations"
+_TABLE_RE = re.compile(rf"\b(FROM|INTO|UPDATE|EXISTS|ON)\s+({_TABLES})\b")
 
 
 def _parse(url: str) -> tuple[list[str], int, str, int]:
@@ -100,7 +105,14 @@ class CassandraStore:
         self._healthy = False
 
     # -- plumbing -----------------------------------------------------------------
+    def _q(self, cql: str) -> str:
+        return _TABLE_RE.sub(lambda m: f"{m.group(1)} {self.keyspace}.{m.group(2)}", cql)
+
     async def _run(self, stmt: Any, params: Any = None, *, timeout: float | None = None) -> Any:
+        if isinstance(stmt, str):
+            stmt = self._q(stmt)
+        elif isinstance(stmt, SimpleStatement):
+            stmt = SimpleStatement(self._q(stmt.query_string), consistency_level=stmt.consistency_level)
         if self._session is None:
             raise StoreUnavailable("cassandra session not started")
         loop = asyncio.get_running_loop()
@@ -126,7 +138,7 @@ class CassandraStore:
         ps = self._ps.get(name)
         if ps is None:
             assert self._session is not None
-            ps = self._session.prepare(cql)
+            ps = self._session.prepare(self._q(cql))
             ps.consistency_level = consistency
             if serial is not None:
                 ps.serial_consistency_level = serial
@@ -138,10 +150,14 @@ class CassandraStore:
         loop = asyncio.get_running_loop()
 
         def connect() -> Session:
+            profile = ExecutionProfile(
+                load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+                request_timeout=self.request_timeout_s,
+                consistency_level=ConsistencyLevel.LOCAL_QUORUM,
+            )
             self._cluster = Cluster(
                 self.hosts, port=self.port, protocol_version=5,
-                load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
-                connect_timeout=10,
+                execution_profiles={EXEC_PROFILE_DEFAULT: profile}, connect_timeout=10,
             )
             return self._cluster.connect()
 
@@ -153,7 +169,6 @@ class CassandraStore:
             f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
             f"{{'class': 'SimpleStrategy', 'replication_factor': {self.replication}}}", timeout=60
         )
-        self._session.set_keyspace(self.keyspace)
         self._healthy = True
 
     async def close(self) -> None:
