@@ -154,3 +154,36 @@ async def test_a_station_without_any_tariff_gets_no_cdr(csms: Server, unique_id:
 async def _completed(csms: Server, station_id: str) -> list[dict[str, Any]]:
     _, body = await csms.api("GET", f"/api/v1/sessions?station_id={station_id}&status=completed", expect=200)
     return list(body["items"])
+
+
+async def test_a_201_station_sees_the_running_cost_in_transaction_event_responses(csms: Any, unique_id: str) -> None:
+    import json as _json
+
+    import aiohttp
+
+    from tests.e2e.conftest import basic
+
+    password = await csms.register_station(unique_id)
+    tariff = {"id": f"RC-{unique_id}", "currency": "EUR", "price_per_kwh": "0.30", "price_per_minute": "0", "session_fee": "1.00",
+              "idle_fee_per_minute": "0", "idle_grace_minutes": 0, "tax_rate": "0.19", "bands": [], "default": False}
+    await csms.api("POST", "/api/v1/tariffs", tariff, expect=201)
+    await csms.api("PATCH", f"/api/v1/stations/{unique_id}", {"tariff_id": tariff["id"]}, expect=200)
+
+    def event(kind: str, seq: int, wh: int) -> list[Any]:
+        return [2, f"te{seq}", "TransactionEvent", {
+            "eventType": kind, "timestamp": "2026-11-28T05:00:0%d.000Z" % seq, "triggerReason": "MeterValuePeriodic",
+            "seqNo": seq, "transactionInfo": {"transactionId": f"RC{unique_id}"}, "evse": {"id": 1, "connectorId": 1},
+            "meterValue": [{"timestamp": "2026-11-28T05:00:0%d.000Z" % seq, "sampledValue": [{"value": wh, "unitOfMeasure": {"unit": "Wh"}}]}],
+        }]
+
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"{csms.ocpp_url}/{unique_id}", protocols=("ocpp2.0.1",), headers={"Authorization": basic(unique_id, password)})
+        answers = []
+        for frame in (event("Started", 0, 1000), event("Updated", 1, 2000), event("Ended", 2, 4000)):
+            await ws.send_str(_json.dumps(frame))
+            answers.append(_json.loads((await ws.receive()).data))
+        await ws.close()
+    assert "totalCost" not in answers[0][2]
+    # 1 kWh x 0.30 + 1.00 fee = 1.30, x 1.19 = 1.547 -> 1.55 ; 3 kWh: 1.90 x 1.19 = 2.261 -> 2.26
+    assert answers[1][2]["totalCost"] == 1.55
+    assert answers[2][2]["totalCost"] == 2.26

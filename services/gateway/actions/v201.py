@@ -6,6 +6,7 @@ Each handler gets a schema-validated payload, publishes exactly one normalized e
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from services.common.events import (
@@ -20,6 +21,7 @@ from services.common.events import (
 )
 from services.gateway.actions.common import Handler, decide_boot, notification, now_ocpp, token_status
 from services.gateway.actions.meter import first_register_wh, last_register_wh, samples_201, station_time
+from services.gateway.running_cost import running_total_cost
 from services.gateway.context import CallContext
 
 __all__ = ["HANDLERS", "HANDLERS_21", "transaction_event_response"]
@@ -71,10 +73,11 @@ async def authorize(ctx: CallContext, p: dict) -> dict:
     return {"idTokenInfo": {"status": status}}
 
 
-def transaction_event_response(id_token_status: str | None) -> dict[str, Any]:
-    """The TransactionEventResponse, built in one place: the hook where billing will add
-    `totalCost` (running cost) and a personal message later."""
+def transaction_event_response(id_token_status: str | None, total_cost: Decimal | None = None) -> dict[str, Any]:
+    """The TransactionEventResponse, built in one place (idTokenInfo, running totalCost)."""
     response: dict[str, Any] = {}
+    if total_cost is not None:
+        response["totalCost"] = float(total_cost)  # a JSON number; already rounded to the minor unit
     if id_token_status is not None:
         response["idTokenInfo"] = {"status": id_token_status}
     return response
@@ -117,8 +120,19 @@ async def transaction_event(ctx: CallContext, p: dict) -> dict:
             stop_reason=info.get("stoppedReason") or "Local",
             offline=p.get("offline", False),
         )
-    await ctx.publish(body, station_time(p["timestamp"]))
-    return transaction_event_response(status)
+    at = station_time(p["timestamp"])
+    await ctx.publish(body, at)
+    cost = None
+    if ctx.settings.extra.get("running_cost", True) and at is not None:
+        # The start as this connection saw it; after a reconnect the sessions document has it.
+        starts = ctx.state.attributes.setdefault("tx_starts", {})
+        if event_type == "Started":
+            if len(starts) < 16:
+                starts[info["transactionId"]] = (at, body.meter_start_wh)
+        else:
+            known = starts.pop(info["transactionId"], None) if event_type == "Ended" else starts.get(info["transactionId"])
+            cost = await running_total_cost(ctx.store, ctx.station_id, info["transactionId"], event_type, common["samples"], at, known)
+    return transaction_event_response(status, cost)
 
 
 async def meter_values(ctx: CallContext, p: dict) -> dict:
