@@ -11,12 +11,13 @@ import sys
 from typing import Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, disable_created_metrics, generate_latest
 from opentelemetry import trace
 
 __all__ = ["setup_logging", "add_health_routes", "tracer"]
 
 tracer = trace.get_tracer("csms")
+disable_created_metrics()  # no *_created series: they double the exposition for nothing
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, CommitFailedError
 
+from services.common.bus import metrics
 from services.common.bus.port import Handler, Header, Record
 from services.common.errors import BusUnavailable, ConfigError
 
@@ -57,9 +58,13 @@ def _record(msg: Any) -> Record:
 class _Loop:
     """One consumer and the task that feeds its records to a handler."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, handler: Handler, *, commit: bool, name: str) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, handler: Handler, *, commit: bool, name: str, topic: str, group: str) -> None:
         self.consumer, self.handler, self.commit, self.name = consumer, handler, commit, name
         self.task: asyncio.Task[None] | None = None
+        self._lag: dict[TopicPartition, int] = {}
+        self._lag_gauge = metrics.CONSUMER_LAG.labels(topic, group)
+        self._failures = metrics.HANDLER_FAILURES.labels(topic, group)
+        self._records = metrics.RECORDS.labels(topic, group)
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"kafka-{self.name}")
@@ -69,12 +74,14 @@ class _Loop:
         while True:
             try:
                 await self.handler(_record(msg))
+                self._records.inc()
                 return
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling() > 0:
                     raise  # we are being stopped
                 # the handler's own awaited work was cancelled: a failure like any other
+                self._failures.inc()
                 delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
                 attempt += 1
                 log.error("handler cancelled on %s[%d]@%d (attempt %d); retrying in %.1fs",
@@ -82,6 +89,7 @@ class _Loop:
                 await asyncio.sleep(delay)
                 continue
             except Exception:
+                self._failures.inc()
                 delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
                 attempt += 1
                 log.exception("handler failed on %s[%d]@%d (attempt %d); retrying in %.1fs",
@@ -108,6 +116,11 @@ class _Loop:
                         break
                     await self._deliver(msg)
                     done = msg.offset
+                if done is not None:
+                    high = self.consumer.highwater(tp)
+                    if high is not None:
+                        self._lag[tp] = max(0, high - done - 1)
+                        self._lag_gauge.set(sum(self._lag.values()))
                 if self.commit and done is not None:
                     try:
                         await self.consumer.commit({tp: done + 1})
@@ -253,7 +266,7 @@ class KafkaBus:
             max_poll_interval_ms=300_000,
         )
         await consumer.start()
-        loop = _Loop(consumer, handler, commit=True, name=f"{group}/{topic}")
+        loop = _Loop(consumer, handler, commit=True, name=f"{group}/{topic}", topic=topic, group=group)
         loop.start()
         self._loops.append(loop)
         return loop
@@ -267,7 +280,7 @@ class KafkaBus:
             await consumer.seek_to_beginning(tp)
         else:
             await consumer.seek_to_end(tp)
-        loop = _Loop(consumer, handler, commit=False, name=f"assign/{topic}[{partition}]")
+        loop = _Loop(consumer, handler, commit=False, name=f"assign/{topic}[{partition}]", topic=topic, group="")
         loop.start()
         self._loops.append(loop)
         return loop

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from services.common.bus import metrics
 from services.common.bus.port import Handler, Header, Record, partition_for
 from services.common.errors import BusUnavailable
 
@@ -61,6 +62,10 @@ class _PartitionReader:
         self.bus, self.topic, self.partition, self.handler, self.group = bus, topic, partition, handler, group
         self.position = start
         self._stopping = False
+        labels = (topic, group.name if group is not None else "")
+        self._lag = metrics.CONSUMER_LAG.labels(*labels)
+        self._failures = metrics.HANDLER_FAILURES.labels(*labels)
+        self._records = metrics.RECORDS.labels(*labels)
         self.task = asyncio.create_task(self._run(), name=f"bus-reader-{topic}-{partition}")
 
     async def _run(self) -> None:
@@ -80,11 +85,13 @@ class _PartitionReader:
                 if _being_cancelled():
                     raise
                 # the handler's own awaited work was cancelled: a failure like any other
+                self._failures.inc()
                 self._failed(record, attempt)
                 await asyncio.sleep(_RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)])
                 attempt += 1
                 continue
             except Exception:
+                self._failures.inc()
                 delay = _RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)]
                 attempt += 1
                 log.exception(
@@ -95,8 +102,12 @@ class _PartitionReader:
                 continue
             attempt = 0
             self.position = record.offset + 1
+            self._records.inc()
             if self.group is not None:
                 self.group.commit(self.topic, self.partition, self.position)
+                self._lag.set(self.bus.lag(self.group.name, self.topic))
+            else:
+                self._lag.set(part.end - self.position)
 
     def _failed(self, record: Record, attempt: int) -> None:
         log.error("handler cancelled on %s[%d]@%d (attempt %d); redelivering",
