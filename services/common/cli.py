@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from services.common.config import Settings, load_settings
 from services.common.errors import ConfigError
 from services.common.runtime import Runtime, Service, bootstrap
-from services.common.telemetry import setup_logging
+from services.common.telemetry import setup_logging, setup_tracing
 
 __all__ = ["main"]
 
@@ -188,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(asyncio.run(sim_module.run(args)) or 0)
     settings = _settings(args)
     setup_logging(settings.log_level)
+    if args.command != "migrate":
+        setup_tracing(args.command)
     _install_uvloop()
     try:
         if args.command == "migrate":

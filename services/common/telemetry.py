@@ -14,10 +14,45 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, disable_created_metrics, generate_latest
 from opentelemetry import trace
 
-__all__ = ["setup_logging", "add_health_routes", "tracer"]
+__all__ = ["setup_logging", "setup_tracing", "add_health_routes", "tracer"]
 
 tracer = trace.get_tracer("csms")
 disable_created_metrics()  # no *_created series: they double the exposition for nothing
+
+
+def setup_tracing(role: str, env: dict[str, str] | None = None) -> None:
+    """OpenTelemetry SDK: every OCPP call gets a span (attributes station.id, ocpp.action)
+    whose context travels in the Kafka `traceparent` header to the processors.
+
+    Sampling: parent-based, ratio CSMS_TRACE_SAMPLE_RATIO (default 0.01). Export: OTLP when
+    OTEL_EXPORTER_OTLP_ENDPOINT is set and the exporter package is installed, spans on
+    stderr with CSMS_TRACE_CONSOLE=1, otherwise none (ids still propagate, for log correlation).
+    """
+    import os
+
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    e = os.environ if env is None else env
+    ratio = float(e.get("CSMS_TRACE_SAMPLE_RATIO", "0.01"))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": f"csms-{role}"}),
+        sampler=ParentBased(TraceIdRatioBased(ratio)),
+    )
+    if e.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[import-not-found]
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        except ImportError:
+            logging.getLogger("csms.telemetry").warning(
+                "OTEL_EXPORTER_OTLP_ENDPOINT is set but opentelemetry-exporter-otlp is not installed"
+            )
+    if e.get("CSMS_TRACE_CONSOLE") == "1":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
 
 
 def setup_logging(level: str = "INFO") -> None:
