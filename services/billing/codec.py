@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
-from services.common.codec import CONTENT_TYPE, cdrs_pb2, sessions_pb2
+from services.common.codec import cdrs_pb2, cloudevent_headers, get_timestamp, sessions_pb2, set_timestamp
 from services.common.timeutil import parse_ocpp, to_ocpp
 
 __all__ = [
@@ -35,23 +35,6 @@ CDR_CE_TYPE = "csms.billing.v1.Cdr"
 CDR_CE_SOURCE = "/csms/billing"
 
 UTC = timezone.utc
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _set_ts(msg: Any, dt: datetime | None) -> None:
-    if dt is None:
-        return
-    delta = dt.astimezone(UTC) - _EPOCH  # integer arithmetic, no float rounding
-    us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    msg.seconds, rem = divmod(us, 1_000_000)
-    msg.nanos = rem * 1000
-
-
-def _get_ts(parent: Any, name: str) -> datetime | None:
-    if not parent.HasField(name):
-        return None
-    msg = getattr(parent, name)
-    return _EPOCH + timedelta(seconds=msg.seconds, microseconds=msg.nanos // 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +95,11 @@ def decode_session(data: bytes) -> SessionSnapshot:
         transaction_id=pb.transaction_id,
         id_token=pb.id_token,
         energy_wh=int(pb.energy_wh),
-        started_at=_get_ts(pb, "started_at"),
-        stopped_at=_get_ts(pb, "stopped_at"),
-        received_at=_get_ts(pb, "received_at"),
-        charging_ended_at=_get_ts(pb, "charging_ended_at"),
-        updated_at=_get_ts(pb, "updated_at"),
+        started_at=get_timestamp(pb, "started_at"),
+        stopped_at=get_timestamp(pb, "stopped_at"),
+        received_at=get_timestamp(pb, "received_at"),
+        charging_ended_at=get_timestamp(pb, "charging_ended_at"),
+        updated_at=get_timestamp(pb, "updated_at"),
         evse_id=int(pb.evse_id),
         connector_id=int(pb.connector_id),
         meter_start_wh=int(pb.meter_start_wh),
@@ -128,7 +111,7 @@ def decode_session(data: bytes) -> SessionSnapshot:
         site_id=pb.site_id,
         samples=tuple(
             SnapshotSample(
-                timestamp=_get_ts(s, "timestamp"),
+                timestamp=get_timestamp(s, "timestamp"),
                 measurand=s.measurand,
                 value=s.value,
                 unit=s.unit,
@@ -163,12 +146,12 @@ def encode_session(snap: SessionSnapshot) -> bytes:
         value = getattr(snap, name)
         if value is not None:
             getattr(pb, name).SetInParent()
-            _set_ts(getattr(pb, name), value)
+            set_timestamp(getattr(pb, name), value)
     for s in snap.samples:
         spb = pb.samples.add(measurand=s.measurand, value=s.value, unit=s.unit, phase=s.phase)
         if s.timestamp is not None:
             spb.timestamp.SetInParent()
-            _set_ts(spb.timestamp, s.timestamp)
+            set_timestamp(spb.timestamp, s.timestamp)
     return pb.SerializeToString()  # type: ignore[no-any-return]
 
 
@@ -205,7 +188,7 @@ def encode_cdr(doc: Mapping[str, Any]) -> bytes:
     _money_pb(doc["total_cost_incl_tax"], pb.total_cost_incl_tax)
     for name in ("started_at", "stopped_at", "created_at"):
         getattr(pb, name).SetInParent()
-        _set_ts(getattr(pb, name), _exact_time(doc, name))
+        set_timestamp(getattr(pb, name), _exact_time(doc, name))
     return pb.SerializeToString()  # type: ignore[no-any-return]
 
 
@@ -215,7 +198,7 @@ def decode_cdr(data: bytes) -> dict[str, Any]:
     pb.ParseFromString(data)
 
     def ts(name: str) -> str | None:
-        value = _get_ts(pb, name)
+        value = get_timestamp(pb, name)
         return None if value is None else to_ocpp(value)
 
     return {
@@ -240,15 +223,7 @@ def decode_cdr(data: bytes) -> dict[str, Any]:
 
 def cdr_headers(doc: Mapping[str, Any], *, traceparent: str | None = None) -> Sequence[tuple[str, bytes]]:
     """CloudEvents attributes (binary content mode) of a `csms.cdrs.v1` record."""
-    headers = [
-        ("ce_specversion", b"1.0"),
-        ("ce_id", str(doc["id"]).encode()),
-        ("ce_source", CDR_CE_SOURCE.encode()),
-        ("ce_type", CDR_CE_TYPE.encode()),
-        ("ce_time", to_ocpp(_exact_time(doc, "created_at")).encode()),
-        ("ce_subject", str(doc.get("station_id") or "").encode()),
-        ("content-type", CONTENT_TYPE.encode()),
-    ]
-    if traceparent:
-        headers.append(("traceparent", traceparent.encode()))
-    return headers
+    return cloudevent_headers(
+        str(doc["id"]), CDR_CE_TYPE, CDR_CE_SOURCE, _exact_time(doc, "created_at"), str(doc.get("station_id") or ""),
+        traceparent=traceparent,
+    )

@@ -28,6 +28,10 @@ __all__ = [
     "encode_command",
     "decode_command",
     "headers_dict",
+    "command_headers",
+    "cloudevent_headers",
+    "set_timestamp",
+    "get_timestamp",
     "events_pb2",
     "commands_pb2",
     "sessions_pb2",
@@ -62,7 +66,8 @@ _OPTIONAL_INTS = {"meter_start_wh": "has_meter_start", "meter_stop_wh": "has_met
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _set_ts(msg: Any, dt: datetime | None) -> None:
+def set_timestamp(msg: Any, dt: datetime | None) -> None:
+    """Fill a google.protobuf.Timestamp from an aware datetime (None leaves it unset)."""
     if dt is not None:
         delta = dt - _EPOCH  # exact integer arithmetic, no float rounding
         us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
@@ -70,14 +75,37 @@ def _set_ts(msg: Any, dt: datetime | None) -> None:
         msg.nanos = rem * 1000
 
 
-def _get_ts(msg: Any, has: bool = True) -> datetime | None:
-    if not has:
+def get_timestamp(parent: Any, field: str) -> datetime | None:
+    """The aware UTC datetime of `parent.<field>`, or None when the field is unset."""
+    if not parent.HasField(field):
         return None
-    return datetime.fromtimestamp(msg.seconds, UTC) + timedelta(microseconds=msg.nanos // 1000)
+    return _ts_value(getattr(parent, field))
+
+
+def _ts_value(msg: Any) -> datetime:
+    return _EPOCH + timedelta(seconds=msg.seconds, microseconds=msg.nanos // 1000)
+
+
+def cloudevent_headers(
+    ce_id: str, ce_type: str, source: str, time: datetime, subject: str, *, traceparent: str | None = None
+) -> list[tuple[str, bytes]]:
+    """CloudEvents attributes (binary content mode, Kafka protocol binding)."""
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", ce_id.encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", ce_type.encode()),
+        ("ce_time", to_ocpp(time).encode()),
+        ("ce_subject", subject.encode()),
+        ("content-type", CONTENT_TYPE.encode()),
+    ]
+    if traceparent:
+        headers.append(("traceparent", traceparent.encode()))
+    return headers
 
 
 def _sample_to_pb(s: ev.MeterSample, pb: Any) -> None:
-    _set_ts(pb.timestamp, s.timestamp)
+    set_timestamp(pb.timestamp, s.timestamp)
     pb.measurand = s.measurand
     pb.value = s.value
     pb.unit = s.unit
@@ -87,10 +115,8 @@ def _sample_to_pb(s: ev.MeterSample, pb: Any) -> None:
 
 
 def _sample_from_pb(pb: Any) -> ev.MeterSample:
-    ts = _get_ts(pb.timestamp)
-    assert ts is not None
     return ev.MeterSample(
-        timestamp=ts,
+        timestamp=_ts_value(pb.timestamp),
         value=pb.value,
         unit=pb.unit,
         measurand=pb.measurand,
@@ -135,8 +161,8 @@ def encode_event(env: ev.Envelope) -> bytes:
         message_id=env.message_id,
         action=env.action,
     )
-    _set_ts(pb.received_at, env.received_at)
-    _set_ts(pb.station_time, env.station_time)
+    set_timestamp(pb.received_at, env.received_at)
+    set_timestamp(pb.station_time, env.station_time)
     field = _BODY_FIELD[type(env.body)]
     body_pb = getattr(pb, field)
     body_pb.SetInParent()
@@ -151,8 +177,7 @@ def decode_event(data: bytes, headers: dict[str, str] | None = None) -> ev.Envel
     if field is None:
         raise ValueError("event without a body")
     body = _body_from_pb(_FIELD_BODY[field], getattr(pb, field))
-    received = _get_ts(pb.received_at)
-    assert received is not None
+    received = _ts_value(pb.received_at)
     return ev.Envelope(
         event_id=pb.event_id,
         station_id=pb.station_id,
@@ -160,7 +185,7 @@ def decode_event(data: bytes, headers: dict[str, str] | None = None) -> ev.Envel
         body=body,
         gateway_id=pb.gateway_id,
         ocpp_version=pb.ocpp_version,
-        station_time=_get_ts(pb.station_time, pb.HasField("station_time")),
+        station_time=get_timestamp(pb, "station_time"),
         message_id=pb.message_id,
         action=pb.action,
         headers=headers or {},
@@ -168,19 +193,11 @@ def decode_event(data: bytes, headers: dict[str, str] | None = None) -> ev.Envel
 
 
 def event_headers(env: ev.Envelope, *, traceparent: str | None = None) -> list[tuple[str, bytes]]:
-    """CloudEvents (binary content mode, Kafka protocol binding) attributes for an event."""
-    headers = [
-        ("ce_specversion", b"1.0"),
-        ("ce_id", env.event_id.encode()),
-        ("ce_source", f"/csms/gateway/{env.gateway_id or 'unknown'}".encode()),
-        ("ce_type", f"csms.events.v1.{env.type_name}".encode()),
-        ("ce_time", to_ocpp(env.received_at).encode()),
-        ("ce_subject", env.station_id.encode()),
-        ("content-type", CONTENT_TYPE.encode()),
-    ]
-    if traceparent:
-        headers.append(("traceparent", traceparent.encode()))
-    return headers
+    """CloudEvents attributes for an event on csms.events.v1."""
+    return cloudevent_headers(
+        env.event_id, f"csms.events.v1.{env.type_name}", f"/csms/gateway/{env.gateway_id or 'unknown'}",
+        env.received_at, env.station_id, traceparent=traceparent,
+    )
 
 
 def headers_dict(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
@@ -214,17 +231,15 @@ def encode_command(cmd: Command) -> bytes:
         hops=cmd.hops,
         issuer=cmd.issuer,
     )
-    _set_ts(pb.issued_at, cmd.issued_at)
-    _set_ts(pb.expires_at, cmd.expires_at)
+    set_timestamp(pb.issued_at, cmd.issued_at)
+    set_timestamp(pb.expires_at, cmd.expires_at)
     return pb.SerializeToString()  # type: ignore[no-any-return]
 
 
 def decode_command(data: bytes) -> Command:
     pb = commands_pb2.Command()
     pb.ParseFromString(data)
-    issued = _get_ts(pb.issued_at)
-    expires = _get_ts(pb.expires_at)
-    assert issued is not None and expires is not None
+    issued, expires = _ts_value(pb.issued_at), _ts_value(pb.expires_at)
     return Command(
         command_id=pb.command_id,
         station_id=pb.station_id,
@@ -240,12 +255,4 @@ def decode_command(data: bytes) -> Command:
 
 
 def command_headers(cmd: Command) -> list[tuple[str, bytes]]:
-    return [
-        ("ce_specversion", b"1.0"),
-        ("ce_id", cmd.command_id.encode()),
-        ("ce_source", f"/csms/{cmd.issuer}".encode()),
-        ("ce_type", f"csms.commands.v1.{cmd.command_type}".encode()),
-        ("ce_time", to_ocpp(cmd.issued_at).encode()),
-        ("ce_subject", cmd.station_id.encode()),
-        ("content-type", CONTENT_TYPE.encode()),
-    ]
+    return cloudevent_headers(cmd.command_id, f"csms.commands.v1.{cmd.command_type}", f"/csms/{cmd.issuer}", cmd.issued_at, cmd.station_id)

@@ -7,10 +7,10 @@ Unknown meter readings (None) travel as 0 (proto3 has no presence on int64 here)
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
-from services.common.codec import CONTENT_TYPE, sessions_pb2
+from services.common.codec import cloudevent_headers, get_timestamp, sessions_pb2, set_timestamp
 from services.common.timeutil import to_ocpp
 from services.sessions.domain.session import Session
 
@@ -19,21 +19,6 @@ __all__ = ["CE_TYPE", "session_to_pb", "encode_session", "decode_session", "sess
 CE_TYPE = "csms.sessions.v1.Session"
 CE_SOURCE = "/csms/sessions"
 UTC = timezone.utc
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _set_ts(msg: Any, dt: datetime | None) -> None:
-    if dt is not None:
-        us = (dt - _EPOCH) // timedelta(microseconds=1)
-        msg.seconds, rem = divmod(us, 1_000_000)
-        msg.nanos = rem * 1000
-
-
-def _get_ts(pb: Any, field: str) -> datetime | None:
-    if not pb.HasField(field):
-        return None
-    ts = getattr(pb, field)
-    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
 def session_to_pb(s: Session) -> Any:
@@ -54,14 +39,14 @@ def session_to_pb(s: Session) -> Any:
         version=s.version,
         ocpp_version=s.ocpp_version,
     )
-    _set_ts(pb.started_at, s.started_at)
-    _set_ts(pb.stopped_at, s.stopped_at)
-    _set_ts(pb.received_at, s.received_at)
-    _set_ts(pb.charging_ended_at, s.charging_ended_at)
-    _set_ts(pb.updated_at, s.updated_at)
+    set_timestamp(pb.started_at, s.started_at)
+    set_timestamp(pb.stopped_at, s.stopped_at)
+    set_timestamp(pb.received_at, s.received_at)
+    set_timestamp(pb.charging_ended_at, s.charging_ended_at)
+    set_timestamp(pb.updated_at, s.updated_at)
     for x in s.samples:
         sp = pb.samples.add(measurand=x.measurand, value=x.value, unit=x.unit, phase=x.phase)
-        _set_ts(sp.timestamp, x.timestamp)
+        set_timestamp(sp.timestamp, x.timestamp)
     return pb
 
 
@@ -76,7 +61,7 @@ def decode_session(data: bytes) -> dict[str, Any]:
     pb.ParseFromString(data)
 
     def iso(field: str) -> str | None:
-        dt = _get_ts(pb, field)
+        dt = get_timestamp(pb, field)
         return None if dt is None else to_ocpp(dt)
 
     return {
@@ -103,7 +88,7 @@ def decode_session(data: bytes) -> dict[str, Any]:
         "site_id": pb.site_id,
         "meter_samples": [
             {
-                "timestamp": to_ocpp(_EPOCH + timedelta(seconds=x.timestamp.seconds, microseconds=x.timestamp.nanos // 1000)),
+                "timestamp": to_ocpp(get_timestamp(x, "timestamp") or datetime(1970, 1, 1, tzinfo=UTC)),
                 "measurand": x.measurand,
                 "value": x.value,
                 "unit": x.unit,
@@ -116,15 +101,4 @@ def decode_session(data: bytes) -> dict[str, Any]:
 
 def session_headers(s: Session, *, traceparent: str | None = None) -> list[tuple[str, bytes]]:
     """CloudEvents attributes (binary content mode), like `codec.event_headers`."""
-    headers = [
-        ("ce_specversion", b"1.0"),
-        ("ce_id", f"{s.id}:{s.version}".encode()),
-        ("ce_source", CE_SOURCE.encode()),
-        ("ce_type", CE_TYPE.encode()),
-        ("ce_time", to_ocpp(s.updated_at).encode()),
-        ("ce_subject", s.station_id.encode()),
-        ("content-type", CONTENT_TYPE.encode()),
-    ]
-    if traceparent:
-        headers.append(("traceparent", traceparent.encode()))
-    return headers
+    return cloudevent_headers(f"{s.id}:{s.version}", CE_TYPE, CE_SOURCE, s.updated_at, s.station_id, traceparent=traceparent)

@@ -16,7 +16,7 @@ tests/contract/test_bus_contract.py:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol, Sequence
 
 __all__ = ["Record", "Handler", "Subscription", "Bus", "partition_for", "murmur2"]

@@ -15,7 +15,7 @@ one changes nothing, so redelivered or stale writes are harmless).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 

@@ -1,0 +1,159 @@
+"""Benchmark launcher: ONLY the gateway (GatewayService) on the memory bus + SQLite, set up
+the way `csms gateway` sets itself up (load_settings() from CSMS_* env, setup_logging,
+setup_tracing("gateway"), uvloop), plus the `Settings.extra` tunables a loopback
+benchmark needs (they have no environment variable). Or `--mode echo`: a bare aiohttp
+WebSocket server answering every text frame with one fixed CALLRESULT (the transport floor).
+
+    .venv/bin/python bench/gateway_server.py --store-url sqlite:////tmp/x/csms.db \
+        --ready-file /tmp/x/ready --extra '{"msg_rate": 1e9}'
+
+Writes {"port", "pid"} to --ready-file once listening; SIGTERM stops it cleanly; SIGUSR1
+runs gc.collect() + malloc_trim(0) (used by idle_memory.py to separate allocator slack
+from live memory). Memory-bus retention is kept small by default: with no consumer in
+this process, retained records would otherwise grow the heap by ~1 KiB per event, which
+a Kafka producer never keeps. Not part of the product.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import gc
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _util import install_uvloop, raise_nofile  # noqa: E402
+
+FIXED_RESULT = '[3,"0",{"currentTime":"2026-01-01T00:00:00.000Z","interval":300,"status":"Accepted"}]'
+
+
+def _trim() -> None:
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+_snapshots: list[object] = []
+
+
+def _tracemalloc_dump(path: str) -> None:
+    """SIGUSR2 with --tracemalloc: first call takes a baseline snapshot; each later call
+    writes the top allocation growth since the baseline, by file and by line, to `path`."""
+    import tracemalloc
+
+    snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+    if not _snapshots:
+        _snapshots.append(snap)
+        return
+    base = _snapshots[0]
+    with open(path, "w") as f:
+        for key in ("filename", "lineno"):
+            stats = snap.compare_to(base, key)  # type: ignore[arg-type]
+            f.write(f"== by {key}: total growth {sum(s.size_diff for s in stats) / 1024:.0f} KiB\n")
+            for st in stats[:40]:
+                f.write(f"{st.size_diff / 1024:10.1f} KiB {st.count_diff:8d} blocks  {st.traceback}\n")
+
+
+async def _ready(path: str, port: int) -> None:
+    tmp = path + ".tmp"
+    Path(tmp).write_text(json.dumps({"port": port, "pid": os.getpid()}))
+    os.replace(tmp, path)
+
+
+async def run_gateway(args: argparse.Namespace) -> None:
+    from services.common.bus.memory import MemoryBus
+    from services.common.config import load_settings
+    from services.common.runtime import bootstrap
+    from services.gateway.service import GatewayService
+
+    settings = load_settings().with_overrides(store_url=args.store_url, host=args.host, ocpp_port=args.port)
+    settings = type(settings)(**{**settings.__dict__, "extra": json.loads(args.extra)})
+    rt = bootstrap(settings, bus=MemoryBus(retention=args.bus_retention))
+    await rt.start()
+    svc = GatewayService(rt)
+    await svc.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, _trim)
+    if args.tracemalloc:
+        loop.add_signal_handler(signal.SIGUSR2, _tracemalloc_dump, args.tracemalloc)
+    await _ready(args.ready_file, svc.port)
+    try:
+        await stop.wait()
+    finally:
+        await svc.stop()
+        await rt.close()
+
+
+async def run_echo(args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(protocols=("ocpp1.6", "ocpp2.0.1"), heartbeat=None)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == web.WSMsgType.TEXT:
+                await ws.send_str(FIXED_RESULT)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ocpp/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port, backlog=4096)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, _trim)
+    await _ready(args.ready_file, port)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--mode", choices=["gateway", "echo"], default="gateway")
+    p.add_argument("--store-url", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--ready-file", required=True)
+    p.add_argument("--extra", default="{}", help="JSON object for Settings.extra (hub.Limits, Authenticator keys)")
+    p.add_argument("--bus-retention", type=int, default=64, help="memory-bus records kept per partition")
+    p.add_argument("--log-level", default=os.environ.get("CSMS_LOG_LEVEL", "INFO"))
+    p.add_argument("--no-tracing", action="store_true", help="skip setup_tracing (no SDK TracerProvider)")
+    p.add_argument("--tracemalloc", help="diagnostics only: trace allocations; SIGUSR2 = baseline, then dump growth to this file")
+    args = p.parse_args()
+    if args.tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start(1)
+    raise_nofile()
+    from services.common.telemetry import setup_logging, setup_tracing
+
+    setup_logging(args.log_level)
+    logging.getLogger("csms.gateway").info("bench launcher: mode=%s extra=%s", args.mode, args.extra)
+    if args.mode == "gateway" and not args.no_tracing:
+        setup_tracing("gateway")
+    install_uvloop()
+    asyncio.run(run_gateway(args) if args.mode == "gateway" else run_echo(args))
+
+
+if __name__ == "__main__":
+    main()
