@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 import pytest
 

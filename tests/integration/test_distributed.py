@@ -9,7 +9,7 @@ import pytest
 
 from services.simulator.cli import station_password
 from tests.integration.conftest import Cluster, eventually
-from tests.integration.station_client import CallTimeout, RawStation
+from tests.integration.station_client import RawStation
 
 pytestmark = pytest.mark.infra
 

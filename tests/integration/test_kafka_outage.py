@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 

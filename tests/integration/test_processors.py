@@ -4,24 +4,21 @@ idempotent upserts mean nothing is lost and nothing changes twice."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from services.common import codec, events as ev, topics
+from services.common import codec, events as ev
 from services.common.bus.kafka import KafkaBus
 from services.common.store.cassandra import CassandraStore
 from services.common.timeutil import utcnow
-from tests.integration.conftest import Cluster, Proc, eventually, free_port, new_cluster
+from tests.integration.conftest import Cluster, eventually, new_cluster
 
 pytestmark = pytest.mark.infra
 
