@@ -6,7 +6,6 @@ import base64
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass

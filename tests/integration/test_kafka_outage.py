@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 
 from tests.integration.conftest import Cluster, eventually, new_cluster
-from tests.integration.station_client import CallError, CallTimeout, RawStation
+from tests.integration.station_client import CallTimeout, RawStation
 from tests.integration.test_distributed import TOKEN, boot, now_z, registered, sessions_of
 
 pytestmark = pytest.mark.infra
