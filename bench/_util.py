@@ -203,7 +203,8 @@ class Server:
     with everything it started). Use as a context manager."""
 
     def __init__(self, mode: str, workdir: Path, *, env: dict[str, str] | None = None, extra: dict[str, Any] | None = None,
-                 retention: int = 64, tracing: bool = True, log_level: str = "INFO", profile: str | None = None) -> None:
+                 retention: int = 64, tracing: bool = True, log_level: str = "INFO", profile: str | None = None,
+                 gc: str = "default") -> None:
         self.mode, self.workdir = mode, workdir
         self.ready_file = workdir / f"{mode}.ready"
         self.log_path = workdir / f"{mode}.log"
@@ -211,7 +212,7 @@ class Server:
         self.args = [
             str(BENCH / "gateway_server.py"), "--mode", mode, "--store-url", f"sqlite:///{workdir / 'csms.db'}",
             "--ready-file", str(self.ready_file), "--extra", json.dumps(extra or {}), "--bus-retention", str(retention),
-            "--log-level", log_level,
+            "--log-level", log_level, "--gc", gc,
         ]
         if not tracing:
             self.args.append("--no-tracing")
@@ -261,6 +262,18 @@ class Server:
 
     def signal(self, sig: int) -> None:
         os.kill(self.pid, sig)
+
+    def gc_stats(self, timeout: float = 5.0) -> dict[str, Any] | None:
+        """Cyclic-GC seconds/collections per generation so far (gateway mode only)."""
+        path = self.ready_file.with_suffix(".gc.json")
+        path.unlink(missing_ok=True)
+        self.signal(signal.SIGUSR2)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if path.exists():
+                return json.loads(path.read_text())
+            time.sleep(0.02)
+        return None
 
     def stop(self, timeout: float = 30.0) -> None:
         p = self.proc

@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,6 +45,26 @@ def _trim() -> None:
 
 
 _snapshots: list[object] = []
+_gc_time = [0.0, 0.0, 0.0]
+_gc_start = [0.0]
+
+
+def _gc_cb(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _gc_start[0] = time.perf_counter()
+    else:
+        _gc_time[info["generation"]] += time.perf_counter() - _gc_start[0]
+
+
+def _gc_dump(path: str) -> None:
+    """SIGUSR2 (without --tracemalloc): cyclic-GC seconds and collections per generation so far."""
+    stats = gc.get_stats()
+    tmp = path + ".tmp"
+    Path(tmp).write_text(json.dumps({
+        "seconds": [round(t, 4) for t in _gc_time], "collections": [st["collections"] for st in stats],
+        "collected": [st["collected"] for st in stats], "tracked_objects": len(gc.get_objects()),
+    }))
+    os.replace(tmp, path)
 
 
 def _tracemalloc_dump(path: str) -> None:
@@ -74,7 +95,7 @@ async def run_gateway(args: argparse.Namespace) -> None:
     from services.common.bus.memory import MemoryBus
     from services.common.config import load_settings
     from services.common.runtime import bootstrap
-    from services.gateway.service import GatewayService
+    from services.gateway.service import GatewayService  # noqa: I001
 
     settings = load_settings().with_overrides(store_url=args.store_url, host=args.host, ocpp_port=args.port)
     settings = type(settings)(**{**settings.__dict__, "extra": json.loads(args.extra)})
@@ -82,6 +103,12 @@ async def run_gateway(args: argparse.Namespace) -> None:
     await rt.start()
     svc = GatewayService(rt)
     await svc.start()
+    from services.common.runtime import tune_gc
+
+    tune_gc()  # as `csms gateway` does after start-up
+    if args.gc == "freeze":
+        gc.collect()
+        gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -89,6 +116,8 @@ async def run_gateway(args: argparse.Namespace) -> None:
     loop.add_signal_handler(signal.SIGUSR1, _trim)
     if args.tracemalloc:
         loop.add_signal_handler(signal.SIGUSR2, _tracemalloc_dump, args.tracemalloc)
+    else:
+        loop.add_signal_handler(signal.SIGUSR2, _gc_dump, str(Path(args.ready_file).with_suffix(".gc.json")))
     await _ready(args.ready_file, svc.port)
     try:
         await stop.wait()
@@ -139,7 +168,14 @@ def main() -> None:
     p.add_argument("--log-level", default=os.environ.get("CSMS_LOG_LEVEL", "INFO"))
     p.add_argument("--no-tracing", action="store_true", help="skip setup_tracing (no SDK TracerProvider)")
     p.add_argument("--tracemalloc", help="diagnostics only: trace allocations; SIGUSR2 = baseline, then dump growth to this file")
+    p.add_argument("--gc", choices=["default", "off", "freeze"], default="default",
+                   help="diagnostics: 'off' disables the cyclic GC; 'freeze' = gc.freeze() after start-up and gen0 threshold 50,000")
     args = p.parse_args()
+    gc.callbacks.append(_gc_cb)
+    if args.gc == "off":
+        gc.disable()
+    elif args.gc == "freeze":
+        gc.set_threshold(50_000, 20, 20)
     if args.tracemalloc:
         import tracemalloc
 

@@ -212,7 +212,7 @@ async def bench_gateway(args: argparse.Namespace, wd: Path) -> dict[str, Any]:
     creds = provision(wd / "csms.db", ids16 + ids201, pepper, tariff=not args.no_tariff, tokens=[ID_TOKEN])
     env = {"CSMS_AUTH_PEPPER": pepper, "CSMS_BOOT_RATE": "100000", "CSMS_GATEWAY_ID": "gateway-0"}
     out: dict[str, Any] = {}
-    with Server("gateway", wd, env=env, extra=LOOPBACK_EXTRA, tracing=not args.no_tracing, profile=args.profile, log_level=args.log_level) as server:
+    with Server("gateway", wd, env=env, extra=LOOPBACK_EXTRA, tracing=not args.no_tracing, profile=args.profile, log_level=args.log_level, gc=args.server_gc) as server:
         conns = {
             "1.6": await open_all(server.port, creds, ids16[:k], "1.6", True),
             "2.0.1": await open_all(server.port, creds, ids201[:k], "2.0.1", True),
@@ -284,7 +284,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             tmp.cleanup()
     return {
         "bench": "percall", "connections": args.connections, "calls_per_connection": args.calls, "warmup": args.warmup,
-        "tariff": not args.no_tariff, "tracing": not args.no_tracing, "goal_us": GOAL_US, "extra": LOOPBACK_EXTRA,
+        "tariff": not args.no_tariff, "tracing": not args.no_tracing, "server_gc": args.server_gc, "goal_us": GOAL_US, "extra": LOOPBACK_EXTRA,
         "gateway": gw, "transport_floor": floor, "machine": machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -297,6 +297,8 @@ def main() -> None:
     p.add_argument("--probe", type=int, default=500, help="calls of the unloaded (K=1) latency probe; 0 = skip")
     p.add_argument("--no-tariff", action="store_true", help="no default tariff (TransactionEvent skips running cost)")
     p.add_argument("--log-level", default="INFO", help="server CSMS log level (production default INFO)")
+    p.add_argument("--server-gc", choices=["default", "off", "freeze"], default="default",
+                   help="diagnostics: server cyclic GC off, or frozen after start-up with gen0 threshold 50,000")
     p.add_argument("--no-tracing", action="store_true", help="server without the OpenTelemetry SDK provider")
     p.add_argument("--profile", help="run the server under py-spy, raw collapsed stacks to this file (CPU figures then include sampling overhead)")
     p.add_argument("--only", help="run only the message types whose name contains this (e.g. MeterValues)")

@@ -190,7 +190,7 @@ def run_storm(a: argparse.Namespace, wd: Path) -> dict[str, Any]:
     env = {"CSMS_AUTH_PEPPER": pepper, "CSMS_BOOT_RATE": str(a.boot_rate), "CSMS_GATEWAY_ID": "gateway-0"}
     workers: list[subprocess.Popen[str]] = []
     per = -(-n // a.clients)
-    with Server(a.server, wd, env=env, extra=LOOPBACK_EXTRA, tracing=not a.no_tracing, profile=a.profile, log_level=a.log_level) as server:
+    with Server(a.server, wd, env=env, extra=LOOPBACK_EXTRA, tracing=not a.no_tracing, profile=a.profile, log_level=a.log_level, gc=a.server_gc) as server:
         try:
             for i in range(a.clients):
                 first = i * per
@@ -202,6 +202,7 @@ def run_storm(a: argparse.Namespace, wd: Path) -> dict[str, Any]:
                 if (w.stdout.readline() if w.stdout else "").strip() != "READY":  # type: ignore[union-attr]
                     raise RuntimeError("a client worker failed to start")
             time.sleep(1.0)
+            gc0 = server.gc_stats() if a.server == "gateway" else None
             cpu0, rss0, ov0, th0 = server.cpu(), server.rss_kib(), listen_overflows(), server.thread_cpu()
             go = time.monotonic() + 0.5
             for w in workers:
@@ -224,6 +225,7 @@ def run_storm(a: argparse.Namespace, wd: Path) -> dict[str, Any]:
                 samples.append((time.monotonic() - go, server.cpu() - cpu0))
             t_end = time.monotonic() - go
             cpu1, rss1, ov1, th1 = server.cpu(), server.rss_kib(), listen_overflows(), server.thread_cpu()
+            gc1 = server.gc_stats() if a.server == "gateway" else None
             for w in workers:
                 try:
                     w.stdin.write("CLOSE\n")  # type: ignore[union-attr]
@@ -280,7 +282,11 @@ def run_storm(a: argparse.Namespace, wd: Path) -> dict[str, Any]:
         "pendings_total": sum(r[6] for r in rows), "handshake_retries": sum(r[7] for r in rows),
         "stations_that_retried_handshake": sum(1 for r in rows if r[7]), "errors": errors,
         "server_cpu_s": round(cpu, 2), "server_cpu_s_main_thread": round(th1[0] - th0[0], 2),
-        "server_cpu_s_other_threads": round(th1[1] - th0[1], 2), "server_cpu_ms_per_station": round(cpu / n * 1e3, 3),
+        "server_cpu_s_other_threads": round(th1[1] - th0[1], 2),
+        "server_gc_s": round(sum(gc1["seconds"]) - sum(gc0["seconds"]), 2) if gc0 and gc1 else None,
+        "server_gc_collections": [b - c for b, c in zip(gc1["collections"], gc0["collections"])] if gc0 and gc1 else None,
+        "server_gc_s_by_generation": [round(b - c, 3) for b, c in zip(gc1["seconds"], gc0["seconds"])] if gc0 and gc1 else None,
+        "server_gc_tracked_objects_after": gc1["tracked_objects"] if gc1 else None, "server_cpu_ms_per_station": round(cpu / n * 1e3, 3),
         "server_cpu_util_mean": round(cpu / t_end, 2) if t_end > 0 else None, "server_cpu_util_peak": None if peak is None else round(peak, 2),
         "server_busy_until_s": round(busy_until, 2),
         "server_rss_before_mib": round(rss0 / 1024, 1), "server_rss_after_mib": round(rss1 / 1024, 1),
@@ -314,6 +320,8 @@ def main() -> None:
                    help="per client process, stations between first connect attempt and first boot answer (0 = all at once); "
                         "latency then counts from when a station got its slot, like a ramped load generator")
     p.add_argument("--log-level", default="INFO", help="server CSMS log level (production default INFO)")
+    p.add_argument("--server-gc", choices=["default", "off", "freeze"], default="default",
+                   help="diagnostics: server cyclic GC off, or frozen after start-up with gen0 threshold 50,000")
     p.add_argument("--no-tracing", action="store_true")
     p.add_argument("--profile", help="run the server under py-spy (raw collapsed stacks to this file)")
     p.add_argument("--keep")
@@ -341,7 +349,8 @@ def main() -> None:
     print(f"\nstorm ({a.server} server): {a.stations} stations, {a.clients} client processes ({a.client}), CSMS_BOOT_RATE={a.boot_rate:g}; "
           "clients and server share the machine's cores; server CPU is its own utime+stime")
     print(report([r]))
-    emit({"bench": "storm", "server": a.server, **r, "extra": LOOPBACK_EXTRA, "tracing": not a.no_tracing, "machine": machine(),
+    emit({"bench": "storm", "server": a.server, **r, "extra": LOOPBACK_EXTRA, "tracing": not a.no_tracing,
+          "server_gc": a.server_gc, "log_level": a.log_level, "machine": machine(),
           "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}, a.json_out)
 
 

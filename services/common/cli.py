@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from services.common.config import Settings, load_settings
 from services.common.errors import ConfigError
-from services.common.runtime import Runtime, Service, bootstrap
+from services.common.runtime import Runtime, Service, bootstrap, tune_gc
 from services.common.telemetry import setup_logging, setup_tracing
 
 __all__ = ["main"]
@@ -102,6 +102,7 @@ async def _serve(role: str, settings: Settings) -> None:
         for svc in services:
             await svc.start()
             started.append(svc)
+        tune_gc()
         runner = None
         if role in ("sessions", "billing", "smart-charging") and settings.metrics_port:
             # processors have no API of their own: serve health and metrics for probes and Prometheus

@@ -26,7 +26,7 @@ def setup_tracing(role: str, env: dict[str, str] | None = None) -> None:
 
     Sampling: parent-based, ratio CSMS_TRACE_SAMPLE_RATIO (default 0.01). Export: OTLP when
     OTEL_EXPORTER_OTLP_ENDPOINT is set and the exporter package is installed, spans on
-    stderr with CSMS_TRACE_CONSOLE=1, otherwise none (ids still propagate, for log correlation).
+    stderr with CSMS_TRACE_CONSOLE=1; with neither, tracing stays off (no-op, free).
     """
     import os
 
@@ -36,6 +36,10 @@ def setup_tracing(role: str, env: dict[str, str] | None = None) -> None:
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     e = os.environ if env is None else env
+    if not (e.get("OTEL_EXPORTER_OTLP_ENDPOINT") or e.get("CSMS_TRACE_CONSOLE") == "1"):
+        # No exporter: keep the API's no-op tracer. An SDK span costs ~20 us per OCPP call
+        # even unsampled (bench/README.md), which buys nothing when nobody collects spans.
+        return
     ratio = float(e.get("CSMS_TRACE_SAMPLE_RATIO", "0.01"))
     provider = TracerProvider(
         resource=Resource.create({"service.name": f"csms-{role}"}),
