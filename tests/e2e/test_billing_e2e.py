@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
 
 from services.simulator.stats import Stats
 from services.simulator.station import StationSpec, run_station
