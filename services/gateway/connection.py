@@ -77,7 +77,8 @@ class Connection:
     def __init__(self, hub: Hub, ws: web.WebSocketResponse, station_id: str, version: str, epoch: int, remote: str = "", subprotocol: str = "") -> None:
         self.hub, self.ws, self.station_id, self.version, self.epoch = hub, ws, station_id, version, epoch
         self.remote, self.subprotocol = remote, subprotocol
-        self.state = ConnectionState()
+        # A Connection exists only after the handshake authenticated an enabled station.
+        self.state = ConnectionState(attributes={"enabled_checked_at": time.monotonic()})
         self.queue: list[tuple[frames.Call, datetime]] = []
         self.current: frames.Call | None = None
         self.worker: asyncio.Task[None] | None = None

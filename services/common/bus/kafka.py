@@ -62,6 +62,9 @@ class _Loop:
         self.consumer, self.handler, self.commit, self.name = consumer, handler, commit, name
         self.task: asyncio.Task[None] | None = None
         self._lag: dict[TopicPartition, int] = {}
+        # Never commit below our own last commit: after a rebalance hands the same partition
+        # back, the position resets to the committed offset and records are replayed.
+        self._committed: dict[TopicPartition, int] = {}
         self._lag_gauge = metrics.CONSUMER_LAG.labels(topic, group)
         self._failures = metrics.HANDLER_FAILURES.labels(topic, group)
         self._records = metrics.RECORDS.labels(topic, group)
@@ -121,9 +124,10 @@ class _Loop:
                     if high is not None:
                         self._lag[tp] = max(0, high - done - 1)
                         self._lag_gauge.set(sum(self._lag.values()))
-                if self.commit and done is not None:
+                if self.commit and done is not None and done + 1 > self._committed.get(tp, -1):
                     try:
                         await self.consumer.commit({tp: done + 1})
+                        self._committed[tp] = done + 1
                     except (CommitFailedError, KafkaError) as exc:
                         # a rebalance took the partition: the new owner redelivers (idempotent handlers)
                         log.warning("%s: commit of %s@%d failed (%s)", self.name, tp, done + 1, exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import random
 from datetime import datetime
 from decimal import Decimal
@@ -32,6 +33,7 @@ Handler = Callable[[CallContext, dict], Awaitable[dict]]
 
 # Pending boots come back after a random 10-60 s so a reconnect storm spreads out
 # instead of returning as one wave.
+_ENABLED_FRESH_S = 60.0
 PENDING_INTERVAL_S = (10, 60)
 _jitter = random.Random()
 
@@ -55,13 +57,17 @@ async def decide_boot(ctx: CallContext) -> tuple[str, int]:
     The station is already authenticated. A station an operator disabled is Rejected;
     otherwise admission control decides between Accepted and a jittered Pending."""
     enabled = True
-    try:
-        station = await ctx.store.get_station(ctx.station_id)
-        enabled = station is None or station.enabled
-    except _LOOKUP_ERRORS as exc:
-        # The store answered moments ago for authentication; do not bounce the whole
-        # fleet back to boot retries because it blipped now (RELIABILITY row 44).
-        log.warning("station=%s boot: station lookup failed (%s); treating as enabled", ctx.station_id, exc)
+    checked = ctx.state.attributes.get("enabled_checked_at")
+    # The handshake found the station enabled moments ago: skip one store round trip per
+    # boot (it matters in a reconnect storm). A boot on a long-lived socket re-reads.
+    if not (isinstance(checked, float) and time.monotonic() - checked < _ENABLED_FRESH_S):
+        try:
+            station = await ctx.store.get_station(ctx.station_id)
+            enabled = station is None or station.enabled
+        except _LOOKUP_ERRORS as exc:
+            # The store answered moments ago for authentication; do not bounce the whole
+            # fleet back to boot retries because it blipped now (RELIABILITY row 44).
+            log.warning("station=%s boot: station lookup failed (%s); treating as enabled", ctx.station_id, exc)
     if not enabled:
         status, interval = "Rejected", ctx.settings.heartbeat_interval
     elif not ctx.admit_boot():
