@@ -22,7 +22,6 @@ import logging
 import time
 import uuid
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -33,9 +32,9 @@ from opentelemetry import trace
 from services.common.errors import CsmsError
 from services.common.events import Body, Envelope
 from services.common.telemetry import tracer
-from services.common.timeutil import to_ocpp
 from services.gateway import errors, frames, metrics, validation
 from services.gateway.actions import handler_for, is_csms_to_station
+from services.gateway.actions.common import json_default
 from services.gateway.context import CallContext, ConnectionState
 from services.gateway.hub import Hub
 from services.gateway.limits import TokenBucket
@@ -58,14 +57,6 @@ def _span(action: str, station_id: str) -> Any:
 
 
 _NO_SPAN = contextlib.nullcontext()
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Decimal):
-        return float(obj)
-    if isinstance(obj, datetime):
-        return to_ocpp(obj)
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
 class Connection:
@@ -220,7 +211,7 @@ class Connection:
         with _span(call.action, self.station_id):
             try:
                 result = await handler(ctx, call.payload)
-                return orjson.dumps([3, mid, result], default=_json_default).decode()
+                return orjson.dumps([3, mid, result], default=json_default).decode()
             except ConnectionGone:
                 return None
             except OCPPError as exc:
@@ -265,7 +256,7 @@ class Connection:
                 self.pending_id, self.pending = mid, fut
                 try:
                     metrics.message(action, "out")
-                    await self.send(orjson.dumps([2, mid, action, payload], default=_json_default).decode())
+                    await self.send(orjson.dumps([2, mid, action, payload], default=json_default).decode())
                     return mid, await fut
                 finally:
                     self.pending_id = self.pending = None

@@ -29,6 +29,7 @@ import ocpp
 import orjson
 
 from services.common import timeutil
+from services.gateway.actions.common import json_default
 
 __all__ = ["UnsupportedCommand", "InvalidCommand", "to_ocpp", "from_ocpp", "command_types", "snake_case"]
 
@@ -401,14 +402,8 @@ def _request_validator(version: str, action: str) -> Any:
     return jsonschema.validators.validator_for(schema)(schema)
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Decimal):
-        return float(obj)
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
-
-
 def _validate(version: str, action: str, payload: dict[str, Any]) -> None:
-    as_wire = json.loads(orjson.dumps(payload, default=_json_default), parse_float=Decimal)
+    as_wire = json.loads(orjson.dumps(payload, default=json_default), parse_float=Decimal)
     error = jsonschema.exceptions.best_match(_request_validator(version, action).iter_errors(as_wire))
     if error is not None:
         where = "/".join(str(x) for x in error.absolute_path) or "payload"

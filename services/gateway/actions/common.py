@@ -96,7 +96,9 @@ async def token_status(ctx: CallContext, id_token: str, *, fail_open: bool) -> s
     return status if status in allowed else "Invalid"
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """orjson `default` for frames the gateway writes: Decimal as a number, datetimes as
+    OCPP timestamps (UTC, Z, milliseconds)."""
     if isinstance(obj, Decimal):
         return float(obj)
     if isinstance(obj, datetime):
@@ -105,7 +107,7 @@ def _json_default(obj: Any) -> Any:
 
 
 def payload_json(payload: dict[str, Any]) -> str:
-    return orjson.dumps(payload, default=_json_default).decode()
+    return orjson.dumps(payload, default=json_default).decode()
 
 
 def notification(response: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]) -> Handler:
