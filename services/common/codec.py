@@ -57,6 +57,7 @@ _BODY_FIELD: dict[type, str] = {
     ev.CommandIssued: "command_issued",
     ev.CommandResult: "command_result",
     ev.Notification: "notification",
+    ev.SessionAbandoned: "session_abandoned",
 }
 _FIELD_BODY = {v: k for k, v in _BODY_FIELD.items()}
 # optional ints carried as has_x + x in proto3
@@ -112,6 +113,8 @@ def _sample_to_pb(s: ev.MeterSample, pb: Any) -> None:
     pb.phase = s.phase
     pb.context = s.context
     pb.location = s.location
+    if s.raw_value:
+        pb.raw_value = s.raw_value
 
 
 def _sample_from_pb(pb: Any) -> ev.MeterSample:
@@ -123,6 +126,7 @@ def _sample_from_pb(pb: Any) -> ev.MeterSample:
         phase=pb.phase,
         context=pb.context,
         location=pb.location,
+        raw_value=pb.raw_value,
     )
 
 

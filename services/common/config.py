@@ -54,6 +54,24 @@ class Settings:
     tls_cert: str | None = None
     tls_key: str | None = None
     log_level: str = "INFO"
+    # Dead letters (docs/dead-letters.md): tries per record before it is dead-lettered,
+    # and the first back-off between tries (doubles, capped at 5 s).
+    dlq_max_attempts: int = 5
+    dlq_backoff_s: float = 0.2
+    # memory:// keeps a bounded window per partition, like Kafka's retention.
+    memory_retention_bytes: int = 64 << 20
+    memory_retention_s: float = 86_400.0
+    # Largest record the bus accepts (Kafka producer max_request_size; topics we create
+    # get max.message.bytes to match). The gateway sizes per-action frame limits from it.
+    bus_max_record_bytes: int = 1 << 20
+    # Plausibility (docs/plausibility.md)
+    clock_floor: str = "2010-01-01T00:00:00Z"   # station times before this are suspect
+    clock_max_ahead_s: float = 300.0             # ... and so are times this far ahead of ours
+    meter_max_power_kw: float = 1000.0           # energy jumps beyond kW x elapsed are implausible
+    session_max_duration_h: float = 72.0         # longer sessions' CDRs are held from export
+    session_max_energy_wh: int = 1_000_000       # ... and so are CDRs of more energy
+    session_idle_timeout_h: float = 24.0         # open sessions with no event this long are abandoned
+    session_sweep_interval_s: float = 300.0      # how often the sweeper looks
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, **kw: Any) -> "Settings":
@@ -83,6 +101,18 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             tls_cert=e.get("CSMS_TLS_CERT") or None,
             tls_key=e.get("CSMS_TLS_KEY") or None,
             log_level=e.get("CSMS_LOG_LEVEL", "INFO"),
+            dlq_max_attempts=max(1, int(e.get("CSMS_DLQ_MAX_ATTEMPTS", "5"))),
+            dlq_backoff_s=float(e.get("CSMS_DLQ_BACKOFF_S", "0.2")),
+            memory_retention_bytes=int(e.get("CSMS_MEMORY_RETENTION_BYTES", str(64 << 20))),
+            memory_retention_s=float(e.get("CSMS_MEMORY_RETENTION_S", "86400")),
+            bus_max_record_bytes=int(e.get("CSMS_BUS_MAX_RECORD_BYTES", str(1 << 20))),
+            clock_floor=e.get("CSMS_CLOCK_FLOOR", "2010-01-01T00:00:00Z"),
+            clock_max_ahead_s=float(e.get("CSMS_CLOCK_MAX_AHEAD_S", "300")),
+            meter_max_power_kw=float(e.get("CSMS_METER_MAX_POWER_KW", "1000")),
+            session_max_duration_h=float(e.get("CSMS_SESSION_MAX_DURATION_H", "72")),
+            session_max_energy_wh=int(e.get("CSMS_SESSION_MAX_ENERGY_WH", "1000000")),
+            session_idle_timeout_h=float(e.get("CSMS_SESSION_IDLE_TIMEOUT_H", "24")),
+            session_sweep_interval_s=float(e.get("CSMS_SESSION_SWEEP_INTERVAL_S", "300")),
         )
     except ValueError as exc:
         raise ConfigError(f"bad setting: {exc}") from exc

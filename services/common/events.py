@@ -26,6 +26,7 @@ __all__ = [
     "CommandIssued",
     "CommandResult",
     "Notification",
+    "SessionAbandoned",
     "Body",
     "Envelope",
     "ENERGY_REGISTER",
@@ -33,6 +34,11 @@ __all__ = [
 ]
 
 ENERGY_REGISTER = "Energy.Active.Import.Register"
+# SessionAbandoned.reason values
+ABANDONED_NEW_TRANSACTION = "new_transaction"
+ABANDONED_BOOT = "boot"
+ABANDONED_CONNECTOR_AVAILABLE = "connector_available"
+ABANDONED_IDLE_TIMEOUT = "idle_timeout"
 # 1.6 has no seqNo; its StopTransaction is always the last message of a transaction.
 SEQ_NO_LAST_16 = 2**31 - 1
 
@@ -46,6 +52,7 @@ class MeterSample:
     phase: str = ""
     context: str = ""
     location: str = ""
+    raw_value: str = ""   # set when the value as sent was not a usable number; value is then 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +180,18 @@ class Notification:
     payload_json: str = "{}"
 
 
+@dataclass(frozen=True, slots=True)
+class SessionAbandoned:
+    """Decided by the sessions processor (not sent by a station); see events.proto."""
+
+    transaction_id: str
+    session_id: str
+    evse_id: int = 0
+    connector_id: int = 0
+    reason: str = ""
+    energy_wh: int = 0
+
+
 Body = Union[
     StationConnected,
     StationDisconnected,
@@ -187,6 +206,7 @@ Body = Union[
     CommandIssued,
     CommandResult,
     Notification,
+    SessionAbandoned,
 ]
 
 

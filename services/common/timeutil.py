@@ -22,12 +22,18 @@ def to_ocpp(dt: datetime) -> str:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    # Not strftime("%Y"): glibc writes year 1 as "1", which nothing parses back.
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}."
+        f"{dt.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_ocpp(value: str) -> datetime:
     """Parse an RFC 3339 timestamp as stations send it (Z or offset, any fraction).
-    Naive timestamps are taken as UTC (some 1.6 firmware omits the zone)."""
+    Naive timestamps are taken as UTC (some 1.6 firmware omits the zone).
+    Raises ValueError for anything else, including instants outside datetime's range
+    once converted to UTC (`0001-01-01T00:00:00+01:00`)."""
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
@@ -35,7 +41,10 @@ def parse_ocpp(value: str) -> datetime:
     dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(f"timestamp out of range: {value!r}") from exc
 
 
 def to_ms(dt: datetime) -> int:

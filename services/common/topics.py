@@ -12,3 +12,14 @@ EVENTS = f"{_PREFIX}csms.events.v1"       # key = station id
 COMMANDS = f"{_PREFIX}csms.commands.v1"   # key = station id, partition = owning gateway's ordinal
 SESSIONS = f"{_PREFIX}csms.sessions.v1"   # key = station id
 CDRS = f"{_PREFIX}csms.cdrs.v1"           # key = station id
+
+# Dead letters (docs/dead-letters.md): records a consumer group could not process.
+EVENTS_DLQ = f"{_PREFIX}csms.events.dlq.v1"
+
+
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic of a consumed topic: csms.events.v1 -> csms.events.dlq.v1,
+    any other topic -> `<topic>.dlq`."""
+    if topic == EVENTS:
+        return EVENTS_DLQ
+    return f"{topic}.dlq"
