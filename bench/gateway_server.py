@@ -99,7 +99,7 @@ async def run_gateway(args: argparse.Namespace) -> None:
 
     settings = load_settings().with_overrides(store_url=args.store_url, host=args.host, ocpp_port=args.port)
     settings = type(settings)(**{**settings.__dict__, "extra": json.loads(args.extra)})
-    rt = bootstrap(settings, bus=MemoryBus(retention=args.bus_retention))
+    rt = bootstrap(settings, bus=MemoryBus(retention_bytes=args.bus_retention << 10))
     await rt.start()
     svc = GatewayService(rt)
     await svc.start()
@@ -164,7 +164,7 @@ def main() -> None:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--ready-file", required=True)
     p.add_argument("--extra", default="{}", help="JSON object for Settings.extra (hub.Limits, Authenticator keys)")
-    p.add_argument("--bus-retention", type=int, default=64, help="memory-bus records kept per partition")
+    p.add_argument("--bus-retention", type=int, default=64, help="memory-bus KiB kept per partition")
     p.add_argument("--log-level", default=os.environ.get("CSMS_LOG_LEVEL", "INFO"))
     p.add_argument("--no-tracing", action="store_true", help="skip setup_tracing (no SDK TracerProvider)")
     p.add_argument("--tracemalloc", help="diagnostics only: trace allocations; SIGUSR2 = baseline, then dump growth to this file")

@@ -12,6 +12,7 @@ from aiohttp import web
 from services.api import (
     routes_cdrs,
     routes_commands,
+    routes_dead_letters,
     routes_sessions,
     routes_sites,
     routes_stations,
@@ -102,6 +103,7 @@ def create_app(ctx: ApiContext) -> web.Application:
         routes_tariffs,
         routes_cdrs,
         routes_sites,
+        routes_dead_letters,
     ):
         module.setup(app)
     return app

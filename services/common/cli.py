@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from services.common.config import Settings, load_settings
-from services.common.errors import ConfigError
-from services.common.runtime import Runtime, Service, bootstrap, tune_gc
+from services.common.errors import ConfigError, CsmsError
+from services.common.runtime import Runtime, Service, bootstrap, bus_options, tune_gc
 from services.common.telemetry import setup_logging, setup_tracing
 
 __all__ = ["main"]
@@ -156,6 +156,62 @@ async def _migrate(settings: Settings) -> None:
     print(f"store schema is up to date ({settings.store_url})")
 
 
+def _add_dlq(sub: Any) -> None:
+    dlq = sub.add_parser("dlq", help="list and replay dead letters (docs/dead-letters.md; needs a Kafka bus)")
+    dsub = dlq.add_subparsers(dest="dlq_command", required=True)
+    ls = dsub.add_parser("list", help="one line per dead letter: id, group, topic[partition]@offset, attempts, at, error")
+    rp = dsub.add_parser("replay", help="re-publish dead letters to their topic, for their consumer group only")
+    for p in (ls, rp):
+        p.add_argument("--bus-url", help="kafka://host:9092[,host2:9092] (CSMS_BUS_URL)")
+        p.add_argument("--topic", default=None, help="the consumed topic (default csms.events.v1) or its dead-letter topic")
+        p.add_argument("--group", help="only dead letters of this consumer group")
+    ls.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    ls.add_argument("--replayed", action="store_true", help="also list dead letters already replayed")
+    rp.add_argument("id", nargs="?", help="the dead letter id (<partition>-<offset>, from `csms dlq list`)")
+    rp.add_argument("--all", action="store_true", help="every dead letter not replayed yet (of --group)")
+
+
+async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from services.common import topics
+    from services.common.bus import bus_from_url
+    from services.common.bus import dead_letters
+
+    if settings.bus_url.startswith("memory://"):
+        raise ConfigError(
+            "the in-memory bus lives inside `csms run`: use its API (GET /api/v1/dead-letters, "
+            "POST /api/v1/dead-letters/{id}/replay), or set CSMS_BUS_URL=kafka://host:9092"
+        )
+    topic = args.topic or topics.EVENTS
+    bus = bus_from_url(settings.bus_url, **bus_options(settings))
+    await bus.start()
+    try:
+        if args.dlq_command == "list":
+            found = await dead_letters.list_dead_letters(
+                bus, topic, group=args.group, limit=max(1, args.limit), include_replayed=args.replayed
+            )
+            for dl in found:
+                print(dl.line())
+            print(f"{len(found)} dead letter(s) in {dead_letters.dead_letter_topic(topic)}", file=sys.stderr)
+            return 0
+        if args.all == bool(args.id):
+            print("csms dlq replay: give either a dead letter id or --all", file=sys.stderr)
+            return 2
+        if args.all:
+            done = await dead_letters.replay_all(bus, topic, group=args.group)
+        else:
+            dl = await dead_letters.get_dead_letter(bus, topic, args.id)
+            if dl is None or (args.group is not None and dl.group != args.group):
+                print(f"csms dlq replay: no dead letter {args.id!r} in {dead_letters.dead_letter_topic(topic)}", file=sys.stderr)
+                return 1
+            done = [await dead_letters.replay(bus, dl)]
+        for r in done:
+            print(f"replayed {r['id']}: {r['topic']}[{r['partition']}]@{r['offset']} for group {r['group']}")
+        print(f"{len(done)} dead letter(s) replayed", file=sys.stderr)
+        return 0
+    finally:
+        await bus.close()
+
+
 def _install_uvloop() -> None:
     try:
         import uvloop
@@ -178,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("migrate", "create or upgrade the store schema"),
     ]:
         _add_common(sub.add_parser(name, help=help_text))
+    _add_dlq(sub)
     sim = sub.add_parser("simulate", help="charger simulator and load generator")
     sim_module = importlib.import_module("services.simulator.cli")
     sim_module.add_arguments(sim)
@@ -187,6 +244,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(os.environ.get("CSMS_LOG_LEVEL", "WARNING"))
         _install_uvloop()
         return int(asyncio.run(sim_module.run(args)) or 0)
+    if args.command == "dlq":
+        setup_logging(os.environ.get("CSMS_LOG_LEVEL", "WARNING"))
+        dlq_settings = load_settings().with_overrides(bus_url=args.bus_url)
+        try:
+            return asyncio.run(_dlq(args, dlq_settings))
+        except ConfigError as exc:
+            print(f"csms: {exc}", file=sys.stderr)
+            return 2
+        except CsmsError as exc:
+            print(f"csms dlq: {exc}", file=sys.stderr)
+            return 1
     settings = _settings(args)
     setup_logging(settings.log_level)
     if args.command != "migrate":

@@ -59,7 +59,7 @@ class Settings:
     dlq_max_attempts: int = 5
     dlq_backoff_s: float = 0.2
     # memory:// keeps a bounded window per partition, like Kafka's retention.
-    memory_retention_bytes: int = 64 << 20
+    memory_retention_bytes: int = 8 << 20
     memory_retention_s: float = 86_400.0
     # Largest record the bus accepts (Kafka producer max_request_size; topics we create
     # get max.message.bytes to match). The gateway sizes per-action frame limits from it.
@@ -103,7 +103,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             log_level=e.get("CSMS_LOG_LEVEL", "INFO"),
             dlq_max_attempts=max(1, int(e.get("CSMS_DLQ_MAX_ATTEMPTS", "5"))),
             dlq_backoff_s=float(e.get("CSMS_DLQ_BACKOFF_S", "0.2")),
-            memory_retention_bytes=int(e.get("CSMS_MEMORY_RETENTION_BYTES", str(64 << 20))),
+            memory_retention_bytes=int(e.get("CSMS_MEMORY_RETENTION_BYTES", str(8 << 20))),
             memory_retention_s=float(e.get("CSMS_MEMORY_RETENTION_S", "86400")),
             bus_max_record_bytes=int(e.get("CSMS_BUS_MAX_RECORD_BYTES", str(1 << 20))),
             clock_floor=e.get("CSMS_CLOCK_FLOOR", "2010-01-01T00:00:00Z"),

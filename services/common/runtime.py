@@ -19,7 +19,7 @@ from services.common.store import Store, store_from_url
 from services.common.timeutil import Clock, utcnow
 from services.common import topics
 
-__all__ = ["Runtime", "Service", "bootstrap", "tune_gc"]
+__all__ = ["Runtime", "Service", "bootstrap", "bus_options", "tune_gc"]
 
 log = logging.getLogger("csms.runtime")
 
@@ -50,10 +50,28 @@ class Runtime:
         await self.bus.ensure_topic(topics.COMMANDS, self.settings.commands_partitions)
         await self.bus.ensure_topic(topics.SESSIONS, self.settings.events_partitions)
         await self.bus.ensure_topic(topics.CDRS, self.settings.events_partitions)
+        # Dead letters of the topics consumer groups read (docs/dead-letters.md). Any other
+        # consumed topic's dead-letter topic (e.g. smart charging's by-site topic) is
+        # created by the bus on its first dead letter.
+        await self.bus.ensure_topic(topics.EVENTS_DLQ, self.settings.events_partitions)
+        await self.bus.ensure_topic(topics.dlq_topic(topics.SESSIONS), self.settings.events_partitions)
 
     async def close(self) -> None:
         await self.bus.close()
         await self.store.close()
+
+
+def bus_options(settings: Settings) -> dict[str, Any]:
+    """The settings each bus adapter takes (constructor keywords), by URL scheme."""
+    options: dict[str, Any] = {
+        "dlq_max_attempts": settings.dlq_max_attempts,
+        "dlq_backoff_s": settings.dlq_backoff_s,
+        "max_record_bytes": settings.bus_max_record_bytes,
+    }
+    if settings.bus_url.startswith("memory://"):
+        options["retention_bytes"] = settings.memory_retention_bytes
+        options["retention_s"] = settings.memory_retention_s
+    return options
 
 
 def bootstrap(
@@ -66,7 +84,7 @@ def bootstrap(
 ) -> Runtime:
     return Runtime(
         settings=settings,
-        bus=bus if bus is not None else bus_from_url(settings.bus_url),
+        bus=bus if bus is not None else bus_from_url(settings.bus_url, **bus_options(settings)),
         store=store if store is not None else store_from_url(settings.store_url),
         clock=clock or utcnow,
         pepper=pepper if pepper is not None else load_pepper(),

@@ -16,19 +16,22 @@ import pytest
 
 from services.common.bus.memory import MemoryBus
 from services.common.bus.port import Bus, Record, Subscription, partition_for
-from services.common.errors import BusUnavailable
+from services.common.errors import BusUnavailable, StoreUnavailable
 
 
 class Inbox:
     """Collects what a handler was given; `fail` decides whether the handler raises."""
 
-    def __init__(self, fail: Callable[[Record], bool] | None = None) -> None:
+    def __init__(self, fail: Callable[[Record], bool] | None = None, *, outage: bool = False) -> None:
         self.records: list[Record] = []
         self.fail = fail
+        self.outage = outage
 
     async def handler(self, record: Record) -> None:
         self.records.append(record)
         if self.fail is not None and self.fail(record):
+            if self.outage:
+                raise StoreUnavailable(f"store down while handling {record.value!r}")
             raise RuntimeError(f"handler refuses {record.value!r}")
 
     def values(self, prefix: bytes = b"") -> list[bytes]:
@@ -255,7 +258,7 @@ async def test_a_member_that_leaves_hands_its_partitions_over_and_uncommitted_re
     expected = {f"r{i}".encode() for i in range(40)}
     for i in range(40):
         await bus.publish(topic, f"CP-{i % 10}", f"r{i}".encode())
-    broken = Inbox(fail=lambda r: True)  # never commits anything
+    broken = Inbox(fail=lambda r: True, outage=True)  # never commits anything (an outage is never dead-lettered)
     healthy = Inbox()
     sub_broken = await bus.subscribe(topic, group, broken.handler)
     await eventually(lambda: bool(broken.records), patience, "the failing member to get records")

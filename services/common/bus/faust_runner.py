@@ -11,10 +11,14 @@ faust allows:
   acks an event when the agent asks for the next one), and faust commits the highest
   contiguous acked offset every `broker_commit_every` records or
   `broker_commit_interval` seconds;
-- a handler that raises gets the same record again after a backoff, as with
-  `KafkaBus` (an exception escaping a faust agent would ack the event on the way out
-  and lose it, so it never escapes), unless the partition moved to another member in
-  the meantime (the new owner redelivers from the last commit).
+- a handler that raises is treated by the same policy as `KafkaBus`
+  (`delivery.deliver`): an outage is retried for as long as it takes, a poison record
+  is dead-lettered after `policy.max_attempts` tries (published with faust's producer
+  to the dead-letter topic, created first if missing) and acked; an exception never
+  escapes the agent (it would ack the event on the way out and lose it). If the
+  partition moved to another member in the meantime the record is not dead-lettered
+  (the new owner redelivers it from the last commit);
+- replays for another consumer group (`csms_replay_group`) are skipped.
 
 It is the runtime under test in ADR 009 (bench/rebalance_experiment.py); see that ADR
 before using it in production.
@@ -28,15 +32,17 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import faust
+from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 from faust.types import TP
 
-from services.common.bus.port import Handler, Record
+from services.common.bus import metrics
+from services.common.bus.delivery import DLQ_HEADROOM_BYTES, DeliveryPolicy, deliver
+from services.common.bus.port import Handler, Header, Record
+from services.common.errors import RecordTooLarge
 
 __all__ = ["build_app", "run_worker", "record_of"]
 
 log = logging.getLogger("csms.bus.faust")
-
-_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
 
@@ -67,14 +73,17 @@ def build_app(
     broker: str = DEFAULT_BROKER,
     web_port: int | None = None,
     datadir: str | Path | None = None,
+    policy: DeliveryPolicy | None = None,
     **settings: Any,
 ) -> faust.App:
     """A faust app whose only agent feeds `topic` (consumer group `group`) to `handler`.
 
     `web_port=None` disables faust's web server. Group timings default to the ones
     `KafkaBus.subscribe` uses (10 s session, 1 s heartbeat) so both runtimes detect a
-    dead member equally fast; anything in `settings` overrides the defaults.
+    dead member equally fast; anything in `settings` overrides the defaults. `policy`
+    (default: the settings' defaults) decides when a record is dead-lettered.
     """
+    policy = policy or DeliveryPolicy()
     conf: dict[str, Any] = dict(
         broker=broker,
         store="memory://",
@@ -92,6 +101,8 @@ def build_app(
         topic_allow_declare=False,  # topics are created by `csms` (ensure_topic), not by faust
         worker_redirect_stdouts=False,
         producer_acks=-1,
+        # room for a dead letter's headers on top of a record at the bus limit
+        producer_max_request_size=(1 << 20) + DLQ_HEADROOM_BYTES,
     )
     if web_port is not None:
         conf.update(web_port=web_port, web_bind="127.0.0.1")
@@ -109,28 +120,43 @@ def build_app(
         internal=False,
     )
 
-    async def deliver(record: Record) -> None:
-        attempt = 0
-        while True:
-            try:
-                await handler(record)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
-                attempt += 1
-                log.exception("handler failed on %s[%d]@%d (attempt %d); retrying in %.1fs",
-                              record.topic, record.partition, record.offset, attempt, delay)
-                await asyncio.sleep(delay)
-                if TP(record.topic, record.partition) not in app.consumer.assignment():
-                    return  # partition moved: the new owner redelivers from the last commit
+    dlq_ready: set[str] = set()
+
+    async def dead_letter(dlq: str, record: Record, headers: list[Header]) -> None:
+        if dlq not in dlq_ready:
+            from services.common.bus.kafka import KafkaBus  # its admin path creates the topic
+
+            await KafkaBus(broker).ensure_topic(dlq, partitions)
+            dlq_ready.add(dlq)
+        try:
+            await app.producer.send_and_wait(dlq, record.key, record.value, None, None, headers)
+        except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
+            raise RecordTooLarge(f"dead letter refused for its size: {exc!r}") from exc
+
+    def owned(record: Record) -> bool:
+        return TP(record.topic, record.partition) in app.consumer.assignment()
+
+    metrics.DEAD_LETTERS.labels(topic, group)
+    failures = metrics.HANDLER_FAILURES.labels(topic, group)
+
+    async def deliver_one(record: Record) -> None:
+        # Every outcome acks the event: REVOKED too, since faust only commits what this
+        # member still owns (the new owner redelivers from the last commit).
+        await deliver(
+            record,
+            handler,
+            group=group,
+            policy=policy,
+            dead_letter=dead_letter,
+            owned=lambda: owned(record),
+            on_failure=failures.inc,
+        )
 
     async def process(stream: faust.StreamT) -> None:
         # The event is acked when the loop asks for the next one, i.e. after `deliver`
         # returned; faust commits acked offsets (contiguous only) in the background.
         async for event in stream.events():
-            await deliver(record_of(event.message))
+            await deliver_one(record_of(event.message))
 
     app.agent(source, name=f"{group}.process")(process)
     return app

@@ -6,7 +6,14 @@
 - Group consumers: auto-commit off; a record's offset is committed only after the
   handler returned for it (and everything before it in its partition). A handler
   that raises gets the same record again after a backoff; later records of that
-  partition wait (order per station is kept).
+  partition wait (order per station is kept). `delivery.deliver` decides: an outage
+  is retried for as long as it takes, a poison record is dead-lettered after
+  `dlq_max_attempts` tries (the dead-letter topic is created on first use) and the
+  partition moves on.
+- Size: `publish` refuses a record over `max_record_bytes` with `RecordTooLarge`
+  before it reaches the producer, and so does a broker that refuses it for its size;
+  neither is an outage (`healthy` is untouched). The producer's max_request_size and
+  the `max.message.bytes` of topics we create leave room for a dead letter's headers.
 - `assign`: manual assignment of one partition, no group (the gateway's commands).
 - Startup tolerates a broker that is not up yet: the producer connects in the
   background and `healthy` stays False until it has.
@@ -21,17 +28,28 @@ from typing import Any, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, CommitFailedError
+from aiokafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+)
 
 from services.common.bus import metrics
-from services.common.bus.port import Handler, Header, Record
-from services.common.errors import BusUnavailable, ConfigError
+from services.common.bus.delivery import DLQ_HEADROOM_BYTES, DeliveryPolicy, Outcome, deliver
+from services.common.bus.port import Handler, Header, Record, record_size
+from services.common.errors import BusUnavailable, ConfigError, RecordTooLarge
 
 __all__ = ["KafkaBus"]
 
 log = logging.getLogger("csms.bus.kafka")
 
 _BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
+# The producer or the broker refusing a record for its size: this record, not the bus.
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+_READ_TIMEOUT_S = 30.0
 
 
 def _servers(url: str) -> str:
@@ -58,8 +76,19 @@ def _record(msg: Any) -> Record:
 class _Loop:
     """One consumer and the task that feeds its records to a handler."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, handler: Handler, *, commit: bool, name: str, topic: str, group: str) -> None:
-        self.consumer, self.handler, self.commit, self.name = consumer, handler, commit, name
+    def __init__(
+        self,
+        bus: "KafkaBus",
+        consumer: AIOKafkaConsumer,
+        handler: Handler,
+        *,
+        commit: bool,
+        name: str,
+        topic: str,
+        group: str,
+    ) -> None:
+        self.bus, self.consumer, self.handler, self.commit, self.name = bus, consumer, handler, commit, name
+        self.group = group
         self.task: asyncio.Task[None] | None = None
         self._lag: dict[TopicPartition, int] = {}
         # Never commit below our own last commit: after a rebalance hands the same partition
@@ -68,39 +97,27 @@ class _Loop:
         self._lag_gauge = metrics.CONSUMER_LAG.labels(topic, group)
         self._failures = metrics.HANDLER_FAILURES.labels(topic, group)
         self._records = metrics.RECORDS.labels(topic, group)
+        metrics.DEAD_LETTERS.labels(topic, group)  # exported at 0 from the start
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"kafka-{self.name}")
 
-    async def _deliver(self, msg: Any) -> None:
-        attempt = 0
-        while True:
-            try:
-                await self.handler(_record(msg))
-                self._records.inc()
-                return
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling() > 0:
-                    raise  # we are being stopped
-                # the handler's own awaited work was cancelled: a failure like any other
-                self._failures.inc()
-                delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
-                attempt += 1
-                log.error("handler cancelled on %s[%d]@%d (attempt %d); retrying in %.1fs",
-                          msg.topic, msg.partition, msg.offset, attempt, delay)
-                await asyncio.sleep(delay)
-                continue
-            except Exception:
-                self._failures.inc()
-                delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
-                attempt += 1
-                log.exception("handler failed on %s[%d]@%d (attempt %d); retrying in %.1fs",
-                              msg.topic, msg.partition, msg.offset, attempt, delay)
-                await asyncio.sleep(delay)
-                tp = TopicPartition(msg.topic, msg.partition)
-                if self.commit and tp not in self.consumer.assignment():
-                    return  # partition moved to another member: it will redeliver from the last commit
+    async def _deliver(self, msg: Any) -> Outcome:
+        tp = TopicPartition(msg.topic, msg.partition)
+        outcome = await deliver(
+            _record(msg),
+            self.handler,
+            group=self.group,
+            policy=self.bus.policy,
+            # an assigned reader (no group) has nobody to dead-letter for: it retries
+            dead_letter=self.bus._dead_letter if self.commit else None,
+            # partition moved to another member: it will redeliver from the last commit
+            owned=lambda: not self.commit or tp in self.consumer.assignment(),
+            on_failure=self._failures.inc,
+        )
+        if outcome is Outcome.HANDLED:
+            self._records.inc()
+        return outcome
 
     async def _run(self) -> None:
         while True:
@@ -117,7 +134,8 @@ class _Loop:
                 for msg in msgs:
                     if self.commit and tp not in self.consumer.assignment():
                         break
-                    await self._deliver(msg)
+                    if await self._deliver(msg) is Outcome.REVOKED:
+                        break
                     done = msg.offset
                 if done is not None:
                     high = self.consumer.highwater(tp)
@@ -151,8 +169,16 @@ class KafkaBus:
         replication_factor: int = 1,
         linger_ms: int = 2,
         client_id: str = "csms",
+        max_record_bytes: int = 1 << 20,
+        dlq_max_attempts: int = 5,
+        dlq_backoff_s: float = 0.2,
     ) -> None:
         self.servers = _servers(url)
+        self.max_record_bytes = max_record_bytes
+        # The broker and the producer accept a dead letter of a record at the limit.
+        self.max_message_bytes = max_record_bytes + DLQ_HEADROOM_BYTES
+        self.policy = DeliveryPolicy(max_attempts=dlq_max_attempts, backoff_s=dlq_backoff_s)
+        self._dlq_ready: set[str] = set()
         self.publish_timeout_s = publish_timeout_s
         self.replication_factor = replication_factor
         self.linger_ms = linger_ms
@@ -175,6 +201,7 @@ class KafkaBus:
                 linger_ms=self.linger_ms,
                 request_timeout_ms=int(self.publish_timeout_s * 1000),
                 retry_backoff_ms=100,
+                max_request_size=self.max_message_bytes,
             )
             try:
                 await producer.start()
@@ -216,7 +243,12 @@ class KafkaBus:
         try:
             await admin.start()
             try:
-                await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=self.replication_factor)])
+                await admin.create_topics([NewTopic(
+                    topic,
+                    num_partitions=partitions,
+                    replication_factor=self.replication_factor,
+                    topic_configs={"max.message.bytes": str(self.max_message_bytes)},
+                )])
                 log.info("created topic %s (%d partitions)", topic, partitions)
             except TopicAlreadyExistsError:
                 pass
@@ -241,12 +273,22 @@ class KafkaBus:
         headers: Sequence[Header] = (),
         partition: int | None = None,
     ) -> None:
+        kb = key.encode("utf-8", "surrogateescape")
+        size = record_size(kb, value, headers)
+        if size > self.max_record_bytes:
+            raise RecordTooLarge(f"record of {size} bytes for {topic} exceeds the bus limit of {self.max_record_bytes} bytes")
+        await self._send(topic, kb, value, headers, partition)
+
+    async def _send(self, topic: str, kb: bytes, value: bytes, headers: Sequence[Header], partition: int | None) -> None:
         producer = self._producer
         if producer is None:
             raise BusUnavailable("kafka producer not connected")
         try:
-            fut = await producer.send(topic, value=value, key=key.encode(), partition=partition, headers=list(headers))
+            fut = await producer.send(topic, value=value, key=kb, partition=partition, headers=list(headers))
             await asyncio.wait_for(fut, self.publish_timeout_s)
+        except _TOO_LARGE as exc:
+            # this record can never be accepted; the bus itself is fine (readiness unchanged)
+            raise RecordTooLarge(f"publish to {topic} refused for its size: {exc!r}") from exc
         except (KafkaError, asyncio.TimeoutError) as exc:
             if self._failing_since is None:
                 self._failing_since = time.monotonic()
@@ -255,6 +297,17 @@ class KafkaBus:
         if self._failing_since is not None:
             log.warning("kafka publishing recovered after %.1fs", time.monotonic() - self._failing_since)
             self._failing_since = None
+
+    async def _dead_letter(self, dlq: str, record: Record, headers: list[Header]) -> None:
+        """Delivery's sink: make sure the dead-letter topic exists (once per process; as
+        many partitions as the consumed topic), then publish with the dead-letter headroom."""
+        if dlq not in self._dlq_ready:
+            await self.ensure_topic(dlq, await self.partitions(record.topic))
+            self._dlq_ready.add(dlq)
+        size = record_size(record.key, record.value, headers)
+        if size > self.max_message_bytes:
+            raise RecordTooLarge(f"dead letter of {size} bytes exceeds {self.max_message_bytes}")
+        await self._send(dlq, record.key, record.value, headers, None)
 
     # -- consume -------------------------------------------------------------------
     async def subscribe(self, topic: str, group: str, handler: Handler, *, from_beginning: bool = True) -> _Loop:
@@ -268,15 +321,22 @@ class KafkaBus:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             max_poll_interval_ms=300_000,
+            max_partition_fetch_bytes=max(1 << 20, self.max_message_bytes),
         )
         await consumer.start()
-        loop = _Loop(consumer, handler, commit=True, name=f"{group}/{topic}", topic=topic, group=group)
+        loop = _Loop(self, consumer, handler, commit=True, name=f"{group}/{topic}", topic=topic, group=group)
         loop.start()
         self._loops.append(loop)
         return loop
 
     async def assign(self, topic: str, partition: int, handler: Handler, *, from_beginning: bool = False) -> _Loop:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.servers, client_id=f"{self.client_id}-assign", group_id=None, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.servers,
+            client_id=f"{self.client_id}-assign",
+            group_id=None,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=max(1 << 20, self.max_message_bytes),
+        )
         await consumer.start()
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
@@ -284,7 +344,63 @@ class KafkaBus:
             await consumer.seek_to_beginning(tp)
         else:
             await consumer.seek_to_end(tp)
-        loop = _Loop(consumer, handler, commit=False, name=f"assign/{topic}[{partition}]", topic=topic, group="")
+        loop = _Loop(self, consumer, handler, commit=False, name=f"assign/{topic}[{partition}]", topic=topic, group="")
         loop.start()
         self._loops.append(loop)
         return loop
+
+    # -- read (no group) -------------------------------------------------------------
+    async def read(
+        self,
+        topic: str,
+        *,
+        limit: int = 1000,
+        partition: int | None = None,
+        start: int | None = None,
+    ) -> list[Record]:
+        if limit <= 0:
+            return []
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.servers,
+            client_id=f"{self.client_id}-read",
+            group_id=None,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=max(1 << 20, self.max_message_bytes),
+        )
+        try:
+            await consumer.start()
+            return await asyncio.wait_for(self._read(consumer, topic, limit, partition, start), _READ_TIMEOUT_S)
+        except asyncio.TimeoutError as exc:
+            raise BusUnavailable(f"reading {topic} did not finish within {_READ_TIMEOUT_S:.0f}s") from exc
+        except KafkaError as exc:
+            raise BusUnavailable(f"reading {topic} failed: {exc!r}") from exc
+        finally:
+            await consumer.stop()
+
+    async def _read(self, consumer: AIOKafkaConsumer, topic: str, limit: int, partition: int | None, start: int | None) -> list[Record]:
+        if topic not in await consumer.topics():  # never auto-create a topic by reading it
+            return []
+        count = await self.partitions(topic)
+        tps = [TopicPartition(topic, p) for p in range(count) if partition is None or p == partition]
+        if not tps:
+            return []
+        firsts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        begin = {tp: max(firsts[tp], start) if start is not None and partition is not None else firsts[tp] for tp in tps}
+        stop_at = {tp: min(ends[tp], begin[tp] + limit) for tp in tps}
+        pending = {tp for tp in tps if stop_at[tp] > begin[tp]}
+        if not pending:
+            return []
+        consumer.assign(list(pending))
+        for tp in pending:
+            consumer.seek(tp, begin[tp])
+        out: list[Record] = []
+        while pending:
+            batches = await consumer.getmany(*pending, timeout_ms=500, max_records=500)
+            for tp, msgs in batches.items():
+                out.extend(_record(m) for m in msgs if m.offset < stop_at[tp])
+            for tp in list(pending):
+                if await consumer.position(tp) >= stop_at[tp]:
+                    pending.discard(tp)
+        out.sort(key=lambda r: (r.timestamp_ms, r.partition, r.offset))
+        return out[:limit]

@@ -5,6 +5,12 @@ topics with partitions, murmur2 key placement, per-partition order, consumer gro
 that share partitions and rebalance when members come and go, offsets committed only
 after the handler returned (a failing handler gets the same record again), and
 manual partition assignment. It carries the same encoded bytes and headers as Kafka.
+
+Like Kafka it has a record size limit (`max_record_bytes`, `RecordTooLarge`), dead
+letters (`delivery.deliver`, the same policy as KafkaBus) and retention: each partition
+keeps a bounded window of records, by bytes (`retention_bytes`: key + value + headers)
+and by age (`retention_s`), trimmed on publish. A consumer behind the window continues
+at the first retained offset, as a Kafka consumer with auto.offset.reset=earliest does.
 """
 
 from __future__ import annotations
@@ -16,25 +22,62 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from services.common.bus import metrics
-from services.common.bus.port import Handler, Header, Record, partition_for
-from services.common.errors import BusUnavailable
+from services.common.bus.delivery import DLQ_HEADROOM_BYTES, DeliveryPolicy, Outcome, deliver
+from services.common.bus.port import Handler, Header, Record, partition_for, record_size
+from services.common.errors import BusUnavailable, RecordTooLarge
 
 __all__ = ["MemoryBus"]
 
 log = logging.getLogger("csms.bus.memory")
 
-_RETRY_BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0)
+_COMPACT_AT = 1024  # drop trimmed list slots once this many (and half the list) are dead
+_TRIMMED = Record("", 0, -1, b"", b"")  # what a trimmed slot holds until compaction
 
 
 @dataclass
 class _Partition:
+    # records[head:] are retained; records[:head] were trimmed and await compaction
+    # (amortised O(1) trimming from the front of a list).
     records: list[Record] = field(default_factory=list)
-    base: int = 0  # offset of records[0] (older records were trimmed)
+    sizes: list[int] = field(default_factory=list)
+    head: int = 0
+    base: int = 0  # offset of records[head] (older records were trimmed)
+    bytes: int = 0  # retained bytes (record_size of records[head:])
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
     @property
+    def count(self) -> int:
+        return len(self.records) - self.head
+
+    @property
     def end(self) -> int:
-        return self.base + len(self.records)
+        return self.base + self.count
+
+    def at(self, offset: int) -> Record:
+        return self.records[self.head + offset - self.base]
+
+    def append(self, record: Record, size: int) -> None:
+        self.records.append(record)
+        self.sizes.append(size)
+        self.bytes += size
+
+    def trim(self, max_bytes: int, min_timestamp_ms: int) -> int:
+        """Drop the oldest records while over `max_bytes` or older than `min_timestamp_ms`;
+        the newest record always stays (Kafka keeps its active segment). Returns how many."""
+        dropped = 0
+        while self.count > 1 and (
+            self.bytes > max_bytes or self.records[self.head].timestamp_ms < min_timestamp_ms
+        ):
+            self.bytes -= self.sizes[self.head]
+            self.records[self.head] = _TRIMMED  # release the bytes now, not at compaction
+            self.head += 1
+            self.base += 1
+            dropped += 1
+        if self.head >= _COMPACT_AT and self.head * 2 >= len(self.records):
+            del self.records[: self.head]
+            del self.sizes[: self.head]
+            self.head = 0
+        return dropped
 
     def wake(self) -> None:
         waiters, self.waiters = self.waiters, []
@@ -50,11 +93,6 @@ class _Partition:
         await fut
 
 
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
 class _PartitionReader:
     """Delivers one partition's records to a handler, one at a time, in order."""
 
@@ -62,15 +100,24 @@ class _PartitionReader:
         self.bus, self.topic, self.partition, self.handler, self.group = bus, topic, partition, handler, group
         self.position = start
         self._stopping = False
-        labels = (topic, group.name if group is not None else "")
+        self._stop_event = asyncio.Event()
+        self.group_name = group.name if group is not None else ""
+        labels = (topic, self.group_name)
         self._lag = metrics.CONSUMER_LAG.labels(*labels)
         self._failures = metrics.HANDLER_FAILURES.labels(*labels)
         self._records = metrics.RECORDS.labels(*labels)
+        metrics.DEAD_LETTERS.labels(*labels)  # exported at 0 from the start
         self.task = asyncio.create_task(self._run(), name=f"bus-reader-{topic}-{partition}")
+
+    async def _pause(self, delay: float) -> None:
+        """A back-off that ends early when the reader is stopped."""
+        try:
+            await asyncio.wait_for(self._stop_event.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
 
     async def _run(self) -> None:
         part = self.bus._topic(self.topic)[self.partition]
-        attempt = 0
         while not self._stopping:
             if self.group is not None:
                 self.position = max(self.position, self.group.committed.get((self.topic, self.partition), 0))
@@ -78,44 +125,33 @@ class _PartitionReader:
             if part.end <= self.position:
                 await part.wait_beyond(self.position)
                 continue
-            record = part.records[self.position - part.base]
-            try:
-                await self.handler(record)
-            except asyncio.CancelledError:
-                if _being_cancelled():
-                    raise
-                # the handler's own awaited work was cancelled: a failure like any other
-                self._failures.inc()
-                self._failed(record, attempt)
-                await asyncio.sleep(_RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)])
-                attempt += 1
-                continue
-            except Exception:
-                self._failures.inc()
-                delay = _RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)]
-                attempt += 1
-                log.exception(
-                    "handler failed on %s[%d]@%d (attempt %d); redelivering in %.2fs",
-                    self.topic, self.partition, record.offset, attempt, delay,
-                )
-                await asyncio.sleep(delay)
-                continue
-            attempt = 0
+            record = part.at(self.position)
+            outcome = await deliver(
+                record,
+                self.handler,
+                group=self.group_name,
+                policy=self.bus.policy,
+                # readers without a group (assign) have nobody to dead-letter for: they retry
+                dead_letter=self.bus._dead_letter if self.group is not None else None,
+                owned=lambda: not self._stopping,
+                pause=self._pause,
+                on_failure=self._failures.inc,
+            )
+            if outcome is Outcome.REVOKED:
+                continue  # stopping: the record stays uncommitted for the next owner
             self.position = record.offset + 1
-            self._records.inc()
+            if outcome is Outcome.HANDLED:
+                self._records.inc()
             if self.group is not None:
                 self.group.commit(self.topic, self.partition, self.position)
                 self._lag.set(self.bus.lag(self.group.name, self.topic))
             else:
                 self._lag.set(part.end - self.position)
 
-    def _failed(self, record: Record, attempt: int) -> None:
-        log.error("handler cancelled on %s[%d]@%d (attempt %d); redelivering",
-                  self.topic, self.partition, record.offset, attempt + 1)
-
     async def stop(self, *, abandon: bool = False) -> None:
         """Graceful: finish the record in hand, then stop. abandon: die now (a crash)."""
         self._stopping = True
+        self._stop_event.set()
         part = self.bus._topic(self.topic)[self.partition]
         if abandon or not self.task.done():
             # Wake a reader parked on an empty partition; a busy one finishes its record.
@@ -185,11 +221,25 @@ class _Assignment:
 
 
 class MemoryBus:
-    """See module docstring. `default_partitions` applies to topics created on first use."""
+    """See module docstring. `default_partitions` applies to topics created on first use
+    (a dead-letter topic included). The keyword options are the settings of the same
+    names (`runtime.bus_options`); the defaults are the settings' defaults."""
 
-    def __init__(self, default_partitions: int = 8, retention: int = 500_000) -> None:
+    def __init__(
+        self,
+        default_partitions: int = 8,
+        *,
+        retention_bytes: int = 8 << 20,
+        retention_s: float = 86_400.0,
+        max_record_bytes: int = 1 << 20,
+        dlq_max_attempts: int = 5,
+        dlq_backoff_s: float = 0.2,
+    ) -> None:
         self.default_partitions = default_partitions
-        self.retention = retention
+        self.retention_bytes = retention_bytes
+        self.retention_s = retention_s
+        self.max_record_bytes = max_record_bytes
+        self.policy = DeliveryPolicy(max_attempts=dlq_max_attempts, backoff_s=dlq_backoff_s)
         self._topics: dict[str, list[_Partition]] = {}
         self._groups: dict[tuple[str, str], _Group] = {}
         self._available = True
@@ -235,22 +285,31 @@ class MemoryBus:
         headers: Sequence[Header] = (),
         partition: int | None = None,
     ) -> None:
+        kb = key.encode("utf-8", "surrogateescape")
+        size = record_size(kb, value, headers)
+        if size > self.max_record_bytes:
+            raise RecordTooLarge(f"record of {size} bytes for {topic} exceeds the bus limit of {self.max_record_bytes} bytes")
+        self._append(topic, kb, value, headers, partition, size)
+
+    def _append(self, topic: str, kb: bytes, value: bytes, headers: Sequence[Header], partition: int | None, size: int) -> None:
         if not self._available:
             raise BusUnavailable("memory bus marked unavailable")
         parts = self._topic(topic)
-        kb = key.encode()
         p = partition_for(kb, len(parts)) if partition is None else partition
         if not 0 <= p < len(parts):
             raise ValueError(f"partition {p} out of range for {topic} ({len(parts)})")
         part = parts[p]
-        part.records.append(
-            Record(topic, p, part.end, kb, value, tuple(headers), int(time.time() * 1000))
-        )
-        if len(part.records) > self.retention:
-            drop = len(part.records) - self.retention
-            del part.records[:drop]
-            part.base += drop
+        now_ms = int(time.time() * 1000)
+        part.append(Record(topic, p, part.end, kb, value, tuple(headers), now_ms), size)
+        part.trim(self.retention_bytes, now_ms - int(self.retention_s * 1000))
         part.wake()
+
+    async def _dead_letter(self, dlq: str, record: Record, headers: list[Header]) -> None:
+        """Delivery's sink: the original key and value, allowed the dead-letter headroom."""
+        size = record_size(record.key, record.value, headers)
+        if size > self.max_record_bytes + DLQ_HEADROOM_BYTES:
+            raise RecordTooLarge(f"dead letter of {size} bytes exceeds {self.max_record_bytes + DLQ_HEADROOM_BYTES}")
+        self._append(dlq, record.key, record.value, headers, None, size)
 
     # -- consume -----------------------------------------------------------
     async def subscribe(self, topic: str, group: str, handler: Handler, *, from_beginning: bool = True) -> _Member:
@@ -274,9 +333,38 @@ class MemoryBus:
         self._subs.append(sub)
         return sub
 
+    async def read(
+        self,
+        topic: str,
+        *,
+        limit: int = 1000,
+        partition: int | None = None,
+        start: int | None = None,
+    ) -> list[Record]:
+        parts = self._topics.get(topic)
+        if parts is None or limit <= 0:
+            return []
+        chosen = range(len(parts)) if partition is None else [partition] if 0 <= partition < len(parts) else []
+        out: list[Record] = []
+        for i in chosen:
+            part = parts[i]
+            first = max(part.base, start if start is not None and partition is not None else part.base)
+            last = min(part.end, first + limit)
+            out.extend(part.at(o) for o in range(first, last))
+        out.sort(key=lambda r: (r.timestamp_ms, r.partition, r.offset))
+        return out[:limit]
+
     # -- introspection (tests, /metrics) -------------------------------------
     def end_offsets(self, topic: str) -> list[int]:
         return [p.end for p in self._topic(topic)]
+
+    def retained(self, topic: str) -> list[tuple[int, int]]:
+        """(records, bytes) retained per partition."""
+        return [(p.count, p.bytes) for p in self._topic(topic)]
+
+    def base_offsets(self, topic: str) -> list[int]:
+        """The first retained offset of each partition."""
+        return [p.base for p in self._topic(topic)]
 
     def lag(self, group: str, topic: str) -> int:
         g = self._groups.get((group, topic))

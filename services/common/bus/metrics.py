@@ -13,3 +13,8 @@ HANDLER_FAILURES = Counter(
     ["topic", "group"],
 )
 RECORDS = Counter("csms_bus_records_consumed_total", "Records handled successfully", ["topic", "group"])
+DEAD_LETTERS = Counter(
+    "csms_bus_dead_letters_total",
+    "Records a consumer group gave up on and published to the dead-letter topic (docs/dead-letters.md)",
+    ["topic", "group"],
+)

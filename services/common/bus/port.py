@@ -12,16 +12,42 @@ tests/contract/test_bus_contract.py:
   time. The offset is committed only after the handler returns, so a handler that
   raises (or a member that dies) gets the record again: at-least-once.
 - `assign` reads one partition without a group (the gateway's command partition).
+- Poison and outages (docs/dead-letters.md): a handler exception that `is_transient`
+  (the store or the bus did not answer) pauses the partition and retries for as long
+  as it takes; any other exception is retried a bounded number of times, then the
+  record is dead-lettered to `topics.dlq_topic(topic)` and the partition moves on
+  (`services.common.bus.delivery`, shared by every adapter).
+- A record carrying a `csms_replay_group` header (a replay from a dead-letter topic)
+  is delivered only to that group; consumers of any other group skip it.
+- `publish` raises `RecordTooLarge` (not retriable, and no sign of an outage: `healthy`
+  stays True) for a record over the bus's `max_record_bytes` (`record_size`).
+- `read` returns a topic's retained records without a group (dead-letter listings).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol, Sequence
 
-__all__ = ["Record", "Handler", "Subscription", "Bus", "partition_for", "murmur2"]
+from services.common.errors import CsmsError
+
+__all__ = [
+    "Record",
+    "Handler",
+    "Subscription",
+    "Bus",
+    "REPLAY_GROUP_HEADER",
+    "is_transient",
+    "partition_for",
+    "murmur2",
+    "record_size",
+]
 
 Header = tuple[str, bytes]
+
+# Set by a replay from a dead-letter topic: only this consumer group handles the record.
+REPLAY_GROUP_HEADER = "csms_replay_group"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +68,67 @@ class Record:
 
 
 Handler = Callable[[Record], Awaitable[None]]
+
+
+def record_size(key: bytes, value: bytes, headers: Sequence[Header] = ()) -> int:
+    """What a record weighs against the bus limit and the memory bus's retention:
+    key + value + header names and values (Kafka's per-record framing is left out,
+    so both adapters count the same bytes)."""
+    return len(key) + len(value) + sum(len(k.encode("utf-8", "surrogateescape")) + len(v) for k, v in headers)
+
+
+def _cassandra_transient() -> tuple[type[BaseException], ...]:
+    """The Cassandra driver's availability and timeout errors, in case one escapes the
+    store adapter (it maps the common ones to StoreUnavailable). Empty without the driver."""
+    try:
+        from cassandra import CoordinationFailure, OperationTimedOut, Timeout, Unavailable
+        from cassandra.cluster import NoHostAvailable
+        from cassandra.connection import ConnectionException
+        from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage
+    except ImportError:  # pragma: no cover - the driver is a declared dependency
+        return ()
+    return (
+        Timeout,  # ReadTimeout, WriteTimeout
+        Unavailable,
+        OperationTimedOut,
+        CoordinationFailure,  # ReadFailure, WriteFailure: replicas failed, not the data
+        NoHostAvailable,
+        ConnectionException,
+        OverloadedErrorMessage,
+        IsBootstrappingErrorMessage,
+    )
+
+
+_TRANSIENT_TYPES: tuple[type[BaseException], ...] | None = None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when a handler's exception means "a dependency did not answer" (an outage:
+    pause and retry for as long as it takes, never dead-letter) rather than "this record
+    cannot be processed" (poison: bounded tries, then the dead-letter topic).
+
+    Transient: a `CsmsError` with `retriable` (BusUnavailable, StoreUnavailable),
+    TimeoutError, OSError (ConnectionError included) and the Cassandra driver's
+    availability/timeout errors; also an exception raised *from* one of these, and an
+    exception group whose members are all transient. Everything else is poison,
+    including a cancelled await inside the handler and RecordTooLarge.
+    """
+    global _TRANSIENT_TYPES
+    if _TRANSIENT_TYPES is None:
+        _TRANSIENT_TYPES = (TimeoutError, asyncio.TimeoutError, OSError) + _cassandra_transient()
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, CsmsError):
+            return bool(current.retriable)  # the error hierarchy's own verdict
+        if isinstance(current, BaseExceptionGroup):
+            if current.exceptions and all(is_transient(e) for e in current.exceptions):
+                return True
+        elif isinstance(current, _TRANSIENT_TYPES):
+            return True
+        current = current.__cause__
+        seen += 1
+    return False
 
 
 class Subscription(Protocol):
@@ -93,6 +180,19 @@ class Bus(Protocol):
         from_beginning: bool = False,
     ) -> Subscription:
         """Read one partition without a group, starting at the end unless told otherwise."""
+
+    async def read(
+        self,
+        topic: str,
+        *,
+        limit: int = 1000,
+        partition: int | None = None,
+        start: int | None = None,
+    ) -> list[Record]:
+        """The topic's retained records, without a group and without committing: every
+        partition (or only `partition`, from offset `start`) from its first retained
+        offset up to its end offset at call time, at most `limit` per partition, merged
+        oldest first and cut to `limit`. A missing topic reads as empty."""
 
 
 def murmur2(data: bytes) -> int:
