@@ -163,6 +163,7 @@ class CommandIssued:
     command_type: str
     ocpp_action: str = ""
     payload_json: str = "{}"
+    issuer: str = ""
 
 
 @dataclass(frozen=True, slots=True)

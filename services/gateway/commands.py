@@ -21,7 +21,7 @@ import orjson
 from services.common import codec, topics
 from services.common.bus.port import Record, Subscription
 from services.common.config import gateway_ordinal
-from services.common.errors import ConfigError
+from services.common.errors import ConfigError, RecordTooLarge
 from services.common.events import CommandIssued, CommandResult, Envelope
 from services.gateway import frames, metrics, ownership, translate
 from services.gateway.hub import Hub
@@ -131,7 +131,7 @@ class CommandRunner:
         except ValueError as exc:  # InvalidCommand, bad JSON
             await self._result(cmd, "Rejected", remaining, code="InvalidCommand", description=str(exc), version=version)
             return
-        await self._publish(cmd, CommandIssued(cmd.command_id, cmd.command_type, action, orjson.dumps(payload).decode()), remaining, version=version, action=action)
+        await self._publish(cmd, CommandIssued(cmd.command_id, cmd.command_type, action, orjson.dumps(payload).decode(), cmd.issuer), remaining, version=version, action=action)
         timeout = min(remaining, hub.settings.command_timeout_s, hub.limits.call_timeout_s)
         try:
             mid, answer = await conn.call(action, payload, timeout)
@@ -191,5 +191,18 @@ class CommandRunner:
             gateway_id=hub.gateway_id, ocpp_version=version, message_id=mid, action=action,
         )
         deadline = hub.monotonic() + max(remaining, 0.0) + _RESULT_GRACE_S
-        if not await hub.publisher.publish(env, deadline=deadline):
+        try:
+            published = await hub.publisher.publish(env, deadline=deadline)
+        except RecordTooLarge as exc:
+            # A station's answer (GetConfiguration, a report) can be as large as a frame: keep
+            # the command's outcome, drop the body that cannot be a record, and say so.
+            log.warning("station=%s %s for command %s too large: %s", cmd.station_id, type(body).__name__, cmd.command_id, exc)
+            if isinstance(body, CommandResult):
+                body = dataclasses.replace(body, response_json="{}", error_code=body.error_code or "ResponseTooLarge", error_description=str(exc)[:255])
+            elif isinstance(body, CommandIssued):
+                body = dataclasses.replace(body, payload_json="{}")
+            else:
+                return
+            published = await hub.publisher.publish(dataclasses.replace(env, body=body), deadline=deadline)
+        if not published:
             log.warning("station=%s %s for command %s not published (bus down)", cmd.station_id, type(body).__name__, cmd.command_id)

@@ -11,6 +11,10 @@
 - A CALL whose id equals a queued or in-flight CALL is dropped when byte-identical (the
   station retrying while the answer is withheld) and answered with a CALLERROR otherwise.
 - While the boot status is Pending/Rejected, only BootNotification is served (SecurityError).
+- A CALL over its action's frame limit (derived from the bus record limit, `sizes`) and an
+  event the bus refuses for its size (`RecordTooLarge`) are that CALL's CALLERROR; neither
+  is an outage. Transaction messages are validated leniently; every field accepted that
+  way is counted (`csms_gateway_lenient_fields_total`) and logged once per connection.
 - At most one CSMS -> station CALL is outstanding (`call()` holds a lock until answered).
 """
 
@@ -29,7 +33,7 @@ from aiohttp import web
 from ocpp.exceptions import OCPPError
 from opentelemetry import trace
 
-from services.common.errors import CsmsError
+from services.common.errors import CsmsError, RecordTooLarge
 from services.common.events import Body, Envelope
 from services.common.telemetry import tracer
 from services.gateway import errors, frames, metrics, validation
@@ -189,8 +193,14 @@ class Connection:
             reply = errors.call_error(version, mid, "SecurityError", f"{action} not allowed while boot status is {self.state.boot_status}")
         else:
             handler = handler_for(version, action)
-            reply = frames.check_call(version, call, handler is not None, handler is None and is_csms_to_station(version, action))
+            notes: list[validation.Lenient] | None = [] if action in validation.LENIENT_ACTIONS.get(version, ()) else None
+            reply = frames.check_call(
+                version, call, handler is not None, handler is None and is_csms_to_station(version, action),
+                max_bytes=self.hub.frame_limit, lenient=notes,
+            )
             if reply is None and handler is not None:
+                if notes:
+                    self._lenient_notes(action, notes)
                 reply = await self._dispatch(handler, call, received_at)
         if reply is not None:
             await self.send(reply)
@@ -202,11 +212,14 @@ class Connection:
         async def publish(body: Body, station_time: datetime | None = None) -> None:
             await self._publish(body, station_time, mid, call.action, received_at)
 
+        def lenient(field: str, detail: str) -> None:
+            self._lenient(call.action, field, detail)
+
         ctx = CallContext(
             station_id=self.station_id, ocpp_version=self.version, message_id=mid, action=call.action,
             received_at=received_at, settings=hub.settings, store=hub.rt.store, clock=hub.rt.clock,
             gateway_id=hub.gateway_id, state=self.state, publish=publish,
-            admit_boot=hub.admit_boot, token_status=hub.token_status,
+            admit_boot=hub.admit_boot, token_status=hub.token_status, lenient=lenient,
         )
         with _span(call.action, self.station_id):
             try:
@@ -217,6 +230,11 @@ class Connection:
             except OCPPError as exc:
                 log.info("station=%s %s %s answered %s", self.station_id, call.action, mid, exc.code)
                 return errors.from_exception(self.version, mid, exc)
+            except RecordTooLarge as exc:
+                # This one event can never be published; the bus is fine. Answer this CALL
+                # (the station must not retry it unchanged) and keep serving the rest.
+                log.warning("station=%s %s %s refused: %s", self.station_id, call.action, mid, exc)
+                return errors.call_error(self.version, mid, "FormatViolation", str(exc))
             except (CsmsError, TimeoutError, OSError) as exc:
                 if getattr(exc, "retriable", True):
                     # A backend we depend on is down: withhold the answer so the station
@@ -228,6 +246,29 @@ class Connection:
             except Exception:
                 log.exception("station=%s %s %s failed", self.station_id, call.action, mid)
                 return errors.call_error(self.version, mid, "InternalError", "The CSMS could not process the request")
+
+    def _lenient_notes(self, action: str, notes: list[validation.Lenient]) -> None:
+        counts: dict[str, int] = {}
+        first: dict[str, validation.Lenient] = {}
+        for note in notes:
+            counts[note.field] = counts.get(note.field, 0) + 1
+            first.setdefault(note.field, note)
+        for field, n in counts.items():
+            note = first[field]
+            self._lenient(action, field, f"{note.kind}: {note.detail}", n)
+
+    def _lenient(self, action: str, field: str, detail: str, n: int = 1) -> None:
+        """Count a leniently accepted field; log it once per connection per (action, field)."""
+        metrics.lenient(action, field, n)
+        logged = self.state.lenient_logged
+        if logged is None:
+            logged = self.state.lenient_logged = set()
+        if (action, field) not in logged:
+            logged.add((action, field))
+            log.warning(
+                "station=%s %s: %s accepted leniently (%s); further occurrences on this connection are only counted",
+                self.station_id, action, field, detail,
+            )
 
     async def _publish(self, body: Body, station_time: datetime | None, mid: str, action: str, received_at: datetime) -> None:
         hub = self.hub

@@ -17,11 +17,18 @@ from services.common.events import Body
 from services.common.store.port import Store
 from services.common.timeutil import Clock
 
-__all__ = ["ConnectionState", "CallContext", "Publish"]
+__all__ = ["ConnectionState", "CallContext", "Publish", "Lenient"]
 
 # publish(body, station_time): returns once the bus accepted the event (durable); retries
 # internally and never raises for bus outages, so a handler's answer is never sent early.
 Publish = Callable[[Body, datetime | None], Awaitable[None]]
+# lenient(field, detail): the handler accepted `field` of a transaction message although it
+# is out of range or unusable (docs/gateway-leniency.md); counted and logged by the core.
+Lenient = Callable[[str, str], None]
+
+
+def _no_lenient(field: str, detail: str) -> None:
+    return None
 
 
 @dataclass
@@ -30,6 +37,9 @@ class ConnectionState:
 
     boot_status: str | None = None          # None until the first BootNotification answer
     attributes: dict[str, Any] = field(default_factory=dict)
+    # (action, field) pairs whose lenient acceptance was logged on this connection; bounded
+    # by the metric's label set, created on first use (idle connections carry nothing).
+    lenient_logged: set[tuple[str, str]] | None = None
 
 
 @dataclass
@@ -48,3 +58,4 @@ class CallContext:
     admit_boot: Callable[[], bool]          # admission control: False = answer Pending
     # cached token lookup: "Accepted" / "Blocked" / "Expired" / "Invalid" (unknown -> "Invalid")
     token_status: Callable[[str], Awaitable[str]]
+    lenient: Lenient = _no_lenient

@@ -3,7 +3,7 @@
 `parse()` answers what can be answered without knowing the action (unreadable JSON,
 wrong shape, bad message id, unknown message type, too deep) with a ready `Reply`;
 CALLs go on to the connection's queue, where `check_call()` does the action-level
-checks (case-sensitive action, direction, payload shape, schema) in order.
+checks (case-sensitive action, direction, payload shape, size, schema) in order.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, Union
 
 import orjson
 
-from services.gateway import validation
+from services.gateway import sizes, validation
 from services.gateway.errors import V16, call_error
 
 __all__ = ["Call", "Result", "Error", "Reply", "Ignore", "Frame", "parse", "check_call", "depth_exceeds", "MAX_ID_LEN"]
@@ -117,11 +117,22 @@ def parse(version: str, text: str, max_depth: int) -> Frame:
     return Ignore(f"unknown MessageTypeId {kind}")  # 1.6 and 2.1: ignore
 
 
-def check_call(version: str, call: Call, station_side: bool, csms_side: bool) -> str | None:
+def check_call(
+    version: str,
+    call: Call,
+    station_side: bool,
+    csms_side: bool,
+    *,
+    max_bytes: int | None = None,
+    lenient: list[validation.Lenient] | None = None,
+) -> str | None:
     """Action-level checks of a CALL. None if it may be dispatched, else a CALLERROR text.
 
     `station_side`: we have a handler for the action; `csms_side`: the action exists in
-    this version only in the CSMS -> station direction."""
+    this version only in the CSMS -> station direction; `max_bytes`: the action frame
+    limit (`sizes.frame_limit`). Transaction messages are validated leniently
+    (`validation.check`): their payload may be canonicalised in place, and the fields
+    accepted leniently are appended to `lenient` when given."""
     action, payload = call.action, call.payload
     if not station_side:
         if csms_side or action in validation.request_actions(version):
@@ -129,7 +140,16 @@ def check_call(version: str, call: Call, station_side: bool, csms_side: bool) ->
         return call_error(version, call.message_id, "NotImplemented", f"Unknown action {action[:64]!r}")
     if not isinstance(payload, dict):
         return call_error(version, call.message_id, "FormatViolation", "Payload must be a JSON object")
+    # A code point is at most 4 UTF-8 bytes: most frames need no measuring at all.
+    if max_bytes is not None and len(call.raw) * 4 > max_bytes:
+        too_big = sizes.oversize(action, call.raw, payload, max_bytes)
+        if too_big is not None:
+            return call_error(version, call.message_id, "FormatViolation", too_big)
     violation = validation.validate(version, action, payload)
-    if violation is not None:
-        return call_error(version, call.message_id, violation[0], violation[1])
+    if violation is not None:  # the lenient pass runs only here: valid frames pay nothing for it
+        violation, notes = validation.relax(version, action, payload, violation)
+        if violation is not None:
+            return call_error(version, call.message_id, violation[0], violation[1])
+        if notes and lenient is not None:
+            lenient.extend(notes)
     return None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Coroutine
 from services.common.errors import StoreError
 from services.common.runtime import Runtime
 from services.common.store.port import Token
-from services.gateway import metrics
+from services.gateway import metrics, sizes
 from services.gateway.limits import TokenBucket, TTLCache
 from services.gateway.publisher import Publisher
 
@@ -66,6 +66,7 @@ class Hub:
         self.settings = rt.settings
         self.gateway_id = rt.settings.gateway_id
         self.limits = Limits.from_extra(rt.settings.extra)
+        self.frame_limit = sizes.frame_limit(rt.settings.bus_max_record_bytes)  # per-action CALL limit
         self.publisher = Publisher(rt)
         self.connections: dict[str, "Connection"] = {}
         self.stopping = False

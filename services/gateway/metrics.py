@@ -15,7 +15,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 __all__ = [
     "connection_opened", "connection_closed", "open_connections", "HANDSHAKE_REJECTIONS", "MESSAGES", "CALLERRORS",
     "HANDLING_SECONDS", "FENCED", "PUBLISH_FAILURES", "WITHHELD", "BOOT_PENDING",
-    "AUTH_FAILURES", "CLOCK_SKEW", "COMMANDS", "callerror", "message", "handling", "rejected",
+    "AUTH_FAILURES", "CLOCK_SKEW", "COMMANDS", "LENIENT_FIELDS", "RECORDS_TOO_LARGE", "callerror", "message",
+    "handling", "rejected", "lenient",
 ]
 
 
@@ -77,10 +78,21 @@ CLOCK_SKEW = Histogram(
     buckets=(0.1, 0.5, 1, 2, 5, 15, 60, 300, 900, 3600, 21600, 86400, 604800),
 )
 COMMANDS = Counter("csms_gateway_commands_total", "Commands handled by this gateway", ["command_type", "status"])
+# field: a JSON path without indexes taken from the action's schema (or a fixed handler
+# field name), so the label set is bounded whatever stations send.
+LENIENT_FIELDS = Counter(
+    "csms_gateway_lenient_fields_total",
+    "Fields of transaction messages accepted although the strict schema refuses them (canonicalised or kept raw)",
+    ["action", "field"],
+)
+RECORDS_TOO_LARGE = Counter(
+    "csms_gateway_records_too_large_total", "Events refused for their size before or by the bus (the CALL got a CALLERROR)"
+)
 
 _callerror_children: dict[str, Counter] = {}
 _message_children: dict[tuple[str, str], Counter] = {}
 _handling_children: dict[str, Histogram] = {}
+_lenient_children: dict[tuple[str, str], Counter] = {}
 
 
 def callerror(code: str) -> None:
@@ -107,3 +119,11 @@ def handling(action: str) -> Histogram:
 
 def rejected(reason: str) -> None:
     HANDSHAKE_REJECTIONS.labels(reason=reason).inc()
+
+
+def lenient(action: str, field: str, n: int = 1) -> None:
+    key = (action, field)
+    child = _lenient_children.get(key)
+    if child is None:
+        child = _lenient_children[key] = LENIENT_FIELDS.labels(action=action, field=field)
+    child.inc(n)

@@ -5,6 +5,13 @@ retries with capped exponential backoff (50 ms -> 2 s) for as long as the caller
 still interested (`alive()`: the station's socket is open; or until a deadline), marks
 the gateway not-ready, and logs once per outage. It never turns a bus failure into a
 CALLERROR: the answer is withheld so that the station retries.
+
+A record that is too large is not a bus failure: no retry can make it fit, and it says
+nothing about the bus's health. `publish()` measures the encoded record against
+`settings.bus_max_record_bytes` (as the bus does, `bus.port.record_size`) before sending
+and raises `RecordTooLarge` at once; the same error from the bus is re-raised without a
+retry. Neither marks the gateway not-ready nor withholds anything: the caller answers
+that one CALL with a CALLERROR.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from typing import Callable
 from opentelemetry import trace
 
 from services.common import codec, topics
+from services.common.bus.port import record_size
+from services.common.errors import RecordTooLarge
 from services.common.events import Envelope
 from services.common.runtime import Runtime
 from services.gateway import metrics
@@ -57,9 +66,15 @@ class Publisher:
         alive: Callable[[], bool] | None = None,
         deadline: float | None = None,
     ) -> bool:
-        """True once durable; False if `alive()` turned False or `deadline` (monotonic) passed."""
+        """True once durable; False if `alive()` turned False or `deadline` (monotonic) passed.
+        Raises RecordTooLarge (at once, never retried) for an event over the record limit."""
         value = codec.encode_event(env)
         headers = codec.event_headers(env, traceparent=traceparent())
+        limit = self.rt.settings.bus_max_record_bytes
+        size = record_size(env.station_id.encode("utf-8", "surrogateescape"), value, headers)
+        if size > limit:
+            metrics.RECORDS_TOO_LARGE.inc()
+            raise RecordTooLarge(f"the {env.type_name} event would be {size} bytes; the bus record limit is {limit} bytes")
         bus = self.rt.bus
         delay = _FIRST_DELAY_S
         counted = False
@@ -69,6 +84,9 @@ class Publisher:
                     await bus.publish(topics.EVENTS, env.station_id, value, headers)
                 except asyncio.CancelledError:
                     raise
+                except RecordTooLarge:
+                    metrics.RECORDS_TOO_LARGE.inc()
+                    raise  # this record, not the bus: no retry, no outage
                 except Exception as exc:  # BusUnavailable and any other adapter failure
                     metrics.PUBLISH_FAILURES.inc()
                     if not counted:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -58,9 +58,12 @@ async def running_total_cost(
     samples: tuple[MeterSample, ...],
     station_time: datetime,
     known_start: tuple[datetime, int | None] | None = None,
+    max_span: timedelta | None = None,
 ) -> Decimal | None:
     """`known_start`: (station time, meter start Wh) of the Started event seen on this
-    connection; otherwise the sessions processor's document supplies the start."""
+    connection; otherwise the sessions processor's document supplies the start.
+    `max_span`: no estimate for a session longer than this (a station clock in 1970 would
+    otherwise price decades on the event loop; the CDR flags such sessions)."""
     try:
         resolved = await _tariff(store, station_id)
         if resolved is None:
@@ -75,6 +78,8 @@ async def running_total_cost(
             meter_start = first_register_wh(samples)
         current = last_register_wh(samples)
         if meter_start is None or current is None:
+            return None
+        if max_span is not None and abs(station_time - started_at) > max_span:
             return None
         usage = SessionUsage(
             started_at=min(started_at, station_time),

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any, Awaitable, Callable
 
 import orjson
+from ocpp.exceptions import PropertyConstraintViolationError
 
 from services.common.errors import StoreError
 from services.common.events import Notification
@@ -25,6 +26,10 @@ __all__ = [
     "payload_json",
     "notification",
     "now_ocpp",
+    "as_int",
+    "fit_int",
+    "clamp_int",
+    "strict_int",
 ]
 
 log = logging.getLogger("csms.gateway.actions")
@@ -44,6 +49,60 @@ _STATUSES_2X = _STATUSES_16 | {
 # Failures of the token/station lookup that must not turn into a CALLERROR on a
 # transaction message (the store being down is our problem, not the station's).
 _LOOKUP_ERRORS = (StoreError, TimeoutError, OSError)
+
+
+# Protobuf integer widths of the event fields the handlers fill (events.proto).
+_INT_BOUNDS = {32: (-(2**31), 2**31 - 1), 64: (-(2**63), 2**63 - 1)}
+
+
+def as_int(value: Any) -> int | None:
+    """A JSON integer as int, else None. Integral floats count: JSON has one number type,
+    orjson reads integers beyond 64 bits as floats, and draft-6 schemas accept 1.0."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _in(n: int | None, bits: int) -> bool:
+    lo, hi = _INT_BOUNDS[bits]
+    return n is not None and lo <= n <= hi
+
+
+def fit_int(ctx: CallContext, field: str, value: Any, *, bits: int, default: Any) -> Any:
+    """`value` as an int that fits the event's int32/int64 field; otherwise `default`
+    (0, or None for a meter reading: "absent"), counted as a lenient field. Encoding an
+    event must never fail on a station's integer."""
+    n = as_int(value)
+    if _in(n, bits):
+        return n
+    if value is not None:
+        ctx.lenient(field, f"{str(value)[:64]} does not fit int{bits}; forwarded as {default!r}")
+    return default
+
+
+def clamp_int(ctx: CallContext, field: str, value: Any, *, bits: int, default: int = 0) -> int:
+    """`value` clamped into int32/int64 (an ordering counter keeps its direction); counted."""
+    n = as_int(value)
+    if n is None:
+        return default
+    lo, hi = _INT_BOUNDS[bits]
+    if lo <= n <= hi:
+        return n
+    clamped = hi if n > hi else lo
+    ctx.lenient(field, f"{str(value)[:64]} does not fit int{bits}; clamped to {clamped}")
+    return clamped
+
+
+def strict_int(field: str, value: Any, *, bits: int) -> int:
+    """For strict actions: an integer the event cannot carry is the station's error."""
+    n = as_int(value)
+    if not _in(n, bits):
+        raise PropertyConstraintViolationError(f"{field} must fit a {bits}-bit integer")
+    return n  # type: ignore[return-value]
 
 
 def now_ocpp(ctx: CallContext) -> str:

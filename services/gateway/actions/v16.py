@@ -1,7 +1,10 @@
 """OCPP 1.6J station -> CSMS handlers (core profile + the security whitepaper extension).
 
 Each handler gets a schema-validated payload, publishes exactly one normalized event
-(returning only once it is durable) and returns the CALLRESULT payload.
+(returning only once it is durable) and returns the CALLRESULT payload. Transaction
+messages (StartTransaction, StopTransaction, MeterValues) arrive leniently validated
+(validation.check): integers may be beyond the event's int32/int64 fields, so they go
+through `fit_int` (absent or 0, counted) rather than failing to encode.
 """
 
 from __future__ import annotations
@@ -17,7 +20,16 @@ from services.common.events import (
     TransactionEnded,
     TransactionStarted,
 )
-from services.gateway.actions.common import Handler, decide_boot, notification, now_ocpp, token_status
+from services.gateway.actions.common import (
+    Handler,
+    as_int,
+    decide_boot,
+    fit_int,
+    notification,
+    now_ocpp,
+    strict_int,
+    token_status,
+)
 from services.gateway.actions.meter import samples_16, station_time
 from services.gateway.context import CallContext
 
@@ -50,9 +62,10 @@ async def heartbeat(ctx: CallContext, p: dict) -> dict:
 
 async def status_notification(ctx: CallContext, p: dict) -> dict:
     # 1.6 has no EVSE level: connector N is EVSE N (connector 0 = the whole station).
+    connector = strict_int("connectorId", p["connectorId"], bits=32)
     body = ConnectorStatus(
-        evse_id=p["connectorId"],
-        connector_id=p["connectorId"],
+        evse_id=connector,
+        connector_id=connector,
         status=p["status"],
         error_code=p.get("errorCode", ""),
         info=p.get("info", ""),
@@ -79,13 +92,14 @@ async def start_transaction(ctx: CallContext, p: dict) -> dict:
     # Old (offline-queued) timestamps are accepted like any other (row 36).
     transaction_id = await ctx.store.allocate_transaction_id(business_key(ctx.station_id, p))
     status = await token_status(ctx, p["idTag"], fail_open=True)
+    connector = fit_int(ctx, "connectorId", p["connectorId"], bits=32, default=0)
     body = TransactionStarted(
         transaction_id=str(transaction_id),
-        evse_id=p["connectorId"],
-        connector_id=p["connectorId"],
+        evse_id=connector,
+        connector_id=connector,
         id_token=p["idTag"],
-        meter_start_wh=p["meterStart"],
-        reservation_id=p.get("reservationId") or 0,
+        meter_start_wh=fit_int(ctx, "meterStart", p["meterStart"], bits=64, default=None),
+        reservation_id=fit_int(ctx, "reservationId", p.get("reservationId"), bits=64, default=0),
         id_token_status=status,
     )
     await ctx.publish(body, station_time(p["timestamp"]))
@@ -97,11 +111,11 @@ async def stop_transaction(ctx: CallContext, p: dict) -> dict:
     # as an orphan; an error would make the station retry it forever (row 37).
     id_tag = p.get("idTag")
     body = TransactionEnded(
-        transaction_id=str(p["transactionId"]),
-        meter_stop_wh=p["meterStop"],
+        transaction_id=str(as_int(p["transactionId"])),
+        meter_stop_wh=fit_int(ctx, "meterStop", p["meterStop"], bits=64, default=None),
         stop_reason=p.get("reason") or "Local",
         id_token=id_tag or "",
-        samples=samples_16(p.get("transactionData"), ctx.received_at),
+        samples=samples_16(p.get("transactionData"), ctx.received_at, ctx.lenient, "transactionData"),
     )
     await ctx.publish(body, station_time(p["timestamp"]))
     if not id_tag:
@@ -110,12 +124,13 @@ async def stop_transaction(ctx: CallContext, p: dict) -> dict:
 
 
 async def meter_values(ctx: CallContext, p: dict) -> dict:
-    samples = samples_16(p.get("meterValue"), ctx.received_at)
-    tx = p.get("transactionId")
+    samples = samples_16(p.get("meterValue"), ctx.received_at, ctx.lenient)
+    tx = as_int(p.get("transactionId"))
+    connector = fit_int(ctx, "connectorId", p["connectorId"], bits=32, default=0)
     body = MeterValues(
         transaction_id="" if tx is None else str(tx),
-        evse_id=p["connectorId"],
-        connector_id=p["connectorId"],
+        evse_id=connector,
+        connector_id=connector,
         samples=samples,
     )
     # The message has no timestamp of its own; its first sample's time is the best guess.

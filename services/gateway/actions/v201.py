@@ -1,11 +1,14 @@
 """OCPP 2.0.1 station -> CSMS handlers; OCPP 2.1 reuses them and adds its new actions.
 
 Each handler gets a schema-validated payload, publishes exactly one normalized event
-(returning only once it is durable) and returns the CALLRESULT payload.
+(returning only once it is durable) and returns the CALLRESULT payload. TransactionEvent
+and MeterValues arrive leniently validated (validation.check); integers go through
+`fit_int`/`clamp_int` so that none can make the event fail to encode.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +22,16 @@ from services.common.events import (
     TransactionStarted,
     TransactionUpdated,
 )
-from services.gateway.actions.common import Handler, decide_boot, notification, now_ocpp, token_status
+from services.gateway.actions.common import (
+    Handler,
+    clamp_int,
+    decide_boot,
+    fit_int,
+    notification,
+    now_ocpp,
+    strict_int,
+    token_status,
+)
 from services.gateway.actions.meter import first_register_wh, last_register_wh, samples_201, station_time
 from services.gateway.running_cost import running_total_cost
 from services.gateway.context import CallContext
@@ -52,7 +64,11 @@ async def heartbeat(ctx: CallContext, p: dict) -> dict:
 
 
 async def status_notification(ctx: CallContext, p: dict) -> dict:
-    body = ConnectorStatus(evse_id=p["evseId"], connector_id=p["connectorId"], status=p["connectorStatus"])
+    body = ConnectorStatus(
+        evse_id=strict_int("evseId", p["evseId"], bits=32),
+        connector_id=strict_int("connectorId", p["connectorId"], bits=32),
+        status=p["connectorStatus"],
+    )
     await ctx.publish(body, station_time(p["timestamp"]))
     return {}
 
@@ -90,13 +106,13 @@ async def transaction_event(ctx: CallContext, p: dict) -> dict:
     status = await _id_token_status(ctx, id_token, fail_open=True) if id_token else None
     common: dict[str, Any] = {
         "transaction_id": info["transactionId"],
-        "evse_id": evse.get("id", 0),
-        "connector_id": evse.get("connectorId", 0),
+        "evse_id": fit_int(ctx, "evse.id", evse.get("id", 0), bits=32, default=0),
+        "connector_id": fit_int(ctx, "evse.connectorId", evse.get("connectorId", 0), bits=32, default=0),
         "id_token": id_token["idToken"] if id_token else "",
         # Idempotency downstream is by (transactionId, seqNo), never by message id.
-        "seq_no": p["seqNo"],
+        "seq_no": clamp_int(ctx, "seqNo", p["seqNo"], bits=64),
         "trigger_reason": p["triggerReason"],
-        "samples": samples_201(p.get("meterValue"), ctx.received_at),
+        "samples": samples_201(p.get("meterValue"), ctx.received_at, ctx.lenient),
     }
     event_type = p["eventType"]
     body: TransactionStarted | TransactionUpdated | TransactionEnded
@@ -105,9 +121,9 @@ async def transaction_event(ctx: CallContext, p: dict) -> dict:
             **common,
             charging_state=info.get("chargingState", ""),
             meter_start_wh=first_register_wh(common["samples"]),
-            reservation_id=p.get("reservationId") or 0,
+            reservation_id=fit_int(ctx, "reservationId", p.get("reservationId"), bits=64, default=0),
             id_token_status=status or "",
-            remote_start_id=info.get("remoteStartId") or 0,
+            remote_start_id=fit_int(ctx, "transactionInfo.remoteStartId", info.get("remoteStartId"), bits=32, default=0),
         )
     elif event_type == "Updated":
         body = TransactionUpdated(
@@ -131,13 +147,17 @@ async def transaction_event(ctx: CallContext, p: dict) -> dict:
                 starts[info["transactionId"]] = (at, body.meter_start_wh)
         else:
             known = starts.pop(info["transactionId"], None) if event_type == "Ended" else starts.get(info["transactionId"])
-            cost = await running_total_cost(ctx.store, ctx.station_id, info["transactionId"], event_type, common["samples"], at, known)
+            cost = await running_total_cost(
+                ctx.store, ctx.station_id, info["transactionId"], event_type, common["samples"], at, known,
+                max_span=timedelta(hours=ctx.settings.session_max_duration_h),
+            )
     return transaction_event_response(status, cost)
 
 
 async def meter_values(ctx: CallContext, p: dict) -> dict:
-    samples = samples_201(p.get("meterValue"), ctx.received_at)
-    await ctx.publish(MeterValues(evse_id=p["evseId"], samples=samples), samples[0].timestamp if samples else None)
+    samples = samples_201(p.get("meterValue"), ctx.received_at, ctx.lenient)
+    evse_id = fit_int(ctx, "evseId", p["evseId"], bits=32, default=0)
+    await ctx.publish(MeterValues(evse_id=evse_id, samples=samples), samples[0].timestamp if samples else None)
     return {}
 
 

@@ -106,7 +106,9 @@ class Gateway:
             await asyncio.sleep(0.01)
 
 
-async def start_gateway(tmp: Path, **settings: Any) -> Gateway:
+async def start_gateway(tmp: Path, *, bus_options: dict[str, Any] | None = None, **settings: Any) -> Gateway:
+    """`bus_options`: MemoryBus keyword arguments (e.g. a smaller `max_record_bytes` than the
+    settings', to exercise the bus's own size check behind the gateway's)."""
     extra = {"open_timeout_s": 2.0, **settings.pop("extra", {})}
     base: dict[str, Any] = dict(
         host="127.0.0.1", ocpp_port=0, gateway_id="gateway-0", max_frame_bytes=64 * 1024,
@@ -114,7 +116,7 @@ async def start_gateway(tmp: Path, **settings: Any) -> Gateway:
     )
     base.update(settings)
     store = SqliteStore(f"sqlite:///{tmp}/t.db")
-    bus = MemoryBus()
+    bus = MemoryBus(**(bus_options or {}))
     rt = bootstrap(Settings(**base), bus=bus, store=store, pepper=PEPPER)
     await store.start()
     await store.migrate()

@@ -65,13 +65,43 @@ def test_kwh_strings_scale_to_wh_exactly(kwh: Decimal) -> None:
     assert one_16(value=str(kwh), unit="kWh").value == float(kwh * 1000)
 
 
-@pytest.mark.parametrize("sv", [
-    {"value": "abc"}, {"value": "NaN"}, {"value": "Infinity"}, {"value": "1,5"},
-    {"value": "3f00", "format": "SignedData"}, {"value": ""},
+@pytest.mark.parametrize("text, raw", [
+    ("abc", "abc"), ("NaN", "NaN"), ("Infinity", "Infinity"), ("1,5", "1,5"), ("1e308", "1e308"),
+    ("1e-400", "1e-400"), ("", '""'), ("9" * 300, "9" * 256),
 ])
-def test_unusable_16_values_are_skipped(sv: dict) -> None:
-    assert samples_16([{"timestamp": ts(), "sampledValue": [sv, {"value": "1"}]}], NOW)[0].value == 1.0
-    assert len(samples_16([{"timestamp": ts(), "sampledValue": [sv]}], NOW)) == 0
+def test_unusable_16_values_are_kept_raw_with_value_zero(text: str, raw: str) -> None:
+    noted: list[tuple[str, str]] = []
+    samples = samples_16([{"timestamp": ts(), "sampledValue": [{"value": text, "unit": "kWh"}, {"value": "1"}]}], NOW, lambda f, d: noted.append((f, d)))
+    assert [(s.value, s.raw_value, s.unit) for s in samples] == [(0.0, raw, "kWh"), (1.0, "", "Wh")]
+    assert [f for f, _ in noted] == ["meterValue.sampledValue.value"]
+    assert first_register_wh(samples) == 1  # a raw value is never a register reading
+
+
+def test_signed_16_values_are_still_skipped() -> None:
+    assert samples_16([{"timestamp": ts(), "sampledValue": [{"value": "3f00", "format": "SignedData"}, {"value": "1"}]}], NOW)[0].value == 1.0
+    assert samples_16([{"timestamp": ts(), "sampledValue": [{"value": "3f00", "format": "SignedData"}]}], NOW) == ()
+
+
+@pytest.mark.parametrize("value, uom, raw", [
+    (1e308, {"unit": "Wh"}, "1e+308"),
+    (2**70, {"unit": "Wh"}, str(2**70)),
+    (1e15, {"unit": "MWh"}, "1000000000000000.0"),        # bounded as sent, not once in Wh
+    (5, {"unit": "Wh", "multiplier": 2**40}, "5"),
+    ("NaN", {"unit": "Wh"}, "NaN"),
+    ({"x": 1}, {"unit": "Wh"}, '{"x":1}'),
+])
+def test_unusable_201_values_are_kept_raw_with_value_zero(value: object, uom: dict, raw: str) -> None:
+    samples = samples_201([{"timestamp": ts(), "sampledValue": [{"value": value, "unitOfMeasure": uom}]}], NOW)
+    assert [(s.value, s.raw_value) for s in samples] == [(0.0, raw)]
+    assert last_register_wh(samples) is None
+
+
+@pytest.mark.parametrize("sent, expected", [("kwh", (1500.0, "Wh")), ("KWH", (1500.0, "Wh")), ("wh", (1.5, "Wh")), ("furlong", (1.5, "furlong"))])
+def test_201_units_match_case_insensitively_and_unknown_units_are_kept_unscaled(sent: str, expected: tuple) -> None:
+    noted: list[str] = []
+    s = samples_201([{"timestamp": ts(), "sampledValue": [{"value": 1.5, "unitOfMeasure": {"unit": sent}}]}], NOW, lambda f, d: noted.append(f))[0]
+    assert (s.value, s.unit, s.raw_value) == (*expected, "")
+    assert noted == ["meterValue.sampledValue.unitOfMeasure.unit"]
 
 
 def test_a_201_signed_value_keeps_its_numeric_reading() -> None:
@@ -103,4 +133,4 @@ def test_meter_start_and_stop_use_only_the_total_outlet_register() -> None:
 
 def test_values_parsed_as_decimal_by_the_core_are_accepted() -> None:
     assert one_201(value=Decimal("0.1"), unitOfMeasure={"unit": "kWh"}).value == 100.0
-    assert samples_201([{"timestamp": ts(), "sampledValue": [{"value": True}]}], NOW) == ()
+    assert [s.raw_value for s in samples_201([{"timestamp": ts(), "sampledValue": [{"value": True}]}], NOW)] == ["true"]

@@ -207,12 +207,12 @@ async def test_meter_values_outside_a_transaction_have_an_empty_transaction_id()
     assert h.events.body.transaction_id == "" and h.events.body.samples[0].value == 3000.0
 
 
-async def test_signed_and_unparsable_samples_are_skipped_without_losing_the_message() -> None:
+async def test_signed_samples_are_skipped_and_unparsable_ones_kept_raw_without_losing_the_message() -> None:
     h = a_harness()
     payload = {"connectorId": 1, "transactionId": 5, "meterValue": [{"timestamp": ts(), "sampledValue": [
         {"value": "AB12==", "format": "SignedData"}, {"value": "n/a"}, {"value": "42"}]}]}
     assert await h.call("MeterValues", payload) == {}
-    assert [s.value for s in h.events.body.samples] == [42.0]
+    assert [(s.value, s.raw_value) for s in h.events.body.samples] == [(0.0, "n/a"), (42.0, "")]
 
 
 @pytest.mark.parametrize("action, payload, answer", [

@@ -134,7 +134,10 @@ BOOT201 = {"reason": "PowerUp", "chargingStation": {"model": "M", "vendorName": 
         (V16, "BootNotification", {**BOOT16, "extra": 1}, "FormationViolation"),
         (V201, "BootNotification", {**BOOT201, "extra": 1}, "FormatViolation"),
         (V16, "BootNotification", {**BOOT16, "chargePointVendor": "V" * 21}, "TypeConstraintViolation"),
-        (V16, "StartTransaction", {"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": "yesterday"}, "PropertyConstraintViolation"),
+        (V16, "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available", "timestamp": "yesterday"}, "PropertyConstraintViolation"),
+        # Transaction messages are lenient, but not about what identifies the transaction.
+        (V16, "StartTransaction", {"connectorId": 1, "meterStart": 0, "timestamp": "yesterday"}, "OccurenceConstraintViolation"),
+        (V16, "StopTransaction", {"transactionId": "5", "meterStop": 0, "timestamp": "2026-01-01T00:00:00Z"}, "TypeConstraintViolation"),
     ],
 )
 def test_schema_violations_map_to_the_versions_error_code(version: str, action: str, payload: dict, code: str) -> None:
