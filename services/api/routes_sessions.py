@@ -9,6 +9,7 @@ from aiohttp import web
 from services.api.auth import API_PREFIX
 from services.api.context import ApiContext, ctx_of
 from services.api.costs import TariffResolver, session_cost
+from services.billing.handlers import billing_limits
 from services.api.errors import not_found
 from services.api.validation import MAX_LIMIT, query_limit
 
@@ -17,7 +18,7 @@ __all__ = ["setup"]
 
 async def _with_cost(ctx: ApiContext, doc: dict[str, Any], tariffs: TariffResolver) -> dict[str, Any]:
     out = dict(doc)
-    out["cost"] = await session_cost(ctx.rt.store, doc, ctx.rt.clock(), tariffs)
+    out["cost"] = await session_cost(ctx.rt.store, doc, ctx.rt.clock(), tariffs, max_duration=billing_limits(ctx.rt.settings)[0])
     return out
 
 

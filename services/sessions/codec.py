@@ -3,6 +3,8 @@
 Each record is the full current state of one session (key = station id); consumers
 dedupe and compact by (id, version) — the CloudEvents id is f"{id}:{version}".
 Unknown meter readings (None) travel as 0 (proto3 has no presence on int64 here).
+The plausibility and lifecycle fields (docs/plausibility.md) travel with the same names
+as in the session document; samples carry `excluded` and `raw_value`.
 """
 
 from __future__ import annotations
@@ -38,14 +40,27 @@ def session_to_pb(s: Session) -> Any:
         suspect=s.suspect,
         version=s.version,
         ocpp_version=s.ocpp_version,
+        authorization=s.authorization,
+        clock_suspect=s.clock_suspect,
+        suspect_reasons=sorted(s.suspect_reasons),
+        hold=s.hold,
+        hold_reasons=sorted(s.hold_reasons),
+        abandon_reason=s.abandon_reason,
+        remote_start_id=s.remote_start_id,
+        issued_by=s.issued_by,
     )
     set_timestamp(pb.started_at, s.started_at)
     set_timestamp(pb.stopped_at, s.stopped_at)
     set_timestamp(pb.received_at, s.received_at)
     set_timestamp(pb.charging_ended_at, s.charging_ended_at)
     set_timestamp(pb.updated_at, s.updated_at)
+    set_timestamp(pb.abandoned_at, s.abandoned_at)
+    set_timestamp(pb.station_started_at, s.station_started_at)
+    set_timestamp(pb.station_stopped_at, s.station_stopped_at)
     for x in s.samples:
-        sp = pb.samples.add(measurand=x.measurand, value=x.value, unit=x.unit, phase=x.phase)
+        sp = pb.samples.add(
+            measurand=x.measurand, value=x.value, unit=x.unit, phase=x.phase, excluded=x.excluded, raw_value=x.raw_value
+        )
         set_timestamp(sp.timestamp, x.timestamp)
     return pb
 
@@ -86,6 +101,17 @@ def decode_session(data: bytes) -> dict[str, Any]:
         "version": pb.version,
         "ocpp_version": pb.ocpp_version,
         "site_id": pb.site_id,
+        "authorization": pb.authorization,
+        "clock_suspect": pb.clock_suspect,
+        "suspect_reasons": list(pb.suspect_reasons),
+        "hold": pb.hold,
+        "hold_reasons": list(pb.hold_reasons),
+        "abandoned_at": iso("abandoned_at"),
+        "abandon_reason": pb.abandon_reason,
+        "station_started_at": iso("station_started_at"),
+        "station_stopped_at": iso("station_stopped_at"),
+        "remote_start_id": pb.remote_start_id,
+        "issued_by": pb.issued_by,
         "meter_samples": [
             {
                 "timestamp": to_ocpp(get_timestamp(x, "timestamp") or datetime(1970, 1, 1, tzinfo=UTC)),
@@ -93,6 +119,8 @@ def decode_session(data: bytes) -> dict[str, Any]:
                 "value": x.value,
                 "unit": x.unit,
                 "phase": x.phase,
+                "excluded": x.excluded,
+                "raw_value": x.raw_value,
             }
             for x in pb.samples
         ],

@@ -111,3 +111,23 @@ async def test_a_session_document_without_times_is_shown_without_cost(api: Api, 
     await _put_session(api, id="s1", status=status, started_at=None, received_at=None)
     status_code, body = await api.get("/api/v1/sessions/s1")
     assert status_code == 200 and body["cost"] is None
+
+
+async def test_abandoned_sessions_are_listed_with_status_abandoned(api: Api) -> None:
+    from services.common import events as ev
+    from services.sessions.domain import apply, session_to_doc
+    from tests.unit.sessions.builders import NOW, TX, V16, a_started, an_envelope, at
+
+    s = apply(None, a_started(env=V16, meter_start_wh=0, id_token_status="Invalid"), NOW)
+    assert s is not None
+    abandoned = apply(s, an_envelope(ev.SessionAbandoned(transaction_id=TX, session_id=s.id, reason="boot"), station_time=at(5)), NOW)
+    assert abandoned is not None and abandoned.status == "abandoned"
+    await api.rt.store.put_doc("session", abandoned.id, session_to_doc(abandoned), parent=abandoned.station_id)
+    await _put_session(api, id="s2", station_id=abandoned.station_id, status="active")
+
+    _, body = await api.get("/api/v1/sessions?status=abandoned")
+    assert [(x["id"], x["status"], x["abandon_reason"], x["authorization"]) for x in body["items"]] == [
+        (abandoned.id, "abandoned", "boot", "Invalid")
+    ]
+    _, body = await api.get(f"/api/v1/sessions?station_id={abandoned.station_id}&status=active")
+    assert [x["id"] for x in body["items"]] == ["s2"]

@@ -152,13 +152,16 @@ def test_a_three_day_old_start_is_accepted_with_both_times_kept() -> None:
     assert s.status == "active" and not s.suspect
 
 
-def test_a_station_timestamp_in_the_future_marks_the_session_suspect() -> None:
-    ahead = a_started(env={"received_at": T0 - timedelta(minutes=10)})
-    s = apply(None, ahead, NOW)
-    assert s.suspect and "future_timestamp" in s.suspect_reasons
+def test_a_station_timestamp_too_far_ahead_is_replaced_by_the_receive_time_and_flagged() -> None:
+    received = T0 - timedelta(minutes=10)
+    s = apply(None, a_started(env={"received_at": received}), NOW)
+    assert s.suspect and s.clock_suspect and "clock_ahead" in s.suspect_reasons
+    assert (s.started_at, s.station_started_at) == (received, T0)
+    assert s.hold and "clock_suspect" in s.hold_reasons
 
     slightly = apply(None, a_started(env={"received_at": T0 - timedelta(minutes=4)}), NOW)
-    assert not slightly.suspect
+    assert not slightly.suspect and not slightly.clock_suspect
+    assert (slightly.started_at, slightly.station_started_at) == (T0, None)
 
 
 def test_the_received_at_is_the_earliest_receive_time_seen() -> None:
