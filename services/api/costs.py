@@ -1,19 +1,35 @@
 """A session's cost for the REST view.
 
-Completed sessions show their latest CDR (final). Active ones, and completed ones not
-yet billed, are priced on the fly with the billing domain (`price_session`) against the
-tariff that applies: station tariff, else site tariff, else the default tariff. No
-tariff, no cost (null).
+Completed and abandoned sessions show their latest CDR (final, held or not). Active
+ones, and ended ones not yet billed, are priced on the fly with the billing domain
+(`price_session`) against the tariff that applies: station tariff, else site tariff,
+else the default tariff. No tariff, no cost (null); a session whose token the CSMS
+refused is never billed, so it has no cost either (null).
+
+Like the billing worker: samples flagged `excluded` (or unusable as sent) never count,
+an abandoned session ends at its last reading (else when it was closed), and time is
+priced over at most `max_duration` (CSMS_SESSION_MAX_DURATION_H), so a station clock
+in 1970 cannot make a list of sessions slow.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP
 from typing import Any
 
 from services.billing.adapters import latest_cdr_doc, tariff_from_doc
-from services.billing.domain import SessionUsage, Tariff, TariffError, price_session
+from services.billing.domain import (
+    MAX_PRICED_DURATION,
+    SessionUsage,
+    Tariff,
+    TariffError,
+    is_billable_status,
+    price_session,
+    refusal,
+)
+from services.common.decimals import parse_decimal
 from services.common.events import ENERGY_REGISTER
 from services.common.store.port import Store
 from services.common.timeutil import parse_ocpp, to_ocpp
@@ -81,12 +97,44 @@ def _time(value: Any) -> datetime | None:
 def _wh(sample: dict[str, Any]) -> int | None:
     if sample.get("measurand", ENERGY_REGISTER) not in ("", ENERGY_REGISTER) or sample.get("phase"):
         return None
-    try:
-        value = float(sample["value"])
-    except (KeyError, TypeError, ValueError):
+    if sample.get("excluded") or sample.get("raw_value"):
+        return None  # implausible or not a number as sent: kept for the record, never counted
+    value = parse_decimal(sample.get("value"))
+    if value is None:
         return None
     unit = sample.get("unit", "Wh")
-    return round(value * 1000) if unit == "kWh" else round(value) if unit in ("Wh", "", None) else None
+    if unit == "kWh":
+        value = value * 1000
+    elif unit not in ("Wh", "", None):
+        return None
+    return int(value.to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def _sample_time(s: dict[str, Any]) -> datetime | None:
+    return _time(s.get("timestamp") or s.get("at") or s.get("time"))
+
+
+def _counted_samples(doc: dict[str, Any]) -> list[tuple[datetime, int]]:
+    out: list[tuple[datetime, int]] = []
+    for s in doc.get("meter_samples") or []:
+        if not isinstance(s, dict):
+            continue
+        at, wh = _sample_time(s), _wh(s)
+        if at is not None and wh is not None:
+            out.append((at, wh))
+    return out
+
+
+def _stop_of(doc: dict[str, Any], started: datetime, samples: list[tuple[datetime, int]]) -> datetime | None:
+    """The stop time; an abandoned session without one ends at its last reading, else
+    when the CSMS closed it (as the billing worker prices it)."""
+    stopped = _time(doc.get("stopped_at"))
+    if stopped is not None or doc.get("status") != "abandoned":
+        return stopped
+    last = max((at for at, _ in samples), default=None)
+    if last is not None and last >= started:
+        return last
+    return _time(doc.get("abandoned_at")) or _time(doc.get("updated_at"))
 
 
 def usage_from_session(doc: dict[str, Any]) -> SessionUsage | None:
@@ -94,16 +142,10 @@ def usage_from_session(doc: dict[str, Any]) -> SessionUsage | None:
     started = _time(doc.get("started_at")) or _time(doc.get("received_at"))
     if started is None:
         return None
-    stopped = _time(doc.get("stopped_at"))
+    samples = _counted_samples(doc)
+    stopped = _stop_of(doc, started, samples)
     meter_start = doc.get("meter_start_wh")
     if isinstance(meter_start, int) and not isinstance(meter_start, bool):
-        samples: list[tuple[datetime, int]] = []
-        for s in doc.get("meter_samples") or []:
-            if not isinstance(s, dict):
-                continue
-            at, wh = _time(s.get("timestamp") or s.get("at") or s.get("time")), _wh(s)
-            if at is not None and wh is not None:
-                samples.append((at, wh))
         raw_stop = doc.get("meter_stop_wh")
         meter_stop = raw_stop if isinstance(raw_stop, int) and not isinstance(raw_stop, bool) else None
         energy = doc.get("energy_wh")
@@ -135,8 +177,8 @@ def _cost_from_cdr(cdr: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _running_cost(tariff: Tariff, usage: SessionUsage, now: datetime) -> dict[str, Any]:
-    b = price_session(tariff, usage, now)
+def _running_cost(tariff: Tariff, usage: SessionUsage, now: datetime, max_duration: timedelta) -> dict[str, Any]:
+    b = price_session(tariff, usage, now, max_duration=max_duration)
     return {
         "amount": b.total_excl_tax.display(),
         "currency": b.currency,
@@ -150,10 +192,18 @@ def _running_cost(tariff: Tariff, usage: SessionUsage, now: datetime) -> dict[st
 
 
 async def session_cost(
-    store: Store, doc: dict[str, Any], now: datetime, tariffs: TariffResolver | None = None
+    store: Store,
+    doc: dict[str, Any],
+    now: datetime,
+    tariffs: TariffResolver | None = None,
+    *,
+    max_duration: timedelta = MAX_PRICED_DURATION,
 ) -> dict[str, Any] | None:
     session_id = str(doc.get("id") or "")
-    if doc.get("status") == "completed" and session_id:
+    authorization = doc.get("authorization")
+    if isinstance(authorization, str) and refusal(authorization) is not None:
+        return None  # never billed
+    if is_billable_status(str(doc.get("status") or "")) and session_id:
         cdr = await latest_cdr_doc(store, session_id)
         if cdr is not None:
             return _cost_from_cdr(cdr)
@@ -166,7 +216,7 @@ async def session_cost(
     try:
         tariff = tariff_from_doc(tariff_doc)
         usage = usage_from_session(doc)
-        return None if usage is None else _running_cost(tariff, usage, now)
+        return None if usage is None else _running_cost(tariff, usage, now, max_duration)
     except (TariffError, ValueError, ArithmeticError) as exc:
         log.warning("cannot price session %s station=%s: %s", session_id, station_id, exc)
         return None

@@ -326,6 +326,9 @@ _SCHEMAS: J = {
             "total_cost_incl_tax": _ref("Money"),
             "breakdown": {"type": "object"},
             "created_at": _TS,
+            "held": {"type": "boolean", "description": "Held back from export (csms.cdrs.v1) until reviewed."},
+            "hold_reasons": {"type": "array", "items": {"type": "string"}},
+            "clock_suspect": {"type": "boolean", "description": "Priced on CSMS receive times: the station clock was implausible."},
         },
     },
     "OcpiCdr": {"type": "object", "additionalProperties": True, "description": "OCPI 2.2.1 CDR object."},
@@ -369,7 +372,45 @@ _SCHEMAS: J = {
         },
     },
 }
-for _name in ("Station", "Token", "Session", "Tariff", "Cdr", "Site"):
+_SCHEMAS["DeadLetter"] = {
+    "type": "object",
+    "required": ["id", "topic", "partition", "offset", "group", "error", "attempts", "dead_lettered_at",
+                 "key", "value_base64", "headers"],
+    "properties": {
+        "id": {"type": "string", "pattern": r"^\d+-\d+$", "description": "<partition>-<offset> in the dead-letter topic."},
+        "topic": {"type": "string", "description": "The topic the record was consumed from."},
+        "partition": {"type": "integer"},
+        "offset": {"type": "integer"},
+        "group": {"type": "string", "description": "The consumer group that gave up on it."},
+        "error": {"type": "string", "description": "Type: message of the last failure."},
+        "attempts": {"type": "integer"},
+        "dead_lettered_at": _TS,
+        "key": {"type": "string"},
+        "value_base64": {"type": "string", "contentEncoding": "base64"},
+        "headers": {"type": "array", "items": {"type": "object", "required": ["name", "value"],
+                                               "properties": {"name": {"type": "string"}, "value": {"type": "string"}}}},
+        "replayed_at": {"type": ["string", "null"], "format": "date-time",
+                        "description": "Set when listed with replayed=true and already replayed."},
+    },
+}
+_SCHEMAS["DeadLetterReplayRequest"] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"topic": {"type": "string", "description": "Same as the topic query parameter (which wins)."}},
+}
+_SCHEMAS["DeadLetterReplay"] = {
+    "type": "object",
+    "required": ["id", "topic", "partition", "offset", "group", "replayed_at"],
+    "properties": {
+        "id": {"type": "string"},
+        "topic": {"type": "string"},
+        "partition": {"type": "integer"},
+        "offset": {"type": "integer"},
+        "group": {"type": "string", "description": "Only this group handles the replayed record."},
+        "replayed_at": _TS,
+    },
+}
+for _name in ("Station", "Token", "Session", "Tariff", "Cdr", "Site", "DeadLetter"):
     _SCHEMAS[f"{_name}List"] = _items(_name)
 
 _RESPONSES: J = {
@@ -473,13 +514,15 @@ def _other_paths() -> J:
         },
         "/api/v1/cdrs": {
             "get": _op("List charge detail records", {"200": _json(_ref("CdrList"), "CDRs.")}, tag="cdrs",
-                       params=[_query("session_id", "Only this session's CDRs (all versions)."), _LIMIT], op_id="listCdrs"),
+                       params=[_query("session_id", "Only this session's CDRs (all versions)."),
+                               _query("held", "true: only held CDRs, false: only exportable ones",
+                                      {"type": "string", "enum": ["true", "false"]}), _LIMIT], op_id="listCdrs"),
         },
         "/api/v1/cdrs/{id}": {
             "parameters": id_param,
             "get": _op(
                 "A charge detail record",
-                {"200": _json({"oneOf": [_ref("Cdr"), _ref("OcpiCdr")]}, "The CDR."), "400": _R400, "404": _R404},
+                {"200": _json({"oneOf": [_ref("Cdr"), _ref("OcpiCdr")]}, "The CDR."), "400": _R400, "404": _R404, "409": _R409},
                 tag="cdrs", op_id="getCdr",
                 params=[
                     _query("format", "csms (default) or ocpi (OCPI 2.2.1).", {"type": "string", "enum": ["csms", "ocpi"]}),
@@ -508,6 +551,31 @@ def _other_paths() -> J:
                        {"200": _json(_ref("Site"), "The site."), "400": _R400, "404": _R404},
                        tag="sites", body=_ref("SiteLimit"), op_id="putSiteLimit"),
         },
+        "/api/v1/dead-letters": {
+            "get": _op(
+                "List dead letters (records a consumer group gave up on), oldest first",
+                {"200": _json(_ref("DeadLetterList"), "Dead letters."), "400": _R400,
+                 "503": _json(_ref("Error"), "The message bus is unavailable.")},
+                tag="dead-letters", op_id="listDeadLetters",
+                params=[_query("topic", "The consumed topic (default csms.events.v1) or its dead-letter topic."),
+                        _query("group", "Only dead letters of this consumer group."),
+                        _query("replayed", "true: also dead letters already replayed.", {"type": "boolean", "default": False}),
+                        _LIMIT],
+                description="See docs/dead-letters.md. The same as `csms dlq list`.",
+            ),
+        },
+        "/api/v1/dead-letters/{id}/replay": {
+            "parameters": [_path_param("id", "Dead letter id (<partition>-<offset>).")],
+            "post": _op(
+                "Re-publish a dead letter to its topic, for its consumer group only",
+                {"202": _json(_ref("DeadLetterReplay"), "Re-published; the group handles it again."),
+                 "400": _R400, "404": _R404, "503": _json(_ref("Error"), "The message bus is unavailable.")},
+                tag="dead-letters", op_id="replayDeadLetter",
+                params=[_query("topic", "The consumed topic (default csms.events.v1) or its dead-letter topic.")],
+                description="Header csms_replay_group makes every other consumer group skip it. "
+                            "The same as `csms dlq replay <id>`. The body is optional.",
+            ) | {"requestBody": {"required": False, **_json(_ref("DeadLetterReplayRequest"))}},
+        },
         "/api/v1/openapi.json": {
             "get": _op("This document", {"200": _json({"type": "object"}, "OpenAPI 3.1 document.")},
                        tag="meta", op_id="getOpenApi", secured=False),
@@ -529,7 +597,7 @@ _DOCUMENT: J = {
     },
     "servers": [{"url": "/"}],
     "security": [{"bearer": []}],
-    "tags": [{"name": t} for t in ("stations", "tokens", "sessions", "commands", "tariffs", "cdrs", "sites", "meta")],
+    "tags": [{"name": t} for t in ("stations", "tokens", "sessions", "commands", "tariffs", "cdrs", "sites", "dead-letters", "meta")],
     "paths": {**_crud_paths(), **_other_paths()},
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "CSMS_API_KEY"}},

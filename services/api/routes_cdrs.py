@@ -4,6 +4,11 @@ The billing worker's bookkeeping in a CDR document (`exact`: the unrounded break
 `published`: its outbox marker) stays internal; `?format=ocpi` rebuilds the priced
 `Cdr` from the document with the billing adapters and renders it with the domain's
 `cdr_to_ocpi`.
+
+Held CDRs (docs/billing-holds.md) are shown like any other, with `hold_reasons`,
+`clock_suspect` and `held: true`; `?held=true|false` lists only those (among the
+newest CSMS CDRs scanned, at most 1000). A held CDR is not exported: its OCPI form is
+a 409 naming the reasons.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from aiohttp import web
 from services.api.auth import API_PREFIX
 from services.api.context import ctx_of
 from services.api.errors import ApiError, not_found, validation_error
-from services.api.validation import query_limit
-from services.billing.adapters import cdr_from_doc
+from services.api.validation import MAX_LIMIT, query_limit
+from services.billing.adapters import cdr_from_doc, hold_reasons_of
 from services.billing.domain import cdr_to_ocpi
 
 __all__ = ["setup"]
@@ -31,15 +36,35 @@ _INTERNAL = ("exact", "published")
 
 
 def cdr_view(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k not in _INTERNAL}
+    """The REST shape; CDRs stored before holds existed read as not held."""
+    out = {k: v for k, v in doc.items() if k not in _INTERNAL}
+    reasons = list(hold_reasons_of(doc))
+    out["hold_reasons"] = reasons
+    out["held"] = bool(reasons)
+    out["clock_suspect"] = bool(doc.get("clock_suspect", False))
+    return out
+
+
+def _held_filter(request: web.Request) -> bool | None:
+    raw = request.query.get("held")
+    if raw is None or raw == "":
+        return None
+    if raw.lower() not in ("true", "false"):
+        raise validation_error({"held": "must be true or false"})
+    return raw.lower() == "true"
 
 
 async def list_cdrs(request: web.Request) -> web.Response:
     limit = query_limit(request)
+    held = _held_filter(request)
     session_id = request.query.get("session_id") or None
-    docs = await ctx_of(request).rt.store.list_docs("cdr", parent=session_id, limit=limit)
+    # With a filter, scan more than `limit` so that `limit` matches can be found.
+    scan = limit if held is None else MAX_LIMIT
+    docs = await ctx_of(request).rt.store.list_docs("cdr", parent=session_id, limit=scan)
     if session_id:
         docs = sorted(docs, key=lambda d: int(d.get("version") or 0))
+    if held is not None:
+        docs = [d for d in docs if bool(hold_reasons_of(d)) == held]
     return web.json_response({"items": [cdr_view(d) for d in docs[:limit]]})
 
 
@@ -68,6 +93,13 @@ async def get_cdr(request: web.Request) -> web.Response:
         raise not_found("CDR", cdr_id)
     if fmt == "csms":
         return web.json_response(cdr_view(doc))
+    held = hold_reasons_of(doc)
+    if held:
+        raise ApiError(
+            409,
+            f"CDR {cdr_id!r} is held from export ({', '.join(held)}): see docs/billing-holds.md",
+            body={"hold_reasons": list(held)},
+        )
     country, party = _ocpi_party(request)
     session: dict[str, Any] = {}
     if not doc.get("id_token"):

@@ -1,4 +1,10 @@
-"""Request parsing and field validation: every problem is reported at once, per field."""
+"""Request parsing and field validation: every problem is reported at once, per field.
+
+Numbers are bounded (`services.common.decimals`): a JSON number read exactly as a
+Decimal ("1e-999999", "1e400") is refused with a 400 naming the field, never carried
+into a megabyte document or an overflowing quantize. Money is validated by the billing
+domain (`tariff_from_dict`), which applies the same bound to decimal strings.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from typing import Any, Callable, Iterable
 from aiohttp import web
 
 from services.api.errors import bad_request, validation_error
+from services.common.decimals import MAX_ABS_EXPONENT, bounded, parse_decimal
 from services.common.timeutil import parse_ocpp
 
 __all__ = [
@@ -91,6 +98,21 @@ def check_resource_id(value: object) -> str | None:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
+
+
+def _bounded_number(value: object) -> bool:
+    """A finite number within the bound of services.common.decimals (ints and floats are
+    compared by magnitude; a Decimal by its exponent and its text length)."""
+    if isinstance(value, Decimal):
+        return parse_decimal(str(value)) is not None
+    if isinstance(value, float):
+        return value == value and value not in (float("inf"), float("-inf")) and bounded(Decimal(repr(value)))
+    if isinstance(value, int):
+        return parse_decimal(value) is not None
+    return False
+
+
+_OUT_OF_RANGE = f"must be a finite number of magnitude 1e-{MAX_ABS_EXPONENT} to 1e{MAX_ABS_EXPONENT}"
 
 
 class Validator:
@@ -190,6 +212,9 @@ class Validator:
             return value
         if not _is_number(value) or value != value or value in (float("inf"), float("-inf")):
             self.fail(name, "must be a number")
+            return MISSING
+        if not _bounded_number(value):
+            self.fail(name, _OUT_OF_RANGE)
             return MISSING
         if positive and not value > 0:
             self.fail(name, "must be greater than 0")

@@ -1,9 +1,12 @@
 """Between the pure billing domain and the outside: snapshots, documents, the store.
 
-- `usage_from_snapshot`: a completed `csms.sessions.v1` snapshot -> `SessionUsage`.
+- `usage_from_snapshot`: a completed or abandoned `csms.sessions.v1` snapshot ->
+  `SessionUsage` (excluded samples never count; an abandoned session ends at its
+  last sign of life, with its last known energy).
 - `cdr_to_doc` / `cdr_from_doc`: the stored CDR document (kind "cdr", parent = session
   id) and back. The document is `cdr_to_dict(cdr)` (the REST shape) plus
-  `currency`, `session_version`, the session's token/connector (for OCPI), a
+  `currency`, `session_version`, the session's token/connector (for OCPI),
+  `clock_suspect`, `hold_reasons` (non-empty: held from export), a
   `published` flag (outbox marker) and `exact`: the unrounded breakdown and the
   full-precision instants, so `cdr_from_doc` rebuilds the very `Cdr` that was priced
   (documents without `exact` are rebuilt from the display values, as OCPI needs).
@@ -16,10 +19,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Mapping
 
-from services.billing.codec import SessionSnapshot
+from services.billing.codec import SessionSnapshot, SnapshotSample
 from services.billing.domain import (
     BandLine,
     Cdr,
@@ -30,6 +33,7 @@ from services.billing.domain import (
     cdr_to_dict,
     tariff_from_dict,
 )
+from services.common.decimals import parse_decimal
 from services.common.events import ENERGY_REGISTER
 from services.common.store.port import Store
 from services.common.timeutil import parse_ocpp
@@ -41,6 +45,7 @@ __all__ = [
     "cdr_to_doc",
     "cdr_from_doc",
     "head_from_doc",
+    "hold_reasons_of",
     "latest_cdr_doc",
     "resolve_tariff",
     "tariff_from_doc",
@@ -50,6 +55,7 @@ log = logging.getLogger("csms.billing.adapters")
 
 UTC = timezone.utc
 _MAX_SCAN = 1000
+_MAX_REGISTER_WH = 10**15  # a terawatt-hour register; beyond is not a reading (services.common.decimals)
 _TARIFF_KEYS = frozenset({
     "id", "currency", "price_per_kwh", "price_per_minute", "session_fee", "idle_fee_per_minute",
     "idle_grace_minutes", "tax_rate", "bands", "min_price", "max_price", "timezone", "default",
@@ -60,44 +66,71 @@ _TARIFF_KEYS = frozenset({
 
 
 def _sample_wh(value: float, unit: str) -> int | None:
-    """An energy register reading as integer Wh (Decimal from its shortest repr, never float math)."""
-    try:
-        d = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    if not d.is_finite():
+    """An energy register reading as integer Wh (Decimal from its shortest repr, never float
+    math); None when it is not a usable number (not finite, negative, beyond 1e15: no register)."""
+    d = parse_decimal(value)
+    if d is None or d < 0:
         return None
     if unit == "kWh":
         d = d * 1000
     elif unit not in ("Wh", ""):
         return None
-    return int(d.to_integral_value(rounding=ROUND_HALF_UP))
+    wh = int(d.to_integral_value(rounding=ROUND_HALF_UP))
+    return wh if _plausible_wh(wh) else None
+
+
+def _plausible_wh(value: int) -> bool:
+    return 0 <= value <= _MAX_REGISTER_WH
+
+
+def _counted(s: SnapshotSample) -> bool:
+    """A sample that may count: not flagged implausible, and a number as sent."""
+    return s.timestamp is not None and not s.excluded and not s.raw_value
+
+
+def _abandoned_end(snap: SessionSnapshot, started: datetime) -> datetime | None:
+    """Where an abandoned session's pricing ends: its stop if it has one, else the last
+    reading (its last sign of life), else when the CSMS closed it."""
+    if snap.stopped_at is not None:
+        return snap.stopped_at
+    last = max((s.timestamp for s in snap.samples if _counted(s) and s.timestamp is not None), default=None)
+    if last is not None and last >= started:
+        return last
+    return snap.abandoned_at or snap.updated_at
 
 
 def usage_from_snapshot(snap: SessionSnapshot) -> SessionUsage | None:
-    """What pricing needs from a completed snapshot; None if it cannot be priced (no times)."""
+    """What pricing needs from a completed or abandoned snapshot; None if it cannot be
+    priced (no times)."""
     started = snap.started_at or snap.received_at
-    stopped = snap.stopped_at or snap.updated_at
-    if started is None or stopped is None:
+    if started is None:
+        return None
+    stopped = _abandoned_end(snap, started) if snap.abandoned else (snap.stopped_at or snap.updated_at)
+    if stopped is None:
         return None
     samples: list[tuple[datetime, int]] = []
     for s in snap.samples:
-        if s.timestamp is None or s.phase or s.measurand not in ("", ENERGY_REGISTER):
-            continue  # per-phase registers and other measurands are not the session's energy
+        if not _counted(s) or s.phase or s.measurand not in ("", ENERGY_REGISTER):
+            continue  # excluded, per-phase registers and other measurands are not the session's energy
         wh = _sample_wh(s.value, s.unit)
-        if wh is not None:
+        if wh is not None and s.timestamp is not None:
             samples.append((s.timestamp, wh))
-    meter_start = snap.meter_start_wh
+    # Readings outside 0 .. 1e15 Wh are no register (int64 garbage): taken as "not reported".
+    meter_start = snap.meter_start_wh if _plausible_wh(snap.meter_start_wh) else 0
+    session_energy = snap.energy_wh if _plausible_wh(snap.energy_wh) else 0
     # proto3 has no presence for int64: a zero stop reading means "not reported"; pricing
     # then ends the register at the last sample (a real register never reads 0 after charging).
-    meter_stop: int | None = snap.meter_stop_wh if snap.meter_stop_wh != 0 else None
-    if meter_start == 0 and snap.energy_wh > 0:
+    stop = snap.meter_stop_wh
+    meter_stop: int | None = stop if stop != 0 and _plausible_wh(stop) else None
+    if meter_start == 0 and session_energy > 0:
         # A zero start reading may also mean "not reported" (2.0.1 has no meterStart).
         end = meter_stop if meter_stop is not None else max((wh for _, wh in samples), default=None)
         if end is None:
-            meter_stop = snap.energy_wh  # no register readings at all: price the energy the session reports
-        elif end > snap.energy_wh:
-            meter_start = end - snap.energy_wh  # the register did not start at 0: anchor it on the session's energy
+            meter_stop = session_energy  # no register readings at all: price the energy the session reports
+        elif end > session_energy:
+            meter_start = end - session_energy  # the register did not start at 0: anchor it on the session's energy
+    if snap.abandoned and meter_stop is None and session_energy > 0:
+        meter_stop = meter_start + session_energy  # no stop reading will come: its last known energy
     return SessionUsage(
         started_at=started,
         stopped_at=stopped,
@@ -112,7 +145,12 @@ def usage_from_snapshot(snap: SessionSnapshot) -> SessionUsage | None:
 
 
 def _iso_us(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Microsecond instant with a 4-digit year (strftime writes year 1 as "1")."""
+    dt = dt.astimezone(UTC)
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}."
+        f"{dt.microsecond:06d}Z"
+    )
 
 
 def _dec(value: Decimal) -> str:
@@ -139,6 +177,7 @@ def _exact_breakdown(b: PriceBreakdown) -> dict[str, Any]:
         "priced_until": _iso_us(b.priced_until),
         "suspect": b.suspect,
         "clamp": b.clamp,
+        "capped": b.capped,
         "lines": [
             {
                 "label": line.label,
@@ -157,10 +196,19 @@ def _exact_breakdown(b: PriceBreakdown) -> dict[str, Any]:
     }
 
 
-def cdr_to_doc(cdr: Cdr, snap: SessionSnapshot | None = None, *, published: bool = False) -> dict[str, Any]:
-    """The stored document: the REST shape plus what re-publishing and OCPI need."""
+def cdr_to_doc(
+    cdr: Cdr,
+    snap: SessionSnapshot | None = None,
+    *,
+    published: bool = False,
+    hold_reasons: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The stored document: the REST shape plus what re-publishing and OCPI need.
+    A non-empty `hold_reasons` marks a held CDR (stored, never published as it is)."""
     doc = cdr_to_dict(cdr)
     doc.update(
+        clock_suspect=snap.clock_suspect if snap is not None else False,
+        hold_reasons=list(hold_reasons),
         currency=cdr.total_cost.currency,
         session_version=snap.version if snap is not None else 0,
         transaction_id=snap.transaction_id if snap is not None else "",
@@ -233,6 +281,7 @@ def _breakdown_exact(e: Mapping[str, Any]) -> PriceBreakdown:
         priced_until=parse_ocpp(e["priced_until"]),
         suspect=bool(e.get("suspect", False)),
         clamp=e.get("clamp"),
+        capped=bool(e.get("capped", False)),
     )
 
 
@@ -279,6 +328,7 @@ def _breakdown_display(doc: Mapping[str, Any], total: Money, incl: Money, stoppe
         priced_until=stopped,
         suspect=bool(b.get("suspect", False)),
         clamp=b.get("clamp"),
+        capped=bool(b.get("capped", False)),
     )
 
 
@@ -333,6 +383,17 @@ class CdrHead:
     inputs_fingerprint: str
     session_version: int = 0
     published: bool = True
+    hold_reasons: tuple[str, ...] = ()
+
+    @property
+    def held(self) -> bool:
+        """Held from export: never published as it is (a later version may be)."""
+        return bool(self.hold_reasons)
+
+
+def hold_reasons_of(doc: Mapping[str, Any]) -> tuple[str, ...]:
+    raw = doc.get("hold_reasons")
+    return tuple(str(r) for r in raw) if isinstance(raw, (list, tuple)) else ()
 
 
 def head_from_doc(doc: Mapping[str, Any]) -> CdrHead:
@@ -344,6 +405,7 @@ def head_from_doc(doc: Mapping[str, Any]) -> CdrHead:
         inputs_fingerprint=str(doc.get("inputs_fingerprint") or ""),
         session_version=int(doc.get("session_version") or 0),
         published=doc.get("published", True) is not False,
+        hold_reasons=hold_reasons_of(doc),
     )
 
 

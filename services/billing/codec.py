@@ -2,7 +2,10 @@
 
 `csms.sessions.v1` (protobuf `csms.sessions.v1.Session`) is decoded here into a
 plain `SessionSnapshot`, without depending on the sessions processor's code: the
-published schema is the contract. `csms.cdrs.v1` records (protobuf
+published schema is the contract. Fields billing decides on: `status` (completed /
+abandoned are billed), `authorization` (a refused token is never billed),
+`hold` / `hold_reasons` / `clock_suspect` (the CDR is held from export), and each
+sample's `excluded` flag (implausible readings never count). `csms.cdrs.v1` records (protobuf
 `csms.billing.v1.Cdr`) are encoded from the stored CDR document, so a CDR that is
 re-published after a crash carries exactly the bytes of the first attempt.
 """
@@ -44,6 +47,8 @@ class SnapshotSample:
     value: float
     unit: str = "Wh"
     phase: str = ""
+    excluded: bool = False  # implausible: kept as sent, never counted
+    raw_value: str = ""  # the value as sent when it was not a usable number (value is then 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +57,7 @@ class SessionSnapshot:
 
     id: str
     station_id: str
-    status: str  # "active" | "completed"
+    status: str  # "active" | "completed" | "abandoned"
     version: int
     transaction_id: str = ""
     id_token: str = ""
@@ -72,10 +77,25 @@ class SessionSnapshot:
     ocpp_version: str = ""
     site_id: str = ""
     samples: tuple[SnapshotSample, ...] = ()
+    authorization: str = ""  # token status answered at the start; "" unknown
+    clock_suspect: bool = False
+    suspect_reasons: tuple[str, ...] = ()
+    hold: bool = False
+    hold_reasons: tuple[str, ...] = ()
+    abandoned_at: datetime | None = None
+    abandon_reason: str = ""
+    station_started_at: datetime | None = None
+    station_stopped_at: datetime | None = None
+    remote_start_id: int = 0
+    issued_by: str = ""
 
     @property
     def completed(self) -> bool:
         return self.status == "completed"
+
+    @property
+    def abandoned(self) -> bool:
+        return self.status == "abandoned"
 
 
 def decode_session(data: bytes) -> SessionSnapshot:
@@ -116,9 +136,22 @@ def decode_session(data: bytes) -> SessionSnapshot:
                 value=s.value,
                 unit=s.unit,
                 phase=s.phase,
+                excluded=s.excluded,
+                raw_value=s.raw_value,
             )
             for s in pb.samples
         ),
+        authorization=pb.authorization,
+        clock_suspect=pb.clock_suspect,
+        suspect_reasons=tuple(pb.suspect_reasons),
+        hold=pb.hold,
+        hold_reasons=tuple(pb.hold_reasons),
+        abandoned_at=get_timestamp(pb, "abandoned_at"),
+        abandon_reason=pb.abandon_reason,
+        station_started_at=get_timestamp(pb, "station_started_at"),
+        station_stopped_at=get_timestamp(pb, "station_stopped_at"),
+        remote_start_id=int(pb.remote_start_id),
+        issued_by=pb.issued_by,
     )
 
 
@@ -141,14 +174,27 @@ def encode_session(snap: SessionSnapshot) -> bytes:
         version=snap.version,
         ocpp_version=snap.ocpp_version,
         site_id=snap.site_id,
+        authorization=snap.authorization,
+        clock_suspect=snap.clock_suspect,
+        suspect_reasons=list(snap.suspect_reasons),
+        hold=snap.hold,
+        hold_reasons=list(snap.hold_reasons),
+        abandon_reason=snap.abandon_reason,
+        remote_start_id=snap.remote_start_id,
+        issued_by=snap.issued_by,
     )
-    for name in ("started_at", "stopped_at", "received_at", "charging_ended_at", "updated_at"):
+    for name in (
+        "started_at", "stopped_at", "received_at", "charging_ended_at", "updated_at",
+        "abandoned_at", "station_started_at", "station_stopped_at",
+    ):
         value = getattr(snap, name)
         if value is not None:
             getattr(pb, name).SetInParent()
             set_timestamp(getattr(pb, name), value)
     for s in snap.samples:
-        spb = pb.samples.add(measurand=s.measurand, value=s.value, unit=s.unit, phase=s.phase)
+        spb = pb.samples.add(
+            measurand=s.measurand, value=s.value, unit=s.unit, phase=s.phase, excluded=s.excluded, raw_value=s.raw_value
+        )
         if s.timestamp is not None:
             spb.timestamp.SetInParent()
             set_timestamp(spb.timestamp, s.timestamp)
@@ -183,6 +229,8 @@ def encode_cdr(doc: Mapping[str, Any]) -> bytes:
         inputs_fingerprint=str(doc.get("inputs_fingerprint") or ""),
         currency=str(doc.get("currency") or doc["total_cost"]["currency"]),
         session_version=int(doc.get("session_version") or 0),
+        clock_suspect=bool(doc.get("clock_suspect", False)),
+        hold_reasons=[str(r) for r in doc.get("hold_reasons") or ()],
     )
     _money_pb(doc["total_cost"], pb.total_cost)
     _money_pb(doc["total_cost_incl_tax"], pb.total_cost_incl_tax)
@@ -218,6 +266,8 @@ def decode_cdr(data: bytes) -> dict[str, Any]:
         "inputs_fingerprint": pb.inputs_fingerprint,
         "currency": pb.currency,
         "session_version": int(pb.session_version),
+        "clock_suspect": pb.clock_suspect,
+        "hold_reasons": list(pb.hold_reasons),
     }
 
 

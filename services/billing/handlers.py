@@ -4,6 +4,18 @@ A plain async function of (runtime, record) so any consumer loop (the bus port's
 `subscribe`, a faust agent) can drive it. Thin: decode, load, decide (pure domain),
 save, publish.
 
+Which sessions are billed (docs/billing-holds.md): "completed" and "abandoned" ones
+(closed by the CSMS: priced up to their last sign of life with their last known
+energy); never one whose token the CSMS refused at the start (`authorization` not
+"" / "Accepted"): that is counted as outcome "refused_token" and logged once.
+
+Held CDRs: a CDR whose session is on hold (clock suspect, implausible size) or which
+is itself longer than CSMS_SESSION_MAX_DURATION_H or larger than
+CSMS_SESSION_MAX_ENERGY_WH is stored with `hold_reasons` and NOT published on
+csms.cdrs.v1 (outcome "held", csms_billing_cdrs_held_total{reason}). The outbox never
+re-publishes a held document; a later, plausible version of the session's CDR (a real
+stop arrived, the session's hold was lifted) is published normally.
+
 Delivery is at-least-once and may be out of order, so:
 - active sessions are ignored (their running cost is computed on read by the API);
 - a snapshot whose version is not newer than the one the latest CDR priced is stale
@@ -16,14 +28,17 @@ Delivery is at-least-once and may be out of order, so:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
+from datetime import timedelta
 from typing import Any
 
 from prometheus_client import Counter, Histogram
 
 from services.billing.adapters import (
+    CdrHead,
     cdr_to_doc,
     head_from_doc,
     latest_cdr_doc,
@@ -31,13 +46,34 @@ from services.billing.adapters import (
     usage_from_snapshot,
 )
 from services.billing.codec import SESSION_CE_TYPE, SessionSnapshot, cdr_headers, decode_session, encode_cdr
-from services.billing.domain import TariffError, decide_cdr
+from services.billing.domain import (
+    MAX_PRICED_DURATION,
+    REASON_HOLD_RELEASED,
+    Cdr,
+    SessionUsage,
+    Tariff,
+    TariffError,
+    cdr_hold_reasons,
+    decide_cdr,
+    is_billable_status,
+    refusal,
+)
 from services.common import topics
 from services.common.bus.port import Record
+from services.common.config import Settings
 from services.common.runtime import Runtime
 from services.common.telemetry import tracer
 
-__all__ = ["handle_session_record", "publish_cdr_doc", "CDRS_TOTAL", "UNPRICED_TOTAL", "HANDLER_SECONDS", "SNAPSHOTS_TOTAL"]
+__all__ = [
+    "handle_session_record",
+    "publish_cdr_doc",
+    "billing_limits",
+    "CDRS_TOTAL",
+    "CDRS_HELD_TOTAL",
+    "UNPRICED_TOTAL",
+    "HANDLER_SECONDS",
+    "SNAPSHOTS_TOTAL",
+]
 
 log = logging.getLogger("csms.billing")
 
@@ -52,24 +88,48 @@ HANDLER_SECONDS = Histogram(
 )
 SNAPSHOTS_TOTAL = Counter(
     "csms_billing_snapshots_total",
-    "csms.sessions.v1 records handled, by outcome (cdr, unchanged, stale, active, unpriced, ...)",
+    "csms.sessions.v1 records handled, by outcome (cdr, held, unchanged, stale, active, unpriced, refused_token, ...)",
     ["outcome"],
 )
+CDRS_HELD_TOTAL = Counter(
+    "csms_billing_cdrs_held_total",
+    "CDRs stored but held from export (csms.cdrs.v1), by reason (duration_exceeds_max, energy_exceeds_max, "
+    "clock_suspect, ...); a CDR with several reasons counts once per reason",
+    ["reason"],
+)
+# Longest CSMS_SESSION_MAX_DURATION_H honoured: beyond a century a timedelta is no longer a bound.
+_MAX_DURATION_H = 24 * 365 * 100
+_UNUSABLE_WARNED: set[object] = set()  # unusable duration settings already logged (once each)
 
-# Sessions already reported as unpriced (bounded): one log line and one count per session,
-# however often its snapshots are redelivered.
-_UNPRICED_SEEN: OrderedDict[str, None] = OrderedDict()
+# Sessions already reported as unbilled (bounded, per runtime): one log line and one count
+# per session, however often its snapshots are redelivered.
+_UNPRICED_SEEN_KEY = "billing.unpriced_seen"
 _UNPRICED_SEEN_MAX = 10_000
 
 
-def _first_time_unpriced(session_id: str) -> bool:
-    if session_id in _UNPRICED_SEEN:
-        _UNPRICED_SEEN.move_to_end(session_id)
+def _first_time_unpriced(rt: Runtime, key: str) -> bool:
+    seen: OrderedDict[str, None] = rt.extras.setdefault(_UNPRICED_SEEN_KEY, OrderedDict())
+    if key in seen:
+        seen.move_to_end(key)
         return False
-    _UNPRICED_SEEN[session_id] = None
-    if len(_UNPRICED_SEEN) > _UNPRICED_SEEN_MAX:
-        _UNPRICED_SEEN.popitem(last=False)
+    seen[key] = None
+    if len(seen) > _UNPRICED_SEEN_MAX:
+        seen.popitem(last=False)
     return True
+
+
+def billing_limits(settings: Settings) -> tuple[timedelta, int]:
+    """(max priced / unheld duration, max unheld energy Wh) from the settings, made sane:
+    a non-positive or absurd duration falls back to the default bound."""
+    hours = settings.session_max_duration_h
+    if not (isinstance(hours, (int, float)) and 0 < hours <= _MAX_DURATION_H):
+        if repr(hours) not in _UNUSABLE_WARNED:
+            _UNUSABLE_WARNED.add(repr(hours))
+            log.warning("CSMS_SESSION_MAX_DURATION_H=%r is not usable: billing uses %s", hours, MAX_PRICED_DURATION)
+        duration = MAX_PRICED_DURATION
+    else:
+        duration = timedelta(hours=hours)
+    return duration, int(settings.session_max_energy_wh)
 
 
 async def publish_cdr_doc(rt: Runtime, doc: dict[str, Any], *, traceparent: str | None = None) -> None:
@@ -105,8 +165,16 @@ async def _handle(rt: Runtime, record: Record) -> str:
         # Permanent: redelivering the same bytes cannot help. Count, log, move on.
         log.error("undecodable session snapshot %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
         return "undecodable"
-    if not snap.completed:
+    if not is_billable_status(snap.status):
         return "active"
+    refused = refusal(snap.authorization)
+    if refused is not None:
+        if _first_time_unpriced(rt, f"refused:{snap.id}"):
+            log.warning(
+                "session %s not billed: its token was refused at the start (%s) station=%s",
+                snap.id, refused, snap.station_id,
+            )
+        return "refused_token"
     with tracer.start_as_current_span(
         "billing.session_completed",
         attributes={"csms.station_id": snap.station_id, "csms.session_id": snap.id, "csms.session_version": snap.version},
@@ -117,7 +185,7 @@ async def _handle(rt: Runtime, record: Record) -> str:
 async def _bill(rt: Runtime, snap: SessionSnapshot, traceparent: str | None) -> str:
     head_doc = await latest_cdr_doc(rt.store, snap.id)
     head = head_from_doc(head_doc) if head_doc is not None else None
-    if head_doc is not None and head is not None and not head.published:
+    if head_doc is not None and head is not None and not head.published and not head.held:
         log.info("re-publishing CDR %s station=%s (previous attempt did not finish)", head_doc["id"], snap.station_id)
         await publish_cdr_doc(rt, head_doc, traceparent=traceparent)
     if head is not None and snap.version and head.session_version and snap.version <= head.session_version:
@@ -130,12 +198,12 @@ async def _bill(rt: Runtime, snap: SessionSnapshot, traceparent: str | None) -> 
     try:
         resolved = await resolve_tariff(rt.store, snap.station_id, snap.site_id)
     except TariffError as exc:
-        if _first_time_unpriced(snap.id):
+        if _first_time_unpriced(rt, snap.id):
             UNPRICED_TOTAL.inc()
             log.error("session %s not billed: its tariff is invalid (%s) station=%s", snap.id, exc, snap.station_id)
         return "invalid_tariff"
     if resolved is None:
-        if _first_time_unpriced(snap.id):
+        if _first_time_unpriced(rt, snap.id):
             UNPRICED_TOTAL.inc()
             log.warning(
                 "session %s not billed: no tariff (station, site or default) station=%s", snap.id, snap.station_id
@@ -144,26 +212,68 @@ async def _bill(rt: Runtime, snap: SessionSnapshot, traceparent: str | None) -> 
 
     usage = usage_from_snapshot(snap)
     if usage is None:
-        if _first_time_unpriced(snap.id):
+        if _first_time_unpriced(rt, snap.id):
             UNPRICED_TOTAL.inc()
             log.warning("session %s not billed: it has no start or stop time station=%s", snap.id, snap.station_id)
         return "unpriceable"
 
-    cdr = decide_cdr(head, snap.id, snap.station_id, resolved.tariff, usage, now=rt.clock())
+    max_duration, max_energy_wh = billing_limits(rt.settings)
+    cdr = decide_cdr(head, snap.id, snap.station_id, resolved.tariff, usage, now=rt.clock(), max_duration=max_duration)
+    if cdr is None and head is not None and head.held:
+        # Same pricing inputs as a held CDR: exportable now only if nothing holds it any more.
+        cdr = _released(head, snap, resolved.tariff, usage, rt, max_duration, max_energy_wh)
     if cdr is None:
         return "unchanged"  # replay / redelivery: the latest CDR already reflects these inputs
+    hold = _hold_reasons(snap, cdr, max_duration, max_energy_wh)
 
-    doc = cdr_to_doc(cdr, snap)
+    doc = cdr_to_doc(cdr, snap, hold_reasons=hold)
     written = await rt.store.put_doc("cdr", cdr.id, doc, parent=snap.id, version=cdr.version)
     if not written:
         # Another consumer (a rebalance overlap) stored this version first; it publishes it.
         log.info("CDR %s already stored, not publishing again station=%s", cdr.id, snap.station_id)
         return "conflict"
-    await publish_cdr_doc(rt, doc, traceparent=traceparent)
     CDRS_TOTAL.labels(cdr.reason).inc()
+    if hold:
+        for reason in hold:
+            CDRS_HELD_TOTAL.labels(reason).inc()
+        log.warning(
+            "CDR %s (%s) session=%s v%d HELD from export (%s): energy_wh=%d total=%s %s..%s tariff=%s station=%s",
+            cdr.id, cdr.reason, snap.id, snap.version, ",".join(hold), cdr.energy_wh, cdr.total_cost,
+            doc["started_at"], doc["stopped_at"], resolved.tariff.id, snap.station_id,
+        )
+        return "held"
+    await publish_cdr_doc(rt, doc, traceparent=traceparent)
     log.info(
         "CDR %s (%s) session=%s v%d energy_wh=%d total=%s incl_tax=%s tariff=%s (%s) station=%s",
         cdr.id, cdr.reason, snap.id, snap.version, cdr.energy_wh, cdr.total_cost, cdr.total_cost_incl_tax,
         resolved.tariff.id, resolved.source, snap.station_id,
     )
     return "cdr"
+
+
+def _hold_reasons(snap: SessionSnapshot, cdr: Cdr, max_duration: timedelta, max_energy_wh: int) -> tuple[str, ...]:
+    return cdr_hold_reasons(
+        started_at=cdr.started_at,
+        stopped_at=cdr.stopped_at,
+        energy_wh=cdr.energy_wh,
+        max_duration=max_duration,
+        max_energy_wh=max_energy_wh,
+        session_hold=snap.hold,
+        session_reasons=snap.hold_reasons,
+        clock_suspect=snap.clock_suspect,
+    )
+
+
+def _released(
+    head: CdrHead, snap: SessionSnapshot, tariff: Tariff, usage: SessionUsage, rt: Runtime,
+    max_duration: timedelta, max_energy_wh: int,
+) -> Cdr | None:
+    """The next version of a held CDR with the same content, if nothing holds it now
+    (the session's hold was lifted); None while it is still held."""
+    again = decide_cdr(
+        dataclasses.replace(head, inputs_fingerprint=""), snap.id, snap.station_id, tariff, usage,
+        now=rt.clock(), reason_hint=REASON_HOLD_RELEASED, max_duration=max_duration,
+    )
+    if again is None or _hold_reasons(snap, again, max_duration, max_energy_wh):
+        return None
+    return again

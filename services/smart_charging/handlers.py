@@ -5,6 +5,10 @@ consumer owns each site and applies its events in order: load the "site_state"
 document, translate the envelope into a domain event, `apply` it (pure), save the
 new state, send the resulting SetChargingProfile commands.
 
+A `SessionAbandoned` (the sessions processor closed a session its station never
+ended) releases the session's current at once, exactly like a stop; a transaction
+start whose token was refused is never managed (see repartition).
+
 Delivery is at-least-once. The domain makes a replayed event a no-op; the state
 write is versioned (a zombie owner after a rebalance cannot overwrite a newer
 state: its write fails and the record is redelivered against the fresh state);
@@ -56,7 +60,12 @@ from services.smart_charging.domain import (
     state_from_doc,
     state_to_doc,
 )
-from services.smart_charging.repartition import SITE_HEADER, current_samples, site_of_notification
+from services.smart_charging.repartition import (
+    ACCEPTED_TOKEN_STATUSES,
+    SITE_HEADER,
+    current_samples,
+    site_of_notification,
+)
 
 __all__ = [
     "ALLOCATIONS",
@@ -288,12 +297,26 @@ async def _on_event(rt: Runtime, site_id: str, env: ev.Envelope, step: _Step) ->
     if isinstance(body, ev.Notification):
         await _on_site_updated(rt, site_id, body, step)
     elif isinstance(body, ev.TransactionStarted):
+        if body.id_token_status not in ACCEPTED_TOKEN_STATUSES:
+            # Refused token: nothing to limit or reserve (the stage before drops these too).
+            log.info(
+                "station=%s transaction %s refused (%s): not managed",
+                env.station_id, body.transaction_id, body.id_token_status,
+            )
+            return
         started = await _session_started(rt, sd, env, body)
         if started is not None:
             step.apply(started)
-    elif isinstance(body, ev.TransactionEnded):
+    elif isinstance(body, (ev.TransactionEnded, ev.SessionAbandoned)):
+        # A session the CSMS closed (abandoned) releases its current like a real stop.
         session = _find(sd.state, env.station_id, body.evse_id or body.connector_id, body.transaction_id)
         if session is not None:
+            if isinstance(body, ev.SessionAbandoned):
+                log.info(
+                    "site=%s station=%s session %s abandoned (%s): its %s A are released",
+                    site_id, env.station_id, session.transaction_id, body.reason,
+                    session.limit_a if session.controllable else session.max_a,
+                )
             step.apply(SessionStopped(env.station_id, session.evse_id, session.transaction_id))
     elif isinstance(body, (ev.MeterValues, ev.TransactionUpdated)):
         reading = _reading(sd, env, body)

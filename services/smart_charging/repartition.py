@@ -9,7 +9,11 @@ Stage 2 (`handlers.handle_site_record`) consumes that topic: one consumer per si
 partition applies the site's events in order. Per-station order is kept, since a
 station's events come from one partition here and go to one partition there.
 
-Events of stations without a site are dropped.
+Events of stations without a site are dropped, and so are transaction starts whose
+token the CSMS refused (`id_token_status` not "" / "Accepted"): such a session is
+never limited nor reserved (issue 7: a ghost Invalid session kept 32 A of a site).
+`SessionAbandoned` (decided by the sessions processor) is forwarded: it releases the
+session's current at once, like a stop.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from services.common.bus.port import Record
 from services.common.runtime import Runtime
 
 __all__ = [
+    "ACCEPTED_TOKEN_STATUSES",
     "BY_SITE",
     "REPARTITION_GROUP",
     "SITE_HEADER",
@@ -64,8 +69,11 @@ _RELEVANT_TYPES = frozenset(
         "CommandResult",
         "Notification",
         "StationBooted",
+        "SessionAbandoned",
     )
 )
+# Token statuses that start a session smart charging manages ("" = not asked / unknown).
+ACCEPTED_TOKEN_STATUSES = frozenset({"", "Accepted"})
 
 REPARTITIONED = Counter(
     "csms_smart_charging_repartitioned_total",
@@ -131,7 +139,9 @@ def site_of_notification(env: ev.Envelope) -> str | None:
 def is_relevant(env: ev.Envelope) -> bool:
     """Does smart charging need this event?"""
     body = env.body
-    if isinstance(body, (ev.TransactionStarted, ev.TransactionEnded)):
+    if isinstance(body, ev.TransactionStarted):
+        return body.id_token_status in ACCEPTED_TOKEN_STATUSES
+    if isinstance(body, (ev.TransactionEnded, ev.SessionAbandoned)):
         return True
     if isinstance(body, (ev.TransactionUpdated, ev.MeterValues)):
         return bool(current_samples(body.samples))

@@ -1,6 +1,7 @@
 """Pure billing domain: money, tariffs, pricing, CDRs. Standard library only."""
 
 from .cdr import (
+    REASON_HOLD_RELEASED,
     Cdr,
     InputDigests,
     PreviousCdr,
@@ -11,11 +12,34 @@ from .cdr import (
     input_digests,
     tariff_to_ocpi,
 )
+from .holds import (
+    HOLD_CLOCK_SUSPECT,
+    HOLD_DURATION,
+    HOLD_ENERGY,
+    HOLD_SESSION,
+    cdr_hold_reasons,
+    is_billable_status,
+    refusal,
+)
 from .money import CurrencyError, CurrencyMismatchError, Money, minor_units, quantum, round_amount
-from .pricing import BandLine, EnergySample, PriceBreakdown, SessionUsage, breakdown_to_dict, price_session
+from .pricing import (
+    MAX_PRICED_DURATION,
+    BandLine,
+    EnergySample,
+    PriceBreakdown,
+    SessionUsage,
+    breakdown_to_dict,
+    price_session,
+)
 from .tariff import Tariff, TariffBand, TariffError, band_segments, tariff_from_dict, tariff_to_dict
 
 __all__ = [
+    "HOLD_CLOCK_SUSPECT",
+    "HOLD_DURATION",
+    "HOLD_ENERGY",
+    "HOLD_SESSION",
+    "MAX_PRICED_DURATION",
+    "REASON_HOLD_RELEASED",
     "BandLine",
     "Cdr",
     "CurrencyError",
@@ -31,14 +55,17 @@ __all__ = [
     "TariffError",
     "band_segments",
     "breakdown_to_dict",
+    "cdr_hold_reasons",
     "cdr_id",
     "cdr_to_dict",
     "cdr_to_ocpi",
     "decide_cdr",
     "input_digests",
+    "is_billable_status",
     "minor_units",
     "price_session",
     "quantum",
+    "refusal",
     "round_amount",
     "tariff_from_dict",
     "tariff_to_dict",

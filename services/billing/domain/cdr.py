@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, fields, is_dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Protocol
 
 from .money import PRICING_CONTEXT, Money
-from .pricing import PriceBreakdown, SessionUsage, breakdown_to_dict, iso_utc_ms, price_session
+from .pricing import MAX_PRICED_DURATION, PriceBreakdown, SessionUsage, breakdown_to_dict, iso_utc_ms, price_session
 from .tariff import Tariff
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "REASON_LATE_METER_VALUE",
     "REASON_TARIFF_CHANGE",
     "REASON_CORRECTION",
+    "REASON_HOLD_RELEASED",
     "input_digests",
     "decide_cdr",
     "cdr_id",
@@ -40,6 +41,7 @@ REASON_LATE_STOP = "late_stop"
 REASON_LATE_METER_VALUE = "late_meter_value"
 REASON_TARIFF_CHANGE = "tariff_change"
 REASON_CORRECTION = "correction"
+REASON_HOLD_RELEASED = "hold_released"  # same content as a held CDR, now exportable
 _FINGERPRINT_VERSION = "cdrfp1"  # bump if the canonical form below changes
 
 
@@ -114,15 +116,27 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def input_digests(session_id: str, station_id: str, tariff: Tariff, usage: SessionUsage) -> InputDigests:
+def _exceeds(usage: SessionUsage, max_duration: timedelta) -> bool:
+    return usage.stopped_at is not None and usage.stopped_at - usage.started_at > max_duration
+
+
+def input_digests(
+    session_id: str, station_id: str, tariff: Tariff, usage: SessionUsage,
+    max_duration: timedelta = MAX_PRICED_DURATION,
+) -> InputDigests:
     """Digests of everything that determines a CDR's content (not `now`, not the
     tariff's `default` flag). Usage is compared in normalised form: samples sorted
-    and de-duplicated, charging end defaulted to the stop time."""
+    and de-duplicated, charging end defaulted to the stop time. The pricing bound
+    `max_duration` is part of the timing only for a session longer than it (the only
+    case where it changes the content), so ordinary fingerprints do not depend on it."""
     tariff_part = {k: v for k, v in _canonical(tariff).items() if k != "default"}
     effective_charging_end = usage.charging_ended_at if usage.charging_ended_at is not None else usage.stopped_at
+    timing: list[Any] = [session_id, station_id, usage.started_at, usage.stopped_at, effective_charging_end]
+    if _exceeds(usage, max_duration):
+        timing.append({"max_duration_us": max_duration // timedelta(microseconds=1)})
     return InputDigests(
         tariff=_digest(tariff_part),
-        timing=_digest([session_id, station_id, usage.started_at, usage.stopped_at, effective_charging_end]),
+        timing=_digest(timing),
         metering=_digest([usage.meter_start_wh, usage.meter_stop_wh, usage.energy_samples]),
     )
 
@@ -150,6 +164,8 @@ def decide_cdr(
     usage: SessionUsage,
     now: datetime,
     reason_hint: str | None = None,
+    *,
+    max_duration: timedelta = MAX_PRICED_DURATION,
 ) -> Cdr | None:
     """The CDR to emit for a stopped session, or None if `previous` (the latest
     CDR of this session, or just its stored head) already reflects exactly these inputs.
@@ -157,18 +173,19 @@ def decide_cdr(
     Reason of a new version: stop time changed -> "late_stop"; meter values
     changed -> "late_meter_value"; tariff changed -> "tariff_change"; otherwise
     `reason_hint` or "correction". The first CDR is always "initial".
+    Time-based components are priced over at most `max_duration` (see `price_session`).
     """
     if usage.stopped_at is None:
         raise ValueError("a CDR needs a stopped session (usage.stopped_at is None)")
     if previous is not None and previous.session_id != session_id:
         raise ValueError(f"previous CDR belongs to session {previous.session_id!r}, not {session_id!r}")
-    digests = input_digests(session_id, station_id, tariff, usage)
+    digests = input_digests(session_id, station_id, tariff, usage, max_duration)
     fingerprint = digests.fingerprint
     if previous is not None and previous.inputs_fingerprint == fingerprint:
         return None
     version = 1 if previous is None else previous.version + 1
     reason = REASON_INITIAL if previous is None else _reason(previous, usage, digests, reason_hint)
-    breakdown = price_session(tariff, usage, now)
+    breakdown = price_session(tariff, usage, now, max_duration=max_duration)
     return Cdr(
         id=cdr_id(session_id, version),
         session_id=session_id,

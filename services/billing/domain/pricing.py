@@ -7,6 +7,17 @@ total_incl_tax = round(clamped subtotal * (1 + tax_rate)).
 Energy is attributed to bands by linear interpolation of the cumulative
 energy register between samples (uniformly over the charging time when there
 are none); time by exact microseconds spent in each band.
+
+Pricing work is bounded whatever the timestamps (a station clock in 1970 once
+made a 10 kWh charge cost 299,368.82 EUR in a 10.6 MB breakdown): time-based
+components (per-minute and idle) are priced over at most `max_duration` from the
+start (default `MAX_PRICED_DURATION`, the billing worker passes
+CSMS_SESSION_MAX_DURATION_H), so the band split covers a few days at most and the
+breakdown has a bounded number of lines. Energy is never cut: what the register
+rose after the cap is attributed to the last priced line. Such a breakdown says
+`capped`; the CDR built from it is held from export (see docs/billing-holds.md).
+Instants are clamped a few days inside datetime's range, so band arithmetic in
+any time zone cannot overflow.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ __all__ = [
     "PriceBreakdown",
     "price_session",
     "breakdown_to_dict",
+    "MAX_PRICED_DURATION",
     "iso_utc_ms",
 ]
 
@@ -37,12 +49,23 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US_PER_MINUTE = 60_000_000
 _WH_PER_KWH = 1000
 _WH_RESOLUTION = Decimal("0.000001")  # attribution resolution (1 µWh): keeps band splits exactly additive
+# Time-based components are priced over at most this long (the default of
+# CSMS_SESSION_MAX_DURATION_H); longer sessions are implausible and held anyway.
+MAX_PRICED_DURATION = timedelta(hours=72)
+# Priced instants stay this far inside datetime's range: local dates +- 1 day in
+# any zone (offsets < 1 day) must still be representable.
+_MIN_INSTANT = datetime(1, 1, 5, tzinfo=UTC)
+_MAX_INSTANT = datetime(9999, 12, 25, tzinfo=UTC)
 
 
 def iso_utc_ms(dt: datetime) -> str:
-    """`2026-11-28T04:21:16.004Z` (UTC, milliseconds, truncated)."""
+    """`2026-11-28T04:21:16.004Z` (UTC, milliseconds, truncated). Always a 4-digit year
+    (strftime writes year 1 as "1", which nothing parses back)."""
     dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}."
+        f"{dt.microsecond // 1000:03d}Z"
+    )
 
 
 def _aware_utc(value: object, name: str) -> datetime:
@@ -59,6 +82,10 @@ def _wh(value: object, name: str) -> int:
 
 def _us(dt: datetime) -> int:
     return (dt - _EPOCH) // timedelta(microseconds=1)
+
+
+def _within_range(dt: datetime) -> datetime:
+    return min(max(dt, _MIN_INSTANT), _MAX_INSTANT)
 
 
 @dataclass(frozen=True)
@@ -135,9 +162,10 @@ class PriceBreakdown:
     parking_seconds: Decimal  # charging end -> session end
     idle_seconds: Decimal  # billable parking, after the grace period
     charging_ended_at: datetime
-    priced_until: datetime  # stopped_at, or `now` for an active session
+    priced_until: datetime  # stopped_at, or `now` for an active session; at most start + max_duration
     suspect: bool = False  # meter went backwards / samples inconsistent
     clamp: str | None = None  # "min" | "max" when the tariff's bounds applied
+    capped: bool = False  # time was priced up to start + max_duration only (the session lasted longer)
 
     @property
     def unclamped_subtotal(self) -> Money:
@@ -189,19 +217,31 @@ def _end_register(usage: SessionUsage) -> int:
     return usage.meter_start_wh
 
 
-def price_session(tariff: Tariff, usage: SessionUsage, now: datetime) -> PriceBreakdown:
-    """Price a session; an active one (stopped_at None) is priced up to `now`."""
+def price_session(
+    tariff: Tariff, usage: SessionUsage, now: datetime, *, max_duration: timedelta = MAX_PRICED_DURATION
+) -> PriceBreakdown:
+    """Price a session; an active one (stopped_at None) is priced up to `now`.
+
+    Time-based components cover at most `max_duration` (> 0) from the start; energy is
+    always priced in full."""
     now = _aware_utc(now, "now")
+    if not isinstance(max_duration, timedelta) or max_duration <= timedelta(0):
+        raise ValueError(f"max_duration must be a positive timedelta, got {max_duration!r}")
     with localcontext(PRICING_CONTEXT):
-        return _price(tariff, usage, now)
+        return _price(tariff, usage, now, max_duration)
 
 
-def _price(tariff: Tariff, usage: SessionUsage, now: datetime) -> PriceBreakdown:
+def _price(tariff: Tariff, usage: SessionUsage, now: datetime, max_duration: timedelta) -> PriceBreakdown:
     cur = tariff.currency
-    start = usage.started_at
-    session_end = max(usage.stopped_at if usage.stopped_at is not None else now, start)
+    start = _within_range(usage.started_at)
+    session_end = max(_within_range(usage.stopped_at if usage.stopped_at is not None else now), start)
     charging_end = usage.charging_ended_at if usage.charging_ended_at is not None else session_end
-    charging_end = min(max(charging_end, start), session_end)
+    charging_end = min(max(_within_range(charging_end), start), session_end)
+    # The bound: time is priced up to `priced_until` at most (no overflow: only when it is
+    # before session_end).
+    capped = session_end - start > max_duration
+    priced_until = start + max_duration if capped else session_end
+    priced_charging_end = min(charging_end, priced_until)
 
     end_wh = _end_register(usage)
     suspect = end_wh < usage.meter_start_wh
@@ -213,9 +253,13 @@ def _price(tariff: Tariff, usage: SessionUsage, now: datetime) -> PriceBreakdown
 
     lines: list[BandLine] = []
     energy_num = time_num = Decimal(0)
-    for seg in band_segments(tariff, start, charging_end):
+    segments = band_segments(tariff, start, priced_charging_end)
+    charging_end_us = _us(charging_end)
+    for i, seg in enumerate(segments):
         a, b = _us(seg.start), _us(seg.end)
-        wh = register.at(b) - register.at(a) if b > a else Decimal(energy_wh)
+        # The last line also takes what the register rose after the cap (none if uncapped).
+        b_wh = charging_end_us if i == len(segments) - 1 else b
+        wh = register.at(b_wh) - register.at(a) if b_wh > a else Decimal(energy_wh)
         p_kwh, p_min = tariff.energy_price(seg.band_index), tariff.time_price(seg.band_index)
         energy_num += wh * p_kwh
         time_num += (b - a) * p_min
@@ -234,7 +278,7 @@ def _price(tariff: Tariff, usage: SessionUsage, now: datetime) -> PriceBreakdown
             )
         )
 
-    parking_us = _us(session_end) - _us(charging_end)
+    parking_us = _us(priced_until) - _us(priced_charging_end)
     idle_us = max(0, parking_us - tariff.idle_grace_minutes * _US_PER_MINUTE)
     energy_cost = Money(energy_num / _WH_PER_KWH, cur)
     time_cost = Money(time_num / _US_PER_MINUTE, cur)
@@ -262,13 +306,14 @@ def _price(tariff: Tariff, usage: SessionUsage, now: datetime) -> PriceBreakdown
         total_incl_tax=(subtotal + tax).rounded(),
         tax_rate=tariff.tax_rate,
         lines=tuple(lines),
-        charging_seconds=Decimal(_us(charging_end) - _us(start)) / 1_000_000,
+        charging_seconds=Decimal(_us(priced_charging_end) - _us(start)) / 1_000_000,
         parking_seconds=Decimal(parking_us) / 1_000_000,
         idle_seconds=Decimal(idle_us) / 1_000_000,
-        charging_ended_at=charging_end,
-        priced_until=session_end,
+        charging_ended_at=priced_charging_end,
+        priced_until=priced_until,
         suspect=suspect,
         clamp=clamp,
+        capped=capped,
     )
 
 
@@ -298,6 +343,7 @@ def breakdown_to_dict(b: PriceBreakdown) -> dict[str, Any]:
             "total_incl_tax": b.total_incl_tax.display(),
             "clamp": b.clamp,
             "suspect": b.suspect,
+            "capped": b.capped,
             "lines": [
                 {
                     "label": line.label,

@@ -6,6 +6,11 @@ time (in `Tariff.timezone`) is inside it; the first matching band wins.
 instant being priced, like OCPI TariffRestrictions: a band "22:00"-"06:00" on
 (4,) (Friday) covers Fri 00:00-06:00 and Fri 22:00-24:00; to run Friday night
 into Saturday morning list both days.
+
+Every amount is bounded (`services.common.decimals`, pure like this module):
+finite, magnitude 1e-15 .. 1e15, at most 64 characters. "1e-999999" is a valid
+Decimal whose fixed-point form is a megabyte, and "1e400" overflows every
+quantize; both are refused with a TariffError naming the field.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from services.common.decimals import MAX_ABS_EXPONENT, parse_decimal
 
 from .money import CurrencyError, minor_units, validate_currency
 
@@ -33,6 +40,7 @@ __all__ = [
 UTC = timezone.utc
 BASE_LABEL = "base"
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MAX_GRACE_MINUTES = 525_600  # a year: longer means "no idle fee", not a number to compute with
 _HHMM_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -40,17 +48,36 @@ class TariffError(ValueError):
     """An invalid tariff definition; the message names the offending field."""
 
 
+def _shown(value: object) -> str:
+    """The offending value for an error message, never a megabyte of digits."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        Decimal(text[:64])  # only a prefix: the question is "number or not", not its value
+    except ArithmeticError:
+        return False
+    return True
+
+
 def _decimal(value: object, name: str, *, allow_none: bool = False) -> Decimal | None:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or isinstance(value, float):
-        raise TariffError(f"{name} must be a decimal string like \"0.30\", got {type(value).__name__} {value!r}")
-    try:
-        d = Decimal(value) if isinstance(value, (int, str)) else value
-    except InvalidOperation:
-        raise TariffError(f"{name} must be a decimal string like \"0.30\", got {value!r}") from None
-    if not isinstance(d, Decimal) or not d.is_finite():
-        raise TariffError(f"{name} must be a finite decimal, got {value!r}")
+        raise TariffError(f"{name} must be a decimal string like \"0.30\", got {type(value).__name__} {_shown(value)}")
+    if not isinstance(value, (int, str, Decimal)):
+        raise TariffError(f"{name} must be a decimal string like \"0.30\", got {_shown(value)}")
+    # A Decimal (a JSON number read exactly) is bounded by its text like a string.
+    d = parse_decimal(str(value) if isinstance(value, Decimal) else value)
+    if d is None and isinstance(value, str) and not _looks_numeric(value):
+        raise TariffError(f"{name} must be a decimal string like \"0.30\", got {_shown(value)}")
+    if d is None:
+        raise TariffError(
+            f"{name} must be a finite decimal of magnitude 1e-{MAX_ABS_EXPONENT} to 1e{MAX_ABS_EXPONENT} "
+            f"(at most 64 characters), got {_shown(value)}"
+        )
     return d
 
 
@@ -153,8 +180,10 @@ class Tariff:
         if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
             raise TariffError(f"min_price {self.min_price} is greater than max_price {self.max_price}")
         g = self.idle_grace_minutes
-        if not isinstance(g, int) or isinstance(g, bool) or g < 0:
-            raise TariffError(f"idle_grace_minutes must be a non-negative integer, got {g!r}")
+        if not isinstance(g, int) or isinstance(g, bool) or not 0 <= g <= _MAX_GRACE_MINUTES:
+            raise TariffError(
+                f"idle_grace_minutes must be a non-negative integer of at most {_MAX_GRACE_MINUTES}, got {_shown(g)}"
+            )
         rate = _decimal(self.tax_rate, "tax_rate")
         assert rate is not None
         if not (Decimal(0) <= rate < Decimal(1)):

@@ -64,6 +64,22 @@ def a_completed_session(**overrides: Any) -> SessionSnapshot:
     return SessionSnapshot(**fields)
 
 
+def an_abandoned_session(**overrides: Any) -> SessionSnapshot:
+    """Started 10:00, readings up to 10:30 (7000 Wh on a register from 1000), no stop: the
+    CSMS closed it at 11:00 (a newer transaction on the connector)."""
+    fields: dict[str, Any] = {
+        "status": "abandoned",
+        "stopped_at": None,
+        "meter_stop_wh": 0,
+        "energy_wh": 6000,
+        "version": 6,
+        "abandoned_at": at(60),
+        "abandon_reason": "new_transaction",
+    }
+    fields.update(overrides)
+    return a_completed_session(**fields)
+
+
 def an_active_session(**overrides: Any) -> SessionSnapshot:
     fields: dict[str, Any] = {"status": "active", "stopped_at": None, "meter_stop_wh": 0, "version": 2}
     fields.update(overrides)

@@ -1,8 +1,13 @@
-"""A billing runtime on the real MemoryBus and SQLite store, with a fixed clock."""
+"""A billing runtime on the real MemoryBus and a real store, with a fixed clock.
+
+The store is SQLite (a fresh file per test) and, with CSMS_INFRA=1, also Cassandra
+(a fresh keyspace per test, dropped afterwards: the tests use fixed ids)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -14,12 +19,16 @@ from services.common.bus.memory import MemoryBus
 from services.common.bus.port import Record
 from services.common.config import Settings
 from services.common.runtime import Runtime
-from services.common.store.port import Station
+from services.common.store.port import Station, Store
 from services.common.store.sqlite import SqliteStore
 
 from .builders import NOW
 
 COLLECTOR = "test-cdr-collector"
+INFRA = os.environ.get("CSMS_INFRA") == "1"
+STORES = [pytest.param("sqlite", id="sqlite")]
+if INFRA:
+    STORES.append(pytest.param("cassandra", id="cassandra", marks=pytest.mark.infra))
 
 
 class World:
@@ -27,6 +36,10 @@ class World:
 
     def __init__(self, rt: Runtime, bus: MemoryBus, published: list[Record]) -> None:
         self.rt, self.bus, self.published = rt, bus, published
+
+    def configure(self, **settings: Any) -> None:
+        """Override settings (e.g. session_max_duration_h) for the rest of the test."""
+        self.rt.settings = self.rt.settings.with_overrides(**settings)
 
     async def station(self, station_id: str = "CS1", *, tariff_id: str | None = None, site_id: str | None = None) -> None:
         await self.rt.store.put_station(Station(id=station_id, password_hash="", tariff_id=tariff_id, site_id=site_id))
@@ -53,10 +66,24 @@ class World:
         return [decode_cdr(r.value) for r in await self.cdr_records()]
 
 
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+def _new_store(backend: str, tmp_path: Path) -> Store:
+    if backend == "sqlite":
+        return SqliteStore(f"sqlite:///{tmp_path}/b.db")
+    from services.common.store.cassandra import CassandraStore
+
+    return CassandraStore(f"cassandra://127.0.0.1:9042/csms_billing_{os.getpid()}_{secrets.token_hex(4)}")
+
+
+async def _drop(store: Store) -> None:
+    keyspace = getattr(store, "keyspace", None)
+    if keyspace:  # Cassandra: this test's keyspace
+        await store._run(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=STORES)
+async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
     bus = MemoryBus(default_partitions=4)
-    store = SqliteStore(f"sqlite:///{tmp_path}/b.db")
+    store = _new_store(str(request.param), tmp_path)
     rt = Runtime(settings=Settings(), bus=bus, store=store, clock=lambda: NOW)
     await rt.start()
     await store.migrate()
@@ -69,4 +96,5 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     try:
         yield World(rt, bus, published)
     finally:
+        await _drop(store)
         await rt.close()
