@@ -123,7 +123,11 @@ class Cluster:
                 proc.kill(signal.SIGTERM)
 
 
-def new_cluster(tmp: Path, roles: tuple[str, ...] = ("gateway-0", "gateway-1", "sessions", "billing", "smart-charging", "api")) -> Cluster:
+def new_cluster(
+    tmp: Path,
+    roles: tuple[str, ...] = ("gateway-0", "gateway-1", "sessions", "billing", "smart-charging", "api"),
+    extra_env: dict[str, str] | None = None,
+) -> Cluster:
     require_engines()
     tag = uuid.uuid4().hex[:8]
     api_key = "it-" + uuid.uuid4().hex
@@ -140,6 +144,7 @@ def new_cluster(tmp: Path, roles: tuple[str, ...] = ("gateway-0", "gateway-1", "
         "CSMS_COMMANDS_PARTITIONS": "4",
         "CSMS_LOG_LEVEL": "INFO",
     })
+    env.update(extra_env or {})
     cluster = Cluster(tmp, env, api_key)
     migrate = subprocess.run([CSMS, "migrate"], env=env, capture_output=True, timeout=180)
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
