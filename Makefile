@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast infra-up infra-down proto bench clean
+.PHONY: setup run test test-fast infra-up infra-down proto bench bench-pipeline clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,24 @@ infra-down:
 
 bench: setup
 	$(BIN)/python bench/run_all.py
+
+# Distributed mode on real Kafka + Cassandra, end to end and per component (bench/pipeline.py).
+# Starts an engine only if its port is not already served, and stops only what it started.
+# Options: make bench-pipeline PIPELINE_ARGS="--stations 500 --rate 2 --duration 60"
+PIPELINE_ARGS ?=
+bench-pipeline: setup
+	@started=""; \
+	for e in kafka:9092 cassandra:9042; do \
+	  $(BIN)/python -c "import socket,sys; socket.create_connection(('127.0.0.1', $${e#*:}), 2).close()" 2>/dev/null \
+	    || started="$$started $${e%%:*}"; \
+	done; \
+	for e in $$started; do \
+	  ./deploy/local/infra.sh up $$e || { rc=$$?; for s in $$started; do ./deploy/local/infra.sh down $$s; done; exit $$rc; }; \
+	done; \
+	trap 'true' INT TERM; \
+	$(BIN)/python bench/pipeline.py $(PIPELINE_ARGS); rc=$$?; \
+	for e in $$started; do ./deploy/local/infra.sh down $$e; done; \
+	exit $$rc
 
 clean:
 	rm -rf $(VENV) services/common/gen .pytest_cache csms.db* .csms

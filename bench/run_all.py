@@ -254,6 +254,11 @@ def write_results(results: dict[str, dict[str, Any]], full: bool, path: Path, me
     missing = [k for k in ("percall", "storm", "idle") if not any(x.startswith(k) for x in results)]
     if missing:
         lines += [f"Not produced in this run (failed or timed out): {', '.join(missing)}.", ""]
+    # Keep the distributed pipeline section (bench/pipeline.py owns it, between its markers).
+    old = path.read_text() if path.exists() else ""
+    begin, end = old.find("<!-- pipeline:begin -->"), old.find("<!-- pipeline:end -->")
+    if 0 <= begin < end:
+        lines += ["", old[begin:end + len("<!-- pipeline:end -->")], ""]
     path.write_text("\n".join(lines))
 
 

@@ -151,7 +151,7 @@ class CommandWaiter:
 
     def __init__(self, bus: Bus, *, group: str | None = None) -> None:
         self.bus = bus
-        self.group = group or f"csms-api-{uuid.uuid4().hex[:8]}"
+        self.group = group or topics.group(f"csms-api-{uuid.uuid4().hex[:8]}")
         self._pending: dict[str, asyncio.Future[CommandResult]] = {}
         self._sub: Any = None
 

@@ -17,7 +17,7 @@ __all__ = ["BillingService", "CONSUMER_GROUP"]
 
 log = logging.getLogger("csms.billing.worker")
 
-CONSUMER_GROUP = "csms-billing"
+CONSUMER_GROUP = topics.group("csms-billing")
 
 
 class BillingService:

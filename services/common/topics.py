@@ -13,6 +13,13 @@ COMMANDS = f"{_PREFIX}csms.commands.v1"   # key = station id, partition = owning
 SESSIONS = f"{_PREFIX}csms.sessions.v1"   # key = station id
 CDRS = f"{_PREFIX}csms.cdrs.v1"           # key = station id
 
+
+def group(name: str) -> str:
+    """A consumer group id, namespaced like the topics: clusters that share a broker with
+    different prefixes (test runs, benchmarks) must not rebalance each other's groups."""
+    return f"{_PREFIX}{name}"
+
+
 # Dead letters (docs/dead-letters.md): records a consumer group could not process.
 EVENTS_DLQ = f"{_PREFIX}csms.events.dlq.v1"
 

@@ -83,7 +83,7 @@ __all__ = ["handle_record", "handle_event", "publish_snapshot", "sweep_once", "r
 
 log = logging.getLogger("csms.sessions.handlers")
 
-GROUP = "csms-sessions"
+GROUP = topics.group("csms-sessions")
 _RULES_KEY = "sessions.plausibility"
 _SWEEP_SCAN = 100_000  # open-sessions documents read per sweep (one per station)
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from services.common import codec
+from services.common import codec, topics
 from services.common import events as ev
 from services.common.bus.port import Record
 from services.common.errors import ConflictError
@@ -78,7 +78,7 @@ __all__ = [
 
 log = logging.getLogger("csms.smart_charging")
 
-CONSUMER_GROUP = "csms-smart-charging"
+CONSUMER_GROUP = topics.group("csms-smart-charging")
 STATE_KIND = "site_state"
 DEFAULT_MAX_A = Decimal(32)
 SITE_RECHECK_S = 30.0  # re-read the site document this often (a SiteUpdated may be lost)

@@ -49,7 +49,7 @@ __all__ = [
 log = logging.getLogger("csms.smart_charging.repartition")
 
 BY_SITE = topics.EVENTS.replace("csms.events.v1", "csms.smart-charging.by-site.v1")  # key = site id
-REPARTITION_GROUP = "csms-smart-charging-repartition"
+REPARTITION_GROUP = topics.group("csms-smart-charging-repartition")
 SITE_HEADER = "site_id"
 SITE_KEY_PREFIX = "site:"
 SITE_UPDATED = "SiteUpdated"
