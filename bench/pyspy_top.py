@@ -13,7 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 _LINE = re.compile(r"^(.*) (\d+)$")
-_SHORT = re.compile(r"\((?:.*/(?:site-packages|lib/python3\.\d+)/)?(?:/work/main/)?([^()]*)\)")
+_ROOT = re.escape(str(Path(__file__).resolve().parents[1]) + "/")  # this checkout, wherever it is
+_SHORT = re.compile(r"\((?:.*/(?:site-packages|lib/python3\.\d+)/)?(?:" + _ROOT + r")?([^()]*)\)")
 
 
 def short(frame: str) -> str:

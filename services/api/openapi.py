@@ -211,7 +211,7 @@ _SCHEMAS: J = {
             "station_id": {"type": "string"},
             "transaction_id": {"type": ["string", "integer"]},
             "id_token": {"type": ["string", "null"]},
-            "status": {"type": "string", "enum": ["active", "completed"]},
+            "status": {"type": "string", "enum": ["active", "completed", "abandoned"]},
             "energy_wh": {"type": "integer"},
             "started_at": _NULL_TS,
             "stopped_at": _NULL_TS,
@@ -459,7 +459,7 @@ def _crud_paths() -> J:
             "get": _op("List charging sessions, newest first", {"200": _json(_ref("SessionList"), "Sessions."), "400": _R400},
                        tag="sessions", op_id="listSessions",
                        params=[_query("station_id", "Only this station's sessions."),
-                               _query("status", "active or completed.", {"type": "string", "enum": ["active", "completed"]}),
+                               _query("status", "active, completed or abandoned.", {"type": "string", "enum": ["active", "completed", "abandoned"]}),
                                _LIMIT]),
         },
         "/api/v1/sessions/{id}": {

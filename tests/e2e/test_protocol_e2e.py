@@ -1,4 +1,4 @@
-"""Handshake, authentication and bad input against `csms run` (RELIABILITY.md rows cited)."""
+"""Handshake, authentication and bad input against `csms run` (rows of docs/reliability.md cited)."""
 
 from __future__ import annotations
 
