@@ -329,14 +329,19 @@ class KafkaBus:
         self._loops.append(loop)
         return loop
 
-    async def assign(self, topic: str, partition: int, handler: Handler, *, from_beginning: bool = False) -> _Loop:
-        consumer = AIOKafkaConsumer(
+    def _groupless_consumer(self, role: str) -> AIOKafkaConsumer:
+        """A consumer outside any group (manual assignment, never commits) that can fetch
+        the largest record the bus accepts, dead letters included."""
+        return AIOKafkaConsumer(
             bootstrap_servers=self.servers,
-            client_id=f"{self.client_id}-assign",
+            client_id=f"{self.client_id}-{role}",
             group_id=None,
             enable_auto_commit=False,
             max_partition_fetch_bytes=max(1 << 20, self.max_message_bytes),
         )
+
+    async def assign(self, topic: str, partition: int, handler: Handler, *, from_beginning: bool = False) -> _Loop:
+        consumer = self._groupless_consumer("assign")
         await consumer.start()
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
@@ -360,13 +365,7 @@ class KafkaBus:
     ) -> list[Record]:
         if limit <= 0:
             return []
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.servers,
-            client_id=f"{self.client_id}-read",
-            group_id=None,
-            enable_auto_commit=False,
-            max_partition_fetch_bytes=max(1 << 20, self.max_message_bytes),
-        )
+        consumer = self._groupless_consumer("read")
         try:
             await consumer.start()
             return await asyncio.wait_for(self._read(consumer, topic, limit, partition, start), _READ_TIMEOUT_S)
