@@ -35,6 +35,8 @@ from services.common.errors import CsmsError
 __all__ = [
     "Record",
     "Handler",
+    "BatchHandler",
+    "Outgoing",
     "Subscription",
     "Bus",
     "REPLAY_GROUP_HEADER",
@@ -68,6 +70,10 @@ class Record:
 
 
 Handler = Callable[[Record], Awaitable[None]]
+# A batch: one poll's records, each partition's in offset order (ADR 015).
+BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
+# One record of `publish_many`: (topic, key, value, headers).
+Outgoing = tuple[str, str, bytes, Sequence[Header]]
 
 
 def record_size(key: bytes, value: bytes, headers: Sequence[Header] = ()) -> int:
@@ -170,6 +176,27 @@ class Bus(Protocol):
         from_beginning: bool = True,
     ) -> Subscription:
         """Join consumer group `group`; a new group starts at the beginning (or the end)."""
+
+    async def subscribe_batch(
+        self,
+        topic: str,
+        group: str,
+        handler: BatchHandler,
+        *,
+        from_beginning: bool = True,
+        max_records: int = 500,
+    ) -> Subscription:
+        """Like `subscribe`, but the handler gets up to `max_records` records at a time
+        (whatever one poll returned, per partition in offset order); the offsets are
+        committed after it returns. A batch whose handler raises a transient error is
+        retried whole, for as long as it takes; one raising anything else is handed over
+        again one record at a time under the dead-letter policy, so only the poison
+        record is dead-lettered."""
+
+    async def publish_many(self, items: Sequence[Outgoing]) -> None:
+        """Publish records concurrently; returns when every one is durably accepted
+        (acks=all), raises BusUnavailable (or RecordTooLarge) otherwise. Records with the
+        same topic and key keep their order."""
 
     async def assign(
         self,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 __all__ = [
     "Station",
@@ -28,6 +28,9 @@ __all__ = [
     "TransactionIdAllocator",
     "OwnershipStore",
     "DocumentStore",
+    "DocWrite",
+    "MeterRow",
+    "SampleStore",
     "Store",
 ]
 
@@ -99,6 +102,43 @@ class OwnershipStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class DocWrite:
+    """One document of a `put_docs` batch (see DocumentStore.put_doc for the fields)."""
+
+    doc_id: str
+    doc: dict[str, Any]
+    parent: str = ""
+    version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MeterRow:
+    """One stored meter sample of a session (ADR 015). Key: (session, timestamp,
+    measurand, phase): appending the same key again overwrites it (idempotent)."""
+
+    timestamp: datetime          # effective time, aware UTC, millisecond precision
+    measurand: str
+    phase: str
+    value: float                 # 0.0 when the value was not a usable number
+    unit: str = "Wh"
+    raw_value: str = ""          # the value as sent when it was not a usable number
+    station_time: datetime | None = None  # as sent, only when it was replaced (clock suspect)
+
+
+class SampleStore(Protocol):
+    async def append_samples(self, session_id: str, rows: Sequence[MeterRow]) -> None:
+        """Idempotent upsert of a session's samples (one round trip per partition touched)."""
+        ...
+
+    async def read_samples(
+        self, session_id: str, *, after: tuple[datetime, str, str] | None = None, limit: int | None = None
+    ) -> list[MeterRow]:
+        """The session's samples in (timestamp, measurand, phase) order, strictly after
+        `after` when given, at most `limit` (None: all)."""
+        ...
+
+
 class DocumentStore(Protocol):
     async def put_doc(
         self,
@@ -120,8 +160,23 @@ class DocumentStore(Protocol):
 
     async def delete_doc(self, kind: str, doc_id: str) -> bool: ...
 
+    async def get_docs(self, kind: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored documents of `ids` (missing ones are absent from the result)."""
+        ...
 
-class Store(StationStore, TokenStore, TransactionIdAllocator, OwnershipStore, DocumentStore, Protocol):
+    async def put_docs(self, kind: str, items: Sequence[DocWrite]) -> None:
+        """Upsert many documents without reading first: a versioned document keeps the
+        highest version whatever the arrival order (an older write changes nothing)."""
+        ...
+
+    async def list_docs_page(
+        self, kind: str, *, parent: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of `list_docs` and the opaque cursor of the next page (None: no more)."""
+        ...
+
+
+class Store(StationStore, TokenStore, TransactionIdAllocator, OwnershipStore, DocumentStore, SampleStore, Protocol):
     async def migrate(self) -> None:
         """Create or upgrade the schema (re-runnable)."""
 
