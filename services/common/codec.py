@@ -18,6 +18,8 @@ ensure_generated()
 from services.common.gen.csms.commands.v1 import commands_pb2  # noqa: E402
 from services.common.gen.csms.events.v1 import events_pb2  # noqa: E402
 from services.common.gen.csms.sessions.v1 import sessions_pb2  # noqa: E402
+from services.common.gen.csms.meter_values.v1 import meter_values_pb2  # noqa: E402
+from services.common.gen.csms.sites.v1 import sites_pb2  # noqa: E402
 from services.common.gen.csms.billing.v1 import cdrs_pb2  # noqa: E402
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
     "events_pb2",
     "commands_pb2",
     "sessions_pb2",
+    "meter_values_pb2",
+    "sites_pb2",
     "cdrs_pb2",
     "CONTENT_TYPE",
 ]

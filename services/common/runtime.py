@@ -50,6 +50,8 @@ class Runtime:
         await self.bus.ensure_topic(topics.COMMANDS, self.settings.commands_partitions)
         await self.bus.ensure_topic(topics.SESSIONS, self.settings.events_partitions)
         await self.bus.ensure_topic(topics.CDRS, self.settings.events_partitions)
+        await self.bus.ensure_topic(topics.METER_VALUES, self.settings.events_partitions)
+        await self.bus.ensure_topic(topics.SITES, self.settings.events_partitions)
         # Dead letters of the topics consumer groups read (docs/dead-letters.md). Any other
         # consumed topic's dead-letter topic (e.g. smart charging's by-site topic) is
         # created by the bus on its first dead letter.

@@ -12,6 +12,8 @@ EVENTS = f"{_PREFIX}csms.events.v1"       # key = station id
 COMMANDS = f"{_PREFIX}csms.commands.v1"   # key = station id, partition = owning gateway's ordinal
 SESSIONS = f"{_PREFIX}csms.sessions.v1"   # key = station id
 CDRS = f"{_PREFIX}csms.cdrs.v1"           # key = station id
+METER_VALUES = f"{_PREFIX}csms.meter-values.v1"  # key = station id (ADR 015)
+SITES = f"{_PREFIX}csms.sites.v1"         # key = site id (ADR 015)
 
 
 def group(name: str) -> str:
