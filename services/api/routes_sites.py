@@ -1,9 +1,9 @@
 """Sites (a grid connection shared by stations): /api/v1/sites[/{id}[/limit]].
 
 A site document: {"id", "grid_limit_a", "phases", "tariff_id", "external_limit_a",
-"created_at", "updated_at"}. After every change the service's `on_site_changed`
-hook tells the smart-charging processor (a SiteUpdated notification on
-csms.events.v1); the processor also re-reads sites from the store.
+"created_at", "updated_at"}. After every change is stored (or the site deleted) the
+service's `on_site_changed` hook publishes a `SiteUpdated` on csms.sites.v1 (key = site
+id, ADR 015) for the smart-charging processor, which also re-reads sites from the store.
 """
 
 from __future__ import annotations

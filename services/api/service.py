@@ -5,9 +5,7 @@ Port 0 picks a free port (tests); `.port` is the bound one once started.
 
 from __future__ import annotations
 
-import json
 import logging
-import uuid
 
 from aiohttp import web
 
@@ -16,17 +14,14 @@ from services.api.commands import CommandWaiter
 from services.api.context import ApiContext
 from services.api.metrics import SITE_NOTIFY_FAILURES
 from services.common import topics
-from services.common.codec import encode_event, event_headers
 from services.common.errors import BusError
-from services.common.events import Envelope, Notification
 from services.common.runtime import Runtime
+from services.common.sites_codec import encode_site_updated, next_site_version, site_change, site_headers
 from services.common.telemetry import add_health_routes
 
-__all__ = ["ApiService", "SITE_UPDATED"]
+__all__ = ["ApiService"]
 
 log = logging.getLogger("csms.api")
-
-SITE_UPDATED = "SiteUpdated"
 
 
 class ApiService:
@@ -38,6 +33,7 @@ class ApiService:
         self.waiter = CommandWaiter(rt.bus)
         self._runner: web.AppRunner | None = None
         self.app: web.Application | None = None
+        self._site_version = 0  # the last SiteUpdated version published (kept increasing)
 
     async def start(self) -> None:
         await self.waiter.start()
@@ -77,20 +73,17 @@ class ApiService:
         )
 
     async def on_site_changed(self, site_id: str) -> None:
-        """Tell the smart-charging processor a site changed (best effort: it also re-reads
-        sites from the store, so a failed publish delays the reaction, loses nothing)."""
+        """Publish a `SiteUpdated` on csms.sites.v1 (key = site id) once the site document
+        is stored or deleted (ADR 015: station events are about stations only). Best
+        effort: the smart-charging processor also re-reads sites from the store, so a
+        failed publish delays the reaction, loses nothing; it is counted and logged."""
         doc = await self.rt.store.get_doc("site", site_id)
-        payload = doc if doc is not None else {"id": site_id, "deleted": True}
-        env = Envelope(
-            event_id=str(uuid.uuid4()),
-            station_id=f"site:{site_id}",
-            received_at=self.rt.clock(),
-            body=Notification(payload_json=json.dumps(payload, separators=(",", ":"), default=str)),
-            action=SITE_UPDATED,
-            gateway_id="api",
-        )
+        now = self.rt.clock()
+        version = next_site_version(doc, now, self._site_version)
+        self._site_version = max(self._site_version, version)
+        change = site_change(site_id, doc, now, version=version)
         try:
-            await self.rt.bus.publish(topics.EVENTS, env.station_id, encode_event(env), event_headers(env))
+            await self.rt.bus.publish(topics.SITES, site_id, encode_site_updated(change), site_headers(change))
         except BusError as exc:
             SITE_NOTIFY_FAILURES.inc()
             log.warning("SiteUpdated for site %s not published: %s", site_id, exc)

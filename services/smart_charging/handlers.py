@@ -5,6 +5,12 @@ consumer owns each site and applies its events in order: load the "site_state"
 document, translate the envelope into a domain event, `apply` it (pure), save the
 new state, send the resulting SetChargingProfile commands.
 
+Site changes reach this stage on the same topic: `SiteUpdated` records of
+csms.sites.v1 (ce_type `csms.sites.v1.SiteUpdated`, forwarded by the regrouping stage)
+and, during an upgrade, the older `site:<id>` Notification envelopes. Both become a
+`_SiteNotice`. A SiteUpdated carries the site's version: the state remembers the last
+applied one (`site_version`) and a redelivered or replayed older change is ignored.
+
 A `SessionAbandoned` (the sessions processor closed a session its station never
 ended) releases the session's current at once, exactly like a stop; a transaction
 start whose token was refused is never managed (see repartition).
@@ -18,9 +24,10 @@ in the document and the next delivery for the site sends it again (a repeated
 profile with the same id and limit changes nothing at the station).
 
 The store document is `state_to_doc(state)` plus the runtime's own fields:
-`version`, `site_phases`, `station_versions` (OCPP version per station with a
-session), `outbox` (planned commands not yet known as sent) and `issued` (recent
-TxProfile commands by id, to correlate CommandResults).
+`version`, `site_phases`, `site_version` (the last SiteUpdated version applied),
+`station_versions` (OCPP version per station with a session), `outbox` (planned
+commands not yet known as sent) and `issued` (recent TxProfile commands by id, to
+correlate CommandResults).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from services.common import codec, topics
+from services.common import codec, sites_codec, topics
 from services.common import events as ev
 from services.common.bus.port import Record
 from services.common.errors import ConflictError
@@ -113,7 +120,17 @@ class SiteDoc:
     station_versions: dict[str, str] = field(default_factory=dict)
     outbox: list[cmds.PlannedCommand] = field(default_factory=list)
     issued: dict[str, dict[str, Any]] = field(default_factory=dict)
+    site_version: int = 0
     stored: bool = False
+
+
+@dataclass(frozen=True)
+class _SiteNotice:
+    """A site changed: from a csms.sites.v1 SiteUpdated, or a legacy notification."""
+
+    site: dict[str, Any] | None  # the site document; None: read it from the store
+    deleted: bool = False
+    version: int = 0  # 0: unknown (legacy notification), always applied
 
 
 def _amps(value: Any) -> Decimal | None:
@@ -138,6 +155,7 @@ def _to_doc(sd: SiteDoc, now: datetime) -> dict[str, Any]:
         **state_to_doc(sd.state),
         "version": sd.version,
         "site_phases": sd.phases,
+        "site_version": sd.site_version,
         "station_versions": {k: v for k, v in sorted(sd.station_versions.items()) if k in in_use},
         "outbox": [c.to_json() for c in sd.outbox],
         "issued": sd.issued,
@@ -153,6 +171,7 @@ def _from_doc(doc: dict[str, Any]) -> SiteDoc:
         station_versions=dict(doc.get("station_versions") or {}),
         outbox=[cmds.PlannedCommand.from_json(raw) for raw in doc.get("outbox") or []],
         issued=dict(doc.get("issued") or {}),
+        site_version=int(doc.get("site_version") or 0),
         stored=True,
     )
 
@@ -294,9 +313,7 @@ async def _on_event(rt: Runtime, site_id: str, env: ev.Envelope, step: _Step) ->
     if isinstance(body, (ev.TransactionStarted, ev.StationBooted)) and env.ocpp_version:
         if sd.station_versions.get(env.station_id) != env.ocpp_version:
             sd.station_versions[env.station_id] = env.ocpp_version
-    if isinstance(body, ev.Notification):
-        await _on_site_updated(rt, site_id, body, step)
-    elif isinstance(body, ev.TransactionStarted):
+    if isinstance(body, ev.TransactionStarted):
         if body.id_token_status not in ACCEPTED_TOKEN_STATUSES:
             # Refused token: nothing to limit or reserve (the stage before drops these too).
             log.info(
@@ -328,15 +345,14 @@ async def _on_event(rt: Runtime, site_id: str, env: ev.Envelope, step: _Step) ->
         step.failsafe = await _fail_safe(rt, site_id, env, step)
 
 
-async def _on_site_updated(rt: Runtime, site_id: str, body: ev.Notification, step: _Step) -> None:
+async def _on_site_updated(rt: Runtime, site_id: str, notice: _SiteNotice, step: _Step) -> None:
     sd = step.sd
-    try:
-        site = json.loads(body.payload_json or "{}")
-    except ValueError:
-        site = None
-    if not isinstance(site, dict):
+    site = notice.site
+    if site is None:
         site = await rt.store.get_doc("site", site_id) or {}
     _mark_checked(rt, site_id)
+    if notice.version > sd.site_version:
+        sd.site_version, step.dirty = notice.version, True
     phases = _phases(site.get("phases"), sd.phases)
     if phases != sd.phases:
         sd.phases, step.dirty = phases, True
@@ -419,16 +435,11 @@ def _prune_issued(sd: SiteDoc, now: datetime) -> None:
     sd.issued = dict(kept[-ISSUED_MAX:])
 
 
-def _log_allocation(site_id: str, env: ev.Envelope, sd: SiteDoc, planned: Sequence[cmds.PlannedCommand]) -> None:
+def _log_allocation(site_id: str, trigger: str, sd: SiteDoc, planned: Sequence[cmds.PlannedCommand]) -> None:
     allocation = sd.state.allocation
     if allocation is None:
         return
     sent = ", ".join(f"{p.station_id}/{p.evse_id}={p.limit_a} A" for p in planned) or "none"
-    trigger = (
-        env.action or "SiteUpdated"
-        if isinstance(env.body, ev.Notification)
-        else f"{env.type_name} station={env.station_id}"
-    )
     log.info(
         "site=%s allocation after %s: %s || profiles: %s",
         site_id, trigger, " | ".join(line.strip() for line in allocation.trace), sent,
@@ -441,12 +452,18 @@ def _set_gauges(site_id: str, state: SiteState) -> None:
         ALLOCATED_AMPS.labels(site_id).set(float(state.allocation.total_a))
 
 
-def _is_deletion(body: ev.Body) -> bool:
+def _legacy_notice(env: ev.Envelope) -> _SiteNotice | None:
+    """The `_SiteNotice` of a pre-ADR 015 `site:<id>` Notification (csms.events.v1),
+    None for any other event. Its payload is the site document or {"id", "deleted"}."""
+    if site_of_notification(env) is None or not isinstance(env.body, ev.Notification):
+        return None
     try:
-        payload = json.loads(body.payload_json or "{}") if isinstance(body, ev.Notification) else None
+        payload = json.loads(env.body.payload_json or "{}")
     except ValueError:
-        return False
-    return isinstance(payload, dict) and bool(payload.get("deleted"))
+        payload = None
+    if not isinstance(payload, dict):
+        return _SiteNotice(site=None)  # unreadable: the store has the site
+    return _SiteNotice(site=payload, deleted=bool(payload.get("deleted")))
 
 
 async def _delete_site(rt: Runtime, site_id: str) -> None:
@@ -468,9 +485,24 @@ async def _send_all(rt: Runtime, sd: SiteDoc, outbox: Sequence[cmds.PlannedComma
 
 
 async def handle_site_record(rt: Runtime, record: Record) -> str:
-    """Handle one by-site record; returns the outcome. Raises on transient failures
-    (store, bus, a concurrent writer) so the record is redelivered."""
+    """Handle one by-site record (a station event, or a site change); returns the outcome.
+    Raises on transient failures (store, bus, a concurrent writer) so the record is
+    redelivered."""
     site_id = record.header(SITE_HEADER) or record.key.decode("utf-8", "replace")
+    if record.header("ce_type") == sites_codec.CE_TYPE:
+        try:
+            change = sites_codec.decode_site_updated(record.value)
+        except ValueError as exc:  # permanent: the same bytes will never decode
+            log.error("undecodable SiteUpdated %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+            EVENTS_HANDLED.labels("undecodable").inc()
+            return "undecodable"
+        notice = _SiteNotice(site=change.site, deleted=change.deleted, version=change.version)
+        with tracer.start_as_current_span(
+            "smart_charging.site_event", attributes={"csms.site_id": site_id, "csms.event": "SiteUpdated"}
+        ):
+            outcome = await _handle(rt, site_id, None, notice)
+        EVENTS_HANDLED.labels(outcome).inc()
+        return outcome
     try:
         env = codec.decode_event(record.value, codec.headers_dict(record.headers))
     except Exception as exc:  # permanent: the same bytes will never decode
@@ -481,34 +513,43 @@ async def handle_site_record(rt: Runtime, record: Record) -> str:
         "smart_charging.site_event",
         attributes={"csms.site_id": site_id, "csms.station_id": env.station_id, "csms.event": env.type_name},
     ):
-        outcome = await _handle(rt, site_id, env)
+        outcome = await _handle(rt, site_id, env, _legacy_notice(env))
     EVENTS_HANDLED.labels(outcome).inc()
     return outcome
 
 
-async def _handle(rt: Runtime, site_id: str, env: ev.Envelope) -> str:
+async def _handle(rt: Runtime, site_id: str, env: ev.Envelope | None, notice: _SiteNotice | None) -> str:
+    """Apply a station event (`env`) or a site change (`notice`) to the site's state."""
     now = rt.clock()
-    notified = site_of_notification(env) is not None
-    if notified and _is_deletion(env.body):
-        await _delete_site(rt, site_id)
-        return "site_deleted"
+    if notice is not None and notice.deleted:
+        return await _on_site_deleted(rt, site_id, notice)
     sd = await _load(rt, site_id)
     if sd is None:
-        log.info("site %s unknown: %s of station=%s dropped", site_id, env.type_name, env.station_id)
+        what = "SiteUpdated" if env is None else f"{env.type_name} of station={env.station_id}"
+        log.info("site %s unknown: %s dropped", site_id, what)
         return "no_site"
+    if notice is not None and notice.version and notice.version <= sd.site_version:
+        log.info("site=%s SiteUpdated version %d already applied (at %d): ignored", site_id, notice.version, sd.site_version)
+        return "stale"
     before = sd.state
     step = _Step(sd=sd, now=now, dirty=not sd.stored)
     pending = list(sd.outbox)  # left by an interrupted earlier delivery: send it again
     if pending:
         log.info("site=%s re-sending %d profile command(s) of an interrupted delivery", site_id, len(pending))
-    if not notified and _due_for_recheck(rt, site_id):
+    if notice is None and _due_for_recheck(rt, site_id):
         _mark_checked(rt, site_id)
         site = await rt.store.get_doc("site", site_id)
         limit = _limit_event(site) if site is not None else None
         if limit is not None:
             step.apply(limit)
     versions_before = dict(sd.station_versions)
-    await _on_event(rt, site_id, env, step)
+    if notice is not None:
+        await _on_site_updated(rt, site_id, notice, step)
+        trigger = "SiteUpdated"
+    else:
+        assert env is not None
+        await _on_event(rt, site_id, env, step)
+        trigger = f"{env.type_name} station={env.station_id}"
     planned = _plan(site_id, step)
     outbox = pending + planned
     reallocated = sd.state.allocation is not before.allocation
@@ -518,7 +559,7 @@ async def _handle(rt: Runtime, site_id: str, env: ev.Envelope) -> str:
             raise ConflictError(f"site_state {site_id}: a newer version was written by another consumer")
     if reallocated:
         ALLOCATIONS.inc()
-        _log_allocation(site_id, env, sd, planned)
+        _log_allocation(site_id, trigger, sd, planned)
     _set_gauges(site_id, sd.state)
     if outbox:
         await _send_all(rt, sd, outbox)
@@ -531,3 +572,15 @@ async def _handle(rt: Runtime, site_id: str, env: ev.Envelope) -> str:
     if planned:
         return "allocated"
     return "updated" if step.dirty else "unchanged"
+
+
+async def _on_site_deleted(rt: Runtime, site_id: str, notice: _SiteNotice) -> str:
+    """Drop the site's state, unless it already applied a newer change (the site was
+    deleted and created again; this deletion is a redelivery)."""
+    if notice.version:
+        doc = await rt.store.get_doc(STATE_KIND, site_id)
+        if doc is not None and int(doc.get("site_version") or 0) >= notice.version:
+            log.info("site=%s deletion version %d is older than the state's: ignored", site_id, notice.version)
+            return "stale"
+    await _delete_site(rt, site_id)
+    return "site_deleted"

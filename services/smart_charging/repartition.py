@@ -9,6 +9,16 @@ Stage 2 (`handlers.handle_site_record`) consumes that topic: one consumer per si
 partition applies the site's events in order. Per-station order is kept, since a
 station's events come from one partition here and go to one partition there.
 
+Site changes come on their own topic, csms.sites.v1 (ADR 015): `handle_sites_record`
+consumes it (group `csms-smart-charging-sites`) and forwards each `SiteUpdated`, same
+bytes and headers plus `site_id`, to `BY_SITE` keyed by site id too. So a site change
+lands in the partition of the site's station events and is applied by the same single
+writer, in one sequence with them: no second consumer writes the site's state, and a
+limit change is never raced by an allocation decided on the old limit. The older
+`site:<id>` Notification on csms.events.v1 (written by API versions before ADR 015;
+records of it may still be in the topic during an upgrade) is still accepted and
+forwarded the same way; nothing produces it any more.
+
 Events of stations without a site are dropped, and so are transaction starts whose
 token the CSMS refused (`id_token_status` not "" / "Accepted"): such a session is
 never limited nor reserved (issue 7: a ghost Invalid session kept 32 A of a site).
@@ -27,7 +37,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from services.common import codec, topics
+from services.common import codec, sites_codec, topics
 from services.common import events as ev
 from services.common.bus.port import Record
 from services.common.runtime import Runtime
@@ -38,10 +48,12 @@ __all__ = [
     "REPARTITION_GROUP",
     "SITE_HEADER",
     "SITE_KEY_PREFIX",
+    "SITES_GROUP",
     "SITE_UPDATED",
     "StationSiteCache",
     "current_samples",
     "handle_event_record",
+    "handle_sites_record",
     "is_relevant",
     "site_of_notification",
 ]
@@ -50,6 +62,7 @@ log = logging.getLogger("csms.smart_charging.repartition")
 
 BY_SITE = topics.EVENTS.replace("csms.events.v1", "csms.smart-charging.by-site.v1")  # key = site id
 REPARTITION_GROUP = topics.group("csms-smart-charging-repartition")
+SITES_GROUP = topics.group("csms-smart-charging-sites")  # consumes topics.SITES
 SITE_HEADER = "site_id"
 SITE_KEY_PREFIX = "site:"
 SITE_UPDATED = "SiteUpdated"
@@ -123,7 +136,8 @@ def current_samples(samples: tuple[ev.MeterSample, ...]) -> list[ev.MeterSample]
 
 
 def site_of_notification(env: ev.Envelope) -> str | None:
-    """The site id of a SiteUpdated notification (published by the API), else None."""
+    """The site id of a legacy SiteUpdated notification on csms.events.v1 (published by
+    the API before ADR 015; still accepted, never produced), else None."""
     if env.action != SITE_UPDATED or not isinstance(env.body, ev.Notification):
         return None
     if env.station_id.startswith(SITE_KEY_PREFIX):
@@ -183,4 +197,25 @@ async def handle_event_record(rt: Runtime, record: Record) -> str:
     await rt.bus.publish(BY_SITE, site_id, record.value, headers)
     REPARTITIONED.labels("forwarded").inc()
     log.debug("%s station=%s -> site %s", env.type_name, env.station_id, site_id)
+    return "forwarded"
+
+
+async def handle_sites_record(rt: Runtime, record: Record) -> str:
+    """Forward one csms.sites.v1 `SiteUpdated` to BY_SITE (key = its site id, same bytes
+    and headers plus `site_id`); returns the outcome. The station -> site cache is
+    cleared: a station may have joined or left the site."""
+    try:
+        change = sites_codec.decode_site_updated(record.value)
+    except ValueError as exc:  # permanent: the same bytes will never decode
+        REPARTITIONED.labels("undecodable").inc()
+        log.error("undecodable site change %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+        return "undecodable"
+    _cache(rt).clear()
+    headers = [(k, v) for k, v in record.headers if k != SITE_HEADER]
+    if record.header("ce_type") != sites_codec.CE_TYPE:  # stage 2 tells the record kinds apart by it
+        headers = [(k, v) for k, v in headers if k != "ce_type"] + [("ce_type", sites_codec.CE_TYPE.encode())]
+    headers.append((SITE_HEADER, change.site_id.encode()))
+    await rt.bus.publish(BY_SITE, change.site_id, record.value, headers)
+    REPARTITIONED.labels("forwarded").inc()
+    log.debug("SiteUpdated %s version %d%s -> by site", change.site_id, change.version, " (deleted)" if change.deleted else "")
     return "forwarded"

@@ -1,8 +1,12 @@
-"""SmartChargingService: the smart-charging processor, as two consumer groups.
+"""SmartChargingService: the smart-charging processor, as three consumer groups.
 
 1. `repartition.handle_event_record` consumes csms.events.v1 (group
    `csms-smart-charging-repartition`) and regroups the relevant events by site on
    `repartition.BY_SITE` (key = site id);
+1b. `repartition.handle_sites_record` consumes csms.sites.v1 (group
+   `csms-smart-charging-sites`) and forwards each SiteUpdated to `BY_SITE` too, so a
+   site change is applied by the site's one writer, in sequence with its station events;
+   its dead letters go to `topics.dlq_topic(topics.SITES)` (the bus creates it);
 2. `handlers.handle_site_record` consumes `BY_SITE` (group `csms-smart-charging`):
    one writer per site applies its events to the site's state and sends the
    SetChargingProfile commands.
@@ -20,9 +24,15 @@ from services.common import topics
 from services.common.bus.port import Record, Subscription
 from services.common.runtime import Runtime
 from services.smart_charging.handlers import CONSUMER_GROUP, handle_site_record
-from services.smart_charging.repartition import BY_SITE, REPARTITION_GROUP, handle_event_record
+from services.smart_charging.repartition import (
+    BY_SITE,
+    REPARTITION_GROUP,
+    SITES_GROUP,
+    handle_event_record,
+    handle_sites_record,
+)
 
-__all__ = ["SmartChargingService", "BY_SITE", "CONSUMER_GROUP", "REPARTITION_GROUP"]
+__all__ = ["SmartChargingService", "BY_SITE", "CONSUMER_GROUP", "REPARTITION_GROUP", "SITES_GROUP"]
 
 log = logging.getLogger("csms.smart_charging.worker")
 
@@ -34,6 +44,7 @@ class SmartChargingService:
         self.rt = rt
         self._by_site: Subscription | None = None
         self._events: Subscription | None = None
+        self._sites: Subscription | None = None
 
     async def start(self) -> None:
         if self._events is not None:
@@ -42,28 +53,35 @@ class SmartChargingService:
         # The site stage first, so nothing regrouped waits for a consumer.
         self._by_site = await self.rt.bus.subscribe(BY_SITE, group=CONSUMER_GROUP, handler=self._on_site_record)
         self._events = await self.rt.bus.subscribe(topics.EVENTS, group=REPARTITION_GROUP, handler=self._on_event_record)
+        self._sites = await self.rt.bus.subscribe(topics.SITES, group=SITES_GROUP, handler=self._on_sites_record)
         log.info(
-            "smart charging started: %s (%s) -> %s (%s)", topics.EVENTS, REPARTITION_GROUP, BY_SITE, CONSUMER_GROUP
+            "smart charging started: %s (%s), %s (%s) -> %s (%s)",
+            topics.EVENTS, REPARTITION_GROUP, topics.SITES, SITES_GROUP, BY_SITE, CONSUMER_GROUP,
         )
 
     async def _on_event_record(self, record: Record) -> None:
         await handle_event_record(self.rt, record)
+
+    async def _on_sites_record(self, record: Record) -> None:
+        await handle_sites_record(self.rt, record)
 
     async def _on_site_record(self, record: Record) -> None:
         await handle_site_record(self.rt, record)
 
     async def stop(self) -> None:
         events, self._events = self._events, None
+        sites, self._sites = self._sites, None
         by_site, self._by_site = self._by_site, None
-        for sub in (events, by_site):  # stop regrouping first, then drain the site stage
+        for sub in (events, sites, by_site):  # stop regrouping first, then drain the site stage
             if sub is not None:
                 await sub.stop()
-        if events is not None or by_site is not None:
+        if events is not None or sites is not None or by_site is not None:
             log.info("smart charging stopped")
 
     def ready(self) -> bool:
         return (
             self._events is not None
+            and self._sites is not None
             and self._by_site is not None
             and bool(self.rt.bus.healthy)
             and bool(getattr(self.rt.store, "healthy", True))

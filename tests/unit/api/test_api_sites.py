@@ -1,13 +1,29 @@
-"""Sites, their outside limit, and the SiteUpdated notification for smart charging."""
+"""Sites, their outside limit, and the SiteUpdated they publish on csms.sites.v1 for
+smart charging (ADR 015: never a `site:` event on csms.events.v1)."""
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 from services.api.context import CTX
-from services.common.events import Notification
+from services.common import topics
+from services.common.bus.port import Record
+from services.common.errors import BusUnavailable
+from services.common.sites_codec import CE_TYPE, SiteChange, decode_site_updated
 
-from .builders import Api, EventTap, a_tariff_body
+from .builders import Api, NOW, a_tariff_body
+
+
+async def site_records(api: Api) -> list[Record]:
+    return list(await api.rt.bus.read(topics.SITES))
+
+
+async def site_changes(api: Api) -> list[SiteChange]:
+    return [decode_site_updated(r.value) for r in await site_records(api)]
+
+
+async def no_site_events(api: Api) -> bool:
+    return not [r for r in await api.rt.bus.read(topics.EVENTS) if r.key.startswith(b"site:")]
 
 
 async def test_a_site_is_created_with_three_phases_by_default(api: Api) -> None:
@@ -41,23 +57,73 @@ async def test_a_site_takes_a_tariff_and_lets_it_go(api: Api) -> None:
 
 async def test_an_outside_limit_is_stored_and_published_as_site_updated(api: Api) -> None:
     await api.post("/api/v1/sites", {"id": "S1", "grid_limit_a": 100})
-    tap = await EventTap(api.rt).start()
+
+    status, body = await api.call("PUT", "/api/v1/sites/S1/limit", {"limit_a": 40})
+
+    assert status == 200 and body["external_limit_a"] == 40
+    created, limited = await site_records(api)
+    assert limited.key == b"S1"
+    headers = dict(limited.headers)
+    assert headers["ce_type"] == CE_TYPE.encode() == b"csms.sites.v1.SiteUpdated"
+    assert headers["ce_subject"] == b"S1" and headers["ce_source"] == b"/csms/api"
+    change = decode_site_updated(limited.value)
+    assert (change.site_id, change.deleted) == ("S1", False)
+    assert change.site == body  # the stored document, REST shape
+    assert change.version > decode_site_updated(created.value).version
+    assert headers["ce_id"] == change.event_id.encode()
+    status, body = await api.call("PUT", "/api/v1/sites/S1/limit", {"limit_a": None})
+    assert status == 200 and body["external_limit_a"] is None
+    assert (await site_changes(api))[-1].site == body
+    assert (await api.call("PUT", "/api/v1/sites/S1/limit", {"limit_a": -1}))[0] == 400
+    assert (await api.call("PUT", "/api/v1/sites/S1/limit", {}))[0] == 400
+    assert (await api.call("PUT", "/api/v1/sites/S9/limit", {"limit_a": 1}))[0] == 404
+    assert len(await site_records(api)) == 3  # refused changes publish nothing
+    assert await no_site_events(api)
+
+
+async def test_versions_increase_with_every_change_even_at_the_same_instant(api: Api) -> None:
+    api.rt.clock = lambda: NOW  # type: ignore[method-assign]
+    await api.post("/api/v1/sites", {"id": "S1", "grid_limit_a": 100})
+    await api.call("PATCH", "/api/v1/sites/S1", {"grid_limit_a": 90})
+    await api.call("PUT", "/api/v1/sites/S1/limit", {"limit_a": 40})
+    await api.call("DELETE", "/api/v1/sites/S1")
+
+    versions = [c.version for c in await site_changes(api)]
+
+    assert len(versions) == 4 and versions == sorted(set(versions))
+    assert versions[0] >= int(NOW.timestamp()) * 1_000_000  # microseconds since the epoch
+
+
+async def test_a_site_document_with_its_own_version_publishes_that_version(api: Api) -> None:
+    await api.rt.store.put_doc("site", "S7", {"id": "S7", "grid_limit_a": 10, "version": 42})
+
+    await api.service.on_site_changed("S7")
+
+    [change] = await site_changes(api)
+    assert change.version == 42
+
+
+async def test_a_failed_publish_is_counted_and_the_change_is_still_stored(api: Api) -> None:
+    from prometheus_client import REGISTRY
+
+    before = REGISTRY.get_sample_value("csms_api_site_notifications_failed_total") or 0.0
+    real = api.rt.bus.publish
+
+    async def sites_down(topic: str, *args: Any, **kwargs: Any) -> Any:
+        if topic == topics.SITES:
+            raise BusUnavailable("broker away")
+        return await real(topic, *args, **kwargs)
+
+    api.rt.bus.publish = sites_down  # type: ignore[method-assign]
     try:
-        status, body = await api.call("PUT", "/api/v1/sites/S1/limit", {"limit_a": 40})
-        assert status == 200 and body["external_limit_a"] == 40
-        event = await tap.wait_for(lambda e: e.action == "SiteUpdated")
-        assert event.station_id == "site:S1" and event.gateway_id == "api"
-        assert isinstance(event.body, Notification)
-        payload = json.loads(event.body.payload_json)
-        assert payload["id"] == "S1" and payload["external_limit_a"] == 40
-        assert event.headers["ce_type"] == "csms.events.v1.Notification"
-        status, body = await api.call("PUT", "/api/v1/sites/S1/limit", {"limit_a": None})
-        assert status == 200 and body["external_limit_a"] is None
-        assert (await api.call("PUT", "/api/v1/sites/S1/limit", {"limit_a": -1}))[0] == 400
-        assert (await api.call("PUT", "/api/v1/sites/S1/limit", {}))[0] == 400
-        assert (await api.call("PUT", "/api/v1/sites/S9/limit", {"limit_a": 1}))[0] == 404
+        status, _ = await api.post("/api/v1/sites", {"id": "S1", "grid_limit_a": 100})
     finally:
-        await tap.stop()
+        api.rt.bus.publish = real  # type: ignore[method-assign]
+
+    assert status == 201
+    assert (await api.get("/api/v1/sites/S1"))[1]["grid_limit_a"] == 100
+    assert (REGISTRY.get_sample_value("csms_api_site_notifications_failed_total") or 0.0) - before == 1
+    assert await site_records(api) == []
 
 
 async def test_every_site_change_calls_the_overridable_hook(api: Api) -> None:
@@ -82,12 +148,12 @@ async def test_every_site_change_calls_the_overridable_hook(api: Api) -> None:
 
 async def test_a_deleted_site_is_gone_and_announced(api: Api) -> None:
     await api.post("/api/v1/sites", {"id": "S1", "grid_limit_a": 100})
-    tap = await EventTap(api.rt).start()
-    try:
-        assert (await api.call("DELETE", "/api/v1/sites/S1"))[0] == 204
-        event = await tap.wait_for(lambda e: e.station_id == "site:S1")
-        assert json.loads(event.body.payload_json) == {"id": "S1", "deleted": True}  # type: ignore[union-attr]
-    finally:
-        await tap.stop()
+
+    assert (await api.call("DELETE", "/api/v1/sites/S1"))[0] == 204
+
+    deleted = (await site_changes(api))[-1]
+    assert (deleted.site_id, deleted.deleted, deleted.site) == ("S1", True, None)
+    assert (await site_records(api))[-1].key == b"S1"
     assert (await api.get("/api/v1/sites/S1"))[0] == 404
     assert (await api.call("DELETE", "/api/v1/sites/S1"))[0] == 404
+    assert await no_site_events(api)

@@ -1,5 +1,6 @@
 """Builders for the smart-charging worker tests: station events as the gateway publishes
-them, SiteUpdated notifications as the API publishes them, and command readers."""
+them, SiteUpdated records as the API publishes them on csms.sites.v1 (and the legacy
+`site:` notification on csms.events.v1), and command readers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from services.common import codec
+from services.common import codec, sites_codec
 from services.common import events as ev
 
 UTC = timezone.utc
@@ -52,8 +53,21 @@ def command_result(station_id: str, command_id: str, status: str) -> ev.Envelope
     return envelope(station_id, body, action="SetChargingProfile")
 
 
+def site_change(site: dict[str, Any], *, version: int = 0, deleted: bool = False) -> sites_codec.SiteChange:
+    """What the API publishes on csms.sites.v1 after a site change (key = site id).
+    `version` 0 picks a fresh one (T0 in microseconds, raised above any given before)."""
+    global _last_version
+    if not version:
+        version = _last_version = sites_codec.next_site_version(None, T0, _last_version)
+    return sites_codec.site_change(site["id"], None if deleted else site, T0, version=version)
+
+
+_last_version = 0
+
+
 def site_updated(site: dict[str, Any]) -> ev.Envelope:
-    """What the API publishes after a site change (station id and key "site:<id>")."""
+    """The legacy notification (before ADR 015) on csms.events.v1: station id and key
+    "site:<id>". Still accepted during an upgrade; the API no longer publishes it."""
     body = ev.Notification(payload_json=json.dumps(site))
     return ev.Envelope(
         event_id=str(uuid.uuid4()), station_id=f"site:{site['id']}", received_at=T0, body=body,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 import pytest
 
-from services.common import codec, topics
+from services.common import codec, sites_codec, topics
 from services.common import events as ev
 from services.common.bus.memory import MemoryBus
 from services.common.bus.port import Record
@@ -19,10 +20,10 @@ from services.common.runtime import Runtime
 from services.common.store.port import Station
 from services.common.store.sqlite import SqliteStore
 from services.smart_charging.handlers import CONSUMER_GROUP, STATE_KIND
-from services.smart_charging.repartition import BY_SITE, REPARTITION_GROUP
+from services.smart_charging.repartition import BY_SITE, REPARTITION_GROUP, SITES_GROUP
 from services.smart_charging.worker import SmartChargingService
 
-from .builders import T0, SentProfile
+from .builders import T0, SentProfile, site_change
 
 
 class Clock:
@@ -63,10 +64,27 @@ class World:
         for env in envelopes:
             await self.bus.publish(topics.EVENTS, env.station_id, codec.encode_event(env), codec.event_headers(env))
 
+    async def publish_site(self, site: dict[str, Any], *, version: int = 0, deleted: bool = False) -> sites_codec.SiteChange:
+        """A SiteUpdated on csms.sites.v1, as the API publishes it after a site change."""
+        change = site_change(site, version=version, deleted=deleted)
+        await self.bus.publish(
+            topics.SITES, change.site_id, sites_codec.encode_site_updated(change), sites_codec.site_headers(change)
+        )
+        return change
+
+    async def site_changed(self, site: dict[str, Any], *, version: int = 0, deleted: bool = False) -> sites_codec.SiteChange:
+        change = await self.publish_site(site, version=version, deleted=deleted)
+        await self.settled()
+        return change
+
     async def settled(self) -> None:
-        """Both stages have consumed everything published so far."""
+        """Every stage has consumed everything published so far."""
         for _ in range(1000):
-            if self.bus.lag(REPARTITION_GROUP, topics.EVENTS) == 0 and self.bus.lag(CONSUMER_GROUP, BY_SITE) == 0:
+            if (
+                self.bus.lag(REPARTITION_GROUP, topics.EVENTS) == 0
+                and self.bus.lag(SITES_GROUP, topics.SITES) == 0
+                and self.bus.lag(CONSUMER_GROUP, BY_SITE) == 0
+            ):
                 await asyncio.sleep(0)  # let the command collectors run
                 return
             await asyncio.sleep(0.005)
@@ -93,12 +111,13 @@ class World:
         return doc
 
 
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+@asynccontextmanager
+async def open_world(tmp_path: Path, **settings: Any) -> AsyncIterator[World]:
+    """A World on a fresh MemoryBus and SQLite store; `settings` override the defaults."""
     bus = MemoryBus(default_partitions=4)
     store = SqliteStore(f"sqlite:///{tmp_path}/x.db")
     clock = Clock(T0)
-    rt = Runtime(settings=Settings(events_partitions=4, commands_partitions=4), bus=bus, store=store, clock=clock)
+    rt = Runtime(settings=Settings(**{"events_partitions": 4, "commands_partitions": 4, **settings}), bus=bus, store=store, clock=clock)
     await rt.start()
     await store.migrate()
     commands: list[Record] = []
@@ -114,3 +133,9 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     finally:
         await w.service.stop()
         await rt.close()
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with open_world(tmp_path) as w:
+        yield w

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from services.common import codec, topics
+from services.common import codec, sites_codec, topics
 from services.common import events as ev
 from services.common.bus.port import Record
-from services.smart_charging.repartition import BY_SITE, handle_event_record, is_relevant
+from services.smart_charging.repartition import BY_SITE, handle_event_record, handle_sites_record, is_relevant
 
-from .builders import T0, booted, command_result, envelope, site_updated, started
+from .builders import T0, booted, command_result, envelope, site_change, site_updated, started
 from .conftest import World
 
 
@@ -36,7 +36,58 @@ async def test_an_event_is_forwarded_with_the_same_bytes_and_headers_keyed_by_it
     assert out.headers == record.headers + (("site_id", b"SITE1"),)
 
 
-async def test_a_site_notification_is_forwarded_to_its_site(world: World) -> None:
+def as_site_record(change: sites_codec.SiteChange) -> Record:
+    return Record(
+        topics.SITES, 0, 0, change.site_id.encode(), sites_codec.encode_site_updated(change),
+        tuple(sites_codec.site_headers(change)),
+    )
+
+
+async def test_a_site_updated_is_forwarded_to_its_site_with_the_same_bytes_and_headers(world: World) -> None:
+    record = as_site_record(site_change({"id": "SITE9", "grid_limit_a": 40}))
+
+    assert await handle_sites_record(world.rt, record) == "forwarded"
+
+    [out] = by_site(world)
+    assert out.key == b"SITE9"
+    assert out.value == record.value
+    assert out.headers == record.headers + (("site_id", b"SITE9"),)
+    assert out.header("ce_type") == "csms.sites.v1.SiteUpdated"
+
+
+async def test_a_site_updated_without_its_ce_type_gets_it_so_the_site_stage_can_tell_it_apart(world: World) -> None:
+    change = site_change({"id": "SITE9", "grid_limit_a": 40})
+    record = Record(topics.SITES, 0, 0, b"SITE9", sites_codec.encode_site_updated(change), (("ce_type", b"other"),))
+
+    assert await handle_sites_record(world.rt, record) == "forwarded"
+
+    [out] = by_site(world)
+    assert out.headers == (("ce_type", b"csms.sites.v1.SiteUpdated"), ("site_id", b"SITE9"))
+
+
+async def test_a_station_that_joins_a_site_is_regrouped_after_the_site_updated(world: World) -> None:
+    await world.site("SITE1")
+    await world.station("CS-A", site_id=None)
+    assert await handle_event_record(world.rt, as_record(started("CS-A", "1"))) == "no_site"
+    await world.station("CS-A", site_id="SITE1")
+
+    await handle_sites_record(world.rt, as_site_record(site_change({"id": "SITE1", "grid_limit_a": 32})))
+
+    assert await handle_event_record(world.rt, as_record(started("CS-A", "2"))) == "forwarded"
+
+
+async def test_an_undecodable_site_updated_is_counted_and_skipped(world: World) -> None:
+    no_site_id = sites_codec.encode_site_updated(site_change({"id": "X", "grid_limit_a": 1}))
+    no_site_id = sites_codec.sites_pb2.SiteUpdated.FromString(no_site_id)
+    no_site_id.site_id = ""
+    not_an_object = sites_codec.sites_pb2.SiteUpdated(site_id="S", site_json="[1]").SerializeToString()
+    for value in (b"\xff\x00garbage", no_site_id.SerializeToString(), not_an_object):
+        record = Record(topics.SITES, 0, 0, b"S", value, (("ce_type", b"csms.sites.v1.SiteUpdated"),))
+        assert await handle_sites_record(world.rt, record) == "undecodable"
+    assert by_site(world) == []
+
+
+async def test_a_legacy_site_notification_is_still_forwarded_to_its_site(world: World) -> None:
     record = as_record(site_updated({"id": "SITE9", "grid_limit_a": 40}))
 
     assert await handle_event_record(world.rt, record) == "forwarded"
@@ -71,7 +122,7 @@ async def test_the_relevant_events_are_transactions_currents_profile_answers_boo
     assert not is_relevant(envelope("CS", ev.Notification(payload_json="{}"), action="StatusNotification"))
 
 
-async def test_a_station_that_joins_a_site_is_regrouped_after_the_site_notification(world: World) -> None:
+async def test_a_station_that_joins_a_site_is_regrouped_after_a_legacy_site_notification(world: World) -> None:
     await world.site("SITE1")
     await world.station("CS-A", site_id=None)
     assert await handle_event_record(world.rt, as_record(started("CS-A", "1"))) == "no_site"

@@ -11,7 +11,7 @@ from services.smart_charging.commands import FAILSAFE_PROFILE_ID
 from services.smart_charging.handlers import handle_site_record
 from services.smart_charging.repartition import BY_SITE
 
-from .builders import booted, current, ended_16, latest_limits, later, site_updated, started
+from .builders import booted, current, ended_16, latest_limits, later, started
 from .conftest import World
 
 
@@ -190,7 +190,7 @@ async def test_a_station_that_leaves_the_site_no_longer_holds_current_there(worl
     await world.feed(started("CS-A", "1"), started("CS-B", "2"))
     await world.station("CS-B", site_id=None)
 
-    await world.feed(site_updated({"id": "SITE1", "grid_limit_a": 32, "phases": 3}))
+    await world.site_changed({"id": "SITE1", "grid_limit_a": 32, "phases": 3})
 
     assert latest_limits(world.sent())["CS-A"] == 32.0
     assert [s["station_id"] for s in (await world.state())["sessions"]] == ["CS-A"]
@@ -203,7 +203,7 @@ async def test_a_deleted_site_drops_its_state(world: World) -> None:
     await world.feed(started("CS-A", "1"))
     await world.rt.store.delete_doc("site", "SITE1")
 
-    await world.feed(site_updated({"id": "SITE1", "deleted": True}))
+    await world.site_changed({"id": "SITE1"}, deleted=True)
 
     assert await world.rt.store.get_doc("site_state", "SITE1") is None
 
@@ -215,7 +215,7 @@ async def test_a_new_grid_limit_from_the_site_is_applied_to_the_running_sessions
     await world.service.start()
     await world.feed(started("CS-A", "1"), started("CS-B", "2"))
 
-    await world.feed(site_updated({"id": "SITE1", "grid_limit_a": 20, "phases": 3}))
+    await world.site_changed({"id": "SITE1", "grid_limit_a": 20, "phases": 3})
 
     assert latest_limits(world.sent()) == {"CS-A": 10.0, "CS-B": 10.0}
     assert (await world.state())["limit_a"] == str(Decimal(20))

@@ -9,7 +9,7 @@ import pytest
 from services.common import topics
 from services.smart_charging.commands import TX_PROFILE_ID_BASE
 
-from .builders import command_result, ended_16, latest_limits, site_updated, started
+from .builders import command_result, ended_16, latest_limits, started
 from .conftest import World
 
 STATIONS = ("CS-A", "CS-B", "CS-C")
@@ -68,7 +68,7 @@ async def test_an_outside_cap_of_12_a_keeps_two_sessions_at_6_a_and_pauses_the_t
     await three_charging(world)
     mark = len(world.sent())
 
-    await world.feed(site_updated({"id": "SITE1", "grid_limit_a": 32, "phases": 3, "external_limit_a": 12}))
+    await world.site_changed({"id": "SITE1", "grid_limit_a": 32, "phases": 3, "external_limit_a": 12})
 
     assert latest_limits(world.sent()) == {"CS-A": 6.0, "CS-B": 6.0, "CS-C": 0.0}
     # Lowering comes before raising: every command here lowers a limit.
@@ -79,9 +79,9 @@ async def test_an_outside_cap_of_12_a_keeps_two_sessions_at_6_a_and_pauses_the_t
 
 async def test_lifting_the_outside_cap_gives_the_site_its_grid_limit_back(world: World) -> None:
     await three_charging(world)
-    await world.feed(site_updated({"id": "SITE1", "grid_limit_a": 32, "phases": 3, "external_limit_a": 12}))
+    await world.site_changed({"id": "SITE1", "grid_limit_a": 32, "phases": 3, "external_limit_a": 12})
 
-    await world.feed(site_updated({"id": "SITE1", "grid_limit_a": 32, "phases": 3, "external_limit_a": None}))
+    await world.site_changed({"id": "SITE1", "grid_limit_a": 32, "phases": 3, "external_limit_a": None})
 
     limits = latest_limits(world.sent())
     assert sorted(limits.values()) == [10.6, 10.7, 10.7]
@@ -132,7 +132,7 @@ async def test_the_allocation_trace_is_logged_with_the_site_id(world: World, cap
     assert "total 32 A of 32 A" in lines[-1]
 
 
-async def test_the_service_is_ready_while_started_and_consumes_in_its_two_groups(world: World) -> None:
+async def test_the_service_is_ready_while_started_and_consumes_in_its_three_groups(world: World) -> None:
     service = world.service
     assert service.name == "smart-charging" and not service.ready()
     await service.start()
