@@ -10,7 +10,22 @@ State owned by processors (sessions, station status projection, tariffs, CDRs,
 sites, command records) is stored as JSON documents keyed by (kind, id), with an
 optional `parent` to list by (e.g. sessions by station, CDRs by session) and an
 optional monotonic `version` (a write with a version not greater than the stored
-one changes nothing, so redelivered or stale writes are harmless).
+one changes nothing, so redelivered or stale writes are harmless). A kind is either
+always versioned or never (Cassandra orders versioned writes by `USING TIMESTAMP`).
+
+Meter samples (ADR 015) are append-only rows keyed (session, timestamp, measurand,
+phase), read back in key order: `SampleStore`.
+
+Operation counting (ADR 015, "per-event store traffic is constant"): every adapter
+keeps `ops: collections.Counter[tuple[str, str]]` keyed ("read" | "write", table) and
+feeds `csms_store_ops_total{op,table}` (services/common/store/metrics.py). One
+operation is one statement or request sent to the database:
+- SQLite: one statement, and one `executemany` (a batch of rows in one transaction)
+  counts once;
+- Cassandra: one request per table it touches (a single-table batch counts one write,
+  a batch over docs + its index tables one write per table), one per page of a read.
+Tests compare these counts, never timings: e.g. appending N samples costs the same
+number of operations whether the session already holds 10 or 2,000.
 """
 
 from __future__ import annotations
@@ -128,7 +143,10 @@ class MeterRow:
 
 class SampleStore(Protocol):
     async def append_samples(self, session_id: str, rows: Sequence[MeterRow]) -> None:
-        """Idempotent upsert of a session's samples (one round trip per partition touched)."""
+        """Idempotent upsert of a session's samples, without reading anything: the cost
+        depends on the rows appended, never on how many the session already holds (SQLite:
+        one transaction; Cassandra: one unlogged batch per (session, day) partition touched,
+        plus one small write the first time this process sees a (session, day))."""
         ...
 
     async def read_samples(
@@ -166,13 +184,20 @@ class DocumentStore(Protocol):
 
     async def put_docs(self, kind: str, items: Sequence[DocWrite]) -> None:
         """Upsert many documents without reading first: a versioned document keeps the
-        highest version whatever the arrival order (an older write changes nothing)."""
+        highest version whatever the arrival order (an older write changes nothing).
+        Unlike put_doc it does not say which writes landed. SQLite: one transaction;
+        Cassandra: one request per document, the documents concurrently."""
         ...
 
     async def list_docs_page(
         self, kind: str, *, parent: str | None = None, limit: int = 100, cursor: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of `list_docs` and the opaque cursor of the next page (None: no more)."""
+        """One page of the kind's documents (of one `parent` when given) and the opaque
+        cursor of the next page (None: no more). Pages follow the adapter's key order, not
+        update time (SQLite: id; Cassandra: hash bucket, then id), so a document updated
+        during the listing is neither skipped nor repeated: every document present for the
+        whole listing is returned exactly once; one written or deleted meanwhile may or may
+        not be. A cursor the adapter did not issue raises ValueError."""
         ...
 
 

@@ -99,4 +99,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX docs_by_update ON docs (kind, updated_at)",
         ),
     ),
+    Migration(
+        2,
+        "ADR 015: append-only meter samples, documents paged by id",
+        (
+            # One row per (session, effective time, measurand, phase): re-appending the same
+            # key overwrites it (idempotent). WITHOUT ROWID clusters the rows by that key, so a
+            # session's samples are one contiguous range read in order.
+            """
+            CREATE TABLE meter_samples (
+                session_id   TEXT NOT NULL,
+                ts           TEXT NOT NULL,
+                measurand    TEXT NOT NULL,
+                phase        TEXT NOT NULL,
+                value        REAL NOT NULL,
+                unit         TEXT NOT NULL DEFAULT 'Wh',
+                raw_value    TEXT NOT NULL DEFAULT '',
+                station_time TEXT,
+                PRIMARY KEY (session_id, ts, measurand, phase)
+            ) WITHOUT ROWID
+            """,
+            # list_docs_page(parent=...) pages by id within one parent.
+            "CREATE INDEX docs_by_parent_id ON docs (kind, parent, id)",
+        ),
+    ),
 )
