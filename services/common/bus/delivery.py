@@ -19,6 +19,14 @@ cannot drift apart (docs/dead-letters.md):
 `deliver` returns what happened; the adapter commits on HANDLED, SKIPPED and
 DEAD_LETTERED, and leaves the record uncommitted on REVOKED (the partition moved to
 another member or the reader is stopping: the next owner redelivers it).
+
+Batches (`deliver_batch`, ADR 015) follow the same policy with the batch as the unit
+while nothing is wrong with any record: replays for other groups are filtered out before
+the handler sees the batch; an outage retries the whole batch for as long as it takes;
+anything else hands the batch over again one record at a time (each a 1-record batch)
+through `deliver`, so the poison record alone is dead-lettered after its bounded tries
+and the others are processed. A partition that stops being ours while its records wait
+is dropped from the batch (the next owner redelivers them); the others go on.
 """
 
 from __future__ import annotations
@@ -27,11 +35,11 @@ import asyncio
 import enum
 import logging
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Sequence
 
 from services.common import topics
 from services.common.bus import metrics
-from services.common.bus.port import REPLAY_GROUP_HEADER, Handler, Header, Record, is_transient
+from services.common.bus.port import REPLAY_GROUP_HEADER, BatchHandler, Handler, Header, Record, is_transient
 from services.common.errors import RecordTooLarge
 from services.common.timeutil import to_ocpp, utcnow
 
@@ -41,7 +49,9 @@ __all__ = [
     "DeliveryPolicy",
     "Outcome",
     "DeadLetterSink",
+    "BatchResult",
     "deliver",
+    "deliver_batch",
     "dead_letter_headers",
     "skips",
 ]
@@ -236,3 +246,92 @@ async def _dead_letter(
     log.error("dead-lettered %s[%d]@%d of group %r to %s after %d tries: %s",
               record.topic, record.partition, record.offset, group, dlq, attempts, error)
     return True
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What `deliver_batch` did: `done` maps (topic, partition) to the offset to commit
+    (the last record of that partition handled, skipped or dead-lettered, + 1; only
+    partitions with at least one such record, and never past a record left undone);
+    `handled` counts the records the handler accepted (metrics)."""
+
+    done: dict[tuple[str, int], int]
+    handled: int = 0
+
+
+async def deliver_batch(
+    records: Sequence[Record],
+    handler: BatchHandler,
+    *,
+    group: str,
+    policy: DeliveryPolicy,
+    dead_letter: DeadLetterSink | None,
+    owned: Callable[[Record], bool] = lambda r: True,
+    pause: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    on_failure: Callable[[], None] = lambda: None,
+) -> BatchResult:
+    """Hand `records` (each partition's in offset order) to `handler` as one batch under
+    `policy` (module docstring). `owned(record)` says whether the record's partition is
+    still ours; it is asked after every pause."""
+    done: dict[tuple[str, int], int] = {}
+    batch = list(records)
+    # Replays for other groups: never shown to the handler, committed with the batch.
+    given = [r for r in batch if not skips(r, group)]
+    if not given:
+        for r in batch:
+            done[(r.topic, r.partition)] = r.offset + 1
+        return BatchResult(done)
+    outages = 0
+    while len(given) > 1:
+        try:
+            await handler(given)
+        except asyncio.CancelledError as exc:
+            if _being_cancelled():
+                raise
+            error: BaseException = exc
+        except Exception as exc:
+            error = exc
+        else:
+            for r in batch:
+                done[(r.topic, r.partition)] = r.offset + 1
+            return BatchResult(done, len(given))
+        on_failure()
+        if not is_transient(error):
+            log.warning("handler of %r failed on a batch of %d records of %s (%s): handing them over one by one",
+                        group, len(given), given[0].topic, describe(error))
+            break
+        outages += 1
+        if outages == 1 or outages % 60 == 0:
+            log.warning("handler of %r: outage on a batch of %d records of %s (%s; try %d); retrying, never dead-lettered",
+                        group, len(given), given[0].topic, describe(error), outages)
+        await pause(policy.outage_delay(outages))
+        firsts = {(r.topic, r.partition): r for r in reversed(batch)}  # one record per partition
+        gone = {tp for tp, r in firsts.items() if not owned(r)}
+        if gone:  # not ours any more: the next owner redelivers from the last commit
+            batch = [r for r in batch if (r.topic, r.partition) not in gone]
+            given = [r for r in given if (r.topic, r.partition) not in gone]
+            if not given:
+                for r in batch:
+                    done[(r.topic, r.partition)] = r.offset + 1
+                return BatchResult(done)
+    # One record at a time (a single record, or a batch that raised something else).
+    async def one(record: Record) -> None:
+        await handler([record])
+
+    handled = 0
+    revoked: set[tuple[str, int]] = set()
+    for r in batch:
+        tp = (r.topic, r.partition)
+        if tp in revoked:
+            continue
+        if not owned(r):
+            revoked.add(tp)
+            continue
+        outcome = await deliver(r, one, group=group, policy=policy, dead_letter=dead_letter,
+                                owned=lambda r=r: owned(r), pause=pause, on_failure=on_failure)
+        if outcome is Outcome.REVOKED:
+            revoked.add(tp)
+            continue
+        handled += outcome is Outcome.HANDLED
+        done[tp] = r.offset + 1
+    return BatchResult(done, handled)

@@ -20,6 +20,11 @@ faust allows:
   (the new owner redelivers it from the last commit);
 - replays for another consumer group (`csms_replay_group`) are skipped.
 
+Batches (ADR 015): `build_batch_app` / `run_batch_worker` feed a batch handler from
+faust's `stream.take_events(max_records, within_s)`, under `delivery.deliver_batch` (the
+policy `KafkaBus.subscribe_batch` applies); faust acks a batch's events when the agent
+asks for the next batch, i.e. after the handler returned.
+
 It is the runtime under test in ADR 009 (bench/rebalance_experiment.py); see that ADR
 before using it in production.
 """
@@ -36,11 +41,11 @@ from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 from faust.types import TP
 
 from services.common.bus import metrics
-from services.common.bus.delivery import DLQ_HEADROOM_BYTES, DeliveryPolicy, deliver
-from services.common.bus.port import Handler, Header, Record
+from services.common.bus.delivery import DLQ_HEADROOM_BYTES, DeliveryPolicy, deliver, deliver_batch
+from services.common.bus.port import BatchHandler, Handler, Header, Record
 from services.common.errors import RecordTooLarge
 
-__all__ = ["build_app", "run_worker", "record_of"]
+__all__ = ["build_app", "build_batch_app", "run_worker", "run_batch_worker", "record_of"]
 
 log = logging.getLogger("csms.bus.faust")
 
@@ -84,6 +89,89 @@ def build_app(
     (default: the settings' defaults) decides when a record is dead-lettered.
     """
     policy = policy or DeliveryPolicy()
+    app, source, dead_letter, owned = _app(group, topic, partitions, broker, web_port, datadir, settings)
+    failures = metrics.HANDLER_FAILURES.labels(topic, group)
+
+    async def deliver_one(record: Record) -> None:
+        # Every outcome acks the event: REVOKED too, since faust only commits what this
+        # member still owns (the new owner redelivers from the last commit).
+        await deliver(
+            record,
+            handler,
+            group=group,
+            policy=policy,
+            dead_letter=dead_letter,
+            owned=lambda: owned(record),
+            on_failure=failures.inc,
+        )
+
+    async def process(stream: faust.StreamT) -> None:
+        # The event is acked when the loop asks for the next one, i.e. after `deliver`
+        # returned; faust commits acked offsets (contiguous only) in the background.
+        async for event in stream.events():
+            await deliver_one(record_of(event.message))
+
+    app.agent(source, name=f"{group}.process")(process)
+    return app
+
+
+def build_batch_app(
+    group: str,
+    topic: str,
+    handler: BatchHandler,
+    partitions: int,
+    *,
+    max_records: int = 500,
+    within_s: float = 0.05,
+    broker: str = DEFAULT_BROKER,
+    web_port: int | None = None,
+    datadir: str | Path | None = None,
+    policy: DeliveryPolicy | None = None,
+    **settings: Any,
+) -> faust.App:
+    """`build_app` for a batch handler: up to `max_records` events, or what arrived within
+    `within_s`, at a time (faust's `take_events`), under `delivery.deliver_batch`."""
+    if max_records < 1:
+        raise ValueError("max_records must be >= 1")
+    policy = policy or DeliveryPolicy()
+    app, source, dead_letter, owned = _app(group, topic, partitions, broker, web_port, datadir, settings)
+    failures = metrics.HANDLER_FAILURES.labels(topic, group)
+    sizes = metrics.BATCH_RECORDS.labels(topic, group)
+    handled = metrics.RECORDS.labels(topic, group)
+
+    async def process(stream: faust.StreamT) -> None:
+        # take_events acks a batch's events when the loop asks for the next batch (after
+        # deliver_batch returned; REVOKED records too: faust commits only what this member
+        # owns). deliver_batch never raises but for cancellation, so no batch is acked unhandled.
+        async for events in stream.take_events(max_records, within_s):
+            records = [record_of(e.message) for e in events]
+            sizes.observe(len(records))
+            result = await deliver_batch(
+                records,
+                handler,
+                group=group,
+                policy=policy,
+                dead_letter=dead_letter,
+                owned=owned,
+                on_failure=failures.inc,
+            )
+            if result.handled:
+                handled.inc(result.handled)
+
+    app.agent(source, name=f"{group}.process")(process)
+    return app
+
+
+def _app(
+    group: str,
+    topic: str,
+    partitions: int,
+    broker: str,
+    web_port: int | None,
+    datadir: str | Path | None,
+    settings: dict[str, Any],
+) -> tuple[faust.App, Any, Any, Any]:
+    """The app, its raw source topic, the dead-letter sink and the ownership test."""
     conf: dict[str, Any] = dict(
         broker=broker,
         store="memory://",
@@ -137,29 +225,7 @@ def build_app(
         return TP(record.topic, record.partition) in app.consumer.assignment()
 
     metrics.DEAD_LETTERS.labels(topic, group)
-    failures = metrics.HANDLER_FAILURES.labels(topic, group)
-
-    async def deliver_one(record: Record) -> None:
-        # Every outcome acks the event: REVOKED too, since faust only commits what this
-        # member still owns (the new owner redelivers from the last commit).
-        await deliver(
-            record,
-            handler,
-            group=group,
-            policy=policy,
-            dead_letter=dead_letter,
-            owned=lambda: owned(record),
-            on_failure=failures.inc,
-        )
-
-    async def process(stream: faust.StreamT) -> None:
-        # The event is acked when the loop asks for the next one, i.e. after `deliver`
-        # returned; faust commits acked offsets (contiguous only) in the background.
-        async for event in stream.events():
-            await deliver_one(record_of(event.message))
-
-    app.agent(source, name=f"{group}.process")(process)
-    return app
+    return app, source, dead_letter, owned
 
 
 def run_worker(
@@ -175,5 +241,22 @@ def run_worker(
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     app = build_app(group, topic, handler, partitions, **kwargs)
+    worker = faust.Worker(app, loglevel=loglevel, loop=loop, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+def run_batch_worker(
+    group: str,
+    topic: str,
+    handler: BatchHandler,
+    partitions: int,
+    *,
+    loglevel: str = "info",
+    **kwargs: Any,
+) -> NoReturn:
+    """`run_worker` for a batch handler (`build_batch_app`'s keywords)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    app = build_batch_app(group, topic, handler, partitions, **kwargs)
     worker = faust.Worker(app, loglevel=loglevel, loop=loop, redirect_stdouts=False)
     worker.execute_from_commandline()

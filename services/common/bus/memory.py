@@ -11,6 +11,13 @@ letters (`delivery.deliver`, the same policy as KafkaBus) and retention: each pa
 keeps a bounded window of records, by bytes (`retention_bytes`: key + value + headers)
 and by age (`retention_s`), trimmed on publish. A consumer behind the window continues
 at the first retained offset, as a Kafka consumer with auto.offset.reset=earliest does.
+
+Batches (`subscribe_batch`, ADR 015): a member of a group has one reader for all its
+partitions that hands over what they hold (up to `max_records`, a partition's records
+in offset order, the starting partition rotating so none starves), as a Kafka poll
+does; `batch_linger_ms` lets a batch that is not full wait that long for more records
+(fewer, larger batches at a little latency). `delivery.deliver_batch` applies the
+dead-letter policy to a batch exactly as the Kafka bus does.
 """
 
 from __future__ import annotations
@@ -22,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from services.common.bus import metrics
-from services.common.bus.delivery import DLQ_HEADROOM_BYTES, DeliveryPolicy, Outcome, deliver
-from services.common.bus.port import Handler, Header, Record, partition_for, record_size
+from services.common.bus.delivery import DLQ_HEADROOM_BYTES, DeliveryPolicy, Outcome, deliver, deliver_batch
+from services.common.bus.port import BatchHandler, Handler, Header, Outgoing, Record, partition_for, record_size
 from services.common.errors import BusUnavailable, RecordTooLarge
 
 __all__ = ["MemoryBus"]
@@ -32,6 +39,7 @@ log = logging.getLogger("csms.bus.memory")
 
 _COMPACT_AT = 1024  # drop trimmed list slots once this many (and half the list) are dead
 _TRIMMED = Record("", 0, -1, b"", b"")  # what a trimmed slot holds until compaction
+_LAG_EVERY = 64  # a one-record reader refreshes the lag gauge at least this often
 
 
 @dataclass
@@ -99,6 +107,7 @@ class _PartitionReader:
     def __init__(self, bus: "MemoryBus", topic: str, partition: int, handler: Handler, group: "_Group | None", start: int) -> None:
         self.bus, self.topic, self.partition, self.handler, self.group = bus, topic, partition, handler, group
         self.position = start
+        self._since_lag = 0
         self._stopping = False
         self._stop_event = asyncio.Event()
         self.group_name = group.name if group is not None else ""
@@ -144,9 +153,12 @@ class _PartitionReader:
                 self._records.inc()
             if self.group is not None:
                 self.group.commit(self.topic, self.partition, self.position)
-                self._lag.set(self.bus.lag(self.group.name, self.topic))
-            else:
-                self._lag.set(part.end - self.position)
+            self._since_lag += 1
+            if self._since_lag >= _LAG_EVERY or part.end <= self.position:
+                # the group's lag sums every partition: refreshed when caught up, or every
+                # _LAG_EVERY records (it cost more than the delivery itself per record)
+                self._since_lag = 0
+                self._lag.set(self.bus.lag(self.group.name, self.topic) if self.group is not None else part.end - self.position)
 
     async def stop(self, *, abandon: bool = False) -> None:
         """Graceful: finish the record in hand, then stop. abandon: die now (a crash)."""
@@ -212,6 +224,138 @@ class _Member:
         await self.stop(abandon=True)
 
 
+class _BatchReader:
+    """Delivers the records of a member's partitions to a batch handler (module docstring).
+    Positions live in the group's committed offsets: a batch is committed after its handler
+    returned, and a reader that stops with a batch in hand leaves it to the next owner."""
+
+    def __init__(self, bus: "MemoryBus", group: _Group, handler: BatchHandler, max_records: int, linger_s: float) -> None:
+        self.bus, self.group, self.handler = bus, group, handler
+        self.topic = group.topic
+        self.max_records, self.linger_s = max_records, linger_s
+        self.partitions: list[int] = []
+        self._turn = 0
+        self._stopping = False
+        self._stop_event = asyncio.Event()
+        self._wake: asyncio.Future[None] | None = None
+        labels = (self.topic, group.name)
+        self._lag = metrics.CONSUMER_LAG.labels(*labels)
+        self._failures = metrics.HANDLER_FAILURES.labels(*labels)
+        self._records = metrics.RECORDS.labels(*labels)
+        self._sizes = metrics.BATCH_RECORDS.labels(*labels)
+        metrics.DEAD_LETTERS.labels(*labels)  # exported at 0 from the start
+        self.task = asyncio.create_task(self._run(), name=f"bus-batch-reader-{self.topic}-{group.name}")
+
+    async def _pause(self, delay: float) -> None:
+        """A back-off that ends early when the reader is stopped."""
+        try:
+            await asyncio.wait_for(self._stop_event.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
+
+    def _collect(self, parts: list[_Partition]) -> list[Record]:
+        """Up to max_records uncommitted records, partition by partition, each in offset order."""
+        batch: list[Record] = []
+        owned = self.partitions
+        if not owned:
+            return batch
+        committed = self.group.committed
+        first = self._turn % len(owned)
+        for p in owned[first:] + owned[:first]:
+            part = parts[p]
+            pos = max(committed.get((self.topic, p), 0), part.base)
+            last = min(part.end, pos + self.max_records - len(batch))
+            if last > pos:
+                i = part.head + pos - part.base
+                batch.extend(part.records[i : i + last - pos])
+                if len(batch) >= self.max_records:
+                    break
+        return batch
+
+    async def _wait(self, parts: list[_Partition]) -> None:
+        """Until a record arrives in one of our partitions, or we are stopped."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._wake = fut
+        watched = [parts[p] for p in self.partitions]
+        for part in watched:
+            part.waiters.append(fut)
+        try:
+            await fut
+        finally:
+            self._wake = None
+            for part in watched:
+                try:
+                    part.waiters.remove(fut)
+                except ValueError:
+                    pass  # woken (the partition cleared its waiters)
+
+    async def _run(self) -> None:
+        parts = self.bus._topic(self.topic)
+        while not self._stopping:
+            batch = self._collect(parts)
+            if not batch:
+                await self._wait(parts)
+                continue
+            if self.linger_s > 0 and len(batch) < self.max_records:
+                await self._pause(self.linger_s)
+                if self._stopping:
+                    break
+                batch = self._collect(parts)
+            self._turn += 1
+            self._sizes.observe(len(batch))
+            result = await deliver_batch(
+                batch,
+                self.handler,
+                group=self.group.name,
+                policy=self.bus.policy,
+                dead_letter=self.bus._dead_letter,
+                owned=lambda r: not self._stopping,
+                pause=self._pause,
+                on_failure=self._failures.inc,
+            )
+            for (topic, p), offset in result.done.items():
+                self.group.commit(topic, p, offset)
+            if result.handled:
+                self._records.inc(result.handled)
+            self._lag.set(self.bus.lag(self.group.name, self.topic))
+
+    async def stop(self, *, abandon: bool = False) -> None:
+        """Graceful: finish the batch in hand, then stop. abandon: die now (a crash)."""
+        self._stopping = True
+        self._stop_event.set()
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+        if abandon:
+            self.task.cancel()
+        try:
+            await self.task
+        except asyncio.CancelledError:
+            pass
+
+
+class _BatchMember(_Member):
+    """A group member whose partitions feed one batch handler (`subscribe_batch`)."""
+
+    def __init__(self, bus: "MemoryBus", group: _Group, handler: BatchHandler, max_records: int, linger_s: float) -> None:
+        super().__init__(bus, group, _unused_handler)
+        self.batch_handler, self.max_records, self.linger_s = handler, max_records, linger_s
+        self.reader: _BatchReader | None = None
+
+    def take(self, partition: int) -> None:
+        if self.reader is None:
+            self.reader = _BatchReader(self.bus, self.group, self.batch_handler, self.max_records, self.linger_s)
+        self.reader.partitions.append(partition)
+
+    async def revoke_all(self, *, abandon: bool = False) -> None:
+        reader, self.reader = self.reader, None
+        if reader is not None:
+            await reader.stop(abandon=abandon)
+
+
+async def _unused_handler(record: Record) -> None:  # pragma: no cover - batch members never call it
+    raise AssertionError("a batch member delivers batches")
+
+
 class _Assignment:
     def __init__(self, reader: _PartitionReader) -> None:
         self.reader = reader
@@ -234,8 +378,10 @@ class MemoryBus:
         max_record_bytes: int = 1 << 20,
         dlq_max_attempts: int = 5,
         dlq_backoff_s: float = 0.2,
+        batch_linger_ms: float = 50.0,
     ) -> None:
         self.default_partitions = default_partitions
+        self.batch_linger_ms = batch_linger_ms
         self.retention_bytes = retention_bytes
         self.retention_s = retention_s
         self.max_record_bytes = max_record_bytes
@@ -291,6 +437,21 @@ class MemoryBus:
             raise RecordTooLarge(f"record of {size} bytes for {topic} exceeds the bus limit of {self.max_record_bytes} bytes")
         self._append(topic, kb, value, headers, partition, size)
 
+    async def publish_many(self, items: Sequence[Outgoing]) -> None:
+        """All or nothing: every size is checked, and the bus's availability, before any
+        record is appended (in the order given, so a key's records keep their order)."""
+        encoded = []
+        for topic, key, value, headers in items:
+            kb = key.encode("utf-8", "surrogateescape")
+            size = record_size(kb, value, headers)
+            if size > self.max_record_bytes:
+                raise RecordTooLarge(f"record of {size} bytes for {topic} exceeds the bus limit of {self.max_record_bytes} bytes")
+            encoded.append((topic, kb, value, headers, size))
+        if not self._available:
+            raise BusUnavailable("memory bus marked unavailable")
+        for topic, kb, value, headers, size in encoded:
+            self._append(topic, kb, value, headers, None, size)
+
     def _append(self, topic: str, kb: bytes, value: bytes, headers: Sequence[Header], partition: int | None, size: int) -> None:
         if not self._available:
             raise BusUnavailable("memory bus marked unavailable")
@@ -313,18 +474,41 @@ class MemoryBus:
 
     # -- consume -----------------------------------------------------------
     async def subscribe(self, topic: str, group: str, handler: Handler, *, from_beginning: bool = True) -> _Member:
-        g = self._groups.get((group, topic))
-        if g is None:
-            g = self._groups[(group, topic)] = _Group(self, group, topic)
-            if not from_beginning:
-                for i, part in enumerate(self._topic(topic)):
-                    g.committed[(topic, i)] = part.end
+        g = self._group(topic, group, from_beginning)
         member = _Member(self, g, handler)
         async with g.lock:
             g.members.append(member)
             await g.rebalance()
         self._subs.append(member)
         return member
+
+    async def subscribe_batch(
+        self,
+        topic: str,
+        group: str,
+        handler: BatchHandler,
+        *,
+        from_beginning: bool = True,
+        max_records: int = 500,
+    ) -> _Member:
+        if max_records < 1:
+            raise ValueError("max_records must be >= 1")
+        g = self._group(topic, group, from_beginning)
+        member = _BatchMember(self, g, handler, max_records, self.batch_linger_ms / 1000)
+        async with g.lock:
+            g.members.append(member)
+            await g.rebalance()
+        self._subs.append(member)
+        return member
+
+    def _group(self, topic: str, group: str, from_beginning: bool) -> _Group:
+        g = self._groups.get((group, topic))
+        if g is None:
+            g = self._groups[(group, topic)] = _Group(self, group, topic)
+            if not from_beginning:
+                for i, part in enumerate(self._topic(topic)):
+                    g.committed[(topic, i)] = part.end
+        return g
 
     async def assign(self, topic: str, partition: int, handler: Handler, *, from_beginning: bool = False) -> _Assignment:
         parts = self._topic(topic)

@@ -1,6 +1,6 @@
 """Consumer-side bus metrics, shared by every adapter (labels: topic and group, few)."""
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 CONSUMER_LAG = Gauge(
     "csms_bus_consumer_lag_records",
@@ -17,4 +17,10 @@ DEAD_LETTERS = Counter(
     "csms_bus_dead_letters_total",
     "Records a consumer group gave up on and published to the dead-letter topic (docs/dead-letters.md)",
     ["topic", "group"],
+)
+BATCH_RECORDS = Histogram(
+    "csms_bus_batch_records",
+    "Records per batch handed to a batch handler (subscribe_batch, ADR 015)",
+    ["topic", "group"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
 )

@@ -11,6 +11,12 @@ tests/contract/test_bus_contract.py:
   each partition is delivered to one member, in offset order, one record at a
   time. The offset is committed only after the handler returns, so a handler that
   raises (or a member that dies) gets the record again: at-least-once.
+- `subscribe_batch` is `subscribe` with up to `max_records` records per handler call
+  (a poll's worth, each partition's in offset order), committed after the handler
+  returned; an outage retries the batch whole, anything else replays it one record at a
+  time so that only the poison record is dead-lettered (`delivery.deliver_batch`).
+- `publish_many` checks every record's size first, then sends them all concurrently and
+  returns when all are durable; a key's records keep their order.
 - `assign` reads one partition without a group (the gateway's command partition).
 - Poison and outages (docs/dead-letters.md): a handler exception that `is_transient`
   (the store or the bus did not answer) pauses the partition and retries for as long
