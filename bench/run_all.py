@@ -1,4 +1,4 @@
-"""Run the gateway benchmarks (percall, storm, idle_memory) and write bench/RESULTS.md.
+"""Run the benchmarks (gateway percall, storm, idle memory; the embedded system) and write bench/RESULTS.md.
 
     .venv/bin/python bench/run_all.py           # modest sizes (`make bench`, a few minutes)
     .venv/bin/python bench/run_all.py --full    # the target sizes (10,000-station storms; ~10 min)
@@ -27,6 +27,8 @@ from _util import BENCH, PY, ROOT, machine, table  # noqa: E402
 PERCALL_GOAL_US = 100.0
 STORM_GOAL_S, STORM_P99_GOAL_S = 5.0, 1.0
 IDLE_GOAL_KIB = 16.0
+# Sections of RESULTS.md written by the scripts themselves (kept when run_all rewrites the file).
+KEPT_SECTIONS = ("embedded", "pipeline", "gateway-kafka", "storm")
 
 
 def plan(full: bool) -> list[tuple[str, list[str], float]]:
@@ -40,7 +42,15 @@ def plan(full: bool) -> list[tuple[str, list[str], float]]:
             ("storm_5k_fast", ["bench/storm.py", "--stations", "5000", "--boot-rate", "100000"], 300),
             ("storm_10k_ramped", ["bench/storm.py", "--stations", "10000", "--boot-rate", "100000", "--concurrency", "250"], 600),
             ("storm_10k_echo", ["bench/storm.py", "--stations", "10000", "--server", "echo"], 300),
+            # issue 8's storm against `csms run` (writes its own section, between the storm markers)
+            ("issue8_storm_run", ["bench/storm.py", "--server", "run", "--stations", "10000", "--timeout", "240",
+                                  "--label", "after: 10,000 stations, 100 addresses"], 900),
             ("idle", ["bench/idle_memory.py", "--levels", "2000,5000"], 600),
+            # the whole embedded system (`csms run`), writes its own section
+            ("embedded", ["bench/embedded.py", "--stations", "500", "--rate", "2", "--duration", "35",
+                          "--label", "500 stations x 2 calls/s x 35 s"], 1200),
+            ("embedded_long", ["bench/embedded.py", "--stations", "20", "--rate", "18", "--duration", "120",
+                               "--label", "long sessions: 20 stations x 18 calls/s x 120 s"], 1200),
             ("idle_echo", ["bench/idle_memory.py", "--levels", "2000,5000", "--server", "echo"], 600),
             # diagnostics: what each figure is made of (one factor changed at a time)
             ("diag_percall_no_tracing", ["bench/percall.py", "--connections", "50", "--calls", "1000", "--probe", "0", "--no-echo", "--no-tracing"], 600),
@@ -56,7 +66,11 @@ def plan(full: bool) -> list[tuple[str, list[str], float]]:
         ("storm_2k_fast", ["bench/storm.py", "--stations", "2000", "--boot-rate", "100000"], 300),
         ("storm_2k_default", ["bench/storm.py", "--stations", "2000", "--boot-rate", "500", "--timeout", "120"], 300),
         ("storm_2k_echo", ["bench/storm.py", "--stations", "2000", "--server", "echo"], 300),
+        ("issue8_storm_run", ["bench/storm.py", "--server", "run", "--stations", "2000", "--timeout", "120",
+                              "--label", "2,000 stations, 100 addresses"], 600),
         ("idle", ["bench/idle_memory.py", "--levels", "1000,2000"], 300),
+        ("embedded", ["bench/embedded.py", "--stations", "500", "--rate", "2", "--duration", "35",
+                      "--label", "500 stations x 2 calls/s x 35 s"], 1200),
         ("idle_echo", ["bench/idle_memory.py", "--levels", "1000,2000", "--server", "echo"], 300),
     ]
 
@@ -254,11 +268,13 @@ def write_results(results: dict[str, dict[str, Any]], full: bool, path: Path, me
     missing = [k for k in ("percall", "storm", "idle") if not any(x.startswith(k) for x in results)]
     if missing:
         lines += [f"Not produced in this run (failed or timed out): {', '.join(missing)}.", ""]
-    # Keep the distributed pipeline section (bench/pipeline.py owns it, between its markers).
+    # Keep the sections other scripts own, between their markers (bench/pipeline.py,
+    # bench/embedded.py, bench/gateway_kafka.py, ...).
     old = path.read_text() if path.exists() else ""
-    begin, end = old.find("<!-- pipeline:begin -->"), old.find("<!-- pipeline:end -->")
-    if 0 <= begin < end:
-        lines += ["", old[begin:end + len("<!-- pipeline:end -->")], ""]
+    for name in KEPT_SECTIONS:
+        begin, end = old.find(f"<!-- {name}:begin -->"), old.find(f"<!-- {name}:end -->")
+        if 0 <= begin < end:
+            lines += ["", old[begin:end + len(f"<!-- {name}:end -->")], ""]
     path.write_text("\n".join(lines))
 
 

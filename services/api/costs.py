@@ -1,15 +1,24 @@
 """A session's cost for the REST view.
 
 Completed and abandoned sessions show their latest CDR (final, held or not). Active
-ones, and ended ones not yet billed, are priced on the fly with the billing domain
-(`price_session`) against the tariff that applies: station tariff, else site tariff,
-else the default tariff. No tariff, no cost (null); a session whose token the CSMS
-refused is never billed, so it has no cost either (null).
+ones, and ended ones not yet billed, are priced on the fly against the tariff that
+applies: station tariff, else site tariff, else the default tariff. No tariff, no cost
+(null); a session whose token the CSMS refused is never billed, so it has no cost either
+(null).
 
-Like the billing worker: samples flagged `excluded` (or unusable as sent) never count,
-an abandoned session ends at its last reading (else when it was closed), and time is
-priced over at most `max_duration` (CSMS_SESSION_MAX_DURATION_H), so a station clock
-in 1970 cannot make a list of sessions slow.
+One arithmetic with billing and the gateway (ADR 015): when the session document's
+price accumulator was opened with the tariff that applies now (same id and fingerprint),
+at the session's start and energy anchor, the price is `finish_price` on it: O(bands),
+no sample read. Otherwise (no accumulator, the tariff was edited or reassigned since the
+start) the session's stored samples are folded again (`price_session`), as billing does.
+Documents written before ADR 015 carry their samples (`meter_samples`): those are used
+when the sample store has none.
+
+Like the billing worker: the register ends at `energy_anchor_wh + energy_wh`; samples
+flagged `excluded` (or unusable as sent) never count; an abandoned session ends at its
+last kept register reading (else when it was closed); time is priced over at most
+`max_duration` (CSMS_SESSION_MAX_DURATION_H), so a station clock in 1970 cannot make a
+list of sessions slow.
 """
 
 from __future__ import annotations
@@ -19,12 +28,17 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP
 from typing import Any
 
-from services.billing.adapters import latest_cdr_doc, tariff_from_doc
+from services.billing.adapters import latest_cdr_doc, stored_readings, tariff_from_doc
 from services.billing.domain import (
     MAX_PRICED_DURATION,
+    PriceBreakdown,
     SessionUsage,
+    StaleAccumulator,
     Tariff,
     TariffError,
+    accumulator_from_dict,
+    accumulator_matches,
+    finish_price,
     is_billable_status,
     price_session,
     refusal,
@@ -34,7 +48,7 @@ from services.common.events import ENERGY_REGISTER
 from services.common.store.port import Store
 from services.common.timeutil import parse_ocpp, to_ocpp
 
-__all__ = ["session_cost", "TariffResolver", "usage_from_session", "find_default_tariff"]
+__all__ = ["session_cost", "session_price", "TariffResolver", "usage_from_session", "find_default_tariff"]
 
 log = logging.getLogger("csms.api.costs")
 
@@ -115,6 +129,7 @@ def _sample_time(s: dict[str, Any]) -> datetime | None:
 
 
 def _counted_samples(doc: dict[str, Any]) -> list[tuple[datetime, int]]:
+    """The counted register readings of a document written before ADR 015 (samples inside)."""
     out: list[tuple[datetime, int]] = []
     for s in doc.get("meter_samples") or []:
         if not isinstance(s, dict):
@@ -125,43 +140,85 @@ def _counted_samples(doc: dict[str, Any]) -> list[tuple[datetime, int]]:
     return out
 
 
-def _stop_of(doc: dict[str, Any], started: datetime, samples: list[tuple[datetime, int]]) -> datetime | None:
-    """The stop time; an abandoned session without one ends at its last reading, else
-    when the CSMS closed it (as the billing worker prices it)."""
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**15 else None
+
+
+def _last_reading_at(doc: dict[str, Any]) -> datetime | None:
+    last = doc.get("last_register")
+    if isinstance(last, dict):
+        return _time(last.get("at"))
+    return max((at for at, _ in _counted_samples(doc)), default=None)
+
+
+def _stop_of(doc: dict[str, Any], started: datetime) -> datetime | None:
+    """The stop time; an abandoned session without one ends at its last kept register
+    reading, else when the CSMS closed it (as the billing worker prices it)."""
     stopped = _time(doc.get("stopped_at"))
     if stopped is not None or doc.get("status") != "abandoned":
         return stopped
-    last = max((at for at, _ in samples), default=None)
+    last = _last_reading_at(doc)
     if last is not None and last >= started:
         return last
     return _time(doc.get("abandoned_at")) or _time(doc.get("updated_at"))
 
 
-def usage_from_session(doc: dict[str, Any]) -> SessionUsage | None:
-    """What `price_session` needs, read tolerantly from a session document."""
+def _anchor(doc: dict[str, Any]) -> int | None:
+    """The register energy counts from (documents before ADR 015: meterStart)."""
+    anchor = _int(doc.get("energy_anchor_wh"))
+    return anchor if anchor is not None else _int(doc.get("meter_start_wh"))
+
+
+def usage_from_session(doc: dict[str, Any], readings: list[tuple[datetime, int]] | None = None) -> SessionUsage | None:
+    """What `price_session` needs, read tolerantly from a session document; `readings`: the
+    session's kept register readings (None: the document's own, if it has any)."""
     started = _time(doc.get("started_at")) or _time(doc.get("received_at"))
     if started is None:
         return None
-    samples = _counted_samples(doc)
-    stopped = _stop_of(doc, started, samples)
-    meter_start = doc.get("meter_start_wh")
-    if isinstance(meter_start, int) and not isinstance(meter_start, bool):
-        raw_stop = doc.get("meter_stop_wh")
-        meter_stop = raw_stop if isinstance(raw_stop, int) and not isinstance(raw_stop, bool) else None
-        energy = doc.get("energy_wh")
-        if meter_stop is None and not samples and isinstance(energy, int) and not isinstance(energy, bool) and energy > 0:
-            meter_stop = meter_start + energy  # readings kept elsewhere: the register moved by energy_wh
-        return SessionUsage(
-            started_at=started,
-            stopped_at=stopped,
-            energy_samples=tuple(samples),
-            meter_start_wh=meter_start,
-            meter_stop_wh=meter_stop,
-        )
-    # No register reading known: price the energy the session document reports.
-    energy = doc.get("energy_wh")
-    energy_wh = energy if isinstance(energy, int) and not isinstance(energy, bool) and energy >= 0 else 0
-    return SessionUsage(started_at=started, stopped_at=stopped, meter_start_wh=0, meter_stop_wh=energy_wh)
+    stopped = _stop_of(doc, started)
+    energy = _int(doc.get("energy_wh")) or 0
+    anchor = _anchor(doc)
+    if anchor is None:  # no register reading known: price the energy the session reports
+        return SessionUsage(started_at=started, stopped_at=stopped, meter_start_wh=0, meter_stop_wh=energy)
+    samples = _counted_samples(doc) if readings is None else readings
+    return SessionUsage(
+        started_at=started,
+        stopped_at=stopped,
+        charging_ended_at=_time(doc.get("charging_ended_at")),
+        energy_samples=tuple(samples),
+        meter_start_wh=anchor,
+        meter_stop_wh=anchor + energy,
+    )
+
+
+async def session_price(
+    store: Store, doc: dict[str, Any], tariff: Tariff, now: datetime, *, max_duration: timedelta = MAX_PRICED_DURATION
+) -> PriceBreakdown | None:
+    """The running price of a session document against `tariff` (see the module docstring)."""
+    started = _time(doc.get("started_at")) or _time(doc.get("received_at"))
+    if started is None:
+        return None
+    anchor = _anchor(doc)
+    raw = doc.get("price")
+    if isinstance(raw, dict) and anchor is not None:
+        try:
+            acc = accumulator_from_dict(raw)
+        except (KeyError, TypeError, ValueError, ArithmeticError):
+            acc = None
+        if accumulator_matches(acc, tariff, started, anchor):
+            assert acc is not None
+            try:
+                return finish_price(
+                    acc, tariff, now=now, stopped_at=_stop_of(doc, started),
+                    charging_ended_at=_time(doc.get("charging_ended_at")),
+                    end_wh=anchor + (_int(doc.get("energy_wh")) or 0), max_duration=max_duration,
+                )
+            except StaleAccumulator:
+                pass  # folded with a shorter bound: fold the samples
+    session_id = str(doc.get("id") or "")
+    readings = await stored_readings(store, session_id, doc=doc) if session_id else []
+    usage = usage_from_session(doc, readings or None)
+    return None if usage is None else price_session(tariff, usage, now, max_duration=max_duration)
 
 
 def _cost_from_cdr(cdr: dict[str, Any]) -> dict[str, Any]:
@@ -177,8 +234,7 @@ def _cost_from_cdr(cdr: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _running_cost(tariff: Tariff, usage: SessionUsage, now: datetime, max_duration: timedelta) -> dict[str, Any]:
-    b = price_session(tariff, usage, now, max_duration=max_duration)
+def _running_cost(tariff: Tariff, b: PriceBreakdown) -> dict[str, Any]:
     return {
         "amount": b.total_excl_tax.display(),
         "currency": b.currency,
@@ -215,8 +271,8 @@ async def session_cost(
         return None
     try:
         tariff = tariff_from_doc(tariff_doc)
-        usage = usage_from_session(doc)
-        return None if usage is None else _running_cost(tariff, usage, now, max_duration)
+        breakdown = await session_price(store, doc, tariff, now, max_duration=max_duration)
+        return None if breakdown is None else _running_cost(tariff, breakdown)
     except (TariffError, ValueError, ArithmeticError) as exc:
         log.warning("cannot price session %s station=%s: %s", session_id, station_id, exc)
         return None

@@ -216,8 +216,50 @@ _SCHEMAS: J = {
             "started_at": _NULL_TS,
             "stopped_at": _NULL_TS,
             "received_at": _TS,
-            "meter_samples": {"type": "array", "items": {"type": "object"}},
+            "sample_count": {"type": "integer", "description": "Samples stored for the session (excluded ones included)."},
+            "excluded_count": {"type": "integer", "description": "Samples left out of energy (implausible or unusable)."},
+            "first_sample_at": _NULL_TS,
+            "last_sample_at": _NULL_TS,
+            "first_register": {"oneOf": [_ref("RegisterReading"), {"type": "null"}],
+                               "description": "First kept total energy register reading in the session window."},
+            "last_register": {"oneOf": [_ref("RegisterReading"), {"type": "null"}],
+                              "description": "Last kept total energy register reading."},
+            "peak_power_w": {"type": ["number", "null"], "description": "Highest kept Power.Active.Import; null: unknown."},
+            "energy_anchor_wh": {"type": ["integer", "null"],
+                                 "description": "The register value energy counts from (meterStart when trusted, else the "
+                                                "first reading); null: unknown."},
+            "price": {"type": ["object", "null"], "additionalProperties": True,
+                      "description": "The running price accumulator (tariff id and fingerprint it was opened with)."},
             "cost": _ref("SessionCost"),
+        },
+        "description": ("A session's facts and bounded aggregates; its samples are paged by "
+                        "GET /api/v1/sessions/{id}/meter-values (ADR 015)."),
+    },
+    "RegisterReading": {
+        "type": "object",
+        "required": ["at", "wh"],
+        "properties": {"at": _TS, "wh": {"type": "integer"}},
+    },
+    "MeterValue": {
+        "type": "object",
+        "required": ["timestamp", "measurand", "value", "unit", "phase", "excluded", "raw_value"],
+        "properties": {
+            "timestamp": {**_TS, "description": "Effective time (the receive time when the station clock was implausible)."},
+            "measurand": {"type": "string"},
+            "value": {"type": "number", "description": "0 when the value as sent was not a usable number."},
+            "unit": {"type": "string"},
+            "phase": {"type": "string"},
+            "excluded": {"type": "boolean", "description": "Left out of energy (implausible), as judged over the session's samples."},
+            "raw_value": {"type": "string", "description": "The value as sent when it was not a usable number."},
+            "station_time": {**_TS, "description": "The time as sent, only when it was replaced."},
+        },
+    },
+    "MeterValuePage": {
+        "type": "object",
+        "required": ["items", "next"],
+        "properties": {
+            "items": {"type": "array", "items": _ref("MeterValue")},
+            "next": {"type": ["string", "null"], "description": "Cursor of the next page; null: no more."},
         },
     },
     "CommandRequest": {
@@ -466,6 +508,14 @@ def _crud_paths() -> J:
             "parameters": id_param,
             "get": _op("A charging session with its cost", {"200": _json(_ref("Session"), "The session."), "404": _R404},
                        tag="sessions", op_id="getSession"),
+        },
+        "/api/v1/sessions/{id}/meter-values": {
+            "parameters": id_param,
+            "get": _op("A page of a session's meter samples, oldest first",
+                       {"200": _json(_ref("MeterValuePage"), "Samples in (timestamp, measurand, phase) order."),
+                        "400": _R400, "404": _R404},
+                       tag="sessions", op_id="listSessionMeterValues",
+                       params=[_LIMIT, _query("cursor", "The `next` of the previous page.")]),
         },
     }
 

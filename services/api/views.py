@@ -7,7 +7,12 @@ from typing import Any
 from services.common.store.port import Owner, Station, Token
 from services.common.timeutil import to_ocpp
 
-__all__ = ["station_view", "token_view", "connectors_view"]
+__all__ = ["station_view", "token_view", "connectors_view", "session_view"]
+
+# Bookkeeping of the sessions processor that is not part of the session's public shape:
+# samples of a document from before ADR 015 (now behind /sessions/{id}/meter-values) and
+# the processor's own marks (applied record position, thinning level, judgement inputs).
+_SESSION_INTERNAL = frozenset({"meter_samples", "_state"})
 
 def _ts(value: Any) -> str | None:
     return None if value is None else to_ocpp(value)
@@ -72,3 +77,9 @@ def token_view(token: Token) -> dict[str, Any]:
         "group_id": token.group_id,
         "updated_at": _ts(token.updated_at),
     }
+
+
+def session_view(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored session document as the REST API shows it: compact (facts and bounded
+    aggregates), never its samples (ADR 015)."""
+    return {k: v for k, v in doc.items() if k not in _SESSION_INTERNAL}

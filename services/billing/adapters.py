@@ -1,8 +1,13 @@
 """Between the pure billing domain and the outside: snapshots, documents, the store.
 
-- `usage_from_snapshot`: a completed or abandoned `csms.sessions.v1` snapshot ->
-  `SessionUsage` (excluded samples never count; an abandoned session ends at its
-  last sign of life, with its last known energy).
+- `session_pricing`: what a completed or abandoned `csms.sessions.v1` snapshot is priced
+  with (ADR 015). The snapshot's price accumulator when it was opened with the tariff that
+  applies now (same id and fingerprint) at the session's start and energy anchor: a
+  `RunningUsage`, finished without reading anything. Otherwise the session's stored
+  samples are folded again (`usage_from_snapshot` with `register_readings`): a
+  `SessionUsage`. Either way: excluded samples never count; an abandoned session ends at
+  its last sign of life with its last known energy; the register ends at
+  `energy_anchor_wh + energy_wh`.
 - `cdr_to_doc` / `cdr_from_doc`: the stored CDR document (kind "cdr", parent = session
   id) and back. The document is `cdr_to_dict(cdr)` (the REST shape) plus
   `currency`, `session_version`, the session's token/connector (for OCPI),
@@ -20,28 +25,36 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
-from services.billing.codec import SessionSnapshot, SnapshotSample
+from services.billing.codec import SessionSnapshot
 from services.billing.domain import (
     BandLine,
     Cdr,
     Money,
     PriceBreakdown,
+    RunningUsage,
     SessionUsage,
     Tariff,
+    accumulator_matches,
     cdr_to_dict,
     tariff_from_dict,
 )
 from services.common.decimals import parse_decimal
 from services.common.events import ENERGY_REGISTER
-from services.common.store.port import Store
+from services.common.store.port import MeterRow, Store
 from services.common.timeutil import parse_ocpp
 
 __all__ = [
     "ResolvedTariff",
     "CdrHead",
+    "SessionTiming",
+    "session_timing",
+    "session_pricing",
+    "register_readings",
+    "stored_readings",
     "usage_from_snapshot",
+    "running_usage_from_snapshot",
     "cdr_to_doc",
     "cdr_from_doc",
     "head_from_doc",
@@ -62,10 +75,10 @@ _TARIFF_KEYS = frozenset({
 })
 
 
-# --- snapshot -> usage -------------------------------------------------------------------
+# --- snapshot -> pricing inputs ----------------------------------------------------------
 
 
-def _sample_wh(value: float, unit: str) -> int | None:
+def _sample_wh(value: object, unit: str) -> int | None:
     """An energy register reading as integer Wh (Decimal from its shortest repr, never float
     math); None when it is not a usable number (not finite, negative, beyond 1e15: no register)."""
     d = parse_decimal(value)
@@ -79,66 +92,138 @@ def _sample_wh(value: float, unit: str) -> int | None:
     return wh if _plausible_wh(wh) else None
 
 
-def _plausible_wh(value: int) -> bool:
-    return 0 <= value <= _MAX_REGISTER_WH
+def _plausible_wh(value: int | None) -> bool:
+    return value is not None and 0 <= value <= _MAX_REGISTER_WH
 
 
-def _counted(s: SnapshotSample) -> bool:
-    """A sample that may count: not flagged implausible, and a number as sent."""
-    return s.timestamp is not None and not s.excluded and not s.raw_value
+def register_readings(rows: Iterable[MeterRow]) -> list[tuple[datetime, int]]:
+    """The total energy register readings among stored samples that may count: a number as
+    sent (no `raw_value`), the total (no phase), in Wh or kWh, 0 .. 1e15 Wh. (Whether a
+    reading is an implausible jump is the sessions processor's judgement: `stored_readings`
+    asks it when the session's document is at hand.)"""
+    out: list[tuple[datetime, int]] = []
+    for r in rows:
+        if r.raw_value or r.phase or r.measurand not in ("", ENERGY_REGISTER):
+            continue
+        wh = _sample_wh(r.value, r.unit)
+        if wh is not None:
+            out.append((r.timestamp, wh))
+    return out
+
+
+async def stored_readings(
+    store: Store, session_id: str, rules: Any = None, *, doc: Mapping[str, Any] | None = None
+) -> list[tuple[datetime, int]]:
+    """The session's kept total-register readings, read back from the sample store: judged
+    by the sessions domain (`kept_register_readings`: jumps and the session window) with the
+    session's stored facts (`doc`, else read), else (no session document) filtered by
+    `register_readings`."""
+    rows = await store.read_samples(session_id)
+    if not rows:
+        return []
+    if doc is None:
+        doc = await store.get_doc("session", session_id)
+    if doc is not None:
+        try:
+            from services.sessions.domain import kept_register_readings, sample_from_row, session_from_doc
+
+            session = session_from_doc(dict(doc))
+            samples = [sample_from_row(r) for r in rows]
+            if rules is None:
+                return kept_register_readings(session, samples)
+            return kept_register_readings(session, samples, rules)
+        except (ImportError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            log.warning("session %s: stored facts unusable for judging samples (%s): filtering them", session_id, exc)
+    return register_readings(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTiming:
+    """The priced window of a billable snapshot and the register's two ends."""
+
+    started_at: datetime
+    stopped_at: datetime
+    charging_ended_at: datetime | None
+    open_wh: int  # the register energy counts from (0 when unknown)
+    end_wh: int  # open_wh + the session's energy
 
 
 def _abandoned_end(snap: SessionSnapshot, started: datetime) -> datetime | None:
     """Where an abandoned session's pricing ends: its stop if it has one, else the last
-    reading (its last sign of life), else when the CSMS closed it."""
+    counted register reading (its last sign of life), else when the CSMS closed it."""
     if snap.stopped_at is not None:
         return snap.stopped_at
-    last = max((s.timestamp for s in snap.samples if _counted(s) and s.timestamp is not None), default=None)
+    last = snap.last_register[0] if snap.last_register is not None else None
     if last is not None and last >= started:
         return last
     return snap.abandoned_at or snap.updated_at
 
 
-def usage_from_snapshot(snap: SessionSnapshot) -> SessionUsage | None:
-    """What pricing needs from a completed or abandoned snapshot; None if it cannot be
-    priced (no times)."""
+def session_timing(snap: SessionSnapshot) -> SessionTiming | None:
+    """The window and register ends of a completed or abandoned snapshot; None if it
+    cannot be priced (no times)."""
     started = snap.started_at or snap.received_at
     if started is None:
         return None
     stopped = _abandoned_end(snap, started) if snap.abandoned else (snap.stopped_at or snap.updated_at)
     if stopped is None:
         return None
-    samples: list[tuple[datetime, int]] = []
-    for s in snap.samples:
-        if not _counted(s) or s.phase or s.measurand not in ("", ENERGY_REGISTER):
-            continue  # excluded, per-phase registers and other measurands are not the session's energy
-        wh = _sample_wh(s.value, s.unit)
-        if wh is not None and s.timestamp is not None:
-            samples.append((s.timestamp, wh))
-    # Readings outside 0 .. 1e15 Wh are no register (int64 garbage): taken as "not reported".
-    meter_start = snap.meter_start_wh if _plausible_wh(snap.meter_start_wh) else 0
-    session_energy = snap.energy_wh if _plausible_wh(snap.energy_wh) else 0
-    # proto3 has no presence for int64: a zero stop reading means "not reported"; pricing
-    # then ends the register at the last sample (a real register never reads 0 after charging).
-    stop = snap.meter_stop_wh
-    meter_stop: int | None = stop if stop != 0 and _plausible_wh(stop) else None
-    if meter_start == 0 and session_energy > 0:
-        # A zero start reading may also mean "not reported" (2.0.1 has no meterStart).
-        end = meter_stop if meter_stop is not None else max((wh for _, wh in samples), default=None)
-        if end is None:
-            meter_stop = session_energy  # no register readings at all: price the energy the session reports
-        elif end > session_energy:
-            meter_start = end - session_energy  # the register did not start at 0: anchor it on the session's energy
-    if snap.abandoned and meter_stop is None and session_energy > 0:
-        meter_stop = meter_start + session_energy  # no stop reading will come: its last known energy
+    # The register energy counts from: the sessions processor's anchor (trusted meterStart,
+    # else the first kept reading); a snapshot without it (older producers): meterStart.
+    anchor = snap.energy_anchor_wh if snap.energy_anchor_wh is not None else snap.meter_start_wh
+    open_wh = anchor if _plausible_wh(anchor) else 0
+    assert open_wh is not None
+    energy = snap.energy_wh if _plausible_wh(snap.energy_wh) else 0
+    end_wh = open_wh + energy if open_wh + energy <= _MAX_REGISTER_WH else open_wh
+    return SessionTiming(started, stopped, snap.charging_ended_at, open_wh, end_wh)
+
+
+def usage_from_snapshot(
+    snap: SessionSnapshot, readings: Sequence[tuple[datetime, int]] = ()
+) -> SessionUsage | None:
+    """The samples path: the snapshot's window with the session's kept register readings
+    (`stored_readings`); None if it cannot be priced (no times)."""
+    timing = session_timing(snap)
+    if timing is None:
+        return None
     return SessionUsage(
-        started_at=started,
-        stopped_at=stopped,
-        charging_ended_at=snap.charging_ended_at,
-        energy_samples=tuple(samples),
-        meter_start_wh=meter_start,
-        meter_stop_wh=meter_stop,
+        started_at=timing.started_at,
+        stopped_at=timing.stopped_at,
+        charging_ended_at=timing.charging_ended_at,
+        energy_samples=tuple(readings),
+        meter_start_wh=timing.open_wh,
+        meter_stop_wh=timing.end_wh,
     )
+
+
+def running_usage_from_snapshot(snap: SessionSnapshot, tariff: Tariff) -> RunningUsage | None:
+    """The accumulator path: the snapshot's price accumulator finished as it is, when it was
+    opened with `tariff` (same id and fingerprint) at the session's start and energy anchor;
+    None otherwise (no accumulator, another tariff, another opening: fold the samples)."""
+    timing = session_timing(snap)
+    if timing is None or not accumulator_matches(snap.price, tariff, timing.started_at, timing.open_wh):
+        return None
+    assert snap.price is not None
+    return RunningUsage(
+        acc=snap.price,
+        started_at=timing.started_at,
+        stopped_at=timing.stopped_at,
+        charging_ended_at=timing.charging_ended_at,
+        end_wh=timing.end_wh,
+    )
+
+
+async def session_pricing(
+    store: Store, snap: SessionSnapshot, tariff: Tariff, rules: Any = None
+) -> tuple[SessionUsage | RunningUsage | None, str]:
+    """(what to price, "accumulator" | "samples"); (None, "") if it cannot be priced."""
+    running = running_usage_from_snapshot(snap, tariff)
+    if running is not None:
+        return running, "accumulator"
+    if session_timing(snap) is None:
+        return None, ""
+    readings = await stored_readings(store, snap.id, rules)
+    return usage_from_snapshot(snap, readings), "samples"
 
 
 # --- CDR <-> document --------------------------------------------------------------------

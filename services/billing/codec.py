@@ -4,10 +4,13 @@
 plain `SessionSnapshot`, without depending on the sessions processor's code: the
 published schema is the contract. Fields billing decides on: `status` (completed /
 abandoned are billed), `authorization` (a refused token is never billed),
-`hold` / `hold_reasons` / `clock_suspect` (the CDR is held from export), and each
-sample's `excluded` flag (implausible readings never count). `csms.cdrs.v1` records (protobuf
-`csms.billing.v1.Cdr`) are encoded from the stored CDR document, so a CDR that is
-re-published after a crash carries exactly the bytes of the first attempt.
+`hold` / `hold_reasons` / `clock_suspect` (the CDR is held from export), and, since
+ADR 015, the bounded aggregates instead of the samples: the price accumulator (`price`),
+the register energy counts from (`energy_anchor_wh`) and the last kept register reading
+(an abandoned session's last sign of life). Numbers the schema marks `optional` are None
+when absent, never 0. `csms.cdrs.v1` records (protobuf `csms.billing.v1.Cdr`) are encoded
+from the stored CDR document, so a CDR that is re-published after a crash carries exactly
+the bytes of the first attempt.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
+from services.billing.domain.running import PriceAccumulator, accumulator_from_pb, accumulator_to_pb
 from services.common.codec import cdrs_pb2, cloudevent_headers, get_timestamp, sessions_pb2, set_timestamp
 from services.common.timeutil import parse_ocpp, to_ocpp
 
@@ -24,7 +28,7 @@ __all__ = [
     "SESSION_CE_TYPE",
     "CDR_CE_TYPE",
     "CDR_CE_SOURCE",
-    "SnapshotSample",
+    "Reading",
     "SessionSnapshot",
     "decode_session",
     "encode_session",
@@ -38,22 +42,12 @@ CDR_CE_TYPE = "csms.billing.v1.Cdr"
 CDR_CE_SOURCE = "/csms/billing"
 
 UTC = timezone.utc
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotSample:
-    timestamp: datetime | None
-    measurand: str
-    value: float
-    unit: str = "Wh"
-    phase: str = ""
-    excluded: bool = False  # implausible: kept as sent, never counted
-    raw_value: str = ""  # the value as sent when it was not a usable number (value is then 0)
+Reading = tuple[datetime, int]  # (time, register Wh)
 
 
 @dataclass(frozen=True, slots=True)
 class SessionSnapshot:
-    """One `csms.sessions.v1.Session` message: the full state of a session."""
+    """One `csms.sessions.v1.Session` message: the facts and aggregates of a session."""
 
     id: str
     station_id: str
@@ -69,14 +63,13 @@ class SessionSnapshot:
     updated_at: datetime | None = None
     evse_id: int = 0
     connector_id: int = 0
-    meter_start_wh: int = 0
-    meter_stop_wh: int = 0  # proto3: 0 also means "not known"
+    meter_start_wh: int | None = None  # None: the station sent none
+    meter_stop_wh: int | None = None
     stop_reason: str = ""
     orphan: bool = False
     suspect: bool = False
     ocpp_version: str = ""
     site_id: str = ""
-    samples: tuple[SnapshotSample, ...] = ()
     authorization: str = ""  # token status answered at the start; "" unknown
     clock_suspect: bool = False
     suspect_reasons: tuple[str, ...] = ()
@@ -88,6 +81,15 @@ class SessionSnapshot:
     station_stopped_at: datetime | None = None
     remote_start_id: int = 0
     issued_by: str = ""
+    # aggregates (ADR 015)
+    sample_count: int = 0
+    excluded_count: int = 0
+    first_sample_at: datetime | None = None
+    last_sample_at: datetime | None = None
+    first_register: Reading | None = None  # first kept total energy register reading
+    last_register: Reading | None = None  # last kept total energy register reading
+    price: PriceAccumulator | None = None  # the running price (tariff pinned at the start)
+    energy_anchor_wh: int | None = None  # the register energy counts from
 
     @property
     def completed(self) -> bool:
@@ -98,8 +100,21 @@ class SessionSnapshot:
         return self.status == "abandoned"
 
 
+def _optional_int(pb: Any, name: str) -> int | None:
+    return int(getattr(pb, name)) if pb.HasField(name) else None
+
+
+def _reading(pb: Any, name: str) -> Reading | None:
+    if not pb.HasField(name):
+        return None
+    msg = getattr(pb, name)
+    at = get_timestamp(msg, "at")
+    return None if at is None else (at, int(msg.wh))
+
+
 def decode_session(data: bytes) -> SessionSnapshot:
-    """Raises `ValueError` for bytes that are not a session snapshot."""
+    """Raises `ValueError` for bytes that are not a session snapshot. A snapshot of the
+    former shape (with samples, field 19) decodes too: the samples are skipped."""
     pb = sessions_pb2.Session()
     try:
         pb.ParseFromString(data)
@@ -107,6 +122,13 @@ def decode_session(data: bytes) -> SessionSnapshot:
         raise ValueError(f"not a csms.sessions.v1.Session: {exc}") from None
     if not pb.id or not pb.station_id:
         raise ValueError("session snapshot without id or station_id")
+    try:
+        return _decoded(pb)
+    except (OverflowError, ArithmeticError) as exc:  # a timestamp beyond datetime's range
+        raise ValueError(f"session snapshot {pb.id} has an unusable value: {exc}") from None
+
+
+def _decoded(pb: Any) -> SessionSnapshot:
     return SessionSnapshot(
         id=pb.id,
         station_id=pb.station_id,
@@ -122,25 +144,13 @@ def decode_session(data: bytes) -> SessionSnapshot:
         updated_at=get_timestamp(pb, "updated_at"),
         evse_id=int(pb.evse_id),
         connector_id=int(pb.connector_id),
-        meter_start_wh=int(pb.meter_start_wh),
-        meter_stop_wh=int(pb.meter_stop_wh),
+        meter_start_wh=_optional_int(pb, "meter_start_wh"),
+        meter_stop_wh=_optional_int(pb, "meter_stop_wh"),
         stop_reason=pb.stop_reason,
         orphan=pb.orphan,
         suspect=pb.suspect,
         ocpp_version=pb.ocpp_version,
         site_id=pb.site_id,
-        samples=tuple(
-            SnapshotSample(
-                timestamp=get_timestamp(s, "timestamp"),
-                measurand=s.measurand,
-                value=s.value,
-                unit=s.unit,
-                phase=s.phase,
-                excluded=s.excluded,
-                raw_value=s.raw_value,
-            )
-            for s in pb.samples
-        ),
         authorization=pb.authorization,
         clock_suspect=pb.clock_suspect,
         suspect_reasons=tuple(pb.suspect_reasons),
@@ -152,7 +162,21 @@ def decode_session(data: bytes) -> SessionSnapshot:
         station_stopped_at=get_timestamp(pb, "station_stopped_at"),
         remote_start_id=int(pb.remote_start_id),
         issued_by=pb.issued_by,
+        sample_count=int(pb.sample_count),
+        excluded_count=int(pb.excluded_count),
+        first_sample_at=get_timestamp(pb, "first_sample_at"),
+        last_sample_at=get_timestamp(pb, "last_sample_at"),
+        first_register=_reading(pb, "first_register"),
+        last_register=_reading(pb, "last_register"),
+        price=accumulator_from_pb(pb.price) if pb.HasField("price") else None,
+        energy_anchor_wh=_optional_int(pb, "energy_anchor_wh"),
     )
+
+
+_TIMES = (
+    "started_at", "stopped_at", "received_at", "charging_ended_at", "updated_at",
+    "abandoned_at", "station_started_at", "station_stopped_at", "first_sample_at", "last_sample_at",
+)
 
 
 def encode_session(snap: SessionSnapshot) -> bytes:
@@ -166,8 +190,6 @@ def encode_session(snap: SessionSnapshot) -> bytes:
         energy_wh=snap.energy_wh,
         evse_id=snap.evse_id,
         connector_id=snap.connector_id,
-        meter_start_wh=snap.meter_start_wh,
-        meter_stop_wh=snap.meter_stop_wh,
         stop_reason=snap.stop_reason,
         orphan=snap.orphan,
         suspect=snap.suspect,
@@ -182,22 +204,27 @@ def encode_session(snap: SessionSnapshot) -> bytes:
         abandon_reason=snap.abandon_reason,
         remote_start_id=snap.remote_start_id,
         issued_by=snap.issued_by,
+        sample_count=snap.sample_count,
+        excluded_count=snap.excluded_count,
     )
-    for name in (
-        "started_at", "stopped_at", "received_at", "charging_ended_at", "updated_at",
-        "abandoned_at", "station_started_at", "station_stopped_at",
-    ):
+    for name in ("meter_start_wh", "meter_stop_wh", "energy_anchor_wh"):
+        value = getattr(snap, name)
+        if value is not None:
+            setattr(pb, name, value)
+    for name in _TIMES:
         value = getattr(snap, name)
         if value is not None:
             getattr(pb, name).SetInParent()
             set_timestamp(getattr(pb, name), value)
-    for s in snap.samples:
-        spb = pb.samples.add(
-            measurand=s.measurand, value=s.value, unit=s.unit, phase=s.phase, excluded=s.excluded, raw_value=s.raw_value
-        )
-        if s.timestamp is not None:
-            spb.timestamp.SetInParent()
-            set_timestamp(spb.timestamp, s.timestamp)
+    for name in ("first_register", "last_register"):
+        reading = getattr(snap, name)
+        if reading is not None:
+            msg = getattr(pb, name)
+            msg.at.SetInParent()
+            set_timestamp(msg.at, reading[0])
+            msg.wh = reading[1]
+    if snap.price is not None:
+        accumulator_to_pb(snap.price, pb.price)
     return pb.SerializeToString()  # type: ignore[no-any-return]
 
 

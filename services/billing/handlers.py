@@ -1,8 +1,16 @@
-"""The billing processor's handler: one `csms.sessions.v1` record in, at most one CDR out.
+"""The billing processor's handlers: `csms.sessions.v1` records in, at most one CDR per
+session snapshot out.
 
-A plain async function of (runtime, record) so any consumer loop (the bus port's
-`subscribe`, a faust agent) can drive it. Thin: decode, load, decide (pure domain),
-save, publish.
+Plain async functions of (runtime, record) and (runtime, records) so any consumer loop
+can drive them; the worker consumes batches (`subscribe_batch`, ADR 015): active
+snapshots are decoded and dropped without touching the store, and of several snapshots of
+one session in a batch only the latest version is billed. Thin: decode, load, decide
+(pure domain), save, publish.
+
+Pricing (ADR 015): a completed snapshot carries the sessions processor's price
+accumulator; when it was opened with the tariff that applies now (same id and
+fingerprint) it is finished as it is (`finish_price`, no store read); otherwise the
+session's stored samples are folded again (`csms_billing_priced_total{path}`).
 
 Which sessions are billed (docs/billing-holds.md): "completed" and "abandoned" ones
 (closed by the CSMS: priced up to their last sign of life with their last known
@@ -33,7 +41,7 @@ import logging
 import time
 from collections import OrderedDict
 from datetime import timedelta
-from typing import Any
+from typing import Any, Sequence
 
 from prometheus_client import Counter, Histogram
 
@@ -43,14 +51,16 @@ from services.billing.adapters import (
     head_from_doc,
     latest_cdr_doc,
     resolve_tariff,
-    usage_from_snapshot,
+    session_pricing,
 )
 from services.billing.codec import SESSION_CE_TYPE, SessionSnapshot, cdr_headers, decode_session, encode_cdr
 from services.billing.domain import (
     MAX_PRICED_DURATION,
     REASON_HOLD_RELEASED,
     Cdr,
+    RunningUsage,
     SessionUsage,
+    StaleAccumulator,
     Tariff,
     TariffError,
     cdr_hold_reasons,
@@ -66,6 +76,8 @@ from services.common.telemetry import tracer
 
 __all__ = [
     "handle_session_record",
+    "handle_session_batch",
+    "latest_per_session",
     "publish_cdr_doc",
     "billing_limits",
     "CDRS_TOTAL",
@@ -73,6 +85,7 @@ __all__ = [
     "UNPRICED_TOTAL",
     "HANDLER_SECONDS",
     "SNAPSHOTS_TOTAL",
+    "PRICED_TOTAL",
 ]
 
 log = logging.getLogger("csms.billing")
@@ -96,6 +109,12 @@ CDRS_HELD_TOTAL = Counter(
     "CDRs stored but held from export (csms.cdrs.v1), by reason (duration_exceeds_max, energy_exceeds_max, "
     "clock_suspect, ...); a CDR with several reasons counts once per reason",
     ["reason"],
+)
+PRICED_TOTAL = Counter(
+    "csms_billing_priced_total",
+    "Billable snapshots priced, by path: accumulator (the snapshot's running price, no store read) or "
+    "samples (no accumulator, or the tariff that applies now differs: the stored samples folded again)",
+    ["path"],
 )
 # Longest CSMS_SESSION_MAX_DURATION_H honoured: beyond a century a timedelta is no longer a bound.
 _MAX_DURATION_H = 24 * 365 * 100
@@ -132,6 +151,23 @@ def billing_limits(settings: Settings) -> tuple[timedelta, int]:
     return duration, int(settings.session_max_energy_wh)
 
 
+_RULES_KEY = "billing.rules"
+
+
+def _rules(rt: Runtime) -> Any:
+    """The sessions processor's plausibility rules from this runtime's settings (to judge
+    stored samples the way it does when re-pricing from them); None: its defaults."""
+    if _RULES_KEY not in rt.extras:
+        try:
+            from services.sessions.domain import Plausibility
+
+            rt.extras[_RULES_KEY] = Plausibility.from_settings(rt.settings)
+        except (ImportError, ValueError, TypeError, OverflowError) as exc:
+            log.warning("plausibility settings unusable for billing (%s): sessions defaults apply", exc)
+            rt.extras[_RULES_KEY] = None
+    return rt.extras[_RULES_KEY]
+
+
 async def publish_cdr_doc(rt: Runtime, doc: dict[str, Any], *, traceparent: str | None = None) -> None:
     """Publish a stored CDR document on csms.cdrs.v1, then mark it published."""
     station_id = str(doc.get("station_id") or "")
@@ -147,24 +183,76 @@ async def handle_session_record(rt: Runtime, record: Record) -> str:
     """
     t0 = time.perf_counter()
     try:
-        outcome = await _handle(rt, record)
+        decoded = _decode(record)
+        outcome = decoded if isinstance(decoded, str) else await _handle(rt, decoded, record.header("traceparent"))
     finally:
         HANDLER_SECONDS.observe(time.perf_counter() - t0)
     SNAPSHOTS_TOTAL.labels(outcome).inc()
     return outcome
 
 
-async def _handle(rt: Runtime, record: Record) -> str:
+def latest_per_session(snaps: Sequence[SessionSnapshot]) -> tuple[list[SessionSnapshot], int]:
+    """The latest version of each session among `snaps` (first-seen order of the sessions),
+    and how many older ones that left out."""
+    latest: dict[str, SessionSnapshot] = {}
+    for snap in snaps:
+        seen = latest.get(snap.id)
+        if seen is None or snap.version >= seen.version:
+            latest[snap.id] = snap
+    return list(latest.values()), len(snaps) - len(latest)
+
+
+async def handle_session_batch(rt: Runtime, records: Sequence[Record]) -> list[str]:
+    """Handle one poll's records (`subscribe_batch`): decode all, drop what is not billable
+    without touching the store (active sessions: decode and drop), keep only each session's
+    latest snapshot version (an older one of the same batch is counted `superseded`), bill
+    those. Returns the outcomes of the snapshots billed or dropped, in that order.
+
+    Raises only for transient failures: the bus retries the whole batch (idempotent: what
+    was already billed is `stale` or `unchanged` the second time)."""
+    t0 = time.perf_counter()
+    outcomes: list[str] = []
+    billable: list[SessionSnapshot] = []
+    trace: dict[str, str | None] = {}
+    try:
+        for record in records:
+            decoded = _decode(record)
+            if isinstance(decoded, str):
+                outcomes.append(decoded)
+                continue
+            dropped = _not_billed(rt, decoded)
+            if dropped is not None:
+                outcomes.append(dropped)
+                continue
+            billable.append(decoded)
+            trace[f"{decoded.id}:{decoded.version}"] = record.header("traceparent")
+        latest, superseded = latest_per_session(billable)
+        outcomes.extend(["superseded"] * superseded)
+        for snap in latest:
+            outcomes.append(await _handle(rt, snap, trace.get(f"{snap.id}:{snap.version}")))
+    finally:
+        HANDLER_SECONDS.observe(time.perf_counter() - t0)
+        for outcome in outcomes:
+            SNAPSHOTS_TOTAL.labels(outcome).inc()
+    return outcomes
+
+
+def _decode(record: Record) -> SessionSnapshot | str:
+    """The snapshot a record carries, or the outcome of a record that carries none."""
     ce_type = record.header("ce_type")
     if ce_type and ce_type != SESSION_CE_TYPE:
         log.debug("ignoring %s record on %s", ce_type, record.topic)
         return "ignored"
     try:
-        snap = decode_session(record.value)
+        return decode_session(record.value)
     except ValueError as exc:
         # Permanent: redelivering the same bytes cannot help. Count, log, move on.
         log.error("undecodable session snapshot %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
         return "undecodable"
+
+
+def _not_billed(rt: Runtime, snap: SessionSnapshot) -> str | None:
+    """The outcome of a snapshot that is never billed (no store access), else None."""
     if not is_billable_status(snap.status):
         return "active"
     refused = refusal(snap.authorization)
@@ -175,11 +263,18 @@ async def _handle(rt: Runtime, record: Record) -> str:
                 snap.id, refused, snap.station_id,
             )
         return "refused_token"
+    return None
+
+
+async def _handle(rt: Runtime, snap: SessionSnapshot, traceparent: str | None) -> str:
+    dropped = _not_billed(rt, snap)
+    if dropped is not None:
+        return dropped
     with tracer.start_as_current_span(
         "billing.session_completed",
         attributes={"csms.station_id": snap.station_id, "csms.session_id": snap.id, "csms.session_version": snap.version},
     ):
-        return await _bill(rt, snap, record.header("traceparent"))
+        return await _bill(rt, snap, traceparent)
 
 
 async def _bill(rt: Runtime, snap: SessionSnapshot, traceparent: str | None) -> str:
@@ -210,7 +305,7 @@ async def _bill(rt: Runtime, snap: SessionSnapshot, traceparent: str | None) -> 
             )
         return "unpriced"
 
-    usage = usage_from_snapshot(snap)
+    usage, path = await session_pricing(rt.store, snap, resolved.tariff, _rules(rt))
     if usage is None:
         if _first_time_unpriced(rt, snap.id):
             UNPRICED_TOTAL.inc()
@@ -218,7 +313,18 @@ async def _bill(rt: Runtime, snap: SessionSnapshot, traceparent: str | None) -> 
         return "unpriceable"
 
     max_duration, max_energy_wh = billing_limits(rt.settings)
-    cdr = decide_cdr(head, snap.id, snap.station_id, resolved.tariff, usage, now=rt.clock(), max_duration=max_duration)
+    try:
+        cdr = decide_cdr(
+            head, snap.id, snap.station_id, resolved.tariff, usage, now=rt.clock(), max_duration=max_duration
+        )
+    except StaleAccumulator as exc:  # folded with a shorter bound than billing's: fold the samples
+        log.info("session %s: accumulator not usable (%s), re-pricing from the samples", snap.id, exc)
+        usage, path = await session_pricing(rt.store, dataclasses.replace(snap, price=None), resolved.tariff, _rules(rt))
+        assert usage is not None
+        cdr = decide_cdr(
+            head, snap.id, snap.station_id, resolved.tariff, usage, now=rt.clock(), max_duration=max_duration
+        )
+    PRICED_TOTAL.labels(path).inc()
     if cdr is None and head is not None and head.held:
         # Same pricing inputs as a held CDR: exportable now only if nothing holds it any more.
         cdr = _released(head, snap, resolved.tariff, usage, rt, max_duration, max_energy_wh)
@@ -244,9 +350,9 @@ async def _bill(rt: Runtime, snap: SessionSnapshot, traceparent: str | None) -> 
         return "held"
     await publish_cdr_doc(rt, doc, traceparent=traceparent)
     log.info(
-        "CDR %s (%s) session=%s v%d energy_wh=%d total=%s incl_tax=%s tariff=%s (%s) station=%s",
+        "CDR %s (%s) session=%s v%d energy_wh=%d total=%s incl_tax=%s tariff=%s (%s) priced_from=%s station=%s",
         cdr.id, cdr.reason, snap.id, snap.version, cdr.energy_wh, cdr.total_cost, cdr.total_cost_incl_tax,
-        resolved.tariff.id, resolved.source, snap.station_id,
+        resolved.tariff.id, resolved.source, path, snap.station_id,
     )
     return "cdr"
 
@@ -265,7 +371,7 @@ def _hold_reasons(snap: SessionSnapshot, cdr: Cdr, max_duration: timedelta, max_
 
 
 def _released(
-    head: CdrHead, snap: SessionSnapshot, tariff: Tariff, usage: SessionUsage, rt: Runtime,
+    head: CdrHead, snap: SessionSnapshot, tariff: Tariff, usage: SessionUsage | RunningUsage, rt: Runtime,
     max_duration: timedelta, max_energy_wh: int,
 ) -> Cdr | None:
     """The next version of a held CDR with the same content, if nothing holds it now

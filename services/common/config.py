@@ -25,7 +25,17 @@ def _default_gateway_id() -> str:
     return f"gateway-{m.group(1) if m else 0}"
 
 
-def gateway_ordinal(gateway_id: str) -> int:
+def gateway_ordinal(gateway_id: str, workers: int | None = None) -> int:
+    """The command partition of a gateway (ADR 001): N for `gateway-N`; for worker k of a
+    pod with CSMS_GATEWAY_WORKERS=W (`gateway-N-wk`, services/gateway/workers.py) N*W + k.
+    `workers` defaults to CSMS_GATEWAY_WORKERS of this process: set it alike for every role."""
+    m = re.search(r"(\d+)-w(\d+)$", gateway_id)
+    if m:
+        w = workers if workers is not None else max(1, int(os.environ.get("CSMS_GATEWAY_WORKERS", "1") or 1))
+        k = int(m.group(2))
+        if k >= w:
+            raise ConfigError(f"gateway id {gateway_id!r}: worker {k} but CSMS_GATEWAY_WORKERS={w} (set it alike for every role)")
+        return int(m.group(1)) * w + k
     m = re.search(r"(\d+)$", gateway_id)
     if not m:
         raise ConfigError(f"gateway id {gateway_id!r} has no ordinal (expected gateway-N)")
@@ -48,8 +58,20 @@ class Settings:
     max_json_depth: int = 32
     command_timeout_s: float = 30.0
     events_partitions: int = 12
-    commands_partitions: int = 16          # >= number of gateway pods
-    boot_rate_per_s: float = 500.0         # admission control: Accepted boots per second per pod
+    commands_partitions: int = 16          # >= number of gateway pods (x gateway_workers)
+    gateway_workers: int = 1               # SO_REUSEPORT gateway processes per pod (services/gateway/workers.py)
+    boot_rate_per_s: float = 0.0           # optional fixed cap on Accepted boots per second per pod (0 = none)
+    # Admission by measured overload (services/gateway/admission.py): upgrades answered 503
+    # and boots Pending while one signal is past its threshold (0 switches a signal off).
+    admit_max_loop_lag_s: float = 0.25
+    admit_max_publishes: int = 5000        # bus publishes in flight
+    admit_max_store_s: float = 2.0         # EWMA of the handshake's store round trip (handshake timeout: 10 s)
+    admit_retry_max_s: int = 120           # longest Retry-After / Pending interval handed out
+    # Per remote address: rate and burst of upgrades; past the burst an upgrade waits up
+    # to upgrade_max_wait_s (a site's chargers behind one NAT address), beyond it 429.
+    upgrade_rate_per_ip: float = 200.0
+    upgrade_burst_per_ip: float = 1000.0
+    upgrade_max_wait_s: float = 10.0
     ocpp21: bool = False                   # offer ocpp2.1 (library schemas; handled like 2.0.1)
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -64,6 +86,14 @@ class Settings:
     # Largest record the bus accepts (Kafka producer max_request_size; topics we create
     # get max.message.bytes to match). The gateway sizes per-action frame limits from it.
     bus_max_record_bytes: int = 1 << 20
+    # Batch consumption (ADR 015): records per batch handed to a processor, and how long
+    # a batch that is not full may wait for more (both buses; bench/bus_batches.py --live-rate).
+    batch_max_records: int = 500
+    batch_linger_ms: float = 50.0
+    # Kafka producer (bus adapter defaults): linger before a produce request, and the
+    # largest produce batch per partition.
+    kafka_linger_ms: int = 2
+    kafka_batch_bytes: int = 64 << 10
     # Plausibility (docs/plausibility.md)
     clock_floor: str = "2010-01-01T00:00:00Z"   # station times before this are suspect
     clock_max_ahead_s: float = 300.0             # ... and so are times this far ahead of ours
@@ -72,6 +102,7 @@ class Settings:
     session_max_energy_wh: int = 1_000_000       # ... and so are CDRs of more energy
     session_idle_timeout_h: float = 24.0         # open sessions with no event this long are abandoned
     session_sweep_interval_s: float = 300.0      # how often the sweeper looks
+    tariff_cache_s: float = 30.0                 # sessions processor: station tariff/site cached this long
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, **kw: Any) -> "Settings":
@@ -96,7 +127,15 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             command_timeout_s=float(e.get("CSMS_COMMAND_TIMEOUT", "30")),
             events_partitions=int(e.get("CSMS_EVENTS_PARTITIONS", "12")),
             commands_partitions=int(e.get("CSMS_COMMANDS_PARTITIONS", "16")),
-            boot_rate_per_s=float(e.get("CSMS_BOOT_RATE", "500")),
+            gateway_workers=max(1, int(e.get("CSMS_GATEWAY_WORKERS", "1") or 1)),
+            boot_rate_per_s=float(e.get("CSMS_BOOT_RATE", "0")),
+            admit_max_loop_lag_s=float(e.get("CSMS_ADMIT_MAX_LOOP_LAG_S", "0.25")),
+            admit_max_publishes=int(e.get("CSMS_ADMIT_MAX_PUBLISHES", "5000")),
+            admit_max_store_s=float(e.get("CSMS_ADMIT_MAX_STORE_S", "2.0")),
+            admit_retry_max_s=int(e.get("CSMS_ADMIT_RETRY_MAX_S", "120")),
+            upgrade_rate_per_ip=float(e.get("CSMS_UPGRADE_RATE_PER_IP", "200")),
+            upgrade_burst_per_ip=float(e.get("CSMS_UPGRADE_BURST_PER_IP", "1000")),
+            upgrade_max_wait_s=float(e.get("CSMS_UPGRADE_MAX_WAIT_S", "10")),
             ocpp21=_bool(e.get("CSMS_OCPP21")),
             tls_cert=e.get("CSMS_TLS_CERT") or None,
             tls_key=e.get("CSMS_TLS_KEY") or None,
@@ -106,6 +145,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             memory_retention_bytes=int(e.get("CSMS_MEMORY_RETENTION_BYTES", str(8 << 20))),
             memory_retention_s=float(e.get("CSMS_MEMORY_RETENTION_S", "86400")),
             bus_max_record_bytes=int(e.get("CSMS_BUS_MAX_RECORD_BYTES", str(1 << 20))),
+            batch_max_records=max(1, int(e.get("CSMS_BATCH_MAX_RECORDS", "500"))),
+            batch_linger_ms=max(0.0, float(e.get("CSMS_BATCH_LINGER_MS", "50"))),
+            kafka_linger_ms=max(0, int(e.get("CSMS_KAFKA_LINGER_MS", "2"))),
+            kafka_batch_bytes=max(1024, int(e.get("CSMS_KAFKA_BATCH_BYTES", str(64 << 10)))),
             clock_floor=e.get("CSMS_CLOCK_FLOOR", "2010-01-01T00:00:00Z"),
             clock_max_ahead_s=float(e.get("CSMS_CLOCK_MAX_AHEAD_S", "300")),
             meter_max_power_kw=float(e.get("CSMS_METER_MAX_POWER_KW", "1000")),
@@ -113,6 +156,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             session_max_energy_wh=int(e.get("CSMS_SESSION_MAX_ENERGY_WH", "1000000")),
             session_idle_timeout_h=float(e.get("CSMS_SESSION_IDLE_TIMEOUT_H", "24")),
             session_sweep_interval_s=float(e.get("CSMS_SESSION_SWEEP_INTERVAL_S", "300")),
+            tariff_cache_s=max(0.0, float(e.get("CSMS_TARIFF_CACHE_S", "30"))),
         )
     except ValueError as exc:
         raise ConfigError(f"bad setting: {exc}") from exc

@@ -69,7 +69,11 @@ def bus_options(settings: Settings) -> dict[str, Any]:
         "dlq_max_attempts": settings.dlq_max_attempts,
         "dlq_backoff_s": settings.dlq_backoff_s,
         "max_record_bytes": settings.bus_max_record_bytes,
+        "batch_linger_ms": settings.batch_linger_ms,
     }
+    if settings.bus_url.startswith("kafka://"):
+        options["linger_ms"] = settings.kafka_linger_ms
+        options["batch_bytes"] = settings.kafka_batch_bytes
     if settings.bus_url.startswith("memory://"):
         options["retention_bytes"] = settings.memory_retention_bytes
         options["retention_s"] = settings.memory_retention_s

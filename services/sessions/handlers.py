@@ -1,55 +1,75 @@
-"""Thin runtime shell around the sessions domain: decode, load, apply, save, publish.
+"""Thin runtime shell around the sessions domain: decode, load, apply, save, publish — per batch.
 
-`handle_record(rt, record)` is a plain async function: the embedded worker
-(`SessionsService`) and, later, Faust agents in the distributed mode call it.
+`handle_batch(rt, records)` is a plain async function: the worker (`SessionsService`)
+hands it each batch of csms.events.v1 records (`Bus.subscribe_batch`, ADR 015);
+`handle_record` / `handle_event` are a batch of one (tools and tests).
 
-- Session events: load doc "session"/<id>, `apply` (with the plausibility rules built
-  from the settings), and if it changed `put_doc(..., parent=station_id,
-  version=s.version)` — write first, publish the snapshot on csms.sessions.v1 after. If
-  the event changed nothing (a redelivery, e.g. after a crash between the write and
-  the publish, or after a publish failure), the stored snapshot is published again:
-  consumers dedupe by (id, version), so that costs at most one identical extra record
-  per redelivery and never loses one.
-- A version-guarded `put_doc` returning False means a document with this version
-  (or newer) is already stored: only another delivery of the same records (a
-  zombie consumer after a rebalance) can have written it, and `apply` is
-  deterministic, so there is nothing to reload or re-apply; we still publish.
+A batch, in record order (each station's records arrive in offset order):
+- Every record is decoded; an undecodable one is logged, counted and skipped.
+- The session documents of every session event of the batch are read with ONE
+  `get_docs`. Each session's events are applied in order in memory with
+  `position=(partition, offset)`: a record at or below the session's applied mark is a
+  redelivery and changes nothing. A step's new samples wait in memory; when a step asks
+  for a rebuild (an out-of-order reading, a window that moved over counted readings),
+  the pending samples are appended, the session's samples read once and folded again
+  (`csms_sessions_rebuilds_total{reason}`).
+- Then ONE `append_samples` per session with new samples, ONE versioned `put_docs` for
+  all changed sessions (no read-before-write: the highest version wins), and ONE
+  `publish_many`: one csms.sessions.v1 snapshot per session the batch touched (its
+  latest state; the stored one when all its events were redeliveries, so a crash between
+  the write and the publish loses nothing: consumers dedupe by (id, version)) and one
+  csms.meter-values.v1 record per event that carried samples (a redelivered event's
+  samples are published again: consumers dedupe by the sample key).
 - Before applying: a transaction event naming only its EVSE takes the connector from
   the station status document (`connector_from_status`), and one carrying a
   remoteStartId gets the matching RequestStartTransaction command (doc "remote_start",
-  written here when the CommandIssued is processed) for its token and issuer.
-- Lifecycle (domain/lifecycle.py): after a session changes, the station's open-sessions
-  index (doc "open_sessions"/<station>) is brought up to date — read and written only
-  when the session's index entry changes (opens, starts, moves, ends, is abandoned) or
-  on a redelivery, never for an ordinary MeterValues. A TransactionStarted, a
-  StationBooted and a ConnectorStatus "Available" are checked against the index; each
-  session they close is published as a SessionAbandoned on csms.events.v1 (a
-  deterministic event id: redeliveries publish the same event again, harmlessly), and
-  applied when this processor consumes it.
+  written here when the CommandIssued is processed) for its token and issuer. Both read
+  through the batch, so an earlier record of the same batch counts.
+- The tariff that applies to the station (services.billing.adapters.resolve_tariff) and
+  the station's site are cached for CSMS_TARIFF_CACHE_S: the domain opens and advances
+  the session's price accumulator with that tariff; the snapshot carries the site.
+- Lifecycle (domain/lifecycle.py): the station's open-sessions index (doc
+  "open_sessions"/<station>) is read only when a session's index entry changes (opens,
+  starts, moves, ends, is abandoned) or on a redelivery, never for an ordinary
+  MeterValues, and written after the sessions. A TransactionStarted, a StationBooted and
+  a ConnectorStatus "Available" are checked against the index as it stands at that record;
+  each session they close (still open at that record) is published as a SessionAbandoned
+  on csms.events.v1 after the index write (a deterministic event id: redeliveries publish
+  the same event again, harmlessly), and applied when this processor consumes it.
 - Station status → doc "station_status"/<station id>; command records → doc
   "command"/<command id> with parent = station id (late replies correlate there).
-- Records of one station arrive in order on one partition, one at a time, so no
-  locks are needed. Store and bus errors propagate: the bus pauses and redelivers.
-  Undecodable records are logged, counted and skipped. The domain does not raise on
-  schema-valid input; if it ever does (a bug), the error is logged, counted in
-  `csms_sessions_domain_errors_total{type}` and re-raised, so the bus retries a few
-  times and then dead-letters the record (docs/dead-letters.md): it can be replayed
-  once fixed, and the partition moves on.
+- A legacy session document (before ADR 015, with `meter_samples`) is upgraded on first
+  touch: its samples are appended to the samples table and the session rebuilt from them.
+
+Store and bus errors propagate: the bus retries the batch (for as long as it takes when
+they are transient). The domain does not raise on schema-valid input; if it ever does (a
+bug), the error is logged, counted in `csms_sessions_domain_errors_total{type}` and
+re-raised: the bus replays the batch one record at a time and dead-letters only that
+record after its bounded retries (docs/dead-letters.md). Nothing of a failed batch's
+sessions has been written then (samples appended by a rebuild are idempotent rows).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import replace
+import time
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.billing.adapters import resolve_tariff
+from services.billing.domain import TariffError
+from services.billing.domain.running import StaleAccumulator, finish_price
+from services.billing.handlers import billing_limits
 from services.common import codec, topics
 from services.common import events as ev
-from services.common.bus.port import Record
+from services.common.bus.port import Outgoing, Record
+from services.common.store.port import DocWrite
 from services.sessions import codec as snapshots
+from services.sessions import meter_values
 from services.sessions.domain import (
     INDEX_KIND,
     REMOTE_START_KIND,
@@ -76,15 +96,28 @@ from services.sessions.domain import (
     session_ref,
     session_to_doc,
 )
-from services.sessions.domain.session import CLOCK_REASONS
+from services.sessions.domain import session as domain
+from services.sessions.domain.session import CLOCK_REASONS, Sample
 from services.sessions.domain.station_status import COMMAND_BODIES, STATUS_BODIES
 
-__all__ = ["handle_record", "handle_event", "publish_snapshot", "sweep_once", "rules_for", "GROUP"]
+__all__ = [
+    "handle_batch",
+    "handle_record",
+    "handle_event",
+    "publish_snapshot",
+    "sweep_once",
+    "rules_for",
+    "lookups_for",
+    "StationLookups",
+    "GROUP",
+]
 
 log = logging.getLogger("csms.sessions.handlers")
 
 GROUP = topics.group("csms-sessions")
 _RULES_KEY = "sessions.plausibility"
+_LOOKUPS_KEY = "sessions.lookups"
+_MAX_DURATION_KEY = "sessions.max_priced_duration"
 _SWEEP_SCAN = 100_000  # open-sessions documents read per sweep (one per station)
 
 EVENTS_PROCESSED = Counter(
@@ -97,6 +130,11 @@ DOMAIN_ERRORS = Counter(
     "csms_sessions_domain_errors_total",
     "Events the sessions domain raised on (a bug: re-raised, so the bus dead-letters the record)",
     ["type"],
+)
+REBUILDS = Counter(
+    "csms_sessions_rebuilds_total",
+    "Sessions folded again from all their stored samples (out-of-order readings, a moved window, legacy documents)",
+    ["reason"],
 )
 SESSIONS_ACTIVE = Gauge(
     "csms_sessions_active", "Active sessions seen by this process (best effort, resets on restart)"
@@ -123,8 +161,18 @@ CLOCK_SKEW = Histogram(
 )
 HANDLER_SECONDS = Histogram(
     "csms_sessions_handler_seconds",
-    "Time to handle one record (decode, load, apply, save, publish)",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    "Time to handle one record (a batch's time shared by its records: decode, load, apply, save, publish)",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+BATCH_SECONDS = Histogram(
+    "csms_sessions_batch_seconds",
+    "Time to handle one batch of csms.events.v1 records",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BATCH_RECORDS = Histogram(
+    "csms_sessions_batch_records",
+    "Records per batch handed to the sessions processor",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
 )
 
 
@@ -137,150 +185,457 @@ def rules_for(rt: Any) -> Plausibility:
     return rules  # type: ignore[no-any-return]
 
 
+# -- station lookups (tariff, site), cached briefly ------------------------------------
+class StationLookups:
+    """The tariff that applies to a station now (station, else site, else default:
+    `services.billing.adapters.resolve_tariff`) and the station's site id, cached for
+    `ttl_s` seconds (CSMS_TARIFF_CACHE_S): a tariff edit reaches running sessions within
+    that time; until then the accumulator keeps the tariff it was opened with (billing
+    re-prices from the samples when the tariff that applies at the end differs). A stored
+    tariff that does not parse is logged and treated as no tariff (billing reports it)."""
+
+    _MAX_ENTRIES = 200_000
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = max(float(ttl_s), 0.0)
+        self.clock = clock
+        self._cache: dict[str, tuple[float, Any, str]] = {}
+
+    async def for_station(self, store: Any, station_id: str) -> tuple[Any, str]:
+        now = self.clock()
+        hit = self._cache.get(station_id)
+        if hit is not None and hit[0] > now:
+            return hit[1], hit[2]
+        station = await store.get_station(station_id)
+        site_id = (station.site_id if station is not None else None) or ""
+        try:
+            resolved = await resolve_tariff(store, station_id, site_id)
+        except TariffError as exc:
+            log.error("tariff for station %s does not parse (%s): sessions run without a price", station_id, exc)
+            resolved = None
+        tariff = resolved.tariff if resolved is not None else None
+        if len(self._cache) >= self._MAX_ENTRIES:
+            self._cache.clear()
+        self._cache[station_id] = (now + self.ttl_s, tariff, site_id)
+        return tariff, site_id
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+
+def lookups_for(rt: Any) -> StationLookups:
+    lookups = rt.extras.get(_LOOKUPS_KEY)
+    if lookups is None:
+        ttl = float(getattr(rt.settings, "tariff_cache_s", 30.0))
+        lookups = rt.extras[_LOOKUPS_KEY] = StationLookups(ttl)
+    return lookups  # type: ignore[no-any-return]
+
+
+# -- entry points ------------------------------------------------------------------
 async def handle_record(rt: Any, record: Record) -> None:
-    """Handle one csms.events.v1 record. `rt` is a `services.common.runtime.Runtime`."""
-    try:
-        env = codec.decode_event(record.value, codec.headers_dict(record.headers))
-    except Exception:
-        EVENTS_SKIPPED.labels(reason="undecodable").inc()
-        log.exception("undecodable record %s[%d]@%d skipped", record.topic, record.partition, record.offset)
-        return
-    await handle_event(rt, env, traceparent=record.header("traceparent"))
+    """Handle one csms.events.v1 record (a batch of one). `rt` is a `services.common.runtime.Runtime`."""
+    await handle_batch(rt, (record,))
 
 
 async def handle_event(rt: Any, env: ev.Envelope, *, traceparent: str | None = None) -> None:
-    EVENTS_PROCESSED.labels(type=env.type_name).inc()
-    _observe_skew(env)
-    now: datetime = rt.clock()
-    if session_ref(env) is not None:
-        await _handle_session(rt, env, now, traceparent)
-    elif isinstance(env.body, STATUS_BODIES):
-        doc = await rt.store.get_doc("station_status", env.station_id)
-        new = _guarded(apply_status, doc, env, now)
+    """Handle one already decoded event without a record position (no redelivery mark)."""
+    batch = _Batch(rt, rt.clock())
+    await batch.run([(None, env, traceparent)])
+
+
+async def handle_batch(rt: Any, records: Sequence[Record]) -> None:
+    """Handle one batch of csms.events.v1 records (each partition's in offset order)."""
+    items: list[tuple[Record | None, ev.Envelope, str | None]] = []
+    for record in records:
+        try:
+            env = codec.decode_event(record.value, codec.headers_dict(record.headers))
+        except Exception:
+            EVENTS_SKIPPED.labels(reason="undecodable").inc()
+            log.exception("undecodable record %s[%d]@%d skipped", record.topic, record.partition, record.offset)
+            continue
+        items.append((record, env, record.header("traceparent")))
+    if items:
+        await _Batch(rt, rt.clock()).run(items)
+
+
+# -- one batch ---------------------------------------------------------------------
+@dataclass
+class _Slot:
+    """One session of the batch: as stored, as it stands now, and what waits to be written."""
+
+    sid: str
+    stored: Session | None
+    cur: Session | None
+    pending: list[Sample] = field(default_factory=list)
+    changed: bool = False
+    touched: bool = False
+    traceparent: str | None = None
+    rebuild: str = ""          # why the session must be folded again before it is written
+    tariff: Any = None         # ... with this tariff
+
+
+class _Batch:
+    def __init__(self, rt: Any, now: datetime) -> None:
+        self.rt = rt
+        self.store = rt.store
+        self.now = now
+        self.rules = rules_for(rt)
+        self.lookups = lookups_for(rt)
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.slots: dict[str, _Slot] = {}
+        self.status_docs: dict[str, dict[str, Any] | None] = {}
+        self.remote_docs: dict[str, dict[str, Any] | None] = {}
+        self.other_sessions: dict[str, dict[str, Any] | None] = {}
+        self.indexes: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {}  # station: (stored, now)
+        self.meter_out: list[Outgoing] = []
+        self.abandons: list[tuple[ev.Envelope, str]] = []
+
+    async def run(self, items: list[tuple[Record | None, ev.Envelope, str | None]]) -> None:
+        refs = [session_ref(env) for _, env, _ in items]
+        ids = sorted({ref[0] for ref in refs if ref is not None})
+        if ids:
+            self.docs = await self.store.get_docs("session", ids)
+        for (record, env, traceparent), ref in zip(items, refs):
+            _processed(env.type_name).inc()
+            _observe_skew(env)
+            if ref is not None:
+                await self._session_event(record, env, ref[0], traceparent)
+            elif isinstance(env.body, STATUS_BODIES):
+                await self._status_event(env)
+            elif isinstance(env.body, COMMAND_BODIES):
+                await self._command_event(env)
+        await self._flush()
+
+    # -- sessions --
+    async def _slot(self, sid: str, station_id: str) -> _Slot:
+        slot = self.slots.get(sid)
+        if slot is not None:
+            return slot
+        doc = self.docs.get(sid)
+        stored = session_from_doc(doc) if doc is not None else None
+        slot = self.slots[sid] = _Slot(sid, stored, stored)
+        if doc is not None and stored is not None and _is_legacy(doc):
+            await self._upgrade_legacy(slot, doc, station_id)
+        return slot
+
+    async def _upgrade_legacy(self, slot: _Slot, doc: dict[str, Any], station_id: str) -> None:
+        """A document from before ADR 015: its samples go to the samples table, the
+        session is folded again from them and written back without them."""
+        assert slot.cur is not None
+        slot.pending.extend(domain.legacy_samples(doc))
+        slot.tariff, _ = await self.lookups.for_station(self.store, station_id)
+        slot.rebuild = "legacy_document"
+        await self._rebuild(slot)
+        assert slot.cur is not None
+        if slot.cur is slot.stored or slot.cur.version <= slot.stored.version:  # type: ignore[union-attr]
+            slot.cur = replace(slot.cur, version=slot.stored.version + 1)  # type: ignore[union-attr]
+        slot.changed = True
+        log.info("legacy session document %s upgraded (%d samples)", slot.sid, len(doc.get("meter_samples") or ()))
+
+    async def _session_event(self, record: Record | None, env: ev.Envelope, sid: str, traceparent: str | None) -> None:
+        slot = await self._slot(sid, env.station_id)
+        prev = slot.cur
+        env = await self._with_connector(env, prev)
+        remote = await self._remote_start(env)
+        tariff, _ = await self.lookups.for_station(self.store, env.station_id)
+        position = (record.partition, record.offset) if record is not None else None
+        step = _guarded(apply, prev, env, self.now, self.rules, remote=remote, tariff=tariff, position=position)
+        new = step.session
+        if new is None:
+            EVENTS_SKIPPED.labels(reason="unknown_session").inc()
+            log.info("%s for unknown session %s station=%s skipped", env.type_name, sid, env.station_id)
+            return
+        slot.touched = True
+        slot.traceparent = traceparent or slot.traceparent
+        if step.changed:
+            slot.cur, slot.changed = new, True
+            if step.new_samples:
+                slot.pending.extend(step.new_samples)
+                self.meter_out.append(meter_values.outgoing(new, env, step.new_samples, traceparent=traceparent))
+            if step.rebuild:
+                # Later events of the batch may still be applied (their samples stay
+                # complete): one fold per session and batch, before anything reads the
+                # aggregates (an abandon decision) or writes them.
+                slot.rebuild = slot.rebuild or step.rebuild
+                slot.tariff = tariff
+        else:
+            slot.cur = new
+            if position is not None and _redelivered(new, position):
+                again = meter_values.redelivered_samples(env, self.rules)
+                if again:
+                    self.meter_out.append(meter_values.outgoing(new, env, again, traceparent=traceparent))
+        assert slot.cur is not None
+        await self._index_after(env, prev, slot.cur, step.changed)
+
+    async def _rebuild(self, slot: _Slot) -> None:
+        """Append the pending samples, read all of the session's samples (one partition
+        range) and fold them again with the session's facts."""
+        reason, slot.rebuild = slot.rebuild, ""
+        if not reason or slot.cur is None:
+            return
+        REBUILDS.labels(reason=_reason_label(reason)).inc()
+        await self._append(slot)
+        rows = await self.store.read_samples(slot.sid)
+        samples = [domain.sample_from_row(r) for r in rows]
+        try:
+            slot.cur = domain.rebuild(slot.cur, samples, self.rules, tariff=slot.tariff, now=self.now)
+        except Exception as exc:
+            DOMAIN_ERRORS.labels(type="rebuild").inc()
+            log.error("sessions domain failed rebuilding session %s (%s): %s: %s",
+                      slot.sid, reason, type(exc).__name__, exc)
+            raise
+        slot.changed = True
+        log.info("session %s rebuilt from %d samples (%s)", slot.sid, len(samples), reason)
+
+    async def _append(self, slot: _Slot) -> None:
+        if slot.pending:
+            rows = [domain.sample_to_row(x) for x in slot.pending]
+            await self.store.append_samples(slot.sid, rows)
+            slot.pending = []
+
+    async def _with_connector(self, env: ev.Envelope, old: Session | None) -> ev.Envelope:
+        """A transaction event naming only its EVSE gets the connector from the station
+        status, unless the session already knows its connector on that EVSE."""
+        body = env.body
+        if not isinstance(body, (ev.TransactionStarted, ev.TransactionUpdated, ev.TransactionEnded)):
+            return env
+        if body.evse_id == 0 or body.connector_id != 0:
+            return env
+        if old is not None and old.evse_id == body.evse_id and old.connector_id != 0:
+            return env
+        connector = connector_from_status(await self._status_doc(env.station_id), body.evse_id)
+        if connector == 0:
+            return env
+        return replace(env, body=replace(body, connector_id=connector))
+
+    async def _remote_start(self, env: ev.Envelope) -> RemoteStart | None:
+        rsid = int(getattr(env.body, "remote_start_id", 0) or 0)
+        if not rsid:
+            return None
+        doc_id = remote_start_doc_id(env.station_id, rsid)
+        if doc_id not in self.remote_docs:
+            self.remote_docs[doc_id] = await self.store.get_doc(REMOTE_START_KIND, doc_id)
+        doc = self.remote_docs[doc_id]
+        if doc is None:
+            log.info("no RequestStartTransaction known for remoteStartId %d station=%s", rsid, env.station_id)
+        return remote_start_from_doc(doc)
+
+    # -- station status, commands --
+    async def _status_doc(self, station_id: str) -> dict[str, Any] | None:
+        if station_id not in self.status_docs:
+            self.status_docs[station_id] = await self.store.get_doc("station_status", station_id)
+        return self.status_docs[station_id]
+
+    async def _status_event(self, env: ev.Envelope) -> None:
+        doc = await self._status_doc(env.station_id)
+        new = _guarded(apply_status, doc, env, self.now)
         if new is not None and new != doc:
-            await rt.store.put_doc("station_status", env.station_id, new, version=new["version"])
+            await self.store.put_doc("station_status", env.station_id, new, version=new["version"])
+            self.status_docs[env.station_id] = new
         if isinstance(env.body, (ev.StationBooted, ev.ConnectorStatus)):
-            await _decide_on_status(rt, env, now)
-    elif isinstance(env.body, COMMAND_BODIES):
-        cid = env.body.command_id
-        doc = await rt.store.get_doc("command", cid)
-        new = _guarded(apply_command, doc, env, now)
+            await self._decide_on_status(env)
+
+    async def _command_event(self, env: ev.Envelope) -> None:
+        cid = env.body.command_id  # type: ignore[union-attr]
+        doc = await self.store.get_doc("command", cid)
+        new = _guarded(apply_command, doc, env, self.now)
         if new is not None and new != doc:
-            await rt.store.put_doc("command", cid, new, parent=env.station_id, version=new["version"])
+            await self.store.put_doc("command", cid, new, parent=env.station_id, version=new["version"])
         if isinstance(env.body, ev.CommandIssued) and env.body.ocpp_action == "RequestStartTransaction":
-            await _record_remote_start(rt, env, now)
+            doc_id = remote_start_ref(env)
+            if doc_id is None:
+                return
+            if doc_id not in self.remote_docs:
+                self.remote_docs[doc_id] = await self.store.get_doc(REMOTE_START_KIND, doc_id)
+            old = self.remote_docs[doc_id]
+            rs = _guarded(apply_remote_start, old, env, self.now)
+            if rs is not None and rs is not old:
+                await self.store.put_doc(REMOTE_START_KIND, doc_id, rs, parent=env.station_id, version=rs["version"])
+                self.remote_docs[doc_id] = rs
+
+    # -- lifecycle --
+    async def _index(self, station_id: str) -> dict[str, Any] | None:
+        if station_id not in self.indexes:
+            doc = await self.store.get_doc(INDEX_KIND, station_id)
+            self.indexes[station_id] = (doc, doc)
+        return self.indexes[station_id][1]
+
+    def _set_index(self, station_id: str, entries: dict[str, dict[str, Any] | None]) -> None:
+        stored, current = self.indexes[station_id]
+        new = index_with(current, station_id, entries, self.now)
+        self.indexes[station_id] = (stored, new)
+
+    async def _index_after(self, env: ev.Envelope, old: Session | None, new: Session, changed: bool) -> None:
+        started = isinstance(env.body, ev.TransactionStarted)
+        if not (started or not changed or _entry_inputs(old) != _entry_inputs(new)):
+            return  # the hot path: a MeterValues / Updated that changes nothing the index keeps
+        entry = index_entry(new)
+        index = await self._index(new.station_id)
+        decisions = abandons_for_start(index, new) if started else []
+        self._set_index(new.station_id, {new.id: entry})
+        await self._decide(new.station_id, decisions)
+
+    async def _decide_on_status(self, env: ev.Envelope) -> None:
+        if isinstance(env.body, ev.ConnectorStatus) and env.body.status.strip().lower() != "available":
+            return
+        index = await self._index(env.station_id)
+        if not (index or {}).get("sessions"):
+            return
+        if isinstance(env.body, ev.StationBooted):
+            decisions = abandons_for_boot(index, env)
+        else:
+            decisions = abandons_for_status(index, env, self.rules)
+        await self._decide(env.station_id, decisions)
+
+    async def _decide(self, station_id: str, decisions: list[Abandon]) -> None:
+        """Each decision whose session is open at this record becomes a SessionAbandoned
+        (published after the writes); an entry whose session is no longer open (a crash
+        between two writes) is dropped from the index."""
+        stale: dict[str, dict[str, Any] | None] = {}
+        for d in decisions:
+            status, energy = await self._session_state(d.session_id)
+            if status != "active":
+                stale[d.session_id] = None
+                continue
+            self.abandons.append((abandon_envelope(station_id, d, energy, self.now), d.reason))
+            log.warning("session %s tx=%s abandoned (%s) station=%s", d.session_id, d.transaction_id, d.reason, station_id)
+        if stale:
+            await self._index(station_id)
+            self._set_index(station_id, stale)
+
+    async def _session_state(self, sid: str) -> tuple[str | None, int]:
+        slot = self.slots.get(sid)
+        if slot is not None:
+            await self._rebuild(slot)  # the energy in the decision must be the folded one
+            s = slot.cur
+            return (None, 0) if s is None else (s.status, s.energy_wh)
+        if sid in self.docs:
+            doc: dict[str, Any] | None = self.docs[sid]
+        else:
+            if sid not in self.other_sessions:
+                self.other_sessions[sid] = await self.store.get_doc("session", sid)
+            doc = self.other_sessions[sid]
+        if doc is None:
+            return None, 0
+        return doc.get("status"), int(doc.get("energy_wh") or 0)
+
+    # -- the writes, then the publishes --
+    async def _flush(self) -> None:
+        slots = [s for s in self.slots.values() if s.cur is not None and (s.touched or s.changed)]
+        for s in slots:
+            await self._rebuild(s)
+        appends = [self._append(s) for s in slots if s.pending]
+        if len(appends) == 1:
+            await appends[0]
+        elif appends:
+            await asyncio.gather(*appends)
+        changed = [s for s in slots if s.changed]
+        if changed:
+            await self.store.put_docs("session", [
+                DocWrite(s.cur.id, session_to_doc(s.cur), parent=s.cur.station_id, version=s.cur.version)  # type: ignore[union-attr]
+                for s in changed
+            ])
+            for s in changed:
+                assert s.cur is not None
+                _count_transitions(s.stored, s.cur)
+        out: list[Outgoing] = []
+        for s in slots:
+            assert s.cur is not None
+            tariff, site_id = await self.lookups.for_station(self.store, s.cur.station_id)
+            out.append(_snapshot(s.cur, site_id, running_total(self.rt, s.cur, tariff), s.traceparent))
+        out.extend(self.meter_out)
+        if out:
+            await self.rt.bus.publish_many(out)
+        for station_id, (stored, current) in self.indexes.items():
+            if current is not None and current is not stored:
+                await self.store.put_doc(INDEX_KIND, station_id, current, parent=station_id, version=current["version"])
+        if self.abandons:
+            await self.rt.bus.publish_many([
+                (topics.EVENTS, e.station_id, codec.encode_event(e), codec.event_headers(e)) for e, _ in self.abandons
+            ])
+            for _, reason in self.abandons:
+                ABANDONED.labels(reason=reason).inc()
 
 
-# -- sessions ----------------------------------------------------------------
-async def _handle_session(rt: Any, env: ev.Envelope, now: datetime, traceparent: str | None) -> None:
-    ref = session_ref(env)
-    assert ref is not None
-    rules = rules_for(rt)
-    doc = await rt.store.get_doc("session", ref[0])
-    old = session_from_doc(doc) if doc is not None else None
-    env = await _with_connector(rt, env, old)
-    remote = await _remote_start(rt, env)
-    new = _guarded(apply, old, env, now, rules, remote=remote)
-    if new is None:
-        EVENTS_SKIPPED.labels(reason="unknown_session").inc()
-        log.info("%s for unknown session %s station=%s skipped", env.type_name, ref[0], env.station_id)
-        return
-    if new is not old:
-        written = await rt.store.put_doc(
-            "session", new.id, session_to_doc(new), parent=new.station_id, version=new.version
-        )
-        if not written:
-            log.info("session %s v%d already stored station=%s", new.id, new.version, new.station_id)
-        _count_transitions(old, new)
-    await publish_snapshot(rt, new, traceparent=traceparent)
-    await _maintain_index(rt, env, old, new, now)
+def _redelivered(s: Session, position: tuple[int, int]) -> bool:
+    """The domain's rule: at or below the session's applied mark on the same partition."""
+    applied = s.applied
+    return applied is not None and applied[0] == position[0] and position[1] <= applied[1]
 
 
-async def _with_connector(rt: Any, env: ev.Envelope, old: Session | None) -> ev.Envelope:
-    """A transaction event naming only its EVSE gets the connector from the station
-    status, unless the session already knows its connector on that EVSE."""
-    body = env.body
-    if not isinstance(body, (ev.TransactionStarted, ev.TransactionUpdated, ev.TransactionEnded)):
-        return env
-    if body.evse_id == 0 or body.connector_id != 0:
-        return env
-    if old is not None and old.evse_id == body.evse_id and old.connector_id != 0:
-        return env
-    status = await rt.store.get_doc("station_status", env.station_id)
-    connector = connector_from_status(status, body.evse_id)
-    if connector == 0:
-        return env
-    return replace(env, body=replace(body, connector_id=connector))
+_PROCESSED: dict[str, Any] = {}
 
 
-async def _remote_start(rt: Any, env: ev.Envelope) -> RemoteStart | None:
-    rsid = int(getattr(env.body, "remote_start_id", 0) or 0)
-    if not rsid:
+def _processed(type_name: str) -> Any:
+    child = _PROCESSED.get(type_name)
+    if child is None:
+        child = _PROCESSED[type_name] = EVENTS_PROCESSED.labels(type=type_name)
+    return child
+
+
+def _entry_inputs(s: Session | None) -> tuple[Any, ...] | None:
+    """What `index_entry` is made of (equal inputs, equal entries), without formatting it."""
+    if s is None or s.status != "active":
         return None
-    doc = await rt.store.get_doc(REMOTE_START_KIND, remote_start_doc_id(env.station_id, rsid))
-    if doc is None:
-        log.info("no RequestStartTransaction known for remoteStartId %d station=%s", rsid, env.station_id)
-    return remote_start_from_doc(doc)
+    return (s.transaction_id, s.evse_id, s.connector_id,
+            s.started_at if s.start_key is not None else None, s.received_at)
 
 
-async def _record_remote_start(rt: Any, env: ev.Envelope, now: datetime) -> None:
-    doc_id = remote_start_ref(env)
-    if doc_id is None:
-        return
-    old = await rt.store.get_doc(REMOTE_START_KIND, doc_id)
-    new = _guarded(apply_remote_start, old, env, now)
-    if new is not None and new is not old:
-        await rt.store.put_doc(REMOTE_START_KIND, doc_id, new, parent=env.station_id, version=new["version"])
+def _is_legacy(doc: dict[str, Any]) -> bool:
+    """A document from before ADR 015 (samples inside, seqNos as a set)."""
+    st = doc.get("_state") or {}
+    return "meter_samples" in doc or "sample_level" in st or "seen_seq_nos" in st
 
 
-# -- lifecycle ---------------------------------------------------------------
-async def _maintain_index(rt: Any, env: ev.Envelope, old: Session | None, new: Session, now: datetime) -> None:
-    started = isinstance(env.body, ev.TransactionStarted)
-    entry = index_entry(new)
-    if not (started or new is old or index_entry(old) != entry):
-        return  # the hot path: a MeterValues / Updated that changes nothing the index keeps
-    index = await rt.store.get_doc(INDEX_KIND, new.station_id)
-    decisions = abandons_for_start(index, new) if started else []
-    await _save_index(rt, new.station_id, index, {new.id: entry}, now)
-    await _publish_abandons(rt, new.station_id, decisions, now)
+def _reason_label(reason: str) -> str:
+    """A bounded label: the reason's leading identifier."""
+    head = reason.split(":", 1)[0].split(" ", 1)[0].strip()
+    return head[:40] or "unknown"
 
 
-async def _decide_on_status(rt: Any, env: ev.Envelope, now: datetime) -> None:
-    if isinstance(env.body, ev.ConnectorStatus) and env.body.status.strip().lower() != "available":
-        return
-    index = await rt.store.get_doc(INDEX_KIND, env.station_id)
-    if not (index or {}).get("sessions"):
-        return
-    if isinstance(env.body, ev.StationBooted):
-        decisions = abandons_for_boot(index, env)
-    else:
-        decisions = abandons_for_status(index, env, rules_for(rt))
-    await _publish_abandons(rt, env.station_id, decisions, now, index=index)
+def _snapshot(s: Session, site_id: str, total: str, traceparent: str | None) -> Outgoing:
+    return (
+        topics.SESSIONS,
+        s.station_id,
+        snapshots.encode_session(s, site_id=site_id, running_total=total),
+        snapshots.session_headers(s, traceparent=traceparent),
+    )
 
 
-async def _save_index(
-    rt: Any, station_id: str, index: dict[str, Any] | None, entries: dict[str, dict[str, Any] | None], now: datetime
-) -> dict[str, Any] | None:
-    new = index_with(index, station_id, entries, now)
-    if new is not None and new is not index:
-        await rt.store.put_doc(INDEX_KIND, station_id, new, parent=station_id, version=new["version"])
-    return new
+def running_total(rt: Any, s: Session, tariff: Any) -> str:
+    """The accumulator's price so far incl. tax, as of its last reading (or the end), for
+    display; "" when there is none or the tariff that applies now is another one."""
+    acc = s.price
+    if acc is None or tariff is None:
+        return ""
+    max_duration = rt.extras.get(_MAX_DURATION_KEY)
+    if max_duration is None:
+        max_duration = rt.extras[_MAX_DURATION_KEY] = billing_limits(rt.settings)[0]
+    try:
+        breakdown = finish_price(
+            acc, tariff, now=max(acc.last_at, s.stopped_at or acc.last_at), stopped_at=s.stopped_at,
+            charging_ended_at=s.charging_ended_at, end_wh=s.meter_stop_wh if s.stopped_at else None,
+            max_duration=max_duration,
+        )
+    except StaleAccumulator:
+        return ""
+    except (ArithmeticError, ValueError) as exc:
+        log.warning("running price of session %s not computed: %s: %s", s.id, type(exc).__name__, exc)
+        return ""
+    return f"{breakdown.total_incl_tax.amount:f}"
 
 
+# -- sweeper -------------------------------------------------------------------------
 async def _publish_abandons(
-    rt: Any, station_id: str, decisions: list[Abandon], now: datetime, *,
-    index: dict[str, Any] | None = None, fix_index: bool = True, docs: dict[str, dict[str, Any]] | None = None,
+    rt: Any, station_id: str, decisions: list[Abandon], now: datetime, *, docs: dict[str, dict[str, Any]] | None = None,
 ) -> int:
-    """Publish one SessionAbandoned per decision whose session is still open; returns how
-    many. With `fix_index`, an entry whose session is no longer open (a crash between two
-    writes) is dropped from the index. Only the partition's owner writes the index: the
-    sweeper, which runs in every sessions process, passes fix_index=False."""
-    stale: dict[str, dict[str, Any] | None] = {}
+    """The sweeper's decisions: one SessionAbandoned per session still open. The sweeper
+    runs in every sessions process and never writes the index (only the partition's
+    owner does)."""
     published = 0
     for d in decisions:
         doc = (docs or {}).get(d.session_id) or await rt.store.get_doc("session", d.session_id)
         if doc is None or doc.get("status") != "active":
-            stale[d.session_id] = None
             continue
         env = abandon_envelope(station_id, d, int(doc.get("energy_wh") or 0), now)
         await rt.bus.publish(topics.EVENTS, station_id, codec.encode_event(env), codec.event_headers(env))
@@ -289,10 +644,6 @@ async def _publish_abandons(
         log.warning(
             "session %s tx=%s abandoned (%s) station=%s", d.session_id, d.transaction_id, d.reason, station_id
         )
-    if stale and fix_index:
-        if index is None:
-            index = await rt.store.get_doc(INDEX_KIND, station_id)
-        await _save_index(rt, station_id, index, stale, now)
     return published
 
 
@@ -306,8 +657,10 @@ async def sweep_once(rt: Any, now: datetime) -> int:
     for index in await rt.store.list_docs(INDEX_KIND, limit=_SWEEP_SCAN):
         station_id = str(index.get("station_id") or "")
         decisions, docs = [], {}
-        for sid in sorted(index.get("sessions") or {}):
-            doc = await rt.store.get_doc("session", sid)
+        sids = sorted(index.get("sessions") or {})
+        stored = await rt.store.get_docs("session", sids) if sids else {}
+        for sid in sids:
+            doc = stored.get(sid)
             if is_idle(doc, now, timeout):
                 assert doc is not None
                 docs[sid] = doc
@@ -316,15 +669,16 @@ async def sweep_once(rt: Any, now: datetime) -> int:
                     int(doc.get("connector_id") or 0), ev.ABANDONED_IDLE_TIMEOUT, None,
                 ))
         if decisions and station_id:
-            count += await _publish_abandons(rt, station_id, decisions, now, fix_index=False, docs=docs)
+            count += await _publish_abandons(rt, station_id, decisions, now, docs=docs)
     return count
 
 
 async def publish_snapshot(rt: Any, s: Session, *, traceparent: str | None = None) -> None:
+    tariff, site_id = await lookups_for(rt).for_station(rt.store, s.station_id)
     await rt.bus.publish(
         topics.SESSIONS,
         s.station_id,
-        snapshots.encode_session(s),
+        snapshots.encode_session(s, site_id=site_id, running_total=running_total(rt, s, tariff)),
         snapshots.session_headers(s, traceparent=traceparent),
     )
 

@@ -100,10 +100,9 @@ def a_session_doc(**overrides: Any) -> dict[str, Any]:
         "started_at": "2026-11-28T04:21:16.004Z",
         "stopped_at": None,
         "received_at": "2026-11-28T04:21:16.120Z",
-        "meter_samples": [
-            {"t": "2026-11-28T04:22:16.004Z", "wh": 100},
-            {"t": "2026-11-28T04:23:16.004Z", "wh": 250},
-        ],
+        "sample_count": 2,  # aggregates only: the samples are rows of their own (ADR 015)
+        "first_register": {"at": "2026-11-28T04:22:16.004Z", "wh": 100},
+        "last_register": {"at": "2026-11-28T04:23:16.004Z", "wh": 250},
         "cost": {"amount": "2.35", "currency": "EUR"},
         "seq": 1,
     }

@@ -186,3 +186,87 @@ async def test_a_201_station_sees_the_running_cost_in_transaction_event_response
     # 1 kWh x 0.30 + 1.00 fee = 1.30, x 1.19 = 1.547 -> 1.55 ; 3 kWh: 1.90 x 1.19 = 2.261 -> 2.26
     assert answers[1][2]["totalCost"] == 1.55
     assert answers[2][2]["totalCost"] == 2.26
+
+
+async def _metric(csms: Server, name: str) -> float:
+    import urllib.request
+
+    base = csms.ocpp_url.rsplit("/ocpp", 1)[0].replace("ws://", "http://")
+    text = await asyncio.to_thread(lambda: urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode())
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+async def test_the_201_total_cost_the_apis_cost_and_the_cdr_are_one_price(csms: Any, unique_id: str) -> None:
+    """ADR 015: one arithmetic. A 2.0.1 session crosses a band change (05:00 UTC); the
+    gateway's totalCost of each event, the API's running cost of the active session and the
+    CDR are the same Decimal, and billing finished the sessions processor's accumulator."""
+    import json as _json
+    from decimal import Decimal
+
+    import aiohttp
+
+    from tests.e2e.conftest import basic
+
+    password = await csms.register_station(unique_id)
+    tariff = {"id": f"ONE-{unique_id}", "currency": "EUR", "price_per_kwh": "0.30", "price_per_minute": "0",
+              "session_fee": "1.00", "idle_fee_per_minute": "0", "idle_grace_minutes": 0, "tax_rate": "0.19",
+              "bands": [{"start": "05:00", "end": "06:00", "price_per_kwh": "0.50"}], "default": False}
+    await csms.api("POST", "/api/v1/tariffs", tariff, expect=201)
+    await csms.api("PATCH", f"/api/v1/stations/{unique_id}", {"tariff_id": tariff["id"]}, expect=200)
+    tx = f"ONE{unique_id}"
+    session_id: str | None = None
+    accumulator_before = await _metric(csms, 'csms_billing_priced_total{path="accumulator"}')
+
+    def event(kind: str, seq: int, ts: str, wh: int) -> list[Any]:
+        return [2, f"te{seq}", "TransactionEvent", {
+            "eventType": kind, "timestamp": ts, "triggerReason": "MeterValuePeriodic", "seqNo": seq,
+            "transactionInfo": {"transactionId": tx}, "evse": {"id": 1, "connectorId": 1},
+            "meterValue": [{"timestamp": ts, "sampledValue": [{"value": wh, "unitOfMeasure": {"unit": "Wh"}}]}],
+        }]
+
+    async def active_cost(wh: int) -> Any:
+        _, body = await csms.api("GET", f"/api/v1/sessions?station_id={unique_id}", expect=200)
+        items = [s for s in body["items"] if s["transaction_id"] == tx and s["energy_wh"] == wh - 1000]
+        return items[0] if items and items[0]["cost"] is not None else None
+
+    total_costs: list[Decimal] = []
+    api_costs: list[Decimal] = []
+    frames = [
+        event("Started", 0, "2026-11-28T04:59:00.000Z", 1000),
+        event("Updated", 1, "2026-11-28T04:59:40.000Z", 2000),
+        event("Updated", 2, "2026-11-28T05:00:20.000Z", 4000),
+        event("Ended", 3, "2026-11-28T05:00:50.000Z", 5000),
+    ]
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"{csms.ocpp_url}/{unique_id}", protocols=("ocpp2.0.1",),
+                                   headers={"Authorization": basic(unique_id, password)})
+        for frame in frames:
+            await ws.send_str(_json.dumps(frame))
+            answer = _json.loads((await ws.receive()).data)
+            if "totalCost" in answer[2]:
+                total_costs.append(Decimal(str(answer[2]["totalCost"])))
+            if frame[3]["eventType"] == "Updated":  # the API's running price of the active session, now
+                wh = frame[3]["meterValue"][0]["sampledValue"][0]["value"]
+                view = await wait_for(lambda wh=wh: active_cost(wh))
+                assert view is not None, csms.log()[-3000:]
+                session_id = view["id"]
+                api_costs.append(Decimal(view["cost"]["incl_tax"]["amount"]))
+        await ws.close()
+
+    assert session_id is not None
+    cdrs = await wait_for(lambda: cdrs_of(csms, session_id))
+    assert len(cdrs) == 1, csms.log()[-3000:]
+    cdr_total = Decimal(cdrs[0]["total_cost_incl_tax"]["amount"])
+    # Updated 1: 1 kWh x 0.30 + 1.00 = 1.30 -> 1.547 -> 1.55; Updated 2: register 3000 at
+    # 05:00 (interpolated): 2 kWh x 0.30 + 1 kWh x 0.50 + 1.00 = 2.10 -> 2.499 -> 2.50;
+    # Ended: 2 kWh x 0.30 + 2 kWh x 0.50 + 1.00 = 2.60 -> 3.094 -> 3.09
+    assert total_costs == [Decimal("1.55"), Decimal("2.50"), Decimal("3.09")]
+    assert api_costs == total_costs[:2]
+    assert cdr_total == total_costs[-1]
+    assert [line["kwh"] for line in cdrs[0]["breakdown"]["lines"]] == ["2.000", "2.000"]
+    _, view = await csms.api("GET", f"/api/v1/sessions/{session_id}", expect=200)
+    assert Decimal(view["cost"]["incl_tax"]["amount"]) == cdr_total and view["cost"]["final"] is True
+    assert await _metric(csms, 'csms_billing_priced_total{path="accumulator"}') >= accumulator_before + 1
+    # billing finished the sessions processor's accumulator (no re-pricing from the samples)
+    line = next(x for x in csms.log().splitlines() if f"CDR {cdrs[0]['id']} " in x)
+    assert "priced_from=accumulator" in line, line

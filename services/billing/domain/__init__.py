@@ -1,4 +1,4 @@
-"""Pure billing domain: money, tariffs, pricing, CDRs. Standard library only."""
+"""Pure billing domain: money, tariffs, pricing (and its running accumulator, ADR 015), CDRs. Standard library only."""
 
 from .cdr import (
     REASON_HOLD_RELEASED,
@@ -31,6 +31,21 @@ from .pricing import (
     breakdown_to_dict,
     price_session,
 )
+from .running import (
+    PriceAccumulator,
+    RunningUsage,
+    StaleAccumulator,
+    accumulator_from_dict,
+    accumulator_from_pb,
+    accumulator_matches,
+    accumulator_to_dict,
+    accumulator_to_pb,
+    advance_price,
+    finish_price,
+    fold_price,
+    open_price,
+    tariff_fingerprint,
+)
 from .tariff import Tariff, TariffBand, TariffError, band_segments, tariff_from_dict, tariff_to_dict
 
 __all__ = [
@@ -48,11 +63,20 @@ __all__ = [
     "InputDigests",
     "Money",
     "PreviousCdr",
+    "PriceAccumulator",
     "PriceBreakdown",
+    "RunningUsage",
+    "StaleAccumulator",
     "SessionUsage",
     "Tariff",
     "TariffBand",
     "TariffError",
+    "accumulator_from_dict",
+    "accumulator_from_pb",
+    "accumulator_matches",
+    "accumulator_to_dict",
+    "accumulator_to_pb",
+    "advance_price",
     "band_segments",
     "breakdown_to_dict",
     "cdr_hold_reasons",
@@ -60,6 +84,9 @@ __all__ = [
     "cdr_to_dict",
     "cdr_to_ocpi",
     "decide_cdr",
+    "finish_price",
+    "fold_price",
+    "open_price",
     "input_digests",
     "is_billable_status",
     "minor_units",
@@ -67,6 +94,7 @@ __all__ = [
     "quantum",
     "refusal",
     "round_amount",
+    "tariff_fingerprint",
     "tariff_from_dict",
     "tariff_to_dict",
     "tariff_to_ocpi",

@@ -15,7 +15,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Protocol
 
 from .money import PRICING_CONTEXT, Money
-from .pricing import MAX_PRICED_DURATION, PriceBreakdown, SessionUsage, breakdown_to_dict, iso_utc_ms, price_session
+from .pricing import MAX_PRICED_DURATION, PriceBreakdown, SessionUsage, breakdown_to_dict, iso_utc_ms
+from .running import PriceAccumulator, RunningUsage, finish_price, metering_digest_input, usage_accumulator
 from .tariff import Tariff
 
 __all__ = [
@@ -42,13 +43,15 @@ REASON_LATE_METER_VALUE = "late_meter_value"
 REASON_TARIFF_CHANGE = "tariff_change"
 REASON_CORRECTION = "correction"
 REASON_HOLD_RELEASED = "hold_released"  # same content as a held CDR, now exportable
-_FINGERPRINT_VERSION = "cdrfp1"  # bump if the canonical form below changes
+# bump if the canonical form below changes (cdrfp2, ADR 015: the metering part is the
+# folded register, so the accumulator path and the samples path fingerprint alike)
+_FINGERPRINT_VERSION = "cdrfp2"
 
 
 @dataclass(frozen=True)
 class InputDigests:
     """Digests of the three groups of pricing inputs. The fingerprint spells all
-    three out ("cdrfp1-<tariff>-<timing>-<metering>", 64 bits each), so a stored
+    three out ("cdrfp2-<tariff>-<timing>-<metering>", 64 bits each), so a stored
     fingerprint alone is enough to tell what changed in a later version."""
 
     tariff: str
@@ -116,19 +119,48 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _exceeds(usage: SessionUsage, max_duration: timedelta) -> bool:
+Usage = SessionUsage | RunningUsage  # samples, or the sessions processor's accumulator (ADR 015)
+
+
+def _exceeds(usage: Usage, max_duration: timedelta) -> bool:
     return usage.stopped_at is not None and usage.stopped_at - usage.started_at > max_duration
 
 
+def _register(tariff: Tariff, usage: Usage, max_duration: timedelta) -> tuple[PriceAccumulator, int | None]:
+    """The folded register and the end reading pricing uses."""
+    if isinstance(usage, RunningUsage):
+        return usage.acc, usage.end_wh
+    return usage_accumulator(tariff, usage, max_duration=max_duration), usage.meter_stop_wh
+
+
+def _breakdown(
+    tariff: Tariff, usage: Usage, acc: PriceAccumulator, end_wh: int | None, now: datetime, max_duration: timedelta
+) -> PriceBreakdown:
+    return finish_price(
+        acc, tariff, now=now, stopped_at=usage.stopped_at, charging_ended_at=usage.charging_ended_at,
+        end_wh=end_wh, max_duration=max_duration,
+    )
+
+
 def input_digests(
-    session_id: str, station_id: str, tariff: Tariff, usage: SessionUsage,
+    session_id: str, station_id: str, tariff: Tariff, usage: Usage,
     max_duration: timedelta = MAX_PRICED_DURATION,
 ) -> InputDigests:
     """Digests of everything that determines a CDR's content (not `now`, not the
-    tariff's `default` flag). Usage is compared in normalised form: samples sorted
-    and de-duplicated, charging end defaulted to the stop time. The pricing bound
-    `max_duration` is part of the timing only for a session longer than it (the only
-    case where it changes the content), so ordinary fingerprints do not depend on it."""
+    tariff's `default` flag). Timing is compared in normalised form (charging end
+    defaulted to the stop time); metering as the folded register (opening, high-water
+    mark, the register at each band transition, the end reading), which is the same
+    whether it comes from the samples or from the sessions processor's accumulator. The
+    pricing bound `max_duration` is part of the timing only for a session longer than it
+    (the only case where it changes the content), so ordinary fingerprints do not depend on it."""
+    acc, end_wh = _register(tariff, usage, max_duration)
+    return _digests(session_id, station_id, tariff, usage, acc, end_wh, max_duration)
+
+
+def _digests(
+    session_id: str, station_id: str, tariff: Tariff, usage: Usage, acc: PriceAccumulator, end_wh: int | None,
+    max_duration: timedelta,
+) -> InputDigests:
     tariff_part = {k: v for k, v in _canonical(tariff).items() if k != "default"}
     effective_charging_end = usage.charging_ended_at if usage.charging_ended_at is not None else usage.stopped_at
     timing: list[Any] = [session_id, station_id, usage.started_at, usage.stopped_at, effective_charging_end]
@@ -137,7 +169,7 @@ def input_digests(
     return InputDigests(
         tariff=_digest(tariff_part),
         timing=_digest(timing),
-        metering=_digest([usage.meter_start_wh, usage.meter_stop_wh, usage.energy_samples]),
+        metering=_digest(metering_digest_input(acc, end_wh, max_duration)),
     )
 
 
@@ -145,7 +177,7 @@ def cdr_id(session_id: str, version: int) -> str:
     return f"{session_id}-v{version}"
 
 
-def _reason(previous: PreviousCdr, usage: SessionUsage, digests: InputDigests, reason_hint: str | None) -> str:
+def _reason(previous: PreviousCdr, usage: Usage, digests: InputDigests, reason_hint: str | None) -> str:
     if previous.stopped_at != usage.stopped_at:
         return REASON_LATE_STOP
     before = InputDigests.parse(previous.inputs_fingerprint)
@@ -161,7 +193,7 @@ def decide_cdr(
     session_id: str,
     station_id: str,
     tariff: Tariff,
-    usage: SessionUsage,
+    usage: Usage,
     now: datetime,
     reason_hint: str | None = None,
     *,
@@ -174,18 +206,22 @@ def decide_cdr(
     changed -> "late_meter_value"; tariff changed -> "tariff_change"; otherwise
     `reason_hint` or "correction". The first CDR is always "initial".
     Time-based components are priced over at most `max_duration` (see `price_session`).
+    `usage` is a `SessionUsage` (samples, folded here) or a `RunningUsage` (the sessions
+    processor's accumulator, finished as it is): the same inputs give the same fingerprint
+    and the same CDR either way.
     """
     if usage.stopped_at is None:
         raise ValueError("a CDR needs a stopped session (usage.stopped_at is None)")
     if previous is not None and previous.session_id != session_id:
         raise ValueError(f"previous CDR belongs to session {previous.session_id!r}, not {session_id!r}")
-    digests = input_digests(session_id, station_id, tariff, usage, max_duration)
+    acc, end_wh = _register(tariff, usage, max_duration)
+    digests = _digests(session_id, station_id, tariff, usage, acc, end_wh, max_duration)
     fingerprint = digests.fingerprint
     if previous is not None and previous.inputs_fingerprint == fingerprint:
         return None
     version = 1 if previous is None else previous.version + 1
     reason = REASON_INITIAL if previous is None else _reason(previous, usage, digests, reason_hint)
-    breakdown = price_session(tariff, usage, now, max_duration=max_duration)
+    breakdown = _breakdown(tariff, usage, acc, end_wh, now, max_duration)
     return Cdr(
         id=cdr_id(session_id, version),
         session_id=session_id,

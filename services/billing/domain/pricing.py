@@ -8,6 +8,24 @@ Energy is attributed to bands by linear interpolation of the cumulative
 energy register between samples (uniformly over the charging time when there
 are none); time by exact microseconds spent in each band.
 
+`price_session` is the fold of the running price (ADR 015,
+services/billing/domain/running.py): `open_price` at (started_at, meter_start_wh),
+`advance_price` with each sample in time order, `finish_price` with the stop
+register. A full recomputation and the incremental path (sessions processor, API,
+the gateway's 2.0.1 totalCost) are therefore the same arithmetic. The rules at the
+edges, since ADR 015:
+- the register is the running maximum of the samples after the start (a sample
+  below an earlier one is clamped up); samples at or before the start never count;
+- the energy is `meter_stop_wh - meter_start_wh`, else the highest sample minus
+  the start; an end below the start prices 0 energy, and an end below a sample is
+  `suspect` too: the band shares above the end are lowered to it (samples above
+  meterStop no longer bend the interpolation below it);
+- samples after the charging end are folded in like any other: they place the band
+  transitions they straddle; what the register rose after the charging end (or
+  after the `max_duration` cap) goes to the last priced line; a band transition
+  after the last sample takes the register interpolated from it to (charging end,
+  end register).
+
 Pricing work is bounded whatever the timestamps (a station clock in 1970 once
 made a 10 kWh charge cost 299,368.82 EUR in a 10.6 MB breakdown): time-based
 components (per-minute and idle) are priced over at most `max_duration` from the
@@ -22,14 +40,13 @@ any time zone cannot overflow.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
 from .money import PRICING_CONTEXT, Money
-from .tariff import Tariff, band_segments
+from .tariff import Tariff
 
 __all__ = [
     "EnergySample",
@@ -177,143 +194,29 @@ class PriceBreakdown:
         return self.total_incl_tax - self.total_excl_tax
 
 
-class _Register:
-    """Piecewise-linear cumulative energy register over time (µs -> Wh)."""
-
-    def __init__(self, points: list[tuple[int, Decimal]]) -> None:
-        self._times = [t for t, _ in points]
-        self._values = [v for _, v in points]
-
-    def at(self, us: int) -> Decimal:
-        ts, vs = self._times, self._values
-        if us <= ts[0]:
-            return vs[0].quantize(_WH_RESOLUTION)
-        if us >= ts[-1]:
-            return vs[-1].quantize(_WH_RESOLUTION)
-        i = bisect_right(ts, us)
-        t0, t1, v0, v1 = ts[i - 1], ts[i], vs[i - 1], vs[i]
-        return (v0 + (v1 - v0) * (us - t0) / (t1 - t0)).quantize(_WH_RESOLUTION)
-
-
-def _register(usage: SessionUsage, start: datetime, end: datetime, end_wh: int) -> tuple[_Register, bool]:
-    """Monotone register from meter start to `end_wh`; True if samples had to be clamped."""
-    points: list[tuple[int, Decimal]] = [(_us(start), Decimal(usage.meter_start_wh))]
-    running, clamped = usage.meter_start_wh, False
-    for t, v in usage.energy_samples:
-        if start < t < end:
-            fixed = min(max(v, running), end_wh)
-            clamped = clamped or fixed != v
-            running = fixed
-            points.append((_us(t), Decimal(fixed)))
-    points.append((_us(end), Decimal(end_wh)))
-    return _Register(points), clamped
-
-
-def _end_register(usage: SessionUsage) -> int:
-    if usage.meter_stop_wh is not None:
-        return usage.meter_stop_wh
-    if usage.energy_samples:
-        return usage.energy_samples[-1][1]
-    return usage.meter_start_wh
-
-
 def price_session(
     tariff: Tariff, usage: SessionUsage, now: datetime, *, max_duration: timedelta = MAX_PRICED_DURATION
 ) -> PriceBreakdown:
     """Price a session; an active one (stopped_at None) is priced up to `now`.
 
     Time-based components cover at most `max_duration` (> 0) from the start; energy is
-    always priced in full."""
+    always priced in full. The same arithmetic as the running price (ADR 015):
+    `open_price` at (started_at, meter_start_wh), `advance_price` over the sorted samples,
+    `finish_price` with the stop register (services/billing/domain/running.py)."""
+    from .running import finish_price, usage_accumulator  # running builds on this module
+
     now = _aware_utc(now, "now")
     if not isinstance(max_duration, timedelta) or max_duration <= timedelta(0):
         raise ValueError(f"max_duration must be a positive timedelta, got {max_duration!r}")
-    with localcontext(PRICING_CONTEXT):
-        return _price(tariff, usage, now, max_duration)
-
-
-def _price(tariff: Tariff, usage: SessionUsage, now: datetime, max_duration: timedelta) -> PriceBreakdown:
-    cur = tariff.currency
-    start = _within_range(usage.started_at)
-    session_end = max(_within_range(usage.stopped_at if usage.stopped_at is not None else now), start)
-    charging_end = usage.charging_ended_at if usage.charging_ended_at is not None else session_end
-    charging_end = min(max(_within_range(charging_end), start), session_end)
-    # The bound: time is priced up to `priced_until` at most (no overflow: only when it is
-    # before session_end).
-    capped = session_end - start > max_duration
-    priced_until = start + max_duration if capped else session_end
-    priced_charging_end = min(charging_end, priced_until)
-
-    end_wh = _end_register(usage)
-    suspect = end_wh < usage.meter_start_wh
-    if suspect:
-        end_wh = usage.meter_start_wh
-    energy_wh = end_wh - usage.meter_start_wh
-    register, clamped = _register(usage, start, charging_end, end_wh)
-    suspect = suspect or clamped
-
-    lines: list[BandLine] = []
-    energy_num = time_num = Decimal(0)
-    segments = band_segments(tariff, start, priced_charging_end)
-    charging_end_us = _us(charging_end)
-    for i, seg in enumerate(segments):
-        a, b = _us(seg.start), _us(seg.end)
-        # The last line also takes what the register rose after the cap (none if uncapped).
-        b_wh = charging_end_us if i == len(segments) - 1 else b
-        wh = register.at(b_wh) - register.at(a) if b_wh > a else Decimal(energy_wh)
-        p_kwh, p_min = tariff.energy_price(seg.band_index), tariff.time_price(seg.band_index)
-        energy_num += wh * p_kwh
-        time_num += (b - a) * p_min
-        lines.append(
-            BandLine(
-                label=tariff.band_label(seg.band_index),
-                band_index=seg.band_index,
-                started_at=seg.start,
-                ended_at=seg.end,
-                energy_wh=wh,
-                seconds=Decimal(b - a) / 1_000_000,
-                price_per_kwh=p_kwh,
-                price_per_minute=p_min,
-                energy_cost=Money(wh * p_kwh / _WH_PER_KWH, cur),
-                time_cost=Money((b - a) * p_min / _US_PER_MINUTE, cur),
-            )
-        )
-
-    parking_us = _us(priced_until) - _us(priced_charging_end)
-    idle_us = max(0, parking_us - tariff.idle_grace_minutes * _US_PER_MINUTE)
-    energy_cost = Money(energy_num / _WH_PER_KWH, cur)
-    time_cost = Money(time_num / _US_PER_MINUTE, cur)
-    idle_cost = Money(idle_us * tariff.idle_fee_per_minute / _US_PER_MINUTE, cur)
-    session_fee = Money(tariff.session_fee, cur)
-
-    subtotal = energy_cost + time_cost + idle_cost + session_fee
-    clamp: str | None = None
-    if tariff.min_price is not None and subtotal.amount < tariff.min_price:
-        subtotal, clamp = Money(tariff.min_price, cur), "min"
-    elif tariff.max_price is not None and subtotal.amount > tariff.max_price:
-        subtotal, clamp = Money(tariff.max_price, cur), "max"
-    tax = subtotal * tariff.tax_rate
-
-    return PriceBreakdown(
-        currency=cur,
-        energy_wh=energy_wh,
-        energy_cost=energy_cost,
-        time_cost=time_cost,
-        idle_cost=idle_cost,
-        session_fee=session_fee,
-        subtotal=subtotal,
-        tax=tax,
-        total_excl_tax=subtotal.rounded(),
-        total_incl_tax=(subtotal + tax).rounded(),
-        tax_rate=tariff.tax_rate,
-        lines=tuple(lines),
-        charging_seconds=Decimal(_us(priced_charging_end) - _us(start)) / 1_000_000,
-        parking_seconds=Decimal(parking_us) / 1_000_000,
-        idle_seconds=Decimal(idle_us) / 1_000_000,
-        charging_ended_at=priced_charging_end,
-        priced_until=priced_until,
-        suspect=suspect,
-        clamp=clamp,
-        capped=capped,
+    acc = usage_accumulator(tariff, usage, max_duration=max_duration)
+    return finish_price(
+        acc,
+        tariff,
+        now=now,
+        stopped_at=usage.stopped_at,
+        charging_ended_at=usage.charging_ended_at,
+        end_wh=usage.meter_stop_wh,
+        max_duration=max_duration,
     )
 
 

@@ -33,7 +33,7 @@ from services.gateway.actions.common import (
     token_status,
 )
 from services.gateway.actions.meter import first_register_wh, last_register_wh, samples_201, station_time
-from services.gateway.running_cost import running_total_cost
+from services.gateway.running_cost import RunningCosts, running_total_cost
 from services.gateway.context import CallContext
 
 __all__ = ["HANDLERS", "HANDLERS_21", "transaction_event_response"]
@@ -140,17 +140,12 @@ async def transaction_event(ctx: CallContext, p: dict) -> dict:
     await ctx.publish(body, at)
     cost = None
     if ctx.settings.extra.get("running_cost", True) and at is not None:
-        # The start as this connection saw it; after a reconnect the sessions document has it.
-        starts = ctx.state.attributes.setdefault("tx_starts", {})
-        if event_type == "Started":
-            if len(starts) < 16:
-                starts[info["transactionId"]] = (at, body.meter_start_wh)
-        else:
-            known = starts.pop(info["transactionId"], None) if event_type == "Ended" else starts.get(info["transactionId"])
-            cost = await running_total_cost(
-                ctx.store, ctx.station_id, info["transactionId"], event_type, common["samples"], at, known,
-                max_span=timedelta(hours=ctx.settings.session_max_duration_h),
-            )
+        # This connection's price accumulators; after a reconnect the sessions document seeds them.
+        costs = ctx.state.attributes.setdefault("tx_costs", RunningCosts())
+        cost = await running_total_cost(
+            ctx.store, ctx.station_id, info["transactionId"], event_type, common["samples"], at, costs,
+            max_span=timedelta(hours=ctx.settings.session_max_duration_h),
+        )
     return transaction_event_response(status, cost)
 
 

@@ -1,105 +1,160 @@
-"""Charging sessions as a pure projection of normalized station events.
+"""Charging sessions as a pure projection of normalized station events (ADR 007, ADR 015).
 
-`apply(session, envelope, now, rules)` folds one event into a session. The state is a
-set of *facts*, each merged with a commutative, idempotent rule, plus fields *derived*
-from those facts (status, energy, orphan, suspect, hold, charging end, seq gaps). So:
+`apply(session, envelope, now, rules, ...)` folds one event into a session and returns a
+`Step`. The state is a set of *facts*, each merged with a commutative, idempotent rule,
+plus bounded *aggregates* of the session's meter samples, plus fields *derived* from both
+(status, energy, orphan, suspect, hold, charging end, seq gaps). The samples themselves
+are not part of the state: they are appended to their own store (`Step.new_samples`),
+and nothing in a session grows with its length. So:
 
-- the same event applied twice leaves the session identical (same `version`);
-- any permutation (and duplication) of a session's events ends in the same facts,
-  hence the same energy, status, stopped_at, ... (only `version`/`updated_at`,
-  which count and date the real changes, depend on arrival order).
+- the same event applied twice leaves the session identical (same object, same version);
+- any permutation (and duplication) of a session's events ends in the same facts and
+  aggregates, hence the same energy, status, stopped_at, ... (only `version`,
+  `updated_at` and `applied`, which count, date and locate the real changes, depend on
+  arrival order) — provided the caller rebuilds when a step asks for it (below).
 
-Merge rules (see docs/adr/007-sessions-model.md and docs/plausibility.md):
+Merge rules of the facts (see docs/adr/007-sessions-model.md and docs/plausibility.md):
 - identity: uuid5(station id, transaction id); a 1.6 stop with transactionId "-1"
   gets an identity of its own from its business key (timestamp, meterStop).
-- 2.0.1 idempotency key (transactionId, seqNo): an already seen seqNo is a no-op.
+- idempotency: `position` (partition, offset) at or below `applied` is a redelivery;
+  2.0.1 (transactionId, seqNo): an already seen seqNo is a no-op (seen seqNos are kept
+  as ranges, at most `MAX_SEQ_RANGES`).
 - order key = (seqNo, effective time): the start, the end, the id token (first
   non-empty), the authorization (of the start) and the evse/connector (first one
   naming a connector, else first non-zero evse) come from the lowest key. 1.6 Start
   has seqNo 0 and Stop `SEQ_NO_LAST_16`; MeterValues rank after both.
 - effective time: the station time, unless it is before `rules.clock_floor` or more
   than `rules.clock_max_ahead` after the CSMS receive time; then the receive time
-  (the station time is kept in station_started_at / station_stopped_at) and the
-  sticky flag "clock_before_floor" / "clock_ahead" (`clock_suspect`). Sample
-  timestamps likewise, against their envelope's receive time.
+  (the station time is kept in station_started_at / station_stopped_at, and in a
+  sample's `station_time`) and the sticky flag "clock_before_floor" / "clock_ahead"
+  (`clock_suspect`).
 - received_at = earliest CSMS receive time.
-- samples: union, one per (timestamp, measurand, phase) (a usable value wins over an
-  unusable one, then the larger value), bounded by `MAX_SAMPLES` by thinning to the
-  first and last sample of aligned time buckets (1 min, ... 1 day, whole session);
-  the level never goes down. Unusable values (not finite, out of range, or forwarded
-  by the gateway in `raw_value`) are kept with value 0 and their text.
-- `excluded` (derived per sample): unusable value, negative energy reading, an energy
-  register in another unit than Wh, or a register jump beyond
-  `rules.meter_max_power_kw` x elapsed time (+ one minute at that power) from the last
-  kept reading. Excluded samples never count as energy.
-- energy: see `_energy`; samples count only inside [started_at, stopped_at] ±
-  `WINDOW_SLACK` (bounds used when known), so a late MeterValues after the end
-  changes energy only if it is a register reading inside the session window.
 - abandoned: a SessionAbandoned (decided by the CSMS, see lifecycle.py) sets
   abandoned_at / abandon_reason (the earliest (time, reason) wins); status is derived:
   an end → "completed", else abandoned → "abandoned", else "active".
 - hold: duration over `rules.max_duration`, energy over `rules.max_energy_wh`, or a
   suspect clock: the CDR is held back from export.
 
-Nothing here raises on a schema-valid event: absurd numbers and times are flagged, and
-all time arithmetic saturates at the ends of `datetime`'s range.
+Samples and their aggregates (ADR 015). A sample's key is (timestamp, measurand, phase);
+on a conflict a usable value beats an unusable one, then the larger value. Each
+(measurand, phase) *series* keeps its earliest and its latest sample (the high-water
+mark). The judgement, the same code in `apply` (incrementally) and in `rebuild` (one fold
+over all samples in key order):
+- `excluded`: unusable value (not finite, out of range, or forwarded by the gateway in
+  `raw_value`: kept with value 0 and its text), negative energy reading, an energy
+  register in another unit than Wh, or a register jump beyond `rules.max_rise_wh(elapsed)`
+  from the last kept reading of its series (per phase; the total series starts from a
+  trusted meterStart at started_at) inside the session window.
+- the window is [started_at − WINDOW_SLACK, stopped_at + WINDOW_SLACK] (bounds used when
+  known): register readings outside it are stored but neither judged nor counted.
+- aggregates: sample and excluded counts, first/last sample time, per register phase the
+  first and last kept reading in the window (energy needs no more), peak power, the
+  running price accumulator (services/billing/domain/running.py) advanced with the kept
+  total-register readings.
+A sample later than its series' latest is judged against the aggregates: O(1); so is one
+earlier than its whole series when no other judgement changes (the Transaction.Begin
+reading a 1.6 StopTransaction repeats). Anything that would change an earlier judgement
+sets `Step.rebuild` with a reason ("out_of_order": a sample between its series' earliest
+and latest that is not a repeat of either; "conflict": the key of either with a value
+that wins the conflict; "window": a start or stop moving the window over stored register
+readings; "anchor": a trusted meterStart (or the price's opening point) changed while
+readings were judged from it; "price": a tariff to open the accumulator with, and
+readings already past its opening). The caller appends `new_samples` to the store, reads
+all the session's samples and calls `rebuild`. In-order traffic (Started, MeterValues,
+Updated, Ended after the last sample) never rebuilds, and a station re-sending its last
+MeterValues (or a value losing to the stored one) is a no-op.
 
-Times are truncated to milliseconds on the way in, so a session survives the
-round trip through its ISO 8601 document unchanged.
+Energy (`_energy`): meterStart/meterStop delta when both are usable and plausible; else
+on the total register series (meterStop or last kept) − (meterStart or first kept); else
+the sum over phases of (last − first); else 0. Rounded half up; never negative.
+
+Nothing here raises on a schema-valid event: absurd numbers and times are flagged, and
+all time arithmetic saturates at the ends of `datetime`'s range. Times are truncated to
+milliseconds on the way in, so a session survives the round trip through its ISO 8601
+document unchanged.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from services.billing.domain.running import (
+    PriceAccumulator,
+    accumulator_from_dict,
+    accumulator_to_dict,
+    advance_price,
+    open_price,
+    tariff_fingerprint,
+)
 from services.common import events as ev
 from services.common.decimals import bounded
+from services.common.store.port import MeterRow
 from services.common.timeutil import parse_ocpp, to_ocpp
+
+if TYPE_CHECKING:
+    from services.billing.domain.tariff import Tariff
 
 __all__ = [
     "Sample",
+    "SeriesMark",
+    "RegisterSeries",
     "Session",
+    "Step",
     "OrderKey",
     "Plausibility",
     "RemoteStart",
     "DEFAULT_RULES",
     "apply",
+    "rebuild",
+    "judge_samples",
+    "kept_register_readings",
+    "event_samples",
+    "legacy_samples",
+    "sample_to_row",
+    "sample_from_row",
+    "sample_key",
+    "sample_winners",
+    "seq_seen",
     "session_id",
     "session_ref",
     "is_session_event",
     "session_to_doc",
     "session_from_doc",
     "effective_time",
-    "MAX_SAMPLES",
     "FUTURE_TOLERANCE",
     "WINDOW_SLACK",
     "UNKNOWN_TRANSACTION_IDS",
     "CLOCK_REASONS",
+    "REBUILD_REASONS",
+    "MAX_SEQ_RANGES",
+    "MAX_IDLE_MARKS",
 ]
 
 UTC = timezone.utc
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIN = datetime.min.replace(tzinfo=UTC)
 _MAX = datetime.max.replace(tzinfo=UTC)
 SESSION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:csms:sessions:v1")
-MAX_SAMPLES = 2000
 FUTURE_TOLERANCE = timedelta(minutes=5)  # the default of CSMS_CLOCK_MAX_AHEAD_S
 WINDOW_SLACK = timedelta(seconds=60)
 # A register may rise by one minute at the maximum power on top of power x elapsed time:
 # sample timestamps are often rounded to the minute, and meters report with some lag.
 JUMP_SLACK = timedelta(minutes=1)
-MAX_IDLE_MARKS = 256
+# Non-charging marks kept after the last Charging one: the earliest decide
+# charging_ended_at; in-order streams never need more than the first.
+MAX_IDLE_MARKS = 32
+# Seen seqNo ranges; beyond this (a station skipping seqNos all the time) the lowest
+# range is forgotten (its events would apply again, harmlessly) and seq_gaps stays set.
+MAX_SEQ_RANGES = 64
 UNKNOWN_TRANSACTION_IDS = frozenset({"-1"})
 # Events without a seqNo (1.6 MeterValues) rank after every transaction event.
 _NO_SEQ = 2**31
-# Thinning levels (bucket width in seconds; None = one bucket for the whole session).
-_LEVELS: tuple[int | None, ...] = (0, 60, 300, 900, 3600, 21600, 86400, None)
 _CHARGING = "Charging"
+_POWER = "Power.Active.Import"
 _MAX_SPAN_S = 10**13  # ~300,000 years: larger settings saturate instead of overflowing timedelta
 
 # suspect / hold reasons
@@ -113,8 +168,17 @@ METER_UNIT = "meter_unit"
 HOLD_DURATION = "duration_exceeds_max"
 HOLD_ENERGY = "energy_exceeds_max"
 HOLD_CLOCK = "clock_suspect"
+# rebuild reasons (Step.rebuild; the runtime counts them)
+REBUILD_OUT_OF_ORDER = "out_of_order"
+REBUILD_CONFLICT = "conflict"
+REBUILD_WINDOW = "window"
+REBUILD_ANCHOR = "anchor"
+REBUILD_PRICE = "price"
+REBUILD_REASONS = frozenset({REBUILD_OUT_OF_ORDER, REBUILD_CONFLICT, REBUILD_WINDOW, REBUILD_ANCHOR, REBUILD_PRICE})
 
 OrderKey = tuple[int, datetime]
+Reading = tuple[datetime, float]  # (effective time, value as sent)
+SampleKey = tuple[datetime, str, str]
 _SESSION_BODIES = (
     ev.TransactionStarted, ev.TransactionUpdated, ev.TransactionEnded, ev.MeterValues, ev.SessionAbandoned,
 )
@@ -167,13 +231,40 @@ class RemoteStart:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    timestamp: datetime
+    timestamp: datetime     # effective time (the receive time when the station clock was implausible)
     measurand: str
     value: float
     unit: str = "Wh"
     phase: str = ""
     raw_value: str = ""     # the value as sent when it was not a usable number (value is then 0)
-    excluded: bool = False  # derived: implausible, left out of energy
+    excluded: bool = False  # derived: implausible, left out of energy (never stored as a fact)
+    station_time: datetime | None = None  # as sent, only when it was replaced
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesMark:
+    """The marks of one (measurand, phase) series: its earliest and its latest sample (the
+    high-water mark). A repeat of either is recognised without reading the store."""
+
+    measurand: str
+    phase: str
+    first: Sample
+    last: Sample
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterSeries:
+    """One phase of the energy register (phase "" = the total).
+
+    `seen_first`/`seen_last`: the earliest/latest usable reading, in the window or not
+    (whether a moving window crosses stored readings); `first`/`last`: the first and last
+    kept reading inside the window (energy, and the reference of the jump rule)."""
+
+    phase: str
+    seen_first: datetime
+    seen_last: datetime
+    first: Reading | None = None
+    last: Reading | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +286,7 @@ class Session:
     clock_suspect: bool = False
     hold: bool = False
     hold_reasons: frozenset[str] = frozenset()
+    energy_anchor_wh: int | None = None  # the register energy counts from: trusted meterStart, else the first kept reading
     # facts: start / end (from the lowest-keyed Started / Ended); effective times
     started_at: datetime | None = None
     station_started_at: datetime | None = None  # as sent, only when it was implausible
@@ -219,16 +311,77 @@ class Session:
     # facts: abandoned by the CSMS (earliest (time, reason))
     abandoned_at: datetime | None = None
     abandon_reason: str = ""
-    # facts: charging marks (last "Charging" key, later non-charging keys)
+    # facts: charging marks (last "Charging" key, later non-charging keys, bounded)
     last_charging_key: OrderKey | None = None
     idle_keys: tuple[OrderKey, ...] = ()
     # facts: the rest
     ocpp_version: str = ""
-    samples: tuple[Sample, ...] = ()
-    sample_level: int = 0
-    seen_seq_nos: frozenset[int] = frozenset()
+    seq_ranges: tuple[tuple[int, int], ...] = ()  # seen seqNos, inclusive ranges, sorted, disjoint
+    seq_overflow: bool = False  # seqNo ranges were forgotten (MAX_SEQ_RANGES): seq_gaps stays set
     flags: frozenset[str] = frozenset()  # sticky suspect reasons (implausible clocks)
+    # aggregates of the samples (bounded; recomputed by `rebuild`)
+    sample_count: int = 0
+    excluded_count: int = 0
+    first_sample_at: datetime | None = None
+    last_sample_at: datetime | None = None
+    sample_reasons: frozenset[str] = frozenset()  # suspect reasons the samples give
+    marks: tuple[SeriesMark, ...] = ()  # per (measurand, phase), sorted
+    registers: tuple[RegisterSeries, ...] = ()  # per phase, sorted
+    peak_total_w: float | None = None  # highest total power reading / closed phase-sum group
+    phase_power: tuple[datetime, tuple[tuple[str, float], ...]] | None = None  # latest per-phase power group
+    price: PriceAccumulator | None = None
+    price_basis: tuple[datetime, int] | None = None  # (opened_at, open_wh) the accumulator was opened at
+    # bookkeeping
+    applied: tuple[int, int] | None = None  # the highest csms.events.v1 (partition, offset) applied
     version: int = 0
+
+    @property
+    def first_register(self) -> Reading | None:
+        """(time, Wh) of the first kept total-register reading in the window."""
+        total = _register(self.registers, "")
+        return total.first if total else None
+
+    @property
+    def last_register(self) -> Reading | None:
+        total = _register(self.registers, "")
+        return total.last if total else None
+
+    @property
+    def peak_power_w(self) -> float | None:
+        """Highest Power.Active.Import: a total reading, or the sum of the phases at one time."""
+        group = math.fsum(v for _, v in self.phase_power[1]) if self.phase_power else None
+        values = [v for v in (self.peak_total_w, group) if v is not None]
+        return max(values) if values else None
+
+
+_FIELDS = tuple(f.name for f in fields(Session))
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What `apply` made of one event.
+
+    - `session`: the session after the event (None: not a session event, or an abandon of
+      an unknown session). The same object as the input when nothing changed.
+    - `changed`: the session changed, or may have (a rebuild is asked for).
+    - `new_samples`: the event's samples to append to the store (effective times; repeats
+      of a series' mark are left out). Always complete, even when a rebuild is pending.
+    - `rebuild`: "" or why the session must be rebuilt from ALL its stored samples: append
+      `new_samples`, read the samples, call `rebuild`. Until then `session` holds the merged
+      facts but provisional aggregates; later events of a batch may still be applied to it
+      (their `new_samples` stay complete) and one rebuild at the end suffices."""
+
+    session: Session | None
+    changed: bool
+    new_samples: tuple[Sample, ...] = ()
+    rebuild: str = ""
+
+
+def _register(regs: tuple[RegisterSeries, ...], phase: str) -> RegisterSeries | None:
+    for r in regs:
+        if r.phase == phase:
+            return r
+    return None
 
 
 # -- identity ----------------------------------------------------------------
@@ -267,36 +420,75 @@ def apply(
     rules: Plausibility = DEFAULT_RULES,
     *,
     remote: RemoteStart | None = None,
-) -> Session | None:
-    """Fold one event into its session; None when the event is not about a session (or
-    abandons a session that does not exist). Returns `session` itself (same object) when
-    nothing changed. `remote` is the matching remote start command of an event carrying a
-    remoteStartId, when the caller found one."""
+    tariff: "Tariff | None" = None,
+    position: tuple[int, int] | None = None,
+) -> Step:
+    """Fold one event into its session (see `Step`).
+
+    `remote`: the matching remote start command of an event carrying a remoteStartId,
+    when the caller found one. `tariff`: the tariff that applies to the station now (None:
+    none): opens the price accumulator when the session has none and its opening point is
+    known, advances it when it matches (id and fingerprint), drops it when it does not (or
+    when None is passed). `position`: (partition, offset) of the csms.events.v1 record: at
+    or below `session.applied` on the same partition, the event is a redelivery."""
     ref = session_ref(env)
     if ref is None:
-        return None
+        return Step(None, False)
     sid, tx = ref
     if session is not None and session.id != sid:
         raise ValueError(f"event for session {sid} applied to session {session.id}")
+    if session is not None and position is not None and _redelivered(session.applied, position):
+        return Step(session, False)
     body = env.body
     if isinstance(body, ev.SessionAbandoned) and session is None:
-        return None  # nothing to abandon
+        return Step(None, False)  # nothing to abandon
     seq = None if isinstance(body, (ev.MeterValues, ev.SessionAbandoned)) else int(body.seq_no)
-    if session is not None and seq is not None and seq in session.seen_seq_nos:
-        return session  # idempotency key (transactionId, seqNo)
+    if session is not None and seq is not None and seq_seen(session, seq):
+        return Step(session, False)  # idempotency key (transactionId, seqNo)
     stamp = _ms(now)
     base = session or Session(
         id=sid, station_id=env.station_id, transaction_id=tx, received_at=_ms(env.received_at), updated_at=stamp
     )
+    incoming: list[Sample] = []
     if isinstance(body, ev.SessionAbandoned):
-        merged = _derive(_merge_abandoned(base, env, rules), rules)
+        facts = _merge_abandoned(base, env, rules)
     else:
-        merged = _derive(_merge(base, env, seq, rules, remote), rules)
+        facts, incoming = _merge(base, env, seq, rules, remote)
+    if facts is base:
+        facts = _with(base)
+    # `facts` is a fresh object nobody else holds: the aggregates and the derived fields are
+    # set on it in place (one copy per event; the hot path)
+    merged, new_samples, why = _advance(base, facts, incoming, rules, tariff)
+    _derive(merged, rules)
     if session is None:
-        return replace(merged, version=1, updated_at=stamp)
+        _stamp(merged, 1, stamp, position)
+        return Step(merged, True, new_samples, why)
     if merged == session:
-        return session
-    return replace(merged, version=session.version + 1, updated_at=stamp)
+        return Step(session, bool(why), new_samples, why)
+    _stamp(merged, session.version + 1, stamp, position or session.applied)
+    return Step(merged, True, new_samples, why)
+
+
+_set = object.__setattr__
+
+
+def _with(s: Session, **changes: Any) -> Session:
+    """`dataclasses.replace` without `__init__` (the hot path makes a few per event)."""
+    new = object.__new__(Session)
+    for name in _FIELDS:
+        _set(new, name, changes[name] if name in changes else getattr(s, name))
+    return new
+
+
+def _stamp(s: Session, version: int, updated_at: datetime, applied: tuple[int, int] | None) -> None:
+    """Version, update time and record position of a session object nobody else holds yet."""
+    _set(s, "version", version)
+    _set(s, "updated_at", updated_at)
+    _set(s, "applied", applied)
+
+
+def _redelivered(applied: tuple[int, int] | None, position: tuple[int, int]) -> bool:
+    return applied is not None and applied[0] == position[0] and position[1] <= applied[1]
 
 
 def effective_time(station_time: datetime, received: datetime, rules: Plausibility = DEFAULT_RULES) -> tuple[datetime, str]:
@@ -318,11 +510,14 @@ def _merge_abandoned(s: Session, env: ev.Envelope, rules: Plausibility) -> Sessi
         at = effective_time(env.station_time, env.received_at, rules)[0]
     candidate = (at, body.reason)
     if s.abandoned_at is None or candidate < (s.abandoned_at, s.abandon_reason):
-        return replace(s, abandoned_at=at, abandon_reason=body.reason)
+        return _with(s, abandoned_at=at, abandon_reason=body.reason)
     return s
 
 
-def _merge(s: Session, env: ev.Envelope, seq: int | None, rules: Plausibility, remote: RemoteStart | None) -> Session:
+def _merge(
+    s: Session, env: ev.Envelope, seq: int | None, rules: Plausibility, remote: RemoteStart | None
+) -> tuple[Session, list[Sample]]:
+    """The facts merged, and the event's samples (effective times, one per key, sorted)."""
     body = env.body
     received = _ms(env.received_at)
     raw_st = _station_time(env)
@@ -332,15 +527,13 @@ def _merge(s: Session, env: ev.Envelope, seq: int | None, rules: Plausibility, r
     if env.ocpp_version:
         ch["ocpp_version"] = max(s.ocpp_version, env.ocpp_version)
     if seq is not None:
-        ch["seen_seq_nos"] = s.seen_seq_nos | {seq}
+        ch.update(_seq_add(s, seq))
 
     incoming, sample_reasons = _samples(body.samples, received, rules)  # type: ignore[union-attr]
     flags = {clock_reason} if clock_reason else set()
     flags |= sample_reasons
     if flags - s.flags:
         ch["flags"] = s.flags | flags
-    if incoming:
-        ch["samples"], ch["sample_level"] = _merge_samples(s.samples, incoming, s.sample_level)
 
     as_sent = raw_st if clock_reason else None
     if isinstance(body, ev.TransactionStarted) and (s.start_key is None or key < s.start_key):
@@ -382,7 +575,7 @@ def _merge(s: Session, env: ev.Envelope, seq: int | None, rules: Plausibility, r
     elif state == _CHARGING:
         last = key if s.last_charging_key is None else max(s.last_charging_key, key)
         ch.update(last_charging_key=last, idle_keys=tuple(k for k in s.idle_keys if k > last))
-    return replace(s, **ch)
+    return _with(s, **ch), incoming
 
 
 def _bounded_idle(keys: set[OrderKey]) -> tuple[OrderKey, ...]:
@@ -394,17 +587,62 @@ def _bounded_idle(keys: set[OrderKey]) -> tuple[OrderKey, ...]:
     return tuple(ordered)
 
 
+# -- seqNos as ranges ------------------------------------------------------------
+def seq_seen(s: Session, seq: int) -> bool:
+    """Was an event with this seqNo applied to the session?"""
+    for lo, hi in s.seq_ranges:
+        if lo <= seq <= hi:
+            return True
+        if seq < lo:
+            return False
+    return False
+
+
+def _seq_add(s: Session, seq: int) -> dict[str, Any]:
+    ranges = list(s.seq_ranges)
+    lo, hi = seq, seq
+    kept: list[tuple[int, int]] = []
+    for a, b in ranges:
+        if b < lo - 1 or a > hi + 1:
+            kept.append((a, b))
+        else:
+            lo, hi = min(lo, a), max(hi, b)
+    kept.append((lo, hi))
+    kept.sort()
+    out: dict[str, Any] = {}
+    if len(kept) > MAX_SEQ_RANGES:
+        kept = kept[len(kept) - MAX_SEQ_RANGES:]
+        out["seq_overflow"] = True
+    out["seq_ranges"] = tuple(kept)
+    return out
+
+
+def _seq_gaps(s: Session) -> bool:
+    """A hole in the seen seqNos in [0, max] (1.6's stop sentinel left out)."""
+    if s.seq_overflow:
+        return True
+    ranges: list[tuple[int, int]] = []
+    sentinel = ev.SEQ_NO_LAST_16
+    for lo, hi in s.seq_ranges:
+        if lo <= sentinel <= hi:
+            if lo < sentinel:
+                ranges.append((lo, sentinel - 1))
+            if hi > sentinel:
+                ranges.append((sentinel + 1, hi))
+        else:
+            ranges.append((lo, hi))
+    return bool(ranges) and not (len(ranges) == 1 and ranges[0][0] == 0)
+
+
+# -- derived fields ------------------------------------------------------------------
 def _derive(s: Session, rules: Plausibility) -> Session:
-    samples, sample_reasons = _judge_samples(s, rules)
-    s = replace(s, samples=samples) if samples != s.samples else s
+    """Sets the derived fields on `s` (a fresh object nobody else holds) and returns it."""
     energy, energy_reasons = _energy(s, rules)
-    reasons = set(s.flags) | sample_reasons | energy_reasons
+    reasons = set(s.flags) | s.sample_reasons | energy_reasons
     charging_ended = s.stopped_at
     if s.last_charging_key is not None:
         later = [k for k in s.idle_keys if k > s.last_charging_key]
         charging_ended = min(later)[1] if later else (s.stopped_at if s.end_key else None)
-    nos = {n for n in s.seen_seq_nos if n != ev.SEQ_NO_LAST_16}
-    gaps = bool(nos) and (min(nos) < 0 or len(nos) != max(nos) + 1)
     status = "completed" if s.end_key is not None else "abandoned" if s.abandoned_at is not None else "active"
     clock_suspect = bool(reasons & CLOCK_REASONS)
     hold = set()
@@ -415,20 +653,21 @@ def _derive(s: Session, rules: Plausibility) -> Session:
         hold.add(HOLD_ENERGY)
     if clock_suspect:
         hold.add(HOLD_CLOCK)
-    return replace(
-        s,
-        status=status,
-        orphan=s.start_key is None,
-        energy_wh=energy,
-        suspect_reasons=frozenset(reasons),
-        suspect=bool(reasons),
-        seq_gaps=gaps,
-        charging_ended_at=charging_ended,
-        id_token=s.event_token or s.remote_token,
-        clock_suspect=clock_suspect,
-        hold=bool(hold),
-        hold_reasons=frozenset(hold),
-    )
+    anchor = _trusted_meter_start(s, rules)
+    first = s.first_register
+    _set(s, "status", status)
+    _set(s, "orphan", s.start_key is None)
+    _set(s, "energy_wh", energy)
+    _set(s, "suspect_reasons", frozenset(reasons))
+    _set(s, "suspect", bool(reasons))
+    _set(s, "seq_gaps", _seq_gaps(s))
+    _set(s, "charging_ended_at", charging_ended)
+    _set(s, "id_token", s.event_token or s.remote_token)
+    _set(s, "clock_suspect", clock_suspect)
+    _set(s, "hold", bool(hold))
+    _set(s, "hold_reasons", frozenset(hold))
+    _set(s, "energy_anchor_wh", anchor if anchor is not None else (_round(_dec(first[1])) if first else None))
+    return s
 
 
 def _duration(s: Session) -> timedelta | None:
@@ -438,12 +677,12 @@ def _duration(s: Session) -> timedelta | None:
     if s.end_key is not None and s.stopped_at is not None:
         end: datetime | None = s.stopped_at
     else:
-        ends = [t for t in (s.abandoned_at, s.samples[-1].timestamp if s.samples else None) if t is not None]
+        ends = [t for t in (s.abandoned_at, s.last_sample_at) if t is not None]
         end = max(ends) if ends else None
     return None if end is None else end - s.started_at
 
 
-# -- samples: usability and jumps -----------------------------------------------
+# -- judgement inputs: usability, window, anchor -----------------------------------
 def _is_energy(x: Sample) -> bool:
     """An energy measurand that cannot go below zero (registers, intervals; not *.Net)."""
     return x.measurand.startswith("Energy") and ".Net" not in x.measurand
@@ -460,51 +699,22 @@ def _intrinsic(x: Sample) -> str:
     return ""
 
 
-def _window(s: Session) -> tuple[datetime | None, datetime | None]:
+Window = tuple[datetime | None, datetime | None]
+
+
+def _window(s: Session) -> Window:
     lo = _shift(s.started_at, -WINDOW_SLACK) if s.start_key is not None and s.started_at else None
     hi = _shift(s.stopped_at, WINDOW_SLACK) if s.end_key is not None and s.stopped_at else None
     return lo, hi
 
 
-def _in_window(x: Sample, lo: datetime | None, hi: datetime | None) -> bool:
-    return not ((lo and x.timestamp < lo) or (hi and x.timestamp > hi))
+def _in_window(t: datetime, w: Window) -> bool:
+    lo, hi = w
+    return not ((lo and t < lo) or (hi and t > hi))
 
 
 def _usable_reading(value: int | None) -> bool:
     return value is not None and value >= 0 and bounded(Decimal(value))
-
-
-def _judge_samples(s: Session, rules: Plausibility) -> tuple[tuple[Sample, ...], set[str]]:
-    """The samples with `excluded` decided, and the suspect reasons they give.
-
-    Register jumps: per phase, in time order inside the window, a reading more than
-    `rules.max_rise_wh(elapsed)` above the last kept one is excluded (the total register
-    starts from meterStart at started_at when that is trustworthy)."""
-    reasons: set[str] = set()
-    lo, hi = _window(s)
-    last: dict[str, tuple[datetime, float]] = {}
-    anchor = _trusted_meter_start(s, rules)
-    if anchor is not None and s.started_at is not None:
-        last[""] = (s.started_at, float(anchor))
-    jumps: set[int] = set()
-    for i, x in enumerate(s.samples):  # sorted by timestamp
-        why = _intrinsic(x)
-        if why:
-            reasons.add(why)
-            continue
-        if x.measurand != ev.ENERGY_REGISTER or not _in_window(x, lo, hi):
-            continue
-        prev = last.get(x.phase)
-        if prev is not None and x.value - prev[1] > rules.max_rise_wh(x.timestamp - prev[0]):
-            jumps.add(i)
-            reasons.add(METER_JUMP)
-            continue
-        last[x.phase] = (x.timestamp, x.value)
-    out = tuple(
-        x if x.excluded == (bool(_intrinsic(x)) or i in jumps) else replace(x, excluded=not x.excluded)
-        for i, x in enumerate(s.samples)
-    )
-    return out, reasons
 
 
 def _trusted_meter_start(s: Session, rules: Plausibility) -> int | None:
@@ -524,6 +734,23 @@ def _plausible_delta(s: Session, rules: Plausibility) -> bool:
     return s.meter_stop_wh - s.meter_start_wh <= rules.max_rise_wh(elapsed)
 
 
+def _anchor(s: Session, rules: Plausibility) -> tuple[datetime, int] | None:
+    """Where the total register series starts for the jump rule: (started_at, trusted meterStart)."""
+    start = _trusted_meter_start(s, rules)
+    if start is None or s.start_key is None or s.started_at is None:
+        return None
+    return s.started_at, start
+
+
+def _price_basis(s: Session, rules: Plausibility, first: Reading | None) -> tuple[datetime, int] | None:
+    """The price accumulator's opening point: (started_at, else the first kept total
+    reading's time; trusted meterStart, else the first kept total reading)."""
+    opened = s.started_at if s.start_key is not None and s.started_at is not None else (first[0] if first else None)
+    start = _trusted_meter_start(s, rules) if s.start_key is not None else None
+    open_wh = start if start is not None else (_round(_dec(first[1])) if first else None)
+    return None if opened is None or open_wh is None else (opened, open_wh)
+
+
 # -- energy ------------------------------------------------------------------
 def _energy(s: Session, rules: Plausibility) -> tuple[int, set[str]]:
     """(energy Wh, suspect reasons).
@@ -531,7 +758,8 @@ def _energy(s: Session, rules: Plausibility) -> tuple[int, set[str]]:
     meterStart/meterStop count only when usable (0 <= value < 10^16); both known and
     their delta within the physical bound → the delta; a delta beyond it → "meter_jump"
     and both are left out (energy from the samples alone). Then, on the kept (not
-    excluded) samples inside the window:
+    excluded) register readings inside the window (the aggregates keep the first and
+    last of each phase):
     1. meterStop − meterStart when both are known;
     2. else on the total register series (ENERGY_REGISTER without phase):
        (meterStop or last) − (meterStart or first);
@@ -553,24 +781,19 @@ def _energy(s: Session, rules: Plausibility) -> tuple[int, set[str]]:
             return _round(raw), reasons
         reasons.add(METER_JUMP)
         start = stop = None
-    lo, hi = _window(s)
-    series: dict[str, list[Sample]] = {}
-    for x in s.samples:  # already sorted by timestamp
-        if x.excluded or x.measurand != ev.ENERGY_REGISTER or not _in_window(x, lo, hi):
-            continue
-        series.setdefault(x.phase, []).append(x)
-    total = series.pop("", None)
-    if total:
-        first = Decimal(start) if start is not None else _dec(total[0].value)
-        last = _dec(total[-1].value)
+    total = _register(s.registers, "")
+    phases = [r for r in s.registers if r.phase and r.first is not None and r.last is not None]
+    if total is not None and total.first is not None and total.last is not None:
+        first = Decimal(start) if start is not None else _dec(total.first[1])
+        last = _dec(total.last[1])
         if stop is not None:
-            if Decimal(stop) - last > Decimal(repr(rules.max_rise_wh(_since(s.stopped_at, total[-1].timestamp)))):
+            if Decimal(stop) - last > Decimal(repr(rules.max_rise_wh(_since(s.stopped_at, total.last[0])))):
                 reasons.add(METER_JUMP)  # meterStop far above the last reading: keep the reading
             else:
                 last = Decimal(stop)
         raw = last - first
-    elif series:
-        raw = sum((_dec(v[-1].value) - _dec(v[0].value) for v in series.values()), Decimal(0))
+    elif phases:
+        raw = sum((_dec(r.last[1]) - _dec(r.first[1]) for r in phases), Decimal(0))  # type: ignore[index]
     else:
         return 0, reasons
     if raw < 0:
@@ -590,7 +813,7 @@ def _round(value: Decimal) -> int:
     return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-# -- samples -----------------------------------------------------------------
+# -- samples: one event's, and the aggregates -----------------------------------------
 def _usable_value(m: ev.MeterSample) -> tuple[float, str]:
     """(value, raw text): the value when usable, else (0.0, the text as sent)."""
     if m.raw_value:
@@ -601,58 +824,362 @@ def _usable_value(m: ev.MeterSample) -> tuple[float, str]:
         return 0.0, str(m.value)[:64]
     if not math.isfinite(value) or not bounded(Decimal(repr(value))):
         return 0.0, repr(value)
-    return value, ""
+    return value + 0.0, ""  # -0.0 is 0.0
 
 
 def _samples(raw: Iterable[ev.MeterSample], received: datetime, rules: Plausibility) -> tuple[list[Sample], set[str]]:
+    """An event's samples at their effective times, one per key, in key order."""
     out, reasons = [], set()
     for m in raw:
         at, why = effective_time(m.timestamp, received, rules)
         if why:
             reasons.add(why)
         value, text = _usable_value(m)
-        out.append(Sample(at, m.measurand or ev.ENERGY_REGISTER, value, m.unit, m.phase, raw_value=text))
-    return out, reasons
+        out.append(Sample(
+            at, m.measurand or ev.ENERGY_REGISTER, value, m.unit, m.phase, raw_value=text,
+            station_time=_ms(m.timestamp) if why else None,
+        ))
+    return _one_per_key(out), reasons
 
 
-def _skey(x: Sample) -> tuple[datetime, str, str]:
+def event_samples(env: ev.Envelope, rules: Plausibility = DEFAULT_RULES) -> tuple[Sample, ...]:
+    """The samples an event carries as the session stores them (effective times, one per
+    key, in key order), `excluded` set only where the value itself shows it (unusable,
+    negative energy, a register in another unit): the judgement against the session's
+    other readings is `apply`'s / `judge_samples`'."""
+    raw = getattr(env.body, "samples", ()) or ()
+    out, _ = _samples(raw, _ms(env.received_at), rules)
+    return tuple(replace(x, excluded=True) if _intrinsic(x) else x for x in out)
+
+
+def sample_key(x: Sample) -> SampleKey:
     return (x.timestamp, x.measurand, x.phase)
 
 
-def _rank(x: Sample) -> tuple[bool, float, str, str]:
-    """On a (timestamp, measurand, phase) conflict: usable beats unusable, then the larger value."""
-    return (not _intrinsic(x), x.value, x.unit, x.raw_value)
+def _rank(x: Sample) -> tuple[bool, float, str, str, bool, datetime]:
+    """On a (timestamp, measurand, phase) conflict: usable beats unusable, then the larger
+    value (then the rest, so that only equal samples tie)."""
+    return (not _intrinsic(x), x.value, x.unit, x.raw_value, x.station_time is not None, x.station_time or _MIN)
 
 
-def _merge_samples(existing: tuple[Sample, ...], incoming: list[Sample], level: int) -> tuple[tuple[Sample, ...], int]:
-    pool = {_skey(x): x for x in existing}
-    for x in incoming:
-        cur = pool.get(_skey(x))
+def _one_per_key(samples: Iterable[Sample]) -> list[Sample]:
+    pool: dict[SampleKey, Sample] = {}
+    for x in samples:
+        if x.excluded:
+            x = replace(x, excluded=False)  # derived, never a fact
+        k = sample_key(x)
+        cur = pool.get(k)
         if cur is None or _rank(x) > _rank(cur):
-            pool[_skey(x)] = x
-    values = list(pool.values())
-    while True:
-        thinned = _thin(values, _LEVELS[level])
-        if len(thinned) <= MAX_SAMPLES or level == len(_LEVELS) - 1:
-            return tuple(sorted(thinned, key=_skey)), level
-        level += 1
+            pool[k] = x
+    return [pool[k] for k in sorted(pool)]
 
 
-def _thin(values: list[Sample], width: int | None) -> list[Sample]:
-    """Keep the first and the last sample of each (measurand, phase, aligned bucket).
-    Nested widths make thinning associative: thin(thin(A) ∪ B) == thin(A ∪ B)."""
-    if width == 0:
-        return values
-    buckets: dict[tuple[str, str, int], tuple[Sample, Sample]] = {}
-    for x in values:
-        b = 0 if width is None else (x.timestamp - _EPOCH) // timedelta(seconds=width)
-        k = (x.measurand, x.phase, b)
-        cur = buckets.get(k)
-        if cur is None:
-            buckets[k] = (x, x)
+def sample_winners(stored: Iterable[Sample], new: Iterable[Sample]) -> list[Sample]:
+    """The samples of `new` to write over a store that overwrites by key: one per key, each
+    unless the stored sample with its key wins the conflict rule (usable beats unusable,
+    then the larger value). With it a store holds the same samples in any arrival order;
+    the runtime can use it when it reads the samples for a rebuild anyway."""
+    have = {sample_key(x): x for x in stored}
+    out = []
+    for x in _one_per_key(new):
+        cur = have.get(sample_key(x))
+        if cur is None or _rank(x) > _rank(cur):
+            out.append(x)
+    return out
+
+
+def _stored(x: Sample, mark: Sample) -> bool:
+    """`x` changes nothing next to the stored `mark`: a repeat, or its key with a value losing the conflict."""
+    return x.timestamp == mark.timestamp and _rank(x) <= _rank(mark)
+
+
+def _as_wh(value: float) -> int:
+    return _round(_dec(value))
+
+
+class _Work:
+    """The aggregates while samples are folded in (mutable; `into` freezes them). The
+    one place the judgement happens: `apply` feeds it an event's new samples, `rebuild`
+    all of them in key order."""
+
+    __slots__ = ("marks", "regs", "count", "excluded", "first_at", "last_at", "reasons", "peak", "group",
+                 "price", "basis")
+
+    def __init__(self, s: Session) -> None:
+        self.marks: dict[tuple[str, str], list[Sample]] = {(m.measurand, m.phase): [m.first, m.last] for m in s.marks}
+        self.regs: dict[str, list[Any]] = {r.phase: [r.seen_first, r.seen_last, r.first, r.last] for r in s.registers}
+        self.count, self.excluded = s.sample_count, s.excluded_count
+        self.first_at, self.last_at = s.first_sample_at, s.last_sample_at
+        self.reasons = set(s.sample_reasons)
+        self.peak = s.peak_total_w
+        self.group: tuple[datetime, dict[str, float]] | None = (
+            (s.phase_power[0], dict(s.phase_power[1])) if s.phase_power else None
+        )
+        self.price, self.basis = s.price, s.price_basis
+
+    def into(self, s: Session) -> Session:
+        """Sets the aggregates on `s` (a fresh object nobody else holds) and returns it."""
+        _set(s, "sample_count", self.count)
+        _set(s, "excluded_count", self.excluded)
+        _set(s, "first_sample_at", self.first_at)
+        _set(s, "last_sample_at", self.last_at)
+        _set(s, "sample_reasons", frozenset(self.reasons))
+        _set(s, "marks", tuple(SeriesMark(m, p, fl[0], fl[1]) for (m, p), fl in sorted(self.marks.items())))
+        _set(s, "registers", tuple(RegisterSeries(p, *v) for p, v in sorted(self.regs.items())))
+        _set(s, "peak_total_w", self.peak)
+        _set(s, "phase_power", (self.group[0], tuple(sorted(self.group[1].items()))) if self.group else None)
+        _set(s, "price", self.price)
+        _set(s, "price_basis", self.basis)
+        return s
+
+    def sync_price(self, facts: Session, rules: Plausibility, tariff: "Tariff | None") -> str:
+        """Drop an accumulator of another tariff (or when no tariff applies); open one when a
+        tariff applies and the opening point is known, unless kept readings are already past
+        it (then only a rebuild can fold them: "price")."""
+        if self.price is not None and (
+            tariff is None
+            or rules.max_duration <= timedelta(0)
+            or (tariff.id, tariff_fingerprint(tariff)) != (self.price.tariff_id, self.price.tariff_fingerprint)
+        ):
+            self.price, self.basis = None, None
+        if self.price is None and tariff is not None and rules.max_duration > timedelta(0):
+            total = self.regs.get("")
+            basis = _price_basis(facts, rules, total[2] if total else None)
+            if basis is None:
+                return ""
+            if total is not None and total[3] is not None and total[3][0] > basis[0]:
+                return REBUILD_PRICE
+            self.price = open_price(tariff, basis[0], basis[1], max_duration=rules.max_duration)
+            self.basis = basis
+        return ""
+
+    def take(
+        self, x: Sample, facts: Session, window: Window, anchor: tuple[datetime, int] | None,
+        rules: Plausibility, tariff: "Tariff | None", *, before: bool = False,
+    ) -> tuple[Sample, str]:
+        """Fold in one sample later than its series' latest (or, `before`, earlier than its
+        series' earliest): (the sample with `excluded` judged, ""), or (x, rebuild reason)
+        with nothing changed. A reading earlier than the rest of its series is judged here
+        only when that leaves every other judgement as it was (the common case: the
+        Transaction.Begin reading a 1.6 StopTransaction repeats); else a rebuild."""
+        why = _intrinsic(x)
+        t = x.timestamp
+        group = self.group
+        if not why and x.measurand == _POWER and x.phase and group is not None and (before or t < group[0]):
+            return x, REBUILD_OUT_OF_ORDER  # a phase of an earlier power group: the sum is not ours to fix
+        kept = jump = False
+        reg = None
+        price, basis = self.price, self.basis
+        if not why and x.measurand == ev.ENERGY_REGISTER:
+            reg = self.regs.get(x.phase)
+            if _in_window(t, window):
+                if before and reg is not None:
+                    ref = anchor if x.phase == "" else None
+                else:
+                    ref = reg[3] if reg is not None and reg[3] is not None else (anchor if x.phase == "" else None)
+                if ref is not None and x.value - ref[1] > rules.max_rise_wh(t - ref[0]):
+                    jump = True
+                else:
+                    kept = True
+            if kept and before and reg is not None:
+                first = reg[2]
+                # the readings after it keep their judgement only if the first of them is the
+                # series' earliest usable reading and stays kept against this one
+                if first is None or first[0] != reg[0] or first[1] - x.value > rules.max_rise_wh(first[0] - t):
+                    return x, REBUILD_OUT_OF_ORDER
+                if x.phase == "" and price is not None:
+                    if t > price.opened_at or _price_basis(facts, rules, (t, x.value)) != basis:
+                        return x, REBUILD_OUT_OF_ORDER  # the price folded the later readings from elsewhere
+            elif kept and x.phase == "" and tariff is not None and rules.max_duration > timedelta(0):
+                if price is None:
+                    first = reg[2] if reg is not None and reg[2] is not None else (t, x.value)
+                    basis = _price_basis(facts, rules, first)
+                    if basis is not None:
+                        price = open_price(tariff, basis[0], basis[1], max_duration=rules.max_duration)
+                if price is not None:
+                    price = advance_price(price, tariff, t, _as_wh(x.value), max_duration=rules.max_duration)
+                    if price is None:
+                        return x, REBUILD_PRICE
+        # commit
+        key = (x.measurand, x.phase)
+        fl = self.marks.get(key)
+        if fl is None:
+            self.marks[key] = [x, x]
         else:
-            buckets[k] = (min(cur[0], x, key=_skey), max(cur[1], x, key=_skey))
-    return list({_skey(x): x for pair in buckets.values() for x in pair}.values())
+            fl[0 if before else 1] = x
+        self.count += 1
+        self.first_at = t if self.first_at is None or t < self.first_at else self.first_at
+        self.last_at = t if self.last_at is None or t > self.last_at else self.last_at
+        if x.measurand == ev.ENERGY_REGISTER and not why:  # a usable reading, kept or not
+            if reg is None:
+                reg = self.regs[x.phase] = [t, t, None, None]
+            reg[0], reg[1] = min(reg[0], t), max(reg[1], t)
+        if why or jump:
+            self.excluded += 1
+            self.reasons.add(why or METER_JUMP)
+            return replace(x, excluded=True), ""
+        if x.measurand == _POWER:
+            if not x.phase:
+                self.peak = x.value if self.peak is None else max(self.peak, x.value)
+            elif group is not None and group[0] == t:
+                group[1][x.phase] = x.value
+            else:
+                if group is not None:
+                    closed = math.fsum(group[1].values())
+                    self.peak = closed if self.peak is None else max(self.peak, closed)
+                self.group = (t, {x.phase: x.value})
+        if kept:
+            assert reg is not None
+            if reg[2] is None or before:
+                reg[2] = (t, x.value)
+            if reg[3] is None or not before:
+                reg[3] = (t, x.value)
+            self.price, self.basis = price, basis
+        return x, ""
+
+
+def _inputs_changed(base: Session, facts: Session, rules: Plausibility) -> str:
+    """Why the merged facts change the judgement of samples already folded in, or ""."""
+    if base.sample_count == 0 and base.price is None:
+        return ""
+    old_w, new_w = _window(base), _window(facts)
+    if old_w != new_w and base.registers:
+        lo = min(r.seen_first for r in base.registers)
+        hi = max(r.seen_last for r in base.registers)
+        if _crosses_lo(old_w[0], new_w[0], lo, hi) or _crosses_hi(old_w[1], new_w[1], lo, hi):
+            return REBUILD_WINDOW
+    if _anchor(base, rules) != _anchor(facts, rules) and _register(base.registers, "") is not None:
+        return REBUILD_ANCHOR
+    if base.price is not None and _price_basis(facts, rules, base.first_register) != base.price_basis:
+        return REBUILD_ANCHOR
+    return ""
+
+
+def _crosses_lo(old: datetime | None, new: datetime | None, lo: datetime, hi: datetime) -> bool:
+    """Readings spanning [lo, hi] may be on different sides of the lower bounds old/new."""
+    if old == new:
+        return False
+    a = None if old is None or new is None else min(old, new)
+    b = max(t for t in (old, new) if t is not None)
+    return lo < b and (a is None or hi >= a)
+
+
+def _crosses_hi(old: datetime | None, new: datetime | None, lo: datetime, hi: datetime) -> bool:
+    if old == new:
+        return False
+    a = min(t for t in (old, new) if t is not None)
+    b = None if old is None or new is None else max(old, new)
+    return hi > a and (b is None or lo <= b)
+
+
+def _advance(
+    base: Session, facts: Session, incoming: list[Sample], rules: Plausibility, tariff: "Tariff | None"
+) -> tuple[Session, tuple[Sample, ...], str]:
+    """The event's samples folded into the aggregates of `facts` (= those of `base`):
+    (session, samples to store, rebuild reason). With a reason the aggregates are left as
+    they were (provisional) and every sample that is not a repeat of its mark is returned."""
+    why = _inputs_changed(base, facts, rules)
+    work = _Work(facts)
+    if not why:
+        why = work.sync_price(facts, rules, tariff)
+    if not incoming and not why:
+        return work.into(facts), (), ""
+    window, anchor = _window(facts), _anchor(facts, rules)
+    out: list[Sample] = []
+    for x in incoming:
+        before = False
+        fl = work.marks.get((x.measurand, x.phase))  # stored, or in `out` already
+        if fl is not None and x.timestamp <= fl[1].timestamp:
+            if _stored(x, fl[1]) or _stored(x, fl[0]):
+                continue  # a repeat of the latest or earliest reading of its series (or a value losing to it)
+            if x.timestamp < fl[0].timestamp:
+                before = True  # earlier than the whole series: often judged without a rebuild
+            else:
+                why = why or (REBUILD_CONFLICT if x.timestamp in (fl[0].timestamp, fl[1].timestamp) else REBUILD_OUT_OF_ORDER)
+        if why:
+            out.append(replace(x, excluded=True) if _intrinsic(x) else x)
+            continue
+        judged, why = work.take(x, facts, window, anchor, rules, tariff, before=before)
+        out.append(judged if not why else (replace(x, excluded=True) if _intrinsic(x) else x))
+    if why:
+        return facts, tuple(out), why
+    return work.into(facts), tuple(out), ""
+
+
+def _cleared(s: Session) -> Session:
+    return _with(
+        s, sample_count=0, excluded_count=0, first_sample_at=None, last_sample_at=None, sample_reasons=frozenset(),
+        marks=(), registers=(), peak_total_w=None, phase_power=None, price=None, price_basis=None,
+    )
+
+
+def _fold(
+    s: Session, samples: Iterable[Sample], rules: Plausibility, tariff: "Tariff | None"
+) -> tuple[Session, list[Sample]]:
+    facts = _cleared(s)
+    work = _Work(facts)
+    work.sync_price(facts, rules, tariff)
+    window, anchor = _window(facts), _anchor(facts, rules)
+    judged = []
+    for x in _one_per_key(samples):
+        j, why = work.take(x, facts, window, anchor, rules, tariff)
+        assert not why, why  # key order: nothing is out of order
+        judged.append(j)
+    return work.into(facts), judged
+
+
+def rebuild(
+    session: Session,
+    samples: Sequence[Sample],
+    rules: Plausibility = DEFAULT_RULES,
+    *,
+    tariff: "Tariff | None" = None,
+    now: datetime | None = None,
+) -> Session:
+    """One fold over ALL the session's samples (any order and repeats in: one per key, the
+    conflict rule, key order inside) with the session's facts: aggregates, energy and the
+    price accumulator (with `tariff`) recomputed. Returns the session with version + 1
+    (and `updated_at` = `now` when given) if anything changed, the same object if not."""
+    folded, _ = _fold(session, samples, rules, tariff)
+    out = _derive(folded, rules)
+    if out == session:
+        return session
+    stamp = _ms(now) if now is not None else session.updated_at
+    _stamp(out, session.version + 1, stamp, session.applied)
+    return out
+
+
+def judge_samples(session: Session, samples: Sequence[Sample], rules: Plausibility = DEFAULT_RULES) -> list[Sample]:
+    """The samples one per key, in key order, with `excluded` as the session's facts and
+    the other samples decide it (what the REST API shows)."""
+    return _fold(session, samples, rules, None)[1]
+
+
+def kept_register_readings(
+    session: Session, samples: Sequence[Sample], rules: Plausibility = DEFAULT_RULES
+) -> list[tuple[datetime, int]]:
+    """The (time, Wh) total-register readings that count for energy and pricing: kept and
+    inside the session window, in time order (Wh rounded half up)."""
+    window = _window(session)
+    return [
+        (x.timestamp, _as_wh(x.value))
+        for x in judge_samples(session, samples, rules)
+        if x.measurand == ev.ENERGY_REGISTER and not x.phase and not x.excluded and _in_window(x.timestamp, window)
+    ]
+
+
+def sample_to_row(x: Sample) -> MeterRow:
+    return MeterRow(
+        timestamp=x.timestamp, measurand=x.measurand, phase=x.phase, value=x.value, unit=x.unit,
+        raw_value=x.raw_value, station_time=x.station_time,
+    )
+
+
+def sample_from_row(r: MeterRow) -> Sample:
+    return Sample(
+        _ms(r.timestamp), r.measurand, float(r.value), r.unit, r.phase, raw_value=r.raw_value,
+        station_time=_ms(r.station_time) if r.station_time is not None else None,
+    )
 
 
 # -- time --------------------------------------------------------------------
@@ -680,7 +1207,12 @@ def _station_time(env: ev.Envelope) -> datetime:
 
 # -- documents ---------------------------------------------------------------
 def _iso(dt: datetime | None) -> str | None:
-    return None if dt is None else to_ocpp(dt)
+    """`to_ocpp`; an aware UTC instant (all of a session's) through C `isoformat`."""
+    if dt is None:
+        return None
+    if dt.tzinfo is UTC:
+        return dt.isoformat(timespec="milliseconds")[:-6] + "Z"
+    return to_ocpp(dt)
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -695,29 +1227,44 @@ def _key_in(v: Any) -> OrderKey | None:
     return None if v is None else (int(v[0]), parse_ocpp(v[1]))
 
 
+def _reading_out(r: Reading | None) -> dict[str, Any] | None:
+    return None if r is None else {"at": _iso(r[0]), "wh": r[1]}
+
+
+def _reading_in(d: Any) -> Reading | None:
+    return None if not d else (parse_ocpp(d["at"]), float(d["wh"]))
+
+
 def _sample_out(x: Sample) -> dict[str, Any]:
     d: dict[str, Any] = {
         "timestamp": to_ocpp(x.timestamp), "measurand": x.measurand, "value": x.value, "unit": x.unit, "phase": x.phase,
     }
-    # Only when set: up to 2,000 samples per document.
-    if x.excluded:
-        d["excluded"] = True
     if x.raw_value:
         d["raw_value"] = x.raw_value
+    if x.station_time is not None:
+        d["station_time"] = to_ocpp(x.station_time)
     return d
 
 
 def _sample_in(d: dict[str, Any]) -> Sample:
     return Sample(
         parse_ocpp(d["timestamp"]), d["measurand"], float(d["value"]), d.get("unit", ""), d.get("phase", ""),
-        raw_value=d.get("raw_value", ""), excluded=bool(d.get("excluded", False)),
+        raw_value=d.get("raw_value", ""), station_time=_dt(d.get("station_time")),
     )
 
 
 def session_to_doc(s: Session) -> dict[str, Any]:
-    """The stored document, also the REST API's view. Keys starting with "_" are
-    bookkeeping (the API may drop them). Samples carry `excluded` / `raw_value` only
-    when set."""
+    """The stored document, also the REST API's view: facts, derived fields and the
+    aggregates, never the samples (they are in the sample store). Keys starting with "_"
+    are bookkeeping (the API drops them). Its size does not grow with the session.
+
+    `_state` is the compact internal form (`"v": 2`): every instant as integer epoch
+    milliseconds (the accumulator's as microseconds), samples and keys as short lists, so
+    loading parses no text: `session_from_doc` builds the session from it and the public
+    scalars. The public ISO 8601 fields are for readers (REST API, billing, sweeper)."""
+    pb = s.price_basis
+    pp = s.phase_power
+    acc = s.price
     return {
         "id": s.id,
         "station_id": s.station_id,
@@ -742,7 +1289,6 @@ def session_to_doc(s: Session) -> dict[str, Any]:
         "ocpp_version": s.ocpp_version,
         "remote_start_id": s.remote_start_id,
         "issued_by": s.issued_by,
-        "meter_samples": [_sample_out(x) for x in s.samples],
         "orphan": s.orphan,
         "suspect": s.suspect,
         "suspect_reasons": sorted(s.suspect_reasons),
@@ -750,30 +1296,249 @@ def session_to_doc(s: Session) -> dict[str, Any]:
         "hold": s.hold,
         "hold_reasons": sorted(s.hold_reasons),
         "seq_gaps": s.seq_gaps,
+        "sample_count": s.sample_count,
+        "excluded_count": s.excluded_count,
+        "first_sample_at": _iso(s.first_sample_at),
+        "last_sample_at": _iso(s.last_sample_at),
+        "first_register": _reading_out(s.first_register),
+        "last_register": _reading_out(s.last_register),
+        "peak_power_w": s.peak_power_w,
+        "energy_anchor_wh": s.energy_anchor_wh,
+        "price": accumulator_to_dict(acc) if acc is not None else None,
         "version": s.version,
         "updated_at": _iso(s.updated_at),
         "_state": {
-            "start_key": _key_out(s.start_key),
-            "end_key": _key_out(s.end_key),
-            "token_key": _key_out(s.token_key),
+            "v": 2,
+            "t": [_ms_of(s.received_at), _ms_of(s.updated_at), _ms_or_none(s.started_at),
+                  _ms_or_none(s.station_started_at), _ms_or_none(s.stopped_at), _ms_or_none(s.station_stopped_at),
+                  _ms_or_none(s.charging_ended_at), _ms_or_none(s.abandoned_at), _ms_or_none(s.first_sample_at),
+                  _ms_or_none(s.last_sample_at)],
+            "k": [_ckey_out(s.start_key), _ckey_out(s.end_key), _ckey_out(s.token_key), _ckey_out(s.location_key),
+                  _ckey_out(s.last_charging_key)],
+            "idle": [_ckey_out(k) for k in s.idle_keys],
             "event_token": s.event_token,
             "remote_token": s.remote_token,
-            "location_key": _key_out(s.location_key),
-            "last_charging_key": _key_out(s.last_charging_key),
-            "idle_keys": [_key_out(k) for k in s.idle_keys],
-            "sample_level": s.sample_level,
-            "seen_seq_nos": sorted(s.seen_seq_nos),
+            "seq": [[lo, hi] for lo, hi in s.seq_ranges],
+            "seq_overflow": s.seq_overflow,
             "flags": sorted(s.flags),
+            "sample_reasons": sorted(s.sample_reasons),
+            "marks": [
+                [m.measurand, m.phase, _csample_out(m.last)] + ([] if m.first == m.last else [_csample_out(m.first)])
+                for m in s.marks
+            ],
+            "regs": [
+                [r.phase, _ms_of(r.seen_first), _ms_of(r.seen_last), _creading_out(r.first), _creading_out(r.last)]
+                for r in s.registers
+            ],
+            "peak_total_w": s.peak_total_w,
+            "pp": [_ms_of(pp[0]), [[p, v] for p, v in pp[1]]] if pp else None,
+            "pb": [_ms_of(pb[0]), pb[1]] if pb else None,
+            "acc": (
+                [acc.tariff_id, acc.tariff_fingerprint, acc.currency, _us_of(acc.opened_at), acc.open_wh,
+                 _us_of(acc.last_at), acc.last_wh, [[_us_of(t), f"{v:f}"] for t, v in acc.marks]]
+                if acc is not None else None
+            ),
+            "applied": list(s.applied) if s.applied is not None else None,
         },
     }
 
 
-def session_from_doc(d: dict[str, Any]) -> Session:
+# -- the compact internal form: integers for instants, lists for records -------------------
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ms_of(dt: datetime) -> int:
+    d = dt - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000 + d.microseconds // 1_000
+
+
+def _ms_or_none(dt: datetime | None) -> int | None:
+    return None if dt is None else _ms_of(dt)
+
+
+def _us_of(dt: datetime) -> int:
+    d = dt - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+def _at_ms(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def _at_ms_or_none(ms: int | None) -> datetime | None:
+    return None if ms is None else _EPOCH + timedelta(milliseconds=ms)
+
+
+def _at_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def _ckey_out(k: OrderKey | None) -> list[int] | None:
+    return None if k is None else [k[0], _ms_of(k[1])]
+
+
+def _ckey_in(v: Any) -> OrderKey | None:
+    return None if v is None else (int(v[0]), _EPOCH + timedelta(milliseconds=v[1]))
+
+
+def _creading_out(r: Reading | None) -> list[Any] | None:
+    return None if r is None else [_ms_of(r[0]), r[1]]
+
+
+def _creading_in(v: Any) -> Reading | None:
+    return None if not v else (_EPOCH + timedelta(milliseconds=v[0]), float(v[1]))
+
+
+def _csample_out(x: Sample) -> list[Any]:
+    """[ms, value, unit(, raw_value(, station ms))]: measurand and phase are the series'."""
+    out: list[Any] = [_ms_of(x.timestamp), x.value, x.unit]
+    if x.raw_value or x.station_time is not None:
+        out.append(x.raw_value)
+        if x.station_time is not None:
+            out.append(_ms_of(x.station_time))
+    return out
+
+
+def _csample_in(v: list[Any], measurand: str, phase: str) -> Sample:
+    n = len(v)
+    return Sample(
+        _EPOCH + timedelta(milliseconds=v[0]), measurand, float(v[1]), v[2], phase,
+        v[3] if n > 3 else "", False, _EPOCH + timedelta(milliseconds=v[4]) if n > 4 else None,
+    )
+
+
+def _cmark_in(v: list[Any]) -> SeriesMark:
+    m, p = v[0], v[1]
+    last = _csample_in(v[2], m, p)
+    return SeriesMark(m, p, _csample_in(v[3], m, p) if len(v) > 3 else last, last)
+
+
+def _cacc_in(v: list[Any] | None) -> PriceAccumulator | None:
+    if not v:
+        return None
+    return PriceAccumulator(
+        tariff_id=v[0], tariff_fingerprint=v[1], currency=v[2], opened_at=_at_us(v[3]), open_wh=int(v[4]),
+        last_at=_at_us(v[5]), last_wh=int(v[6]), marks=tuple((_at_us(t), Decimal(x)) for t, x in v[7]),
+    )
+
+
+def _session_from_compact(d: dict[str, Any], st: dict[str, Any]) -> Session:
+    """The session of a document this version wrote (`_state` v2): no text parsed."""
+    t = st["t"]
+    k = st["k"]
+    pp = st.get("pp")
+    pb = st.get("pb")
+    applied = st.get("applied")
+    return Session(
+        id=d["id"],
+        station_id=d["station_id"],
+        transaction_id=d["transaction_id"],
+        received_at=_at_ms(t[0]),
+        updated_at=_at_ms(t[1]),
+        status=d.get("status", "active"),
+        energy_wh=int(d.get("energy_wh", 0)),
+        orphan=bool(d.get("orphan", False)),
+        suspect=bool(d.get("suspect", False)),
+        suspect_reasons=frozenset(d.get("suspect_reasons", ())),
+        seq_gaps=bool(d.get("seq_gaps", False)),
+        charging_ended_at=_at_ms_or_none(t[6]),
+        id_token=d.get("id_token", ""),
+        clock_suspect=bool(d.get("clock_suspect", False)),
+        hold=bool(d.get("hold", False)),
+        hold_reasons=frozenset(d.get("hold_reasons", ())),
+        energy_anchor_wh=d.get("energy_anchor_wh"),
+        started_at=_at_ms_or_none(t[2]),
+        station_started_at=_at_ms_or_none(t[3]),
+        meter_start_wh=d.get("meter_start_wh"),
+        authorization=d.get("authorization", ""),
+        start_key=_ckey_in(k[0]),
+        stopped_at=_at_ms_or_none(t[4]),
+        station_stopped_at=_at_ms_or_none(t[5]),
+        meter_stop_wh=d.get("meter_stop_wh"),
+        stop_reason=d.get("stop_reason", ""),
+        end_key=_ckey_in(k[1]),
+        event_token=st.get("event_token", ""),
+        token_key=_ckey_in(k[2]),
+        evse_id=int(d.get("evse_id", 0)),
+        connector_id=int(d.get("connector_id", 0)),
+        location_key=_ckey_in(k[3]),
+        remote_start_id=int(d.get("remote_start_id", 0)),
+        remote_token=st.get("remote_token", ""),
+        issued_by=d.get("issued_by", ""),
+        abandoned_at=_at_ms_or_none(t[7]),
+        abandon_reason=d.get("abandon_reason", ""),
+        last_charging_key=_ckey_in(k[4]),
+        idle_keys=tuple(_ckey_in(v) for v in st.get("idle", ())),  # type: ignore[misc]
+        ocpp_version=d.get("ocpp_version", ""),
+        seq_ranges=tuple((int(a), int(b)) for a, b in st.get("seq", ())),
+        seq_overflow=bool(st.get("seq_overflow", False)),
+        flags=frozenset(st.get("flags", ())),
+        sample_count=int(d.get("sample_count", 0)),
+        excluded_count=int(d.get("excluded_count", 0)),
+        first_sample_at=_at_ms_or_none(t[8]),
+        last_sample_at=_at_ms_or_none(t[9]),
+        sample_reasons=frozenset(st.get("sample_reasons", ())),
+        marks=tuple(_cmark_in(m) for m in st.get("marks", ())),
+        registers=tuple(
+            RegisterSeries(p, _at_ms(a), _at_ms(b), _creading_in(f), _creading_in(la))
+            for p, a, b, f, la in st.get("regs", ())
+        ),
+        peak_total_w=None if st.get("peak_total_w") is None else float(st["peak_total_w"]),
+        phase_power=(_at_ms(pp[0]), tuple((str(p), float(v)) for p, v in pp[1])) if pp else None,
+        price=_cacc_in(st.get("acc")),
+        price_basis=(_at_ms(pb[0]), int(pb[1])) if pb else None,
+        applied=(int(applied[0]), int(applied[1])) if applied else None,
+        version=int(d.get("version", 0)),
+    )
+
+
+def _mark_in(d: dict[str, Any]) -> SeriesMark:
+    last = _sample_in(d["last"])
+    first = _sample_in(d["first"]) if "first" in d else last
+    return SeriesMark(last.measurand, last.phase, first, last)
+
+
+def _is_legacy(d: dict[str, Any]) -> bool:
     st = d.get("_state") or {}
+    return "meter_samples" in d or "sample_level" in st or "seen_seq_nos" in st
+
+
+def legacy_samples(d: dict[str, Any]) -> list[Sample]:
+    """The samples a document of the previous version carried (`meter_samples`, before
+    ADR 015), [] for a current one. The runtime appends them to the sample store the first
+    time it loads such a document, so an upgrade loses nothing (appends are idempotent)."""
+    return [_sample_in(x) for x in d.get("meter_samples") or ()]
+
+
+def _seq_ranges_of(numbers: Iterable[int]) -> tuple[tuple[int, int], ...]:
+    out: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if out and n == out[-1][1] + 1:
+            out[-1][1] = n
+        else:
+            out.append([n, n])
+    return tuple((lo, hi) for lo, hi in out[-MAX_SEQ_RANGES:])
+
+
+def session_from_doc(d: dict[str, Any]) -> Session:
+    """The session a document holds. A document of the previous version (with
+    `meter_samples`) is rebuilt from its samples (default rules, no tariff), keeping its
+    version: nothing is lost, and the next change is written over it."""
+    st = d.get("_state") or {}
+    if st.get("v") == 2 and "meter_samples" not in d:
+        return _session_from_compact(d, st)
     received = _dt(d["received_at"])
     updated = _dt(d.get("updated_at")) or received
     assert received is not None and updated is not None
-    return Session(
+    legacy = _is_legacy(d)
+    seq_ranges = (
+        _seq_ranges_of(int(n) for n in st.get("seen_seq_nos", ())) if legacy
+        else tuple((int(a), int(b)) for a, b in st.get("seq_ranges", ()))
+    )
+    phase_power = st.get("phase_power")
+    basis = st.get("price_basis")
+    applied = st.get("applied")
+    s = Session(
         id=d["id"],
         station_id=d["station_id"],
         transaction_id=d["transaction_id"],
@@ -790,6 +1555,7 @@ def session_from_doc(d: dict[str, Any]) -> Session:
         clock_suspect=bool(d.get("clock_suspect", False)),
         hold=bool(d.get("hold", False)),
         hold_reasons=frozenset(d.get("hold_reasons", ())),
+        energy_anchor_wh=d.get("energy_anchor_wh"),
         started_at=_dt(d.get("started_at")),
         station_started_at=_dt(d.get("station_started_at")),
         meter_start_wh=d.get("meter_start_wh"),
@@ -812,11 +1578,31 @@ def session_from_doc(d: dict[str, Any]) -> Session:
         abandoned_at=_dt(d.get("abandoned_at")),
         abandon_reason=d.get("abandon_reason", ""),
         last_charging_key=_key_in(st.get("last_charging_key")),
-        idle_keys=tuple(k for k in (_key_in(v) for v in st.get("idle_keys", ())) if k is not None),
+        idle_keys=_bounded_idle({k for k in (_key_in(v) for v in st.get("idle_keys", ())) if k is not None}),
         ocpp_version=d.get("ocpp_version", ""),
-        samples=tuple(_sample_in(x) for x in d.get("meter_samples", ())),
-        sample_level=int(st.get("sample_level", 0)),
-        seen_seq_nos=frozenset(int(n) for n in st.get("seen_seq_nos", ())),
+        seq_ranges=seq_ranges,
+        seq_overflow=bool(st.get("seq_overflow", False)),
         flags=frozenset(st.get("flags", ())),
+        sample_count=int(d.get("sample_count", 0)),
+        excluded_count=int(d.get("excluded_count", 0)),
+        first_sample_at=_dt(d.get("first_sample_at")),
+        last_sample_at=_dt(d.get("last_sample_at")),
+        sample_reasons=frozenset(st.get("sample_reasons", ())),
+        marks=tuple(_mark_in(m) for m in st.get("marks", ())),
+        registers=tuple(
+            RegisterSeries(p, parse_ocpp(a), parse_ocpp(b), _reading_in(f), _reading_in(la))
+            for p, a, b, f, la in st.get("registers", ())
+        ),
+        peak_total_w=None if st.get("peak_total_w") is None else float(st["peak_total_w"]),
+        phase_power=(
+            (parse_ocpp(phase_power[0]), tuple((str(p), float(v)) for p, v in phase_power[1])) if phase_power else None
+        ),
+        price=accumulator_from_dict(d["price"]) if d.get("price") else None,
+        price_basis=(parse_ocpp(basis[0]), int(basis[1])) if basis else None,
+        applied=(int(applied[0]), int(applied[1])) if applied else None,
         version=int(d.get("version", 0)),
     )
+    if legacy:
+        # The previous version derived everything from its samples: fold them once.
+        s = _derive(_fold(s, legacy_samples(d), DEFAULT_RULES, None)[0], DEFAULT_RULES)  # keeps the version
+    return s

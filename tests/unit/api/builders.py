@@ -100,7 +100,7 @@ def a_session_doc(**overrides: Any) -> dict[str, Any]:
         "started_at": "2026-11-28T10:00:00.000Z",
         "stopped_at": None,
         "received_at": "2026-11-28T10:00:00.120Z",
-        "meter_samples": [],
+        "sample_count": 0,
     }
     doc.update(overrides)
     return doc

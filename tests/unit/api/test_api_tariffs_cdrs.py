@@ -303,3 +303,59 @@ async def test_an_active_session_from_1970_is_priced_quickly_and_bounded(api: Ap
 
     assert body["cost"]["amount"] == "46.20"  # 10 kWh x 0.30 + 72 h x 60 x 0.01
     assert elapsed < 0.5, elapsed
+
+
+# --- the running price on the session's accumulator (ADR 015) ---------------------------------
+
+_BANDED = {"price_per_kwh": "0.30", "price_per_minute": "0", "session_fee": "0",
+           "bands": [{"start": "10:15", "end": "10:25", "price_per_kwh": "0.50"}]}
+_READINGS = [(parse_ocpp("2026-11-28T10:10:00Z"), 3_000), (parse_ocpp("2026-11-28T10:20:00Z"), 5_000),
+             (parse_ocpp("2026-11-28T10:30:00Z"), 7_000)]
+
+
+def _sample_reads(api: Api) -> int:
+    ops = api.rt.store.ops  # type: ignore[attr-defined]
+    return sum(n for (op, table), n in ops.items() if op == "read" and "sample" in table)
+
+
+async def _a_priced_session(api: Api, tariff_body: dict) -> None:
+    from services.billing.domain import accumulator_to_dict, fold_price
+
+    acc = fold_price(tariff_from_dict(tariff_body), parse_ocpp("2026-11-28T10:00:00Z"), 1000, _READINGS)
+    await _put_session(api, id="s1", meter_start_wh=1000, energy_anchor_wh=1000, energy_wh=6000,
+                       last_register={"at": "2026-11-28T10:30:00.000Z", "wh": 7000}, sample_count=3,
+                       price=accumulator_to_dict(acc))
+
+
+async def test_an_active_sessions_cost_is_its_accumulator_finished_now_without_reading_samples(api: Api) -> None:
+    body = a_tariff_body(id="d", default=True, **_BANDED)
+    await api.post("/api/v1/tariffs", body)
+    _, stored = await api.get("/api/v1/tariffs/d")
+    await _a_priced_session(api, stored)
+    before = _sample_reads(api)
+
+    _, session = await api.get("/api/v1/sessions/s1")
+
+    # register 4000 at 10:15, 6000 at 10:25 (the accumulator's marks; no sample is stored):
+    # 3 kWh + 1 kWh at 0.30, 2 kWh at 0.50
+    assert session["cost"]["amount"] == "2.20" and session["cost"]["final"] is False
+    assert _sample_reads(api) == before
+
+
+async def test_a_tariff_edited_since_the_start_reprices_from_the_stored_samples(api: Api) -> None:
+    from services.common.store.port import MeterRow
+
+    opened_with = a_tariff_body(id="d", default=True, **_BANDED)
+    await api.post("/api/v1/tariffs", opened_with)
+    _, stored = await api.get("/api/v1/tariffs/d")
+    await _a_priced_session(api, stored)
+    await api.rt.store.append_samples(
+        "s1", [MeterRow(at, "Energy.Active.Import.Register", "", float(wh), "Wh") for at, wh in _READINGS]
+    )
+    await api.call("PUT", "/api/v1/tariffs/d", {**stored, "price_per_kwh": "0.40"})
+    before = _sample_reads(api)
+
+    _, session = await api.get("/api/v1/sessions/s1")
+
+    assert session["cost"]["amount"] == "2.60"  # 4 kWh x 0.40 + 2 kWh x 0.50: the same split
+    assert _sample_reads(api) > before

@@ -92,7 +92,7 @@ def test_the_stored_head_of_the_previous_cdr_is_enough_to_decide() -> None:
 
 def test_the_fingerprint_is_stable_and_names_its_format() -> None:
     assert first_cdr().inputs_fingerprint == first_cdr().inputs_fingerprint
-    assert first_cdr().inputs_fingerprint.startswith("cdrfp1-")
+    assert first_cdr().inputs_fingerprint.startswith("cdrfp2-")
 
 
 def test_a_cdr_needs_a_stopped_session() -> None:

@@ -22,7 +22,7 @@ from services.common.runtime import Runtime
 from services.common.store.port import Station, Store
 from services.common.store.sqlite import SqliteStore
 
-from .builders import NOW
+from .builders import NOW, Sample, rows
 
 COLLECTOR = "test-cdr-collector"
 INFRA = os.environ.get("CSMS_INFRA") == "1"
@@ -49,6 +49,10 @@ class World:
 
     async def tariff(self, doc: dict[str, Any]) -> None:
         await self.rt.store.put_doc("tariff", doc["id"], doc)
+
+    async def samples(self, session_id: str, samples: tuple[Sample, ...]) -> None:
+        """Store a session's samples (what the sessions processor appends)."""
+        await self.rt.store.append_samples(session_id, rows(samples))
 
     async def cdr_docs(self, session_id: str = "CS1-1") -> list[dict[str, Any]]:
         docs = await self.rt.store.list_docs("cdr", parent=session_id)

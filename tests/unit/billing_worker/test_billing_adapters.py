@@ -5,11 +5,22 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from services.billing.adapters import cdr_from_doc, cdr_to_doc, head_from_doc, usage_from_snapshot
-from services.billing.codec import SnapshotSample, decode_cdr, encode_cdr
+from services.billing.adapters import (
+    cdr_from_doc,
+    cdr_to_doc,
+    head_from_doc,
+    register_readings,
+    running_usage_from_snapshot,
+    session_timing,
+    usage_from_snapshot,
+)
+from services.billing.codec import decode_cdr, encode_cdr
 from services.billing.domain import Tariff, TariffBand, cdr_to_dict, cdr_to_ocpi, decide_cdr
 
-from .builders import NOW, a_completed_session, at, energy
+from services.common.events import ENERGY_REGISTER
+from services.common.store.port import MeterRow
+
+from .builders import NOW, a_completed_session, at, changed, energy
 
 
 def a_cdr(**tariff_overrides: object):
@@ -28,47 +39,81 @@ def a_cdr(**tariff_overrides: object):
     return cdr, snap, tariff
 
 
-def test_energy_register_samples_become_integer_wh_and_other_samples_are_ignored() -> None:
-    snap = a_completed_session(samples=(
-        SnapshotSample(at(10), "Energy.Active.Import.Register", 3.0004, "kWh"),
-        SnapshotSample(at(20), "Energy.Active.Import.Register", 5000.5, "Wh"),
-        SnapshotSample(at(25), "Energy.Active.Import.Register", 2000.0, "Wh", phase="L1"),
-        SnapshotSample(at(26), "Power.Active.Import", 11000.0, "W"),
-        SnapshotSample(at(27), "", 6000.0, ""),
-    ))
+def test_stored_register_readings_become_integer_wh_and_other_samples_are_ignored() -> None:
+    stored = [
+        MeterRow(at(10), ENERGY_REGISTER, "", 3.0004, "kWh"),
+        MeterRow(at(20), ENERGY_REGISTER, "", 5000.5, "Wh"),
+        MeterRow(at(25), ENERGY_REGISTER, "L1", 2000.0, "Wh"),
+        MeterRow(at(26), "Power.Active.Import", "", 11000.0, "W"),
+        MeterRow(at(27), "", "", 6000.0, ""),
+        MeterRow(at(28), ENERGY_REGISTER, "", 0.0, "Wh", raw_value="1e308"),
+        MeterRow(at(29), ENERGY_REGISTER, "", 9.99e15, "Wh"),
+    ]
 
-    usage = usage_from_snapshot(snap)
-
-    assert usage is not None
-    assert usage.energy_samples == ((at(10), 3000), (at(20), 5001), (at(27), 6000))
-    assert (usage.meter_start_wh, usage.meter_stop_wh) == (1000, 8500)
-    assert (usage.started_at, usage.stopped_at) == (at(0), at(40))
+    assert register_readings(stored) == [(at(10), 3000), (at(20), 5001), (at(27), 6000)]
 
 
-def test_a_missing_stop_reading_ends_the_register_at_the_last_sample() -> None:
-    usage = usage_from_snapshot(a_completed_session(meter_stop_wh=0))
-    assert usage is not None and usage.meter_stop_wh is None
+def test_the_register_ends_at_the_energy_anchor_plus_the_sessions_energy() -> None:
+    timing = session_timing(a_completed_session())
+    assert timing is not None and (timing.open_wh, timing.end_wh) == (1000, 8500)
+    assert (timing.started_at, timing.stopped_at) == (at(0), at(40))
+
+    no_stop = session_timing(a_completed_session(meter_stop_wh=None, energy_wh=6000))
+    assert no_stop is not None and (no_stop.open_wh, no_stop.end_wh) == (1000, 7000)
 
 
 def test_a_session_without_register_readings_is_priced_with_its_reported_energy() -> None:
-    usage = usage_from_snapshot(a_completed_session(meter_start_wh=0, meter_stop_wh=0, samples=(), energy_wh=4200))
+    snap = a_completed_session(meter_start_wh=None, meter_stop_wh=None, samples=(), energy_wh=4200)
+    usage = usage_from_snapshot(snap)
     assert usage is not None and (usage.meter_start_wh, usage.meter_stop_wh) == (0, 4200)
 
 
-def test_an_unreported_start_reading_is_anchored_on_the_sessions_energy() -> None:
-    snap = a_completed_session(meter_start_wh=0, meter_stop_wh=0, energy_wh=3000, samples=(
+def test_without_a_trusted_start_reading_energy_counts_from_the_first_kept_reading() -> None:
+    snap = a_completed_session(meter_start_wh=None, meter_stop_wh=None, energy_wh=3000, samples=(
         energy(0, 41_000), energy(10, 42_000), energy(20, 43_000), energy(30, 44_000),
     ))
+    assert snap.energy_anchor_wh == 41_000
 
-    usage = usage_from_snapshot(snap)
+    usage = usage_from_snapshot(snap, [(at(10), 42_000), (at(20), 43_000), (at(30), 44_000)])
 
-    assert usage is not None and (usage.meter_start_wh, usage.meter_stop_wh) == (41_000, None)
+    assert usage is not None and (usage.meter_start_wh, usage.meter_stop_wh) == (41_000, 44_000)
+    assert usage.energy_samples == ((at(10), 42_000), (at(20), 43_000), (at(30), 44_000))
 
 
 def test_a_register_that_really_starts_at_zero_is_kept() -> None:
     snap = a_completed_session(meter_start_wh=0, meter_stop_wh=3000, energy_wh=3000, samples=(energy(10, 1000),))
     usage = usage_from_snapshot(snap)
     assert usage is not None and (usage.meter_start_wh, usage.meter_stop_wh) == (0, 3000)
+
+
+def test_the_snapshots_accumulator_is_used_only_for_the_tariff_it_was_opened_with() -> None:
+    tariff = Tariff(id="T1", currency="EUR", price_per_kwh=Decimal("0.30"))
+    snap = a_completed_session(priced_with=tariff)
+
+    running = running_usage_from_snapshot(snap, tariff)
+
+    assert running is not None and running.acc == snap.price and running.end_wh == 8500
+    assert running_usage_from_snapshot(snap, Tariff(id="T1", currency="EUR", price_per_kwh=Decimal("0.31"))) is None
+    assert running_usage_from_snapshot(snap, Tariff(id="T2", currency="EUR", price_per_kwh=Decimal("0.30"))) is None
+    assert running_usage_from_snapshot(a_completed_session(), tariff) is None  # no accumulator
+    # opened elsewhere than the session's start or anchor (e.g. the start arrived late)
+    assert running_usage_from_snapshot(changed(snap, started_at=at(-5)), tariff) is None
+    assert running_usage_from_snapshot(changed(snap, energy_anchor_wh=900), tariff) is None
+
+
+def test_both_paths_give_the_same_cdr() -> None:
+    tariff = Tariff(id="T1", currency="EUR", price_per_kwh=Decimal("0.30"),
+                    bands=(TariffBand(start="10:15", end="10:25", price_per_kwh=Decimal("0.50")),))
+    snap = a_completed_session(priced_with=tariff)
+    running = running_usage_from_snapshot(snap, tariff)
+    folded = usage_from_snapshot(snap, [(at(10), 3000), (at(20), 5000), (at(30), 7000)])
+    assert running is not None and folded is not None
+
+    a = decide_cdr(None, snap.id, snap.station_id, tariff, running, now=NOW)
+    b = decide_cdr(None, snap.id, snap.station_id, tariff, folded, now=NOW)
+
+    # register 4000 at 10:15, 6000 at 10:25: 2 kWh x 0.50 + 5.5 kWh x 0.30 = 2.65
+    assert a == b and a is not None and a.total_cost.amount == Decimal("2.65")
 
 
 def test_a_session_without_any_start_time_cannot_be_priced() -> None:

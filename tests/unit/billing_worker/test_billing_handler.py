@@ -10,7 +10,18 @@ from services.billing.domain import Tariff, tariff_to_dict
 from services.common import topics
 from services.common.errors import BusUnavailable
 
-from .builders import NOW, a_completed_session, a_record, a_tariff, an_active_session, at, changed, energy
+from .builders import (
+    DEFAULT_SAMPLES,
+    NOW,
+    a_completed_session,
+    a_record,
+    a_tariff,
+    an_active_session,
+    at,
+    changed,
+    domain_tariff,
+    energy,
+)
 from .conftest import World
 
 
@@ -37,7 +48,7 @@ async def test_a_completed_session_with_a_station_tariff_gets_one_cdr_with_the_h
     assert doc["started_at"] == "2026-11-28T10:00:00.000Z" and doc["stopped_at"] == "2026-11-28T10:40:00.000Z"
     assert doc["created_at"] == "2026-11-28T12:00:00.000Z"
     assert doc["session_version"] == 5 and doc["currency"] == "EUR"
-    assert doc["inputs_fingerprint"].startswith("cdrfp1-")
+    assert doc["inputs_fingerprint"].startswith("cdrfp2-")
     assert doc["breakdown"]["energy_cost"] == "2.25" and doc["breakdown"]["time_cost"] == "2.00"
     assert doc["published"] is True
 
@@ -103,10 +114,24 @@ async def test_a_later_snapshot_with_a_changed_stop_time_issues_version_2_as_lat
 async def test_late_meter_values_issue_a_new_version_as_late_meter_value(world: World) -> None:
     await a_station_with_its_own_tariff(world)
     snap = a_completed_session()
+    await world.samples(snap.id, DEFAULT_SAMPLES)
     await handle_session_record(world.rt, a_record(snap))
 
-    later = changed(snap, version=8, samples=snap.samples + (energy(35, 8000),))
-    assert await handle_session_record(world.rt, a_record(later)) == "cdr"
+    late = DEFAULT_SAMPLES + (energy(35, 8000),)
+    await world.samples(snap.id, late)
+    assert await handle_session_record(world.rt, a_record(changed(snap, version=8, samples=late))) == "cdr"
+
+    assert [d["reason"] for d in await world.cdr_docs()] == ["initial", "late_meter_value"]
+
+
+async def test_late_meter_values_in_the_accumulator_issue_a_new_version_too(world: World) -> None:
+    await a_station_with_its_own_tariff(world)
+    tariff = domain_tariff(a_tariff(id="T-STATION"))
+    snap = a_completed_session(priced_with=tariff)
+    await handle_session_record(world.rt, a_record(snap))
+
+    late = DEFAULT_SAMPLES + (energy(35, 8000),)
+    assert await handle_session_record(world.rt, a_record(changed(snap, version=8, samples=late, priced_with=tariff))) == "cdr"
 
     assert [d["reason"] for d in await world.cdr_docs()] == ["initial", "late_meter_value"]
 

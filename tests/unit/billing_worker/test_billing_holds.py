@@ -14,11 +14,22 @@ from decimal import Decimal
 
 import pytest
 
-from services.billing.codec import SnapshotSample, decode_cdr, decode_session, encode_cdr, encode_session
+from services.billing.codec import decode_cdr, decode_session, encode_cdr, encode_session
 from services.billing.handlers import CDRS_HELD_TOTAL, SNAPSHOTS_TOTAL, handle_session_record
 from services.common.events import ENERGY_REGISTER
 
-from .builders import a_completed_session, a_record, a_tariff, an_abandoned_session, at, changed, energy
+from .builders import (
+    DEFAULT_SAMPLES,
+    Sample,
+    a_completed_session,
+    a_record,
+    a_tariff,
+    an_abandoned_session,
+    at,
+    changed,
+    domain_tariff,
+    energy,
+)
 from .conftest import World
 
 UTC = timezone.utc
@@ -97,10 +108,11 @@ async def test_an_accepted_or_unknown_authorization_is_billed(world: World) -> N
 
 async def test_excluded_and_unusable_samples_never_count(world: World) -> None:
     await a_station_with_its_own_tariff(world)
-    spike = SnapshotSample(timestamp=at(35), measurand=ENERGY_REGISTER, value=9_000_000.0, unit="Wh", excluded=True)
-    garbage = SnapshotSample(timestamp=at(36), measurand=ENERGY_REGISTER, value=0.0, unit="Wh", raw_value="1e308")
-    clean = an_abandoned_session()
-    dirty = an_abandoned_session(id="CS1-2", samples=clean.samples + (spike, garbage))
+    tariff = domain_tariff(a_tariff(id="T-STATION"))
+    spike = Sample(timestamp=at(35), measurand=ENERGY_REGISTER, value=9_000_000.0, unit="Wh", excluded=True)
+    garbage = Sample(timestamp=at(36), measurand=ENERGY_REGISTER, value=0.0, unit="Wh", raw_value="1e308")
+    clean = an_abandoned_session(priced_with=tariff)
+    dirty = an_abandoned_session(id="CS1-2", samples=DEFAULT_SAMPLES + (spike, garbage), priced_with=tariff)
 
     await handle_session_record(world.rt, a_record(clean))
     await handle_session_record(world.rt, a_record(dirty))
@@ -249,14 +261,31 @@ def test_the_snapshot_codec_reads_every_new_session_field() -> None:
         hold=True, hold_reasons=("clock_suspect", "duration_exceeds_max"),
         station_started_at=datetime(1970, 1, 1, tzinfo=UTC), station_stopped_at=at(99),
         remote_start_id=42, issued_by="ops-key",
-        samples=(SnapshotSample(timestamp=at(5), measurand=ENERGY_REGISTER, value=0.0, excluded=True, raw_value="NaN"),),
+        samples=DEFAULT_SAMPLES + (
+            Sample(timestamp=at(5), measurand=ENERGY_REGISTER, value=0.0, excluded=True, raw_value="NaN"),
+        ),
+        priced_with=domain_tariff(a_tariff(id="T-STATION")),
     )
 
     decoded = decode_session(encode_session(snap))
 
     assert decoded == snap
     assert decoded.abandoned and decoded.abandoned_at == at(60) and decoded.abandon_reason == "new_transaction"
-    assert decoded.samples[0].excluded is True and decoded.samples[0].raw_value == "NaN"
+    assert (decoded.sample_count, decoded.excluded_count) == (4, 1)
+    assert decoded.first_register == (at(10), 3000) and decoded.last_register == (at(30), 7000)
+    assert decoded.energy_anchor_wh == 1000 and decoded.meter_stop_wh is None
+    assert decoded.price is not None and decoded.price.tariff_id == "T-STATION" and decoded.price.last_wh == 7000
+
+
+def test_absent_optional_numbers_decode_as_none_not_zero() -> None:
+    snap = an_abandoned_session(meter_start_wh=None, samples=())
+
+    decoded = decode_session(encode_session(snap))
+
+    assert decoded.meter_start_wh is None and decoded.meter_stop_wh is None and decoded.energy_anchor_wh is None
+    assert decoded.price is None and decoded.first_register is None
+    zero = decode_session(encode_session(changed(snap, meter_start_wh=0, energy_anchor_wh=0)))
+    assert zero.meter_start_wh == 0 and zero.energy_anchor_wh == 0
 
 
 async def test_a_held_cdr_carries_its_flags_on_the_wire(world: World) -> None:

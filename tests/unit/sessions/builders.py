@@ -93,13 +93,56 @@ def a_201_session() -> list[ev.Envelope]:
     ]
 
 
-def replay(events: list[ev.Envelope], now: datetime = NOW) -> Any:
-    from services.sessions.domain import apply
+class SampleStore:
+    """A stand-in for the sample store (ADR 015): the samples `apply` hands back, per
+    session, and the rebuilds asked for (with their reasons)."""
 
+    def __init__(self) -> None:
+        self.by_session: dict[str, list[Any]] = {}
+        self.rebuilds: list[str] = []
+
+    def samples(self, session: Any) -> list[Any]:
+        return self.by_session.get(session.id, []) if session is not None else []
+
+    def apply(self, s: Any, e: ev.Envelope, now: datetime = NOW, rules: Any = None, **kw: Any) -> Any:
+        """`apply`, then store the step's samples and rebuild when it asks: the session the
+        runtime would write."""
+        from services.sessions.domain import DEFAULT_RULES, apply, rebuild
+
+        rules = rules or DEFAULT_RULES
+        step = apply(s, e, now, rules, **kw)
+        if step.session is None:
+            return None
+        self.by_session.setdefault(step.session.id, []).extend(step.new_samples)
+        if step.rebuild:
+            self.rebuilds.append(step.rebuild)
+            return rebuild(step.session, self.samples(step.session), rules, tariff=kw.get("tariff"), now=now)
+        return step.session
+
+    def judged(self, s: Any, rules: Any = None) -> list[Any]:
+        """The session's stored samples, one per key in key order, `excluded` judged."""
+        from services.sessions.domain import DEFAULT_RULES, judge_samples
+
+        return judge_samples(s, self.samples(s), rules or DEFAULT_RULES)
+
+
+def replay(events: list[ev.Envelope], now: datetime = NOW, store: SampleStore | None = None, **kw: Any) -> Any:
+    """Apply the events in order (storing samples, rebuilding when asked): the session."""
+    store = store if store is not None else SampleStore()
     s = None
     for e in events:
-        s = apply(s, e, now)
+        s = store.apply(s, e, now, **kw)
     return s
+
+
+def step(s: Any, e: ev.Envelope, now: datetime = NOW, **kw: Any) -> Any:
+    """One `apply` as a function of the session alone: the session it gives when no rebuild
+    is needed (tests of facts; a step that asks for a rebuild fails the test here)."""
+    from services.sessions.domain import apply
+
+    out = apply(s, e, now, **kw)
+    assert not out.rebuild, out.rebuild
+    return out.session
 
 
 def with_station_time(env: ev.Envelope, station_time: datetime) -> ev.Envelope:

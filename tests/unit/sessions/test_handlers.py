@@ -72,7 +72,10 @@ async def test_the_service_turns_a_201_session_into_a_stored_session_and_snapsho
 
     async def completed() -> bool:
         doc = await rt.store.get_doc("session", sid)
-        return doc is not None and doc["version"] == len(events) and len(seen) == len(events)
+        return (
+            doc is not None and doc["status"] == "completed" and bool(seen)
+            and snapshots.decode_session(seen[-1].value)["version"] == doc["version"]
+        )
 
     await eventually(completed)
     await service.stop()
@@ -87,12 +90,31 @@ async def test_the_service_turns_a_201_session_into_a_stored_session_and_snapsho
     last = seen[-1]
     assert last.key == STATION.encode()
     assert last.header("ce_type") == "csms.sessions.v1.Session"
-    assert last.header("ce_id") == f"{sid}:{len(events)}"
+    assert last.header("ce_id") == f"{sid}:{doc['version']}"
     assert last.header("ce_subject") == STATION
     snap = snapshots.decode_session(last.value)
-    assert (snap["id"], snap["status"], snap["energy_wh"], snap["version"]) == (sid, "completed", 6_000, len(events))
-    assert snap["stopped_at"] == doc["stopped_at"] and len(snap["meter_samples"]) == len(doc["meter_samples"])
-    assert [snapshots.decode_session(r.value)["version"] for r in seen] == list(range(1, len(events) + 1))
+    assert (snap["id"], snap["status"], snap["energy_wh"], snap["version"]) == (sid, "completed", 6_000, doc["version"])
+    assert snap["stopped_at"] == doc["stopped_at"] and snap["sample_count"] == doc["sample_count"] == 6
+    assert snap["first_register"] == {"at": "2026-11-28T10:00:00.000Z", "wh": 10_000}
+    assert snap["last_register"] == {"at": "2026-11-28T11:00:00.000Z", "wh": 16_000}
+    assert snap["peak_power_w"] == 7_400 and snap["meter_start_wh"] is None and snap["meter_stop_wh"] is None
+    versions = [snapshots.decode_session(r.value)["version"] for r in seen]
+    assert versions == sorted(set(versions))  # one snapshot per batch that changed the session, in order
+
+    # the samples went to csms.meter-values.v1, one record per event that carried some
+    assert isinstance(rt.bus, MemoryBus)
+    mv = await rt.bus.read(topics.METER_VALUES)
+    assert [r.header("ce_type") for r in mv] == ["csms.meter_values.v1.SessionMeterValues"] * len(events)
+    decoded = [snapshots.decode_meter_values(r.value) for r in mv]
+    assert {d["session_id"] for d in decoded} == {sid} and [d["event_id"] for d in decoded] == [e.event_id for e in events]
+    assert [(x["timestamp"], x["measurand"], x["value"]) for d in decoded for x in d["samples"]] == [
+        ("2026-11-28T10:00:00.000Z", "Energy.Active.Import.Register", 10_000),
+        ("2026-11-28T10:15:00.000Z", "Energy.Active.Import.Register", 12_500),
+        ("2026-11-28T10:30:00.000Z", "Energy.Active.Import.Register", 15_000),
+        ("2026-11-28T10:30:00.000Z", "Power.Active.Import", 7_400),
+        ("2026-11-28T10:45:00.000Z", "Energy.Active.Import.Register", 16_000),
+        ("2026-11-28T11:00:00.000Z", "Energy.Active.Import.Register", 16_000),
+    ]
 
 
 async def test_the_service_keeps_station_status_and_command_records(rt: Runtime) -> None:

@@ -14,7 +14,6 @@ from services.sessions.domain import (
     abandons_for_boot,
     abandons_for_start,
     abandons_for_status,
-    apply,
     apply_remote_start,
     connector_from_status,
     index_entry,
@@ -23,7 +22,7 @@ from services.sessions.domain import (
     remote_start_ref,
 )
 
-from .builders import NOW, V16, a_started, an_ended, an_envelope, at, meter_values, a_register
+from .builders import NOW, V16, a_register, a_started, an_ended, an_envelope, at, meter_values, step
 
 UTC = timezone.utc
 
@@ -38,7 +37,7 @@ def a_16_start(tx: str, connector: int, minute: float, **body: object) -> ev.Env
 def indexed(*events: ev.Envelope) -> dict:  # type: ignore[type-arg]
     index = None
     for e in events:
-        s = apply(None, e, NOW)
+        s = step(None, e, NOW)
         assert s is not None
         index = index_with(index, "CS-1", {s.id: index_entry(s)}, NOW)
     assert index is not None
@@ -46,17 +45,17 @@ def indexed(*events: ev.Envelope) -> dict:  # type: ignore[type-arg]
 
 
 def test_the_index_keeps_open_sessions_only_and_is_unchanged_by_meter_values() -> None:
-    s = apply(None, a_16_start("1", 1, 0), NOW)
+    s = step(None, a_16_start("1", 1, 0), NOW)
     index = index_with(None, "CS-1", {s.id: index_entry(s)}, NOW)
     assert index is not None and index["sessions"][s.id] == {
         "transaction_id": "1", "evse_id": 1, "connector_id": 1, "started_at": "2026-11-28T10:00:00.000Z",
         "received_at": "2026-11-28T10:00:00.000Z",
     }
-    more = apply(s, meter_values(a_register(5, 100), at_min=5, env=V16, transaction_id="1"), NOW)
+    more = step(s, meter_values(a_register(5, 100), at_min=5, env=V16, transaction_id="1"), NOW)
     assert index_entry(more) == index_entry(s)
     assert index_with(index, "CS-1", {s.id: index_entry(more)}, NOW) is index
 
-    ended = apply(more, an_ended(transaction_id="1", env=V16, meter_stop_wh=10), NOW)
+    ended = step(more, an_ended(transaction_id="1", env=V16, meter_stop_wh=10), NOW)
     assert index_entry(ended) is None
     emptied = index_with(index, "CS-1", {s.id: None}, NOW)
     assert emptied is not None and emptied["sessions"] == {} and emptied["version"] == index["version"] + 1
@@ -65,21 +64,21 @@ def test_the_index_keeps_open_sessions_only_and_is_unchanged_by_meter_values() -
 
 def test_a_new_transaction_abandons_the_older_open_sessions_of_its_connector_only() -> None:
     index = indexed(a_16_start("1", 1, 0), a_16_start("2", 2, 5))
-    new = apply(None, a_16_start("3", 1, 30), NOW)
+    new = step(None, a_16_start("3", 1, 30), NOW)
     decisions = abandons_for_start(index, new)
     assert [(d.transaction_id, d.reason, d.at) for d in decisions] == [("1", "new_transaction", at(30))]
     # an offline-queued start of an older transaction does not close a newer one
-    old = apply(None, a_16_start("0", 1, -30), NOW)
+    old = step(None, a_16_start("0", 1, -30), NOW)
     assert abandons_for_start(index, old) == []
     # a start does not abandon itself (a redelivered Start)
-    first = apply(None, a_16_start("1", 1, 0), NOW)
+    first = step(None, a_16_start("1", 1, 0), NOW)
     assert abandons_for_start(index, first) == []
 
 
 def test_a_201_start_naming_only_the_evse_matches_the_connectors_of_that_evse() -> None:
     index = indexed(a_started(transaction_id="A", evse_id=1, connector_id=2, at_min=0, env={"received_at": at(0)}))
-    evse_only = apply(None, a_started(transaction_id="B", evse_id=1, connector_id=0, at_min=10, env={"received_at": at(10)}), NOW)
-    other_evse = apply(None, a_started(transaction_id="C", evse_id=2, connector_id=2, at_min=10, env={"received_at": at(10)}), NOW)
+    evse_only = step(None, a_started(transaction_id="B", evse_id=1, connector_id=0, at_min=10, env={"received_at": at(10)}), NOW)
+    other_evse = step(None, a_started(transaction_id="C", evse_id=2, connector_id=2, at_min=10, env={"received_at": at(10)}), NOW)
     assert [d.transaction_id for d in abandons_for_start(index, evse_only)] == ["A"]
     assert abandons_for_start(index, other_evse) == []
 
@@ -115,7 +114,7 @@ def test_available_abandons_the_connectors_sessions_that_started_before_it() -> 
 
 def test_the_abandon_event_is_deterministic_per_session_and_reason() -> None:
     index = indexed(a_16_start("1", 1, 0))
-    d = abandons_for_start(index, apply(None, a_16_start("2", 1, 10), NOW))[0]
+    d = abandons_for_start(index, step(None, a_16_start("2", 1, 10), NOW))[0]
     one, two = abandon_envelope("CS-1", d, 1_200, NOW), abandon_envelope("CS-1", d, 1_200, NOW + timedelta(seconds=5))
     assert one.event_id == two.event_id == abandon_event_id(d.session_id, "new_transaction")
     assert abandon_event_id(d.session_id, "boot") != one.event_id
@@ -170,5 +169,5 @@ def test_ties_an_available_in_the_starts_second_closes_it_and_two_equal_starts_c
     a = a_started(transaction_id="A", evse_id=1, connector_id=1, at_min=10, env={"received_at": at(10)})
     b = a_started(transaction_id="B", evse_id=1, connector_id=1, at_min=10, env={"received_at": at(11)})
     both = indexed(a, b)
-    assert [d.transaction_id for d in abandons_for_start(both, apply(None, b, NOW))] == ["A"]
-    assert abandons_for_start(both, apply(None, a, NOW)) == []  # a redelivered A does not close B
+    assert [d.transaction_id for d in abandons_for_start(both, step(None, b, NOW))] == ["A"]
+    assert abandons_for_start(both, step(None, a, NOW)) == []  # a redelivered A does not close B

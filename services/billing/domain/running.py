@@ -1,0 +1,585 @@
+"""The running price of a session: one arithmetic for the incremental and the full path (ADR 015).
+
+A `PriceAccumulator` is what pricing needs to remember of a session's energy register so
+that the price can be finished at any moment without the samples:
+
+- the tariff it was opened with (id + `tariff_fingerprint`: a tariff edited since then
+  is a different tariff, and the caller re-prices from the stored samples instead);
+- the opening point (`opened_at`, `open_wh`): the session's start and the register there;
+- the high-water mark (`last_at`, `last_wh`): the latest reading folded in, the register
+  made monotone (a reading below `last_wh` is clamped up to it);
+- `marks`: the register at each band transition crossed so far (linear interpolation
+  between the two readings around it, quantised to 1 µWh like the full path always did,
+  so the per-band shares telescope exactly to the metered total). Only transitions up to
+  `opened_at + max_duration` are kept: their number is bounded whatever the session's
+  length (a few per day and band).
+
+`open_price` starts it, `advance_price` folds in one reading (in time order; an older
+reading returns None and the caller folds again from the sorted readings), `finish_price`
+turns it into a `PriceBreakdown` in O(bands): time, idle, fees, min/max clamp and tax
+exactly as `price_session` computes them, because `price_session` *is*
+`open_price` + `advance_price` over the sorted samples + `finish_price` (`fold_price`).
+
+The rules at the end (amending ADR 005, see ADR 015):
+
+- the energy priced is `end_wh - open_wh` (`end_wh`: the stop register, else the
+  high-water mark); never negative: an end below the opening prices 0 and is `suspect`,
+  an end below the highest reading is `suspect` too (the stop reading wins: band shares
+  above it are lowered to it);
+- a band transition after the last reading and before the charging end takes the register
+  interpolated from the last reading to (charging end, end register) (an active session:
+  flat at the last reading); without readings, energy is spread evenly over the charging
+  time;
+- what the register rose after the charging end, or after the `max_duration` cap, goes to
+  the last priced line (readings after the charging end are folded in like any other, they
+  only move the marks of transitions they straddle);
+- readings at or before `opened_at` never count.
+
+Pure: standard library and the billing domain only. Money is Decimal in
+`PRICING_CONTEXT`; no float anywhere. `accumulator_to_pb` / `accumulator_from_pb` fill and
+read the protobuf message `csms.sessions.v1.PriceAccumulator` by attribute (duck typing,
+no protobuf import), so the domain stays free of wire formats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, fields, replace
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal, localcontext
+from functools import lru_cache
+from typing import Any, Iterable, Mapping
+
+from services.common.decimals import parse_decimal
+
+from .money import PRICING_CONTEXT, Money
+from .pricing import (
+    _EPOCH,
+    _MAX_INSTANT,
+    _MIN_INSTANT,
+    _US_PER_MINUTE,
+    _WH_PER_KWH,
+    _WH_RESOLUTION,
+    MAX_PRICED_DURATION,
+    BandLine,
+    EnergySample,
+    PriceBreakdown,
+    SessionUsage,
+    _aware_utc,
+    _us,
+    _wh,
+    _within_range,
+)
+from .tariff import BandSegment, Tariff, band_segments
+
+__all__ = [
+    "PriceAccumulator",
+    "RunningUsage",
+    "StaleAccumulator",
+    "tariff_fingerprint",
+    "open_price",
+    "advance_price",
+    "finish_price",
+    "fold_price",
+    "usage_accumulator",
+    "accumulator_matches",
+    "accumulator_to_dict",
+    "accumulator_from_dict",
+    "accumulator_to_pb",
+    "accumulator_from_pb",
+    "metering_digest_input",
+]
+
+UTC = timezone.utc
+_ONE_US = timedelta(microseconds=1)
+
+
+class StaleAccumulator(ValueError):
+    """The accumulator cannot be finished against this tariff or bound (another tariff,
+    or folded with a shorter `max_duration`): re-price from the samples."""
+
+
+@dataclass(frozen=True, slots=True)
+class PriceAccumulator:
+    tariff_id: str
+    tariff_fingerprint: str
+    currency: str
+    opened_at: datetime  # aware UTC
+    open_wh: int  # register at opened_at
+    last_at: datetime  # high-water mark
+    last_wh: int  # monotone running register
+    marks: tuple[tuple[datetime, Decimal], ...] = ()  # register at each band transition crossed so far
+
+
+@dataclass(frozen=True, slots=True)
+class RunningUsage:
+    """A session priced from its accumulator (the sessions processor's) instead of its
+    samples; `decide_cdr` takes it where it takes a `SessionUsage`."""
+
+    acc: PriceAccumulator
+    started_at: datetime
+    stopped_at: datetime | None = None
+    charging_ended_at: datetime | None = None
+    end_wh: int | None = None  # the register at the end; None: the accumulator's high-water mark
+
+
+# --- the tariff's identity ---------------------------------------------------------------
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return f"{value.normalize(PRICING_CONTEXT):f}"  # "0.30" and "0.3" are the same price
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name)) for f in fields(value)}
+    return value
+
+
+@lru_cache(maxsize=4096)
+def tariff_fingerprint(tariff: Tariff) -> str:
+    """sha256 of the canonical tariff (decimals normalised; the `default` flag left out:
+    which tariff is the default does not change what this one charges)."""
+    canon = {k: v for k, v in _canonical(tariff).items() if k != "default"}
+    return hashlib.sha256(json.dumps(canon, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# --- open / advance ----------------------------------------------------------------------
+
+
+def _instant(value: object, name: str) -> datetime:
+    """Aware UTC inside the priced range (fold cleared: it means nothing in UTC, and the
+    accumulator must compare equal after a round trip)."""
+    return _within_range(_aware_utc(value, name)).replace(fold=0)
+
+
+def _plus(dt: datetime, delta: timedelta) -> datetime:
+    """dt + delta, saturating at the priced range's end (no OverflowError)."""
+    return _MAX_INSTANT if dt > _MAX_INSTANT - delta else dt + delta
+
+
+def _check_duration(max_duration: timedelta) -> None:
+    if not isinstance(max_duration, timedelta) or max_duration <= timedelta(0):
+        raise ValueError(f"max_duration must be a positive timedelta, got {max_duration!r}")
+
+
+# The band transitions of one UTC day, per tariff object: advancing by one reading looks up
+# one or two days instead of splitting a window (which walks three local days of walls and
+# the zone's offsets). Keyed by id() with the tariff kept in the value (so the id cannot be
+# reused while cached); bounded.
+_DAY_TRANSITIONS: dict[tuple[int, date], tuple[Tariff, tuple[datetime, ...]]] = {}
+_DAY_TRANSITIONS_MAX = 8192
+_DAY = timedelta(days=1)
+
+
+def _day_transitions(tariff: Tariff, day: date) -> tuple[datetime, ...]:
+    """The instants T in [day 00:00 UTC, next day 00:00 UTC) where the band in force changes."""
+    key = (id(tariff), day)
+    hit = _DAY_TRANSITIONS.get(key)
+    if hit is not None and hit[0] is tariff:
+        return hit[1]
+    lo = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    hi = lo + _DAY  # callers stay inside [_MIN_INSTANT, _MAX_INSTANT]: no overflow
+    # Transitions fall on whole seconds: a window opening 1 µs early reports one at `lo`.
+    found = tuple(seg.start for seg in band_segments(tariff, lo - _ONE_US, hi)[1:])
+    if len(_DAY_TRANSITIONS) >= _DAY_TRANSITIONS_MAX:
+        _DAY_TRANSITIONS.clear()
+    _DAY_TRANSITIONS[key] = (tariff, found)
+    return found
+
+
+def _transitions(tariff: Tariff, after: datetime, upto: datetime) -> list[datetime]:
+    """The instants T with after < T <= upto where the band in force changes."""
+    if not tariff.bands or upto <= after:
+        return []
+    out: list[datetime] = []
+    day, last = after.date(), upto.date()
+    while day <= last:
+        out.extend(t for t in _day_transitions(tariff, day) if after < t <= upto)
+        day += _DAY
+    return out
+
+
+def _segments(tariff: Tariff, start: datetime, end: datetime) -> tuple[BandSegment, ...]:
+    """`band_segments(tariff, start, end)`, from the per-day transitions (cached)."""
+    if end <= start or not tariff.bands:
+        return band_segments(tariff, start, end)
+    points = [start, *_transitions(tariff, start, end - _ONE_US), end]
+    return tuple(BandSegment(a, b, tariff.band_index_at(a)) for a, b in zip(points, points[1:]))
+
+
+def open_price(
+    tariff: Tariff, opened_at: datetime, open_wh: int, *, max_duration: timedelta = MAX_PRICED_DURATION
+) -> PriceAccumulator:
+    """A fresh accumulator: the register reads `open_wh` at `opened_at` (the session's start)."""
+    _check_duration(max_duration)
+    opened = _instant(opened_at, "opened_at")
+    _wh(open_wh, "open_wh")
+    return PriceAccumulator(
+        tariff_id=tariff.id,
+        tariff_fingerprint=tariff_fingerprint(tariff),
+        currency=tariff.currency,
+        opened_at=opened,
+        open_wh=open_wh,
+        last_at=opened,
+        last_wh=open_wh,
+    )
+
+
+def advance_price(
+    acc: PriceAccumulator, tariff: Tariff, at: datetime, wh: int, *, max_duration: timedelta = MAX_PRICED_DURATION
+) -> PriceAccumulator | None:
+    """Fold in one register reading.
+
+    - `at` == `last_at` and `wh` == `last_wh`: a duplicate, `acc` itself;
+    - `at` at or before `opened_at`: never counts, `acc` itself;
+    - otherwise `at` <= `last_at`: None (out of order: fold again from the sorted readings);
+    - `wh` below `last_wh` is clamped up (the register is monotone).
+    """
+    if tariff.id != acc.tariff_id:
+        raise StaleAccumulator(f"accumulator of tariff {acc.tariff_id!r} advanced with tariff {tariff.id!r}")
+    at = _instant(at, "at")
+    _wh(wh, "wh")
+    if at == acc.last_at and wh == acc.last_wh:
+        return acc
+    if at <= acc.opened_at:
+        return acc
+    if at <= acc.last_at:
+        return None
+    wh = max(wh, acc.last_wh)
+    upto = min(at, _plus(acc.opened_at, max_duration))
+    crossed = _transitions(tariff, acc.last_at, upto)
+    if not crossed:
+        return replace(acc, last_at=at, last_wh=wh)
+    t0, t1 = _us(acc.last_at), _us(at)
+    v0 = Decimal(acc.last_wh)
+    rise = Decimal(wh - acc.last_wh)
+    with localcontext(PRICING_CONTEXT):
+        new = tuple((t, (v0 + rise * (_us(t) - t0) / (t1 - t0)).quantize(_WH_RESOLUTION)) for t in crossed)
+    return replace(acc, last_at=at, last_wh=wh, marks=acc.marks + new)
+
+
+def fold_price(
+    tariff: Tariff,
+    opened_at: datetime,
+    open_wh: int,
+    readings: Iterable[EnergySample],
+    *,
+    max_duration: timedelta = MAX_PRICED_DURATION,
+) -> PriceAccumulator:
+    """open_price + advance_price over the readings in time order (any order and duplicates
+    in: one reading per instant, the highest, like `SessionUsage`)."""
+    by_time: dict[datetime, int] = {}
+    for t, v in readings:
+        t = _instant(t, "reading time")
+        by_time[t] = max(_wh(v, "reading"), by_time.get(t, v))
+    acc = open_price(tariff, opened_at, open_wh, max_duration=max_duration)
+    for t, v in sorted(by_time.items()):
+        nxt = advance_price(acc, tariff, t, v, max_duration=max_duration)
+        assert nxt is not None  # strictly increasing instants
+        acc = nxt
+    return acc
+
+
+def usage_accumulator(
+    tariff: Tariff, usage: SessionUsage, *, max_duration: timedelta = MAX_PRICED_DURATION
+) -> PriceAccumulator:
+    """The accumulator of a `SessionUsage`: opened at its start with its meter start."""
+    return fold_price(tariff, usage.started_at, usage.meter_start_wh, usage.energy_samples, max_duration=max_duration)
+
+
+def accumulator_matches(acc: PriceAccumulator | None, tariff: Tariff, started_at: datetime, open_wh: int) -> bool:
+    """May `acc` be finished for a session that started at `started_at` with the register
+    at `open_wh`, priced against `tariff`? (Else: fold the stored samples.)"""
+    return (
+        acc is not None
+        and acc.tariff_id == tariff.id
+        and acc.tariff_fingerprint == tariff_fingerprint(tariff)
+        and acc.opened_at == _instant(started_at, "started_at")
+        and acc.open_wh == open_wh
+    )
+
+
+# --- finish ------------------------------------------------------------------------------
+
+
+def finish_price(
+    acc: PriceAccumulator,
+    tariff: Tariff,
+    *,
+    now: datetime,
+    stopped_at: datetime | None = None,
+    charging_ended_at: datetime | None = None,
+    end_wh: int | None = None,
+    max_duration: timedelta = MAX_PRICED_DURATION,
+) -> PriceBreakdown:
+    """The price of the session as the accumulator knows it; an active one (stopped_at None)
+    is priced up to `now`. `end_wh`: the register at the end (None: the high-water mark).
+    Raises `StaleAccumulator` when `tariff` is not the accumulator's tariff."""
+    now = _aware_utc(now, "now")
+    _check_duration(max_duration)
+    if acc.tariff_id != tariff.id or acc.tariff_fingerprint != tariff_fingerprint(tariff):
+        raise StaleAccumulator(f"accumulator of tariff {acc.tariff_id!r} is not for this version of {tariff.id!r}")
+    if stopped_at is not None:
+        stopped_at = _aware_utc(stopped_at, "stopped_at")
+    if charging_ended_at is not None:
+        charging_ended_at = _aware_utc(charging_ended_at, "charging_ended_at")
+    if end_wh is not None:
+        _wh(end_wh, "end_wh")
+    with localcontext(PRICING_CONTEXT):
+        return _finish(acc, tariff, now, stopped_at, charging_ended_at, end_wh, max_duration)
+
+
+def _finish(
+    acc: PriceAccumulator,
+    tariff: Tariff,
+    now: datetime,
+    stopped_at: datetime | None,
+    charging_ended_at: datetime | None,
+    end_wh: int | None,
+    max_duration: timedelta,
+) -> PriceBreakdown:
+    cur = tariff.currency
+    start = acc.opened_at
+    session_end = max(_within_range(stopped_at if stopped_at is not None else now), start)
+    charging_end = charging_ended_at if charging_ended_at is not None else session_end
+    charging_end = min(max(_within_range(charging_end), start), session_end)
+    # The bound: time is priced up to `priced_until` at most (no overflow: only when it is
+    # before session_end).
+    capped = session_end - start > max_duration
+    priced_until = start + max_duration if capped else session_end
+    priced_charging_end = min(charging_end, priced_until)
+
+    end = end_wh if end_wh is not None else acc.last_wh
+    suspect = end < acc.open_wh  # the meter went backwards: no energy
+    if suspect:
+        end = acc.open_wh
+    suspect = suspect or end < acc.last_wh  # a counted reading above the end register
+    energy_wh = end - acc.open_wh
+    end_d = Decimal(end).quantize(_WH_RESOLUTION)
+
+    segments = _segments(tariff, start, priced_charging_end)
+    marks = dict(acc.marks) if len(segments) > 1 else {}
+    last_us, charging_end_us = _us(acc.last_at), _us(charging_end)
+    high = Decimal(max(end, acc.last_wh))
+
+    def register(t: datetime) -> Decimal:
+        """The register at a band transition inside the priced charging window."""
+        if t <= acc.last_at:
+            value = marks.get(t)
+            if value is None:
+                raise StaleAccumulator(f"no mark at {t.isoformat()}: the accumulator was folded with a shorter bound")
+        else:  # after the last reading: towards (charging end, end register)
+            us = _us(t)
+            value = (acc.last_wh + (high - acc.last_wh) * (us - last_us) / (charging_end_us - last_us)).quantize(
+                _WH_RESOLUTION
+            )
+        return min(value, end_d)
+
+    levels = [Decimal(acc.open_wh).quantize(_WH_RESOLUTION)]
+    for seg in segments[:-1]:  # monotone whatever an accumulator from the wire says
+        levels.append(max(register(seg.end), levels[-1]))
+    levels.append(end_d)
+
+    lines: list[BandLine] = []
+    energy_num = time_num = Decimal(0)
+    for i, seg in enumerate(segments):
+        a, b = _us(seg.start), _us(seg.end)
+        # The last line also takes what the register rose after the cap and the charging end.
+        wh = levels[i + 1] - levels[i] if b > a else Decimal(energy_wh)  # b == a: the empty window
+        p_kwh, p_min = tariff.energy_price(seg.band_index), tariff.time_price(seg.band_index)
+        energy_num += wh * p_kwh
+        time_num += (b - a) * p_min
+        lines.append(
+            BandLine(
+                label=tariff.band_label(seg.band_index),
+                band_index=seg.band_index,
+                started_at=seg.start,
+                ended_at=seg.end,
+                energy_wh=wh,
+                seconds=Decimal(b - a) / 1_000_000,
+                price_per_kwh=p_kwh,
+                price_per_minute=p_min,
+                energy_cost=Money(wh * p_kwh / _WH_PER_KWH, cur),
+                time_cost=Money((b - a) * p_min / _US_PER_MINUTE, cur),
+            )
+        )
+
+    parking_us = _us(priced_until) - _us(priced_charging_end)
+    idle_us = max(0, parking_us - tariff.idle_grace_minutes * _US_PER_MINUTE)
+    energy_cost = Money(energy_num / _WH_PER_KWH, cur)
+    time_cost = Money(time_num / _US_PER_MINUTE, cur)
+    idle_cost = Money(idle_us * tariff.idle_fee_per_minute / _US_PER_MINUTE, cur)
+    session_fee = Money(tariff.session_fee, cur)
+
+    subtotal = energy_cost + time_cost + idle_cost + session_fee
+    clamp: str | None = None
+    if tariff.min_price is not None and subtotal.amount < tariff.min_price:
+        subtotal, clamp = Money(tariff.min_price, cur), "min"
+    elif tariff.max_price is not None and subtotal.amount > tariff.max_price:
+        subtotal, clamp = Money(tariff.max_price, cur), "max"
+    tax = subtotal * tariff.tax_rate
+
+    return PriceBreakdown(
+        currency=cur,
+        energy_wh=energy_wh,
+        energy_cost=energy_cost,
+        time_cost=time_cost,
+        idle_cost=idle_cost,
+        session_fee=session_fee,
+        subtotal=subtotal,
+        tax=tax,
+        total_excl_tax=subtotal.rounded(),
+        total_incl_tax=(subtotal + tax).rounded(),
+        tax_rate=tariff.tax_rate,
+        lines=tuple(lines),
+        charging_seconds=Decimal(_us(priced_charging_end) - _us(start)) / 1_000_000,
+        parking_seconds=Decimal(parking_us) / 1_000_000,
+        idle_seconds=Decimal(idle_us) / 1_000_000,
+        charging_ended_at=priced_charging_end,
+        priced_until=priced_until,
+        suspect=suspect,
+        clamp=clamp,
+        capped=capped,
+    )
+
+
+# --- the CDR's metering input --------------------------------------------------------------
+
+
+def metering_digest_input(acc: PriceAccumulator, end_wh: int | None, max_duration: timedelta) -> list[Any]:
+    """What the register contributes to a CDR's inputs fingerprint: the same whether the
+    accumulator was kept incrementally or folded from the stored samples (marks beyond the
+    pricing bound are left out: they never count)."""
+    cap = _plus(acc.opened_at, max_duration)
+    return [
+        acc.open_wh,
+        end_wh,
+        _iso_us(acc.last_at),
+        acc.last_wh,
+        [[_iso_us(t), f"{v:f}"] for t, v in acc.marks if t <= cap],
+    ]
+
+
+# --- dict and protobuf forms -----------------------------------------------------------------
+
+
+def _iso_us(dt: datetime) -> str:
+    dt = dt.astimezone(UTC)
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}."
+        f"{dt.microsecond:06d}Z"
+    )
+
+
+def _parse_instant(value: object, name: str) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be an ISO 8601 instant, got {value!r}")
+    return _aware_utc(datetime.fromisoformat(value), name)
+
+
+def _int(value: object, name: str) -> int:
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        value = int(value)
+    return _wh(value, name)
+
+
+def _mark_value(value: object) -> Decimal:
+    d = parse_decimal(value) if isinstance(value, str) else None
+    if d is None or d < 0:
+        raise ValueError(f"a mark must be a non-negative decimal text, got {value!r}")
+    return d
+
+
+def accumulator_to_dict(acc: PriceAccumulator) -> dict[str, Any]:
+    """JSON-ready form (stored in the session document): instants to the microsecond,
+    marks as decimal text, so `accumulator_from_dict` gives back an equal accumulator."""
+    return {
+        "tariff_id": acc.tariff_id,
+        "tariff_fingerprint": acc.tariff_fingerprint,
+        "currency": acc.currency,
+        "opened_at": _iso_us(acc.opened_at),
+        "open_wh": acc.open_wh,
+        "last_at": _iso_us(acc.last_at),
+        "last_wh": acc.last_wh,
+        "marks": [[_iso_us(t), f"{v:f}"] for t, v in acc.marks],
+    }
+
+
+def accumulator_from_dict(d: Mapping[str, Any]) -> PriceAccumulator:
+    """Raises ValueError (or KeyError / TypeError) for a mapping that is not an accumulator."""
+    marks = d.get("marks") or []
+    if not isinstance(marks, (list, tuple)):
+        raise ValueError("marks must be a list")
+    acc = PriceAccumulator(
+        tariff_id=str(d["tariff_id"]),
+        tariff_fingerprint=str(d["tariff_fingerprint"]),
+        currency=str(d["currency"]),
+        opened_at=_parse_instant(d["opened_at"], "opened_at"),
+        open_wh=_int(d["open_wh"], "open_wh"),
+        last_at=_parse_instant(d["last_at"], "last_at"),
+        last_wh=_int(d["last_wh"], "last_wh"),
+        marks=tuple((_parse_instant(m[0], "mark time"), _mark_value(m[1])) for m in marks),
+    )
+    if not _consistent(acc):
+        raise ValueError("not a consistent accumulator (high-water mark before its opening, or out of range)")
+    return acc
+
+
+def _consistent(acc: PriceAccumulator) -> bool:
+    """What `open_price` / `advance_price` guarantee, checked on what comes from outside."""
+    return (
+        _MIN_INSTANT <= acc.opened_at <= acc.last_at <= _MAX_INSTANT
+        and 0 <= acc.open_wh <= acc.last_wh
+        and all(acc.opened_at < t <= acc.last_at for t, _ in acc.marks)
+    )
+
+
+def _set_ts(msg: Any, dt: datetime) -> None:
+    delta = dt - _EPOCH  # exact integer arithmetic
+    us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    msg.seconds, rem = divmod(us, 1_000_000)
+    msg.nanos = rem * 1000
+
+
+def _get_ts(msg: Any) -> datetime:
+    return _EPOCH + timedelta(seconds=msg.seconds, microseconds=msg.nanos // 1000)
+
+
+def accumulator_to_pb(acc: PriceAccumulator, pb: Any) -> None:
+    """Fill a `csms.sessions.v1.PriceAccumulator` message (`running_total_incl_tax` is the
+    caller's: it needs `now` and the tariff)."""
+    pb.tariff_id = acc.tariff_id
+    pb.tariff_fingerprint = acc.tariff_fingerprint
+    pb.currency = acc.currency
+    _set_ts(pb.opened_at, acc.opened_at)
+    pb.open_wh = acc.open_wh
+    _set_ts(pb.last_at, acc.last_at)
+    pb.last_wh = acc.last_wh
+    del pb.marks[:]
+    for t, v in acc.marks:
+        m = pb.marks.add()
+        _set_ts(m.at, t)
+        m.wh = f"{v:f}"
+
+
+def accumulator_from_pb(pb: Any) -> PriceAccumulator | None:
+    """The accumulator a message carries; None when it carries none (no tariff applied) or
+    it is not usable (then the caller re-prices from the samples)."""
+    if pb is None or not pb.tariff_id or not pb.tariff_fingerprint:
+        return None
+    try:
+        acc = PriceAccumulator(
+            tariff_id=pb.tariff_id,
+            tariff_fingerprint=pb.tariff_fingerprint,
+            currency=pb.currency,
+            opened_at=_get_ts(pb.opened_at),
+            open_wh=int(pb.open_wh),
+            last_at=_get_ts(pb.last_at),
+            last_wh=int(pb.last_wh),
+            marks=tuple((_get_ts(m.at), _mark_value(m.wh)) for m in pb.marks),
+        )
+    except (ValueError, OverflowError, ArithmeticError):
+        return None
+    return acc if _consistent(acc) else None
