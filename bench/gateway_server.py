@@ -1,4 +1,5 @@
-"""Benchmark launcher: ONLY the gateway (GatewayService) on the memory bus + SQLite, set up
+"""Benchmark launcher: ONLY the gateway (GatewayService) on the memory bus (or Kafka with
+--bus-url, as bench/gateway_kafka.py runs it) + SQLite, set up
 the way `csms gateway` sets itself up (load_settings() from CSMS_* env, setup_logging,
 setup_tracing("gateway"), uvloop), plus the `Settings.extra` tunables a loopback
 benchmark needs (they have no environment variable). Or `--mode echo`: a bare aiohttp
@@ -91,15 +92,29 @@ async def _ready(path: str, port: int) -> None:
     os.replace(tmp, path)
 
 
-async def run_gateway(args: argparse.Namespace) -> None:
+async def run_gateway(args: argparse.Namespace, gateway_id: str | None = None, worker: int | None = None) -> None:
     from services.common.bus.memory import MemoryBus
     from services.common.config import load_settings
     from services.common.runtime import bootstrap
     from services.gateway.service import GatewayService  # noqa: I001
 
-    settings = load_settings().with_overrides(store_url=args.store_url, host=args.host, ocpp_port=args.port)
+    settings = load_settings().with_overrides(store_url=args.store_url, host=args.host, ocpp_port=args.port, bus_url=args.bus_url,
+                                              gateway_id=gateway_id)
     settings = type(settings)(**{**settings.__dict__, "extra": json.loads(args.extra)})
-    rt = bootstrap(settings, bus=MemoryBus(retention_bytes=args.bus_retention << 10))
+    if args.producer_kw:  # diagnostics: try aiokafka producer settings the bus does not expose yet
+        import aiokafka
+
+        original = aiokafka.AIOKafkaProducer.__init__
+        extra_kw = json.loads(args.producer_kw)
+
+        def patched(self: object, *a: object, **kw: object) -> None:
+            original(self, *a, **{**kw, **extra_kw})  # type: ignore[arg-type]
+
+        aiokafka.AIOKafkaProducer.__init__ = patched  # type: ignore[method-assign]
+    if settings.bus_url.startswith("memory://"):
+        rt = bootstrap(settings, bus=MemoryBus(retention_bytes=args.bus_retention << 10))
+    else:  # kafka://: the bus `csms gateway` builds from the same settings (bus_options)
+        rt = bootstrap(settings)
     await rt.start()
     svc = GatewayService(rt)
     await svc.start()
@@ -118,7 +133,17 @@ async def run_gateway(args: argparse.Namespace) -> None:
         loop.add_signal_handler(signal.SIGUSR2, _tracemalloc_dump, args.tracemalloc)
     else:
         loop.add_signal_handler(signal.SIGUSR2, _gc_dump, str(Path(args.ready_file).with_suffix(".gc.json")))
-    await _ready(args.ready_file, svc.port)
+    if worker is None:
+        await _ready(args.ready_file, svc.port)
+    else:  # CSMS_GATEWAY_WORKERS: worker 0 reports the supervisor once every worker listens
+        Path(f"{args.ready_file}.w{worker}").write_text(str(os.getpid()))
+        if worker == 0:
+            n = settings.gateway_workers
+            while not all(Path(f"{args.ready_file}.w{k}").exists() for k in range(n)):
+                await asyncio.sleep(0.05)
+            tmp = args.ready_file + ".tmp"
+            Path(tmp).write_text(json.dumps({"port": svc.port, "pid": os.getppid()}))
+            os.replace(tmp, args.ready_file)
     try:
         await stop.wait()
     finally:
@@ -164,6 +189,8 @@ def main() -> None:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--ready-file", required=True)
     p.add_argument("--extra", default="{}", help="JSON object for Settings.extra (hub.Limits, Authenticator keys)")
+    p.add_argument("--bus-url", default="memory://", help="memory:// (default) or kafka://host:9092 (bench/gateway_kafka.py)")
+    p.add_argument("--producer-kw", help="diagnostics: JSON keywords added to every AIOKafkaProducer (e.g. max_batch_size)")
     p.add_argument("--bus-retention", type=int, default=64, help="memory-bus KiB kept per partition")
     p.add_argument("--log-level", default=os.environ.get("CSMS_LOG_LEVEL", "INFO"))
     p.add_argument("--no-tracing", action="store_true", help="skip setup_tracing (no SDK TracerProvider)")
@@ -188,6 +215,18 @@ def main() -> None:
     if args.mode == "gateway" and not args.no_tracing:
         setup_tracing("gateway")
     install_uvloop()
+    if args.mode == "gateway" and int(os.environ.get("CSMS_GATEWAY_WORKERS", "1") or 1) > 1:
+        # SO_REUSEPORT workers as `csms gateway` runs them; they must share one explicit port
+        from services.common.config import load_settings
+        from services.gateway.workers import supervise
+
+        if not args.port:
+            import socket
+
+            with socket.socket() as s:
+                s.bind((args.host, 0))
+                args.port = s.getsockname()[1]
+        sys.exit(supervise(load_settings(), lambda st, k: asyncio.run(run_gateway(args, st.gateway_id, k)) or 0))
     asyncio.run(run_gateway(args) if args.mode == "gateway" else run_echo(args))
 
 

@@ -266,6 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             if args.command == "run":
                 settings = _embedded_api_key(settings)
+            if args.command == "gateway" and settings.gateway_workers > 1:
+                # CSMS_GATEWAY_WORKERS: SO_REUSEPORT worker processes, forked before any loop
+                from services.gateway.workers import supervise
+
+                return supervise(settings, lambda s, _k: asyncio.run(_serve("gateway", s)) or 0)
             asyncio.run(_serve(args.command, settings))
     except ConfigError as exc:
         print(f"csms: {exc}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 Order of checks before the upgrade (cheapest first; nothing slow happens for a request
 that a cheap check already refuses):
-  upgrade flood per remote address (429) -> identity syntax on the raw path (400) ->
+  upgrade flood per remote address (delayed up to a bound, then 429) -> measured overload
+  (503 + Retry-After from the backlog; admission.py) -> identity syntax on the raw path (400) ->
   WebSocket upgrade headers (400) -> lockout (401) -> known station (404) ->
   Basic credentials (401) -> enabled (403) -> subprotocol.
 No acceptable subprotocol: the handshake completes without the header, then close 1002.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +21,7 @@ from aiohttp import web
 from services.common.errors import StoreError
 from services.common.telemetry import add_health_routes
 from services.gateway import auth, metrics, ownership
+from services.gateway.admission import UpgradeLimits
 from services.gateway.connection import Connection
 from services.gateway.hub import Hub
 from services.gateway.limits import KeyedBuckets
@@ -98,8 +101,9 @@ class GatewayApp:
     def __init__(self, hub: Hub, authenticator: auth.Authenticator) -> None:
         self.hub = hub
         self.auth = authenticator
-        lim = hub.limits
-        self.upgrades: KeyedBuckets[str] = KeyedBuckets(lim.upgrade_rate_per_ip, lim.upgrade_burst_per_ip)
+        up = UpgradeLimits.from_settings(hub.settings)  # per address: slow a site's chargers, refuse a flood
+        self.upgrades: KeyedBuckets[str] = KeyedBuckets(up.rate, up.burst)
+        self.upgrade_max_wait_s = up.max_wait_s
         self.handlers: set[asyncio.Task[object]] = set()
         self.app = web.Application()
         self.app.router.add_get("/ocpp/{tail:.*}", self.handle)
@@ -115,8 +119,14 @@ class GatewayApp:
         remote = request.remote or ""
         if hub.stopping:
             return self._refuse(503, "shutting_down")
-        if not self.upgrades.take(remote):
-            return self._refuse(429, "upgrade_flood", {"Retry-After": "1"})
+        admitted, wait = self.upgrades.reserve(remote, self.upgrade_max_wait_s)
+        if not admitted:
+            return self._refuse(429, "upgrade_flood", {"Retry-After": str(math.ceil(wait))})
+        if wait > 0:
+            await asyncio.sleep(wait)  # past the burst: queued behind the address's earlier upgrades
+        retry_after = hub.admission.upgrade_retry_after()
+        if retry_after:  # measured overload (services/gateway/admission.py)
+            return self._refuse(503, "overloaded", {"Retry-After": str(retry_after)})
         station_id = auth.station_id_from_path(request.raw_path)
         if station_id is None:
             log.info("refused identity %.80r from %s", request.raw_path, remote)
@@ -125,7 +135,8 @@ class GatewayApp:
             return self._refuse(400, "not_websocket")
         try:
             async with asyncio.timeout(hub.limits.open_timeout_s):
-                outcome = await self.auth.authenticate(station_id, request.headers.get("Authorization"), remote)
+                with hub.admission.track():
+                    outcome = await self.auth.authenticate(station_id, request.headers.get("Authorization"), remote)
         except (StoreError, TimeoutError) as exc:
             log.warning("station=%s handshake: store unavailable (%s)", station_id, exc)
             return self._refuse(503, "store_unavailable", {"Retry-After": "5"})
@@ -160,7 +171,8 @@ class GatewayApp:
     async def _serve(self, ws: web.WebSocketResponse, station_id: str, version: str, proto: str, remote: str) -> None:
         hub = self.hub
         try:
-            epoch, prev = await ownership.claim(hub, station_id)
+            with hub.admission.track(store=True, completes=True):
+                epoch, prev = await ownership.claim(hub, station_id)
         except Exception as exc:
             log.warning("station=%s ownership claim failed (%s); closing 1011", station_id, exc)
             await ws.close(code=1011, message=b"try again later")

@@ -43,7 +43,7 @@ class CommandRunner:
         self._slots = asyncio.Semaphore(hub.limits.command_concurrency)
 
     async def start(self) -> None:
-        ordinal = gateway_ordinal(self.hub.gateway_id)
+        ordinal = gateway_ordinal(self.hub.gateway_id, self.hub.settings.gateway_workers)
         partitions = await self.hub.rt.bus.partitions(topics.COMMANDS)
         if ordinal >= partitions:
             raise ConfigError(f"{self.hub.gateway_id}: ordinal {ordinal} >= {partitions} partitions of {topics.COMMANDS}")

@@ -31,7 +31,7 @@ def _no_lenient(field: str, detail: str) -> None:
     return None
 
 
-@dataclass
+@dataclass(slots=True)  # one per connection (idle memory), one CallContext per call
 class ConnectionState:
     """Per-connection state that lives as long as the WebSocket (rebuilt on reconnect)."""
 
@@ -42,7 +42,7 @@ class ConnectionState:
     lenient_logged: set[tuple[str, str]] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class CallContext:
     station_id: str
     ocpp_version: str                       # "1.6" | "2.0.1" | "2.1"
@@ -59,3 +59,5 @@ class CallContext:
     # cached token lookup: "Accepted" / "Blocked" / "Expired" / "Invalid" (unknown -> "Invalid")
     token_status: Callable[[str], Awaitable[str]]
     lenient: Lenient = _no_lenient
+    # the Pending interval admission chose for the boot `admit_boot` just refused (None: pick one)
+    pending_interval: Callable[[], int | None] | None = None

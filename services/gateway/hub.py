@@ -16,6 +16,7 @@ from services.common.errors import StoreError
 from services.common.runtime import Runtime
 from services.common.store.port import Token
 from services.gateway import metrics, sizes
+from services.gateway.admission import Admission, Thresholds
 from services.gateway.limits import TokenBucket, TTLCache
 from services.gateway.publisher import Publisher
 
@@ -70,8 +71,11 @@ class Hub:
         self.publisher = Publisher(rt)
         self.connections: dict[str, "Connection"] = {}
         self.stopping = False
-        rate = max(rt.settings.boot_rate_per_s, 0.001)
-        self._boots = TokenBucket(rate, max(1.0, rate))
+        rate = rt.settings.boot_rate_per_s  # an optional fixed cap (CSMS_BOOT_RATE); 0 = none
+        self._boots = TokenBucket(rate, max(1.0, rate)) if rate > 0 else None
+        # admission by measured overload (services/gateway/admission.py)
+        self.admission = Admission(Thresholds.from_settings(rt.settings), lambda: getattr(self.publisher, "in_flight", 0))
+        self._pending_s = 0
         self._tokens: TTLCache[str, Token | None] = TTLCache(self.limits.token_cache_size, self.limits.token_cache_ttl_s)
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -84,11 +88,18 @@ class Hub:
         return task
 
     def admit_boot(self) -> bool:
-        """Admission control for BootNotification (False: answer Pending with a back-off)."""
-        ok = self._boots.take()
+        """Admission control for BootNotification (False: answer Pending with a back-off):
+        Pending while overloaded, or past the fixed cap if one is set."""
+        self._pending_s = self.admission.boot_pending_interval()
+        ok = self._pending_s == 0 and (self._boots is None or self._boots.take())
         if not ok:
             metrics.BOOT_PENDING.inc()
         return ok
+
+    def pending_interval(self) -> int | None:
+        """The Pending interval of the boot `admit_boot` just refused for overload (None:
+        refused by the fixed cap; the caller picks a jittered interval)."""
+        return self._pending_s or None
 
     async def token_status(self, id_token: str) -> str:
         """Accepted / Blocked / Expired / Invalid (unknown -> Invalid), through a TTL cache.

@@ -1,4 +1,12 @@
-"""Small, bounded, allocation-light rate limiters and caches (monotonic clock, injectable)."""
+"""Small, bounded, allocation-light rate limiters and caches (monotonic clock, injectable).
+
+`reserve()` is the "slow, not refuse" form of a token bucket (issue 8): a request past the
+burst is admitted after a wait (its token is taken in advance, so waiters are served in
+order at `rate`), as long as that wait stays within a bound; beyond it nothing is taken
+and the caller answers 429 with the wait as Retry-After. So at most `rate x max_wait`
+requests per key are ever waiting: a site's chargers behind one NAT address are delayed
+by seconds, a flood from one address is still refused (its Retry-After values spread at
+`rate`, so the refused come back as a trickle the bucket can take)."""
 
 from __future__ import annotations
 
@@ -15,12 +23,13 @@ V = TypeVar("V")
 class TokenBucket:
     """`rate` tokens per second, at most `burst` saved up."""
 
-    __slots__ = ("rate", "burst", "tokens", "stamp", "_now")
+    __slots__ = ("rate", "burst", "tokens", "stamp", "_now", "retry_slot")
 
     def __init__(self, rate: float, burst: float, now: Now = time.monotonic) -> None:
         self.rate, self.burst, self._now = rate, burst, now
         self.tokens = burst
         self.stamp = now()
+        self.retry_slot = 0.0  # reserve(): the last return time handed to a refused request
 
     def _refill(self) -> None:
         t = self._now()
@@ -34,6 +43,27 @@ class TokenBucket:
             self.tokens -= 1.0
             return True
         return False
+
+    def reserve(self, max_wait: float) -> tuple[bool, float]:
+        """(True, wait): admitted, to proceed after `wait` seconds (0: now; the token is
+        taken now). (False, retry_after): the wait would exceed `max_wait`; nothing is
+        taken, and successive refusals are told successive return times 1/rate apart
+        (after the queue), so that they come back spread out at the rate, not as a wave."""
+        self._refill()
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True, 0.0
+        if self.rate <= 0:
+            return False, float("inf")
+        wait = (1.0 - self.tokens) / self.rate
+        if wait > max_wait:
+            now = self.stamp
+            self.retry_slot = max(self.retry_slot, now + wait)
+            retry_after = self.retry_slot - now
+            self.retry_slot += 1.0 / self.rate
+            return False, retry_after
+        self.tokens -= 1.0
+        return True, wait
 
     def delay(self) -> float:
         """Take one token, going into debt if needed; returns how long to wait before using it."""
@@ -49,13 +79,20 @@ class KeyedBuckets(Generic[K]):
         self.rate, self.burst, self.max_keys, self._now = rate, burst, max_keys, now
         self._buckets: dict[K, TokenBucket] = {}
 
-    def take(self, key: K) -> bool:
+    def _bucket(self, key: K) -> TokenBucket:
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= self.max_keys:
                 self._buckets.pop(next(iter(self._buckets)))
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, self._now)
-        return bucket.take()
+        return bucket
+
+    def take(self, key: K) -> bool:
+        return self._bucket(key).take()
+
+    def reserve(self, key: K, max_wait: float) -> tuple[bool, float]:
+        """TokenBucket.reserve for `key`'s bucket."""
+        return self._bucket(key).reserve(max_wait)
 
 
 class Lockouts(Generic[K]):

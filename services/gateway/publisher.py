@@ -53,6 +53,7 @@ class Publisher:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.retrying = 0        # publishes currently in backoff (not ready while > 0)
+        self.in_flight = 0       # sent to the bus, not yet acknowledged (admission: back-pressure)
         self._outage = False
 
     @property
@@ -81,7 +82,11 @@ class Publisher:
         try:
             while True:
                 try:
-                    await bus.publish(topics.EVENTS, env.station_id, value, headers)
+                    self.in_flight += 1
+                    try:
+                        await bus.publish(topics.EVENTS, env.station_id, value, headers)
+                    finally:
+                        self.in_flight -= 1
                 except asyncio.CancelledError:
                     raise
                 except RecordTooLarge:

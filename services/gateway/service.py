@@ -69,7 +69,9 @@ class GatewayService:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
             ssl_context.load_cert_chain(settings.tls_cert, settings.tls_key)
-        self._site = web.TCPSite(self._runner, settings.host, settings.ocpp_port, ssl_context=ssl_context, backlog=4096)
+        # CSMS_GATEWAY_WORKERS > 1: every worker binds the same port (services/gateway/workers.py)
+        self._site = web.TCPSite(self._runner, settings.host, settings.ocpp_port, ssl_context=ssl_context, backlog=4096,
+                                 reuse_port=settings.gateway_workers > 1 or None)
         await self._site.start()
         server = self._site._server
         sockets = getattr(server, "sockets", None) or []

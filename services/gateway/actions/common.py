@@ -114,7 +114,8 @@ async def decide_boot(ctx: CallContext) -> tuple[str, int]:
     """(registrationStatus, interval) for a BootNotification; records it on the connection.
 
     The station is already authenticated. A station an operator disabled is Rejected;
-    otherwise admission control decides between Accepted and a jittered Pending."""
+    otherwise admission control decides between Accepted and Pending (only while the
+    gateway is overloaded, with an interval from its backlog; or past CSMS_BOOT_RATE if set)."""
     enabled = True
     checked = ctx.state.attributes.get("enabled_checked_at")
     # The handshake found the station enabled moments ago: skip one store round trip per
@@ -130,7 +131,9 @@ async def decide_boot(ctx: CallContext) -> tuple[str, int]:
     if not enabled:
         status, interval = "Rejected", ctx.settings.heartbeat_interval
     elif not ctx.admit_boot():
-        status, interval = "Pending", _jitter.randint(*PENDING_INTERVAL_S)
+        # overload: the interval admission computed from its backlog; a fixed cap: jittered
+        chosen = ctx.pending_interval() if ctx.pending_interval is not None else None
+        status, interval = "Pending", chosen or _jitter.randint(*PENDING_INTERVAL_S)
     else:
         status, interval = "Accepted", ctx.settings.heartbeat_interval
     ctx.state.boot_status = status

@@ -20,10 +20,9 @@ reading. Each leniency is reported through `note(field, detail)` for the core to
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import orjson
 
@@ -69,12 +68,12 @@ _UNIT_BY_FOLD = {u.casefold(): u for u in sorted(_KNOWN_UNITS, key=lambda u: (u 
 _MAX_MULTIPLIER = 2 * MAX_ABS_EXPONENT
 
 
-@dataclass(frozen=True, slots=True)
-class _Raw:
-    """One sampled value, version differences already resolved."""
+class _Raw(NamedTuple):
+    """One sampled value, version differences already resolved. (A NamedTuple: built for
+    every sampled value of every MeterValues, it costs a third of a frozen dataclass.)"""
 
     value: Decimal | None   # None: not a usable number
-    text: str               # the value as sent, kept when it is not usable
+    sent: Any               # the value as sent; its text (`_text`) is kept when not usable
     unit: str
     measurand: str
     phase: str
@@ -117,6 +116,9 @@ def canonical_unit(unit: str) -> str | None:
     return _UNIT_BY_FOLD.get(unit.casefold())
 
 
+_CONVERTED = frozenset({"K", "Fahrenheit"})  # offset conversions to Celsius (`_to_base`)
+
+
 def _to_base(value: Decimal, unit: str) -> tuple[Decimal, str]:
     if unit in _SCALED:
         base, factor = _SCALED[unit]
@@ -132,13 +134,16 @@ def _sample(raw: _Raw, at: datetime, field: str, note: Note | None) -> MeterSamp
     value = raw.value
     unit = raw.unit
     if value is not None:
-        value, unit = _to_base(value, unit)
-        if not bounded(value):
-            value = None  # e.g. 1e15 MWh: parseable, but out of bounds in Wh
+        if unit in _SCALED or unit in _CONVERTED:
+            value, unit = _to_base(value, unit)
+        if not bounded(value):  # e.g. 1e15 MWh, or a 2.x multiplier: parseable, but out of bounds
+            value = None
+    text = ""
     if value is None:
         unit = raw.unit
+        text = _text(raw.sent)
         if note is not None and not raw.noted:
-            note(field + ".value", f"{raw.text[:64]!r} is not a usable number; kept as raw_value")
+            note(field + ".value", f"{text[:64]!r} is not a usable number; kept as raw_value")
     return MeterSample(
         timestamp=at,
         value=0.0 if value is None else float(value),
@@ -147,7 +152,7 @@ def _sample(raw: _Raw, at: datetime, field: str, note: Note | None) -> MeterSamp
         phase=raw.phase,
         context=raw.context,
         location=raw.location,
-        raw_value="" if value is not None else (raw.text or "\"\""),
+        raw_value="" if value is not None else (text or "\"\""),
     )
 
 
@@ -157,14 +162,15 @@ def _raw_16(sv: dict[str, Any], field: str, note: Note | None) -> _Raw | None:
     value = sv.get("value")
     # The schema validator canonicalised known units; an unknown one is kept (and was noted).
     unit = sv.get("unit") or "Wh"
+    get = sv.get
     return _Raw(
-        value=parse_decimal(value),
-        text=_text(value),
-        unit=unit,
-        measurand=sv.get("measurand") or ENERGY_REGISTER,
-        phase=sv.get("phase") or "",
-        context=sv.get("context") or DEFAULT_CONTEXT,
-        location=sv.get("location") or DEFAULT_LOCATION,
+        parse_decimal(value),
+        value,
+        unit,
+        get("measurand") or ENERGY_REGISTER,
+        get("phase") or "",
+        get("context") or DEFAULT_CONTEXT,
+        get("location") or DEFAULT_LOCATION,
     )
 
 
@@ -194,7 +200,7 @@ def _raw_201(sv: dict[str, Any], field: str, note: Note | None) -> _Raw | None:
         note(field + ".unitOfMeasure.unit", f"{sent!r} -> {unit!r}")
     return _Raw(
         value=value,
-        text=_text(raw_value),
+        sent=raw_value,
         unit=unit,
         measurand=sv.get("measurand") or ENERGY_REGISTER,
         phase=sv.get("phase") or "",
