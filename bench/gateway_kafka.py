@@ -5,7 +5,9 @@ sets itself up, uvloop, INFO logs) on Kafka at 127.0.0.1:9092 with the product's
 (acks=all, idempotence, `bus_options` from the CSMS_* settings) and a SQLite store
 (the per-call path reads nothing from the store for this mix; handshakes and
 StartTransaction do). With CSMS_GATEWAY_WORKERS=N (`--workers N`) the server is N
-SO_REUSEPORT worker processes; their CPU is summed.
+SO_REUSEPORT worker processes (gateway ids gateway-0-p0 .. gateway-0-p<N-1>, each its own
+command partition); their CPU is summed. The producer's linger is the product's
+CSMS_KAFKA_LINGER_MS (set it in the environment to compare).
 
 Stations: OCPP 1.6, raw WebSocket clients (bench/_wsclient.py) in `--clients` separate
 processes, each station booted and in one open transaction (StartTransaction), then

@@ -25,20 +25,14 @@ def _default_gateway_id() -> str:
     return f"gateway-{m.group(1) if m else 0}"
 
 
-def gateway_ordinal(gateway_id: str, workers: int | None = None) -> int:
-    """The command partition of a gateway (ADR 001): N for `gateway-N`; for worker k of a
-    pod with CSMS_GATEWAY_WORKERS=W (`gateway-N-wk`, services/gateway/workers.py) N*W + k.
-    `workers` defaults to CSMS_GATEWAY_WORKERS of this process: set it alike for every role."""
-    m = re.search(r"(\d+)-w(\d+)$", gateway_id)
-    if m:
-        w = workers if workers is not None else max(1, int(os.environ.get("CSMS_GATEWAY_WORKERS", "1") or 1))
-        k = int(m.group(2))
-        if k >= w:
-            raise ConfigError(f"gateway id {gateway_id!r}: worker {k} but CSMS_GATEWAY_WORKERS={w} (set it alike for every role)")
-        return int(m.group(1)) * w + k
-    m = re.search(r"(\d+)$", gateway_id)
+def gateway_ordinal(gateway_id: str) -> int:
+    """The command partition of a gateway (ADR 001), from its id alone: P for a
+    SO_REUSEPORT worker `gateway-N-pP` (the pod's supervisor put the partition in the id,
+    services/gateway/workers.py), N for a single gateway `gateway-N`. No role needs to
+    know how many workers a pod runs."""
+    m = re.search(r"-p(\d+)$", gateway_id) or re.search(r"(\d+)$", gateway_id)
     if not m:
-        raise ConfigError(f"gateway id {gateway_id!r} has no ordinal (expected gateway-N)")
+        raise ConfigError(f"gateway id {gateway_id!r} has no ordinal (expected gateway-N or gateway-N-pP)")
     return int(m.group(1))
 
 
@@ -58,8 +52,8 @@ class Settings:
     max_json_depth: int = 32
     command_timeout_s: float = 30.0
     events_partitions: int = 12
-    commands_partitions: int = 16          # >= number of gateway pods (x gateway_workers)
-    gateway_workers: int = 1               # SO_REUSEPORT gateway processes per pod (services/gateway/workers.py)
+    commands_partitions: int = 16          # >= gateway pods x gateway_workers (ADR 001)
+    gateway_workers: int = 1               # SO_REUSEPORT gateway processes per pod, gateway role only (services/gateway/workers.py)
     boot_rate_per_s: float = 0.0           # optional fixed cap on Accepted boots per second per pod (0 = none)
     # Admission by measured overload (services/gateway/admission.py): upgrades answered 503
     # and boots Pending while one signal is past its threshold (0 switches a signal off).
@@ -103,6 +97,7 @@ class Settings:
     session_idle_timeout_h: float = 24.0         # open sessions with no event this long are abandoned
     session_sweep_interval_s: float = 300.0      # how often the sweeper looks
     tariff_cache_s: float = 30.0                 # sessions processor: station tariff/site cached this long
+    sessions_cache_entries: int = 10_000         # sessions processor: sessions it wrote, kept decoded
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, **kw: Any) -> "Settings":
@@ -157,6 +152,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             session_idle_timeout_h=float(e.get("CSMS_SESSION_IDLE_TIMEOUT_H", "24")),
             session_sweep_interval_s=float(e.get("CSMS_SESSION_SWEEP_INTERVAL_S", "300")),
             tariff_cache_s=max(0.0, float(e.get("CSMS_TARIFF_CACHE_S", "30"))),
+            sessions_cache_entries=max(0, int(e.get("CSMS_SESSIONS_CACHE_ENTRIES", "10000"))),
         )
     except ValueError as exc:
         raise ConfigError(f"bad setting: {exc}") from exc

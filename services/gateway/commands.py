@@ -43,7 +43,7 @@ class CommandRunner:
         self._slots = asyncio.Semaphore(hub.limits.command_concurrency)
 
     async def start(self) -> None:
-        ordinal = gateway_ordinal(self.hub.gateway_id, self.hub.settings.gateway_workers)
+        ordinal = gateway_ordinal(self.hub.gateway_id)
         partitions = await self.hub.rt.bus.partitions(topics.COMMANDS)
         if ordinal >= partitions:
             raise ConfigError(f"{self.hub.gateway_id}: ordinal {ordinal} >= {partitions} partitions of {topics.COMMANDS}")
@@ -65,7 +65,9 @@ class CommandRunner:
             log.warning("undecodable command at %s[%d]@%d dropped", record.topic, record.partition, record.offset)
             return
         if cmd.command_type == ownership.FENCE:
-            await self._fence(cmd)
+            await self._fence(cmd)  # fences go by epoch: whoever holds an older socket closes it
+            return
+        if not self._addressed_to_us(cmd):
             return
         await self._slots.acquire()
         chain = self._chains.get(cmd.station_id)
@@ -76,6 +78,25 @@ class CommandRunner:
         task = asyncio.create_task(self._run_chain(cmd.station_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _addressed_to_us(self, cmd: codec.Command) -> bool:
+        """A command addressed to another gateway that reads this same partition is that
+        gateway's: while a rolling update changes CSMS_GATEWAY_WORKERS, `gateway-1-p3`
+        (two workers per pod) and `gateway-3` (one) both read partition 3 (workers.py).
+        Only the addressee runs it (or re-routes it once, ADR 001); running it here too
+        would deliver it twice. A command addressed to no one, or to a gateway on another
+        partition (which cannot read it), takes the usual path."""
+        target = cmd.target_gateway_id
+        if not target or target == self.hub.gateway_id:
+            return True
+        try:
+            shared = gateway_ordinal(target) == gateway_ordinal(self.hub.gateway_id)
+        except ConfigError:
+            return True
+        if shared:
+            log.info("station=%s command %s (%s) is for %s, which reads this partition too; left to it",
+                     cmd.station_id, cmd.command_id, cmd.command_type, target)
+        return not shared
 
     async def _run_chain(self, station_id: str) -> None:
         chain = self._chains[station_id]

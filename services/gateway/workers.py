@@ -1,18 +1,24 @@
 """SO_REUSEPORT gateway workers: `CSMS_GATEWAY_WORKERS` processes per pod on one OCPP port.
 
 One Python process serves OCPP on one core (bench/RESULTS.md, "Gateway alone on Kafka").
-With `CSMS_GATEWAY_WORKERS=N` (default 1) the `csms gateway` process forks N workers
-before any event loop exists; each binds the same port with SO_REUSEPORT (the kernel
-spreads new connections over them) and is a gateway of its own:
+With `CSMS_GATEWAY_WORKERS=W` (default 1) the `csms gateway` process of pod `gateway-N`
+forks W workers before any event loop exists; each binds the same port with SO_REUSEPORT
+(the kernel spreads new connections over them) and is a gateway of its own:
 
-- gateway id `<gateway-id>-w<k>` (k = 0..N-1): its own ownership claims and epochs in the
-  store, its own `StationConnected`/`StationDisconnected`, its own fencing (ADR 001: a
-  station that reconnects to another worker of the same pod is fenced exactly as if it
-  had moved to another pod);
-- its own command partition, `gateway_ordinal("<base>-N-w<k>") = N * workers + k`
-  (`services.common.config.gateway_ordinal`), which every role computes the same way as
-  long as CSMS_GATEWAY_WORKERS is set alike for all of them; csms.commands.v1 needs
-  pods x workers partitions (a worker whose ordinal does not fit refuses to start).
+- gateway id `gateway-N-pP` with P = N * W + k for worker k = 0..W-1: the id carries the
+  worker's command partition, so `gateway_ordinal(owner id)` (ADR 001) gives it to the
+  API and smart charging from the ownership record alone: no role but the gateway needs
+  to know W. Pods x workers partitions of csms.commands.v1 suffice (dense); a worker whose
+  partition does not exist refuses to start;
+- its own ownership claims and epochs in the store, its own
+  `StationConnected`/`StationDisconnected`, its own fencing (ADR 001: a station that
+  reconnects to another worker of the same pod is fenced exactly as if it had moved to
+  another pod).
+
+With W = 1 nothing is forked and the id stays `gateway-N` (partition N). Changing W moves
+a pod's partitions; while a rolling update runs pods with the old and the new W side by
+side, two gateways can read one partition for that while: each executes only the
+commands addressed to it (services/gateway/commands.py).
 
 The parent only supervises: SIGTERM/SIGINT are passed on to the workers (each drains its
 sockets as a single gateway does); when one worker exits, the others are stopped and the
@@ -32,7 +38,7 @@ import sys
 import time
 from typing import Callable
 
-from services.common.config import Settings
+from services.common.config import Settings, gateway_ordinal
 
 __all__ = ["worker_id", "supervise"]
 
@@ -41,8 +47,11 @@ log = logging.getLogger("csms.gateway.workers")
 _STOP_GRACE_S = 30.0
 
 
-def worker_id(gateway_id: str, k: int) -> str:
-    return f"{gateway_id}-w{k}"
+def worker_id(gateway_id: str, k: int, workers: int) -> str:
+    """Worker k of `workers` in pod `gateway_id` (`gateway-N`): `gateway-N-p<N*workers+k>`."""
+    if not 0 <= k < workers:
+        raise ValueError(f"worker {k} of {workers}")
+    return f"{gateway_id}-p{gateway_ordinal(gateway_id) * workers + k}"
 
 
 def _die_with_parent() -> None:
@@ -59,6 +68,7 @@ def supervise(settings: Settings, serve: Callable[[Settings, int], int]) -> int:
     n = settings.gateway_workers
     if n <= 1:
         return serve(settings, 0)
+    ids = [worker_id(settings.gateway_id, k, n) for k in range(n)]  # ConfigError before forking
     sys.stdout.flush()
     sys.stderr.flush()
     children: dict[int, int] = {}
@@ -70,7 +80,7 @@ def supervise(settings: Settings, serve: Callable[[Settings, int], int]) -> int:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 _die_with_parent()
-                code = serve(settings.with_overrides(gateway_id=worker_id(settings.gateway_id, k)), k) or 0
+                code = serve(settings.with_overrides(gateway_id=ids[k]), k) or 0
             except KeyboardInterrupt:
                 code = 0
             except BaseException:
@@ -79,7 +89,7 @@ def supervise(settings: Settings, serve: Callable[[Settings, int], int]) -> int:
                 logging.shutdown()
                 os._exit(code)
         children[pid] = k
-    log.info("gateway %s: %d SO_REUSEPORT workers (pids %s)", settings.gateway_id, n, " ".join(map(str, children)))
+    log.info("gateway %s: %d SO_REUSEPORT workers %s (pids %s)", settings.gateway_id, n, " ".join(ids), " ".join(map(str, children)))
     stopping = [False]
 
     def forward(signum: int, _frame: object) -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import Any, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -85,15 +86,66 @@ class _KeyPartitioner:
         self._size = size
         self._default = DefaultPartitioner()
 
-    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
-        if key is None:
-            return self._default(key, all_partitions, available)  # type: ignore[no-any-return]
+    def hash(self, key: bytes) -> int:
         h = self._hashes.get(key)
         if h is None:
             if len(self._hashes) >= self._size:
                 self._hashes.clear()
             h = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
-        return all_partitions[h % len(all_partitions)]
+        return h
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return self._default(key, all_partitions, available)  # type: ignore[no-any-return]
+        return all_partitions[self.hash(key) % len(all_partitions)]
+
+
+class _Deadlines:
+    """Publish timeouts without a timer per publish.
+
+    With idempotence aiokafka retries a batch until the broker takes it and never expires
+    it (`Sender._can_retry`), so without a deadline of our own a publish during an outage
+    would wait forever and the gateway would never turn not-ready. `asyncio.wait_for` per
+    publish (a waiter future, a timer handle and a callback per call) was a visible share
+    of the gateway's CPU per CALL. Every publish gets the same timeout, so deadlines come in
+    order: a FIFO of (deadline, ack future) and one timer that runs every `tick` s while
+    anything is in flight; it drops acknowledged futures and fails those past their
+    deadline with `TimeoutError` (which `_failed` turns into BusUnavailable). aiokafka
+    skips a future that is already done when the ack comes later (it must: `wait_for`
+    cancelled it). A publish times out between `timeout_s` and `timeout_s + tick`."""
+
+    __slots__ = ("timeout_s", "tick", "_queue", "_timer")
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.tick = min(1.0, max(0.01, timeout_s / 4))
+        self._queue: deque[tuple[float, asyncio.Future[Any]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, fut: "asyncio.Future[Any]") -> None:
+        loop = fut.get_loop()
+        self._queue.append((loop.time() + self.timeout_s, fut))
+        if self._timer is None:
+            self._timer = loop.call_later(self.tick, self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        queue, now = self._queue, loop.time()
+        while queue:
+            deadline, fut = queue[0]
+            if not fut.done():
+                if deadline > now:
+                    break
+                fut.set_exception(asyncio.TimeoutError(f"no acknowledgement within {self.timeout_s:g} s"))
+            queue.popleft()
+        if queue:
+            self._timer = loop.call_later(self.tick, self._sweep, loop)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._queue.clear()
 
 
 def _record(msg: Any) -> Record:
@@ -316,6 +368,11 @@ class KafkaBus:
         self.policy = DeliveryPolicy(max_attempts=dlq_max_attempts, backoff_s=dlq_backoff_s)
         self._dlq_ready: set[str] = set()
         self.publish_timeout_s = publish_timeout_s
+        self._deadlines = _Deadlines(publish_timeout_s)
+        self._partitioner = _KeyPartitioner()
+        # partitions per topic as the producer's metadata has them; emptied on every metadata
+        # update (a topic that grew is placed like the producer's partitioner would place it)
+        self._partition_counts: dict[str, int] = {}
         self.replication_factor = replication_factor
         self.linger_ms = linger_ms
         self.client_id = client_id
@@ -341,10 +398,12 @@ class KafkaBus:
                 request_timeout_ms=int(self.publish_timeout_s * 1000),
                 retry_backoff_ms=100,
                 max_request_size=self.max_message_bytes,
-                partitioner=_KeyPartitioner(),
+                partitioner=self._partitioner,
             )
             try:
                 await producer.start()
+                producer.client.cluster.add_listener(self._metadata_updated)
+                self._partition_counts.clear()
                 self._producer, self._connected = producer, True
                 log.info("kafka producer connected to %s", self.servers)
                 return
@@ -372,10 +431,14 @@ class KafkaBus:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+        self._deadlines.close()
 
     @property
     def healthy(self) -> bool:
         return self._connected and self._failing_since is None
+
+    def _metadata_updated(self, _cluster: object) -> None:
+        self._partition_counts.clear()
 
     # -- topics --------------------------------------------------------------------
     async def ensure_topic(self, topic: str, partitions: int) -> None:
@@ -457,9 +520,24 @@ class KafkaBus:
         producer = self._producer
         if producer is None:
             raise BusUnavailable("kafka producer not connected")
+        if partition is None and kb:
+            # the key's partition from the cached hash and the topic's partition count in the
+            # producer's metadata (Kafka partitions are 0..n-1, so this is the partitioner's
+            # choice): aiokafka then skips building two partition lists and the partitioner
+            # call on every send. Unknown topic (no metadata yet): the producer waits and decides.
+            n = self._partition_counts.get(topic)
+            if n is None:
+                parts = producer.client.cluster.partitions_for_topic(topic)
+                if parts:
+                    n = self._partition_counts[topic] = len(parts)
+            if n:
+                partition = self._partitioner.hash(kb) % n
         try:
-            fut = await producer.send(topic, value=value, key=kb, partition=partition, headers=list(headers))
-            await asyncio.wait_for(fut, self.publish_timeout_s)
+            fut = await producer.send(topic, value=value, key=kb, partition=partition,
+                                      headers=headers if type(headers) is list else list(headers))
+            if not fut.done():
+                self._deadlines.watch(fut)  # one shared timer, not a wait_for per publish
+            await fut
         except Exception as exc:
             self._failed(topic, exc)
             raise
