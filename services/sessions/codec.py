@@ -117,13 +117,9 @@ def _register_to_pb(pb: Any, field: str, reading: tuple[datetime, int] | None) -
 def _price_to_pb(acc: Any, msg: Any) -> None:
     """The pricing helper's `accumulator_to_pb` when it exists (one encoding for billing,
     the gateway and us), else the fields written here from the accumulator's attributes."""
-    try:
-        from services.billing.domain import running
-    except ImportError:  # pragma: no cover - the pricing module ships with ADR 015
-        running = None  # type: ignore[assignment]
-    to_pb = getattr(running, "accumulator_to_pb", None) if running is not None else None
+    to_pb, fills = _accumulator_to_pb()
     if to_pb is not None:
-        if len(inspect.signature(to_pb).parameters) >= 2:
+        if fills:
             to_pb(acc, msg)
         else:
             msg.CopyFrom(to_pb(acc))
@@ -140,6 +136,22 @@ def _price_to_pb(acc: Any, msg: Any) -> None:
     total = getattr(acc, "running_total_incl_tax", None)
     msg.running_total_incl_tax = "" if total is None else str(total)
     msg.currency = str(getattr(acc, "currency", "") or "")
+
+
+_TO_PB: list[tuple[Any, bool]] = []
+
+
+def _accumulator_to_pb() -> tuple[Any, bool]:
+    """(running.accumulator_to_pb or None, whether it fills a message), looked up once
+    (inspecting its signature per snapshot cost more than encoding it)."""
+    if not _TO_PB:
+        try:
+            from services.billing.domain import running
+        except ImportError:  # pragma: no cover - the pricing module ships with ADR 015
+            running = None  # type: ignore[assignment]
+        to_pb = getattr(running, "accumulator_to_pb", None) if running is not None else None
+        _TO_PB.append((to_pb, to_pb is not None and len(inspect.signature(to_pb).parameters) >= 2))
+    return _TO_PB[0]
 
 
 def encode_session(s: Session, *, site_id: str = "", running_total: str = "") -> bytes:

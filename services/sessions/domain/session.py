@@ -76,6 +76,7 @@ document unchanged.
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from dataclasses import dataclass, fields, replace
@@ -349,7 +350,9 @@ class Session:
     @property
     def peak_power_w(self) -> float | None:
         """Highest Power.Active.Import: a total reading, or the sum of the phases at one time."""
-        group = math.fsum(v for _, v in self.phase_power[1]) if self.phase_power else None
+        if not self.phase_power:
+            return self.peak_total_w
+        group = math.fsum(v for _, v in self.phase_power[1])
         values = [v for v in (self.peak_total_w, group) if v is not None]
         return max(values) if values else None
 
@@ -385,7 +388,9 @@ def _register(regs: tuple[RegisterSeries, ...], phase: str) -> RegisterSeries | 
 
 
 # -- identity ----------------------------------------------------------------
+@functools.lru_cache(maxsize=1 << 16)
 def session_id(station_id: str, transaction_id: str) -> str:
+    """uuid5(station id, transaction id); cached: each event asks twice (batch grouping, apply)."""
     return str(uuid.uuid5(SESSION_NAMESPACE, f"{station_id}\n{transaction_id}"))
 
 
@@ -714,6 +719,8 @@ def _in_window(t: datetime, w: Window) -> bool:
 
 
 def _usable_reading(value: int | None) -> bool:
+    if type(value) is int:
+        return 0 <= value < 10**16  # what bounded(Decimal(value)) says of a non-negative int
     return value is not None and value >= 0 and bounded(Decimal(value))
 
 
@@ -822,7 +829,12 @@ def _usable_value(m: ev.MeterSample) -> tuple[float, str]:
         value = float(m.value)
     except (TypeError, ValueError, OverflowError):
         return 0.0, str(m.value)[:64]
-    if not math.isfinite(value) or not bounded(Decimal(repr(value))):
+    # 1e-15 <= |value| < 1e16 (or 0) is exactly what bounded(Decimal(repr(value))) accepts
+    # (repr is monotone); anything else takes the exact test
+    magnitude = abs(value)
+    if not (1e-15 <= magnitude < 1e16 or magnitude == 0.0) and (
+        not math.isfinite(value) or not bounded(Decimal(repr(value)))
+    ):
         return 0.0, repr(value)
     return value + 0.0, ""  # -0.0 is 0.0
 
@@ -1184,6 +1196,8 @@ def sample_from_row(r: MeterRow) -> Sample:
 
 # -- time --------------------------------------------------------------------
 def _ms(dt: datetime) -> datetime:
+    if dt.tzinfo is UTC and not dt.microsecond % 1000:
+        return dt  # the common case: already aware UTC to the millisecond
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     try:
@@ -1323,7 +1337,7 @@ def session_to_doc(s: Session) -> dict[str, Any]:
             "flags": sorted(s.flags),
             "sample_reasons": sorted(s.sample_reasons),
             "marks": [
-                [m.measurand, m.phase, _csample_out(m.last)] + ([] if m.first == m.last else [_csample_out(m.first)])
+                [m.measurand, m.phase, _csample_out(m.last)] + ([] if _same_sample(m.first, m.last) else [_csample_out(m.first)])
                 for m in s.marks
             ],
             "regs": [
@@ -1387,6 +1401,10 @@ def _creading_out(r: Reading | None) -> list[Any] | None:
 
 def _creading_in(v: Any) -> Reading | None:
     return None if not v else (_EPOCH + timedelta(milliseconds=v[0]), float(v[1]))
+
+
+def _same_sample(a: Sample, b: Sample) -> bool:
+    return a is b or (a.timestamp == b.timestamp and a == b)
 
 
 def _csample_out(x: Sample) -> list[Any]:
