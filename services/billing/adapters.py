@@ -25,7 +25,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
 
 from services.billing.codec import SessionSnapshot
 from services.billing.domain import (
@@ -61,6 +61,7 @@ __all__ = [
     "hold_reasons_of",
     "latest_cdr_doc",
     "resolve_tariff",
+    "default_tariff_doc",
     "tariff_from_doc",
 ]
 
@@ -518,6 +519,11 @@ async def _tariff_doc(store: Store, tariff_id: str | None) -> dict[str, Any] | N
     return await store.get_doc("tariff", tariff_id) if tariff_id else None
 
 
+async def default_tariff_doc(store: Store) -> dict[str, Any] | None:
+    """The tariff document marked default, if any (lists the tariffs)."""
+    return await _default_tariff_doc(store)
+
+
 async def _default_tariff_doc(store: Store) -> dict[str, Any] | None:
     for doc in await store.list_docs("tariff", limit=_MAX_SCAN):
         if doc.get("default") is True:
@@ -525,14 +531,27 @@ async def _default_tariff_doc(store: Store) -> dict[str, Any] | None:
     return None
 
 
-async def resolve_tariff(store: Store, station_id: str, site_hint: str = "") -> ResolvedTariff | None:
+_UNREAD: Any = object()
+
+
+async def resolve_tariff(
+    store: Store,
+    station_id: str,
+    site_hint: str = "",
+    *,
+    station: Any = _UNREAD,
+    default_doc: Callable[[], Awaitable[dict[str, Any] | None]] | None = None,
+) -> ResolvedTariff | None:
     """Station tariff, else its site's tariff, else the default tariff; None: nothing applies.
 
     A tariff id that points at a deleted tariff falls through to the next level. A
     stored tariff that does not parse raises `TariffError` (an operator must fix it;
-    a silently different price would be worse).
+    a silently different price would be worse). A caller that already read the station
+    passes it (`station=`, None when missing); one that caches the default tariff passes
+    `default_doc` (listing the tariffs to find the default reads every bucket).
     """
-    station = await store.get_station(station_id)
+    if station is _UNREAD:
+        station = await store.get_station(station_id)
     if station is not None and (doc := await _tariff_doc(store, station.tariff_id)) is not None:
         return ResolvedTariff(tariff_from_doc(doc), "station")
     site_id = (station.site_id if station is not None else None) or site_hint or None
@@ -541,6 +560,6 @@ async def resolve_tariff(store: Store, station_id: str, site_hint: str = "") -> 
         tariff_id = site.get("tariff_id") if site else None
         if isinstance(tariff_id, str) and (doc := await _tariff_doc(store, tariff_id)) is not None:
             return ResolvedTariff(tariff_from_doc(doc), "site")
-    doc = await _default_tariff_doc(store)
+    doc = await (default_doc() if default_doc is not None else _default_tariff_doc(store))
     return ResolvedTariff(tariff_from_doc(doc), "default") if doc is not None else None
 

@@ -67,7 +67,7 @@ from typing import Any, Callable, Sequence
 import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
-from services.billing.adapters import resolve_tariff
+from services.billing.adapters import default_tariff_doc, resolve_tariff
 from services.billing.domain import TariffError
 from services.billing.domain.running import StaleAccumulator, finish_price
 from services.billing.handlers import billing_limits
@@ -208,6 +208,7 @@ class StationLookups:
         self.ttl_s = max(float(ttl_s), 0.0)
         self.clock = clock
         self._cache: dict[str, tuple[float, Any, str]] = {}
+        self._default: tuple[float, Any] | None = None
 
     async def for_station(self, store: Any, station_id: str) -> tuple[Any, str]:
         now = self.clock()
@@ -216,8 +217,15 @@ class StationLookups:
             return hit[1], hit[2]
         station = await store.get_station(station_id)
         site_id = (station.site_id if station is not None else None) or ""
+
+        async def default_doc() -> Any:
+            # one listing of the tariffs per TTL for the whole process, not one per station
+            if self._default is None or self._default[0] <= now:
+                self._default = (now + self.ttl_s, await default_tariff_doc(store))
+            return self._default[1]
+
         try:
-            resolved = await resolve_tariff(store, station_id, site_id)
+            resolved = await resolve_tariff(store, station_id, site_id, station=station, default_doc=default_doc)
         except TariffError as exc:
             log.error("tariff for station %s does not parse (%s): sessions run without a price", station_id, exc)
             resolved = None
@@ -229,6 +237,7 @@ class StationLookups:
 
     def forget(self) -> None:
         self._cache.clear()
+        self._default = None
 
 
 def lookups_for(rt: Any) -> StationLookups:
