@@ -194,6 +194,9 @@ def rules_for(rt: Any) -> Plausibility:
 
 
 # -- station lookups (tariff, site), cached briefly ------------------------------------
+_YIELD_EVERY = 32
+
+
 class StationLookups:
     """The tariff that applies to a station now (station, else site, else default:
     `services.billing.adapters.resolve_tariff`) and the station's site id, cached for
@@ -381,7 +384,11 @@ class _Batch:
             status = {}
         for station_id in stations:
             self.status_docs[station_id] = status.get(station_id)
-        for (record, env, traceparent), ref in zip(items, refs):
+        for i, ((record, env, traceparent), ref) in enumerate(zip(items, refs)):
+            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                # let the event loop breathe: in one process (`csms run`) the gateway's
+                # replies wait behind a batch that never awaits real I/O
+                await asyncio.sleep(0)
             _processed(env.type_name).inc()
             _observe_skew(env)
             if ref is not None:
