@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
+from typing import Any, Sequence
 
 from services.api.validation import MISSING, Validator
 from services.common import topics
@@ -160,7 +160,9 @@ class CommandWaiter:
         return self._sub is not None
 
     async def start(self) -> None:
-        self._sub = await self.bus.subscribe(topics.EVENTS, self.group, self._on_record, from_beginning=False)
+        # Batches: this group reads every station event to find the few results, so the
+        # per-fetch cost of a record-at-a-time consumer would dominate (ADR 015).
+        self._sub = await self.bus.subscribe_batch(topics.EVENTS, self.group, self._on_batch, from_beginning=False)
 
     def release_all(self) -> None:
         """Wake every waiting request with WaiterClosed (shutdown must not wait for stations)."""
@@ -198,6 +200,10 @@ class CommandWaiter:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    async def _on_batch(self, records: Sequence[Record]) -> None:
+        for record in records:
+            await self._on_record(record)
 
     async def _on_record(self, record: Record) -> None:
         # Every station event passes here: look at the header, decode only results.
