@@ -16,6 +16,7 @@ commands of several domain steps into one batch (lower before raise) and
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -32,6 +33,7 @@ from services.common import codec, topics
 from services.common.config import gateway_ordinal
 from services.common.errors import ConfigError
 from services.common.runtime import Runtime
+from services.common.store.port import Owner
 from services.smart_charging.domain import (
     DEFAULT_MIN_A,
     ProfileCommand,
@@ -199,7 +201,30 @@ async def send(rt: Runtime, planned: PlannedCommand) -> str:
     re-allocation or from its fail-safe). Bus failures propagate (the caller's record
     is redelivered and the outbox re-sent).
     """
-    owner = await rt.store.get_owner(planned.station_id)
+    return await _publish(rt, planned, await rt.store.get_owner(planned.station_id))
+
+
+async def send_many(rt: Runtime, sequences: Sequence[Sequence[PlannedCommand]]) -> list[list[str]]:
+    """`send` for several sequences of commands (a site's outbox each): the owners of all
+    the stations are read concurrently; each sequence is produced in its order (a
+    site's lowering commands before its raising ones, as `send` one after the other
+    would), the sequences concurrently, so the producer batches them. Returns each
+    command's result, by sequence. Bus failures propagate (after all have finished)."""
+    stations = list(dict.fromkeys(p.station_id for seq in sequences for p in seq))
+    found = await asyncio.gather(*(rt.store.get_owner(s) for s in stations))
+    owners = dict(zip(stations, found))
+
+    async def in_order(seq: Sequence[PlannedCommand]) -> list[str]:
+        return [await _publish(rt, planned, owners[planned.station_id]) for planned in seq]
+
+    results = await asyncio.gather(*(in_order(seq) for seq in sequences), return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results  # type: ignore[return-value]
+
+
+async def _publish(rt: Runtime, planned: PlannedCommand, owner: Owner | None) -> str:
     if owner is None or not owner.connected:
         PROFILES_SENT.labels("offline").inc()
         log.info("station=%s not connected: %s profile not sent", planned.station_id, planned.kind)

@@ -5,6 +5,18 @@ consumer owns each site and applies its events in order: load the "site_state"
 document, translate the envelope into a domain event, `apply` it (pure), save the
 new state, send the resulting SetChargingProfile commands.
 
+Batches (ADR 015, `handle_site_batch`): a poll's records are grouped by site (each
+site's order kept); the batch's states are read with one `get_docs`, each site's events
+are applied in order in memory, and a site is written once per batch, only if its state
+changed (a reading that moves no allocation writes nothing): `put_docs` for the sites
+without commands, a fenced `put_doc` for those with an outbox, then the commands, then
+the outboxes cleared. The commands of a site's events in one batch are merged like those
+of one record (each session's last limit, lowering before raising). A state read back
+unchanged (same version and write time) is reused from memory instead of being rebuilt
+from its document (which re-runs the allocator). Readings are decoded lean: ids, times
+and the `Current.Import` samples only. A site with a site change in the batch is
+handled record by record, as before.
+
 Site changes reach this stage on the same topic: `SiteUpdated` records of
 csms.sites.v1 (ce_type `csms.sites.v1.SiteUpdated`, forwarded by the regrouping stage)
 and, during an upgrade, the older `site:<id>` Notification envelopes. Both become a
@@ -35,9 +47,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -47,6 +60,7 @@ from services.common import codec, sites_codec, topics
 from services.common import events as ev
 from services.common.bus.port import Record
 from services.common.errors import ConflictError
+from services.common.store.port import DocWrite
 from services.common.runtime import Runtime
 from services.common.telemetry import tracer
 from services.common.timeutil import parse_ocpp, to_ocpp
@@ -69,6 +83,7 @@ from services.smart_charging.domain import (
 )
 from services.smart_charging.repartition import (
     ACCEPTED_TOKEN_STATUSES,
+    CURRENT_MEASURAND,
     SITE_HEADER,
     current_samples,
     site_of_notification,
@@ -80,6 +95,7 @@ __all__ = [
     "CONSUMER_GROUP",
     "SITE_LIMIT_AMPS",
     "STATE_KIND",
+    "handle_site_batch",
     "handle_site_record",
 ]
 
@@ -93,6 +109,7 @@ ISSUED_TTL = timedelta(minutes=15)
 ISSUED_MAX = 500
 REJECTED = frozenset({"Rejected", "NotSupported"})
 _CHECKED_KEY = "smart_charging.site_checked"
+_SITE_DOCS_KEY = "smart_charging.site_docs"
 
 ALLOCATIONS = Counter("csms_smart_charging_allocations_total", "Site allocations computed (a site's limits re-decided)")
 SITE_LIMIT_AMPS = Gauge(
@@ -190,7 +207,12 @@ async def _load(rt: Runtime, site_id: str) -> SiteDoc | None:
     doc = await rt.store.get_doc(STATE_KIND, site_id)
     if doc is not None:
         return _from_doc(doc)
-    site = await rt.store.get_doc("site", site_id)
+    return _new_site_doc(rt, site_id, await rt.store.get_doc("site", site_id))
+
+
+def _new_site_doc(rt: Runtime, site_id: str, site: dict[str, Any] | None) -> SiteDoc | None:
+    """The first state of a site that has none yet, from its site document (None: the
+    site is unknown, deleted or has no valid limit: not managed)."""
     if site is None or site.get("deleted"):
         return None
     grid = _amps(site.get("grid_limit_a"))
@@ -295,7 +317,7 @@ class _Step:
     now: datetime
     commands: list[ProfileCommand] = field(default_factory=list)
     dirty: bool = False
-    failsafe: cmds.PlannedCommand | None = None
+    failsafes: list[cmds.PlannedCommand] = field(default_factory=list)
 
     def apply(self, event: Event) -> None:
         before = self.sd.state
@@ -342,7 +364,9 @@ async def _on_event(rt: Runtime, site_id: str, env: ev.Envelope, step: _Step) ->
     elif isinstance(body, ev.CommandResult):
         _on_command_result(env, body, step)
     elif isinstance(body, ev.StationBooted) and body.registration_status == "Accepted":
-        step.failsafe = await _fail_safe(rt, site_id, env, step)
+        failsafe = await _fail_safe(rt, site_id, env, step)
+        if failsafe is not None:
+            step.failsafes.append(failsafe)
 
 
 async def _on_site_updated(rt: Runtime, site_id: str, notice: _SiteNotice, step: _Step) -> None:
@@ -421,11 +445,18 @@ def _plan(site_id: str, step: _Step) -> list[cmds.PlannedCommand]:
             _forget_limit(sd, c.station_id, c.evse_id, str(c.transaction_id), str(c.limit_a))
             continue
         planned.append(p)
+        # Only a session's latest TxProfile is correlated: an answer to one it replaced
+        # cannot change anything (a newer limit was decided since), and `issued` stays
+        # as small as the site's sessions instead of growing with their length.
+        superseded = [k for k, v in sd.issued.items() if v.get("station_id") == p.station_id and v.get("evse_id") == p.evse_id]
+        for k in superseded:
+            del sd.issued[k]
         sd.issued[p.command_id] = {
             "station_id": p.station_id, "evse_id": p.evse_id, "transaction_id": p.transaction_id,
             "limit_a": p.limit_a, "at": to_ocpp(step.now),
         }
-    _prune_issued(sd, step.now)
+    if planned or (step.dirty and sd.issued):  # only what is written anyway
+        _prune_issued(sd, step.now)
     return planned
 
 
@@ -488,34 +519,283 @@ async def handle_site_record(rt: Runtime, record: Record) -> str:
     """Handle one by-site record (a station event, or a site change); returns the outcome.
     Raises on transient failures (store, bus, a concurrent writer) so the record is
     redelivered."""
-    site_id = record.header(SITE_HEADER) or record.key.decode("utf-8", "replace")
-    if record.header("ce_type") == sites_codec.CE_TYPE:
+    outcomes = await handle_site_batch(rt, [record])
+    return next(o for o, n in outcomes.items() if n)
+
+
+@dataclass(frozen=True)
+class _Item:
+    """A decoded by-site record: a station event (`env`), or a site change (`notice`;
+    with `env` too for a legacy notification)."""
+
+    env: ev.Envelope | None
+    notice: _SiteNotice | None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_READING_BODIES: dict[str, type[ev.MeterValues] | type[ev.TransactionUpdated]] = {
+    "meter_values": ev.MeterValues, "transaction_updated": ev.TransactionUpdated,
+}
+_READING_TYPES = frozenset(f"csms.events.v1.{cls.__name__}" for cls in _READING_BODIES.values())
+
+
+def _decode_reading(value: bytes) -> ev.Envelope | None:
+    """A MeterValues / TransactionUpdated envelope with only what this stage reads (ids,
+    times, the `Current.Import` samples): most by-site records are readings, and building
+    every sample of the full envelope was most of this stage's cost. None when the
+    message is of another kind (then decoded in full)."""
+    pb = codec.events_pb2.Event()
+    pb.ParseFromString(value)
+    field_name = pb.WhichOneof("body")
+    cls = _READING_BODIES.get(field_name or "")
+    if cls is None:
+        return None
+    body_pb = getattr(pb, field_name)  # type: ignore[arg-type]
+    samples = tuple(
+        ev.MeterSample(
+            timestamp=codec.get_timestamp(sp, "timestamp") or _EPOCH, value=sp.value, unit=sp.unit,
+            measurand=CURRENT_MEASURAND, phase=sp.phase,
+        )
+        for sp in body_pb.samples
+        if sp.measurand == CURRENT_MEASURAND
+    )
+    body = cls(transaction_id=body_pb.transaction_id, evse_id=body_pb.evse_id, connector_id=body_pb.connector_id, samples=samples)
+    # What this stage does not read (station time, message id, sample context, ...) is left out.
+    return ev.Envelope(
+        event_id=pb.event_id, station_id=pb.station_id, received_at=codec.get_timestamp(pb, "received_at") or _EPOCH,
+        body=body, gateway_id=pb.gateway_id, ocpp_version=pb.ocpp_version, action=pb.action,
+    )
+
+
+def _decode(record: Record) -> _Item | None:
+    """None (logged) when the bytes can never be decoded."""
+    ce_type = record.header("ce_type")
+    if ce_type in _READING_TYPES:
+        try:
+            reading = _decode_reading(record.value)
+        except Exception:
+            reading = None  # decoded in full below (and logged there if it cannot be)
+        if reading is not None:
+            return _Item(reading, None)
+    if ce_type == sites_codec.CE_TYPE:
         try:
             change = sites_codec.decode_site_updated(record.value)
-        except ValueError as exc:  # permanent: the same bytes will never decode
+        except ValueError as exc:
             log.error("undecodable SiteUpdated %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
-            EVENTS_HANDLED.labels("undecodable").inc()
-            return "undecodable"
-        notice = _SiteNotice(site=change.site, deleted=change.deleted, version=change.version)
-        with tracer.start_as_current_span(
-            "smart_charging.site_event", attributes={"csms.site_id": site_id, "csms.event": "SiteUpdated"}
-        ):
-            outcome = await _handle(rt, site_id, None, notice)
-        EVENTS_HANDLED.labels(outcome).inc()
-        return outcome
+            return None
+        return _Item(None, _SiteNotice(site=change.site, deleted=change.deleted, version=change.version))
     try:
         env = codec.decode_event(record.value, codec.headers_dict(record.headers))
-    except Exception as exc:  # permanent: the same bytes will never decode
+    except Exception as exc:
         log.error("undecodable by-site record %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
-        EVENTS_HANDLED.labels("undecodable").inc()
-        return "undecodable"
-    with tracer.start_as_current_span(
-        "smart_charging.site_event",
-        attributes={"csms.site_id": site_id, "csms.station_id": env.station_id, "csms.event": env.type_name},
-    ):
-        outcome = await _handle(rt, site_id, env, _legacy_notice(env))
-    EVENTS_HANDLED.labels(outcome).inc()
-    return outcome
+        return None
+    return _Item(env, _legacy_notice(env))
+
+
+async def handle_site_batch(rt: Runtime, records: Sequence[Record]) -> dict[str, int]:
+    """Handle a batch of by-site records (a poll's, each partition's in offset order);
+    returns the count per outcome. Raises on transient failures (store, bus, a concurrent
+    writer) so the batch is delivered again (the bus then replays it one record at a time
+    if the failure was not an outage).
+
+    The records are grouped by site, keeping each site's order. Sites with only station
+    events (nearly all) are handled together: one `get_docs` for their states, each
+    site's events applied in order to its state in memory, one versioned write per site
+    whose state changed (`put_docs`, or a fenced `put_doc` when it has commands to send:
+    a consumer that lost the site must not send them), then the commands, then the
+    outboxes cleared. A reading that changes no allocation writes nothing. A site with a
+    site change in the batch is handled record by record (rare)."""
+    outcomes: dict[str, int] = {}
+    groups: dict[str, list[_Item]] = {}
+    for record in records:
+        site_id = record.header(SITE_HEADER) or record.key.decode("utf-8", "replace")
+        item = _decode(record)
+        if item is None:
+            outcomes["undecodable"] = outcomes.get("undecodable", 0) + 1
+            continue
+        groups.setdefault(site_id, []).append(item)
+    plain: dict[str, list[ev.Envelope]] = {}
+    for site_id, items in groups.items():
+        if any(item.notice is not None for item in items):
+            for item in items:
+                outcome = await _handle_one(rt, site_id, item)
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        else:
+            plain[site_id] = [item.env for item in items if item.env is not None]
+    if plain:
+        await _handle_sites(rt, plain, outcomes)
+    for outcome, n in outcomes.items():
+        EVENTS_HANDLED.labels(outcome).inc(n)
+    return outcomes
+
+
+async def _handle_one(rt: Runtime, site_id: str, item: _Item) -> str:
+    env = item.env
+    attributes = {"csms.site_id": site_id, "csms.event": "SiteUpdated" if env is None else env.type_name}
+    if env is not None:
+        attributes["csms.station_id"] = env.station_id
+    with tracer.start_as_current_span("smart_charging.site_event", attributes=attributes):
+        return await _handle(rt, site_id, env, item.notice)
+
+
+@dataclass
+class _SiteWork:
+    """One site's share of a batch, once applied."""
+
+    site_id: str
+    sd: SiteDoc
+    step: _Step
+    outbox: list[cmds.PlannedCommand]
+    planned: list[cmds.PlannedCommand]
+    write: bool
+    trigger: str | None
+
+
+class _SiteDocCache:
+    """The site states this consumer last read or wrote, by site: (version, updated_at,
+    SiteDoc). A state read back unchanged (same version and write time: nobody else
+    wrote it) is taken from here instead of being rebuilt from its document, which
+    re-runs the allocator (`state_from_doc`). Bounded, oldest out first."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[Any, Any, SiteDoc]] = OrderedDict()
+
+    def take(self, site_id: str, doc: dict[str, Any]) -> SiteDoc:
+        hit = self._entries.get(site_id)
+        if hit is not None and hit[0] == doc.get("version") and hit[1] == doc.get("updated_at"):
+            sd = hit[2]
+            return replace(sd, station_versions=dict(sd.station_versions), outbox=list(sd.outbox), issued=dict(sd.issued))
+        return _from_doc(doc)
+
+    def keep(self, site_id: str, sd: SiteDoc, updated_at: Any) -> None:
+        """`sd` as it is stored now (no longer changed by the caller)."""
+        sd.stored = True
+        self._entries[site_id] = (sd.version, updated_at, sd)
+        self._entries.move_to_end(site_id)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+
+def _site_docs(rt: Runtime) -> _SiteDocCache:
+    cache = rt.extras.get(_SITE_DOCS_KEY)
+    if cache is None:
+        cache = rt.extras[_SITE_DOCS_KEY] = _SiteDocCache()
+    return cache  # type: ignore[no-any-return]
+
+
+async def _handle_sites(rt: Runtime, groups: dict[str, list[ev.Envelope]], outcomes: dict[str, int]) -> None:
+    now = rt.clock()
+    cache = _site_docs(rt)
+    docs = await rt.store.get_docs(STATE_KIND, list(groups))
+    missing = [site_id for site_id in groups if site_id not in docs]
+    due = [site_id for site_id in groups if site_id in docs and _due_for_recheck(rt, site_id)]
+    sites = await rt.store.get_docs("site", missing + due) if missing or due else {}
+    works: list[_SiteWork] = []
+    for site_id, envs in groups.items():
+        doc = docs.get(site_id)
+        sd = cache.take(site_id, doc) if doc is not None else _new_site_doc(rt, site_id, sites.get(site_id))
+        if sd is None:
+            log.info("site %s unknown: %d event(s) dropped", site_id, len(envs))
+            outcomes["no_site"] = outcomes.get("no_site", 0) + len(envs)
+            continue
+        recheck: dict[str, Any] | None = None
+        if site_id in due:
+            _mark_checked(rt, site_id)
+            recheck = sites.get(site_id)
+        with tracer.start_as_current_span(
+            "smart_charging.site_events", attributes={"csms.site_id": site_id, "csms.records": len(envs)}
+        ):
+            works.append(await _apply_site(rt, site_id, sd, envs, recheck, now, outcomes))
+    # One versioned write per changed site; a site with commands to send is fenced.
+    stamp = to_ocpp(now)
+    await rt.store.put_docs(
+        STATE_KIND, [DocWrite(w.site_id, _to_doc(w.sd, now), version=w.sd.version) for w in works if w.write and not w.outbox]
+    )
+    for w in works:
+        if w.write and w.outbox and not await rt.store.put_doc(STATE_KIND, w.site_id, _to_doc(w.sd, now), version=w.sd.version):
+            raise ConflictError(f"site_state {w.site_id}: a newer version was written by another consumer")
+    for w in works:
+        if w.trigger is not None:
+            ALLOCATIONS.inc()
+            _log_allocation(w.site_id, w.trigger, w.sd, w.planned)
+        _set_gauges(w.site_id, w.sd.state)
+    cleared: list[DocWrite] = []
+    sending = [w for w in works if w.outbox]
+    if sending:  # each site's commands in order, the sites concurrently
+        results = await cmds.send_many(rt, [w.outbox for w in sending])
+        for w, sent in zip(sending, results):
+            for planned, result in zip(w.outbox, sent):
+                if result != "sent" and planned.kind == "tx":
+                    _forget_limit(w.sd, planned.station_id, planned.evse_id, planned.transaction_id, planned.limit_a)
+            w.sd.outbox = []
+            w.sd.version += 1
+            cleared.append(DocWrite(w.site_id, _to_doc(w.sd, now), version=w.sd.version))
+    if cleared:
+        await rt.store.put_docs(STATE_KIND, cleared)
+    for w in works:
+        doc = docs.get(w.site_id)
+        cache.keep(w.site_id, w.sd, stamp if w.write or doc is None else doc.get("updated_at"))
+    failsafes = [[failsafe] for w in works for failsafe in w.step.failsafes]
+    if failsafes:  # one per booted station: no order between them
+        await cmds.send_many(rt, failsafes)
+
+
+async def _apply_site(
+    rt: Runtime,
+    site_id: str,
+    sd: SiteDoc,
+    envs: list[ev.Envelope],
+    recheck: dict[str, Any] | None,
+    now: datetime,
+    outcomes: dict[str, int],
+) -> _SiteWork:
+    """Apply a site's events of one batch, in order, to its state (in memory); counts an
+    outcome per event (failsafe, allocated, updated, unchanged)."""
+    before = sd.state
+    step = _Step(sd=sd, now=now, dirty=not sd.stored)
+    pending = list(sd.outbox)  # left by an interrupted earlier delivery: send it again
+    if pending:
+        log.info("site=%s re-sending %d profile command(s) of an interrupted delivery", site_id, len(pending))
+    versions_before = dict(sd.station_versions)
+    trigger: str | None = None
+    n_commands = n_failsafes = 0  # the re-read limit counts as part of the first event
+    state = sd.state
+    if recheck is not None:
+        limit = _limit_event(recheck)
+        if limit is not None:
+            step.apply(limit)
+            if sd.state.allocation is not state.allocation:
+                trigger = "site re-read"
+    dirty_before = step.dirty
+    for env in envs:
+        step.dirty = False
+        versions = len(sd.station_versions)
+        await _on_event(rt, site_id, env, step)
+        changed = step.dirty or sd.state is not state or len(sd.station_versions) != versions
+        if sd.state.allocation is not state.allocation:
+            trigger = f"{env.type_name} station={env.station_id}"
+        if len(step.failsafes) > n_failsafes:
+            outcome = "failsafe"
+        elif len(step.commands) > n_commands:
+            outcome = "allocated"
+        elif changed or dirty_before:
+            outcome = "updated"
+        else:
+            outcome = "unchanged"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        step.dirty = step.dirty or dirty_before or changed
+        dirty_before = False
+        n_commands, n_failsafes, state = len(step.commands), len(step.failsafes), sd.state
+    if sd.state.allocation is before.allocation:
+        trigger = None
+    planned = _plan(site_id, step)
+    outbox = pending + planned
+    write = step.dirty or bool(outbox) or sd.station_versions != versions_before
+    if write:
+        sd.outbox = outbox
+        sd.version += 1
+    return _SiteWork(site_id, sd, step, outbox, planned, write, trigger)
 
 
 async def _handle(rt: Runtime, site_id: str, env: ev.Envelope | None, notice: _SiteNotice | None) -> str:
@@ -566,8 +846,9 @@ async def _handle(rt: Runtime, site_id: str, env: ev.Envelope | None, notice: _S
         sd.outbox = []
         if not await _save(rt, site_id, sd, now):
             log.warning("site=%s state changed under us after sending profiles (rebalance?)", site_id)
-    if step.failsafe is not None:
-        await cmds.send(rt, step.failsafe)
+    if step.failsafes:
+        for failsafe in step.failsafes:
+            await cmds.send(rt, failsafe)
         return "failsafe"
     if planned:
         return "allocated"

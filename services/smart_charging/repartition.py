@@ -24,22 +24,33 @@ token the CSMS refused (`id_token_status` not "" / "Accepted"): such a session i
 never limited nor reserved (issue 7: a ghost Invalid session kept 32 A of a site).
 `SessionAbandoned` (decided by the sessions processor) is forwarded: it releases the
 session's current at once, like a stop.
+
+Cost (ADR 015, bench/smart_charging_processor.py): the worker hands this stage a poll's
+records at a time (`handle_event_batch`). Most of csms.events.v1 is not for smart
+charging, so a record is dropped as early as possible: on its `ce_type` header (no
+decoding at all: heartbeats, status notifications, ...), then, for meter values, on
+its bytes (no `Current.Import` in them), then on the parsed protobuf message (no
+dataclasses are built; the full decode is kept for the rare kinds that need it). The
+sites of the batch's stations are resolved together (misses read concurrently) and the
+kept records are forwarded with one `publish_many`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import Counter
 
 from services.common import codec, sites_codec, topics
 from services.common import events as ev
-from services.common.bus.port import Record
+from services.common.bus.port import Outgoing, Record
 from services.common.runtime import Runtime
 
 __all__ = [
@@ -52,6 +63,7 @@ __all__ = [
     "SITE_UPDATED",
     "StationSiteCache",
     "current_samples",
+    "handle_event_batch",
     "handle_event_record",
     "handle_sites_record",
     "is_relevant",
@@ -69,6 +81,7 @@ SITE_UPDATED = "SiteUpdated"
 CURRENT_MEASURAND = "Current.Import"
 
 _CACHE_KEY = "smart_charging.station_sites"
+_READ_CONCURRENCY = 128  # station reads in flight when a batch resolves its sites
 _CE_PREFIX = "csms.events.v1."
 # Cheap pre-filter on the CloudEvents type header (no protobuf decoding for heartbeats,
 # status notifications, ...); the decoded envelope is checked by `is_relevant`.
@@ -85,6 +98,11 @@ _RELEVANT_TYPES = frozenset(
         "SessionAbandoned",
     )
 )
+_RELEVANT_TYPE_BYTES = frozenset(t.encode() for t in _RELEVANT_TYPES)
+# Kinds whose relevance is read from their bytes / the parsed message without decoding
+# the envelope (the bulk of the topic); the others are decoded and judged by `is_relevant`.
+_READING_TYPES = frozenset({(_CE_PREFIX + "MeterValues").encode(), (_CE_PREFIX + "TransactionUpdated").encode()})
+_CURRENT_BYTES = CURRENT_MEASURAND.encode()
 # Token statuses that start a session smart charging manages ("" = not asked / unknown).
 ACCEPTED_TOKEN_STATUSES = frozenset({"", "Accepted"})
 
@@ -115,6 +133,30 @@ class StationSiteCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
         return site_id
+
+    async def sites_of(self, rt: Runtime, station_ids: set[str]) -> dict[str, str | None]:
+        """`site_of` for many stations: the misses are read from the store concurrently."""
+        now = time.monotonic()
+        out: dict[str, str | None] = {}
+        missing: list[str] = []
+        for station_id in station_ids:
+            hit = self._entries.get(station_id)
+            if hit is not None and hit[0] > now:
+                out[station_id] = hit[1]
+            else:
+                missing.append(station_id)
+        if missing:
+            stations: list[Any] = []
+            for i in range(0, len(missing), _READ_CONCURRENCY):
+                stations += await asyncio.gather(*(rt.store.get_station(s) for s in missing[i:i + _READ_CONCURRENCY]))
+            for station_id, station in zip(missing, stations):
+                site_id = station.site_id if station is not None and station.site_id else None
+                out[station_id] = site_id
+                self._entries[station_id] = (now + self.ttl_s, site_id)
+                self._entries.move_to_end(station_id)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return out
 
     def clear(self) -> None:
         self._entries.clear()
@@ -168,36 +210,114 @@ def is_relevant(env: ev.Envelope) -> bool:
     return False
 
 
+def _ce_type(record: Record) -> bytes | None:
+    for k, v in record.headers:
+        if k == "ce_type":
+            return v
+    return None
+
+
+def _reading_station(value: bytes) -> str | None:
+    """The station id of a MeterValues / TransactionUpdated record that carries a usable
+    `Current.Import` sample (what `is_relevant` decides, read off the protobuf message
+    without building the envelope), else None. Raises on bytes that do not parse."""
+    if _CURRENT_BYTES not in value:
+        return None  # no current sample at all: not even parsed
+    pb = codec.events_pb2.Event()
+    pb.ParseFromString(value)
+    field = pb.WhichOneof("body")
+    if field not in ("meter_values", "transaction_updated"):
+        # Another kind than its header says: judge it the slow, exact way.
+        env = codec.decode_event(value)
+        return env.station_id if is_relevant(env) and site_of_notification(env) is None else None
+    for s in getattr(pb, field).samples:
+        if s.measurand == CURRENT_MEASURAND and s.unit in ("A", "") and s.phase != "N" and math.isfinite(s.value):
+            return str(pb.station_id)
+    return None
+
+
+def _forward(record: Record, site_id: str) -> Outgoing:
+    """The same bytes and headers, plus (instead of any earlier) `site_id`."""
+    site_header = (SITE_HEADER, site_id.encode())
+    for k, _ in record.headers:
+        if k == SITE_HEADER:
+            return (BY_SITE, site_id, record.value, [h for h in record.headers if h[0] != SITE_HEADER] + [site_header])
+    return (BY_SITE, site_id, record.value, (*record.headers, site_header))
+
+
+_OUTCOMES = ("forwarded", "ignored", "no_site", "undecodable")
+_COUNTERS = {o: REPARTITIONED.labels(o) for o in _OUTCOMES}
+
+
+async def handle_event_batch(rt: Runtime, records: Sequence[Record]) -> dict[str, int]:
+    """Forward a batch of csms.events.v1 records (a poll's, each partition's in offset
+    order) to BY_SITE: the relevant ones, in order, with one `publish_many`. Returns the
+    count per outcome (forwarded, ignored, no_site, undecodable). Raises on transient
+    failures (store, bus): the batch is then delivered again; forwarding twice is
+    harmless (stage 2 applies an event twice as once)."""
+    outcomes = dict.fromkeys(_OUTCOMES, 0)
+    cache = _cache(rt)
+    out: list[Outgoing] = []
+    waiting: list[tuple[Record, str]] = []  # (record, station id): site to resolve
+
+    async def resolve() -> None:
+        sites = await cache.sites_of(rt, {station_id for _, station_id in waiting})
+        for rec, station_id in waiting:
+            site_id = sites.get(station_id)
+            if site_id is None:
+                outcomes["no_site"] += 1
+            else:
+                out.append(_forward(rec, site_id))
+                outcomes["forwarded"] += 1
+        waiting.clear()
+
+    for record in records:
+        ce_type = _ce_type(record)
+        if ce_type is not None and ce_type not in _RELEVANT_TYPE_BYTES:
+            outcomes["ignored"] += 1
+            continue
+        try:
+            if ce_type in _READING_TYPES:
+                station_id = _reading_station(record.value)
+                if station_id is None:
+                    outcomes["ignored"] += 1
+                else:
+                    waiting.append((record, station_id))
+                continue
+            env = codec.decode_event(record.value)
+        except Exception as exc:  # permanent: the same bytes will never decode
+            outcomes["undecodable"] += 1
+            log.error("undecodable event %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+            continue
+        if not is_relevant(env):
+            outcomes["ignored"] += 1
+            continue
+        site_id = site_of_notification(env)
+        if site_id is None:
+            waiting.append((record, env.station_id))
+            continue
+        # A (legacy) site change: the stations before it are resolved with the old cache,
+        # the ones after it afresh (a station may have joined or left the site).
+        await resolve()
+        cache.clear()
+        out.append(_forward(record, site_id))
+        outcomes["forwarded"] += 1
+    if waiting:
+        await resolve()
+    if out:
+        await rt.bus.publish_many(out)
+    for outcome, n in outcomes.items():
+        if n:
+            _COUNTERS[outcome].inc(n)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("batch of %d: %s", len(records), outcomes)
+    return outcomes
+
+
 async def handle_event_record(rt: Runtime, record: Record) -> str:
     """Forward one csms.events.v1 record to BY_SITE if relevant; returns the outcome."""
-    ce_type = record.header("ce_type")
-    if ce_type is not None and ce_type not in _RELEVANT_TYPES:
-        REPARTITIONED.labels("ignored").inc()
-        return "ignored"
-    try:
-        env = codec.decode_event(record.value)
-    except Exception as exc:  # permanent: the same bytes will never decode
-        REPARTITIONED.labels("undecodable").inc()
-        log.error("undecodable event %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
-        return "undecodable"
-    if not is_relevant(env):
-        REPARTITIONED.labels("ignored").inc()
-        return "ignored"
-    cache = _cache(rt)
-    site_id = site_of_notification(env)
-    if site_id is not None:
-        cache.clear()  # a station may have joined or left a site
-    else:
-        site_id = await cache.site_of(rt, env.station_id)
-    if site_id is None:
-        REPARTITIONED.labels("no_site").inc()
-        return "no_site"
-    headers = [(k, v) for k, v in record.headers if k != SITE_HEADER]
-    headers.append((SITE_HEADER, site_id.encode()))
-    await rt.bus.publish(BY_SITE, site_id, record.value, headers)
-    REPARTITIONED.labels("forwarded").inc()
-    log.debug("%s station=%s -> site %s", env.type_name, env.station_id, site_id)
-    return "forwarded"
+    outcomes = await handle_event_batch(rt, [record])
+    return next(o for o, n in outcomes.items() if n)
 
 
 async def handle_sites_record(rt: Runtime, record: Record) -> str:
@@ -219,3 +339,4 @@ async def handle_sites_record(rt: Runtime, record: Record) -> str:
     REPARTITIONED.labels("forwarded").inc()
     log.debug("SiteUpdated %s version %d%s -> by site", change.site_id, change.version, " (deleted)" if change.deleted else "")
     return "forwarded"
+
