@@ -36,6 +36,7 @@ Delivery is at-least-once and may be out of order, so:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -119,6 +120,8 @@ PRICED_TOTAL = Counter(
 # Longest CSMS_SESSION_MAX_DURATION_H honoured: beyond a century a timedelta is no longer a bound.
 _MAX_DURATION_H = 24 * 365 * 100
 _UNUSABLE_WARNED: set[object] = set()  # unusable duration settings already logged (once each)
+
+_BILL_CONCURRENCY = 32  # sessions of one batch billed at once
 
 # Sessions already reported as unbilled (bounded, per runtime): one log line and one count
 # per session, however often its snapshots are redelivered.
@@ -228,8 +231,19 @@ async def handle_session_batch(rt: Runtime, records: Sequence[Record]) -> list[s
             trace[f"{decoded.id}:{decoded.version}"] = record.header("traceparent")
         latest, superseded = latest_per_session(billable)
         outcomes.extend(["superseded"] * superseded)
-        for snap in latest:
-            outcomes.append(await _handle(rt, snap, trace.get(f"{snap.id}:{snap.version}")))
+        # Different sessions are independent (one CDR document each): bill them
+        # concurrently, bounded, so a batch of stops is not a chain of store round trips.
+        sem = asyncio.Semaphore(_BILL_CONCURRENCY)
+
+        async def one(snap: SessionSnapshot) -> str:
+            async with sem:
+                return await _handle(rt, snap, trace.get(f"{snap.id}:{snap.version}"))
+
+        results = await asyncio.gather(*(one(snap) for snap in latest), return_exceptions=True)
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
+        outcomes.extend(r for r in results if isinstance(r, str))
+        if failed is not None:
+            raise failed  # the bus retries the batch: what was billed is `stale`/`unchanged` then
     finally:
         HANDLER_SECONDS.observe(time.perf_counter() - t0)
         for outcome in outcomes:
