@@ -195,6 +195,7 @@ def rules_for(rt: Any) -> Plausibility:
 
 # -- station lookups (tariff, site), cached briefly ------------------------------------
 _YIELD_EVERY = 32
+_SITE_PREFIX = "site:"  # station id of the old SiteUpdated notifications on csms.events.v1
 
 
 class StationLookups:
@@ -520,6 +521,10 @@ class _Batch:
         return self.status_docs[station_id]
 
     async def _status_event(self, env: ev.Envelope) -> None:
+        if env.station_id.startswith(_SITE_PREFIX):
+            # A site notification from before csms.sites.v1 (still in the topic during an
+            # upgrade) is not a station: no station-status document for it.
+            return
         doc = await self._status_doc(env.station_id)
         new = _guarded(apply_status, doc, env, self.now)
         if new is not None and new != doc:

@@ -195,3 +195,16 @@ async def test_a_16_stop_for_an_unknown_transaction_is_stored_as_an_orphan(rt: R
 
 async def _at_least(seen: list[Record], n: int) -> bool:
     return len(seen) >= n
+
+
+async def test_an_old_site_notification_on_the_events_topic_creates_no_station_status(rt: Runtime) -> None:
+    # Before csms.sites.v1 the API published site changes as a station event with the id
+    # "site:<id>"; such records may still be in the topic during an upgrade.
+    old = an_envelope(
+        ev.Notification(payload_json='{"id":"S1","max_current_a":32}'), station_id="site:S1", action="SiteUpdated"
+    )
+    station = an_envelope(ev.Notification(payload_json="{}"), action="DataTransfer")
+    await handle_record(rt, a_record(old, 0))
+    await handle_record(rt, a_record(station, 1))
+    assert await rt.store.get_doc("station_status", "site:S1") is None
+    assert await rt.store.get_doc("station_status", STATION) is not None
