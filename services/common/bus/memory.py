@@ -101,22 +101,18 @@ class _Partition:
         await fut
 
 
-class _PartitionReader:
-    """Delivers one partition's records to a handler, one at a time, in order."""
+class _Reader:
+    """What both readers share: a stop flag, a back-off that ends early on stop, and the
+    consumer metrics of their (topic, group)."""
 
-    def __init__(self, bus: "MemoryBus", topic: str, partition: int, handler: Handler, group: "_Group | None", start: int) -> None:
-        self.bus, self.topic, self.partition, self.handler, self.group = bus, topic, partition, handler, group
-        self.position = start
-        self._since_lag = 0
+    def _init_reader(self, topic: str, group_name: str) -> None:
         self._stopping = False
         self._stop_event = asyncio.Event()
-        self.group_name = group.name if group is not None else ""
-        labels = (topic, self.group_name)
+        labels = (topic, group_name)
         self._lag = metrics.CONSUMER_LAG.labels(*labels)
         self._failures = metrics.HANDLER_FAILURES.labels(*labels)
         self._records = metrics.RECORDS.labels(*labels)
         metrics.DEAD_LETTERS.labels(*labels)  # exported at 0 from the start
-        self.task = asyncio.create_task(self._run(), name=f"bus-reader-{topic}-{partition}")
 
     async def _pause(self, delay: float) -> None:
         """A back-off that ends early when the reader is stopped."""
@@ -124,6 +120,18 @@ class _PartitionReader:
             await asyncio.wait_for(self._stop_event.wait(), delay)
         except asyncio.TimeoutError:
             pass
+
+
+class _PartitionReader(_Reader):
+    """Delivers one partition's records to a handler, one at a time, in order."""
+
+    def __init__(self, bus: "MemoryBus", topic: str, partition: int, handler: Handler, group: "_Group | None", start: int) -> None:
+        self.bus, self.topic, self.partition, self.handler, self.group = bus, topic, partition, handler, group
+        self.position = start
+        self._since_lag = 0
+        self.group_name = group.name if group is not None else ""
+        self._init_reader(topic, self.group_name)
+        self.task = asyncio.create_task(self._run(), name=f"bus-reader-{topic}-{partition}")
 
     async def _run(self) -> None:
         part = self.bus._topic(self.topic)[self.partition]
@@ -224,7 +232,7 @@ class _Member:
         await self.stop(abandon=True)
 
 
-class _BatchReader:
+class _BatchReader(_Reader):
     """Delivers the records of a member's partitions to a batch handler (module docstring).
     Positions live in the group's committed offsets: a batch is committed after its handler
     returned, and a reader that stops with a batch in hand leaves it to the next owner."""
@@ -235,23 +243,10 @@ class _BatchReader:
         self.max_records, self.linger_s = max_records, linger_s
         self.partitions: list[int] = []
         self._turn = 0
-        self._stopping = False
-        self._stop_event = asyncio.Event()
         self._wake: asyncio.Future[None] | None = None
-        labels = (self.topic, group.name)
-        self._lag = metrics.CONSUMER_LAG.labels(*labels)
-        self._failures = metrics.HANDLER_FAILURES.labels(*labels)
-        self._records = metrics.RECORDS.labels(*labels)
-        self._sizes = metrics.BATCH_RECORDS.labels(*labels)
-        metrics.DEAD_LETTERS.labels(*labels)  # exported at 0 from the start
+        self._init_reader(self.topic, group.name)
+        self._sizes = metrics.BATCH_RECORDS.labels(self.topic, group.name)
         self.task = asyncio.create_task(self._run(), name=f"bus-batch-reader-{self.topic}-{group.name}")
-
-    async def _pause(self, delay: float) -> None:
-        """A back-off that ends early when the reader is stopped."""
-        try:
-            await asyncio.wait_for(self._stop_event.wait(), delay)
-        except asyncio.TimeoutError:
-            pass
 
     def _collect(self, parts: list[_Partition]) -> list[Record]:
         """Up to max_records uncommitted records, partition by partition, each in offset order."""
