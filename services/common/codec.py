@@ -280,6 +280,7 @@ class Command:
     target_epoch: int = 0
     hops: int = 0
     issuer: str = "api"
+    fence_epoch: int | None = None  # a fence (commands.proto `Fence`): close sockets older than this
 
 
 def encode_command(cmd: Command) -> bytes:
@@ -293,6 +294,8 @@ def encode_command(cmd: Command) -> bytes:
         hops=cmd.hops,
         issuer=cmd.issuer,
     )
+    if cmd.fence_epoch is not None:
+        pb.fence.epoch = cmd.fence_epoch
     set_timestamp(pb.issued_at, cmd.issued_at)
     set_timestamp(pb.expires_at, cmd.expires_at)
     return pb.SerializeToString()  # type: ignore[no-any-return]
@@ -313,6 +316,7 @@ def decode_command(data: bytes) -> Command:
         target_epoch=pb.target_epoch,
         hops=pb.hops,
         issuer=pb.issuer,
+        fence_epoch=pb.fence.epoch if pb.HasField("fence") else None,
     )
 
 

@@ -1,0 +1,32 @@
+"""Document kinds: the `kind` of every JSON document in the store's document table.
+
+One constant per kind, so a kind is named once and a typo is an import error, not an
+empty read. Each kind has one writer (the service named), which owns its shape; readers
+go through that service's mapper (ADR 012).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "CDR",
+    "COMMAND",
+    "OPEN_SESSIONS",
+    "REMOTE_START",
+    "SESSION",
+    "SITE",
+    "SITE_STATE",
+    "STATION_STATUS",
+    "TARIFF",
+]
+
+SESSION: Final = "session"                # sessions processor: one per charging session
+OPEN_SESSIONS: Final = "open_sessions"    # sessions processor: a station's open sessions (index)
+REMOTE_START: Final = "remote_start"      # sessions processor: a RemoteStart awaiting its session
+STATION_STATUS: Final = "station_status"  # sessions processor: connection, boot, connectors
+COMMAND: Final = "command"                # sessions processor: a command and its result
+CDR: Final = "cdr"                        # billing: one per priced session
+TARIFF: Final = "tariff"                  # API (operators): prices
+SITE: Final = "site"                      # API (operators): a site and its grid limit
+SITE_STATE: Final = "site_state"          # smart charging: a site's allocation state
