@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP
 from typing import Any
 
-from services.billing.adapters import latest_cdr_doc, stored_readings, tariff_from_doc
+from services.billing.documents import latest_cdr_doc, stored_readings, tariff_from_doc
 from services.billing.domain import (
     MAX_PRICED_DURATION,
     PriceBreakdown,

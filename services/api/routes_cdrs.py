@@ -23,7 +23,7 @@ from services.api.auth import API_PREFIX
 from services.api.context import ctx_of
 from services.api.errors import ApiError, not_found, validation_error
 from services.api.validation import MAX_LIMIT, query_limit
-from services.billing.adapters import cdr_from_doc, hold_reasons_of
+from services.billing.documents import cdr_from_doc, hold_reasons_of
 from services.billing.domain import cdr_to_ocpi
 
 __all__ = ["setup"]

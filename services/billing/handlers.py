@@ -46,7 +46,7 @@ from typing import Any, Sequence
 
 from prometheus_client import Counter, Histogram
 
-from services.billing.adapters import (
+from services.billing.documents import (
     CdrHead,
     cdr_to_doc,
     head_from_doc,
@@ -55,6 +55,7 @@ from services.billing.adapters import (
     session_pricing,
 )
 from services.billing.codec import SESSION_CE_TYPE, SessionSnapshot, cdr_headers, decode_session, encode_cdr
+from services.billing.domain.limits import billing_limits as domain_limits
 from services.billing.domain import (
     MAX_PRICED_DURATION,
     REASON_HOLD_RELEASED,
@@ -117,8 +118,6 @@ PRICED_TOTAL = Counter(
     "samples (no accumulator, or the tariff that applies now differs: the stored samples folded again)",
     ["path"],
 )
-# Longest CSMS_SESSION_MAX_DURATION_H honoured: beyond a century a timedelta is no longer a bound.
-_MAX_DURATION_H = 24 * 365 * 100
 _UNUSABLE_WARNED: set[object] = set()  # unusable duration settings already logged (once each)
 
 _BILL_CONCURRENCY = 32  # sessions of one batch billed at once
@@ -141,17 +140,13 @@ def _first_time_unpriced(rt: Runtime, key: str) -> bool:
 
 
 def billing_limits(settings: Settings) -> tuple[timedelta, int]:
-    """(max priced / unheld duration, max unheld energy Wh) from the settings, made sane:
-    a non-positive or absurd duration falls back to the default bound."""
-    hours = settings.session_max_duration_h
-    if not (isinstance(hours, (int, float)) and 0 < hours <= _MAX_DURATION_H):
-        if repr(hours) not in _UNUSABLE_WARNED:
-            _UNUSABLE_WARNED.add(repr(hours))
-            log.warning("CSMS_SESSION_MAX_DURATION_H=%r is not usable: billing uses %s", hours, MAX_PRICED_DURATION)
-        duration = MAX_PRICED_DURATION
-    else:
-        duration = timedelta(hours=hours)
-    return duration, int(settings.session_max_energy_wh)
+    """(max priced / unheld duration, max unheld energy Wh) of the settings (domain.limits)."""
+    limits = domain_limits(settings.session_max_duration_h, settings.session_max_energy_wh)
+    if not limits.duration_usable and repr(settings.session_max_duration_h) not in _UNUSABLE_WARNED:
+        _UNUSABLE_WARNED.add(repr(settings.session_max_duration_h))
+        log.warning("CSMS_SESSION_MAX_DURATION_H=%r is not usable: billing uses %s",
+                    settings.session_max_duration_h, limits.max_duration)
+    return limits.max_duration, limits.max_energy_wh
 
 
 _RULES_KEY = "billing.rules"

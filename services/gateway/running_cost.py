@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Iterable
 
-from services.billing.adapters import ResolvedTariff, resolve_tariff
+from services.billing.documents import ResolvedTariff, resolve_tariff
 from services.billing.domain import (
     MAX_PRICED_DURATION,
     PriceAccumulator,

@@ -25,7 +25,7 @@ A batch, in record order (each station's records arrive in offset order):
   remoteStartId gets the matching RequestStartTransaction command (doc "remote_start",
   written here when the CommandIssued is processed) for its token and issuer. Both read
   through the batch, so an earlier record of the same batch counts.
-- The tariff that applies to the station (services.billing.adapters.resolve_tariff) and
+- The tariff that applies to the station (services.billing.documents.resolve_tariff) and
   the station's site are cached for CSMS_TARIFF_CACHE_S: the domain opens and advances
   the session's price accumulator with that tariff; the snapshot carries the site.
 - Lifecycle (domain/lifecycle.py): the station's open-sessions index (doc
@@ -67,7 +67,7 @@ from typing import Any, Callable, Sequence
 import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
-from services.billing.adapters import default_tariff_doc, resolve_tariff
+from services.billing.documents import default_tariff_doc, resolve_tariff
 from services.billing.domain import TariffError
 from services.billing.domain.running import StaleAccumulator, finish_price
 from services.billing.handlers import billing_limits
@@ -200,7 +200,7 @@ _SITE_PREFIX = "site:"  # station id of the old SiteUpdated notifications on csm
 
 class StationLookups:
     """The tariff that applies to a station now (station, else site, else default:
-    `services.billing.adapters.resolve_tariff`) and the station's site id, cached for
+    `services.billing.documents.resolve_tariff`) and the station's site id, cached for
     `ttl_s` seconds (CSMS_TARIFF_CACHE_S): a tariff edit reaches running sessions within
     that time; until then the accumulator keeps the tariff it was opened with (billing
     re-prices from the samples when the tariff that applies at the end differs). A stored

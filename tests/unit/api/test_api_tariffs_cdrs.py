@@ -6,7 +6,7 @@ import json
 import time
 from datetime import datetime, timezone
 
-from services.billing.adapters import cdr_to_doc
+from services.billing.documents import cdr_to_doc
 from services.billing.domain import SessionUsage, cdr_to_dict, cdr_to_ocpi, decide_cdr, tariff_from_dict
 from services.common.timeutil import parse_ocpp
 

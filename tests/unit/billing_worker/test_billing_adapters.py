@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from services.billing.adapters import (
+from services.billing.documents import (
     cdr_from_doc,
     cdr_to_doc,
     head_from_doc,

@@ -11,7 +11,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.billing.adapters import (
+from services.billing.documents import (
     cdr_from_doc,
     cdr_to_doc,
     head_from_doc,
