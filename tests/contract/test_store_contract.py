@@ -465,7 +465,7 @@ async def test_sqlite_allocations_start_at_one_and_count_up(tmp_path: Path) -> N
 
 async def test_sqlite_migrations_are_recorded_once_in_order(tmp_path: Path) -> None:
     from services.common.store.sqlite import SqliteStore
-    from services.common.store.sqlite_schema import MIGRATIONS
+    from services.common.store.sqlite.schema import MIGRATIONS
 
     s = SqliteStore(f"sqlite:///{tmp_path / 'm.db'}")
     await s.start()

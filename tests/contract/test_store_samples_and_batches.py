@@ -5,6 +5,8 @@ listings and operation counts. Every test runs on SQLite and, with CSMS_INFRA=1,
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 from datetime import datetime, timedelta
 from typing import Any
@@ -237,6 +239,13 @@ async def test_an_empty_kind_is_one_empty_page_and_a_foreign_cursor_is_refused(s
     for bad in ("not-a-cursor", "", "W10=", "WyJ4Il0="):
         with pytest.raises(ValueError):
             await store.list_docs_page("session", cursor=bad)
+    # well-formed, but a position no adapter issues: a bucket out of range, an id not a string
+    for position in (["b", 99, "x"], ["id", 7], ["p", 7]):
+        bad = base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
+        with pytest.raises(ValueError):
+            await store.list_docs_page("session", cursor=bad)
+        with pytest.raises(ValueError):
+            await store.list_docs_page("session", parent="x", cursor=bad)
 
 
 async def test_list_docs_of_a_kind_is_still_newest_first_with_the_limit(store: Store) -> None:

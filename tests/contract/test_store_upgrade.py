@@ -28,12 +28,13 @@ async def every_page(store: Store, kind: str, limit: int) -> list[dict[str, Any]
 
 
 async def test_sqlite_upgrade_keeps_documents_and_adds_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import services.common.store.sqlite as sqlite_adapter
-    from services.common.store.sqlite_schema import MIGRATIONS
+    import services.common.store.sqlite.schema as sqlite_schema
+    from services.common.store.sqlite import SqliteStore
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    monkeypatch.setattr(sqlite_adapter, "MIGRATIONS", MIGRATIONS[:1])
-    old = sqlite_adapter.SqliteStore(url)
+    all_migrations = sqlite_schema.MIGRATIONS
+    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", all_migrations[:1])
+    old = SqliteStore(url)
     await old.start()
     await old.migrate()
     kind = unique("kind")
@@ -41,12 +42,12 @@ async def test_sqlite_upgrade_keeps_documents_and_adds_samples(tmp_path: Path, m
         await old.put_doc(kind, f"d{i}", {"i": i}, parent="CP", version=i + 1)
     await old.close()
 
-    monkeypatch.setattr(sqlite_adapter, "MIGRATIONS", MIGRATIONS)
-    new = sqlite_adapter.SqliteStore(url)
+    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", all_migrations)
+    new = SqliteStore(url)
     await new.start()
     try:
         await new.migrate()
-        assert await new.applied_migrations() == [m.version for m in MIGRATIONS]
+        assert await new.applied_migrations() == [m.version for m in all_migrations]
         assert await new.list_docs(kind) == [{"i": i} for i in reversed(range(5))]
         assert sorted(d["i"] for d in await every_page(new, kind, 2)) == list(range(5))
         await new.append_samples("s", [MeterRow(at(0), "Energy.Active.Import.Register", "", 1.0)])
@@ -59,13 +60,14 @@ if INFRA:
 
     @pytest.mark.infra
     async def test_cassandra_upgrade_copies_the_kind_listing_into_buckets(monkeypatch: pytest.MonkeyPatch) -> None:
-        import services.common.store.cassandra as cassandra_adapter
+        import services.common.store.cassandra.schema as cassandra_schema
+        from services.common.store.cassandra import CassandraStore
 
         keyspace = f"csms_upgrade_{SESSION_TAG}_{secrets.token_hex(2)}"
         url = f"cassandra://127.0.0.1:9042/{keyspace}"
-        all_migrations = cassandra_adapter.MIGRATIONS
-        monkeypatch.setattr(cassandra_adapter, "MIGRATIONS", all_migrations[:1])
-        old = cassandra_adapter.CassandraStore(url)
+        all_migrations = cassandra_schema.MIGRATIONS
+        monkeypatch.setattr(cassandra_schema, "MIGRATIONS", all_migrations[:1])
+        old = CassandraStore(url)
         await asyncio.wait_for(old.start(), 180)
         try:
             await asyncio.wait_for(old.migrate(), 180)
@@ -92,8 +94,8 @@ if INFRA:
         finally:
             await old.close()
 
-        monkeypatch.setattr(cassandra_adapter, "MIGRATIONS", all_migrations)
-        new = cassandra_adapter.CassandraStore(url)
+        monkeypatch.setattr(cassandra_schema, "MIGRATIONS", all_migrations)
+        new = CassandraStore(url)
         await asyncio.wait_for(new.start(), 180)
         try:
             await asyncio.wait_for(new.migrate(), 180)

@@ -13,11 +13,11 @@ __all__ = ["Store", "store_from_url"]
 def store_from_url(url: str, **options: Any) -> Store:
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme == "sqlite":
-        from services.common.store.sqlite import SqliteStore  # type: ignore[import-not-found]
+        from services.common.store.sqlite import SqliteStore
 
-        return SqliteStore(url, **options)  # type: ignore[no-any-return]
+        return SqliteStore(url, **options)
     if scheme == "cassandra":
-        from services.common.store.cassandra import CassandraStore  # type: ignore[import-not-found]
+        from services.common.store.cassandra import CassandraStore
 
-        return CassandraStore(url, **options)  # type: ignore[no-any-return]
+        return CassandraStore(url, **options)
     raise ConfigError(f"unknown store URL scheme in {url!r} (expected sqlite:// or cassandra://)")

@@ -4,17 +4,20 @@ Every adapter keeps `ops: collections.Counter[(op, table)]` with op "read" or "w
 bumped once per statement or request it sends (see the port's module docstring for
 what one operation is), and feeds the process-wide Prometheus counter
 `csms_store_ops_total{op,table}`. Label children are bound once per (op, table) and
-cached, so a count costs a dict lookup and an `inc()`.
+cached, so a count costs a dict lookup and an `inc()`. `statement_ops` says what one
+statement counts as, for both engines (a Cassandra batch says its keys itself).
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from collections import Counter
 from typing import Any
 
 from prometheus_client import Counter as PromCounter
 
-__all__ = ["STORE_OPS", "OpKey", "count_op"]
+__all__ = ["STORE_OPS", "OpKey", "count_op", "statement_ops"]
 
 OpKey = tuple[str, str]  # ("read" | "write", table)
 
@@ -33,3 +36,18 @@ def count_op(ops: Counter[OpKey], key: OpKey, n: int = 1) -> None:
     if child is None:
         child = _children[key] = STORE_OPS.labels(*key)
     child.inc(n)
+
+
+_TABLE_NAMED = re.compile(r"\b(?:FROM|INTO|UPDATE)\s+(?:\w+\.)?(\w+)", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=1024)
+def statement_ops(statement: str) -> tuple[OpKey, ...]:
+    """What one statement counts as: ("read", table) for a SELECT, ("write", table) for
+    anything else, `table` the first one named after FROM/INTO/UPDATE (a keyspace prefix
+    dropped; "?" when none is); nothing for DDL (CREATE, ALTER, DROP TABLE)."""
+    head = statement.lstrip()[:6].upper()
+    if head in ("CREATE", "ALTER ", "DROP T"):
+        return ()
+    match = _TABLE_NAMED.search(statement)
+    return (("read" if head == "SELECT" else "write", match.group(1) if match else "?"),)

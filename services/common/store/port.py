@@ -1,7 +1,8 @@
 """The store port: small Protocols, each handler asks for the narrowest one.
 
-Adapters: `sqlite:///path` (services/common/store/sqlite.py) and
-`cassandra://host:9042/keyspace` (services/common/store/cassandra.py). Both pass
+Adapters: `sqlite:///path` (services/common/store/sqlite/) and
+`cassandra://host:9042/keyspace` (services/common/store/cassandra/), each one module
+per port over one connection, row mappers shared in store/rows.py. Both pass
 tests/contract/test_store_contract.py. All writes are idempotent upserts: applying
 the same write twice leaves the same state.
 

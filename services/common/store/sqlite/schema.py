@@ -1,4 +1,4 @@
-"""SQLite schema, as ordered, versioned migrations.
+"""SQLite schema, as ordered, versioned migrations, and `migrate()` that applies them.
 
 Each migration is applied once, in order, inside its own transaction, and recorded
 in `schema_migrations`; `SqliteStore.migrate()` is therefore re-runnable. Never edit
@@ -10,9 +10,14 @@ lexicographic order is chronological order.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-__all__ = ["Migration", "MIGRATIONS", "BOOKKEEPING", "TX_ID_COUNTER"]
+from services.common.store.sqlite.connection import SqliteConnection, time_out
+
+__all__ = ["Migration", "MIGRATIONS", "BOOKKEEPING", "TX_ID_COUNTER", "SqliteSchema"]
+
+log = logging.getLogger("csms.store.sqlite")
 
 TX_ID_COUNTER = "tx_id"
 
@@ -124,3 +129,32 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
 )
+
+
+class SqliteSchema(SqliteConnection):
+    async def migrate(self) -> None:
+        async with self._session("migrate") as db:
+            await db.execute(BOOKKEEPING)
+        for m in MIGRATIONS:
+            async with self._session(f"migration {m.version}", immediate=True) as db:
+                rows = await db.execute_fetchall("SELECT 1 FROM schema_migrations WHERE version = ?", (m.version,))
+                if rows:
+                    continue
+                for statement in m.statements:
+                    await db.execute(statement)
+                await db.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (m.version, m.name, time_out(self._clock())),
+                )
+                log.info("sqlite store %s: applied migration %d (%s)", self.path, m.version, m.name)
+
+    async def applied_migrations(self) -> list[int]:
+        """Versions recorded in `schema_migrations` (empty before the first migrate())."""
+        async with self._session("applied_migrations") as db:
+            exists = await db.execute_fetchall(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+            )
+            if not exists:
+                return []
+            rows = await db.execute_fetchall("SELECT version FROM schema_migrations ORDER BY version")
+        return [int(r[0]) for r in rows]

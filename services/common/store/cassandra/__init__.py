@@ -1,0 +1,54 @@
+"""`cassandra://host[,host2]:9042/keyspace[?replication=3]`: the store on Apache Cassandra.
+
+One module per port, each a mixin over the one driver session (connection.py: requests,
+prepared statements, paging, compare-and-set, operation counting); `CassandraStore`
+composes them: stations.py, tokens.py, tx_ids.py (id blocks claimed by LWT), ownership.py
+(epochs by compare-and-set), documents.py (three tables per document, versions as write
+timestamps), samples.py (ADR 015: partitioned by session and day), and schema.py (the
+migrations, `migrate()`, the docs_by_kind_b buckets). Row mappers shared with SQLite:
+../rows.py.
+
+`ops` counts requests per (op, table) (services/common/store/metrics.py); a batch counts
+one write per table it touches, a paged read one read per page.
+"""
+
+from __future__ import annotations
+
+from services.common.store.cassandra.connection import parse_cassandra_url
+from services.common.store.cassandra.documents import DOCS_PER_BATCH, CassandraDocuments
+from services.common.store.cassandra.ownership import CassandraOwnership
+from services.common.store.cassandra.samples import CassandraSamples
+from services.common.store.cassandra.schema import KIND_BUCKETS, CassandraSchema
+from services.common.store.cassandra.stations import CassandraStations
+from services.common.store.cassandra.tokens import CassandraTokens
+from services.common.store.cassandra.tx_ids import CassandraTxIds
+
+__all__ = ["CassandraStore", "KIND_BUCKETS", "parse_cassandra_url"]
+
+
+class CassandraStore(
+    CassandraSchema,
+    CassandraStations,
+    CassandraTokens,
+    CassandraTxIds,
+    CassandraOwnership,
+    CassandraDocuments,
+    CassandraSamples,
+):
+    """The `Store` port on one Cassandra session (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        request_timeout_s: float = 10.0,
+        batch_docs: bool = True,
+        docs_per_batch: int = DOCS_PER_BATCH,
+        get_docs_in: bool = True,
+    ) -> None:
+        """`batch_docs`, `docs_per_batch`, `get_docs_in`: tuning switches for
+        bench/store_ops.py (see documents.py)."""
+        super().__init__(url, request_timeout_s=request_timeout_s)
+        self._init_tx_ids()
+        self._init_documents(batch_docs=batch_docs, docs_per_batch=docs_per_batch, get_docs_in=get_docs_in)
+        self._init_samples()

@@ -1,0 +1,264 @@
+"""The driver session a `CassandraStore` runs on: requests, prepared statements, paging,
+lightweight transactions, and the handoff of finished requests to asyncio.
+
+Every port of the store (stations.py, tokens.py, ... each a mixin over this class) sends
+its requests through `_run` (or `_read_all` for every page of a query, `_cas` for a
+compare-and-set), which counts `ops` per (op, table): a request counts what its statement
+names (services/common/store/metrics.py `statement_ops`), a batch the keys it is given.
+
+- Prepared statements everywhere, prepared once per store under a name (`_prep`).
+- The driver's futures are bridged to asyncio (`_Completions`: one loop wakeup per burst
+  of finished requests).
+- CPU: the driver's per-request Python cost (~50-100 us) dominates, so the hot paths send
+  few requests (batches), reuse prepared statements and build no CQL per call.
+- "Cassandra did not answer" errors raise `StoreUnavailable` and make `healthy` False
+  until a request succeeds again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter, deque
+from datetime import datetime, timezone
+from typing import Any, Sequence
+from urllib.parse import parse_qs, urlparse
+
+from cassandra import ConsistencyLevel, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.query import PreparedStatement, SimpleStatement
+
+from services.common.errors import ConfigError, StoreUnavailable
+from services.common.store.metrics import OpKey, count_op, statement_ops
+
+__all__ = ["CassandraConnection", "parse_cassandra_url", "NO_KEYS", "time_in", "time_out", "utc_naive"]
+
+UTC = timezone.utc
+NO_KEYS: tuple[OpKey, ...] = ()
+_PAGE_ROWS = 5000            # rows per page of a read
+
+# Every table of schema.py: statements name them bare, `_q` qualifies them with the keyspace.
+_TABLES = (
+    "stations|tokens|tx_ids|tx_blocks|owners|docs|docs_by_parent|docs_by_kind_b|docs_by_kind|"
+    "meter_samples|meter_sample_days|schema_migrations"
+)
+_TABLE_RE = re.compile(rf"\b(FROM|INTO|UPDATE|EXISTS|ON)\s+({_TABLES})\b")
+
+
+def parse_cassandra_url(url: str) -> tuple[list[str], int, str, int]:
+    """`cassandra://host[,host2]:9042/keyspace[?replication=3]` -> (hosts, port, keyspace, replication)."""
+    u = urlparse(url)
+    if u.scheme != "cassandra":
+        raise ConfigError(f"not a cassandra URL: {url!r}")
+    netloc = u.netloc
+    hosts, port = [], 9042
+    for part in netloc.split(","):
+        host, _, p = part.partition(":")
+        hosts.append(host or "127.0.0.1")
+        if p:
+            port = int(p)
+    keyspace = u.path.strip("/") or "csms"
+    if not keyspace.replace("_", "").isalnum():
+        raise ConfigError(f"bad keyspace name {keyspace!r}")
+    rf = int(parse_qs(u.query).get("replication", ["1"])[0])
+    return hosts, port, keyspace, rf
+
+
+def time_out(dt: datetime | None) -> datetime | None:
+    """Stored form of a datetime: naive UTC, as the driver stores it."""
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).replace(tzinfo=None)
+
+
+def utc_naive(dt: datetime) -> datetime:
+    """Naive UTC for the driver; a naive input is taken as UTC already (not local time)."""
+    return dt if dt.tzinfo is None else dt.astimezone(UTC).replace(tzinfo=None)
+
+
+def time_in(dt: datetime | None) -> datetime | None:
+    """A timestamp as the driver returns it (naive UTC) -> aware UTC."""
+    return None if dt is None else dt.replace(tzinfo=UTC)
+
+
+class _Completions:
+    """Hands finished requests from the driver's thread to the event loop with one wakeup
+    per burst (not one `call_soon_threadsafe`, i.e. one self-pipe write and loop wakeup,
+    per request): concurrent requests that finish together cost one handoff."""
+
+    __slots__ = ("loop", "items", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: deque[tuple[asyncio.Future[Any], Any, BaseException | None]] = deque()
+        self.scheduled = False
+
+    def ok(self, _rows: Any, fut: asyncio.Future[Any], rf: Any) -> None:  # driver thread
+        self._push(fut, rf, None)
+
+    def err(self, exc: BaseException, fut: asyncio.Future[Any]) -> None:  # driver thread
+        self._push(fut, None, exc)
+
+    def _push(self, fut: asyncio.Future[Any], rf: Any, exc: BaseException | None) -> None:
+        self.items.append((fut, rf, exc))
+        if not self.scheduled:
+            self.scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                self.scheduled = False
+
+    def _drain(self) -> None:  # event loop
+        self.scheduled = False  # before draining: a push from now on schedules another drain
+        items = self.items
+        while items:
+            fut, rf, exc = items.popleft()
+            if fut.done():
+                continue
+            if exc is None:
+                fut.set_result(rf)
+            else:
+                fut.set_exception(exc)
+
+
+class CassandraConnection:
+    """Lifecycle, requests and counting of the store's driver session."""
+
+    def __init__(self, url: str, *, request_timeout_s: float = 10.0) -> None:
+        self.hosts, self.port, self.keyspace, self.replication = parse_cassandra_url(url)
+        self.request_timeout_s = request_timeout_s
+        self._cluster: Cluster | None = None
+        self._session: Session | None = None
+        self._ps: dict[str, PreparedStatement] = {}
+        self._ps_keys: dict[int, tuple[OpKey, ...]] = {}  # id(prepared statement) -> counted keys
+        self._healthy = False
+        self._done: _Completions | None = None
+        # (op, table) -> requests sent; see services/common/store/metrics.py
+        self.ops: Counter[OpKey] = Counter()
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def connect() -> Session:
+            profile = ExecutionProfile(
+                load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+                request_timeout=self.request_timeout_s,
+                consistency_level=ConsistencyLevel.LOCAL_QUORUM,
+            )
+            self._cluster = Cluster(
+                self.hosts, port=self.port, protocol_version=5,
+                execution_profiles={EXEC_PROFILE_DEFAULT: profile}, connect_timeout=10,
+            )
+            return self._cluster.connect()
+
+        try:
+            self._session = await loop.run_in_executor(None, connect)
+        except NoHostAvailable as exc:
+            raise StoreUnavailable(f"cassandra at {self.hosts}:{self.port} unreachable: {exc}") from exc
+        await self._run(
+            f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
+            f"{{'class': 'SimpleStrategy', 'replication_factor': {self.replication}}}", timeout=60
+        )
+        self._healthy = True
+
+    async def close(self) -> None:
+        self._healthy = False
+        if self._cluster is not None:
+            cluster = self._cluster
+            self._cluster = self._session = None
+            await asyncio.get_running_loop().run_in_executor(None, cluster.shutdown)
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    # -- requests -------------------------------------------------------------------
+    def _q(self, cql: str) -> str:
+        return _TABLE_RE.sub(lambda m: f"{m.group(1)} {self.keyspace}.{m.group(2)}", cql)
+
+    def _keys_of(self, stmt: Any) -> tuple[OpKey, ...]:
+        if isinstance(stmt, str):
+            return statement_ops(stmt)
+        if isinstance(stmt, SimpleStatement):
+            return statement_ops(stmt.query_string)
+        if isinstance(stmt, PreparedStatement):
+            return self._ps_keys.get(id(stmt), NO_KEYS)
+        prepared = getattr(stmt, "prepared_statement", None)  # a BoundStatement
+        return self._ps_keys.get(id(prepared), NO_KEYS) if prepared is not None else NO_KEYS
+
+    async def _run(
+        self,
+        stmt: Any,
+        params: Any = None,
+        *,
+        timeout: float | None = None,
+        keys: tuple[OpKey, ...] | None = None,
+        paging_state: bytes | None = None,
+    ) -> Any:
+        """One request; `keys` are the (op, table) it counts as (derived from the statement
+        when not given; a batch must say)."""
+        if self._session is None:
+            raise StoreUnavailable("cassandra session not started")
+        for key in self._keys_of(stmt) if keys is None else keys:
+            count_op(self.ops, key)
+        if isinstance(stmt, str):
+            stmt = self._q(stmt)
+        elif isinstance(stmt, SimpleStatement):
+            stmt = SimpleStatement(self._q(stmt.query_string), consistency_level=stmt.consistency_level, fetch_size=stmt.fetch_size)
+        loop = asyncio.get_running_loop()
+        done = self._done
+        if done is None or done.loop is not loop:
+            done = self._done = _Completions(loop)
+        fut: asyncio.Future[Any] = loop.create_future()
+        rf = self._session.execute_async(stmt, params, timeout=timeout or self.request_timeout_s, paging_state=paging_state)
+        rf.add_callbacks(done.ok, done.err, callback_args=(fut, rf), errback_args=(fut,))
+        try:
+            result = await fut
+        except (NoHostAvailable, Unavailable, OperationTimedOut, ReadTimeout) as exc:
+            self._healthy = False
+            raise StoreUnavailable(f"cassandra: {exc!r}") from exc
+        self._healthy = True
+        return result.result()
+
+    async def _read_all(self, stmt: PreparedStatement, params: Sequence[Any], *, limit: int | None = None) -> list[Any]:
+        """Every row of a query (at most `limit`), one request per page, never blocking the
+        loop (iterating a ResultSet past its first page would fetch synchronously)."""
+        out: list[Any] = []
+        state: bytes | None = None
+        while True:
+            bound = stmt.bind(params)
+            bound.fetch_size = _PAGE_ROWS if limit is None else max(1, min(_PAGE_ROWS, limit - len(out)))
+            rs = await self._run(bound, paging_state=state)
+            out.extend(rs.current_rows)
+            state = rs.paging_state
+            if state is None or (limit is not None and len(out) >= limit):
+                return out if limit is None else out[:limit]
+
+    def _prep(self, name: str, cql: str, consistency: int = ConsistencyLevel.LOCAL_QUORUM, serial: int | None = None) -> PreparedStatement:
+        ps = self._ps.get(name)
+        if ps is None:
+            assert self._session is not None
+            ps = self._session.prepare(self._q(cql))
+            ps.consistency_level = consistency
+            if serial is not None:
+                ps.serial_consistency_level = serial
+            self._ps[name] = ps
+            self._ps_keys[id(ps)] = statement_ops(cql)
+        return ps
+
+    def _forget_prepared(self) -> None:
+        """After a schema change: tables may have changed under prepared statements."""
+        self._ps.clear()
+        self._ps_keys.clear()
+
+    async def _cas(self, stmt: PreparedStatement, params: tuple[Any, ...], reread: PreparedStatement, reread_params: tuple[Any, ...]) -> tuple[bool, Any]:
+        """Run an LWT; on a timeout (outcome unknown) re-read at SERIAL and report what is there."""
+        try:
+            rows = await self._run(stmt, params)
+            row = rows.one()
+            return bool(row[0]), row
+        except WriteTimeout:
+            current = (await self._run(reread, reread_params)).one()
+            return False, current
