@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast infra-up infra-down proto bench bench-pipeline clean
+.PHONY: setup run test test-fast typecheck infra-up infra-down proto bench bench-pipeline clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,14 @@ proto: setup
 run: setup
 	$(BIN)/csms run
 
-# The whole suite, real engines included. With CI set, engines that fail to start fail the run.
+# mypy --strict over services/ (the configuration is [tool.mypy] in pyproject.toml).
+typecheck: setup
+	$(BIN)/python -m mypy
+
+# The type check, then the whole suite, real engines included. With CI set, engines that
+# fail to start fail the run.
 test: setup
+	$(BIN)/python -m mypy
 	@./deploy/local/infra.sh up; rc=$$?; \
 	if [ $$rc -ne 0 ]; then echo "infra failed to start (exit $$rc)"; ./deploy/local/infra.sh down; exit $$rc; fi; \
 	CSMS_INFRA=1 $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -22,9 +22,18 @@ from typing import Any, Iterable, Sequence
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from services.common.timeutil import to_ocpp, utcnow  # noqa: E402
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def now_z() -> str:
+    """Now, written as the simulated stations send times (the CSMS's own `to_ocpp`)."""
+    return to_ocpp(utcnow())
 
 
 # -- process accounting ---------------------------------------------------------

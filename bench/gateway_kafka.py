@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orjson  # noqa: E402
 
-from _util import BENCH, PY, ROOT, Server, command_line, emit, install_uvloop, machine, new_pepper, pct, provision, raise_nofile, self_cpu_s, table, workdir  # noqa: E402
+from _util import BENCH, PY, ROOT, Server, command_line, emit, install_uvloop, machine, new_pepper, now_z, pct, provision, raise_nofile, self_cpu_s, table, workdir  # noqa: E402
 from _wsclient import HandshakeError, RawWs, basic  # noqa: E402
 
 GOAL_MS = 0.1          # issue 8: gateway CPU per call on Kafka
@@ -72,11 +72,6 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def now_z() -> str:
-    dt = datetime.now(timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 # -- process tree CPU ---------------------------------------------------------------------------

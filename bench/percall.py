@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orjson  # noqa: E402
 
-from _util import Server, emit, install_uvloop, machine, new_pepper, pct, provision, raise_nofile, self_cpu_s, table, workdir  # noqa: E402
+from _util import Server, emit, install_uvloop, machine, new_pepper, now_z, pct, provision, raise_nofile, self_cpu_s, table, workdir  # noqa: E402
 from _wsclient import RawWs, basic  # noqa: E402
 
 GOAL_US = 100.0
@@ -44,11 +44,6 @@ LOOPBACK_EXTRA = {
     "msg_rate": 1e9, "msg_burst": 1e9, "upgrade_rate_per_ip": 1e9, "upgrade_burst_per_ip": 1e9,
 }
 ID_TOKEN = "BENCHTOKEN01"
-
-
-def now_z() -> str:
-    dt = datetime.now(timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 def _call(action: str, payload: dict[str, Any]) -> str:

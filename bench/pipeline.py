@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import aiohttp  # noqa: E402
 import orjson  # noqa: E402
 
-from _util import BENCH, ROOT, command_line, install_uvloop, machine, pct, proc_cpu_s, raise_nofile, self_cpu_s, table  # noqa: E402
+from _util import BENCH, ROOT, command_line, install_uvloop, machine, now_z, pct, proc_cpu_s, raise_nofile, self_cpu_s, table  # noqa: E402
 from _wsclient import HandshakeError, RawWs, basic  # noqa: E402
 
 CSMS = str(ROOT / ".venv" / "bin" / "csms")
@@ -78,11 +78,6 @@ MARK_BEGIN, MARK_END = "<!-- pipeline:begin -->", "<!-- pipeline:end -->"
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def now_z() -> str:
-    dt = datetime.now(timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 def free_port() -> int:

@@ -1,6 +1,6 @@
 """Rebalance experiment for the processor runtime (ADR 009): faust agents vs KafkaBus.
 
-For each runtime ("faust": services/common/bus/faust_runner.py, "aiokafka":
+For each runtime ("faust": bench/faust_runner.py, "aiokafka":
 services.common.bus.kafka.KafkaBus.subscribe, exactly as the product uses it) and each
 variant, on the real Kafka at 127.0.0.1:9092:
 
@@ -73,7 +73,7 @@ def worker_main(a: argparse.Namespace) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     if a.runtime == "faust":
-        from services.common.bus.faust_runner import run_worker
+        from faust_runner import run_worker  # bench/faust_runner.py, beside this script
 
         run_worker(a.group, a.topic, handler, a.partitions, broker=f"kafka://{BOOTSTRAP}",
                    loglevel="info", datadir=a.datadir)

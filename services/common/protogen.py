@@ -39,7 +39,7 @@ def ensure_generated() -> None:
     stale = _stale()
     if not stale:
         return
-    import grpc_tools  # type: ignore[import-untyped]
+    import grpc_tools
     from grpc_tools import protoc  # build-time dependency, imported only when needed
 
     well_known = Path(grpc_tools.__file__).resolve().parent / "_proto"

@@ -1,7 +1,10 @@
 """The composition root: one `bootstrap()` per process.
 
-Services get a `Runtime` (settings, bus, store, clock, pepper) and expose
-`start()` / `stop()` / `ready()`. Tests call `bootstrap(settings, bus=MemoryBus(), ...)`
+`bootstrap()` picks the adapters (bus and store by URL, the clock, the pepper) and
+returns a `Runtime`. Each service's `wiring.py` turns the `Runtime` into the ports its
+handlers take and returns a `Service` (`start()` / `stop()` / `ready()`; ADR 010, update):
+nothing past the wiring sees the `Runtime`, and it carries no grab-bag of extras.
+Tests call `bootstrap(settings, bus=MemoryBus(), ...)` (or tests/support's `a_runtime`)
 to inject their own adapters.
 """
 
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.common.bus import Bus, bus_from_url
@@ -41,7 +44,6 @@ class Runtime:
     store: Store
     clock: Clock = utcnow
     pepper: bytes = b""
-    extras: dict[str, Any] = field(default_factory=dict)
 
     async def start(self) -> None:
         await self.store.start()

@@ -82,7 +82,7 @@ def encode_site_updated(change: SiteChange) -> bytes:
         event_id=change.event_id,
     )
     set_timestamp(pb.updated_at, change.updated_at)
-    return pb.SerializeToString()  # type: ignore[no-any-return]
+    return pb.SerializeToString()
 
 
 def decode_site_updated(data: bytes) -> SiteChange:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Callable
 
-__all__ = ["Clock", "utcnow", "to_ocpp", "parse_ocpp", "from_ms", "to_ms"]
+__all__ = ["Clock", "utcnow", "to_ocpp", "to_iso_us", "parse_ocpp", "from_ms", "to_ms"]
 
 Clock = Callable[[], datetime]
 
@@ -19,6 +19,10 @@ def utcnow() -> datetime:
 
 def to_ocpp(dt: datetime) -> str:
     """`2026-11-28T04:21:16.004Z`."""
+    if dt.tzinfo is UTC:
+        # the common case (every instant the CSMS keeps): C `isoformat` writes the same text
+        # (four-digit year included) several times faster than the f-string below
+        return dt.isoformat(timespec="milliseconds")[:-6] + "Z"
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     dt = dt.astimezone(UTC)
@@ -26,6 +30,20 @@ def to_ocpp(dt: datetime) -> str:
     return (
         f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}."
         f"{dt.microsecond // 1000:03d}Z"
+    )
+
+
+def to_iso_us(dt: datetime) -> str:
+    """`2026-11-28T04:21:16.004123Z`: like `to_ocpp` to the microsecond, for what is stored
+    and must read back exactly (CDR documents, price accumulators, fingerprints)."""
+    if dt.tzinfo is UTC:
+        return dt.isoformat(timespec="microseconds")[:-6] + "Z"  # as in `to_ocpp`
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    dt = dt.astimezone(UTC)
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}."
+        f"{dt.microsecond:06d}Z"
     )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from services.common.ocpp_version import OcppVersion
 from services.simulator.station import StationSpec, run_station
 from services.simulator.stats import Stats
 
@@ -33,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key", default=None, help="admin API key (default: CSMS_API_KEY or ./.csms/api_key)")
     p.add_argument("--no-register", action="store_true", help="stations and token already exist")
     p.add_argument("--stations", type=int, default=3)
-    p.add_argument("--protocol", choices=["1.6", "2.0.1", "mixed"], default="mixed")
+    p.add_argument("--protocol", choices=[OcppVersion.V16, OcppVersion.V201, "mixed"], default="mixed")
     p.add_argument("--prefix", default="SIM")
     p.add_argument("--password-seed", default="csms-simulator", help="per-station passwords are derived from this")
     p.add_argument("--id-token", default="SIMTOKEN0001")
@@ -87,7 +88,7 @@ async def register(api_url: str, api_key: str, specs: list[StationSpec], id_toke
 def build_specs(args: argparse.Namespace) -> list[StationSpec]:
     specs = []
     for i in range(args.stations):
-        protocol = args.protocol if args.protocol != "mixed" else ("1.6" if i % 2 == 0 else "2.0.1")
+        protocol = args.protocol if args.protocol != "mixed" else (OcppVersion.V16 if i % 2 == 0 else OcppVersion.V201)
         sid = f"{args.prefix}{i:05d}"
         specs.append(StationSpec(
             station_id=sid,

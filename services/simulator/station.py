@@ -14,11 +14,11 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable, TypeVar, cast
 
 import websockets
-from ocpp.routing import on
+from websockets.typing import Subprotocol
+from ocpp.routing import on as _untyped_on
 from ocpp.v16 import ChargePoint as Cp16
 from ocpp.v16 import call as call16
 from ocpp.v16 import call_result as result16
@@ -26,6 +26,8 @@ from ocpp.v201 import ChargePoint as Cp201
 from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
 
+from services.common.ocpp_version import OcppVersion
+from services.common.timeutil import to_ocpp, utcnow
 from services.simulator.stats import Stats
 
 __all__ = ["StationSpec", "run_station", "now_z"]
@@ -33,16 +35,24 @@ __all__ = ["StationSpec", "run_station", "now_z"]
 log = logging.getLogger("csms.simulator")
 
 
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def on(action: str) -> Callable[[Handler], Handler]:
+    """The ocpp library's `@on(action)`, typed: it returns the handler it was given (marked
+    for the library's router); the library itself ships no type information."""
+    return cast(Callable[[Handler], Handler], _untyped_on(action))
+
+
 def now_z() -> str:
-    dt = datetime.now(timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return to_ocpp(utcnow())
 
 
 @dataclass
 class StationSpec:
     station_id: str
     password: str
-    protocol: str = "1.6"              # "1.6" | "2.0.1"
+    protocol: str = OcppVersion.V16    # OcppVersion.V16 | OcppVersion.V201 (or their strings)
     url: str = "ws://127.0.0.1:9000/ocpp"
     id_token: str = "SIMTOKEN0001"
     sessions: int = 1
@@ -71,7 +81,7 @@ class _Common:
         return result
 
 
-class Station16(_Common, Cp16):
+class Station16(_Common, Cp16):  # type: ignore[misc]  # Cp16 is untyped (the ocpp library)
     def __init__(self, spec: StationSpec, ws: Any, stats: Stats) -> None:
         super().__init__(spec.station_id, ws, response_timeout=60)
         self.spec, self.stats = spec, stats
@@ -173,7 +183,7 @@ class Station16(_Common, Cp16):
         return meter
 
 
-class Station201(_Common, Cp201):
+class Station201(_Common, Cp201):  # type: ignore[misc]  # Cp201 is untyped (the ocpp library)
     def __init__(self, spec: StationSpec, ws: Any, stats: Stats) -> None:
         super().__init__(spec.station_id, ws, response_timeout=60)
         self.spec, self.stats = spec, stats
@@ -297,18 +307,19 @@ def _basic(station_id: str, password: str) -> str:
 
 async def run_station(spec: StationSpec, stats: Stats) -> bool:
     """One station's life; True if it completed every step."""
-    subprotocol = "ocpp1.6" if spec.protocol == "1.6" else "ocpp2.0.1"
+    is_16 = spec.protocol == OcppVersion.V16
+    subprotocol = (OcppVersion.V16 if is_16 else OcppVersion.V201).subprotocol
     t0 = time.perf_counter()
     try:
         async with websockets.connect(
             f"{spec.url.rstrip('/')}/{spec.station_id}",
-            subprotocols=[subprotocol],  # type: ignore[list-item]
+            subprotocols=[Subprotocol(subprotocol)],
             additional_headers={"Authorization": _basic(spec.station_id, spec.password)},
             open_timeout=30,
             ping_interval=None,
             max_size=1 << 20,
         ) as ws:
-            cls = Station16 if spec.protocol == "1.6" else Station201
+            cls = Station16 if is_16 else Station201
             cp = cls(spec, ws, stats)
             reader = asyncio.create_task(cp.start())
             try:
@@ -316,7 +327,7 @@ async def run_station(spec: StationSpec, stats: Stats) -> bool:
                 stats.boots.append(time.perf_counter() - t0)
                 for c in range(1, spec.connectors + 1):
                     await cp.status(c, "Available")
-                await cp.timed((call16 if spec.protocol == "1.6" else call201).Heartbeat())
+                await cp.timed((call16 if is_16 else call201).Heartbeat())
                 meter = random.randint(1_000, 100_000)
                 for _ in range(spec.sessions):
                     meter = await cp.charge_once(meter)

@@ -2,17 +2,17 @@
 
 Ids are unique per call so the same suite can run against a shared database
 (a Cassandra keyspace lives for the whole test session). Datetimes are UTC with
-millisecond precision: the precision every adapter must keep.
+millisecond precision: the precision every adapter must keep. Stations, tokens, `at` and
+`unique` are the shared ones of tests/support/builders.py; the documents are the store's.
 """
 
 from __future__ import annotations
 
 import itertools
-import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import timezone
 from typing import Any
 
-from services.common.store.port import Station, Token
+from tests.support.builders import T0, a_bare_station, a_bare_token, a_station, a_token, at, unique
 
 __all__ = [
     "UTC",
@@ -29,63 +29,8 @@ __all__ = [
 ]
 
 UTC = timezone.utc
-T0 = datetime(2026, 11, 28, 4, 21, 16, 4000, tzinfo=UTC)  # 2026-11-28T04:21:16.004Z
 
 _seq = itertools.count(1)
-
-
-def at(seconds: float = 0.0) -> datetime:
-    """T0 plus `seconds`, truncated to milliseconds."""
-    dt = T0 + timedelta(seconds=seconds)
-    return dt.replace(microsecond=dt.microsecond // 1000 * 1000)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def a_station(**overrides: Any) -> Station:
-    """A station with every field set (none left at its default)."""
-    fields: dict[str, Any] = dict(
-        id=unique("CP"),
-        password_hash="scrypt$16384$8$1$c2FsdA==$aGFzaA==",
-        password_fingerprint="hmac-sha256$0f1e2d3c4b5a",
-        site_id=unique("site"),
-        tariff_id=unique("tariff"),
-        enabled=False,
-        created_at=at(0),
-        max_current_a=32.5,
-        phases=3,
-        priority=2,
-    )
-    fields.update(overrides)
-    return Station(**fields)
-
-
-def a_bare_station(**overrides: Any) -> Station:
-    """A station with only what is required; every optional field left None/default."""
-    fields: dict[str, Any] = dict(id=unique("CP"), password_hash="")
-    fields.update(overrides)
-    return Station(**fields)
-
-
-def a_token(**overrides: Any) -> Token:
-    """A token with every field set."""
-    fields: dict[str, Any] = dict(
-        id_token=unique("TAG").upper(),
-        status="Blocked",
-        expires_at=at(86_400),
-        group_id=unique("group"),
-        updated_at=at(60),
-    )
-    fields.update(overrides)
-    return Token(**fields)
-
-
-def a_bare_token(**overrides: Any) -> Token:
-    fields: dict[str, Any] = dict(id_token=unique("TAG").upper())
-    fields.update(overrides)
-    return Token(**fields)
 
 
 def a_session_doc(**overrides: Any) -> dict[str, Any]:

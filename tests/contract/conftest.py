@@ -1,6 +1,8 @@
 """Fixtures that run the SAME contract suite against every adapter.
 
-- `store`: "sqlite" always (a fresh file under tmp_path); "cassandra" when CSMS_INFRA=1
+- `store`: "sqlite" always (a fresh file under tmp_path); "sqlite-memory" always (the same
+  adapter on an in-memory database, tests/support/store.py: the store other tests use
+  instead of a fake, so it is held to this contract too); "cassandra" when CSMS_INFRA=1
   (one keyspace per test session, ids made unique by the builders).
 - `bus`: "memory" always; "kafka" when CSMS_INFRA=1 (unique topics and groups per test).
 
@@ -15,12 +17,13 @@ import os
 import re
 import secrets
 import uuid
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
 from services.common.bus.port import Bus
 from services.common.store.port import Store
+from tests.support.store import SharedMemoryDatabase
 
 INFRA = os.environ.get("CSMS_INFRA") == "1"
 SESSION_TAG = f"{os.getpid()}_{secrets.token_hex(3)}"
@@ -28,10 +31,10 @@ CASSANDRA_URL = f"cassandra://127.0.0.1:9042/csms_contract_{SESSION_TAG}"
 KAFKA_URL = "kafka://127.0.0.1:9092"
 
 # Bounds for lifecycle calls and for "eventually" waits, per backend.
-START_TIMEOUT_S = {"sqlite": 10.0, "cassandra": 180.0, "memory": 5.0, "kafka": 60.0}
+START_TIMEOUT_S = {"sqlite": 10.0, "sqlite-memory": 10.0, "cassandra": 180.0, "memory": 5.0, "kafka": 60.0}
 PATIENCE_S = {"memory": 5.0, "kafka": 60.0}
 
-STORE_BACKENDS = [pytest.param("sqlite", id="sqlite")]
+STORE_BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("sqlite-memory", id="sqlite-memory")]
 BUS_BACKENDS = [pytest.param("memory", id="memory")]
 if INFRA:
     STORE_BACKENDS.append(pytest.param("cassandra", id="cassandra", marks=pytest.mark.infra))
@@ -40,7 +43,7 @@ if INFRA:
 
 # -- store -------------------------------------------------------------------
 def _new_store(backend: str, url: str) -> Store:
-    if backend == "sqlite":
+    if backend in ("sqlite", "sqlite-memory"):
         from services.common.store.sqlite import SqliteStore
 
         return SqliteStore(url)
@@ -58,10 +61,16 @@ def store_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def store_url(store_backend: str, tmp_path: Any) -> str:
+def store_url(store_backend: str, tmp_path: Any) -> Iterator[str]:
     if store_backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'csms.db'}"  # tmp_path is absolute: sqlite:////tmp/...
-    return CASSANDRA_URL
+        yield f"sqlite:///{tmp_path / 'csms.db'}"  # tmp_path is absolute: sqlite:////tmp/...
+    elif store_backend == "sqlite-memory":
+        # One database for the test, shared by every store it opens and kept across a
+        # store closing (as a file would be); gone after the test.
+        with SharedMemoryDatabase() as db:
+            yield db.url
+    else:
+        yield CASSANDRA_URL
 
 
 OpenStore = Callable[[], Awaitable[Store]]

@@ -26,8 +26,9 @@ from services.common.bus.port import REPLAY_GROUP_HEADER, Bus, Header, Record
 from services.common.config import load_settings
 from services.common.errors import BusUnavailable, RecordTooLarge, StoreUnavailable
 from services.common.runtime import bus_options
+from tests.support.waiting import eventually
 
-from .test_bus_contract import Inbox, eventually, probe_until, settle, stop
+from .test_bus_contract import Inbox, probe_until, settle, stop
 from .test_bus_dead_letters import dead_letters_metric, wait_for_dlq
 
 
@@ -74,7 +75,7 @@ async def test_batches_keep_each_partitions_order_and_deliver_every_record_exact
     await bus.publish_many([(topic, keys[i % 40], f"r{i}".encode(), ()) for i in range(1000)])
     inbox = BatchInbox()
     sub = await bus.subscribe_batch(topic, group, inbox.handler, max_records=100)
-    await eventually(lambda: len(inbox.handled) >= 1000, patience, "1000 records")
+    await eventually(lambda: len(inbox.handled) >= 1000, patience, what="1000 records")
     await settle(patience)
     assert Counter(inbox.values()) == Counter(f"r{i}".encode() for i in range(1000)), "exactly once"
     assert all(in_partition_order(b) for b in inbox.batches)
@@ -92,7 +93,7 @@ async def test_max_records_is_respected(bus: Bus, new_topic: Any, new_group: Any
     await bus.publish_many([(topic, f"CP-{i % 5}", f"r{i}".encode(), ()) for i in range(200)])
     inbox = BatchInbox()
     sub = await bus.subscribe_batch(topic, new_group(), inbox.handler, max_records=7)
-    await eventually(lambda: len(inbox.handled) >= 200, patience, "200 records")
+    await eventually(lambda: len(inbox.handled) >= 200, patience, what="200 records")
     assert max(len(b) for b in inbox.batches) == 7
     assert sorted(inbox.values()) == sorted(f"r{i}".encode() for i in range(200))
     await stop(sub, patience)
@@ -113,7 +114,7 @@ async def test_two_batch_members_split_the_partitions_and_see_every_record_exact
     await probe_until(bus, topic, lambda: bool(a.handled and b.handled), patience, [0, 1, 2, 3])
     expected = [f"main-{i}".encode() for i in range(200)]
     await bus.publish_many([(topic, f"CP-{i % 25}", v, ()) for i, v in enumerate(expected)])
-    await eventually(lambda: len(a.values(b"main-")) + len(b.values(b"main-")) >= 200, patience, "200 records")
+    await eventually(lambda: len(a.values(b"main-")) + len(b.values(b"main-")) >= 200, patience, what="200 records")
     await settle(patience)
     assert Counter(a.values(b"main-") + b.values(b"main-")) == Counter(expected)
     a_parts = {r.partition for r in a.handled if r.value.startswith(b"main-")}
@@ -135,7 +136,7 @@ async def test_a_memory_batch_that_is_not_full_lingers_for_more_records() -> Non
             await bus.publish("t", "CP-1", b"r0")
             await asyncio.sleep(0.05)  # the reader woke up with one record
             await bus.publish_many([("t", "CP-1", f"r{i}".encode(), ()) for i in range(1, 5)])
-            await eventually(lambda: len(inbox.handled) >= 5, 5, "5 records")
+            await eventually(lambda: len(inbox.handled) >= 5, 5, what="5 records")
             assert [[r.value for r in b] for b in inbox.batches] == expected, linger_ms
         finally:
             await asyncio.wait_for(bus.close(), 5)
@@ -170,7 +171,7 @@ async def test_a_batch_that_meets_an_outage_is_retried_whole_and_nothing_is_lost
 
     inbox = BatchInbox(fail)
     sub = await bus.subscribe_batch(topic, group, inbox.handler)
-    await eventually(lambda: len(inbox.handled) >= 60, patience, "60 records")
+    await eventually(lambda: len(inbox.handled) >= 60, patience, what="60 records")
     await settle(patience)
     first, second, third = inbox.batches[:3]
     assert len(first) > 1
@@ -183,7 +184,7 @@ async def test_a_batch_that_meets_an_outage_is_retried_whole_and_nothing_is_lost
     later = BatchInbox()
     sub = await bus.subscribe_batch(topic, group, later.handler)
     await bus.publish(topic, "CP-1", b"later")
-    await eventually(lambda: b"later" in later.values(), patience, "a record published later")
+    await eventually(lambda: b"later" in later.values(), patience, what="a record published later")
     await settle(patience)
     assert later.values() == [b"later"]
     await stop(sub, patience)
@@ -201,10 +202,10 @@ async def test_a_member_that_leaves_with_a_failing_batch_leaves_it_uncommitted_f
 
     broken, healthy = BatchInbox(outage), BatchInbox()
     sub_broken = await bus.subscribe_batch(topic, group, broken.handler)
-    await eventually(lambda: bool(broken.batches), patience, "the failing member to get a batch")
+    await eventually(lambda: bool(broken.batches), patience, what="the failing member to get a batch")
     sub_healthy = await bus.subscribe_batch(topic, group, healthy.handler)
     await stop(sub_broken, patience)
-    await eventually(lambda: set(healthy.values()) >= expected, patience, "every record at the remaining member")
+    await eventually(lambda: set(healthy.values()) >= expected, patience, what="every record at the remaining member")
     assert broken.handled == []
     assert Counter(healthy.values()) == Counter(expected)
     await stop(sub_healthy, patience)
@@ -228,7 +229,7 @@ async def test_a_crashed_memory_member_s_batch_in_hand_is_redelivered() -> None:
         assert bus.lag("g", "t") == 10
         inbox = BatchInbox()
         await bus.subscribe_batch("t", "g", inbox.handler)
-        await eventually(lambda: bus.lag("g", "t") == 0, 5, "lag 0")
+        await eventually(lambda: bus.lag("g", "t") == 0, 5, what="lag 0")
         assert sorted(inbox.values()) == sorted(f"r{i}".encode() for i in range(10))
     finally:
         await asyncio.wait_for(bus.close(), 5)
@@ -250,7 +251,7 @@ async def test_a_poison_record_in_a_batch_of_ten_is_dead_lettered_alone_and_the_
     inbox = BatchInbox(refuse_poison)
     sub = await bus.subscribe_batch(topic, group, inbox.handler)
     [dl] = await wait_for_dlq(bus, topic, 1, patience + 15)
-    await eventually(lambda: len(inbox.handled) >= 9, patience, "the 9 good records")
+    await eventually(lambda: len(inbox.handled) >= 9, patience, what="the 9 good records")
     await settle(patience)
     assert any(len(b) > 1 and b"poison" in [r.value for r in b] for b in inbox.batches), "poison arrived in a batch"
     assert sorted(inbox.values()) == sorted(v for v in values if v != b"poison"), "each good record exactly once"
@@ -264,7 +265,7 @@ async def test_a_poison_record_in_a_batch_of_ten_is_dead_lettered_alone_and_the_
     later = BatchInbox()
     sub = await bus.subscribe_batch(topic, group, later.handler)
     await bus.publish(topic, "CP-1", b"later")
-    await eventually(lambda: b"later" in later.values(), patience, "a record published later")
+    await eventually(lambda: b"later" in later.values(), patience, what="a record published later")
     await settle(patience)
     assert [r.value for b in later.batches for r in b] == [b"later"]
     await stop(sub, patience)
@@ -283,7 +284,7 @@ async def test_replays_for_another_group_are_filtered_out_of_batches_and_committ
     await bus.publish_many(items)
     inbox = BatchInbox()
     sub = await bus.subscribe_batch(topic, group, inbox.handler)
-    await eventually(lambda: b"ours-0" in inbox.values(), patience, "the replay for this group")
+    await eventually(lambda: b"ours-0" in inbox.values(), patience, what="the replay for this group")
     await settle(patience)
     assert inbox.values() == [b"plain-0", b"ours-0"]
     assert all(r.header(REPLAY_GROUP_HEADER) in (None, group) for b in inbox.batches for r in b)
@@ -291,7 +292,7 @@ async def test_replays_for_another_group_are_filtered_out_of_batches_and_committ
     later = BatchInbox()
     sub = await bus.subscribe_batch(topic, group, later.handler)
     await bus.publish_many([(topic, "CP-1", b"later-1", ()), (topic, "CP-2", b"later-2", ())])
-    await eventually(lambda: len(later.handled) >= 2, patience, "records published later")
+    await eventually(lambda: len(later.handled) >= 2, patience, what="records published later")
     await settle(patience)
     assert sorted(later.values()) == [b"later-1", b"later-2"], "the skipped replays were committed"
     await stop(sub, patience)
@@ -306,7 +307,7 @@ async def test_publish_many_keeps_each_keys_order_across_topics(
     await bus.publish_many(items)
     a, b = Inbox(), Inbox()
     subs = [await bus.subscribe(first, new_group(), a.handler), await bus.subscribe(second, new_group(), b.handler)]
-    await eventually(lambda: len(a.records) + len(b.records) >= 300, patience, "300 records")
+    await eventually(lambda: len(a.records) + len(b.records) >= 300, patience, what="300 records")
     await settle(patience)
     for topic, inbox in ((first, a), (second, b)):
         for k in range(10):

@@ -17,6 +17,7 @@ import pytest
 from services.common.bus.memory import MemoryBus
 from services.common.bus.port import Bus, Record, Subscription, partition_for
 from services.common.errors import BusUnavailable, StoreUnavailable
+from tests.support.waiting import eventually
 
 
 class Inbox:
@@ -36,17 +37,6 @@ class Inbox:
 
     def values(self, prefix: bytes = b"") -> list[bytes]:
         return [r.value for r in self.records if r.value.startswith(prefix)]
-
-
-async def eventually(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0.01)
-
-    try:
-        await asyncio.wait_for(poll(), timeout)
-    except asyncio.TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
 
 
 async def stop(sub: Subscription, timeout: float) -> None:
@@ -96,7 +86,7 @@ async def test_a_record_round_trips_with_key_value_and_headers_byte_for_byte(
     sub = await bus.subscribe(topic, new_group(), inbox.handler)
     await bus.publish(topic, key, value, headers)
     await bus.publish(topic, key, b"")
-    await eventually(lambda: len(inbox.records) == 2, patience, "both records")
+    await eventually(lambda: len(inbox.records) == 2, patience, what="both records")
     first, second = inbox.records
     assert (first.topic, first.key, first.value) == (topic, key.encode(), value)
     assert tuple(tuple(h) for h in first.headers) == tuple(headers)
@@ -115,7 +105,7 @@ async def test_records_of_one_key_arrive_in_publish_order_200_records_over_20_ke
         await bus.publish(topic, keys[i % 20], str(i).encode())
     inbox = Inbox()
     sub = await bus.subscribe(topic, new_group(), inbox.handler)
-    await eventually(lambda: len(inbox.records) >= 200, patience, "200 records")
+    await eventually(lambda: len(inbox.records) >= 200, patience, what="200 records")
     await settle(patience)
     assert len(inbox.records) == 200
     for k, key in enumerate(keys):
@@ -137,7 +127,7 @@ async def test_a_key_always_lands_in_the_partition_given_by_partition_for(
             await bus.publish(topic, key, f"{rnd}".encode())
     inbox = Inbox()
     sub = await bus.subscribe(topic, new_group(), inbox.handler)
-    await eventually(lambda: len(inbox.records) >= 80, patience, "80 records")
+    await eventually(lambda: len(inbox.records) >= 80, patience, what="80 records")
     for r in inbox.records:
         assert r.partition == partition_for(r.key, 6), r.key
     by_key: dict[bytes, set[int]] = {}
@@ -157,7 +147,7 @@ async def test_an_explicit_partition_is_respected_whatever_the_key(
         await bus.publish(topic, key, b"cmd", partition=2)
     inbox = Inbox()
     sub = await bus.subscribe(topic, new_group(), inbox.handler)
-    await eventually(lambda: len(inbox.records) >= 12, patience, "12 records")
+    await eventually(lambda: len(inbox.records) >= 12, patience, what="12 records")
     assert {r.partition for r in inbox.records} == {2}
     assert [r.key.decode() for r in inbox.records] == keys
     await stop(sub, patience)
@@ -171,7 +161,7 @@ async def test_two_groups_each_receive_every_record(
         await bus.publish(topic, f"CP-{i % 7}", f"r{i}".encode())
     sessions, billing = Inbox(), Inbox()
     subs = [await bus.subscribe(topic, new_group(), sessions.handler), await bus.subscribe(topic, new_group(), billing.handler)]
-    await eventually(lambda: len(sessions.records) >= 30 and len(billing.records) >= 30, patience, "30 records each")
+    await eventually(lambda: len(sessions.records) >= 30 and len(billing.records) >= 30, patience, what="30 records each")
     assert sorted(sessions.values()) == sorted(billing.values()) == sorted(f"r{i}".encode() for i in range(30))
     for s in subs:
         await stop(s, patience)
@@ -191,7 +181,7 @@ async def test_a_group_of_two_members_splits_the_partitions_and_sees_every_recor
     expected = [f"main-{i}".encode() for i in range(100)]
     for i, value in enumerate(expected):
         await bus.publish(topic, keys[i % 25], value)
-    await eventually(lambda: len(a.values(b"main-")) + len(b.values(b"main-")) >= 100, patience, "100 records")
+    await eventually(lambda: len(a.values(b"main-")) + len(b.values(b"main-")) >= 100, patience, what="100 records")
     await settle(patience)
     seen = Counter(a.values(b"main-") + b.values(b"main-"))
     assert seen == Counter(expected), "every record exactly once"
@@ -218,7 +208,7 @@ async def test_a_handler_that_raises_gets_the_same_record_again_and_later_record
 
     inbox = Inbox(fail=fail_once_on_2)
     sub = await bus.subscribe(topic, new_group(), inbox.handler)
-    await eventually(lambda: len(inbox.records) >= 6, patience, "6 deliveries")
+    await eventually(lambda: len(inbox.records) >= 6, patience, what="6 deliveries")
     await settle(patience)
     assert inbox.values() == [b"0", b"1", b"2", b"2", b"3", b"4"]
     assert inbox.records[2].offset == inbox.records[3].offset
@@ -246,7 +236,7 @@ async def test_a_handler_whose_awaited_work_was_cancelled_gets_the_record_again(
 
     inbox = Inbox()
     sub = await bus.subscribe(topic, new_group(), handler)
-    await eventually(lambda: len(inbox.records) >= 4, patience / 2, "the cancelled record again, then the rest")
+    await eventually(lambda: len(inbox.records) >= 4, patience / 2, what="the cancelled record again, then the rest")
     assert inbox.values() == [b"0", b"1", b"1", b"2"]
     await stop(sub, patience)
 
@@ -261,10 +251,10 @@ async def test_a_member_that_leaves_hands_its_partitions_over_and_uncommitted_re
     broken = Inbox(fail=lambda r: True, outage=True)  # never commits anything (an outage is never dead-lettered)
     healthy = Inbox()
     sub_broken = await bus.subscribe(topic, group, broken.handler)
-    await eventually(lambda: bool(broken.records), patience, "the failing member to get records")
+    await eventually(lambda: bool(broken.records), patience, what="the failing member to get records")
     sub_healthy = await bus.subscribe(topic, group, healthy.handler)
     await stop(sub_broken, patience)
-    await eventually(lambda: set(healthy.values()) >= expected, patience, "every record at the remaining member")
+    await eventually(lambda: set(healthy.values()) >= expected, patience, what="every record at the remaining member")
     assert set(broken.values()) <= set(healthy.values())
     await stop(sub_healthy, patience)
 
@@ -277,13 +267,13 @@ async def test_a_member_that_leaves_after_processing_does_not_replay_committed_r
         await bus.publish(topic, f"CP-{i % 5}", f"old-{i}".encode())
     first = Inbox()
     sub = await bus.subscribe(topic, group, first.handler)
-    await eventually(lambda: len(first.records) >= 20, patience, "the first 20 records")
+    await eventually(lambda: len(first.records) >= 20, patience, what="the first 20 records")
     await stop(sub, patience)
     second = Inbox()
     sub = await bus.subscribe(topic, group, second.handler, from_beginning=True)
     for i in range(20):
         await bus.publish(topic, f"CP-{i % 5}", f"new-{i}".encode())
-    await eventually(lambda: len(second.values(b"new-")) >= 20, patience, "the 20 new records")
+    await eventually(lambda: len(second.values(b"new-")) >= 20, patience, what="the 20 new records")
     await settle(patience)
     assert second.values(b"old-") == []
     assert sorted(second.values()) == sorted(f"new-{i}".encode() for i in range(20))
@@ -301,7 +291,7 @@ async def test_a_new_group_starting_at_the_end_sees_only_new_records(
     await probe_until(bus, topic, lambda: bool(inbox.values(b"probe")), patience, [0, 1, 2])
     for i in range(10):
         await bus.publish(topic, "CP-1", f"new-{i}".encode())
-    await eventually(lambda: len(inbox.values(b"new-")) >= 10, patience, "10 new records")
+    await eventually(lambda: len(inbox.values(b"new-")) >= 10, patience, what="10 new records")
     assert inbox.values(b"old-") == []
     assert inbox.values(b"new-") == [f"new-{i}".encode() for i in range(10)]
     await stop(sub, patience)
@@ -330,7 +320,7 @@ async def test_assign_reads_only_its_partition_starting_at_the_end(
     for i in range(5):
         await bus.publish(topic, f"CP-{i}", f"new-{i}".encode(), partition=2)
         await bus.publish(topic, f"CP-{i}", b"other", partition=3)
-    await eventually(lambda: len(inbox.values(b"new-")) >= 5, patience, "5 new records")
+    await eventually(lambda: len(inbox.values(b"new-")) >= 5, patience, what="5 new records")
     await settle(patience)
     assert {r.partition for r in inbox.records} == {2}
     assert inbox.values(b"old-") == [] and inbox.values(b"other") == []
@@ -347,7 +337,7 @@ async def test_assign_from_the_beginning_reads_the_partition_history(
         await bus.publish(topic, "CP-1", b"elsewhere", partition=0)
     inbox = Inbox()
     sub = await bus.assign(topic, 1, inbox.handler, from_beginning=True)
-    await eventually(lambda: len(inbox.records) >= 4, patience, "the 4 records of partition 1")
+    await eventually(lambda: len(inbox.records) >= 4, patience, what="the 4 records of partition 1")
     assert inbox.values() == [f"h{i}".encode() for i in range(4)]
     await stop(sub, patience)
 
@@ -394,7 +384,7 @@ async def test_a_memory_bus_reports_a_groups_lag_until_records_are_handled() -> 
         assert bus.lag("g", "t") == 6
         inbox = Inbox()
         await bus.subscribe("t", "g", inbox.handler)
-        await eventually(lambda: bus.lag("g", "t") == 0, 5, "lag 0")
+        await eventually(lambda: bus.lag("g", "t") == 0, 5, what="lag 0")
         assert len(inbox.records) == 6
     finally:
         await asyncio.wait_for(bus.close(), 5)

@@ -26,9 +26,10 @@ from services.common.errors import BusUnavailable, RecordTooLarge, StoreUnavaila
 from services.common.runtime import bootstrap
 from services.common.store.sqlite import SqliteStore
 from services.common.timeutil import parse_ocpp
+from tests.support.waiting import eventually
 
 from .conftest import INFRA, KAFKA_URL
-from .test_bus_contract import eventually, settle, stop
+from .test_bus_contract import settle, stop
 
 
 def dead_letters_metric(topic: str, group: str) -> float:
@@ -40,14 +41,11 @@ async def dlq_records(bus: Bus, topic: str) -> list[Record]:
 
 
 async def wait_for_dlq(bus: Bus, topic: str, count: int, timeout: float) -> list[Record]:
-    deadline = time.monotonic() + timeout
-    while True:
+    async def enough() -> list[Record]:
         found = [r for r in await dlq_records(bus, topic) if r.header("dlq_topic") is not None]
-        if len(found) >= count:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{count} dead letter(s) not in {topics.dlq_topic(topic)} within {timeout}s: {found}")
-        await asyncio.sleep(0.1)
+        return found if len(found) >= count else []
+
+    return await eventually(enough, timeout, interval=0.1, what=f"{count} dead letter(s) in {topics.dlq_topic(topic)}")
 
 
 # -- poison ---------------------------------------------------------------------------
@@ -69,7 +67,7 @@ async def test_a_poison_record_is_dead_lettered_with_its_headers_and_the_partiti
         handled[record.value] = time.monotonic()
 
     sub = await bus.subscribe(topic, group, handler)
-    await eventually(lambda: b"after" in handled, patience + 15, "the record after the poison one")
+    await eventually(lambda: b"after" in handled, patience + 15, what="the record after the poison one")
     # 5 tries with 0.2, 0.4, 0.8, 1.6 s between them: the partition moved on within seconds
     assert len(tries) == 5
     assert handled[b"after"] - tries[0] < 6.0
@@ -100,7 +98,7 @@ async def test_a_poison_record_is_dead_lettered_with_its_headers_and_the_partiti
 
     sub = await bus.subscribe(topic, group, collect)
     await bus.publish(topic, "CP-1", b"later")
-    await eventually(lambda: b"later" in again, patience, "a record published later")
+    await eventually(lambda: b"later" in again, patience, what="a record published later")
     assert b"poison" not in again
     await stop(sub, patience)
 
@@ -123,7 +121,7 @@ async def test_an_outage_is_retried_until_it_ends_and_never_dead_lettered(
     sub = await bus.subscribe(topic, group, handler)
     await bus.publish(topic, "CP-1", b"during-outage")
     await bus.publish(topic, "CP-1", b"next")
-    await eventually(lambda: handled == [b"during-outage", b"next"], patience + 10, "both records, in order")
+    await eventually(lambda: handled == [b"during-outage", b"next"], patience + 10, what="both records, in order")
     assert failures == []
     assert await dlq_records(bus, topic) == []
     assert dead_letters_metric(topic, group) == 0.0
@@ -146,7 +144,7 @@ async def test_a_cancelled_await_in_the_handler_counts_as_a_failure_and_is_dead_
     sub = await bus.subscribe(topic, group, handler)
     await bus.publish(topic, "CP-1", b"stuck")
     await bus.publish(topic, "CP-1", b"next")
-    await eventually(lambda: b"next" in calls, patience + 15, "the record after")
+    await eventually(lambda: b"next" in calls, patience + 15, what="the record after")
     assert calls == [b"stuck"] * 5 + [b"next"]
     [dl] = await wait_for_dlq(bus, topic, 1, patience)
     assert (dl.header("dlq_error") or "").startswith("CancelledError")
@@ -186,8 +184,8 @@ async def test_a_replay_is_handled_by_the_named_group_only(
     done = await dead_letters.replay(bus, dl)
     assert (done["id"], done["group"], done["topic"]) == (dl.id, broken_group, topic)
     await bus.publish(topic, "CP-7", b"sentinel")  # same key, same partition: after the replay
-    await eventually(lambda: any(r.value == b"sentinel" for r in broken_seen), patience, "the sentinel (broken group)")
-    await eventually(lambda: any(r.value == b"sentinel" for r in other_seen), patience, "the sentinel (other group)")
+    await eventually(lambda: any(r.value == b"sentinel" for r in broken_seen), patience, what="the sentinel (broken group)")
+    await eventually(lambda: any(r.value == b"sentinel" for r in other_seen), patience, what="the sentinel (other group)")
     replayed = [r for r in broken_seen if r.value == b"bad"]
     assert len(replayed) == 1 and replayed[0].header(REPLAY_GROUP_HEADER) == broken_group
     assert replayed[0].header("ce_id") == "e-7" and replayed[0].partition == dl.partition
@@ -216,7 +214,7 @@ async def test_a_group_that_starts_after_a_replay_skips_it_too(
 
     group = new_group()
     sub = await bus.subscribe(topic, group, handler)
-    await eventually(lambda: b"normal" in seen, patience, "the normal record")
+    await eventually(lambda: b"normal" in seen, patience, what="the normal record")
     await settle(patience)
     assert seen == [b"normal"]
     await stop(sub, patience)
@@ -227,7 +225,7 @@ async def test_a_group_that_starts_after_a_replay_skips_it_too(
 
     await bus.publish(topic, "CP-1", b"for-me", [(REPLAY_GROUP_HEADER, group.encode())])
     sub = await bus.subscribe(topic, group, targeted)
-    await eventually(lambda: b"for-me" in mine, patience, "the replay for this group")
+    await eventually(lambda: b"for-me" in mine, patience, what="the replay for this group")
     assert mine == [b"for-me"]
     await stop(sub, patience)
 
@@ -278,7 +276,7 @@ async def test_an_oversize_record_raises_record_too_large_and_the_bus_stays_heal
 
     sub = await bus.subscribe(topic, new_group(), handler)
     await bus.publish(topic, "CP-1", b"y" * (limit - overhead), headers)  # exactly at the limit
-    await eventually(lambda: bool(seen), patience, "the record at the limit")
+    await eventually(lambda: bool(seen), patience, what="the record at the limit")
     assert len(seen[0].value) == limit - overhead and bus.healthy
     assert not isinstance(RecordTooLarge("x"), BusUnavailable) and not is_transient(RecordTooLarge("x"))
     await stop(sub, patience)
@@ -343,7 +341,7 @@ async def test_an_assigned_reader_is_never_dead_lettered() -> None:
 
         await bus.assign("cmds", 0, handler)
         await bus.publish("cmds", "CP-1", b"cmd", partition=0)
-        await eventually(lambda: seen == [b"cmd"], 10, "the command after 4 failures")
+        await eventually(lambda: seen == [b"cmd"], 10, what="the command after 4 failures")
         assert await bus.read(topics.dlq_topic("cmds"), limit=10) == []
     finally:
         await asyncio.wait_for(bus.close(), 5)
@@ -376,7 +374,7 @@ async def test_the_memory_bus_keeps_a_bounded_window_by_bytes_and_a_consumer_get
             seen.append(record.offset)
 
         await bus.subscribe("t", "late", handler)
-        await eventually(lambda: seen == [57, 58, 59], 5, "the retained tail, from the first retained offset")
+        await eventually(lambda: seen == [57, 58, 59], 5, what="the retained tail, from the first retained offset")
     finally:
         await asyncio.wait_for(bus.close(), 5)
 

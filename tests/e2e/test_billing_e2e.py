@@ -14,17 +14,10 @@ from typing import Any
 from services.simulator.stats import Stats
 from services.simulator.station import StationSpec, run_station
 from tests.e2e.conftest import Server
+from tests.support.waiting import eventually
 
 TOKEN = "E2EBILLTOKEN1"
-
-
-async def wait_for(predicate: Any, timeout: float = 15.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value or asyncio.get_running_loop().time() > deadline:
-            return value
-        await asyncio.sleep(0.1)
+PATIENCE_S = 15.0
 
 
 def a_tariff(tariff_id: str) -> dict[str, Any]:
@@ -59,7 +52,10 @@ async def a_station_with_a_tariff_charges_3_kwh(csms: Server, station_id: str, p
         _, body = await csms.api("GET", f"/api/v1/sessions?station_id={station_id}&status=completed", expect=200)
         return list(body["items"])
 
-    sessions = await wait_for(completed)
+    sessions = await eventually(
+        completed, PATIENCE_S, interval=0.1,
+        what=f"a completed session of {station_id}", detail=lambda: csms.log()[-3000:],
+    )
     assert len(sessions) == 1, sessions
     assert sessions[0]["energy_wh"] == 3000
     return sessions[0]
@@ -71,7 +67,10 @@ async def cdrs_of(csms: Server, session_id: str) -> list[dict[str, Any]]:
 
 
 async def the_session_is_billed_at_1_90_eur(csms: Server, station_id: str, session: dict[str, Any]) -> dict[str, Any]:
-    cdrs = await wait_for(lambda: cdrs_of(csms, session["id"]))
+    cdrs = await eventually(
+        lambda: cdrs_of(csms, session["id"]), PATIENCE_S, interval=0.1,
+        what=f"a CDR of {session['id']}", detail=lambda: csms.log()[-3000:],
+    )
     assert len(cdrs) == 1, f"expected one CDR for {session['id']}, got {cdrs}\n{csms.log()[-3000:]}"
     cdr = cdrs[0]
     assert cdr["id"] == f"{session['id']}-v1"
@@ -143,7 +142,10 @@ async def test_a_station_without_any_tariff_gets_no_cdr(csms: Server, unique_id:
     )
     stats = Stats()
     assert await run_station(spec, stats), stats.summary()
-    sessions = await wait_for(lambda: _completed(csms, unique_id))
+    sessions = await eventually(
+        lambda: _completed(csms, unique_id), PATIENCE_S, interval=0.1,
+        what=f"a completed session of {unique_id}",
+    )
     assert len(sessions) == 1
     await asyncio.sleep(0.5)  # billing had time to see the completed snapshot
 
@@ -247,14 +249,19 @@ async def test_the_201_total_cost_the_apis_cost_and_the_cdr_are_one_price(csms: 
                 total_costs.append(Decimal(str(answer[2]["totalCost"])))
             if frame[3]["eventType"] == "Updated":  # the API's running price of the active session, now
                 wh = frame[3]["meterValue"][0]["sampledValue"][0]["value"]
-                view = await wait_for(lambda wh=wh: active_cost(wh))
-                assert view is not None, csms.log()[-3000:]
+                view = await eventually(
+                    lambda wh=wh: active_cost(wh), PATIENCE_S, interval=0.1,
+                    what=f"the running price at {wh} Wh", detail=lambda: csms.log()[-3000:],
+                )
                 session_id = view["id"]
                 api_costs.append(Decimal(view["cost"]["incl_tax"]["amount"]))
         await ws.close()
 
     assert session_id is not None
-    cdrs = await wait_for(lambda: cdrs_of(csms, session_id))
+    cdrs = await eventually(
+        lambda: cdrs_of(csms, session_id), PATIENCE_S, interval=0.1,
+        what=f"a CDR of {session_id}", detail=lambda: csms.log()[-3000:],
+    )
     assert len(cdrs) == 1, csms.log()[-3000:]
     cdr_total = Decimal(cdrs[0]["total_cost_incl_tax"]["amount"])
     # Updated 1: 1 kWh x 0.30 + 1.00 = 1.30 -> 1.547 -> 1.55; Updated 2: register 3000 at

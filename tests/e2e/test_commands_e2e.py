@@ -8,7 +8,7 @@ from typing import Any
 from services.simulator.stats import Stats
 from services.simulator.station import StationSpec, run_station
 from tests.e2e.conftest import Server
-from tests.e2e.test_sessions_e2e import wait_for
+from tests.support.waiting import eventually
 
 
 async def connected_station(csms: Server, station_id: str, protocol: str) -> tuple[StationSpec, asyncio.Task[bool]]:
@@ -22,7 +22,7 @@ async def connected_station(csms: Server, station_id: str, protocol: str) -> tup
         _, body = await csms.api("GET", f"/api/v1/stations/{station_id}")
         return bool(body.get("connected"))
 
-    assert await wait_for(is_connected, 15), "station never showed as connected"
+    await eventually(is_connected, 15, interval=0.1, what=f"{station_id} to show as connected")
     return spec, task
 
 

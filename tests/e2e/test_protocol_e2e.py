@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.conftest import Server, basic
+from tests.support.waiting import eventually
 
 
 async def open_ws(csms: Server, station_id: str, password: str, protocols: tuple[str, ...] = ("ocpp1.6",), **kw: Any) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]:
@@ -252,13 +253,11 @@ async def test_a_replayed_start_transaction_gets_the_same_transaction_id_and_one
     finally:
         await ws.close()
         await http.close()
-    from tests.e2e.test_sessions_e2e import wait_for
-
     async def sessions() -> list[Any]:
         _, body = await csms.api("GET", f"/api/v1/sessions?station_id={unique_id}")
         return [s for s in body["items"] if s["status"] == "completed"]
 
-    done = await wait_for(sessions)
+    done = await eventually(sessions, 10.0, interval=0.1, what=f"a completed session of {unique_id}")
     assert len(done) == 1
     assert done[0]["energy_wh"] == 1000
     # a 3-day-old start is accepted and keeps station time next to receive time

@@ -8,17 +8,9 @@ from typing import Any
 from services.simulator.stats import Stats
 from services.simulator.station import StationSpec, run_station
 from tests.e2e.conftest import Server
+from tests.support.waiting import eventually
 
-
-async def wait_for(predicate: Any, timeout: float = 10.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            return value
-        await asyncio.sleep(0.1)
+PATIENCE_S = 10.0
 
 
 async def completed_sessions(csms: Server, station_id: str) -> list[dict[str, Any]]:
@@ -40,7 +32,9 @@ async def a_session_runs(csms: Server, station_id: str, protocol: str) -> tuple[
 
 async def test_a_16_station_charges_and_the_session_has_the_metered_energy(csms: Server, unique_id: str) -> None:
     await a_session_runs(csms, unique_id, "1.6")
-    sessions = await wait_for(lambda: completed_sessions(csms, unique_id))
+    sessions = await eventually(
+        lambda: completed_sessions(csms, unique_id), PATIENCE_S, interval=0.1, what=f"a completed session of {unique_id}"
+    )
     assert len(sessions) == 1
     s = sessions[0]
     # 3 samples of 10 kW x 6 min = 3 x 1000 Wh
@@ -57,7 +51,9 @@ async def test_a_16_station_charges_and_the_session_has_the_metered_energy(csms:
 
 async def test_a_201_station_charges_and_the_session_has_the_metered_energy(csms: Server, unique_id: str) -> None:
     await a_session_runs(csms, unique_id, "2.0.1")
-    sessions = await wait_for(lambda: completed_sessions(csms, unique_id))
+    sessions = await eventually(
+        lambda: completed_sessions(csms, unique_id), PATIENCE_S, interval=0.1, what=f"a completed session of {unique_id}"
+    )
     assert len(sessions) == 1
     s = sessions[0]
     assert s["energy_wh"] == 3000
@@ -72,8 +68,9 @@ async def test_the_station_view_shows_connection_boot_and_connectors(csms: Serve
         _, body = await csms.api("GET", f"/api/v1/stations/{unique_id}", expect=200)
         return body if body.get("last_boot") and body.get("connected") is False else None
 
-    station = await wait_for(disconnected_with_boot)
-    assert station, "station view never showed the boot data and the disconnect"
+    station = await eventually(
+        disconnected_with_boot, PATIENCE_S, interval=0.1, what="the station view with the boot data and the disconnect"
+    )
     assert station["last_boot"]["vendor"] == "CSMS-Sim"
     assert station["ocpp_version"] == "1.6"
     assert "password" not in station and "password_hash" not in station
@@ -94,5 +91,8 @@ async def test_csms_simulate_registers_stations_and_reports(csms: Server, tmp_pa
     assert report["stations_ok"] == 4 and report["stations_failed"] == 0
     assert report["messages"] >= 4 * 10
     for i in range(4):
-        sessions = await wait_for(lambda i=i: completed_sessions(csms, f"SIMCLI{i:05d}"))
+        sessions = await eventually(
+            lambda i=i: completed_sessions(csms, f"SIMCLI{i:05d}"), PATIENCE_S, interval=0.1,
+            what=f"a completed session of SIMCLI{i:05d}",
+        )
         assert len(sessions) == 1

@@ -13,7 +13,7 @@ from ocpp.v16 import call as call16
 from services.simulator.station import Station16, StationSpec, now_z
 from services.simulator.stats import Stats
 from tests.e2e.conftest import Server, basic
-from tests.e2e.test_sessions_e2e import wait_for
+from tests.support.waiting import eventually
 
 TOKEN = "E2ETOKEN01"
 
@@ -122,11 +122,15 @@ async def test_three_16_stations_share_a_32_a_site_and_the_others_get_more_when_
         for station in everyone:
             await station.start_charging()
 
-        assert await wait_for(lambda: all_profiled(everyone), 20), [s.spec.received for s in everyone]
+        await eventually(
+            lambda: all_profiled(everyone), 20, interval=0.1, what="a profile at every station",
+            detail=lambda: [s.spec.received for s in everyone],
+        )
         # Once the three are in, the allocation settles on an even split of the 32 A.
-        assert await wait_for(lambda: all_profiled(everyone, [10.6, 10.7, 10.7]), 20), [
-            latest_tx_limit(s.spec) for s in everyone
-        ]
+        await eventually(
+            lambda: all_profiled(everyone, [10.6, 10.7, 10.7]), 20, interval=0.1, what="an even split of 32 A",
+            detail=lambda: [latest_tx_limit(s.spec) for s in everyone],
+        )
         limits = [latest_tx_limit(s.spec) for s in everyone]
         assert sum(limits) <= 32  # type: ignore[arg-type]
         # Each station also got its fail-safe when it booted (the site's 32 A over 3 stations).
@@ -135,9 +139,10 @@ async def test_three_16_stations_share_a_32_a_site_and_the_others_get_more_when_
 
         await c.stop_charging()
 
-        assert await wait_for(lambda: all_profiled([a, b], [16.0, 16.0]), 20), [
-            latest_tx_limit(s.spec) for s in (a, b)
-        ]
+        await eventually(
+            lambda: all_profiled([a, b], [16.0, 16.0]), 20, interval=0.1, what="16 A each for the two left",
+            detail=lambda: [latest_tx_limit(s.spec) for s in (a, b)],
+        )
         assert latest_tx_limit(a.spec) + latest_tx_limit(b.spec) <= 32  # type: ignore[operator]
     assert f"site={site_id} allocation after" in csms.log()
 
@@ -148,12 +153,13 @@ async def test_an_outside_cap_on_the_site_lowers_the_profiles_of_its_stations(cs
     async with connected(csms, id_a, pw_a) as a, connected(csms, id_b, pw_b) as b:
         await a.start_charging()
         await b.start_charging()
-        assert await wait_for(lambda: all_profiled([a, b], [16.0, 16.0]), 20)
+        limits = lambda: [latest_tx_limit(s.spec) for s in (a, b)]  # noqa: E731
+        await eventually(lambda: all_profiled([a, b], [16.0, 16.0]), 20, interval=0.1, what="16 A each", detail=limits)
 
         await csms.api("PUT", f"/api/v1/sites/{site_id}/limit", {"limit_a": 12}, expect=200)
 
-        assert await wait_for(lambda: all_profiled([a, b], [6.0, 6.0]), 20), [latest_tx_limit(s.spec) for s in (a, b)]
+        await eventually(lambda: all_profiled([a, b], [6.0, 6.0]), 20, interval=0.1, what="6 A each under the cap", detail=limits)
 
         await csms.api("PUT", f"/api/v1/sites/{site_id}/limit", {"limit_a": None}, expect=200)
 
-        assert await wait_for(lambda: all_profiled([a, b], [16.0, 16.0]), 20)
+        await eventually(lambda: all_profiled([a, b], [16.0, 16.0]), 20, interval=0.1, what="16 A each again", detail=limits)

@@ -4,7 +4,6 @@ topic prefix, and runs every role as its own `csms <role>` process."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -165,12 +164,3 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = new_cluster(tmp_path_factory.mktemp("cluster"))
     yield c
     c.stop_all()
-
-
-async def eventually(predicate: Any, timeout: float = 30.0, interval: float = 0.25) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value or asyncio.get_running_loop().time() > deadline:
-            return value
-        await asyncio.sleep(interval)

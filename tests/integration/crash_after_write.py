@@ -14,8 +14,7 @@ from services.common.bus.port import Record
 from services.common.config import load_settings
 from services.common.runtime import bootstrap
 from services.common import topics
-from services.sessions.handlers import handle_record
-from services.sessions.worker import GROUP
+from services.sessions.wiring import GROUP, build_handler
 
 
 async def main() -> None:
@@ -23,9 +22,10 @@ async def main() -> None:
     marker = Path(os.environ["CRASH_MARKER"])
     rt = bootstrap(load_settings())
     await rt.start()
+    sessions = build_handler(rt)
 
     async def handler(record: Record) -> None:
-        await handle_record(rt, record)
+        await sessions.handle_record(record)
         env = codec.decode_event(record.value)
         if env.message_id == crash_on:
             marker.write_text(f"{record.partition}:{record.offset}\n")

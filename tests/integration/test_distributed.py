@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from services.simulator.cli import station_password
-from tests.integration.conftest import Cluster, eventually
+from tests.integration.conftest import Cluster
 from tests.integration.station_client import RawStation
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.infra
 
@@ -77,8 +78,8 @@ async def test_stations_survive_a_killed_gateway_and_every_session_is_complete_o
     await s201.call("TransactionEvent", tx_event("Updated", tx201, 1, 5500))
 
     # a command from the API reaches each station on gateway-0
-    assert await eventually(lambda: connected_to(cluster, a16, "gateway-0"))
-    assert await eventually(lambda: connected_to(cluster, b201, "gateway-0"))
+    await eventually(lambda: connected_to(cluster, a16, "gateway-0"), 30, interval=0.25, what=f"{a16} on gateway-0")
+    await eventually(lambda: connected_to(cluster, b201, "gateway-0"), 30, interval=0.25, what=f"{b201} on gateway-0")
     status, body = await cluster.api("POST", f"/api/v1/stations/{a16}/commands", {"type": "TriggerMessage", "requested_message": "Heartbeat"})
     assert status == 200 and body["status"] == "Accepted", body
     status, body = await cluster.api("POST", f"/api/v1/stations/{b201}/commands", {"type": "Reset", "reset_type": "Soft"})
@@ -104,8 +105,8 @@ async def test_stations_survive_a_killed_gateway_and_every_session_is_complete_o
     await s201.call("TransactionEvent", tx_event("Ended", tx201, 2, 7000, trigger="EVCommunicationLost", info={"stoppedReason": "EVDisconnected"}))
 
     # commands now reach them on gateway-1
-    assert await eventually(lambda: connected_to(cluster, a16, "gateway-1"))
-    assert await eventually(lambda: connected_to(cluster, b201, "gateway-1"))
+    await eventually(lambda: connected_to(cluster, a16, "gateway-1"), 30, interval=0.25, what=f"{a16} on gateway-1")
+    await eventually(lambda: connected_to(cluster, b201, "gateway-1"), 30, interval=0.25, what=f"{b201} on gateway-1")
     status, body = await cluster.api("POST", f"/api/v1/stations/{a16}/commands", {"type": "GetConfiguration", "keys": ["HeartbeatInterval"]})
     assert status == 200 and body["status"] == "Accepted", body
     status, body = await cluster.api("POST", f"/api/v1/stations/{b201}/commands", {"type": "TriggerMessage", "requested_message": "Heartbeat"})
@@ -117,8 +118,12 @@ async def test_stations_survive_a_killed_gateway_and_every_session_is_complete_o
         items = await sessions_of(cluster, station)
         return len(items) == 1 and items[0]["status"] == "completed" and items[0]["energy_wh"] == energy
 
-    assert await eventually(lambda: complete(a16, 2000), 60), await sessions_of(cluster, a16)
-    assert await eventually(lambda: complete(b201, 2000), 60), await sessions_of(cluster, b201)
+    await eventually(
+        lambda: complete(a16, 2000), 60, interval=0.25, what=f"{a16}'s session complete", detail=lambda: sessions_of(cluster, a16)
+    )
+    await eventually(
+        lambda: complete(b201, 2000), 60, interval=0.25, what=f"{b201}'s session complete", detail=lambda: sessions_of(cluster, b201)
+    )
     await s16.close()
     await s201.close()
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Cluster, eventually
+from tests.integration.conftest import Cluster
 from tests.integration.station_client import RawStation
 from tests.integration.test_distributed import TOKEN, boot, now_z, registered
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.infra
 
@@ -38,7 +39,7 @@ async def test_a_completed_session_is_priced_into_one_cdr_by_the_billing_process
         _, body = await cluster.api("GET", f"/api/v1/cdrs?session_id={sessions['items'][0]['id']}")
         return list(body["items"])
 
-    found = await eventually(cdrs, 60)
+    found = await eventually(cdrs, 60, interval=0.25, what=f"a CDR of {sid}")
     assert len(found) == 1, found
     assert found[0]["total_cost"] == {"amount": "1.90", "currency": "EUR"}
     assert found[0]["total_cost_incl_tax"] == {"amount": "2.26", "currency": "EUR"}
@@ -81,7 +82,7 @@ async def test_three_stations_on_a_32a_site_get_profiles_from_the_smart_charging
     async def all_profiled() -> bool:
         return all(tx_limits(st) for st in stations)
 
-    assert await eventually(all_profiled, 60), [st.received for st in stations]
+    await eventually(all_profiled, 60, interval=0.25, what="a profile at every station", detail=lambda: [st.received for st in stations])
     assert sum(tx_limits(st)[-1] for st in stations) <= 32.0
 
     await stations[2].call("StopTransaction", {"transactionId": txs[2], "meterStop": 100, "timestamp": now_z()})
@@ -89,6 +90,6 @@ async def test_three_stations_on_a_32a_site_get_profiles_from_the_smart_charging
     async def rebalanced() -> bool:
         return all(tx_limits(st) and tx_limits(st)[-1] == 16.0 for st in stations[:2])
 
-    assert await eventually(rebalanced, 60), [tx_limits(st) for st in stations]
+    await eventually(rebalanced, 60, interval=0.25, what="the rebalanced limits", detail=lambda: [tx_limits(st) for st in stations])
     for st in stations:
         await st.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import time
 import urllib.error
@@ -12,7 +11,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.integration.conftest import Cluster, eventually, new_cluster
+from tests.integration.conftest import Cluster, new_cluster
+from tests.support.waiting import eventually
 from tests.integration.station_client import CallTimeout, RawStation
 from tests.integration.test_distributed import TOKEN, boot, now_z, registered, sessions_of
 
@@ -75,6 +75,6 @@ async def test_a_start_sent_while_kafka_is_down_is_answered_after_it_returns_and
         items = await sessions_of(cluster, sid)
         return len(items) == 1 and items[0]["status"] == "completed" and items[0]["energy_wh"] == 500
 
-    assert await eventually(one_session, 90), await sessions_of(cluster, sid)
-    assert await eventually(lambda: asyncio.sleep(0, readyz(cluster.procs["gateway-0"].port or 0) == 200), 30)
+    await eventually(one_session, 90, interval=0.25, what=f"one completed session of {sid}", detail=lambda: sessions_of(cluster, sid))
+    await eventually(lambda: readyz(cluster.procs["gateway-0"].port or 0) == 200, 30, interval=0.25, what="gateway-0 ready")
     await st.close()

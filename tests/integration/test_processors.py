@@ -18,7 +18,8 @@ from services.common import codec, events as ev
 from services.common.bus.kafka import KafkaBus
 from services.common.store.cassandra import CassandraStore
 from services.common.timeutil import utcnow
-from tests.integration.conftest import Cluster, eventually, new_cluster
+from tests.integration.conftest import Cluster, new_cluster
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.infra
 
@@ -83,8 +84,8 @@ async def test_a_processor_killed_after_its_write_and_before_its_commit_gets_the
         cluster.wait_ready(survivor)
         port = int(survivor.env["CSMS_METRICS_PORT"])
         # the uncommitted stop is delivered again to the new member of the group
-        assert await eventually(lambda: asyncio.sleep(0, processed(port) >= 1), 60)
-        assert await eventually(lambda: all_sessions_complete(store, stations), 60)
+        await eventually(lambda: processed(port) >= 1, 60, interval=0.25, what="a processed record in the metrics")
+        await eventually(lambda: all_sessions_complete(store, stations), 60, interval=0.25, what="every session complete")
         after = await store.list_docs("session", parent="CRASH1")
         assert len(after) == 1
         assert after[0]["version"] == before[0]["version"], "the redelivered event must not change the session"
@@ -113,7 +114,10 @@ async def test_two_processors_one_killed_the_group_rebalances_and_every_event_is
         await asyncio.sleep(1.0)
         a.kill(signal.SIGKILL)
         await publish_sessions(bus, prefix, stations[40:], first=40)
-        assert await eventually(lambda: all_sessions_complete(store, stations), 90), "a partition got stuck after the rebalance"
+        await eventually(
+            lambda: all_sessions_complete(store, stations), 90, interval=0.25,
+            what="every session complete (a partition got stuck after the rebalance)",
+        )
         assert b.alive()
     finally:
         cluster.stop_all()

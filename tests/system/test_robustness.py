@@ -6,7 +6,6 @@ WebSocket (tests/integration/station_client.RawStation) and the REST API.
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 from services.common.timeutil import parse_ocpp, to_ocpp, utcnow
 from services.simulator.cli import station_password
 from tests.integration.station_client import CallError, RawStation
+from tests.support.waiting import eventually
 from tests.system.conftest import System
 
 TOKEN = "SYSTOKEN0001"
@@ -25,15 +25,6 @@ PATIENCE_S = 45.0
 
 def now_z() -> str:
     return to_ocpp(utcnow())
-
-
-async def eventually(probe: Any, timeout: float = PATIENCE_S) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await probe()
-        if value or asyncio.get_running_loop().time() > deadline:
-            return value
-        await asyncio.sleep(0.25)
 
 
 @pytest.fixture
@@ -69,8 +60,9 @@ async def sessions_of(system: System, station_id: str) -> list[dict[str, Any]]:
     return list(body["items"])
 
 
-async def session_of(system: System, station_id: str, transaction_id: Any, **want: Any) -> dict[str, Any] | None:
-    """The session once it has every field in `want` (None after the patience runs out)."""
+async def session_of(system: System, station_id: str, transaction_id: Any, **want: Any) -> dict[str, Any]:
+    """The session once it has every field in `want` (fails, showing the station's sessions
+    and the log, after the patience runs out)."""
 
     async def probe() -> dict[str, Any] | None:
         for s in await sessions_of(system, station_id):
@@ -78,7 +70,12 @@ async def session_of(system: System, station_id: str, transaction_id: Any, **wan
                 return s
         return None
 
-    return await eventually(probe)  # type: ignore[no-any-return]
+    async def seen() -> str:
+        return f"sessions of {station_id}: {await sessions_of(system, station_id)}\n{system.log()[-6000:]}"
+
+    return await eventually(
+        probe, PATIENCE_S, interval=0.25, what=f"session {transaction_id} of {station_id} with {want}", detail=seen
+    )
 
 
 async def meter_values_of(system: System, session_id: str) -> list[dict[str, Any]]:
@@ -169,8 +166,7 @@ async def test_a_clock_in_1970_is_billed_on_receive_times_and_flagged(system: Sy
         async def priced() -> list[dict[str, Any]]:
             return await cdrs_of(system, s["id"])
 
-        cdrs = await eventually(priced)
-        assert cdrs, system.log()[-6000:]
+        cdrs = await eventually(priced, PATIENCE_S, interval=0.25, what="a CDR", detail=lambda: system.log()[-6000:])
         cdr = cdrs[-1]
         # 10 kWh x 0.30 + 1.00 session fee, not 299,368.82 EUR
         assert Decimal(cdr["total_cost"]["amount"]) == Decimal("4.00")
@@ -208,7 +204,7 @@ async def test_a_refused_ghost_session_is_abandoned_by_the_next_transaction_and_
         async def billed() -> list[dict[str, Any]]:
             return await cdrs_of(system, r["id"])
 
-        assert await eventually(billed), system.log()[-6000:]
+        await eventually(billed, PATIENCE_S, interval=0.25, what="a CDR of the real session", detail=lambda: system.log()[-6000:])
         # The refused session got no CDR (give billing the time it took for the real one).
         assert await cdrs_of(system, g["id"]) == []
 

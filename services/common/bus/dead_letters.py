@@ -188,9 +188,8 @@ async def replay(bus: Bus, dl: DeadLetter) -> dict[str, Any]:
     """Re-publish `dl` for its group only (module docstring); returns what was done."""
     headers = [(k, v) for k, v in dl.headers if k != REPLAY_GROUP_HEADER]
     headers.append((REPLAY_GROUP_HEADER, dl.group.encode()))
-    partition: int | None = dl.partition
-    if not 0 <= partition < await bus.partitions(dl.topic):
-        partition = None  # no usable original partition (header missing): place by key
+    # no usable original partition (header missing): place by key
+    partition = dl.partition if 0 <= dl.partition < await bus.partitions(dl.topic) else None
     key = dl.key.decode("utf-8", "surrogateescape")
     await bus.publish(dl.topic, key, dl.value, headers, partition=partition)
     at = to_ocpp(utcnow())

@@ -1,6 +1,6 @@
 """How a group consumer hands one record to its handler: poison vs outage, dead letters.
 
-One policy for every adapter (memory://, kafka://, the faust runner), so the buses
+One policy for every adapter (memory://, kafka://, and bench/faust_runner.py), so the buses
 cannot drift apart (docs/dead-letters.md):
 
 - Outage: the handler raised something `is_transient` (Cassandra or Kafka did not
@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Sequence
 
+import services.common.bus.metrics as metrics
 from services.common import topics
-from services.common.bus import metrics
 from services.common.bus.port import REPLAY_GROUP_HEADER, BatchHandler, Handler, Header, Record, is_transient
 from services.common.errors import RecordTooLarge
 from services.common.timeutil import to_ocpp, utcnow
@@ -97,7 +98,7 @@ class DeliveryPolicy:
 
     def poison_delay(self, failures: int) -> float:
         """Pause after the `failures`-th poison failure (1-based): backoff_s, doubling, capped."""
-        return min(self.backoff_s * (2 ** min(failures - 1, 30)), self.max_backoff_s)
+        return min(self.backoff_s * (2.0 ** min(failures - 1, 30)), self.max_backoff_s)
 
     def outage_delay(self, failures: int) -> float:
         """Pause after the `failures`-th consecutive outage failure (1-based), capped."""
@@ -328,7 +329,7 @@ async def deliver_batch(
             revoked.add(tp)
             continue
         outcome = await deliver(r, one, group=group, policy=policy, dead_letter=dead_letter,
-                                owned=lambda r=r: owned(r), pause=pause, on_failure=on_failure)
+                                owned=functools.partial(owned, r), pause=pause, on_failure=on_failure)
         if outcome is Outcome.REVOKED:
             revoked.add(tp)
             continue

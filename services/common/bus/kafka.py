@@ -33,6 +33,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -50,7 +51,7 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import DefaultPartitioner
 
-from services.common.bus import metrics
+import services.common.bus.metrics as metrics
 from services.common.bus.delivery import DLQ_HEADROOM_BYTES, DeliveryPolicy, Outcome, deliver, deliver_batch
 from services.common.bus.port import BatchHandler, Handler, Header, Outgoing, Record, murmur2, record_size
 from services.common.errors import BusUnavailable, ConfigError, RecordTooLarge
@@ -161,6 +162,10 @@ def _record(msg: Any) -> Record:
     )
 
 
+def _assigned(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
+    return tp in consumer.assignment()
+
+
 def _always() -> bool:
     return True
 
@@ -210,7 +215,7 @@ class _Loop:
             offsets: dict[TopicPartition, int] = {}
             for tp, msgs in batches.items():
                 # partition moved to another member: it will redeliver from the last commit
-                owned = (lambda tp=tp: tp in consumer.assignment()) if commit else _always
+                owned = functools.partial(_assigned, consumer, tp) if commit else _always
                 done = None
                 handled = 0
                 for msg in msgs:

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from services.common.bus import metrics
+import services.common.bus.metrics as metrics
 from services.common.bus.delivery import DLQ_HEADROOM_BYTES, DeliveryPolicy, Outcome, deliver, deliver_batch
 from services.common.bus.port import BatchHandler, Handler, Header, Outgoing, Record, partition_for, record_size
 from services.common.errors import BusUnavailable, RecordTooLarge

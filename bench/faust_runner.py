@@ -25,8 +25,12 @@ faust's `stream.take_events(max_records, within_s)`, under `delivery.deliver_bat
 policy `KafkaBus.subscribe_batch` applies); faust acks a batch's events when the agent
 asks for the next batch, i.e. after the handler returned.
 
-It is the runtime under test in ADR 009 (bench/rebalance_experiment.py); see that ADR
-before using it in production.
+It is the runtime under test in ADR 009 (bench/rebalance_experiment.py), and lives here,
+beside that experiment, so the experiment can be re-run (for instance after a bump of
+faust-streaming or aiokafka, which are pinned together). It is not part of the product:
+the processors' one runtime is the aiokafka consumer group behind the bus port
+(services/common/bus/kafka.py; ADR 009, update). Run from bench/ scripts, which put the
+repository root on `sys.path`.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import faust
 from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 from faust.types import TP
 
-from services.common.bus import metrics
+import services.common.bus.metrics as metrics
 from services.common.bus.delivery import DLQ_HEADROOM_BYTES, DeliveryPolicy, deliver, deliver_batch
 from services.common.bus.port import BatchHandler, Handler, Header, Record
 from services.common.errors import RecordTooLarge
