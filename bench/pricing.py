@@ -89,7 +89,8 @@ def domain(n: int, repeat: int) -> None:
 
 async def handler(n: int, repeat: int) -> None:
     from services.billing.codec import SESSION_CE_TYPE, SessionSnapshot, encode_session
-    from services.billing.handlers import handle_session_record
+    from services.billing.wiring import billing_handler
+    from services.common import kinds
     from services.common.bus.memory import MemoryBus
     from services.common.bus.port import Record
     from services.common.config import Settings
@@ -102,7 +103,8 @@ async def handler(n: int, repeat: int) -> None:
     rt = Runtime(settings=Settings(), bus=MemoryBus(), store=store, clock=lambda: START + timedelta(days=2))
     await rt.start()
     await store.migrate()
-    await store.put_doc("tariff", BANDED.id, tariff_to_dict(BANDED))
+    await store.put_doc(kinds.TARIFF, BANDED.id, tariff_to_dict(BANDED))
+    billing = billing_handler(rt)
     await store.put_station(Station(id="CS1", password_hash="", tariff_id=BANDED.id))
     span = timedelta(hours=8)
     points = readings(n, span)
@@ -131,7 +133,7 @@ async def handler(n: int, repeat: int) -> None:
         values = [snapshot(sid, status, with_acc, 5) for sid in sids]
         t0 = time.process_time()
         for v in values:
-            await handle_session_record(rt, record(v))
+            await billing.handle_record(record(v))
         print(f"billing handler, {name:32s} {(time.process_time() - t0) / repeat * 1e6:9.1f} µs CPU/record")
     await rt.close()
 

@@ -10,7 +10,8 @@ the register energy counts from (`energy_anchor_wh`) and the last kept register 
 (an abandoned session's last sign of life). Numbers the schema marks `optional` are None
 when absent, never 0. `csms.cdrs.v1` records (protobuf `csms.billing.v1.Cdr`) are encoded
 from the stored CDR document, so a CDR that is re-published after a crash carries exactly
-the bytes of the first attempt.
+the bytes of the first attempt. OCPI 2.2.1 (`cdr_to_ocpi`, `tariff_to_ocpi`) is billing's
+other wire format: the objects a roaming partner receives.
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Mapping, Sequence
 
+from google.protobuf.message import Message
+
+from services.billing.domain import Cdr, Money, Tariff
+from services.billing.domain.money import PRICING_CONTEXT
 from services.billing.domain.running import PriceAccumulator, accumulator_from_pb, accumulator_to_pb
 from services.common.codec import cdrs_pb2, cloudevent_headers, get_timestamp, sessions_pb2, set_timestamp
 from services.common.timeutil import parse_ocpp, to_ocpp
@@ -35,6 +41,8 @@ __all__ = [
     "encode_cdr",
     "decode_cdr",
     "cdr_headers",
+    "cdr_to_ocpi",
+    "tariff_to_ocpi",
 ]
 
 SESSION_CE_TYPE = "csms.sessions.v1.Session"
@@ -100,11 +108,11 @@ class SessionSnapshot:
         return self.status == "abandoned"
 
 
-def _optional_int(pb: Any, name: str) -> int | None:
+def _optional_int(pb: Message, name: str) -> int | None:
     return int(getattr(pb, name)) if pb.HasField(name) else None
 
 
-def _reading(pb: Any, name: str) -> Reading | None:
+def _reading(pb: Message, name: str) -> Reading | None:
     if not pb.HasField(name):
         return None
     msg = getattr(pb, name)
@@ -128,7 +136,7 @@ def decode_session(data: bytes) -> SessionSnapshot:
         raise ValueError(f"session snapshot {pb.id} has an unusable value: {exc}") from None
 
 
-def _decoded(pb: Any) -> SessionSnapshot:
+def _decoded(pb: sessions_pb2.Session) -> SessionSnapshot:
     return SessionSnapshot(
         id=pb.id,
         station_id=pb.station_id,
@@ -225,7 +233,7 @@ def encode_session(snap: SessionSnapshot) -> bytes:
             msg.wh = reading[1]
     if snap.price is not None:
         accumulator_to_pb(snap.price, pb.price)
-    return pb.SerializeToString()  # type: ignore[no-any-return]
+    return pb.SerializeToString()
 
 
 # --- CDRs ------------------------------------------------------------------------------
@@ -243,7 +251,7 @@ def _money_pb(value: Mapping[str, Any], msg: Any) -> None:
 
 
 def encode_cdr(doc: Mapping[str, Any]) -> bytes:
-    """`csms.billing.v1.Cdr` bytes for a stored CDR document (see adapters.cdr_to_doc)."""
+    """`csms.billing.v1.Cdr` bytes for a stored CDR document (see documents.cdr_to_doc)."""
     pb = cdrs_pb2.Cdr(
         id=str(doc["id"]),
         session_id=str(doc["session_id"]),
@@ -264,7 +272,7 @@ def encode_cdr(doc: Mapping[str, Any]) -> bytes:
     for name in ("started_at", "stopped_at", "created_at"):
         getattr(pb, name).SetInParent()
         set_timestamp(getattr(pb, name), _exact_time(doc, name))
-    return pb.SerializeToString()  # type: ignore[no-any-return]
+    return pb.SerializeToString()
 
 
 def decode_cdr(data: bytes) -> dict[str, Any]:
@@ -304,3 +312,148 @@ def cdr_headers(doc: Mapping[str, Any], *, traceparent: str | None = None) -> Se
         str(doc["id"]), CDR_CE_TYPE, CDR_CE_SOURCE, _exact_time(doc, "created_at"), str(doc.get("station_id") or ""),
         traceparent=traceparent,
     )
+
+
+# --- OCPI 2.2.1 ------------------------------------------------------------------------
+# The Tariff and CDR objects billing hands to a roaming partner. JSON numbers at this edge
+# only: amounts are rounded Decimals first, then float().
+
+_OCPI_DAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
+
+
+def _num(value: Decimal, places: int) -> float:
+    q = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP, context=PRICING_CONTEXT)
+    return float(q)
+
+
+def _hours(seconds: Decimal) -> float:
+    return _num(PRICING_CONTEXT.divide(seconds, Decimal(3600)), 6)
+
+
+def _price(excl: Money, incl: Money | None = None) -> dict[str, float]:
+    out = {"excl_vat": float(excl.rounded().amount)}
+    if incl is not None:
+        out["incl_vat"] = float(incl.rounded().amount)
+    return out
+
+
+def _components(kwh: Decimal | None, minute: Decimal | None, vat: float) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if kwh is not None:
+        out.append({"type": "ENERGY", "price": float(kwh), "vat": vat, "step_size": 1})
+    if minute is not None:
+        out.append({"type": "TIME", "price": float(minute * 60), "vat": vat, "step_size": 1})
+    return out
+
+
+def tariff_to_ocpi(tariff: Tariff, *, country_code: str, party_id: str, last_updated: datetime) -> dict[str, Any]:
+    """OCPI 2.2.1 Tariff. Band elements first (with restrictions), then the base.
+    The idle grace period has no OCPI equivalent and is not expressed."""
+    vat = float(tariff.tax_rate * 100)
+    elements: list[dict[str, Any]] = []
+    for band in tariff.bands:
+        comps = _components(band.price_per_kwh, band.price_per_minute, vat)
+        if not comps:
+            continue
+        restrictions: dict[str, Any] = {}
+        if band.start != band.end:
+            restrictions.update(start_time=band.start, end_time=band.end)
+        if band.days_of_week is not None:
+            restrictions["day_of_week"] = [_OCPI_DAYS[d] for d in band.days_of_week]
+        elements.append({"price_components": comps, "restrictions": restrictions})
+    base = _components(tariff.price_per_kwh, tariff.price_per_minute, vat)
+    if tariff.session_fee:
+        base.append({"type": "FLAT", "price": float(tariff.session_fee), "vat": vat, "step_size": 1})
+    if tariff.idle_fee_per_minute:
+        parking_per_hour = float(tariff.idle_fee_per_minute * 60)
+        base.append({"type": "PARKING_TIME", "price": parking_per_hour, "vat": vat, "step_size": 1})
+    elements.append({"price_components": base})
+    out: dict[str, Any] = {
+        "country_code": country_code,
+        "party_id": party_id,
+        "id": tariff.id,
+        "currency": tariff.currency,
+        "elements": elements,
+        "last_updated": to_ocpp(last_updated),
+    }
+    for key, value in (("min_price", tariff.min_price), ("max_price", tariff.max_price)):
+        if value is not None:
+            m = Money(value, tariff.currency)
+            out[key] = _price(m, m * (1 + tariff.tax_rate))
+    return out
+
+
+def cdr_to_ocpi(
+    cdr: Cdr,
+    *,
+    country_code: str,
+    party_id: str,
+    token_uid: str = "UNKNOWN",
+    token_type: str = "RFID",
+    contract_id: str | None = None,
+    evse_uid: str | None = None,
+    connector_id: str = "1",
+    tariff: Tariff | None = None,
+) -> dict[str, Any]:
+    """OCPI 2.2.1 CDR object. One charging period per band line (ENERGY kWh, TIME
+    hours), plus a PARKING_TIME period when the car stayed after charging."""
+    b = cdr.breakdown
+    periods: list[dict[str, Any]] = [
+        {
+            "start_date_time": to_ocpp(line.started_at),
+            "dimensions": [
+                {"type": "ENERGY", "volume": _num(line.kwh, 3)},
+                {"type": "TIME", "volume": _hours(line.seconds)},
+            ],
+            "tariff_id": cdr.tariff_id,
+        }
+        for line in b.lines
+    ]
+    if b.parking_seconds > 0:
+        periods.append(
+            {
+                "start_date_time": to_ocpp(b.charging_ended_at),
+                "dimensions": [{"type": "PARKING_TIME", "volume": _hours(b.parking_seconds)}],
+                "tariff_id": cdr.tariff_id,
+            }
+        )
+    rate = 1 + b.tax_rate
+    out: dict[str, Any] = {
+        "country_code": country_code,
+        "party_id": party_id,
+        "id": cdr.id,
+        "start_date_time": to_ocpp(cdr.started_at),
+        "end_date_time": to_ocpp(cdr.stopped_at),
+        "session_id": cdr.session_id,
+        "cdr_token": {
+            "country_code": country_code,
+            "party_id": party_id,
+            "uid": token_uid,
+            "type": token_type,
+            "contract_id": contract_id or token_uid,
+        },
+        "auth_method": "AUTH_REQUEST",
+        "cdr_location": {
+            "id": cdr.station_id,
+            "evse_uid": evse_uid or cdr.station_id,
+            "evse_id": evse_uid or cdr.station_id,
+            "connector_id": connector_id,
+        },
+        "currency": b.currency,
+        "tariffs": [] if tariff is None else [
+            tariff_to_ocpi(tariff, country_code=country_code, party_id=party_id, last_updated=cdr.created_at)
+        ],
+        "charging_periods": periods,
+        "total_cost": _price(b.total_excl_tax, b.total_incl_tax),
+        "total_fixed_cost": _price(b.session_fee, b.session_fee * rate),
+        "total_energy": _num(Decimal(b.energy_wh) / 1000, 3),
+        "total_energy_cost": _price(b.energy_cost, b.energy_cost * rate),
+        "total_time": _hours(b.charging_seconds + b.parking_seconds),
+        "total_time_cost": _price(b.time_cost, b.time_cost * rate),
+        "total_parking_time": _hours(b.parking_seconds),
+        "total_parking_cost": _price(b.idle_cost, b.idle_cost * rate),
+        "last_updated": to_ocpp(cdr.created_at),
+    }
+    if cdr.version > 1:
+        out["remark"] = f"version {cdr.version}: {cdr.reason}"
+    return out

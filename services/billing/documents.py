@@ -1,31 +1,36 @@
-"""Between the pure billing domain and the outside: snapshots, documents, the store.
+"""Billing's documents: what it stores and what other services read of it (ADR 010).
 
-- `session_pricing`: what a completed or abandoned `csms.sessions.v1` snapshot is priced
-  with (ADR 015). The snapshot's price accumulator when it was opened with the tariff that
-  applies now (same id and fingerprint) at the session's start and energy anchor: a
-  `RunningUsage`, finished without reading anything. Otherwise the session's stored
-  samples are folded again (`usage_from_snapshot` with `register_readings`): a
-  `SessionUsage`. Either way: excluded samples never count; an abandoned session ends at
-  its last sign of life with its last known energy; the register ends at
-  `energy_anchor_wh + energy_wh`.
-- `cdr_to_doc` / `cdr_from_doc`: the stored CDR document (kind "cdr", parent = session
-  id) and back. The document is `cdr_to_dict(cdr)` (the REST shape) plus
-  `currency`, `session_version`, the session's token/connector (for OCPI),
-  `clock_suspect`, `hold_reasons` (non-empty: held from export), a
-  `published` flag (outbox marker) and `exact`: the unrounded breakdown and the
-  full-precision instants, so `cdr_from_doc` rebuilds the very `Cdr` that was priced
-  (documents without `exact` are rebuilt from the display values, as OCPI needs).
-- `resolve_tariff`: station tariff -> the station's site tariff -> the default tariff.
-- `latest_cdr_doc` / `CdrHead`: what `decide_cdr` needs of the latest stored CDR.
+The billing processor writes the CDR documents (kind CDR, parent = session id); the API
+writes the tariffs, whose shape is billing's. Other services read both through this
+module only (`services.billing.documents`; the pure values are `services.billing.domain`):
+
+- tariffs: `tariff_from_doc`, `resolve_tariff` (station tariff -> the station's site
+  tariff -> the default tariff), `default_tariff_doc`; `StoreTariffs` is the
+  `TariffLookup` port over a store.
+- CDRs: `cdr_to_dict` / `breakdown_to_dict` (the REST shape), `cdr_to_doc` /
+  `cdr_from_doc` (the stored document and back: the REST shape plus `currency`,
+  `session_version`, the session's token/connector (for OCPI), `clock_suspect`,
+  `hold_reasons` (non-empty: held from export), a `published` flag (outbox marker) and
+  `exact`: the unrounded breakdown and the full-precision instants, so `cdr_from_doc`
+  rebuilds the very `Cdr` that was priced; documents without `exact` are rebuilt from the
+  display values, as OCPI needs); `CdrHead` / `head_from_doc` / `latest_cdr_doc`: what
+  `decide_cdr` needs of the latest stored CDR; `CdrDocuments` is the `CdrRepository` port.
+- a session's stored register readings (`stored_readings`, `register_readings`), judged
+  by the sessions domain as the sessions processor judges them; `SessionReadings` is the
+  `ReadingsReader` port.
+
+Instants: `to_ocpp` (milliseconds) in the REST shape, `to_iso_us` (microseconds) in
+`exact` (services.common.timeutil).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from enum import Enum
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
 
 from services.billing.codec import SessionSnapshot
 from services.billing.domain import (
@@ -33,210 +38,213 @@ from services.billing.domain import (
     Cdr,
     Money,
     PriceBreakdown,
-    RunningUsage,
-    SessionUsage,
     Tariff,
-    accumulator_matches,
-    cdr_to_dict,
     tariff_from_dict,
 )
+from services.billing.domain.money import PRICING_CONTEXT
+from services.billing.domain.values import plausible_register_wh
+from services.common import kinds
 from services.common.decimals import parse_decimal
 from services.common.events import ENERGY_REGISTER
-from services.common.store.port import MeterRow, Store
-from services.common.timeutil import parse_ocpp
+from services.common.store.port import MeterRow, Station
+from services.common.timeutil import parse_ocpp, to_iso_us, to_ocpp
+from services.sessions.documents import sample_from_row, session_from_doc
+from services.sessions.domain import Plausibility, kept_register_readings
 
 __all__ = [
     "ResolvedTariff",
-    "CdrHead",
-    "SessionTiming",
-    "session_timing",
-    "session_pricing",
-    "register_readings",
-    "stored_readings",
-    "usage_from_snapshot",
-    "running_usage_from_snapshot",
+    "TariffLookup",
+    "TariffSource",
+    "StoreTariffs",
+    "tariff_from_doc",
+    "default_tariff_doc",
+    "resolve_tariff",
+    "breakdown_to_dict",
+    "cdr_to_dict",
     "cdr_to_doc",
     "cdr_from_doc",
+    "CdrHead",
     "head_from_doc",
     "hold_reasons_of",
     "latest_cdr_doc",
-    "resolve_tariff",
-    "default_tariff_doc",
-    "tariff_from_doc",
+    "CdrRepository",
+    "CdrDocuments",
+    "Reading",
+    "ReadingsReader",
+    "SampleSource",
+    "SessionReadings",
+    "register_readings",
+    "stored_readings",
 ]
 
-log = logging.getLogger("csms.billing.adapters")
+log = logging.getLogger("csms.billing.documents")
 
-UTC = timezone.utc
 _MAX_SCAN = 1000
-_MAX_REGISTER_WH = 10**15  # a terawatt-hour register; beyond is not a reading (services.common.decimals)
+_WH_PER_KWH = 1000
 _TARIFF_KEYS = frozenset({
     "id", "currency", "price_per_kwh", "price_per_minute", "session_fee", "idle_fee_per_minute",
     "idle_grace_minutes", "tax_rate", "bands", "min_price", "max_price", "timezone", "default",
 })
 
-
-# --- snapshot -> pricing inputs ----------------------------------------------------------
-
-
-def _sample_wh(value: object, unit: str) -> int | None:
-    """An energy register reading as integer Wh (Decimal from its shortest repr, never float
-    math); None when it is not a usable number (not finite, negative, beyond 1e15: no register)."""
-    d = parse_decimal(value)
-    if d is None or d < 0:
-        return None
-    if unit == "kWh":
-        d = d * 1000
-    elif unit not in ("Wh", ""):
-        return None
-    wh = int(d.to_integral_value(rounding=ROUND_HALF_UP))
-    return wh if _plausible_wh(wh) else None
+Reading = tuple[datetime, int]  # (time, total energy register Wh)
 
 
-def _plausible_wh(value: int | None) -> bool:
-    return value is not None and 0 <= value <= _MAX_REGISTER_WH
-
-
-def register_readings(rows: Iterable[MeterRow]) -> list[tuple[datetime, int]]:
-    """The total energy register readings among stored samples that may count: a number as
-    sent (no `raw_value`), the total (no phase), in Wh or kWh, 0 .. 1e15 Wh. (Whether a
-    reading is an implausible jump is the sessions processor's judgement: `stored_readings`
-    asks it when the session's document is at hand.)"""
-    out: list[tuple[datetime, int]] = []
-    for r in rows:
-        if r.raw_value or r.phase or r.measurand not in ("", ENERGY_REGISTER):
-            continue
-        wh = _sample_wh(r.value, r.unit)
-        if wh is not None:
-            out.append((r.timestamp, wh))
-    return out
-
-
-async def stored_readings(
-    store: Store, session_id: str, rules: Any = None, *, doc: Mapping[str, Any] | None = None
-) -> list[tuple[datetime, int]]:
-    """The session's kept total-register readings, read back from the sample store: judged
-    by the sessions domain (`kept_register_readings`: jumps and the session window) with the
-    session's stored facts (`doc`, else read), else (no session document) filtered by
-    `register_readings`."""
-    rows = await store.read_samples(session_id)
-    if not rows:
-        return []
-    if doc is None:
-        doc = await store.get_doc("session", session_id)
-    if doc is not None:
-        try:
-            from services.sessions.domain import kept_register_readings, sample_from_row, session_from_doc
-
-            session = session_from_doc(dict(doc))
-            samples = [sample_from_row(r) for r in rows]
-            if rules is None:
-                return kept_register_readings(session, samples)
-            return kept_register_readings(session, samples, rules)
-        except (ImportError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
-            log.warning("session %s: stored facts unusable for judging samples (%s): filtering them", session_id, exc)
-    return register_readings(rows)
+# --- tariffs ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class SessionTiming:
-    """The priced window of a billable snapshot and the register's two ends."""
-
-    started_at: datetime
-    stopped_at: datetime
-    charging_ended_at: datetime | None
-    open_wh: int  # the register energy counts from (0 when unknown)
-    end_wh: int  # open_wh + the session's energy
+class ResolvedTariff:
+    tariff: Tariff
+    source: str  # "station" | "site" | "default"
 
 
-def _abandoned_end(snap: SessionSnapshot, started: datetime) -> datetime | None:
-    """Where an abandoned session's pricing ends: its stop if it has one, else the last
-    counted register reading (its last sign of life), else when the CSMS closed it."""
-    if snap.stopped_at is not None:
-        return snap.stopped_at
-    last = snap.last_register[0] if snap.last_register is not None else None
-    if last is not None and last >= started:
-        return last
-    return snap.abandoned_at or snap.updated_at
+class TariffSource(Protocol):
+    """What resolving a tariff reads (a `Store` qualifies)."""
+
+    async def get_station(self, station_id: str) -> Station | None: ...
+    async def get_doc(self, kind: str, doc_id: str) -> dict[str, Any] | None: ...
+    async def list_docs(self, kind: str, *, parent: str | None = None, limit: int = 1000) -> list[dict[str, Any]]: ...
 
 
-def session_timing(snap: SessionSnapshot) -> SessionTiming | None:
-    """The window and register ends of a completed or abandoned snapshot; None if it
-    cannot be priced (no times)."""
-    started = snap.started_at or snap.received_at
-    if started is None:
-        return None
-    stopped = _abandoned_end(snap, started) if snap.abandoned else (snap.stopped_at or snap.updated_at)
-    if stopped is None:
-        return None
-    # The register energy counts from: the sessions processor's anchor (trusted meterStart,
-    # else the first kept reading); a snapshot without it (older producers): meterStart.
-    anchor = snap.energy_anchor_wh if snap.energy_anchor_wh is not None else snap.meter_start_wh
-    open_wh = anchor if _plausible_wh(anchor) else 0
-    assert open_wh is not None
-    energy = snap.energy_wh if _plausible_wh(snap.energy_wh) else 0
-    end_wh = open_wh + energy if open_wh + energy <= _MAX_REGISTER_WH else open_wh
-    return SessionTiming(started, stopped, snap.charging_ended_at, open_wh, end_wh)
+class TariffLookup(Protocol):
+    """The tariff that applies to a station (`resolve_tariff`); None: none applies.
+    Raises `TariffError` for a stored tariff that does not parse."""
+
+    async def __call__(self, station_id: str, site_id: str = "") -> ResolvedTariff | None: ...
 
 
-def usage_from_snapshot(
-    snap: SessionSnapshot, readings: Sequence[tuple[datetime, int]] = ()
-) -> SessionUsage | None:
-    """The samples path: the snapshot's window with the session's kept register readings
-    (`stored_readings`); None if it cannot be priced (no times)."""
-    timing = session_timing(snap)
-    if timing is None:
-        return None
-    return SessionUsage(
-        started_at=timing.started_at,
-        stopped_at=timing.stopped_at,
-        charging_ended_at=timing.charging_ended_at,
-        energy_samples=tuple(readings),
-        meter_start_wh=timing.open_wh,
-        meter_stop_wh=timing.end_wh,
-    )
+def tariff_from_doc(doc: Mapping[str, Any]) -> Tariff:
+    """Parse a stored tariff (bookkeeping fields the API may add are ignored)."""
+    return tariff_from_dict({k: v for k, v in doc.items() if k in _TARIFF_KEYS})
 
 
-def running_usage_from_snapshot(snap: SessionSnapshot, tariff: Tariff) -> RunningUsage | None:
-    """The accumulator path: the snapshot's price accumulator finished as it is, when it was
-    opened with `tariff` (same id and fingerprint) at the session's start and energy anchor;
-    None otherwise (no accumulator, another tariff, another opening: fold the samples)."""
-    timing = session_timing(snap)
-    if timing is None or not accumulator_matches(snap.price, tariff, timing.started_at, timing.open_wh):
-        return None
-    assert snap.price is not None
-    return RunningUsage(
-        acc=snap.price,
-        started_at=timing.started_at,
-        stopped_at=timing.stopped_at,
-        charging_ended_at=timing.charging_ended_at,
-        end_wh=timing.end_wh,
-    )
+async def _tariff_doc(store: TariffSource, tariff_id: str | None) -> dict[str, Any] | None:
+    return await store.get_doc(kinds.TARIFF, tariff_id) if tariff_id else None
 
 
-async def session_pricing(
-    store: Store, snap: SessionSnapshot, tariff: Tariff, rules: Any = None
-) -> tuple[SessionUsage | RunningUsage | None, str]:
-    """(what to price, "accumulator" | "samples"); (None, "") if it cannot be priced."""
-    running = running_usage_from_snapshot(snap, tariff)
-    if running is not None:
-        return running, "accumulator"
-    if session_timing(snap) is None:
-        return None, ""
-    readings = await stored_readings(store, snap.id, rules)
-    return usage_from_snapshot(snap, readings), "samples"
+async def default_tariff_doc(store: TariffSource) -> dict[str, Any] | None:
+    """The tariff document marked default, if any (lists the tariffs)."""
+    for doc in await store.list_docs(kinds.TARIFF, limit=_MAX_SCAN):
+        if doc.get("default") is True:
+            return doc
+    return None
 
 
-# --- CDR <-> document --------------------------------------------------------------------
+class _Unread(Enum):
+    UNREAD = "unread"
 
 
-def _iso_us(dt: datetime) -> str:
-    """Microsecond instant with a 4-digit year (strftime writes year 1 as "1")."""
-    dt = dt.astimezone(UTC)
-    return (
-        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}."
-        f"{dt.microsecond:06d}Z"
-    )
+_UNREAD = _Unread.UNREAD  # `station=` left out: read it
+
+
+async def resolve_tariff(
+    store: TariffSource,
+    station_id: str,
+    site_hint: str = "",
+    *,
+    station: Station | None | _Unread = _UNREAD,
+    default_doc: Callable[[], Awaitable[dict[str, Any] | None]] | None = None,
+) -> ResolvedTariff | None:
+    """Station tariff, else its site's tariff, else the default tariff; None: nothing applies.
+
+    A tariff id that points at a deleted tariff falls through to the next level. A
+    stored tariff that does not parse raises `TariffError` (an operator must fix it;
+    a silently different price would be worse). A caller that already read the station
+    passes it (`station=`, None when missing); one that caches the default tariff passes
+    `default_doc` (listing the tariffs to find the default reads every bucket).
+    """
+    if station is _UNREAD:
+        station = await store.get_station(station_id)
+    if station is not None and (doc := await _tariff_doc(store, station.tariff_id)) is not None:
+        return ResolvedTariff(tariff_from_doc(doc), "station")
+    site_id = (station.site_id if station is not None else None) or site_hint or None
+    if site_id:
+        site = await store.get_doc(kinds.SITE, site_id)
+        tariff_id = site.get("tariff_id") if site else None
+        if isinstance(tariff_id, str) and (doc := await _tariff_doc(store, tariff_id)) is not None:
+            return ResolvedTariff(tariff_from_doc(doc), "site")
+    doc = await (default_doc() if default_doc is not None else default_tariff_doc(store))
+    return ResolvedTariff(tariff_from_doc(doc), "default") if doc is not None else None
+
+
+class StoreTariffs:
+    """`TariffLookup` over a store: every call reads (tariffs change under the processor)."""
+
+    def __init__(self, store: TariffSource) -> None:
+        self._store = store
+
+    async def __call__(self, station_id: str, site_id: str = "") -> ResolvedTariff | None:
+        return await resolve_tariff(self._store, station_id, site_id)
+
+
+# --- CDR -> REST shape -----------------------------------------------------------------------
+
+
+def _fixed(value: Decimal, places: int) -> str:
+    return f"{value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP, context=PRICING_CONTEXT):f}"
+
+
+def breakdown_to_dict(b: PriceBreakdown) -> dict[str, Any]:
+    """API shape. Amounts are display-rounded strings; the per-component amounts
+    may not add up to the totals (the totals are rounded once from exact parts)."""
+    with localcontext(PRICING_CONTEXT):
+        return {
+            "currency": b.currency,
+            "energy_wh": b.energy_wh,
+            "energy_kwh": _fixed(Decimal(b.energy_wh) / _WH_PER_KWH, 3),
+            "charging_minutes": _fixed(b.charging_seconds / 60, 2),
+            "parking_minutes": _fixed(b.parking_seconds / 60, 2),
+            "idle_minutes": _fixed(b.idle_seconds / 60, 2),
+            "energy_cost": b.energy_cost.display(),
+            "time_cost": b.time_cost.display(),
+            "idle_cost": b.idle_cost.display(),
+            "session_fee": b.session_fee.display(),
+            "subtotal": b.total_excl_tax.display(),
+            "tax_rate": f"{b.tax_rate:f}",
+            "tax": b.tax_display.display(),
+            "total_excl_tax": b.total_excl_tax.display(),
+            "total_incl_tax": b.total_incl_tax.display(),
+            "clamp": b.clamp,
+            "suspect": b.suspect,
+            "capped": b.capped,
+            "lines": [
+                {
+                    "label": line.label,
+                    "started_at": to_ocpp(line.started_at),
+                    "ended_at": to_ocpp(line.ended_at),
+                    "kwh": _fixed(line.kwh, 3),
+                    "minutes": _fixed(line.minutes, 2),
+                    "price_per_kwh": f"{line.price_per_kwh:f}",
+                    "price_per_minute": f"{line.price_per_minute:f}",
+                    "energy_cost": line.energy_cost.display(),
+                    "time_cost": line.time_cost.display(),
+                    "cost": line.cost.display(),
+                }
+                for line in b.lines
+            ],
+        }
+
+
+def cdr_to_dict(cdr: Cdr) -> dict[str, Any]:
+    return {
+        "id": cdr.id,
+        "session_id": cdr.session_id,
+        "station_id": cdr.station_id,
+        "version": cdr.version,
+        "reason": cdr.reason,
+        "energy_wh": cdr.energy_wh,
+        "started_at": to_ocpp(cdr.started_at),
+        "stopped_at": to_ocpp(cdr.stopped_at),
+        "tariff_id": cdr.tariff_id,
+        "total_cost": cdr.total_cost.to_dict(),
+        "total_cost_incl_tax": cdr.total_cost_incl_tax.to_dict(),
+        "breakdown": breakdown_to_dict(cdr.breakdown),
+        "created_at": to_ocpp(cdr.created_at),
+        "inputs_fingerprint": cdr.inputs_fingerprint,
+    }
+
+
+# --- CDR <-> document ------------------------------------------------------------------------
 
 
 def _dec(value: Decimal) -> str:
@@ -259,8 +267,8 @@ def _exact_breakdown(b: PriceBreakdown) -> dict[str, Any]:
         "charging_seconds": _dec(b.charging_seconds),
         "parking_seconds": _dec(b.parking_seconds),
         "idle_seconds": _dec(b.idle_seconds),
-        "charging_ended_at": _iso_us(b.charging_ended_at),
-        "priced_until": _iso_us(b.priced_until),
+        "charging_ended_at": to_iso_us(b.charging_ended_at),
+        "priced_until": to_iso_us(b.priced_until),
         "suspect": b.suspect,
         "clamp": b.clamp,
         "capped": b.capped,
@@ -268,8 +276,8 @@ def _exact_breakdown(b: PriceBreakdown) -> dict[str, Any]:
             {
                 "label": line.label,
                 "band_index": line.band_index,
-                "started_at": _iso_us(line.started_at),
-                "ended_at": _iso_us(line.ended_at),
+                "started_at": to_iso_us(line.started_at),
+                "ended_at": to_iso_us(line.ended_at),
                 "energy_wh": _dec(line.energy_wh),
                 "seconds": _dec(line.seconds),
                 "price_per_kwh": _dec(line.price_per_kwh),
@@ -280,6 +288,7 @@ def _exact_breakdown(b: PriceBreakdown) -> dict[str, Any]:
             for line in b.lines
         ],
     }
+
 
 
 def cdr_to_doc(
@@ -303,9 +312,9 @@ def cdr_to_doc(
         connector_id=snap.connector_id if snap is not None else 0,
         published=published,
         exact={
-            "started_at": _iso_us(cdr.started_at),
-            "stopped_at": _iso_us(cdr.stopped_at),
-            "created_at": _iso_us(cdr.created_at),
+            "started_at": to_iso_us(cdr.started_at),
+            "stopped_at": to_iso_us(cdr.stopped_at),
+            "created_at": to_iso_us(cdr.created_at),
             "breakdown": _exact_breakdown(cdr.breakdown),
         },
     )
@@ -438,13 +447,14 @@ def cdr_from_doc(doc: Mapping[str, Any]) -> Cdr:
         breakdown = _breakdown_exact(exact["breakdown"])
     else:
         breakdown = _breakdown_display(doc, total, incl, stopped)
+    energy_wh = doc.get("energy_wh")
     return Cdr(
         id=str(doc["id"]),
         session_id=str(doc["session_id"]),
         station_id=str(doc.get("station_id") or ""),
         version=int(doc.get("version") or 1),
         reason=str(doc.get("reason") or "initial"),
-        energy_wh=int(doc.get("energy_wh") if doc.get("energy_wh") is not None else breakdown.energy_wh),
+        energy_wh=breakdown.energy_wh if energy_wh is None else int(energy_wh),
         started_at=started,
         stopped_at=stopped,
         total_cost=total,
@@ -456,7 +466,7 @@ def cdr_from_doc(doc: Mapping[str, Any]) -> Cdr:
     )
 
 
-# --- the latest stored CDR -----------------------------------------------------------------
+# --- the latest stored CDR -------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,71 +505,128 @@ def head_from_doc(doc: Mapping[str, Any]) -> CdrHead:
     )
 
 
-async def latest_cdr_doc(store: Store, session_id: str) -> dict[str, Any] | None:
+class _CdrDocs(Protocol):
+    async def put_doc(
+        self, kind: str, doc_id: str, doc: dict[str, Any], *, parent: str = "", version: int | None = None
+    ) -> bool: ...
+    async def list_docs(self, kind: str, *, parent: str | None = None, limit: int = 1000) -> list[dict[str, Any]]: ...
+
+
+async def latest_cdr_doc(store: _CdrDocs, session_id: str) -> dict[str, Any] | None:
     """The highest version among the session's CDR documents."""
-    docs = await store.list_docs("cdr", parent=session_id, limit=_MAX_SCAN)
+    docs = await store.list_docs(kinds.CDR, parent=session_id, limit=_MAX_SCAN)
     return max(docs, key=lambda d: int(d.get("version") or 0), default=None)
 
 
-# --- tariffs ---------------------------------------------------------------------------------
+class CdrRepository(Protocol):
+    """The billing processor's CDR documents (outbox: stored first, published, then marked)."""
+
+    async def latest(self, session_id: str) -> dict[str, Any] | None: ...
+
+    async def add(self, doc: dict[str, Any]) -> bool:
+        """Store a new version (versioned upsert); False: this or a later version is stored."""
+        ...
+
+    async def mark_published(self, doc: Mapping[str, Any]) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ResolvedTariff:
-    tariff: Tariff
-    source: str  # "station" | "site" | "default"
+class CdrDocuments:
+    """`CdrRepository` over the document store."""
+
+    def __init__(self, store: _CdrDocs) -> None:
+        self._store = store
+
+    async def latest(self, session_id: str) -> dict[str, Any] | None:
+        return await latest_cdr_doc(self._store, session_id)
+
+    async def add(self, doc: dict[str, Any]) -> bool:
+        return await self._store.put_doc(
+            kinds.CDR, str(doc["id"]), doc, parent=str(doc["session_id"]), version=int(doc["version"])
+        )
+
+    async def mark_published(self, doc: Mapping[str, Any]) -> None:
+        # Unversioned upsert: keeps the stored version, only flips the outbox marker.
+        await self._store.put_doc(kinds.CDR, str(doc["id"]), {**doc, "published": True}, parent=str(doc["session_id"]))
 
 
-def tariff_from_doc(doc: Mapping[str, Any]) -> Tariff:
-    """Parse a stored tariff (bookkeeping fields the API may add are ignored)."""
-    return tariff_from_dict({k: v for k, v in doc.items() if k in _TARIFF_KEYS})
+# --- a session's stored register readings ------------------------------------------------------
 
 
-async def _tariff_doc(store: Store, tariff_id: str | None) -> dict[str, Any] | None:
-    return await store.get_doc("tariff", tariff_id) if tariff_id else None
+def _sample_wh(value: object, unit: str) -> int | None:
+    """An energy register reading as integer Wh (Decimal from its shortest repr, never float
+    math); None when it is not a usable number (not finite, negative, beyond 1e15: no register)."""
+    d = parse_decimal(value)
+    if d is None or d < 0:
+        return None
+    if unit == "kWh":
+        d = d * 1000
+    elif unit not in ("Wh", ""):
+        return None
+    wh = int(d.to_integral_value(rounding=ROUND_HALF_UP))
+    return wh if plausible_register_wh(wh) else None
 
 
-async def default_tariff_doc(store: Store) -> dict[str, Any] | None:
-    """The tariff document marked default, if any (lists the tariffs)."""
-    return await _default_tariff_doc(store)
+def register_readings(rows: Iterable[MeterRow]) -> list[Reading]:
+    """The total energy register readings among stored samples that may count: a number as
+    sent (no `raw_value`), the total (no phase), in Wh or kWh, 0 .. 1e15 Wh. (Whether a
+    reading is an implausible jump is the sessions processor's judgement: `stored_readings`
+    asks it when the session's document is at hand.)"""
+    out: list[Reading] = []
+    for r in rows:
+        if r.raw_value or r.phase or r.measurand not in ("", ENERGY_REGISTER):
+            continue
+        wh = _sample_wh(r.value, r.unit)
+        if wh is not None:
+            out.append((r.timestamp, wh))
+    return out
 
 
-async def _default_tariff_doc(store: Store) -> dict[str, Any] | None:
-    for doc in await store.list_docs("tariff", limit=_MAX_SCAN):
-        if doc.get("default") is True:
-            return doc
-    return None
+class SampleSource(Protocol):
+    """What reading a session's samples back reads (a `Store` qualifies)."""
+
+    async def read_samples(
+        self, session_id: str, *, after: tuple[datetime, str, str] | None = None, limit: int | None = None
+    ) -> list[MeterRow]: ...
+    async def get_doc(self, kind: str, doc_id: str) -> dict[str, Any] | None: ...
 
 
-_UNREAD: Any = object()
+async def stored_readings(
+    store: SampleSource, session_id: str, rules: Plausibility | None = None, *, doc: Mapping[str, Any] | None = None
+) -> list[Reading]:
+    """The session's kept total-register readings, read back from the sample store: judged
+    by the sessions domain (`kept_register_readings`: jumps and the session window) with the
+    session's stored facts (`doc`, else read), else (no session document) filtered by
+    `register_readings`."""
+    rows = await store.read_samples(session_id)
+    if not rows:
+        return []
+    if doc is None:
+        doc = await store.get_doc(kinds.SESSION, session_id)
+    if doc is not None:
+        try:
+            session = session_from_doc(dict(doc))
+            samples = [sample_from_row(r) for r in rows]
+            if rules is None:
+                return kept_register_readings(session, samples)
+            return kept_register_readings(session, samples, rules)
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            log.warning("session %s: stored facts unusable for judging samples (%s): filtering them", session_id, exc)
+    return register_readings(rows)
 
 
-async def resolve_tariff(
-    store: Store,
-    station_id: str,
-    site_hint: str = "",
-    *,
-    station: Any = _UNREAD,
-    default_doc: Callable[[], Awaitable[dict[str, Any] | None]] | None = None,
-) -> ResolvedTariff | None:
-    """Station tariff, else its site's tariff, else the default tariff; None: nothing applies.
+class ReadingsReader(Protocol):
+    """A session's kept total-register readings (`stored_readings`)."""
 
-    A tariff id that points at a deleted tariff falls through to the next level. A
-    stored tariff that does not parse raises `TariffError` (an operator must fix it;
-    a silently different price would be worse). A caller that already read the station
-    passes it (`station=`, None when missing); one that caches the default tariff passes
-    `default_doc` (listing the tariffs to find the default reads every bucket).
-    """
-    if station is _UNREAD:
-        station = await store.get_station(station_id)
-    if station is not None and (doc := await _tariff_doc(store, station.tariff_id)) is not None:
-        return ResolvedTariff(tariff_from_doc(doc), "station")
-    site_id = (station.site_id if station is not None else None) or site_hint or None
-    if site_id:
-        site = await store.get_doc("site", site_id)
-        tariff_id = site.get("tariff_id") if site else None
-        if isinstance(tariff_id, str) and (doc := await _tariff_doc(store, tariff_id)) is not None:
-            return ResolvedTariff(tariff_from_doc(doc), "site")
-    doc = await (default_doc() if default_doc is not None else _default_tariff_doc(store))
-    return ResolvedTariff(tariff_from_doc(doc), "default") if doc is not None else None
+    async def __call__(self, session_id: str) -> list[Reading]: ...
 
+
+class SessionReadings:
+    """`ReadingsReader` over the sample store, judged with the sessions processor's rules
+    (None: its defaults)."""
+
+    def __init__(self, store: SampleSource, rules: Plausibility | None = None) -> None:
+        self._store = store
+        self._rules = rules
+
+    async def __call__(self, session_id: str) -> list[Reading]:
+        return await stored_readings(self._store, session_id, self._rules)

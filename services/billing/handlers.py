@@ -1,11 +1,14 @@
-"""The billing processor's handlers: `csms.sessions.v1` records in, at most one CDR per
+"""The billing processor's handler: `csms.sessions.v1` records in, at most one CDR per
 session snapshot out.
 
-Plain async functions of (runtime, record) and (runtime, records) so any consumer loop
-can drive them; the worker consumes batches (`subscribe_batch`, ADR 015): active
-snapshots are decoded and dropped without touching the store, and of several snapshots of
-one session in a batch only the latest version is billed. Thin: decode, load, decide
-(pure domain), save, publish.
+`BillingHandler` takes the ports it uses (ADR 010, consolidation): the CDR documents
+(`CdrRepository`), the tariff that applies (`TariffLookup`), a session's stored register
+readings (`ReadingsReader`), `publish`, a `clock`, the `BillingLimits` and the sessions
+already reported as unbilled (`ReportedOnce`, one per process), all wired once by
+`services.billing.wiring`. The processor consumes batches (`handle_batch`, ADR 015):
+active snapshots are decoded and dropped without touching the store, and of several
+snapshots of one session in a batch only the latest version is billed. Thin: decode,
+load, decide (pure domain), save, publish.
 
 Pricing (ADR 015): a completed snapshot carries the sessions processor's price
 accumulator; when it was opened with the tariff that applies now (same id and
@@ -41,23 +44,20 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict
-from datetime import timedelta
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 from prometheus_client import Counter, Histogram
 
+from services.billing.codec import SESSION_CE_TYPE, SessionSnapshot, cdr_headers, decode_session, encode_cdr
 from services.billing.documents import (
     CdrHead,
+    CdrRepository,
+    ReadingsReader,
+    TariffLookup,
     cdr_to_doc,
     head_from_doc,
-    latest_cdr_doc,
-    resolve_tariff,
-    session_pricing,
 )
-from services.billing.codec import SESSION_CE_TYPE, SessionSnapshot, cdr_headers, decode_session, encode_cdr
-from services.billing.domain.limits import billing_limits as domain_limits
 from services.billing.domain import (
-    MAX_PRICED_DURATION,
     REASON_HOLD_RELEASED,
     Cdr,
     RunningUsage,
@@ -70,18 +70,18 @@ from services.billing.domain import (
     is_billable_status,
     refusal,
 )
+from services.billing.domain.limits import BillingLimits
+from services.billing.snapshots import session_pricing
 from services.common import topics
-from services.common.bus.port import Record
-from services.common.config import Settings
-from services.common.runtime import Runtime
+from services.common.bus.port import Header, Record
 from services.common.telemetry import tracer
+from services.common.timeutil import Clock
 
 __all__ = [
-    "handle_session_record",
-    "handle_session_batch",
+    "BillingHandler",
+    "Publish",
+    "ReportedOnce",
     "latest_per_session",
-    "publish_cdr_doc",
-    "billing_limits",
     "CDRS_TOTAL",
     "CDRS_HELD_TOTAL",
     "UNPRICED_TOTAL",
@@ -118,75 +118,34 @@ PRICED_TOTAL = Counter(
     "samples (no accumulator, or the tariff that applies now differs: the stored samples folded again)",
     ["path"],
 )
-_UNUSABLE_WARNED: set[object] = set()  # unusable duration settings already logged (once each)
 
 _BILL_CONCURRENCY = 32  # sessions of one batch billed at once
 
-# Sessions already reported as unbilled (bounded, per runtime): one log line and one count
-# per session, however often its snapshots are redelivered.
-_UNPRICED_SEEN_KEY = "billing.unpriced_seen"
-_UNPRICED_SEEN_MAX = 10_000
+
+class Publish(Protocol):
+    """Durably append a record (`Bus.publish`); raises BusUnavailable if it could not."""
+
+    async def __call__(self, topic: str, key: str, value: bytes, headers: Sequence[Header] = ()) -> None: ...
 
 
-def _first_time_unpriced(rt: Runtime, key: str) -> bool:
-    seen: OrderedDict[str, None] = rt.extras.setdefault(_UNPRICED_SEEN_KEY, OrderedDict())
-    if key in seen:
-        seen.move_to_end(key)
-        return False
-    seen[key] = None
-    if len(seen) > _UNPRICED_SEEN_MAX:
-        seen.popitem(last=False)
-    return True
+class ReportedOnce:
+    """Keys already reported (bounded, least recently seen forgotten first): one log line
+    and one count per unbilled session, however often its snapshots are redelivered.
+    One per processor, created when it is wired."""
 
+    def __init__(self, max_keys: int = 10_000) -> None:
+        self._max = max(1, max_keys)
+        self._seen: OrderedDict[str, None] = OrderedDict()
 
-def billing_limits(settings: Settings) -> tuple[timedelta, int]:
-    """(max priced / unheld duration, max unheld energy Wh) of the settings (domain.limits)."""
-    limits = domain_limits(settings.session_max_duration_h, settings.session_max_energy_wh)
-    if not limits.duration_usable and repr(settings.session_max_duration_h) not in _UNUSABLE_WARNED:
-        _UNUSABLE_WARNED.add(repr(settings.session_max_duration_h))
-        log.warning("CSMS_SESSION_MAX_DURATION_H=%r is not usable: billing uses %s",
-                    settings.session_max_duration_h, limits.max_duration)
-    return limits.max_duration, limits.max_energy_wh
-
-
-_RULES_KEY = "billing.rules"
-
-
-def _rules(rt: Runtime) -> Any:
-    """The sessions processor's plausibility rules from this runtime's settings (to judge
-    stored samples the way it does when re-pricing from them); None: its defaults."""
-    if _RULES_KEY not in rt.extras:
-        try:
-            from services.sessions.domain import Plausibility
-
-            rt.extras[_RULES_KEY] = Plausibility.from_settings(rt.settings)
-        except (ImportError, ValueError, TypeError, OverflowError) as exc:
-            log.warning("plausibility settings unusable for billing (%s): sessions defaults apply", exc)
-            rt.extras[_RULES_KEY] = None
-    return rt.extras[_RULES_KEY]
-
-
-async def publish_cdr_doc(rt: Runtime, doc: dict[str, Any], *, traceparent: str | None = None) -> None:
-    """Publish a stored CDR document on csms.cdrs.v1, then mark it published."""
-    station_id = str(doc.get("station_id") or "")
-    await rt.bus.publish(topics.CDRS, station_id, encode_cdr(doc), cdr_headers(doc, traceparent=traceparent))
-    # Unversioned upsert: keeps the stored version, only flips the outbox marker.
-    await rt.store.put_doc("cdr", str(doc["id"]), {**doc, "published": True}, parent=str(doc["session_id"]))
-
-
-async def handle_session_record(rt: Runtime, record: Record) -> str:
-    """Handle one record; returns the outcome (also counted in csms_billing_snapshots_total).
-
-    Raises only for transient failures (store or bus unavailable), so the bus redelivers.
-    """
-    t0 = time.perf_counter()
-    try:
-        decoded = _decode(record)
-        outcome = decoded if isinstance(decoded, str) else await _handle(rt, decoded, record.header("traceparent"))
-    finally:
-        HANDLER_SECONDS.observe(time.perf_counter() - t0)
-    SNAPSHOTS_TOTAL.labels(outcome).inc()
-    return outcome
+    def first_time(self, key: str) -> bool:
+        """True the first time `key` is seen (then remembered), else False."""
+        if key in self._seen:
+            self._seen.move_to_end(key)
+            return False
+        self._seen[key] = None
+        if len(self._seen) > self._max:
+            self._seen.popitem(last=False)
+        return True
 
 
 def latest_per_session(snaps: Sequence[SessionSnapshot]) -> tuple[list[SessionSnapshot], int]:
@@ -198,52 +157,6 @@ def latest_per_session(snaps: Sequence[SessionSnapshot]) -> tuple[list[SessionSn
         if seen is None or snap.version >= seen.version:
             latest[snap.id] = snap
     return list(latest.values()), len(snaps) - len(latest)
-
-
-async def handle_session_batch(rt: Runtime, records: Sequence[Record]) -> list[str]:
-    """Handle one poll's records (`subscribe_batch`): decode all, drop what is not billable
-    without touching the store (active sessions: decode and drop), keep only each session's
-    latest snapshot version (an older one of the same batch is counted `superseded`), bill
-    those. Returns the outcomes of the snapshots billed or dropped, in that order.
-
-    Raises only for transient failures: the bus retries the whole batch (idempotent: what
-    was already billed is `stale` or `unchanged` the second time)."""
-    t0 = time.perf_counter()
-    outcomes: list[str] = []
-    billable: list[SessionSnapshot] = []
-    trace: dict[str, str | None] = {}
-    try:
-        for record in records:
-            decoded = _decode(record)
-            if isinstance(decoded, str):
-                outcomes.append(decoded)
-                continue
-            dropped = _not_billed(rt, decoded)
-            if dropped is not None:
-                outcomes.append(dropped)
-                continue
-            billable.append(decoded)
-            trace[f"{decoded.id}:{decoded.version}"] = record.header("traceparent")
-        latest, superseded = latest_per_session(billable)
-        outcomes.extend(["superseded"] * superseded)
-        # Different sessions are independent (one CDR document each): bill them
-        # concurrently, bounded, so a batch of stops is not a chain of store round trips.
-        sem = asyncio.Semaphore(_BILL_CONCURRENCY)
-
-        async def one(snap: SessionSnapshot) -> str:
-            async with sem:
-                return await _handle(rt, snap, trace.get(f"{snap.id}:{snap.version}"))
-
-        results = await asyncio.gather(*(one(snap) for snap in latest), return_exceptions=True)
-        failed = next((r for r in results if isinstance(r, BaseException)), None)
-        outcomes.extend(r for r in results if isinstance(r, str))
-        if failed is not None:
-            raise failed  # the bus retries the batch: what was billed is `stale`/`unchanged` then
-    finally:
-        HANDLER_SECONDS.observe(time.perf_counter() - t0)
-        for outcome in outcomes:
-            SNAPSHOTS_TOTAL.labels(outcome).inc()
-    return outcomes
 
 
 def _decode(record: Record) -> SessionSnapshot | str:
@@ -260,135 +173,229 @@ def _decode(record: Record) -> SessionSnapshot | str:
         return "undecodable"
 
 
-def _not_billed(rt: Runtime, snap: SessionSnapshot) -> str | None:
-    """The outcome of a snapshot that is never billed (no store access), else None."""
-    if not is_billable_status(snap.status):
-        return "active"
-    refused = refusal(snap.authorization)
-    if refused is not None:
-        if _first_time_unpriced(rt, f"refused:{snap.id}"):
-            log.warning(
-                "session %s not billed: its token was refused at the start (%s) station=%s",
-                snap.id, refused, snap.station_id,
-            )
-        return "refused_token"
-    return None
+class BillingHandler:
+    """`csms.sessions.v1` records in, CDRs stored and published (see the module docstring).
 
+    Raises only for transient failures (store or bus unavailable), so the bus redelivers."""
 
-async def _handle(rt: Runtime, snap: SessionSnapshot, traceparent: str | None) -> str:
-    dropped = _not_billed(rt, snap)
-    if dropped is not None:
-        return dropped
-    with tracer.start_as_current_span(
-        "billing.session_completed",
-        attributes={"csms.station_id": snap.station_id, "csms.session_id": snap.id, "csms.session_version": snap.version},
-    ):
-        return await _bill(rt, snap, traceparent)
+    def __init__(
+        self,
+        *,
+        cdrs: CdrRepository,
+        tariffs: TariffLookup,
+        readings: ReadingsReader,
+        publish: Publish,
+        clock: Clock,
+        limits: BillingLimits,
+        reported: ReportedOnce | None = None,
+        concurrency: int = _BILL_CONCURRENCY,
+    ) -> None:
+        self._cdrs = cdrs
+        self._tariffs = tariffs
+        self._readings = readings
+        self._publish = publish
+        self._clock = clock
+        self._max_duration = limits.max_duration
+        self._max_energy_wh = limits.max_energy_wh
+        self._reported = reported if reported is not None else ReportedOnce()
+        self._concurrency = max(1, concurrency)
 
+    async def handle_record(self, record: Record) -> str:
+        """Handle one record; returns the outcome (also counted in csms_billing_snapshots_total)."""
+        t0 = time.perf_counter()
+        try:
+            decoded = _decode(record)
+            outcome = decoded if isinstance(decoded, str) else await self._handle(decoded, record.header("traceparent"))
+        finally:
+            HANDLER_SECONDS.observe(time.perf_counter() - t0)
+        SNAPSHOTS_TOTAL.labels(outcome).inc()
+        return outcome
 
-async def _bill(rt: Runtime, snap: SessionSnapshot, traceparent: str | None) -> str:
-    head_doc = await latest_cdr_doc(rt.store, snap.id)
-    head = head_from_doc(head_doc) if head_doc is not None else None
-    if head_doc is not None and head is not None and not head.published and not head.held:
-        log.info("re-publishing CDR %s station=%s (previous attempt did not finish)", head_doc["id"], snap.station_id)
-        await publish_cdr_doc(rt, head_doc, traceparent=traceparent)
-    if head is not None and snap.version and head.session_version and snap.version <= head.session_version:
-        log.debug(
-            "stale snapshot %s v%d (CDR %d priced v%d) station=%s",
-            snap.id, snap.version, head.version, head.session_version, snap.station_id,
-        )
-        return "stale"
+    async def handle_batch(self, records: Sequence[Record]) -> list[str]:
+        """Handle one poll's records (`subscribe_batch`): decode all, drop what is not billable
+        without touching the store (active sessions: decode and drop), keep only each session's
+        latest snapshot version (an older one of the same batch is counted `superseded`), bill
+        those. Returns the outcomes of the snapshots billed or dropped, in that order.
 
-    try:
-        resolved = await resolve_tariff(rt.store, snap.station_id, snap.site_id)
-    except TariffError as exc:
-        if _first_time_unpriced(rt, snap.id):
-            UNPRICED_TOTAL.inc()
-            log.error("session %s not billed: its tariff is invalid (%s) station=%s", snap.id, exc, snap.station_id)
-        return "invalid_tariff"
-    if resolved is None:
-        if _first_time_unpriced(rt, snap.id):
-            UNPRICED_TOTAL.inc()
-            log.warning(
-                "session %s not billed: no tariff (station, site or default) station=%s", snap.id, snap.station_id
-            )
-        return "unpriced"
+        Raises only for transient failures: the bus retries the whole batch (idempotent: what
+        was already billed is `stale` or `unchanged` the second time)."""
+        t0 = time.perf_counter()
+        outcomes: list[str] = []
+        billable: list[SessionSnapshot] = []
+        trace: dict[str, str | None] = {}
+        try:
+            for record in records:
+                decoded = _decode(record)
+                if isinstance(decoded, str):
+                    outcomes.append(decoded)
+                    continue
+                dropped = self._not_billed(decoded)
+                if dropped is not None:
+                    outcomes.append(dropped)
+                    continue
+                billable.append(decoded)
+                trace[f"{decoded.id}:{decoded.version}"] = record.header("traceparent")
+            latest, superseded = latest_per_session(billable)
+            outcomes.extend(["superseded"] * superseded)
+            # Different sessions are independent (one CDR document each): bill them
+            # concurrently, bounded, so a batch of stops is not a chain of store round trips.
+            sem = asyncio.Semaphore(self._concurrency)
 
-    usage, path = await session_pricing(rt.store, snap, resolved.tariff, _rules(rt))
-    if usage is None:
-        if _first_time_unpriced(rt, snap.id):
-            UNPRICED_TOTAL.inc()
-            log.warning("session %s not billed: it has no start or stop time station=%s", snap.id, snap.station_id)
-        return "unpriceable"
+            async def one(snap: SessionSnapshot) -> str:
+                async with sem:
+                    return await self._handle(snap, trace.get(f"{snap.id}:{snap.version}"))
 
-    max_duration, max_energy_wh = billing_limits(rt.settings)
-    try:
-        cdr = decide_cdr(
-            head, snap.id, snap.station_id, resolved.tariff, usage, now=rt.clock(), max_duration=max_duration
-        )
-    except StaleAccumulator as exc:  # folded with a shorter bound than billing's: fold the samples
-        log.info("session %s: accumulator not usable (%s), re-pricing from the samples", snap.id, exc)
-        usage, path = await session_pricing(rt.store, dataclasses.replace(snap, price=None), resolved.tariff, _rules(rt))
-        assert usage is not None
-        cdr = decide_cdr(
-            head, snap.id, snap.station_id, resolved.tariff, usage, now=rt.clock(), max_duration=max_duration
-        )
-    PRICED_TOTAL.labels(path).inc()
-    if cdr is None and head is not None and head.held:
-        # Same pricing inputs as a held CDR: exportable now only if nothing holds it any more.
-        cdr = _released(head, snap, resolved.tariff, usage, rt, max_duration, max_energy_wh)
-    if cdr is None:
-        return "unchanged"  # replay / redelivery: the latest CDR already reflects these inputs
-    hold = _hold_reasons(snap, cdr, max_duration, max_energy_wh)
+            results = await asyncio.gather(*(one(snap) for snap in latest), return_exceptions=True)
+            failed = next((r for r in results if isinstance(r, BaseException)), None)
+            outcomes.extend(r for r in results if isinstance(r, str))
+            if failed is not None:
+                raise failed  # the bus retries the batch: what was billed is `stale`/`unchanged` then
+        finally:
+            HANDLER_SECONDS.observe(time.perf_counter() - t0)
+            for outcome in outcomes:
+                SNAPSHOTS_TOTAL.labels(outcome).inc()
+        return outcomes
 
-    doc = cdr_to_doc(cdr, snap, hold_reasons=hold)
-    written = await rt.store.put_doc("cdr", cdr.id, doc, parent=snap.id, version=cdr.version)
-    if not written:
-        # Another consumer (a rebalance overlap) stored this version first; it publishes it.
-        log.info("CDR %s already stored, not publishing again station=%s", cdr.id, snap.station_id)
-        return "conflict"
-    CDRS_TOTAL.labels(cdr.reason).inc()
-    if hold:
-        for reason in hold:
-            CDRS_HELD_TOTAL.labels(reason).inc()
-        log.warning(
-            "CDR %s (%s) session=%s v%d HELD from export (%s): energy_wh=%d total=%s %s..%s tariff=%s station=%s",
-            cdr.id, cdr.reason, snap.id, snap.version, ",".join(hold), cdr.energy_wh, cdr.total_cost,
-            doc["started_at"], doc["stopped_at"], resolved.tariff.id, snap.station_id,
-        )
-        return "held"
-    await publish_cdr_doc(rt, doc, traceparent=traceparent)
-    log.info(
-        "CDR %s (%s) session=%s v%d energy_wh=%d total=%s incl_tax=%s tariff=%s (%s) priced_from=%s station=%s",
-        cdr.id, cdr.reason, snap.id, snap.version, cdr.energy_wh, cdr.total_cost, cdr.total_cost_incl_tax,
-        resolved.tariff.id, resolved.source, path, snap.station_id,
-    )
-    return "cdr"
+    async def publish_cdr(self, doc: dict[str, Any], *, traceparent: str | None = None) -> None:
+        """Publish a stored CDR document on csms.cdrs.v1, then mark it published."""
+        station_id = str(doc.get("station_id") or "")
+        await self._publish(topics.CDRS, station_id, encode_cdr(doc), cdr_headers(doc, traceparent=traceparent))
+        await self._cdrs.mark_published(doc)
 
+    # --- one snapshot -------------------------------------------------------------------
 
-def _hold_reasons(snap: SessionSnapshot, cdr: Cdr, max_duration: timedelta, max_energy_wh: int) -> tuple[str, ...]:
-    return cdr_hold_reasons(
-        started_at=cdr.started_at,
-        stopped_at=cdr.stopped_at,
-        energy_wh=cdr.energy_wh,
-        max_duration=max_duration,
-        max_energy_wh=max_energy_wh,
-        session_hold=snap.hold,
-        session_reasons=snap.hold_reasons,
-        clock_suspect=snap.clock_suspect,
-    )
-
-
-def _released(
-    head: CdrHead, snap: SessionSnapshot, tariff: Tariff, usage: SessionUsage | RunningUsage, rt: Runtime,
-    max_duration: timedelta, max_energy_wh: int,
-) -> Cdr | None:
-    """The next version of a held CDR with the same content, if nothing holds it now
-    (the session's hold was lifted); None while it is still held."""
-    again = decide_cdr(
-        dataclasses.replace(head, inputs_fingerprint=""), snap.id, snap.station_id, tariff, usage,
-        now=rt.clock(), reason_hint=REASON_HOLD_RELEASED, max_duration=max_duration,
-    )
-    if again is None or _hold_reasons(snap, again, max_duration, max_energy_wh):
+    def _not_billed(self, snap: SessionSnapshot) -> str | None:
+        """The outcome of a snapshot that is never billed (no store access), else None."""
+        if not is_billable_status(snap.status):
+            return "active"
+        refused = refusal(snap.authorization)
+        if refused is not None:
+            if self._reported.first_time(f"refused:{snap.id}"):
+                log.warning(
+                    "session %s not billed: its token was refused at the start (%s) station=%s",
+                    snap.id, refused, snap.station_id,
+                )
+            return "refused_token"
         return None
-    return again
+
+    async def _handle(self, snap: SessionSnapshot, traceparent: str | None) -> str:
+        dropped = self._not_billed(snap)
+        if dropped is not None:
+            return dropped
+        with tracer.start_as_current_span(
+            "billing.session_completed",
+            attributes={
+                "csms.station_id": snap.station_id, "csms.session_id": snap.id, "csms.session_version": snap.version,
+            },
+        ):
+            return await self._bill(snap, traceparent)
+
+    def _unpriced(self, snap: SessionSnapshot) -> bool:
+        """Count and report an unbilled session the first time only."""
+        if not self._reported.first_time(snap.id):
+            return False
+        UNPRICED_TOTAL.inc()
+        return True
+
+    async def _bill(self, snap: SessionSnapshot, traceparent: str | None) -> str:
+        head_doc = await self._cdrs.latest(snap.id)
+        head = head_from_doc(head_doc) if head_doc is not None else None
+        if head_doc is not None and head is not None and not head.published and not head.held:
+            log.info("re-publishing CDR %s station=%s (previous attempt did not finish)", head_doc["id"], snap.station_id)
+            await self.publish_cdr(head_doc, traceparent=traceparent)
+        if head is not None and snap.version and head.session_version and snap.version <= head.session_version:
+            log.debug(
+                "stale snapshot %s v%d (CDR %d priced v%d) station=%s",
+                snap.id, snap.version, head.version, head.session_version, snap.station_id,
+            )
+            return "stale"
+
+        try:
+            resolved = await self._tariffs(snap.station_id, snap.site_id)
+        except TariffError as exc:
+            if self._unpriced(snap):
+                log.error("session %s not billed: its tariff is invalid (%s) station=%s", snap.id, exc, snap.station_id)
+            return "invalid_tariff"
+        if resolved is None:
+            if self._unpriced(snap):
+                log.warning(
+                    "session %s not billed: no tariff (station, site or default) station=%s", snap.id, snap.station_id
+                )
+            return "unpriced"
+
+        usage, path = await session_pricing(snap, resolved.tariff, self._readings)
+        if usage is None:
+            if self._unpriced(snap):
+                log.warning("session %s not billed: it has no start or stop time station=%s", snap.id, snap.station_id)
+            return "unpriceable"
+
+        try:
+            cdr = self._decide(head, snap, resolved.tariff, usage)
+        except StaleAccumulator as exc:  # folded with a shorter bound than billing's: fold the samples
+            log.info("session %s: accumulator not usable (%s), re-pricing from the samples", snap.id, exc)
+            usage, path = await session_pricing(dataclasses.replace(snap, price=None), resolved.tariff, self._readings)
+            assert usage is not None
+            cdr = self._decide(head, snap, resolved.tariff, usage)
+        PRICED_TOTAL.labels(path).inc()
+        if cdr is None and head is not None and head.held:
+            # Same pricing inputs as a held CDR: exportable now only if nothing holds it any more.
+            cdr = self._released(head, snap, resolved.tariff, usage)
+        if cdr is None:
+            return "unchanged"  # replay / redelivery: the latest CDR already reflects these inputs
+        hold = self._hold_reasons(snap, cdr)
+
+        doc = cdr_to_doc(cdr, snap, hold_reasons=hold)
+        if not await self._cdrs.add(doc):
+            # Another consumer (a rebalance overlap) stored this version first; it publishes it.
+            log.info("CDR %s already stored, not publishing again station=%s", cdr.id, snap.station_id)
+            return "conflict"
+        CDRS_TOTAL.labels(cdr.reason).inc()
+        if hold:
+            for reason in hold:
+                CDRS_HELD_TOTAL.labels(reason).inc()
+            log.warning(
+                "CDR %s (%s) session=%s v%d HELD from export (%s): energy_wh=%d total=%s %s..%s tariff=%s station=%s",
+                cdr.id, cdr.reason, snap.id, snap.version, ",".join(hold), cdr.energy_wh, cdr.total_cost,
+                doc["started_at"], doc["stopped_at"], resolved.tariff.id, snap.station_id,
+            )
+            return "held"
+        await self.publish_cdr(doc, traceparent=traceparent)
+        log.info(
+            "CDR %s (%s) session=%s v%d energy_wh=%d total=%s incl_tax=%s tariff=%s (%s) priced_from=%s station=%s",
+            cdr.id, cdr.reason, snap.id, snap.version, cdr.energy_wh, cdr.total_cost, cdr.total_cost_incl_tax,
+            resolved.tariff.id, resolved.source, path, snap.station_id,
+        )
+        return "cdr"
+
+    def _decide(
+        self, head: CdrHead | None, snap: SessionSnapshot, tariff: Tariff, usage: SessionUsage | RunningUsage,
+        reason_hint: str | None = None,
+    ) -> Cdr | None:
+        return decide_cdr(
+            head, snap.id, snap.station_id, tariff, usage, now=self._clock(), reason_hint=reason_hint,
+            max_duration=self._max_duration,
+        )
+
+    def _hold_reasons(self, snap: SessionSnapshot, cdr: Cdr) -> tuple[str, ...]:
+        return cdr_hold_reasons(
+            started_at=cdr.started_at,
+            stopped_at=cdr.stopped_at,
+            energy_wh=cdr.energy_wh,
+            max_duration=self._max_duration,
+            max_energy_wh=self._max_energy_wh,
+            session_hold=snap.hold,
+            session_reasons=snap.hold_reasons,
+            clock_suspect=snap.clock_suspect,
+        )
+
+    def _released(
+        self, head: CdrHead, snap: SessionSnapshot, tariff: Tariff, usage: SessionUsage | RunningUsage
+    ) -> Cdr | None:
+        """The next version of a held CDR with the same content, if nothing holds it now
+        (the session's hold was lifted); None while it is still held."""
+        again = self._decide(
+            dataclasses.replace(head, inputs_fingerprint=""), snap, tariff, usage, reason_hint=REASON_HOLD_RELEASED
+        )
+        if again is None or self._hold_reasons(snap, again):
+            return None
+        return again

@@ -1,4 +1,9 @@
-"""Pure billing domain: money, tariffs, pricing (and its running accumulator, ADR 015), CDRs. Standard library only."""
+"""Pure billing domain: money, tariffs, pricing (and its running accumulator, ADR 015), CDRs.
+
+Standard library and the pure shared modules only (`services.common.decimals`,
+`services.common.timeutil`). Storage and wire shapes are not here: the CDR document and
+REST shape are `services.billing.documents`, the OCPI objects `services.billing.codec`.
+Module order, no cycles: money -> tariff -> values -> running -> pricing -> cdr."""
 
 from .cdr import (
     REASON_HOLD_RELEASED,
@@ -6,11 +11,8 @@ from .cdr import (
     InputDigests,
     PreviousCdr,
     cdr_id,
-    cdr_to_dict,
-    cdr_to_ocpi,
     decide_cdr,
     input_digests,
-    tariff_to_ocpi,
 )
 from .holds import (
     HOLD_CLOCK_SUSPECT,
@@ -22,15 +24,7 @@ from .holds import (
     refusal,
 )
 from .money import CurrencyError, CurrencyMismatchError, Money, minor_units, quantum, round_amount
-from .pricing import (
-    MAX_PRICED_DURATION,
-    BandLine,
-    EnergySample,
-    PriceBreakdown,
-    SessionUsage,
-    breakdown_to_dict,
-    price_session,
-)
+from .pricing import price_session
 from .running import (
     PriceAccumulator,
     RunningUsage,
@@ -47,6 +41,7 @@ from .running import (
     tariff_fingerprint,
 )
 from .tariff import Tariff, TariffBand, TariffError, band_segments, tariff_from_dict, tariff_to_dict
+from .values import MAX_PRICED_DURATION, BandLine, EnergySample, PriceBreakdown, SessionUsage
 
 __all__ = [
     "HOLD_CLOCK_SUSPECT",
@@ -78,11 +73,8 @@ __all__ = [
     "accumulator_to_pb",
     "advance_price",
     "band_segments",
-    "breakdown_to_dict",
     "cdr_hold_reasons",
     "cdr_id",
-    "cdr_to_dict",
-    "cdr_to_ocpi",
     "decide_cdr",
     "finish_price",
     "fold_price",
@@ -97,5 +89,4 @@ __all__ = [
     "tariff_fingerprint",
     "tariff_from_dict",
     "tariff_to_dict",
-    "tariff_to_ocpi",
 ]

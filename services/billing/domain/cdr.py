@@ -11,13 +11,13 @@ import hashlib
 import json
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import datetime, timedelta, timezone
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any, Protocol
 
 from .money import PRICING_CONTEXT, Money
-from .pricing import MAX_PRICED_DURATION, PriceBreakdown, SessionUsage, breakdown_to_dict, iso_utc_ms
 from .running import PriceAccumulator, RunningUsage, finish_price, metering_digest_input, usage_accumulator
 from .tariff import Tariff
+from .values import MAX_PRICED_DURATION, PriceBreakdown, SessionUsage
 
 __all__ = [
     "Cdr",
@@ -32,9 +32,6 @@ __all__ = [
     "input_digests",
     "decide_cdr",
     "cdr_id",
-    "cdr_to_dict",
-    "cdr_to_ocpi",
-    "tariff_to_ocpi",
 ]
 
 REASON_INITIAL = "initial"
@@ -105,11 +102,11 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, Decimal):
         return f"{value.normalize(PRICING_CONTEXT):f}"  # "0.30" and "0.3" hash alike
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat()  # full microseconds, unlike iso_utc_ms
+        return value.astimezone(timezone.utc).isoformat()  # full microseconds (the fingerprint's form: never change it)
     if isinstance(value, (list, tuple)):
         return [_canonical(v) for v in value]
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _canonical(getattr(value, f.name)) for f in fields(value)}
+        return {f.name: _canonical(getattr(value, f.name)) for f in fields(value) if f.compare}  # not memos
     return value
 
 
@@ -238,166 +235,3 @@ def decide_cdr(
         created_at=now.astimezone(timezone.utc),
         inputs_fingerprint=fingerprint,
     )
-
-
-def cdr_to_dict(cdr: Cdr) -> dict[str, Any]:
-    return {
-        "id": cdr.id,
-        "session_id": cdr.session_id,
-        "station_id": cdr.station_id,
-        "version": cdr.version,
-        "reason": cdr.reason,
-        "energy_wh": cdr.energy_wh,
-        "started_at": iso_utc_ms(cdr.started_at),
-        "stopped_at": iso_utc_ms(cdr.stopped_at),
-        "tariff_id": cdr.tariff_id,
-        "total_cost": cdr.total_cost.to_dict(),
-        "total_cost_incl_tax": cdr.total_cost_incl_tax.to_dict(),
-        "breakdown": breakdown_to_dict(cdr.breakdown),
-        "created_at": iso_utc_ms(cdr.created_at),
-        "inputs_fingerprint": cdr.inputs_fingerprint,
-    }
-
-
-# --- OCPI 2.2.1 ------------------------------------------------------------------------
-# JSON numbers at this edge only: amounts are rounded Decimals first, then float().
-
-_OCPI_DAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
-
-
-def _num(value: Decimal, places: int) -> float:
-    q = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP, context=PRICING_CONTEXT)
-    return float(q)
-
-
-def _hours(seconds: Decimal) -> float:
-    return _num(PRICING_CONTEXT.divide(seconds, Decimal(3600)), 6)
-
-
-def _price(excl: Money, incl: Money | None = None) -> dict[str, float]:
-    out = {"excl_vat": float(excl.rounded().amount)}
-    if incl is not None:
-        out["incl_vat"] = float(incl.rounded().amount)
-    return out
-
-
-def _components(kwh: Decimal | None, minute: Decimal | None, vat: float) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    if kwh is not None:
-        out.append({"type": "ENERGY", "price": float(kwh), "vat": vat, "step_size": 1})
-    if minute is not None:
-        out.append({"type": "TIME", "price": float(minute * 60), "vat": vat, "step_size": 1})
-    return out
-
-
-def tariff_to_ocpi(tariff: Tariff, *, country_code: str, party_id: str, last_updated: datetime) -> dict[str, Any]:
-    """OCPI 2.2.1 Tariff. Band elements first (with restrictions), then the base.
-    The idle grace period has no OCPI equivalent and is not expressed."""
-    vat = float(tariff.tax_rate * 100)
-    elements: list[dict[str, Any]] = []
-    for band in tariff.bands:
-        comps = _components(band.price_per_kwh, band.price_per_minute, vat)
-        if not comps:
-            continue
-        restrictions: dict[str, Any] = {}
-        if band.start != band.end:
-            restrictions.update(start_time=band.start, end_time=band.end)
-        if band.days_of_week is not None:
-            restrictions["day_of_week"] = [_OCPI_DAYS[d] for d in band.days_of_week]
-        elements.append({"price_components": comps, "restrictions": restrictions})
-    base = _components(tariff.price_per_kwh, tariff.price_per_minute, vat)
-    if tariff.session_fee:
-        base.append({"type": "FLAT", "price": float(tariff.session_fee), "vat": vat, "step_size": 1})
-    if tariff.idle_fee_per_minute:
-        parking_per_hour = float(tariff.idle_fee_per_minute * 60)
-        base.append({"type": "PARKING_TIME", "price": parking_per_hour, "vat": vat, "step_size": 1})
-    elements.append({"price_components": base})
-    out: dict[str, Any] = {
-        "country_code": country_code,
-        "party_id": party_id,
-        "id": tariff.id,
-        "currency": tariff.currency,
-        "elements": elements,
-        "last_updated": iso_utc_ms(last_updated),
-    }
-    for key, value in (("min_price", tariff.min_price), ("max_price", tariff.max_price)):
-        if value is not None:
-            m = Money(value, tariff.currency)
-            out[key] = _price(m, m * (1 + tariff.tax_rate))
-    return out
-
-
-def cdr_to_ocpi(
-    cdr: Cdr,
-    *,
-    country_code: str,
-    party_id: str,
-    token_uid: str = "UNKNOWN",
-    token_type: str = "RFID",
-    contract_id: str | None = None,
-    evse_uid: str | None = None,
-    connector_id: str = "1",
-    tariff: Tariff | None = None,
-) -> dict[str, Any]:
-    """OCPI 2.2.1 CDR object. One charging period per band line (ENERGY kWh, TIME
-    hours), plus a PARKING_TIME period when the car stayed after charging."""
-    b = cdr.breakdown
-    periods: list[dict[str, Any]] = [
-        {
-            "start_date_time": iso_utc_ms(line.started_at),
-            "dimensions": [
-                {"type": "ENERGY", "volume": _num(line.kwh, 3)},
-                {"type": "TIME", "volume": _hours(line.seconds)},
-            ],
-            "tariff_id": cdr.tariff_id,
-        }
-        for line in b.lines
-    ]
-    if b.parking_seconds > 0:
-        periods.append(
-            {
-                "start_date_time": iso_utc_ms(b.charging_ended_at),
-                "dimensions": [{"type": "PARKING_TIME", "volume": _hours(b.parking_seconds)}],
-                "tariff_id": cdr.tariff_id,
-            }
-        )
-    rate = 1 + b.tax_rate
-    out: dict[str, Any] = {
-        "country_code": country_code,
-        "party_id": party_id,
-        "id": cdr.id,
-        "start_date_time": iso_utc_ms(cdr.started_at),
-        "end_date_time": iso_utc_ms(cdr.stopped_at),
-        "session_id": cdr.session_id,
-        "cdr_token": {
-            "country_code": country_code,
-            "party_id": party_id,
-            "uid": token_uid,
-            "type": token_type,
-            "contract_id": contract_id or token_uid,
-        },
-        "auth_method": "AUTH_REQUEST",
-        "cdr_location": {
-            "id": cdr.station_id,
-            "evse_uid": evse_uid or cdr.station_id,
-            "evse_id": evse_uid or cdr.station_id,
-            "connector_id": connector_id,
-        },
-        "currency": b.currency,
-        "tariffs": [] if tariff is None else [
-            tariff_to_ocpi(tariff, country_code=country_code, party_id=party_id, last_updated=cdr.created_at)
-        ],
-        "charging_periods": periods,
-        "total_cost": _price(b.total_excl_tax, b.total_incl_tax),
-        "total_fixed_cost": _price(b.session_fee, b.session_fee * rate),
-        "total_energy": _num(Decimal(b.energy_wh) / 1000, 3),
-        "total_energy_cost": _price(b.energy_cost, b.energy_cost * rate),
-        "total_time": _hours(b.charging_seconds + b.parking_seconds),
-        "total_time_cost": _price(b.time_cost, b.time_cost * rate),
-        "total_parking_time": _hours(b.parking_seconds),
-        "total_parking_cost": _price(b.idle_cost, b.idle_cost * rate),
-        "last_updated": iso_utc_ms(cdr.created_at),
-    }
-    if cdr.version > 1:
-        out["remark"] = f"version {cdr.version}: {cdr.reason}"
-    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from .pricing import MAX_PRICED_DURATION
+from .values import MAX_PRICED_DURATION
 
 __all__ = ["BillingLimits", "billing_limits"]
 

@@ -43,18 +43,17 @@ no protobuf import), so the domain stays free of wire formats.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, fields, replace
-from datetime import date, datetime, timedelta, timezone
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, localcontext
-from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
 from services.common.decimals import parse_decimal
+from services.common.timeutil import to_iso_us
 
 from .money import PRICING_CONTEXT, Money
-from .pricing import (
+from .tariff import BandSegment, Tariff, band_segments
+from .values import (
     _EPOCH,
     _MAX_INSTANT,
     _MIN_INSTANT,
@@ -71,7 +70,6 @@ from .pricing import (
     _wh,
     _within_range,
 )
-from .tariff import BandSegment, Tariff, band_segments
 
 __all__ = [
     "PriceAccumulator",
@@ -127,22 +125,11 @@ class RunningUsage:
 # --- the tariff's identity ---------------------------------------------------------------
 
 
-def _canonical(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return f"{value.normalize(PRICING_CONTEXT):f}"  # "0.30" and "0.3" are the same price
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    if hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
-        return {f.name: _canonical(getattr(value, f.name)) for f in fields(value)}
-    return value
-
-
-@lru_cache(maxsize=4096)
 def tariff_fingerprint(tariff: Tariff) -> str:
-    """sha256 of the canonical tariff (decimals normalised; the `default` flag left out:
-    which tariff is the default does not change what this one charges)."""
-    canon = {k: v for k, v in _canonical(tariff).items() if k != "default"}
-    return hashlib.sha256(json.dumps(canon, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """The tariff's identity as the accumulator pins it: `Tariff.fingerprint` (sha256 of
+    the canonical tariff, decimals normalised, the `default` flag left out: which tariff
+    is the default does not change what this one charges; memoized on the tariff)."""
+    return tariff.fingerprint
 
 
 # --- open / advance ----------------------------------------------------------------------
@@ -164,29 +151,7 @@ def _check_duration(max_duration: timedelta) -> None:
         raise ValueError(f"max_duration must be a positive timedelta, got {max_duration!r}")
 
 
-# The band transitions of one UTC day, per tariff object: advancing by one reading looks up
-# one or two days instead of splitting a window (which walks three local days of walls and
-# the zone's offsets). Keyed by id() with the tariff kept in the value (so the id cannot be
-# reused while cached); bounded.
-_DAY_TRANSITIONS: dict[tuple[int, date], tuple[Tariff, tuple[datetime, ...]]] = {}
-_DAY_TRANSITIONS_MAX = 8192
 _DAY = timedelta(days=1)
-
-
-def _day_transitions(tariff: Tariff, day: date) -> tuple[datetime, ...]:
-    """The instants T in [day 00:00 UTC, next day 00:00 UTC) where the band in force changes."""
-    key = (id(tariff), day)
-    hit = _DAY_TRANSITIONS.get(key)
-    if hit is not None and hit[0] is tariff:
-        return hit[1]
-    lo = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    hi = lo + _DAY  # callers stay inside [_MIN_INSTANT, _MAX_INSTANT]: no overflow
-    # Transitions fall on whole seconds: a window opening 1 µs early reports one at `lo`.
-    found = tuple(seg.start for seg in band_segments(tariff, lo - _ONE_US, hi)[1:])
-    if len(_DAY_TRANSITIONS) >= _DAY_TRANSITIONS_MAX:
-        _DAY_TRANSITIONS.clear()
-    _DAY_TRANSITIONS[key] = (tariff, found)
-    return found
 
 
 def _transitions(tariff: Tariff, after: datetime, upto: datetime) -> list[datetime]:
@@ -196,13 +161,13 @@ def _transitions(tariff: Tariff, after: datetime, upto: datetime) -> list[dateti
     out: list[datetime] = []
     day, last = after.date(), upto.date()
     while day <= last:
-        out.extend(t for t in _day_transitions(tariff, day) if after < t <= upto)
+        out.extend(t for t in tariff.band_transitions_on(day) if after < t <= upto)
         day += _DAY
     return out
 
 
 def _segments(tariff: Tariff, start: datetime, end: datetime) -> tuple[BandSegment, ...]:
-    """`band_segments(tariff, start, end)`, from the per-day transitions (cached)."""
+    """`band_segments(tariff, start, end)`, from the per-day transitions (memoized on the tariff)."""
     if end <= start or not tariff.bands:
         return band_segments(tariff, start, end)
     points = [start, *_transitions(tariff, start, end - _ONE_US), end]
@@ -456,21 +421,13 @@ def metering_digest_input(acc: PriceAccumulator, end_wh: int | None, max_duratio
     return [
         acc.open_wh,
         end_wh,
-        _iso_us(acc.last_at),
+        to_iso_us(acc.last_at),
         acc.last_wh,
-        [[_iso_us(t), f"{v:f}"] for t, v in acc.marks if t <= cap],
+        [[to_iso_us(t), f"{v:f}"] for t, v in acc.marks if t <= cap],
     ]
 
 
 # --- dict and protobuf forms -----------------------------------------------------------------
-
-
-def _iso_us(dt: datetime) -> str:
-    dt = dt.astimezone(UTC)
-    return (
-        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}."
-        f"{dt.microsecond:06d}Z"
-    )
 
 
 def _parse_instant(value: object, name: str) -> datetime:
@@ -499,11 +456,11 @@ def accumulator_to_dict(acc: PriceAccumulator) -> dict[str, Any]:
         "tariff_id": acc.tariff_id,
         "tariff_fingerprint": acc.tariff_fingerprint,
         "currency": acc.currency,
-        "opened_at": _iso_us(acc.opened_at),
+        "opened_at": to_iso_us(acc.opened_at),
         "open_wh": acc.open_wh,
-        "last_at": _iso_us(acc.last_at),
+        "last_at": to_iso_us(acc.last_at),
         "last_wh": acc.last_wh,
-        "marks": [[_iso_us(t), f"{v:f}"] for t, v in acc.marks],
+        "marks": [[to_iso_us(t), f"{v:f}"] for t, v in acc.marks],
     }
 
 

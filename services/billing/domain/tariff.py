@@ -15,8 +15,10 @@ quantize; both are refused with a TariffError naming the field.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Mapping
@@ -24,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.common.decimals import MAX_ABS_EXPONENT, parse_decimal
 
-from .money import CurrencyError, minor_units, validate_currency
+from .money import PRICING_CONTEXT, CurrencyError, minor_units, validate_currency
 
 __all__ = [
     "TariffError",
@@ -38,6 +40,9 @@ __all__ = [
 ]
 
 UTC = timezone.utc
+_ONE_US = timedelta(microseconds=1)
+_ONE_DAY = timedelta(days=1)
+_DAY_MEMO_MAX = 4096  # days of band transitions memoized per tariff (then it starts over)
 BASE_LABEL = "base"
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MAX_GRACE_MINUTES = 525_600  # a year: longer means "no idle fee", not a number to compute with
@@ -165,6 +170,14 @@ class Tariff:
     bands: tuple[TariffBand, ...] = field(default_factory=tuple)
     timezone: str = "UTC"
     default: bool = False
+    # The band transitions of each UTC day asked for (`band_transitions_on`), memoized on
+    # the tariff itself: derived from the fields above, so it lives and dies with this
+    # value and needs no cache of its own anywhere; not part of its identity (no init,
+    # repr, equality, hash or fingerprint). Bounded by `_DAY_MEMO_MAX`.
+    _day_transitions: dict[date, tuple[datetime, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+    _fingerprint: str = field(default="", init=False, repr=False, compare=False, hash=False)  # memo
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id.strip():
@@ -203,6 +216,17 @@ class Tariff:
             raise TariffError(f"default must be a boolean, got {self.default!r}")
 
     @property
+    def fingerprint(self) -> str:
+        """sha256 of the canonical tariff (decimals normalised, "0.30" and "0.3" alike; the
+        `default` flag left out: which tariff is the default does not change what this one
+        charges). A price accumulator pins it (running.py). Memoized on the tariff."""
+        if not self._fingerprint:
+            canon = {k: v for k, v in _canonical(self).items() if k != "default"}
+            text = json.dumps(canon, sort_keys=True, separators=(",", ":"))
+            object.__setattr__(self, "_fingerprint", hashlib.sha256(text.encode()).hexdigest())
+        return self._fingerprint
+
+    @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
@@ -226,6 +250,34 @@ class Tariff:
 
     def band_label(self, band_index: int | None) -> str:
         return BASE_LABEL if band_index is None else self.bands[band_index].label
+
+    def band_transitions_on(self, day: date) -> tuple[datetime, ...]:
+        """The instants T in [day 00:00 UTC, next day 00:00 UTC) where the band in force
+        changes, ascending; `day` inside the priced range (a day after 0001-01-01 and
+        before 9999-12-31). Memoized on this tariff: the running price advancing by one
+        reading looks up one or two days instead of splitting a window (which walks three
+        local days of walls and the zone's offsets)."""
+        memo = self._day_transitions
+        found = memo.get(day)
+        if found is None:
+            lo = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            # Transitions fall on whole seconds: a window opening 1 µs early reports one at `lo`.
+            found = tuple(seg.start for seg in band_segments(self, lo - _ONE_US, lo + _ONE_DAY)[1:])
+            if len(memo) >= _DAY_MEMO_MAX:
+                memo.clear()
+            memo[day] = found
+        return found
+
+
+def _canonical(value: Any) -> Any:
+    """The JSON form a fingerprint hashes: the identity fields only (not the memos)."""
+    if isinstance(value, Decimal):
+        return f"{value.normalize(PRICING_CONTEXT):f}"  # "0.30" and "0.3" are the same price
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name)) for f in fields(value) if f.compare}
+    return value
 
 
 # --- splitting a time window by band -------------------------------------------------

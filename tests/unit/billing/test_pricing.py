@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.billing.domain.pricing import SessionUsage, breakdown_to_dict, price_session
+from services.billing.domain.pricing import SessionUsage, price_session
 
 from .builders import NOW, a_band, a_session, a_tariff, at, samples
 
@@ -150,22 +150,3 @@ def test_a_zero_length_session_still_bills_its_energy_and_fee() -> None:
 def test_naive_datetimes_are_rejected() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         SessionUsage(started_at=at("17:30").replace(tzinfo=None))
-
-
-def test_the_breakdown_dict_shows_display_amounts_and_lines() -> None:
-    usage = a_session(energy_samples=samples(("17:45", 2_000), ("18:15", 8_000)), meter_stop_wh=12_000)
-    tariff = a_tariff(price_per_kwh=D("0.30"), session_fee=D("1.00"), tax_rate=D("0.19"), bands=(EVENING,))
-    d = breakdown_to_dict(price_session(tariff, usage, NOW))
-    assert (d["energy_kwh"], d["subtotal"], d["tax"], d["total_incl_tax"]) == ("12.000", "6.00", "1.14", "7.14")
-    assert d["lines"][1] == {
-        "label": "18:00-22:00",
-        "started_at": "2026-11-28T18:00:00.000Z",
-        "ended_at": "2026-11-28T18:30:00.000Z",
-        "kwh": "7.000",
-        "minutes": "30.00",
-        "price_per_kwh": "0.50",
-        "price_per_minute": "0",
-        "energy_cost": "3.50",
-        "time_cost": "0.00",
-        "cost": "3.50",
-    }

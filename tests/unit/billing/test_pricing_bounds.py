@@ -20,7 +20,8 @@ from decimal import Decimal, localcontext
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.billing.domain.cdr import cdr_to_dict, decide_cdr
+from services.billing.documents import cdr_to_dict
+from services.billing.domain.cdr import decide_cdr
 from services.billing.domain.money import PRICING_CONTEXT
 from services.billing.domain.pricing import MAX_PRICED_DURATION, PriceBreakdown, SessionUsage, price_session
 from services.billing.domain.tariff import Tariff

@@ -138,3 +138,31 @@ def test_band_split_visits_the_band_twice_when_clocks_fall_back() -> None:
         (_utc(2026, 10, 25, 0, 30), _utc(2026, 10, 25, 1)),
         (_utc(2026, 10, 25, 1, 30), _utc(2026, 10, 25, 2)),
     ]
+
+
+def test_what_a_tariff_memoizes_is_not_part_of_its_identity() -> None:
+    used = a_tariff(bands=(a_band("18:00", "22:00", price_per_kwh=Decimal("0.50")),), timezone="Europe/Berlin")
+    fresh = tariff_from_dict(tariff_to_dict(used))
+    before = (repr(used), hash(used), tariff_to_dict(used))
+
+    day = at("12:00").date()
+    transitions = used.band_transitions_on(day)
+    assert used.fingerprint  # both memos filled on `used`, none on `fresh`
+
+    assert transitions == (datetime(2026, 11, 28, 17, tzinfo=UTC), datetime(2026, 11, 28, 21, tzinfo=UTC))
+    assert used.band_transitions_on(day) is transitions  # memoized
+    assert used == fresh and hash(used) == hash(fresh) == before[1]
+    assert (repr(used), tariff_to_dict(used)) == (before[0], before[2])
+    assert used.fingerprint == fresh.fingerprint
+
+
+def test_the_band_transitions_of_a_day_are_the_boundaries_of_its_band_split() -> None:
+    tariff = a_tariff(bands=(a_band("22:00", "06:00", price_per_kwh=Decimal("0.20")),), timezone="Europe/Berlin")
+    # 2026-10-25: Berlin leaves summer time at 03:00 CEST (01:00 UTC)
+    day = datetime(2026, 10, 25, tzinfo=UTC)
+
+    found = tariff.band_transitions_on(day.date())
+
+    split = band_segments(tariff, day - timedelta(microseconds=1), day + timedelta(days=1))
+    assert found == tuple(seg.start for seg in split[1:])
+    assert found == (datetime(2026, 10, 25, 5, tzinfo=UTC), datetime(2026, 10, 25, 21, tzinfo=UTC))

@@ -13,6 +13,7 @@ from services.billing.domain import Tariff, fold_price, tariff_from_dict, tariff
 from services.common import topics
 from services.common.bus.port import Record
 from services.common.events import ENERGY_REGISTER
+from services.common.ocpp_version import OcppVersion
 from services.common.store.port import MeterRow
 
 UTC = timezone.utc
@@ -136,7 +137,7 @@ def a_completed_session(**overrides: Any) -> SessionSnapshot:
         "meter_start_wh": 1000,
         "meter_stop_wh": 8500,
         "connector_id": 1,
-        "ocpp_version": "1.6",
+        "ocpp_version": OcppVersion.V16,
     }
     fields.update(overrides)
     return _build(fields)

@@ -1,21 +1,15 @@
-"""Snapshot -> usage, CDR <-> stored document (exact round trip, OCPI rendering)."""
+"""Snapshot -> usage (snapshots.py), CDR <-> stored document (documents.py: exact round trip),
+OCPI rendering (codec.py)."""
 
 from __future__ import annotations
 
 import json
 from decimal import Decimal
 
-from services.billing.documents import (
-    cdr_from_doc,
-    cdr_to_doc,
-    head_from_doc,
-    register_readings,
-    running_usage_from_snapshot,
-    session_timing,
-    usage_from_snapshot,
-)
-from services.billing.codec import decode_cdr, encode_cdr
-from services.billing.domain import Tariff, TariffBand, cdr_to_dict, cdr_to_ocpi, decide_cdr
+from services.billing.codec import cdr_to_ocpi, decode_cdr, encode_cdr
+from services.billing.documents import cdr_from_doc, cdr_to_dict, cdr_to_doc, head_from_doc, register_readings
+from services.billing.domain import Tariff, TariffBand, decide_cdr
+from services.billing.snapshots import running_usage_from_snapshot, session_timing, usage_from_snapshot
 
 from services.common.events import ENERGY_REGISTER
 from services.common.store.port import MeterRow

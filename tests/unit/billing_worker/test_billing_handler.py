@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from services.billing.codec import encode_session
-from services.billing.handlers import UNPRICED_TOTAL, handle_session_record
+from services.billing.handlers import UNPRICED_TOTAL
 from services.billing.domain import Tariff, tariff_to_dict
 from services.common import topics
 from services.common.errors import BusUnavailable
@@ -33,7 +33,7 @@ async def a_station_with_its_own_tariff(world: World) -> None:
 async def test_a_completed_session_with_a_station_tariff_gets_one_cdr_with_the_hand_computed_amount(world: World) -> None:
     await a_station_with_its_own_tariff(world)
 
-    outcome = await handle_session_record(world.rt, a_record(a_completed_session()))
+    outcome = await world.billing.handle_record(a_record(a_completed_session()))
 
     assert outcome == "cdr"
     # 7.5 kWh x 0.30 = 2.25; 40 min x 0.05 = 2.00; fee 1.00 -> 5.25; x 1.19 = 6.2475 -> 6.25
@@ -72,8 +72,8 @@ async def test_the_same_snapshot_redelivered_issues_no_second_cdr(world: World) 
     await a_station_with_its_own_tariff(world)
     snap = a_completed_session()
 
-    assert await handle_session_record(world.rt, a_record(snap)) == "cdr"
-    assert await handle_session_record(world.rt, a_record(snap)) == "stale"
+    assert await world.billing.handle_record(a_record(snap)) == "cdr"
+    assert await world.billing.handle_record(a_record(snap)) == "stale"
 
     assert [d["id"] for d in await world.cdr_docs()] == ["CS1-1-v1"]
     assert len(await world.cdr_records()) == 1
@@ -82,9 +82,9 @@ async def test_the_same_snapshot_redelivered_issues_no_second_cdr(world: World) 
 async def test_a_newer_snapshot_with_the_same_pricing_inputs_issues_no_second_cdr(world: World) -> None:
     await a_station_with_its_own_tariff(world)
     snap = a_completed_session()
-    await handle_session_record(world.rt, a_record(snap))
+    await world.billing.handle_record(a_record(snap))
 
-    outcome = await handle_session_record(world.rt, a_record(changed(snap, version=6, stop_reason="Local")))
+    outcome = await world.billing.handle_record(a_record(changed(snap, version=6, stop_reason="Local")))
 
     assert outcome == "unchanged"
     assert len(await world.cdr_docs()) == 1 and len(await world.cdr_records()) == 1
@@ -93,9 +93,9 @@ async def test_a_newer_snapshot_with_the_same_pricing_inputs_issues_no_second_cd
 async def test_a_later_snapshot_with_a_changed_stop_time_issues_version_2_as_late_stop(world: World) -> None:
     await a_station_with_its_own_tariff(world)
     snap = a_completed_session()
-    await handle_session_record(world.rt, a_record(snap))
+    await world.billing.handle_record(a_record(snap))
 
-    outcome = await handle_session_record(world.rt, a_record(changed(snap, version=7, stopped_at=at(50))))
+    outcome = await world.billing.handle_record(a_record(changed(snap, version=7, stopped_at=at(50))))
 
     assert outcome == "cdr"
     v1, v2 = await world.cdr_docs()
@@ -115,11 +115,11 @@ async def test_late_meter_values_issue_a_new_version_as_late_meter_value(world: 
     await a_station_with_its_own_tariff(world)
     snap = a_completed_session()
     await world.samples(snap.id, DEFAULT_SAMPLES)
-    await handle_session_record(world.rt, a_record(snap))
+    await world.billing.handle_record(a_record(snap))
 
     late = DEFAULT_SAMPLES + (energy(35, 8000),)
     await world.samples(snap.id, late)
-    assert await handle_session_record(world.rt, a_record(changed(snap, version=8, samples=late))) == "cdr"
+    assert await world.billing.handle_record(a_record(changed(snap, version=8, samples=late))) == "cdr"
 
     assert [d["reason"] for d in await world.cdr_docs()] == ["initial", "late_meter_value"]
 
@@ -128,10 +128,10 @@ async def test_late_meter_values_in_the_accumulator_issue_a_new_version_too(worl
     await a_station_with_its_own_tariff(world)
     tariff = domain_tariff(a_tariff(id="T-STATION"))
     snap = a_completed_session(priced_with=tariff)
-    await handle_session_record(world.rt, a_record(snap))
+    await world.billing.handle_record(a_record(snap))
 
     late = DEFAULT_SAMPLES + (energy(35, 8000),)
-    assert await handle_session_record(world.rt, a_record(changed(snap, version=8, samples=late, priced_with=tariff))) == "cdr"
+    assert await world.billing.handle_record(a_record(changed(snap, version=8, samples=late, priced_with=tariff))) == "cdr"
 
     assert [d["reason"] for d in await world.cdr_docs()] == ["initial", "late_meter_value"]
 
@@ -139,10 +139,10 @@ async def test_late_meter_values_in_the_accumulator_issue_a_new_version_too(worl
 async def test_a_stale_snapshot_older_than_the_priced_one_is_dropped(world: World) -> None:
     await a_station_with_its_own_tariff(world)
     snap = a_completed_session(version=9)
-    await handle_session_record(world.rt, a_record(snap))
+    await world.billing.handle_record(a_record(snap))
 
     # an out-of-order redelivery of an older state (another stop time) must not look like a change
-    outcome = await handle_session_record(world.rt, a_record(changed(snap, version=8, stopped_at=at(35))))
+    outcome = await world.billing.handle_record(a_record(changed(snap, version=8, stopped_at=at(35))))
 
     assert outcome == "stale"
     assert [d["version"] for d in await world.cdr_docs()] == [1]
@@ -152,7 +152,7 @@ async def test_a_stale_snapshot_older_than_the_priced_one_is_dropped(world: Worl
 async def test_an_active_session_gets_no_cdr(world: World) -> None:
     await a_station_with_its_own_tariff(world)
 
-    assert await handle_session_record(world.rt, a_record(an_active_session())) == "active"
+    assert await world.billing.handle_record(a_record(an_active_session())) == "active"
 
     assert await world.cdr_docs() == [] and await world.cdr_records() == []
 
@@ -164,7 +164,7 @@ async def test_the_station_tariff_wins_over_the_site_and_the_default_tariff(worl
     await world.site("SITE1", tariff_id="T-SITE")
     await world.station("CS1", tariff_id="T-STATION", site_id="SITE1")
 
-    await handle_session_record(world.rt, a_record())
+    await world.billing.handle_record(a_record())
 
     [doc] = await world.cdr_docs()
     assert doc["tariff_id"] == "T-STATION" and doc["total_cost"]["amount"] == "5.25"
@@ -176,7 +176,7 @@ async def test_a_station_without_a_tariff_is_priced_with_its_sites_tariff(world:
     await world.site("SITE1", tariff_id="T-SITE")
     await world.station("CS1", site_id="SITE1")
 
-    await handle_session_record(world.rt, a_record())
+    await world.billing.handle_record(a_record())
 
     [doc] = await world.cdr_docs()
     # 7.5 x 0.40 = 3.00 + 2.00 + 1.00 = 6.00
@@ -189,7 +189,7 @@ async def test_without_a_station_or_site_tariff_the_default_tariff_applies(world
     await world.site("SITE1")  # a site without a tariff
     await world.station("CS1", site_id="SITE1")
 
-    await handle_session_record(world.rt, a_record())
+    await world.billing.handle_record(a_record())
 
     [doc] = await world.cdr_docs()
     # 7.5 x 0.50 = 3.75 + 2.00 + 1.00 = 6.75
@@ -200,7 +200,7 @@ async def test_a_station_tariff_that_was_deleted_falls_through_to_the_default(wo
     await world.tariff(a_tariff(id="T-DEFAULT", price_per_kwh=Decimal("0.50"), default=True))
     await world.station("CS1", tariff_id="T-GONE")
 
-    await handle_session_record(world.rt, a_record())
+    await world.billing.handle_record(a_record())
 
     [doc] = await world.cdr_docs()
     assert doc["tariff_id"] == "T-DEFAULT"
@@ -212,8 +212,8 @@ async def test_a_session_with_no_tariff_at_all_gets_no_cdr_and_is_counted_once(w
     before = UNPRICED_TOTAL._value.get()
     snap = a_completed_session(id="CS1-unpriced")
 
-    assert await handle_session_record(world.rt, a_record(snap)) == "unpriced"
-    assert await handle_session_record(world.rt, a_record(snap)) == "unpriced"
+    assert await world.billing.handle_record(a_record(snap)) == "unpriced"
+    assert await world.billing.handle_record(a_record(snap)) == "unpriced"
 
     assert await world.cdr_docs("CS1-unpriced") == [] and await world.cdr_records() == []
     assert UNPRICED_TOTAL._value.get() == before + 1
@@ -222,8 +222,8 @@ async def test_a_session_with_no_tariff_at_all_gets_no_cdr_and_is_counted_once(w
 async def test_a_record_that_is_not_a_session_snapshot_is_skipped_without_raising(world: World) -> None:
     await a_station_with_its_own_tariff(world)
 
-    assert await handle_session_record(world.rt, a_record(value=b"\xff\x00garbage")) == "undecodable"
-    assert await handle_session_record(world.rt, a_record(ce_type="csms.sessions.v1.Other")) == "ignored"
+    assert await world.billing.handle_record(a_record(value=b"\xff\x00garbage")) == "undecodable"
+    assert await world.billing.handle_record(a_record(ce_type="csms.sessions.v1.Other")) == "ignored"
 
     assert await world.cdr_records() == []
 
@@ -233,7 +233,7 @@ async def test_a_cdr_stored_but_not_published_is_published_by_the_next_delivery(
     snap = a_completed_session()
     world.bus.set_available(False)
     try:
-        await handle_session_record(world.rt, a_record(snap))
+        await world.billing.handle_record(a_record(snap))
         raise AssertionError("the handler must raise so the bus redelivers")
     except BusUnavailable:
         pass
@@ -241,7 +241,7 @@ async def test_a_cdr_stored_but_not_published_is_published_by_the_next_delivery(
     assert doc["published"] is False and await world.cdr_records() == []
 
     world.bus.set_available(True)
-    assert await handle_session_record(world.rt, a_record(snap)) == "stale"  # redelivery of the same snapshot
+    assert await world.billing.handle_record(a_record(snap)) == "stale"  # redelivery of the same snapshot
 
     [doc] = await world.cdr_docs()
     assert doc["published"] is True and doc["version"] == 1
@@ -254,7 +254,7 @@ async def test_a_tariff_with_bookkeeping_fields_is_still_read(world: World) -> N
     await world.tariff(doc)
     await world.station("CS1", tariff_id="T-X")
 
-    await handle_session_record(world.rt, a_record())
+    await world.billing.handle_record(a_record())
 
     [cdr] = await world.cdr_docs()
     assert cdr["total_cost"]["amount"] == "7.50"
@@ -263,7 +263,7 @@ async def test_a_tariff_with_bookkeeping_fields_is_still_read(world: World) -> N
 async def test_the_cdr_is_created_at_the_runtime_clock(world: World) -> None:
     await a_station_with_its_own_tariff(world)
 
-    await handle_session_record(world.rt, a_record())
+    await world.billing.handle_record(a_record())
 
     [doc] = await world.cdr_docs()
     assert doc["exact"]["created_at"] == NOW.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -15,7 +15,7 @@ from decimal import Decimal
 import pytest
 
 from services.billing.codec import decode_cdr, decode_session, encode_cdr, encode_session
-from services.billing.handlers import CDRS_HELD_TOTAL, SNAPSHOTS_TOTAL, handle_session_record
+from services.billing.handlers import CDRS_HELD_TOTAL, SNAPSHOTS_TOTAL
 from services.common.events import ENERGY_REGISTER
 
 from .builders import (
@@ -54,7 +54,7 @@ def outcome_count(outcome: str) -> float:
 async def test_an_abandoned_session_is_billed_up_to_its_last_reading_with_its_last_energy(world: World) -> None:
     await a_station_with_its_own_tariff(world)
 
-    outcome = await handle_session_record(world.rt, a_record(an_abandoned_session()))
+    outcome = await world.billing.handle_record(a_record(an_abandoned_session()))
 
     assert outcome == "cdr"
     [doc] = await world.cdr_docs()
@@ -71,7 +71,7 @@ async def test_an_abandoned_session_without_readings_is_billed_until_it_was_clos
     await a_station_with_its_own_tariff(world)
     snap = an_abandoned_session(samples=(), energy_wh=500)
 
-    assert await handle_session_record(world.rt, a_record(snap)) == "cdr"
+    assert await world.billing.handle_record(a_record(snap)) == "cdr"
 
     [doc] = await world.cdr_docs()
     # 10:00 -> 11:00 (abandoned_at), 500 Wh: 0.15 + 60 x 0.05 = 3.00 + 1.00
@@ -88,10 +88,10 @@ async def test_a_session_whose_token_was_refused_is_never_billed_and_logged_once
     before = outcome_count("refused_token")
 
     with caplog.at_level(logging.WARNING, logger="csms.billing"):
-        assert await handle_session_record(world.rt, a_record(snap)) == "refused_token"
-        assert await handle_session_record(world.rt, a_record(changed(snap, version=9))) == "refused_token"
+        assert await world.billing.handle_record(a_record(snap)) == "refused_token"
+        assert await world.billing.handle_record(a_record(changed(snap, version=9))) == "refused_token"
         completed = changed(snap, version=10, status="completed", stopped_at=at(40), meter_stop_wh=8500)
-        assert await handle_session_record(world.rt, a_record(completed)) == "refused_token"
+        assert await world.billing.handle_record(a_record(completed)) == "refused_token"
 
     assert await world.cdr_docs(snap.id) == [] and await world.cdr_records() == []
     assert outcome_count("refused_token") == before + 3
@@ -102,8 +102,8 @@ async def test_a_session_whose_token_was_refused_is_never_billed_and_logged_once
 async def test_an_accepted_or_unknown_authorization_is_billed(world: World) -> None:
     await a_station_with_its_own_tariff(world)
 
-    assert await handle_session_record(world.rt, a_record(a_completed_session(authorization="Accepted"))) == "cdr"
-    assert await handle_session_record(world.rt, a_record(a_completed_session(id="CS1-2", authorization=""))) == "cdr"
+    assert await world.billing.handle_record(a_record(a_completed_session(authorization="Accepted"))) == "cdr"
+    assert await world.billing.handle_record(a_record(a_completed_session(id="CS1-2", authorization=""))) == "cdr"
 
 
 async def test_excluded_and_unusable_samples_never_count(world: World) -> None:
@@ -114,8 +114,8 @@ async def test_excluded_and_unusable_samples_never_count(world: World) -> None:
     clean = an_abandoned_session(priced_with=tariff)
     dirty = an_abandoned_session(id="CS1-2", samples=DEFAULT_SAMPLES + (spike, garbage), priced_with=tariff)
 
-    await handle_session_record(world.rt, a_record(clean))
-    await handle_session_record(world.rt, a_record(dirty))
+    await world.billing.handle_record(a_record(clean))
+    await world.billing.handle_record(a_record(dirty))
 
     [a], [b] = await world.cdr_docs("CS1-1"), await world.cdr_docs("CS1-2")
     # the abandoned session still ends at its last *counted* reading, with the same energy
@@ -133,7 +133,7 @@ async def test_a_cdr_of_a_session_on_hold_is_stored_with_its_reasons_and_not_exp
     snap = a_completed_session(clock_suspect=True, hold=True, hold_reasons=("clock_suspect",))
     before = held_count("clock_suspect")
 
-    assert await handle_session_record(world.rt, a_record(snap)) == "held"
+    assert await world.billing.handle_record(a_record(snap)) == "held"
 
     [doc] = await world.cdr_docs()
     assert doc["hold_reasons"] == ["clock_suspect"] and doc["clock_suspect"] is True
@@ -146,11 +146,11 @@ async def test_a_cdr_of_a_session_on_hold_is_stored_with_its_reasons_and_not_exp
 async def test_a_held_cdr_is_never_published_by_the_outbox_on_redeliveries(world: World) -> None:
     await a_station_with_its_own_tariff(world)
     snap = a_completed_session(hold=True, hold_reasons=("energy_exceeds_max",))
-    await handle_session_record(world.rt, a_record(snap))
+    await world.billing.handle_record(a_record(snap))
 
-    assert await handle_session_record(world.rt, a_record(snap)) == "stale"
-    assert await handle_session_record(world.rt, a_record(changed(snap, version=6, stop_reason="Local"))) == "unchanged"
-    assert await handle_session_record(world.rt, a_record(changed(snap, version=7))) == "unchanged"
+    assert await world.billing.handle_record(a_record(snap)) == "stale"
+    assert await world.billing.handle_record(a_record(changed(snap, version=6, stop_reason="Local"))) == "unchanged"
+    assert await world.billing.handle_record(a_record(changed(snap, version=7))) == "unchanged"
 
     [doc] = await world.cdr_docs()
     assert doc["published"] is False and doc["hold_reasons"] == ["energy_exceeds_max"]
@@ -160,7 +160,7 @@ async def test_a_held_cdr_is_never_published_by_the_outbox_on_redeliveries(world
 async def test_a_session_on_hold_without_a_reason_is_still_held(world: World) -> None:
     await a_station_with_its_own_tariff(world)
 
-    assert await handle_session_record(world.rt, a_record(a_completed_session(hold=True))) == "held"
+    assert await world.billing.handle_record(a_record(a_completed_session(hold=True))) == "held"
 
     [doc] = await world.cdr_docs()
     assert doc["hold_reasons"] == ["session_hold"]
@@ -170,13 +170,13 @@ async def test_a_later_version_that_is_no_longer_held_is_published_normally(worl
     await a_station_with_its_own_tariff(world)
     # abandoned with an implausible clock: held; then the real StopTransaction arrives
     ghost = an_abandoned_session(clock_suspect=True, hold=True, hold_reasons=("clock_suspect",))
-    assert await handle_session_record(world.rt, a_record(ghost)) == "held"
+    assert await world.billing.handle_record(a_record(ghost)) == "held"
 
     real = changed(
         ghost, version=9, status="completed", stopped_at=at(40), meter_stop_wh=8500, energy_wh=7500,
         clock_suspect=False, hold=False, hold_reasons=(), abandoned_at=None,
     )
-    assert await handle_session_record(world.rt, a_record(real)) == "cdr"
+    assert await world.billing.handle_record(a_record(real)) == "cdr"
 
     v1, v2 = await world.cdr_docs()
     assert v1["published"] is False and v1["hold_reasons"] == ["clock_suspect"]
@@ -187,9 +187,9 @@ async def test_a_later_version_that_is_no_longer_held_is_published_normally(worl
 async def test_a_lifted_session_hold_releases_the_same_content_as_a_new_version(world: World) -> None:
     await a_station_with_its_own_tariff(world)
     snap = a_completed_session(hold=True, hold_reasons=("energy_exceeds_max",))
-    await handle_session_record(world.rt, a_record(snap))
+    await world.billing.handle_record(a_record(snap))
 
-    outcome = await handle_session_record(world.rt, a_record(changed(snap, version=6, hold=False, hold_reasons=())))
+    outcome = await world.billing.handle_record(a_record(changed(snap, version=6, hold=False, hold_reasons=())))
 
     assert outcome == "cdr"
     v1, v2 = await world.cdr_docs()
@@ -197,7 +197,7 @@ async def test_a_lifted_session_hold_releases_the_same_content_as_a_new_version(
     assert v2["total_cost"] == v1["total_cost"] and v2["inputs_fingerprint"] == v1["inputs_fingerprint"]
     assert [c["id"] for c in await world.cdrs_on_the_topic()] == ["CS1-1-v2"]
     # and the released version is final: a redelivery changes nothing
-    assert await handle_session_record(world.rt, a_record(changed(snap, version=7, hold=False, hold_reasons=()))) == "unchanged"
+    assert await world.billing.handle_record(a_record(changed(snap, version=7, hold=False, hold_reasons=()))) == "unchanged"
 
 
 async def test_a_cdr_longer_than_the_maximum_duration_is_held_and_priced_only_up_to_it(world: World) -> None:
@@ -205,7 +205,7 @@ async def test_a_cdr_longer_than_the_maximum_duration_is_held_and_priced_only_up
     world.configure(session_max_duration_h=0.5)
     before = held_count("duration_exceeds_max")
 
-    assert await handle_session_record(world.rt, a_record(a_completed_session())) == "held"
+    assert await world.billing.handle_record(a_record(a_completed_session())) == "held"
 
     [doc] = await world.cdr_docs()
     assert doc["hold_reasons"] == ["duration_exceeds_max"]
@@ -220,7 +220,7 @@ async def test_a_cdr_of_more_energy_than_the_maximum_is_held(world: World) -> No
     await a_station_with_its_own_tariff(world)
     world.configure(session_max_energy_wh=7000)
 
-    assert await handle_session_record(world.rt, a_record(a_completed_session())) == "held"
+    assert await world.billing.handle_record(a_record(a_completed_session())) == "held"
 
     [doc] = await world.cdr_docs()
     assert doc["hold_reasons"] == ["energy_exceeds_max"] and doc["energy_wh"] == 7500
@@ -237,7 +237,7 @@ async def test_a_station_clock_in_1970_gives_a_small_bounded_held_cdr_quickly(wo
     )
 
     t0 = time.perf_counter()
-    outcome = await handle_session_record(world.rt, a_record(snap))
+    outcome = await world.billing.handle_record(a_record(snap))
     elapsed = time.perf_counter() - t0
 
     assert outcome == "held"
@@ -290,8 +290,7 @@ def test_absent_optional_numbers_decode_as_none_not_zero() -> None:
 
 async def test_a_held_cdr_carries_its_flags_on_the_wire(world: World) -> None:
     await a_station_with_its_own_tariff(world)
-    await handle_session_record(
-        world.rt, a_record(a_completed_session(clock_suspect=True, hold=True, hold_reasons=("clock_suspect",)))
+    await world.billing.handle_record(a_record(a_completed_session(clock_suspect=True, hold=True, hold_reasons=("clock_suspect",)))
     )
     [doc] = await world.cdr_docs()
 
@@ -304,7 +303,7 @@ async def test_an_unusable_maximum_duration_falls_back_to_the_default_bound(worl
     await a_station_with_its_own_tariff(world)
     world.configure(session_max_duration_h=0.0)
 
-    assert await handle_session_record(world.rt, a_record(a_completed_session())) == "cdr"
+    assert await world.billing.handle_record(a_record(a_completed_session())) == "cdr"
 
     [doc] = await world.cdr_docs()
     assert doc["hold_reasons"] == [] and doc["total_cost"]["amount"] == "5.25"

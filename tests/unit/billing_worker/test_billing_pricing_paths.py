@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from services.billing.handlers import PRICED_TOTAL, handle_session_batch, handle_session_record
+from services.billing.handlers import PRICED_TOTAL
 from services.common.store.port import Store
 
 from .builders import (
@@ -45,7 +45,7 @@ async def test_a_snapshot_priced_with_the_tariff_that_applies_is_finished_withou
     snap = a_completed_session(priced_with=domain_tariff(tariff_doc))
     before, sample_reads = priced("accumulator"), reads(world.rt.store, "sample")
 
-    assert await handle_session_record(world.rt, a_record(snap)) == "cdr"
+    assert await world.billing.handle_record(a_record(snap)) == "cdr"
 
     [doc] = await world.cdr_docs()
     # register 4000 at 10:15, 6000 at 10:25: 2 kWh x 0.50 + 5.5 kWh x 0.30 + fee 1.00 = 3.65
@@ -64,7 +64,7 @@ async def test_a_tariff_edited_since_the_start_is_applied_by_folding_the_stored_
     snap = a_completed_session(priced_with=domain_tariff(opened_with))
     before = priced("samples")
 
-    assert await handle_session_record(world.rt, a_record(snap)) == "cdr"
+    assert await world.billing.handle_record(a_record(snap)) == "cdr"
 
     [doc] = await world.cdr_docs()
     # the same split from the stored readings, at the new base price: 1.00 + 5.5 x 0.40 + 1.00 = 4.20
@@ -80,9 +80,9 @@ async def test_both_paths_give_the_same_cdr_so_switching_between_them_issues_no_
     await world.samples("CS1-1", DEFAULT_SAMPLES)
     without = a_completed_session()  # no accumulator: the samples path
 
-    assert await handle_session_record(world.rt, a_record(without)) == "cdr"
+    assert await world.billing.handle_record(a_record(without)) == "cdr"
     with_acc = changed(without, version=6, samples=DEFAULT_SAMPLES, priced_with=domain_tariff(tariff_doc))
-    assert await handle_session_record(world.rt, a_record(with_acc)) == "unchanged"
+    assert await world.billing.handle_record(a_record(with_acc)) == "unchanged"
 
     [doc] = await world.cdr_docs()
     assert doc["total_cost"]["amount"] == "3.65"
@@ -99,17 +99,17 @@ async def test_a_batch_bills_only_each_sessions_latest_snapshot_and_drops_active
     ops_before = sum(world.rt.store.ops.values())  # type: ignore[attr-defined]
 
     actives = [a_record(an_active_session(id=f"CS1-a{i}", version=i + 1)) for i in range(20)]
-    assert await handle_session_batch(world.rt, actives) == ["active"] * 20
+    assert await world.billing.handle_batch(actives) == ["active"] * 20
     assert sum(world.rt.store.ops.values()) == ops_before  # type: ignore[attr-defined]
 
-    outcomes = await handle_session_batch(world.rt, [a_record(latest), a_record(first), a_record(other)])
+    outcomes = await world.billing.handle_batch([a_record(latest), a_record(first), a_record(other)])
 
     assert sorted(outcomes) == ["cdr", "cdr", "superseded"]
     [v1] = await world.cdr_docs()
     assert v1["session_version"] == 7 and v1["stopped_at"] == "2026-11-28T10:50:00.000Z"
     assert [d["id"] for d in await world.cdr_docs("CS1-2")] == ["CS1-2-v1"]
     # the batch redelivered (the bus retries a failed batch whole): nothing new
-    again = await handle_session_batch(world.rt, [a_record(latest), a_record(first), a_record(other)])
+    again = await world.billing.handle_batch([a_record(latest), a_record(first), a_record(other)])
     assert sorted(again) == ["stale", "stale", "superseded"]
     assert len(await world.cdr_records()) == 2
 
@@ -118,7 +118,7 @@ async def test_a_batch_with_an_undecodable_record_bills_the_rest(world: World) -
     await world.tariff(a_tariff(id="T-STATION"))
     await world.station("CS1", tariff_id="T-STATION")
 
-    outcomes = await handle_session_batch(world.rt, [a_record(value=b"\xff\x00garbage"), a_record(a_completed_session())])
+    outcomes = await world.billing.handle_batch([a_record(value=b"\xff\x00garbage"), a_record(a_completed_session())])
 
     assert outcomes == ["undecodable", "cdr"]
 
@@ -132,7 +132,7 @@ async def test_a_late_reading_after_the_charging_end_goes_to_the_last_line(world
         charging_ended_at=energy(22, 0).timestamp, samples=samples, priced_with=domain_tariff(tariff_doc)
     )
 
-    assert await handle_session_record(world.rt, a_record(snap)) == "cdr"
+    assert await world.billing.handle_record(a_record(snap)) == "cdr"
 
     [doc] = await world.cdr_docs()
     lines = doc["breakdown"]["lines"]

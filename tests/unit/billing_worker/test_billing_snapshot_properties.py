@@ -11,14 +11,8 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.billing.documents import (
-    cdr_from_doc,
-    cdr_to_doc,
-    head_from_doc,
-    running_usage_from_snapshot,
-    usage_from_snapshot,
-)
 from services.billing.codec import SessionSnapshot, decode_cdr, decode_session, encode_cdr, encode_session
+from services.billing.documents import cdr_from_doc, cdr_to_doc, head_from_doc
 from services.billing.domain import (
     PriceAccumulator,
     RunningUsage,
@@ -30,6 +24,7 @@ from services.billing.domain import (
     fold_price,
     tariff_fingerprint,
 )
+from services.billing.snapshots import running_usage_from_snapshot, usage_from_snapshot
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)

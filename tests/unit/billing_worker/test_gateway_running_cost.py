@@ -1,5 +1,7 @@
 """The gateway's 2.0.1 totalCost (services/gateway/running_cost.py): a price accumulator per
-transaction and connection, the same arithmetic as billing and the API (ADR 015)."""
+transaction and connection, the same arithmetic as billing and the API (ADR 015). The
+pricer is wired as the gateway wires it (`services.gateway.wiring.running_cost_pricer`):
+billing's tariff resolution, the sessions processor's document as the seed."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from decimal import Decimal
 
 from services.billing.domain import accumulator_to_dict, finish_price, fold_price, tariff_from_dict
 from services.common.events import ENERGY_REGISTER, MeterSample
-from services.gateway.running_cost import MAX_TRANSACTIONS, RunningCosts, running_total_cost
+from services.common import kinds
+from services.gateway.running_cost import MAX_TRANSACTIONS, RunningCostPricer, RunningCosts
+from services.gateway.wiring import running_cost_pricer
 from services.sessions.domain.session import session_id
 
 from .builders import a_tariff, at
@@ -20,7 +24,7 @@ BANDED = {"bands": [{"start": "10:15", "end": "10:25", "price_per_kwh": "0.50"}]
 
 
 async def a_station(world: World) -> tuple[str, dict]:
-    station = f"GW-{uuid.uuid4().hex[:8]}"  # the gateway caches tariffs per station for 30 s
+    station = f"GW-{uuid.uuid4().hex[:8]}"
     doc = {**a_tariff(id=f"T-{station}"), **BANDED}
     await world.tariff(doc)
     await world.station(station, tariff_id=doc["id"])
@@ -31,19 +35,21 @@ def register(wh: int, when: datetime) -> tuple[MeterSample, ...]:
     return (MeterSample(timestamp=when, value=float(wh), unit="Wh", measurand=ENERGY_REGISTER),)
 
 
-async def event(world: World, costs: RunningCosts, station: str, kind: str, minute: int, wh: int, tx: str = "tx1"):  # type: ignore[no-untyped-def]
-    return await running_total_cost(world.rt.store, station, tx, kind, register(wh, at(minute)), at(minute), costs)
+async def event(
+    pricer: RunningCostPricer, costs: RunningCosts, station: str, kind: str, minute: int, wh: int, tx: str = "tx1"
+) -> Decimal | None:
+    return await pricer.total_cost(station, tx, kind, register(wh, at(minute)), at(minute), costs)
 
 
 async def test_each_event_is_priced_by_the_accumulator_of_the_readings_seen(world: World) -> None:
     station, doc = await a_station(world)
-    costs = RunningCosts()
+    pricer, costs = running_cost_pricer(world.rt.store), RunningCosts()
 
-    assert await event(world, costs, station, "Started", 0, 1000) is None
-    assert await event(world, costs, station, "Updated", 10, 3000) == D("1.90")  # 2 kWh x 0.30 + 1.00, x 1.19
+    assert await event(pricer, costs, station, "Started", 0, 1000) is None
+    assert await event(pricer, costs, station, "Updated", 10, 3000) == D("1.90")  # 2 kWh x 0.30 + 1.00, x 1.19
     # register 4000 at 10:15 (between 3000 at 10:10 and 5000 at 10:20): 3 x 0.30 + 1 x 0.50 + 1.00
-    assert await event(world, costs, station, "Updated", 20, 5000) == D("2.86")
-    ended = await event(world, costs, station, "Ended", 30, 7000)
+    assert await event(pricer, costs, station, "Updated", 20, 5000) == D("2.86")
+    ended = await event(pricer, costs, station, "Ended", 30, 7000)
 
     tariff = tariff_from_dict(doc)
     acc = fold_price(tariff, at(0), 1000, [(at(10), 3000), (at(20), 5000), (at(30), 7000)])
@@ -58,15 +64,16 @@ async def test_after_a_reconnect_the_sessions_accumulator_seeds_the_connection_o
     tariff = tariff_from_dict(doc)
     acc = fold_price(tariff, at(0), 1000, [(at(10), 3000), (at(20), 5000)])
     await world.rt.store.put_doc(
-        "session", session_id(station, "tx1"),
+        kinds.SESSION, session_id(station, "tx1"),
         {"id": session_id(station, "tx1"), "started_at": "2026-11-28T10:00:00.000Z", "energy_anchor_wh": 1000,
          "price": accumulator_to_dict(acc)},
     )
-    costs = RunningCosts()  # a new connection: it saw neither the start nor the readings
+    # a new connection: it saw neither the start nor the readings
+    pricer, costs = running_cost_pricer(world.rt.store), RunningCosts()
 
-    first = await event(world, costs, station, "Updated", 25, 6000)
+    first = await event(pricer, costs, station, "Updated", 25, 6000)
     reads = sum(n for (op, table), n in world.rt.store.ops.items() if op == "read")  # type: ignore[attr-defined]
-    second = await event(world, costs, station, "Updated", 30, 7000)
+    second = await event(pricer, costs, station, "Updated", 30, 7000)
 
     # the 10:15 mark (4000) came from the sessions processor: 3 x 0.30 + 2 x 0.50 + ...
     expected = finish_price(fold_price(tariff, at(0), 1000, [(at(10), 3000), (at(20), 5000), (at(25), 6000)]),
@@ -79,35 +86,33 @@ async def test_after_a_reconnect_the_sessions_accumulator_seeds_the_connection_o
 
 async def test_a_reading_older_than_the_accumulators_keeps_the_estimate(world: World) -> None:
     station, _ = await a_station(world)
-    costs = RunningCosts()
-    await event(world, costs, station, "Started", 0, 1000)
-    later = await event(world, costs, station, "Updated", 10, 3000)
+    pricer, costs = running_cost_pricer(world.rt.store), RunningCosts()
+    await event(pricer, costs, station, "Started", 0, 1000)
+    later = await event(pricer, costs, station, "Updated", 10, 3000)
 
-    assert await event(world, costs, station, "Updated", 5, 2000) == later
+    assert await event(pricer, costs, station, "Updated", 5, 2000) == later
 
 
 async def test_a_connection_keeps_a_bounded_number_of_transactions(world: World) -> None:
     station, _ = await a_station(world)
-    costs = RunningCosts()
+    pricer, costs = running_cost_pricer(world.rt.store), RunningCosts()
     for i in range(MAX_TRANSACTIONS + 5):
-        await event(world, costs, station, "Started", 0, 1000, tx=f"tx{i}")
+        await event(pricer, costs, station, "Started", 0, 1000, tx=f"tx{i}")
     assert len(costs) == MAX_TRANSACTIONS
 
 
 async def test_no_tariff_no_total_cost(world: World) -> None:
     station = f"GW-{uuid.uuid4().hex[:8]}"
     await world.station(station)
-    costs = RunningCosts()
-    await event(world, costs, station, "Started", 0, 1000)
-    assert await event(world, costs, station, "Updated", 10, 3000) is None
+    pricer, costs = running_cost_pricer(world.rt.store), RunningCosts()
+    await event(pricer, costs, station, "Started", 0, 1000)
+    assert await event(pricer, costs, station, "Updated", 10, 3000) is None
 
 
 async def test_a_session_longer_than_the_bound_gets_no_estimate(world: World) -> None:
     station, _ = await a_station(world)
-    costs = RunningCosts()
-    await event(world, costs, station, "Started", 0, 1000)
-    cost = await running_total_cost(
-        world.rt.store, station, "tx1", "Updated", register(3000, at(60 * 80)), at(60 * 80), costs,
-        max_span=timedelta(hours=72),
-    )
+    pricer, costs = running_cost_pricer(world.rt.store), RunningCosts()
+    await event(pricer, costs, station, "Started", 0, 1000)
+    bounded = running_cost_pricer(world.rt.store, max_span=timedelta(hours=72))
+    cost = await bounded.total_cost(station, "tx1", "Updated", register(3000, at(60 * 80)), at(60 * 80), costs)
     assert cost is None
