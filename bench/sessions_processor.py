@@ -11,10 +11,10 @@ Station i is i calls ahead in that cycle, so every round mixes the three kinds.
 
 Stacks:
 - `memory`: memory bus + SQLite; the records are pre-encoded and each round is handed
-  to `handlers.handle_batch` in batches of --batch records (S >= --batch: one event per
+  to `SessionsHandler.handle_batch` in batches of --batch records (S >= --batch: one event per
   session per batch). CPU = `time.process_time()` around the calls.
 - `kafka`: Kafka + Cassandra (127.0.0.1:9092 / 9042, fresh keyspace and topic prefix
-  like tests/integration/conftest.py), the real `SessionsService` (subscribe_batch,
+  like tests/integration/conftest.py), the real processor shell (subscribe_batch,
   commits, publish_many to Kafka). A producer subprocess publishes one round at a time
   and waits until this process has consumed it (the consumer is caught up, as in a live
   fleet; a backlog would put several events of a session in one batch, which is cheaper).
@@ -141,19 +141,21 @@ async def provision(store: Any, stations: int) -> None:
     ))
 
 
-async def fast_forward(rt: Any, stations: int, first: int, last: int, t0: datetime, with_samples: bool = True) -> None:
+async def fast_forward(
+    rt: Any, handler: Any, stations: int, first: int, last: int, t0: datetime, with_samples: bool = True
+) -> None:
     """Rounds first..last of every session, as the processor would have stored them
     (`with_samples` False: the documents only, to tell the samples table's growth from
     the session's length)."""
     from services.common.store.port import DocWrite
-    from services.sessions import handlers
-    from services.sessions.domain import apply, session_from_doc, session_to_doc
+    from services.sessions.documents import sample_to_row, session_from_doc, session_to_doc
+    from services.sessions.domain import apply
     from services.sessions.domain import session as domain
 
-    rules = handlers.rules_for(rt)
+    rules = handler.rules
     docs = await rt.store.get_docs("session", [domain.session_id(station_id(0), tx_of(0))])
     base = session_from_doc(next(iter(docs.values())))
-    tariff, _ = await handlers.lookups_for(rt).for_station(rt.store, station_id(0))
+    tariff, _ = await handler.lookups.for_station(station_id(0))
     # one template per phase of the 20-call cycle would be exact; the state differs only in
     # which status/heartbeat rounds were skipped, so station 0's fold stands for all
     s, samples = base, []
@@ -164,7 +166,7 @@ async def fast_forward(rt: Any, stations: int, first: int, last: int, t0: dateti
             samples.extend(step.new_samples)
         if step.rebuild:
             raise RuntimeError(f"fast-forward asked for a rebuild: {step.rebuild}")
-    rows = [domain.sample_to_row(x) for x in samples]
+    rows = [sample_to_row(x) for x in samples]
     writes = []
     sem = asyncio.Semaphore(4)  # each append sends its chunks concurrently: keep the connection below its limit
 
@@ -197,7 +199,7 @@ async def run_memory(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from services.common.config import Settings
     from services.common.runtime import bootstrap
     from services.common.store.sqlite import SqliteStore
-    from services.sessions.handlers import handle_batch
+    from services.sessions.wiring import build_handler
 
     settings = Settings(events_partitions=a.partitions, tariff_cache_s=3600)
     store = SqliteStore(f"sqlite:///{tmp}/bsp.db")
@@ -206,12 +208,13 @@ async def run_memory(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     await rt.start()
     await store.migrate()
     await provision(store, a.stations)
+    handler = build_handler(rt)
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
     offsets = Offsets(a.partitions)
 
     async def feed(records: list[Record]) -> None:
         for j in range(0, len(records), a.batch):
-            await handle_batch(rt, records[j:j + a.batch])
+            await handler.handle_batch(records[j:j + a.batch])
 
     async def rounds(first: int, last: int) -> tuple[float, int]:
         pre = [offsets.records([call(i, k, t0) for i in range(a.stations)]) for k in range(first, last + 1)]
@@ -235,17 +238,17 @@ async def run_memory(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     out = {}
     cpu, n = await rounds(2, 1 + a.rounds)
     out["early"] = (cpu, n)
-    await fast_forward(rt, a.stations, 2 + a.rounds, a.long, t0, not a.ff_docs_only)
+    await fast_forward(rt, handler, a.stations, 2 + a.rounds, a.long, t0, not a.ff_docs_only)
     cpu, n = await rounds(a.long + 1, a.long + a.rounds)
     out["late"] = (cpu, n)
-    out["cache"] = _cache_stats(rt)
+    out["cache"] = _cache_stats(handler)
     await rt.close()
     return out
 
 
-def _cache_stats(rt: Any) -> dict[str, int]:
-    cache = rt.extras.get("sessions.cache")
-    return {"hits": cache.hits, "misses": cache.misses} if cache is not None and hasattr(cache, "hits") else {}
+def _cache_stats(handler: Any) -> dict[str, int]:
+    cache = getattr(handler.sessions, "cache", None)
+    return {"hits": cache.hits, "misses": cache.misses} if cache is not None else {}
 
 
 def _tune_gc(a: argparse.Namespace) -> None:
@@ -264,8 +267,10 @@ def _profiler(a: argparse.Namespace) -> Any:
 # -- Kafka + Cassandra ------------------------------------------------------------------
 async def run_kafka(a: argparse.Namespace) -> dict[str, Any]:
     from services.common.config import Settings
+    from services.common.processor import Processor
     from services.common.runtime import bootstrap
-    from services.sessions import worker
+    from services.sessions.handlers import GROUP, observe_batch
+    from services.sessions.wiring import build_handler
 
     tag = uuid.uuid4().hex[:8]
     keyspace = f"bsp_{tag}"
@@ -280,17 +285,17 @@ async def run_kafka(a: argparse.Namespace) -> dict[str, Any]:
     consumed = 0
     batches: list[int] = []
     arrived = asyncio.Event()
-    real = worker.handle_batch
+    handler = build_handler(rt)
 
-    async def counting(rt_: Any, records: Any) -> None:
+    async def counting(records: Any) -> None:
         nonlocal consumed
-        await real(rt_, records)
+        await handler.handle_batch(records)
         consumed += len(records)
         batches.append(len(records))
         arrived.set()
 
-    worker.handle_batch = counting  # type: ignore[assignment]
-    service = worker.SessionsService(rt)
+    # the wiring's processor, with the batch handler counting what it consumed
+    service = Processor("sessions", rt.bus, topics.EVENTS, GROUP, counting, max_records=a.batch, observe=observe_batch)
     await service.start()
     _tune_gc(a)
     producer = subprocess.Popen(
@@ -335,20 +340,19 @@ async def run_kafka(a: argparse.Namespace) -> dict[str, Any]:
     out["early_batch_records"] = sum(batches) / max(len(batches), 1)
     await service.stop()
     t = time.monotonic()
-    await fast_forward(rt, a.stations, 2 + a.rounds, a.long, t0, not a.ff_docs_only)
+    await fast_forward(rt, handler, a.stations, 2 + a.rounds, a.long, t0, not a.ff_docs_only)
     out["fast_forward_s"] = round(time.monotonic() - t, 1)
     await service.start()
     await send(f"round {a.long}", a.stations)  # rejoin the group, warm up
     cpu, n = await rounds(a.long + 1, a.long + a.rounds)
     out["late"] = (cpu, n)
     out["late_batch_records"] = sum(batches) / max(len(batches), 1)
-    out["cache"] = _cache_stats(rt)
+    out["cache"] = _cache_stats(handler)
     producer.stdin.write("quit\n")
     producer.stdin.flush()
     producer.wait(30)
     await service.stop()
     await rt.close()
-    worker.handle_batch = real  # type: ignore[assignment]
     return out
 
 

@@ -18,13 +18,13 @@ as in the session document.
 
 from __future__ import annotations
 
-import inspect
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
+from services.billing.domain.running import accumulator_to_pb
 from services.common.codec import cloudevent_headers, get_timestamp, meter_values_pb2, sessions_pb2, set_timestamp
 from services.common.timeutil import to_ocpp
-from services.sessions.domain.session import Sample, Session
+from services.sessions.domain.session import Reading, Sample, Session
 
 __all__ = [
     "CE_TYPE",
@@ -45,7 +45,7 @@ UTC = timezone.utc
 
 
 # -- csms.sessions.v1 ----------------------------------------------------------------
-def session_to_pb(s: Session, *, site_id: str = "", running_total: str = "") -> Any:
+def session_to_pb(s: Session, *, site_id: str = "", running_total: str = "") -> sessions_pb2.Session:
     """`site_id`: the station's site (the session does not keep it); `running_total`: the
     accumulator's price so far incl. tax (decimal text) when the tariff it names still
     applies, else "" (consumers then price it themselves)."""
@@ -63,7 +63,7 @@ def session_to_pb(s: Session, *, site_id: str = "", running_total: str = "") -> 
         suspect=s.suspect,
         version=s.version,
         ocpp_version=s.ocpp_version,
-        site_id=site_id or str(getattr(s, "site_id", "") or ""),
+        site_id=site_id,
         authorization=s.authorization,
         clock_suspect=s.clock_suspect,
         suspect_reasons=sorted(s.suspect_reasons),
@@ -72,8 +72,8 @@ def session_to_pb(s: Session, *, site_id: str = "", running_total: str = "") -> 
         abandon_reason=s.abandon_reason,
         remote_start_id=s.remote_start_id,
         issued_by=s.issued_by,
-        sample_count=int(getattr(s, "sample_count", 0) or 0),
-        excluded_count=int(getattr(s, "excluded_count", 0) or 0),
+        sample_count=s.sample_count,
+        excluded_count=s.excluded_count,
     )
     if s.meter_start_wh is not None:
         pb.meter_start_wh = s.meter_start_wh
@@ -87,75 +87,34 @@ def session_to_pb(s: Session, *, site_id: str = "", running_total: str = "") -> 
     set_timestamp(pb.abandoned_at, s.abandoned_at)
     set_timestamp(pb.station_started_at, s.station_started_at)
     set_timestamp(pb.station_stopped_at, s.station_stopped_at)
-    set_timestamp(pb.first_sample_at, getattr(s, "first_sample_at", None))
-    set_timestamp(pb.last_sample_at, getattr(s, "last_sample_at", None))
-    _register_to_pb(pb, "first_register", getattr(s, "first_register", None))
-    _register_to_pb(pb, "last_register", getattr(s, "last_register", None))
-    peak = getattr(s, "peak_power_w", None)
+    set_timestamp(pb.first_sample_at, s.first_sample_at)
+    set_timestamp(pb.last_sample_at, s.last_sample_at)
+    _register_to_pb(pb.first_register, s.first_register)
+    _register_to_pb(pb.last_register, s.last_register)
+    peak = s.peak_power_w
     if peak is not None:
         pb.peak_power_w = float(peak)
-    anchor = getattr(s, "energy_anchor_wh", None)
-    if anchor is not None:
-        pb.energy_anchor_wh = int(anchor)
-    price = getattr(s, "price", None)
-    if price is not None:
-        _price_to_pb(price, pb.price)
+    if s.energy_anchor_wh is not None:
+        pb.energy_anchor_wh = int(s.energy_anchor_wh)
+    if s.price is not None:
+        # one encoding of the accumulator for billing, the gateway and us
+        accumulator_to_pb(s.price, pb.price)
         if running_total:
             pb.price.running_total_incl_tax = running_total
     return pb
 
 
-def _register_to_pb(pb: Any, field: str, reading: tuple[datetime, int] | None) -> None:
+def _register_to_pb(msg: Any, reading: Reading | None) -> None:
+    """`reading`: (time, Wh as read); the message carries whole Wh."""
     if reading is None:
         return
     at, wh = reading
-    msg = getattr(pb, field)
     set_timestamp(msg.at, at)
     msg.wh = int(wh)
 
 
-def _price_to_pb(acc: Any, msg: Any) -> None:
-    """The pricing helper's `accumulator_to_pb` when it exists (one encoding for billing,
-    the gateway and us), else the fields written here from the accumulator's attributes."""
-    to_pb, fills = _accumulator_to_pb()
-    if to_pb is not None:
-        if fills:
-            to_pb(acc, msg)
-        else:
-            msg.CopyFrom(to_pb(acc))
-        return
-    msg.tariff_id = str(getattr(acc, "tariff_id", "") or "")
-    msg.tariff_fingerprint = str(getattr(acc, "tariff_fingerprint", "") or getattr(acc, "fingerprint", "") or "")
-    set_timestamp(msg.opened_at, getattr(acc, "opened_at", None))
-    msg.open_wh = int(getattr(acc, "open_wh", 0) or 0)
-    set_timestamp(msg.last_at, getattr(acc, "last_at", None))
-    msg.last_wh = int(getattr(acc, "last_wh", 0) or 0)
-    for at, wh in getattr(acc, "marks", ()) or ():
-        mark = msg.marks.add(wh=str(wh))
-        set_timestamp(mark.at, at)
-    total = getattr(acc, "running_total_incl_tax", None)
-    msg.running_total_incl_tax = "" if total is None else str(total)
-    msg.currency = str(getattr(acc, "currency", "") or "")
-
-
-_TO_PB: list[tuple[Any, bool]] = []
-
-
-def _accumulator_to_pb() -> tuple[Any, bool]:
-    """(running.accumulator_to_pb or None, whether it fills a message), looked up once
-    (inspecting its signature per snapshot cost more than encoding it)."""
-    if not _TO_PB:
-        try:
-            from services.billing.domain import running
-        except ImportError:  # pragma: no cover - the pricing module ships with ADR 015
-            running = None  # type: ignore[assignment]
-        to_pb = getattr(running, "accumulator_to_pb", None) if running is not None else None
-        _TO_PB.append((to_pb, to_pb is not None and len(inspect.signature(to_pb).parameters) >= 2))
-    return _TO_PB[0]
-
-
 def encode_session(s: Session, *, site_id: str = "", running_total: str = "") -> bytes:
-    return session_to_pb(s, site_id=site_id, running_total=running_total).SerializeToString()  # type: ignore[no-any-return]
+    return session_to_pb(s, site_id=site_id, running_total=running_total).SerializeToString()
 
 
 def decode_session(data: bytes) -> dict[str, Any]:
@@ -263,8 +222,8 @@ def encode_meter_values(
             measurand=x.measurand, value=x.value, unit=x.unit, phase=x.phase, excluded=x.excluded, raw_value=x.raw_value
         )
         set_timestamp(sp.timestamp, x.timestamp)
-        set_timestamp(sp.station_time, getattr(x, "station_time", None))
-    return pb.SerializeToString()  # type: ignore[no-any-return]
+        set_timestamp(sp.station_time, x.station_time)
+    return pb.SerializeToString()
 
 
 def decode_meter_values(data: bytes) -> dict[str, Any]:

@@ -1,19 +1,24 @@
-"""Thin runtime shell around the sessions domain: decode, load, apply, save, publish — per batch.
+"""Thin shell around the sessions domain: decode, load, apply, save, publish — per batch.
 
-`handle_batch(rt, records)` is a plain async function: the worker (`SessionsService`)
-hands it each batch of csms.events.v1 records (`Bus.subscribe_batch`, ADR 015);
-`handle_record` / `handle_event` are a batch of one (tools and tests).
+`SessionsHandler` is the sessions processor's handler, built once per process by
+services/sessions/wiring.py with the ports it uses: the repositories of the documents it
+owns (services/sessions/repository.py), the station lookups (the tariff that applies and
+the site), `publish` / `publish_many`, the clock, the plausibility rules and the billing
+limits. `handle_batch(records)` is what the processor shell calls with each batch of
+csms.events.v1 records (`Bus.subscribe_batch`, ADR 015); `handle_record` / `handle_event`
+are a batch of one (tools and tests). `sweep_once(...)` (a function of its ports) is the
+idle sweeper the shell runs periodically.
 
 A batch, in record order (each station's records arrive in offset order):
 - Every record is decoded; an undecodable one is logged, counted and skipped.
-- The session documents of every session event of the batch are read with ONE
-  `get_docs`. Each session's events are applied in order in memory with
-  `position=(partition, offset)`: a record at or below the session's applied mark is a
-  redelivery and changes nothing. A step's new samples wait in memory; when a step asks
-  for a rebuild (an out-of-order reading, a window that moved over counted readings),
-  the pending samples are appended, the session's samples read once and folded again
+- The sessions of every session event of the batch are read with ONE `get_sessions`.
+  Each session's events are applied in order in memory with `position=(partition,
+  offset)`: a record at or below the session's applied mark is a redelivery and changes
+  nothing. A step's new samples wait in memory; when a step asks for a rebuild (an
+  out-of-order reading, a window that moved over counted readings), the pending samples
+  are appended, the session's samples read once and folded again
   (`csms_sessions_rebuilds_total{reason}`).
-- Then ONE `append_samples` per session with new samples, ONE versioned `put_docs` for
+- Then ONE `append_samples` per session with new samples, ONE versioned `put_sessions` for
   all changed sessions (no read-before-write: the highest version wins), and ONE
   `publish_many`: one csms.sessions.v1 snapshot per session the batch touched (its
   latest state; the stored one when all its events were redeliveries, so a crash between
@@ -21,28 +26,27 @@ A batch, in record order (each station's records arrive in offset order):
   csms.meter-values.v1 record per event that carried samples (a redelivered event's
   samples are published again: consumers dedupe by the sample key).
 - Before applying: a transaction event naming only its EVSE takes the connector from
-  the station status document (`connector_from_status`), and one carrying a
-  remoteStartId gets the matching RequestStartTransaction command (doc "remote_start",
-  written here when the CommandIssued is processed) for its token and issuer. Both read
-  through the batch, so an earlier record of the same batch counts.
+  the station status (`connector_from_status`), and one carrying a remoteStartId gets the
+  matching RequestStartTransaction command (kind REMOTE_START, written here when the
+  CommandIssued is processed) for its token and issuer. Both read through the batch, so
+  an earlier record of the same batch counts.
 - The tariff that applies to the station (services.billing.documents.resolve_tariff) and
-  the station's site are cached for CSMS_TARIFF_CACHE_S: the domain opens and advances
-  the session's price accumulator with that tariff; the snapshot carries the site.
-- Lifecycle (domain/lifecycle.py): the station's open-sessions index (doc
-  "open_sessions"/<station>) is read only when a session's index entry changes (opens,
-  starts, moves, ends, is abandoned) or on a redelivery, never for an ordinary
-  MeterValues, and written after the sessions. A TransactionStarted, a StationBooted and
-  a ConnectorStatus "Available" are checked against the index as it stands at that record;
-  each session they close (still open at that record) is published as a SessionAbandoned
-  on csms.events.v1 after the index write (a deterministic event id: redeliveries publish
-  the same event again, harmlessly), and applied when this processor consumes it.
-- A session document this process wrote last is not decoded again: `SessionCache`
-  (CSMS_SESSIONS_CACHE_ENTRIES) gives back the session when the fetched document is
-  byte-identical to the one written; anything else is decoded.
-- Station status → doc "station_status"/<station id>: the documents of the batch's status
-  events are read with one `get_docs` (concurrent with the sessions'), the changed ones
-  written with one versioned `put_docs` (no read) alongside the sessions'; command records → doc
-  "command"/<command id> with parent = station id (late replies correlate there).
+  the station's site are cached for CSMS_TARIFF_CACHE_S (`StationLookups`): the domain
+  opens and advances the session's price accumulator with that tariff; the snapshot
+  carries the site.
+- Lifecycle (domain/lifecycle.py): the station's open-sessions index (kind OPEN_SESSIONS)
+  is read only when a session's index entry changes (opens, starts, moves, ends, is
+  abandoned) or on a redelivery, never for an ordinary MeterValues, and written after
+  the sessions. A TransactionStarted, a StationBooted and a ConnectorStatus "Available"
+  are checked against the index as it stands at that record; each session they close
+  (still open at that record) is published as a SessionAbandoned on csms.events.v1 after
+  the index write (a deterministic event id: redeliveries publish the same event again,
+  harmlessly), and applied when this processor consumes it.
+- Station status (kind STATION_STATUS, one per station): the statuses of the batch's
+  status events are read with one `get_statuses` (concurrent with the sessions'), the
+  changed ones written with one versioned `put_statuses` (no read) alongside the
+  sessions'; command records (kind COMMAND, parent = station id: late replies correlate
+  there).
 - A legacy session document (before ADR 015, with `meter_samples`) is upgraded on first
   touch: its samples are appended to the samples table and the session rebuilt from them.
 
@@ -57,76 +61,83 @@ sessions has been written then (samples appended by a rebuild are idempotent row
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable, Sequence
+from typing import Any, ParamSpec, Protocol, TypeVar
 
-import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.billing.documents import default_tariff_doc, resolve_tariff
 from services.billing.domain import TariffError
+from services.billing.domain.limits import BillingLimits
 from services.billing.domain.running import StaleAccumulator, finish_price
-from services.billing.handlers import billing_limits
+from services.billing.domain.tariff import Tariff
 from services.common import codec, topics
 from services.common import events as ev
-from services.common.bus.port import Outgoing, Record
-from services.common.store.port import DocWrite
+from services.common.bus.port import Header, Outgoing, Record
+from services.common.store.port import Store
+from services.common.timeutil import Clock
 from services.sessions import codec as snapshots
 from services.sessions import meter_values
-from services.sessions.domain import (
-    INDEX_KIND,
-    REMOTE_START_KIND,
+from services.sessions.domain.lifecycle import (
     Abandon,
-    Plausibility,
-    RemoteStart,
-    Session,
+    IndexEntry,
+    OpenSessions,
+    RemoteStartCommand,
     abandon_envelope,
     abandons_for_boot,
     abandons_for_start,
     abandons_for_status,
-    apply,
-    apply_command,
     apply_remote_start,
-    apply_status,
     connector_from_status,
     index_entry,
     index_with,
     is_idle,
     remote_start_doc_id,
-    remote_start_from_doc,
+    remote_start_of,
     remote_start_ref,
-    session_from_doc,
-    session_ref,
-    session_to_doc,
 )
-from services.sessions.domain import session as domain
-from services.sessions.domain.session import CLOCK_REASONS, Sample
-from services.sessions.domain.station_status import COMMAND_BODIES, STATUS_BODIES
+from services.sessions.domain.session import (
+    CLOCK_REASONS,
+    Plausibility,
+    RemoteStart,
+    Sample,
+    Session,
+    apply,
+    rebuild,
+    session_ref,
+)
+from services.sessions.domain.station_status import (
+    COMMAND_BODIES,
+    STATUS_BODIES,
+    StationStatus,
+    apply_command,
+    apply_status,
+)
+from services.sessions.repository import LifecycleRepository, SessionRepository, StationRecords, StoredSession
 
 __all__ = [
-    "handle_batch",
-    "handle_record",
-    "handle_event",
-    "publish_snapshot",
-    "sweep_once",
-    "rules_for",
-    "lookups_for",
+    "SessionsHandler",
     "StationLookups",
+    "TariffLookup",
+    "Publish",
+    "PublishMany",
+    "sweep_once",
+    "publish_snapshot",
+    "running_total",
+    "observe_batch",
     "GROUP",
 ]
 
 log = logging.getLogger("csms.sessions.handlers")
 
 GROUP = topics.group("csms-sessions")
-_RULES_KEY = "sessions.plausibility"
-_LOOKUPS_KEY = "sessions.lookups"
-_CACHE_KEY = "sessions.cache"
-_MAX_DURATION_KEY = "sessions.max_priced_duration"
-_SWEEP_SCAN = 100_000  # open-sessions documents read per sweep (one per station)
+SWEEP_SCAN = 100_000  # open-sessions documents read per sweep (one per station)
+_YIELD_EVERY = 32
+_SITE_PREFIX = "site:"  # station id of the old SiteUpdated notifications on csms.events.v1
 
 EVENTS_PROCESSED = Counter(
     "csms_sessions_events_processed_total", "Events consumed by the sessions processor", ["type"]
@@ -184,45 +195,61 @@ BATCH_RECORDS = Histogram(
 )
 
 
-def rules_for(rt: Any) -> Plausibility:
-    """The plausibility rules of this runtime's settings (built once, kept in rt.extras).
-    Raises ValueError for a bad CSMS_CLOCK_FLOOR: the worker calls it at start."""
-    rules = rt.extras.get(_RULES_KEY)
-    if rules is None:
-        rules = rt.extras[_RULES_KEY] = Plausibility.from_settings(rt.settings)
-    return rules  # type: ignore[no-any-return]
+def observe_batch(records: Sequence[Record], seconds: float) -> None:
+    """The batch metrics (the processor shell's `observe`)."""
+    BATCH_SECONDS.observe(seconds)
+    BATCH_RECORDS.observe(len(records))
+    if records:
+        share = seconds / len(records)
+        for _ in records:
+            HANDLER_SECONDS.observe(share)
+
+
+# -- ports ---------------------------------------------------------------------------
+class Publish(Protocol):
+    async def __call__(
+        self, topic: str, key: str, value: bytes, headers: Sequence[Header] = (), partition: int | None = None,
+    ) -> None: ...
+
+
+PublishMany = Callable[[Sequence[Outgoing]], Awaitable[None]]
+
+
+class TariffLookup(Protocol):
+    async def for_station(self, station_id: str) -> tuple[Tariff | None, str]:
+        """(the tariff that applies to the station now or None, the station's site id or "")."""
+        ...
 
 
 # -- station lookups (tariff, site), cached briefly ------------------------------------
-_YIELD_EVERY = 32
-_SITE_PREFIX = "site:"  # station id of the old SiteUpdated notifications on csms.events.v1
-
-
 class StationLookups:
     """The tariff that applies to a station now (station, else site, else default:
     `services.billing.documents.resolve_tariff`) and the station's site id, cached for
     `ttl_s` seconds (CSMS_TARIFF_CACHE_S): a tariff edit reaches running sessions within
     that time; until then the accumulator keeps the tariff it was opened with (billing
     re-prices from the samples when the tariff that applies at the end differs). A stored
-    tariff that does not parse is logged and treated as no tariff (billing reports it)."""
+    tariff that does not parse is logged and treated as no tariff (billing reports it).
+    One per process (built by the wiring)."""
 
     _MAX_ENTRIES = 200_000
 
-    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: Store, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
         self.ttl_s = max(float(ttl_s), 0.0)
         self.clock = clock
-        self._cache: dict[str, tuple[float, Any, str]] = {}
-        self._default: tuple[float, Any] | None = None
+        self._cache: dict[str, tuple[float, Tariff | None, str]] = {}
+        self._default: tuple[float, dict[str, Any] | None] | None = None
 
-    async def for_station(self, store: Any, station_id: str) -> tuple[Any, str]:
+    async def for_station(self, station_id: str) -> tuple[Tariff | None, str]:
         now = self.clock()
         hit = self._cache.get(station_id)
         if hit is not None and hit[0] > now:
             return hit[1], hit[2]
+        store = self.store
         station = await store.get_station(station_id)
         site_id = (station.site_id if station is not None else None) or ""
 
-        async def default_doc() -> Any:
+        async def default_doc() -> dict[str, Any] | None:
             # one listing of the tariffs per TTL for the whole process, not one per station
             if self._default is None or self._default[0] <= now:
                 self._default = (now + self.ttl_s, await default_tariff_doc(store))
@@ -244,94 +271,77 @@ class StationLookups:
         self._default = None
 
 
-def lookups_for(rt: Any) -> StationLookups:
-    lookups = rt.extras.get(_LOOKUPS_KEY)
-    if lookups is None:
-        ttl = float(getattr(rt.settings, "tariff_cache_s", 30.0))
-        lookups = rt.extras[_LOOKUPS_KEY] = StationLookups(ttl)
-    return lookups  # type: ignore[no-any-return]
+# -- the handler ---------------------------------------------------------------------
+class SessionsHandler:
+    """The sessions processor's handler: its ports, bound once (see the module docstring)."""
 
+    def __init__(
+        self,
+        *,
+        sessions: SessionRepository,
+        stations: StationRecords,
+        lifecycle: LifecycleRepository,
+        lookups: TariffLookup,
+        publish: Publish,
+        publish_many: PublishMany,
+        clock: Clock,
+        rules: Plausibility,
+        limits: BillingLimits,
+        idle_timeout: timedelta,
+    ) -> None:
+        self.sessions = sessions
+        self.stations = stations
+        self.lifecycle = lifecycle
+        self.lookups = lookups
+        self.publish = publish
+        self.publish_many = publish_many
+        self.clock = clock
+        self.rules = rules
+        self.limits = limits
+        self.idle_timeout = idle_timeout
+        # the labelled counter child of each event type, made once (labels() per record cost)
+        self._processed: dict[str, Counter] = {}
 
-class SessionCache:
-    """The sessions this process wrote last, by id: (version, a 128-bit BLAKE2b digest of
-    the document's JSON, the session). A fetched document whose JSON has that digest is
-    that session: it is taken from here instead of decoded (decoding was ~1/6 of the
-    processor's CPU per record). Anything else (another writer after a rebalance, an older
-    or newer version, a legacy document) misses and is decoded. Bounded by
-    CSMS_SESSIONS_CACHE_ENTRIES (0: off; ~5 KB per entry); when full it is emptied (the
-    next batches refill it with the sessions that are still sending)."""
-
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max(int(max_entries), 0)
-        self._entries: dict[str, tuple[int, bytes, Session]] = {}
-        self.hits = self.misses = 0
-
-    @staticmethod
-    def digest(raw: bytes) -> bytes:
-        return hashlib.blake2b(raw, digest_size=16).digest()
-
-    def get(self, sid: str, doc: dict[str, Any]) -> Session | None:
-        hit = self._entries.get(sid)
-        if hit is not None and hit[0] == doc.get("version"):
+    async def handle_batch(self, records: Sequence[Record]) -> None:
+        """Handle one batch of csms.events.v1 records (each partition's in offset order)."""
+        items: list[tuple[Record | None, ev.Envelope, str | None]] = []
+        for record in records:
             try:
-                if self.digest(orjson.dumps(doc)) == hit[1]:
-                    self.hits += 1
-                    return hit[2]
-            except TypeError:
-                pass
-        self.misses += 1
-        return None
+                env = codec.decode_event(record.value, codec.headers_dict(record.headers))
+            except Exception:
+                EVENTS_SKIPPED.labels(reason="undecodable").inc()
+                log.exception("undecodable record %s[%d]@%d skipped", record.topic, record.partition, record.offset)
+                continue
+            items.append((record, env, record.header("traceparent")))
+        if items:
+            await _Batch(self, self.clock()).run(items)
 
-    def put(self, s: Session, raw: bytes) -> None:
-        """`raw`: the JSON of the document written for `s` (orjson.dumps of it)."""
-        if not self.max_entries:
-            return
-        if len(self._entries) >= self.max_entries and s.id not in self._entries:
-            self._entries.clear()
-        self._entries[s.id] = (s.version, self.digest(raw), s)
+    async def handle_record(self, record: Record) -> None:
+        """Handle one csms.events.v1 record (a batch of one)."""
+        await self.handle_batch((record,))
 
-    def forget(self, sid: str | None = None) -> None:
-        if sid is None:
-            self._entries.clear()
-        else:
-            self._entries.pop(sid, None)
+    async def handle_event(self, env: ev.Envelope, *, traceparent: str | None = None) -> None:
+        """Handle one already decoded event without a record position (no redelivery mark)."""
+        await _Batch(self, self.clock()).run([(None, env, traceparent)])
 
-    def __len__(self) -> int:
-        return len(self._entries)
+    async def sweep(self, now: datetime | None = None) -> int:
+        """One idle sweep with this handler's ports (the processor's periodic job); returns
+        how many sessions it abandoned."""
+        n = await sweep_once(
+            self.sessions, self.lifecycle, self.publish, now if now is not None else self.clock(), self.idle_timeout,
+        )
+        if n:
+            log.info("sweeper abandoned %d idle session(s)", n)
+        return n
 
+    async def publish_snapshot(self, s: Session, *, traceparent: str | None = None) -> None:
+        await publish_snapshot(s, self.lookups, self.publish, self.limits.max_duration, traceparent=traceparent)
 
-def cache_for(rt: Any) -> SessionCache:
-    cache = rt.extras.get(_CACHE_KEY)
-    if cache is None:
-        cache = rt.extras[_CACHE_KEY] = SessionCache(int(getattr(rt.settings, "sessions_cache_entries", 10_000)))
-    return cache  # type: ignore[no-any-return]
-
-
-# -- entry points ------------------------------------------------------------------
-async def handle_record(rt: Any, record: Record) -> None:
-    """Handle one csms.events.v1 record (a batch of one). `rt` is a `services.common.runtime.Runtime`."""
-    await handle_batch(rt, (record,))
-
-
-async def handle_event(rt: Any, env: ev.Envelope, *, traceparent: str | None = None) -> None:
-    """Handle one already decoded event without a record position (no redelivery mark)."""
-    batch = _Batch(rt, rt.clock())
-    await batch.run([(None, env, traceparent)])
-
-
-async def handle_batch(rt: Any, records: Sequence[Record]) -> None:
-    """Handle one batch of csms.events.v1 records (each partition's in offset order)."""
-    items: list[tuple[Record | None, ev.Envelope, str | None]] = []
-    for record in records:
-        try:
-            env = codec.decode_event(record.value, codec.headers_dict(record.headers))
-        except Exception:
-            EVENTS_SKIPPED.labels(reason="undecodable").inc()
-            log.exception("undecodable record %s[%d]@%d skipped", record.topic, record.partition, record.offset)
-            continue
-        items.append((record, env, record.header("traceparent")))
-    if items:
-        await _Batch(rt, rt.clock()).run(items)
+    def processed(self, type_name: str) -> Counter:
+        child = self._processed.get(type_name)
+        if child is None:
+            child = self._processed[type_name] = EVENTS_PROCESSED.labels(type=type_name)
+        return child
 
 
 # -- one batch ---------------------------------------------------------------------
@@ -346,51 +356,54 @@ class _Slot:
     changed: bool = False
     touched: bool = False
     traceparent: str | None = None
-    rebuild: str = ""          # why the session must be folded again before it is written
-    tariff: Any = None         # ... with this tariff
+    rebuild: str = ""            # why the session must be folded again before it is written
+    tariff: Tariff | None = None  # ... with this tariff
 
 
 class _Batch:
-    def __init__(self, rt: Any, now: datetime) -> None:
-        self.rt = rt
-        self.store = rt.store
+    def __init__(self, h: SessionsHandler, now: datetime) -> None:
+        self.h = h
+        self.sessions = h.sessions
+        self.stations = h.stations
+        self.lifecycle = h.lifecycle
+        self.lookups = h.lookups
         self.now = now
-        self.rules = rules_for(rt)
-        self.lookups = lookups_for(rt)
-        self.cache = cache_for(rt)
-        self.docs: dict[str, dict[str, Any]] = {}
+        self.rules = h.rules
+        self.loaded: dict[str, StoredSession] = {}
         self.slots: dict[str, _Slot] = {}
-        self.status_docs: dict[str, dict[str, Any] | None] = {}
-        self.status_out: dict[str, dict[str, Any]] = {}  # station status documents to write
-        self.remote_docs: dict[str, dict[str, Any] | None] = {}
-        self.other_sessions: dict[str, dict[str, Any] | None] = {}
-        self.indexes: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {}  # station: (stored, now)
+        self.statuses: dict[str, StationStatus | None] = {}
+        self.status_out: dict[str, StationStatus] = {}  # station statuses to write
+        self.remote: dict[str, RemoteStartCommand | None] = {}
+        self.other_sessions: dict[str, Session | None] = {}
+        self.indexes: dict[str, tuple[OpenSessions | None, OpenSessions | None]] = {}  # station: (stored, now)
         self.meter_out: list[Outgoing] = []
         self.abandons: list[tuple[ev.Envelope, str]] = []
 
     async def run(self, items: list[tuple[Record | None, ev.Envelope, str | None]]) -> None:
         refs = [session_ref(env) for _, env, _ in items]
         ids = sorted({ref[0] for ref in refs if ref is not None})
-        # the station status documents of the batch's status events, in the same read round
+        # the station statuses of the batch's status events, in the same read round
         stations = sorted({env.station_id for _, env, _ in items if isinstance(env.body, STATUS_BODIES)})
+        status: Mapping[str, StationStatus]
         if ids and stations:
-            self.docs, status = await asyncio.gather(
-                self.store.get_docs("session", ids), self.store.get_docs("station_status", stations)
+            self.loaded, status = await asyncio.gather(
+                self.sessions.get_sessions(ids), self.stations.get_statuses(stations)
             )
         elif ids:
-            self.docs, status = await self.store.get_docs("session", ids), {}
+            self.loaded, status = await self.sessions.get_sessions(ids), {}
         elif stations:
-            status = await self.store.get_docs("station_status", stations)
+            status = await self.stations.get_statuses(stations)
         else:
             status = {}
         for station_id in stations:
-            self.status_docs[station_id] = status.get(station_id)
+            self.statuses[station_id] = status.get(station_id)
+        processed = self.h.processed
         for i, ((record, env, traceparent), ref) in enumerate(zip(items, refs)):
             if i % _YIELD_EVERY == _YIELD_EVERY - 1:
                 # let the event loop breathe: in one process (`csms run`) the gateway's
                 # replies wait behind a batch that never awaits real I/O
                 await asyncio.sleep(0)
-            _processed(env.type_name).inc()
+            processed(env.type_name).inc()
             _observe_skew(env)
             if ref is not None:
                 await self._session_event(record, env, ref[0], traceparent)
@@ -405,35 +418,35 @@ class _Batch:
         slot = self.slots.get(sid)
         if slot is not None:
             return slot
-        doc = self.docs.get(sid)
-        stored = None if doc is None else (self.cache.get(sid, doc) or session_from_doc(doc))
+        loaded = self.loaded.get(sid)
+        stored = None if loaded is None else loaded.session
         slot = self.slots[sid] = _Slot(sid, stored, stored)
-        if doc is not None and stored is not None and _is_legacy(doc):
-            await self._upgrade_legacy(slot, doc, station_id)
+        if loaded is not None and loaded.legacy is not None:
+            await self._upgrade_legacy(slot, loaded.legacy, station_id)
         return slot
 
-    async def _upgrade_legacy(self, slot: _Slot, doc: dict[str, Any], station_id: str) -> None:
+    async def _upgrade_legacy(self, slot: _Slot, samples: Sequence[Sample], station_id: str) -> None:
         """A document from before ADR 015: its samples go to the samples table, the
         session is folded again from them and written back without them."""
-        assert slot.cur is not None
-        slot.pending.extend(domain.legacy_samples(doc))
-        slot.tariff, _ = await self.lookups.for_station(self.store, station_id)
+        assert slot.cur is not None and slot.stored is not None
+        slot.pending.extend(samples)
+        slot.tariff, _ = await self.lookups.for_station(station_id)
         slot.rebuild = "legacy_document"
         await self._rebuild(slot)
         assert slot.cur is not None
-        if slot.cur is slot.stored or slot.cur.version <= slot.stored.version:  # type: ignore[union-attr]
-            slot.cur = replace(slot.cur, version=slot.stored.version + 1)  # type: ignore[union-attr]
+        if slot.cur is slot.stored or slot.cur.version <= slot.stored.version:
+            slot.cur = replace(slot.cur, version=slot.stored.version + 1)
         slot.changed = True
-        log.info("legacy session document %s upgraded (%d samples)", slot.sid, len(doc.get("meter_samples") or ()))
+        log.info("legacy session document %s upgraded (%d samples)", slot.sid, len(samples))
 
     async def _session_event(self, record: Record | None, env: ev.Envelope, sid: str, traceparent: str | None) -> None:
         slot = await self._slot(sid, env.station_id)
         prev = slot.cur
         env = await self._with_connector(env, prev)
         remote = await self._remote_start(env)
-        tariff, _ = await self.lookups.for_station(self.store, env.station_id)
+        tariff, _ = await self.lookups.for_station(env.station_id)
         position = (record.partition, record.offset) if record is not None else None
-        step = _guarded(apply, prev, env, self.now, self.rules, remote=remote, tariff=tariff, position=position)
+        step = _guarded(env, apply, prev, env, self.now, self.rules, remote=remote, tariff=tariff, position=position)
         new = step.session
         if new is None:
             EVENTS_SKIPPED.labels(reason="unknown_session").inc()
@@ -469,10 +482,9 @@ class _Batch:
             return
         REBUILDS.labels(reason=_reason_label(reason)).inc()
         await self._append(slot)
-        rows = await self.store.read_samples(slot.sid)
-        samples = [domain.sample_from_row(r) for r in rows]
+        samples = await self.sessions.read_samples(slot.sid)
         try:
-            slot.cur = domain.rebuild(slot.cur, samples, self.rules, tariff=slot.tariff, now=self.now)
+            slot.cur = rebuild(slot.cur, samples, self.rules, tariff=slot.tariff, now=self.now)
         except Exception as exc:
             DOMAIN_ERRORS.labels(type="rebuild").inc()
             log.error("sessions domain failed rebuilding session %s (%s): %s: %s",
@@ -483,8 +495,7 @@ class _Batch:
 
     async def _append(self, slot: _Slot) -> None:
         if slot.pending:
-            rows = [domain.sample_to_row(x) for x in slot.pending]
-            await self.store.append_samples(slot.sid, rows)
+            await self.sessions.append_samples(slot.sid, slot.pending)
             slot.pending = []
 
     async def _with_connector(self, env: ev.Envelope, old: Session | None) -> ev.Envelope:
@@ -497,7 +508,7 @@ class _Batch:
             return env
         if old is not None and old.evse_id == body.evse_id and old.connector_id != 0:
             return env
-        connector = connector_from_status(await self._status_doc(env.station_id), body.evse_id)
+        connector = connector_from_status(await self._status(env.station_id), body.evse_id)
         if connector == 0:
             return env
         return replace(env, body=replace(body, connector_id=connector))
@@ -507,57 +518,58 @@ class _Batch:
         if not rsid:
             return None
         doc_id = remote_start_doc_id(env.station_id, rsid)
-        if doc_id not in self.remote_docs:
-            self.remote_docs[doc_id] = await self.store.get_doc(REMOTE_START_KIND, doc_id)
-        doc = self.remote_docs[doc_id]
-        if doc is None:
+        if doc_id not in self.remote:
+            self.remote[doc_id] = await self.lifecycle.get_remote_start(doc_id)
+        command = self.remote[doc_id]
+        if command is None:
             log.info("no RequestStartTransaction known for remoteStartId %d station=%s", rsid, env.station_id)
-        return remote_start_from_doc(doc)
+        return remote_start_of(command)
 
     # -- station status, commands --
-    async def _status_doc(self, station_id: str) -> dict[str, Any] | None:
-        if station_id not in self.status_docs:
-            self.status_docs[station_id] = await self.store.get_doc("station_status", station_id)
-        return self.status_docs[station_id]
+    async def _status(self, station_id: str) -> StationStatus | None:
+        if station_id not in self.statuses:
+            self.statuses[station_id] = await self.stations.get_status(station_id)
+        return self.statuses[station_id]
 
     async def _status_event(self, env: ev.Envelope) -> None:
         if env.station_id.startswith(_SITE_PREFIX):
             # A site notification from before csms.sites.v1 (still in the topic during an
             # upgrade) is not a station: no station-status document for it.
             return
-        doc = await self._status_doc(env.station_id)
-        new = _guarded(apply_status, doc, env, self.now)
-        if new is not None and new != doc:
-            self.status_docs[env.station_id] = self.status_out[env.station_id] = new  # written in _flush
+        old = await self._status(env.station_id)
+        new = _guarded(env, apply_status, old, env, self.now)
+        if new is not None and new is not old:
+            self.statuses[env.station_id] = self.status_out[env.station_id] = new  # written in _flush
         if isinstance(env.body, (ev.StationBooted, ev.ConnectorStatus)):
             await self._decide_on_status(env)
 
     async def _command_event(self, env: ev.Envelope) -> None:
-        cid = env.body.command_id  # type: ignore[union-attr]
-        doc = await self.store.get_doc("command", cid)
-        new = _guarded(apply_command, doc, env, self.now)
-        if new is not None and new != doc:
-            await self.store.put_doc("command", cid, new, parent=env.station_id, version=new["version"])
-        if isinstance(env.body, ev.CommandIssued) and env.body.ocpp_action == "RequestStartTransaction":
+        body = env.body
+        assert isinstance(body, COMMAND_BODIES)
+        old = await self.stations.get_command(body.command_id)
+        new = _guarded(env, apply_command, old, env, self.now)
+        if new is not None and new is not old:
+            await self.stations.put_command(new)
+        if isinstance(body, ev.CommandIssued) and body.ocpp_action == "RequestStartTransaction":
             doc_id = remote_start_ref(env)
             if doc_id is None:
                 return
-            if doc_id not in self.remote_docs:
-                self.remote_docs[doc_id] = await self.store.get_doc(REMOTE_START_KIND, doc_id)
-            old = self.remote_docs[doc_id]
-            rs = _guarded(apply_remote_start, old, env, self.now)
-            if rs is not None and rs is not old:
-                await self.store.put_doc(REMOTE_START_KIND, doc_id, rs, parent=env.station_id, version=rs["version"])
-                self.remote_docs[doc_id] = rs
+            if doc_id not in self.remote:
+                self.remote[doc_id] = await self.lifecycle.get_remote_start(doc_id)
+            current = self.remote[doc_id]
+            rs = _guarded(env, apply_remote_start, current, env, self.now)
+            if rs is not None and rs is not current:
+                await self.lifecycle.put_remote_start(doc_id, rs)
+                self.remote[doc_id] = rs
 
     # -- lifecycle --
-    async def _index(self, station_id: str) -> dict[str, Any] | None:
+    async def _index(self, station_id: str) -> OpenSessions | None:
         if station_id not in self.indexes:
-            doc = await self.store.get_doc(INDEX_KIND, station_id)
-            self.indexes[station_id] = (doc, doc)
+            index = await self.lifecycle.get_open_sessions(station_id)
+            self.indexes[station_id] = (index, index)
         return self.indexes[station_id][1]
 
-    def _set_index(self, station_id: str, entries: dict[str, dict[str, Any] | None]) -> None:
+    def _set_index(self, station_id: str, entries: Mapping[str, IndexEntry | None]) -> None:
         stored, current = self.indexes[station_id]
         new = index_with(current, station_id, entries, self.now)
         self.indexes[station_id] = (stored, new)
@@ -576,7 +588,7 @@ class _Batch:
         if isinstance(env.body, ev.ConnectorStatus) and env.body.status.strip().lower() != "available":
             return
         index = await self._index(env.station_id)
-        if not (index or {}).get("sessions"):
+        if index is None or not index.sessions:
             return
         if isinstance(env.body, ev.StationBooted):
             decisions = abandons_for_boot(index, env)
@@ -588,7 +600,7 @@ class _Batch:
         """Each decision whose session is open at this record becomes a SessionAbandoned
         (published after the writes); an entry whose session is no longer open (a crash
         between two writes) is dropped from the index."""
-        stale: dict[str, dict[str, Any] | None] = {}
+        stale: dict[str, IndexEntry | None] = {}
         for d in decisions:
             status, energy = await self._session_state(d.session_id)
             if status != "active":
@@ -605,16 +617,13 @@ class _Batch:
         if slot is not None:
             await self._rebuild(slot)  # the energy in the decision must be the folded one
             s = slot.cur
-            return (None, 0) if s is None else (s.status, s.energy_wh)
-        if sid in self.docs:
-            doc: dict[str, Any] | None = self.docs[sid]
+        elif sid in self.loaded:
+            s = self.loaded[sid].session
         else:
             if sid not in self.other_sessions:
-                self.other_sessions[sid] = await self.store.get_doc("session", sid)
-            doc = self.other_sessions[sid]
-        if doc is None:
-            return None, 0
-        return doc.get("status"), int(doc.get("energy_wh") or 0)
+                self.other_sessions[sid] = await self.sessions.get_session(sid)
+            s = self.other_sessions[sid]
+        return (None, 0) if s is None else (s.status, s.energy_wh)
 
     # -- the writes, then the publishes --
     async def _flush(self) -> None:
@@ -627,42 +636,34 @@ class _Batch:
         elif appends:
             await asyncio.gather(*appends)
         changed = [s for s in slots if s.changed]
+        changed_sessions = [s.cur for s in changed if s.cur is not None]
         writes = []
-        docs = [session_to_doc(s.cur) for s in changed]  # type: ignore[arg-type]
-        if changed:
-            writes.append(self.store.put_docs("session", [
-                DocWrite(s.cur.id, doc, parent=s.cur.station_id, version=s.cur.version)  # type: ignore[union-attr]
-                for s, doc in zip(changed, docs)
-            ]))
+        if changed_sessions:
+            writes.append(self.sessions.put_sessions(changed_sessions))
         if self.status_out:
-            # versioned, no read: the highest version wins (as put_doc(version=) keeps it)
-            writes.append(self.store.put_docs("station_status", [
-                DocWrite(station_id, doc, version=doc["version"]) for station_id, doc in self.status_out.items()
-            ]))
+            # versioned, no read: the highest version wins
+            writes.append(self.stations.put_statuses(list(self.status_out.values())))
         if len(writes) == 1:
             await writes[0]
         elif writes:
             await asyncio.gather(*writes)
-        if changed:
-            cache = self.cache
-            for s, doc in zip(changed, docs):
-                assert s.cur is not None
-                _count_transitions(s.stored, s.cur)
-                if cache.max_entries:
-                    cache.put(s.cur, orjson.dumps(doc))
+        for s in changed:
+            assert s.cur is not None
+            _count_transitions(s.stored, s.cur)
         out: list[Outgoing] = []
+        max_duration = self.h.limits.max_duration
         for s in slots:
             assert s.cur is not None
-            tariff, site_id = await self.lookups.for_station(self.store, s.cur.station_id)
-            out.append(_snapshot(s.cur, site_id, running_total(self.rt, s.cur, tariff), s.traceparent))
+            tariff, site_id = await self.lookups.for_station(s.cur.station_id)
+            out.append(_snapshot(s.cur, site_id, running_total(s.cur, tariff, max_duration), s.traceparent))
         out.extend(self.meter_out)
         if out:
-            await self.rt.bus.publish_many(out)
-        for station_id, (stored, current) in self.indexes.items():
+            await self.h.publish_many(out)
+        for stored, current in self.indexes.values():
             if current is not None and current is not stored:
-                await self.store.put_doc(INDEX_KIND, station_id, current, parent=station_id, version=current["version"])
+                await self.lifecycle.put_open_sessions(current)
         if self.abandons:
-            await self.rt.bus.publish_many([
+            await self.h.publish_many([
                 (topics.EVENTS, e.station_id, codec.encode_event(e), codec.event_headers(e)) for e, _ in self.abandons
             ])
             for _, reason in self.abandons:
@@ -675,28 +676,12 @@ def _redelivered(s: Session, position: tuple[int, int]) -> bool:
     return applied is not None and applied[0] == position[0] and position[1] <= applied[1]
 
 
-_PROCESSED: dict[str, Any] = {}
-
-
-def _processed(type_name: str) -> Any:
-    child = _PROCESSED.get(type_name)
-    if child is None:
-        child = _PROCESSED[type_name] = EVENTS_PROCESSED.labels(type=type_name)
-    return child
-
-
 def _entry_inputs(s: Session | None) -> tuple[Any, ...] | None:
-    """What `index_entry` is made of (equal inputs, equal entries), without formatting it."""
+    """What `index_entry` is made of (equal inputs, equal entries), without building it."""
     if s is None or s.status != "active":
         return None
     return (s.transaction_id, s.evse_id, s.connector_id,
             s.started_at if s.start_key is not None else None, s.received_at)
-
-
-def _is_legacy(doc: dict[str, Any]) -> bool:
-    """A document from before ADR 015 (samples inside, seqNos as a set)."""
-    st = doc.get("_state") or {}
-    return "meter_samples" in doc or "sample_level" in st or "seen_seq_nos" in st
 
 
 def _reason_label(reason: str) -> str:
@@ -714,15 +699,13 @@ def _snapshot(s: Session, site_id: str, total: str, traceparent: str | None) -> 
     )
 
 
-def running_total(rt: Any, s: Session, tariff: Any) -> str:
+def running_total(s: Session, tariff: Tariff | None, max_duration: timedelta) -> str:
     """The accumulator's price so far incl. tax, as of its last reading (or the end), for
-    display; "" when there is none or the tariff that applies now is another one."""
+    display; "" when there is none or the tariff that applies now is another one.
+    `max_duration`: the billing limits' longest priced session."""
     acc = s.price
     if acc is None or tariff is None:
         return ""
-    max_duration = rt.extras.get(_MAX_DURATION_KEY)
-    if max_duration is None:
-        max_duration = rt.extras[_MAX_DURATION_KEY] = billing_limits(rt.settings)[0]
     try:
         breakdown = finish_price(
             acc, tariff, now=max(acc.last_at, s.stopped_at or acc.last_at), stopped_at=s.stopped_at,
@@ -737,70 +720,62 @@ def running_total(rt: Any, s: Session, tariff: Any) -> str:
     return f"{breakdown.total_incl_tax.amount:f}"
 
 
+async def publish_snapshot(
+    s: Session, lookups: TariffLookup, publish: Publish, max_duration: timedelta, *, traceparent: str | None = None,
+) -> None:
+    """Publish one session's csms.sessions.v1 snapshot (tools and tests)."""
+    tariff, site_id = await lookups.for_station(s.station_id)
+    await publish(*_snapshot(s, site_id, running_total(s, tariff, max_duration), traceparent))
+
+
 # -- sweeper -------------------------------------------------------------------------
-async def _publish_abandons(
-    rt: Any, station_id: str, decisions: list[Abandon], now: datetime, *, docs: dict[str, dict[str, Any]] | None = None,
+async def sweep_once(
+    sessions: SessionRepository,
+    lifecycle: LifecycleRepository,
+    publish: Publish,
+    now: datetime,
+    idle_timeout: timedelta,
+    *,
+    scan: int = SWEEP_SCAN,
 ) -> int:
-    """The sweeper's decisions: one SessionAbandoned per session still open. The sweeper
-    runs in every sessions process and never writes the index (only the partition's
-    owner does)."""
-    published = 0
-    for d in decisions:
-        doc = (docs or {}).get(d.session_id) or await rt.store.get_doc("session", d.session_id)
-        if doc is None or doc.get("status") != "active":
-            continue
-        env = abandon_envelope(station_id, d, int(doc.get("energy_wh") or 0), now)
-        await rt.bus.publish(topics.EVENTS, station_id, codec.encode_event(env), codec.event_headers(env))
-        published += 1
-        ABANDONED.labels(reason=d.reason).inc()
-        log.warning(
-            "session %s tx=%s abandoned (%s) station=%s", d.session_id, d.transaction_id, d.reason, station_id
-        )
-    return published
-
-
-async def sweep_once(rt: Any, now: datetime) -> int:
-    """Publish SessionAbandoned(idle_timeout) for every open session whose document has
-    not changed for settings.session_idle_timeout_h; returns how many were published.
-    Candidates come from the open-sessions index documents. Several processes may sweep
-    at once: the event ids are deterministic and applying one twice changes nothing."""
-    timeout = timedelta(hours=float(rt.settings.session_idle_timeout_h))
+    """Publish SessionAbandoned(idle_timeout) for every open session that has not changed
+    for `idle_timeout` (settings.session_idle_timeout_h); returns how many were published.
+    Candidates come from the open-sessions indexes. Several processes may sweep at once
+    (the sweeper runs in every sessions process and never writes the index: only the
+    partition's owner does): the event ids are deterministic and applying one twice
+    changes nothing."""
     count = 0
-    for index in await rt.store.list_docs(INDEX_KIND, limit=_SWEEP_SCAN):
-        station_id = str(index.get("station_id") or "")
-        decisions, docs = [], {}
-        sids = sorted(index.get("sessions") or {})
-        stored = await rt.store.get_docs("session", sids) if sids else {}
+    for index in await lifecycle.list_open_sessions(scan):
+        station_id = index.station_id
+        sids = sorted(index.sessions)
+        if not sids or not station_id:
+            continue
+        stored = await sessions.get_sessions(sids)
         for sid in sids:
-            doc = stored.get(sid)
-            if is_idle(doc, now, timeout):
-                assert doc is not None
-                docs[sid] = doc
-                decisions.append(Abandon(
-                    sid, str(doc.get("transaction_id", "")), int(doc.get("evse_id") or 0),
-                    int(doc.get("connector_id") or 0), ev.ABANDONED_IDLE_TIMEOUT, None,
-                ))
-        if decisions and station_id:
-            count += await _publish_abandons(rt, station_id, decisions, now, docs=docs)
+            loaded = stored.get(sid)
+            s = loaded.session if loaded is not None else None
+            if s is None or not is_idle(s, now, idle_timeout):
+                continue
+            d = Abandon(sid, s.transaction_id, s.evse_id, s.connector_id, ev.ABANDONED_IDLE_TIMEOUT, None)
+            env = abandon_envelope(station_id, d, s.energy_wh, now)
+            await publish(topics.EVENTS, station_id, codec.encode_event(env), codec.event_headers(env))
+            count += 1
+            ABANDONED.labels(reason=d.reason).inc()
+            log.warning("session %s tx=%s abandoned (%s) station=%s", sid, s.transaction_id, d.reason, station_id)
     return count
 
 
-async def publish_snapshot(rt: Any, s: Session, *, traceparent: str | None = None) -> None:
-    tariff, site_id = await lookups_for(rt).for_station(rt.store, s.station_id)
-    await rt.bus.publish(
-        topics.SESSIONS,
-        s.station_id,
-        snapshots.encode_session(s, site_id=site_id, running_total=running_total(rt, s, tariff)),
-        snapshots.session_headers(s, traceparent=traceparent),
-    )
+# -- helpers -------------------------------------------------------------------------
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def _guarded(fn: Any, state: Any, env: ev.Envelope, now: datetime, *args: Any, **kw: Any) -> Any:
+def _guarded(env: ev.Envelope, fn: Callable[P, R], *args: P.args, **kw: P.kwargs) -> R:
     """The last line: the domain does not raise on schema-valid input. If it does (a
     bug), say which event, count it, and re-raise so the bus dead-letters the record
     after its bounded retries (replayable once fixed) instead of skipping it silently."""
     try:
-        return fn(state, env, now, *args, **kw)
+        return fn(*args, **kw)
     except Exception as exc:
         DOMAIN_ERRORS.labels(type=env.type_name).inc()
         log.error(

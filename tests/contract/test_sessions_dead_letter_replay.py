@@ -24,7 +24,7 @@ from services.common.config import Settings
 from services.common.runtime import Runtime
 from services.common.store.port import Store
 from services.sessions.domain import session_id
-from services.sessions.handlers import handle_batch, handle_record
+from services.sessions.wiring import build_handler
 from tests.unit.sessions.builders import V16, a_register, a_started, an_ended, meter_values
 
 from .conftest import NewTopic
@@ -52,7 +52,7 @@ async def test_a_dead_lettered_event_replayed_after_the_fix_completes_its_sessio
     topic = await new_topic(1)  # one partition: every record below shares it
     await bus.ensure_topic(topics.SESSIONS, 12)
     group = new_group()
-    rt = Runtime(settings=Settings(), bus=bus, store=store)
+    sessions = build_handler(Runtime(settings=Settings(), bus=bus, store=store))
     station = f"DLQ-{uuid.uuid4().hex[:8]}"
     fixed = asyncio.Event()
     failures: list[int] = []
@@ -65,12 +65,12 @@ async def test_a_dead_lettered_event_replayed_after_the_fix_completes_its_sessio
 
     async def handler(record: Record) -> None:
         check(record)
-        await handle_record(rt, record)
+        await sessions.handle_record(record)
 
     async def batch_handler(records: Sequence[Record]) -> None:
         for record in records:
             check(record)
-        await handle_batch(rt, records)
+        await sessions.handle_batch(records)
 
     if mode == "record":
         sub = await bus.subscribe(topic, group, handler)

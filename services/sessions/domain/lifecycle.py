@@ -1,5 +1,6 @@
 """Session lifecycle: deciding that a station abandoned a session, and the small lookups
-the sessions processor keeps for it. Pure functions on plain documents (stdlib only).
+the sessions processor keeps for it. Pure functions on frozen values (stdlib only; their
+documents are mapped in services/sessions/documents.py).
 
 A station that never ends a transaction (a StartTransaction answered Invalid, a reboot
 mid-session, a lost StopTransaction) would leave its session "active" for ever, and
@@ -26,13 +27,14 @@ The event id is uuid5(session id, reason): a redelivered deciding event, or seve
 sessions processes sweeping at once, publish the same event again, and applying it twice
 changes nothing.
 
-Open-sessions index, kind "open_sessions", id = parent = station id:
-`{"station_id", "sessions": {session id: entry}, "version", "updated_at"}`, an entry being
-`{"transaction_id", "evse_id", "connector_id", "started_at", "received_at"}`. Its content
+Open-sessions index (`OpenSessions`), kind "open_sessions", id = parent = station id: the
+station's open sessions by id, each an `IndexEntry` (transaction id, evse, connector,
+start if known, first receive time). Its content
 changes only when a session opens, starts, moves, ends or is abandoned: MeterValues never
 touch it. The sweeper reads these documents to find candidates.
 
-Remote starts, kind "remote_start", id = "<station id>/<remoteStartId>": written when a
+Remote starts (`RemoteStartCommand`), kind "remote_start", id =
+"<station id>/<remoteStartId>": written when a
 CommandIssued for RequestStartTransaction is processed, read when a transaction event
 carries that remoteStartId (the latest command with that id wins).
 """
@@ -41,20 +43,22 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from services.common import events as ev
-from services.common.timeutil import parse_ocpp, to_ocpp
 
-from .session import DEFAULT_RULES, Plausibility, RemoteStart, Session, effective_time
+from .session import DEFAULT_RULES, Plausibility, RemoteStart, Session, effective_time, truncate_ms
+from .station_status import StationStatus
 
 __all__ = [
-    "INDEX_KIND",
-    "REMOTE_START_KIND",
     "GATEWAY_ID",
     "Abandon",
+    "IndexEntry",
+    "OpenSessions",
+    "RemoteStartCommand",
     "index_entry",
     "index_with",
     "abandons_for_start",
@@ -66,12 +70,10 @@ __all__ = [
     "remote_start_doc_id",
     "apply_remote_start",
     "remote_start_ref",
-    "remote_start_from_doc",
+    "remote_start_of",
     "connector_from_status",
 ]
 
-INDEX_KIND = "open_sessions"
-REMOTE_START_KIND = "remote_start"
 GATEWAY_ID = "sessions"  # envelope gateway_id of CSMS-made events
 ABANDON_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:csms:sessions:abandoned:v1")
 _BUSY = frozenset({"occupied", "charging", "preparing", "suspendedev", "suspendedevse", "finishing"})
@@ -88,76 +90,88 @@ class Abandon:
 
 
 # -- the open-sessions index ---------------------------------------------------
-def index_entry(s: Session | None) -> dict[str, Any] | None:
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """What the index keeps of an open session."""
+
+    transaction_id: str
+    evse_id: int
+    connector_id: int
+    started_at: datetime | None  # effective start, when known
+    received_at: datetime        # first receive time
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSessions:
+    """A station's open sessions by session id (never mutated: `index_with` builds anew)."""
+
+    station_id: str
+    sessions: Mapping[str, IndexEntry]
+    version: int = 0
+    updated_at: datetime | None = None
+
+
+def index_entry(s: Session | None) -> IndexEntry | None:
     """What the index keeps of a session; None when it is not open."""
     if s is None or s.status != "active":
         return None
-    return {
-        "transaction_id": s.transaction_id,
-        "evse_id": s.evse_id,
-        "connector_id": s.connector_id,
-        "started_at": to_ocpp(s.started_at) if s.start_key is not None and s.started_at else None,
-        "received_at": to_ocpp(s.received_at),
-    }
+    return IndexEntry(
+        s.transaction_id, s.evse_id, s.connector_id,
+        truncate_ms(s.started_at) if s.start_key is not None and s.started_at else None, truncate_ms(s.received_at),
+    )
 
 
 def index_with(
-    doc: dict[str, Any] | None, station_id: str, entries: dict[str, dict[str, Any] | None], now: datetime
-) -> dict[str, Any] | None:
-    """The index with `entries` set (None removes); the same `doc` object when nothing
-    changes, None when there is no document and nothing to add."""
-    sessions = dict((doc or {}).get("sessions") or {})
+    index: OpenSessions | None, station_id: str, entries: Mapping[str, IndexEntry | None], now: datetime
+) -> OpenSessions | None:
+    """The index with `entries` set (None removes); the same `index` object when nothing
+    changes, None when there is no index and nothing to add."""
+    sessions = dict(index.sessions) if index is not None else {}
     for sid, entry in entries.items():
         if entry is None:
             sessions.pop(sid, None)
         else:
             sessions[sid] = entry
-    if doc is None and not sessions:
+    if index is None and not sessions:
         return None
-    if doc is not None and sessions == (doc.get("sessions") or {}):
-        return doc
-    return {
-        "station_id": station_id,
-        "sessions": sessions,
-        "version": int((doc or {}).get("version", 0)) + 1,
-        "updated_at": to_ocpp(now),
-    }
+    if index is not None and sessions == index.sessions:
+        return index
+    return OpenSessions(station_id, sessions, (index.version if index is not None else 0) + 1, truncate_ms(now))
 
 
-def _entries(index: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
-    return sorted(((index or {}).get("sessions") or {}).items())
+def _entries(index: OpenSessions | None) -> list[tuple[str, IndexEntry]]:
+    return sorted(index.sessions.items()) if index is not None else []
 
 
-def _same_connector(e: dict[str, Any], evse: int, connector: int) -> bool:
-    other = int(e.get("connector_id") or 0)
-    return evse != 0 and int(e.get("evse_id") or 0) == evse and (other == connector or 0 in (other, connector))
+def _same_connector(e: IndexEntry, evse: int, connector: int) -> bool:
+    other = e.connector_id
+    return evse != 0 and e.evse_id == evse and (other == connector or 0 in (other, connector))
 
 
-def _older(e: dict[str, Any], s: Session) -> bool:
+def _older(e: IndexEntry, s: Session) -> bool:
     """The entry's session began before session `s`: by (start, first receive time) when
     both starts are known, else by first receive time. Strict, so that of two sessions
     the redelivered start of either never closes the other as well."""
-    received = parse_ocpp(e["received_at"])
-    if e.get("started_at") and s.started_at is not None:
-        return (parse_ocpp(e["started_at"]), received) < (s.started_at, s.received_at)
-    return received < s.received_at
+    if e.started_at is not None and s.started_at is not None:
+        return (e.started_at, e.received_at) < (s.started_at, s.received_at)
+    return e.received_at < s.received_at
 
 
-def _not_after(e: dict[str, Any], at: datetime, received: datetime) -> bool:
+def _not_after(e: IndexEntry, at: datetime, received: datetime) -> bool:
     """The entry's session began no later than a status/boot at `at` (received at
     `received`): by start when known, else by first receive time. Inclusive: an Available
     stamped in the very second the session started (1.6 clocks often have whole seconds)
     contradicts the session as much as a later one does."""
-    if e.get("started_at"):
-        return parse_ocpp(e["started_at"]) <= at
-    return parse_ocpp(e["received_at"]) <= received
+    if e.started_at is not None:
+        return e.started_at <= at
+    return e.received_at <= received
 
 
-def _abandon(sid: str, e: dict[str, Any], reason: str, at: datetime | None) -> Abandon:
-    return Abandon(sid, str(e.get("transaction_id", "")), int(e.get("evse_id") or 0), int(e.get("connector_id") or 0), reason, at)
+def _abandon(sid: str, e: IndexEntry, reason: str, at: datetime | None) -> Abandon:
+    return Abandon(sid, e.transaction_id, e.evse_id, e.connector_id, reason, at)
 
 
-def abandons_for_start(index: dict[str, Any] | None, s: Session) -> list[Abandon]:
+def abandons_for_start(index: OpenSessions | None, s: Session) -> list[Abandon]:
     """A transaction started on a connector: its older open sessions are abandoned."""
     if s.start_key is None or s.started_at is None:
         return []
@@ -168,16 +182,16 @@ def abandons_for_start(index: dict[str, Any] | None, s: Session) -> list[Abandon
     ]
 
 
-def abandons_for_boot(index: dict[str, Any] | None, env: ev.Envelope) -> list[Abandon]:
+def abandons_for_boot(index: OpenSessions | None, env: ev.Envelope) -> list[Abandon]:
     """The station booted: every open session it started before is abandoned."""
     if not isinstance(env.body, ev.StationBooted):
         return []
     at = env.received_at
-    return [_abandon(sid, e, ev.ABANDONED_BOOT, at) for sid, e in _entries(index) if parse_ocpp(e["received_at"]) <= at]
+    return [_abandon(sid, e, ev.ABANDONED_BOOT, at) for sid, e in _entries(index) if e.received_at <= at]
 
 
 def abandons_for_status(
-    index: dict[str, Any] | None, env: ev.Envelope, rules: Plausibility = DEFAULT_RULES
+    index: OpenSessions | None, env: ev.Envelope, rules: Plausibility = DEFAULT_RULES
 ) -> list[Abandon]:
     """A connector reported Available: its open sessions that started before are abandoned."""
     body = env.body
@@ -195,16 +209,13 @@ def abandons_for_status(
     ]
 
 
-def is_idle(session_doc: dict[str, Any] | None, now: datetime, timeout: timedelta) -> bool:
-    """An open session whose document has not changed for `timeout`."""
-    if not session_doc or session_doc.get("status") != "active":
-        return False
-    updated = session_doc.get("updated_at") or session_doc.get("received_at")
-    if not updated:
+def is_idle(s: Session | None, now: datetime, timeout: timedelta) -> bool:
+    """An open session that has not changed for `timeout`."""
+    if s is None or s.status != "active":
         return False
     try:
-        return now - parse_ocpp(updated) >= timeout
-    except (ValueError, OverflowError):
+        return now - s.updated_at >= timeout
+    except OverflowError:
         return False
 
 
@@ -230,6 +241,23 @@ def abandon_envelope(station_id: str, a: Abandon, energy_wh: int, now: datetime)
 
 
 # -- remote starts -------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RemoteStartCommand:
+    """The latest RequestStartTransaction naming a remoteStartId, for the transaction
+    events that will carry that id."""
+
+    station_id: str
+    remote_start_id: int
+    id_token: str
+    id_token_type: str
+    evse_id: int
+    command_id: str
+    issued_by: str
+    issued_at: datetime  # receive time of the CommandIssued
+    version: int = 0
+    updated_at: datetime | None = None
+
+
 def remote_start_doc_id(station_id: str, remote_start_id: int) -> str:
     return f"{station_id}/{remote_start_id}"
 
@@ -259,11 +287,13 @@ def remote_start_ref(env: ev.Envelope) -> str | None:
     return None if found is None else remote_start_doc_id(env.station_id, found[0])
 
 
-def apply_remote_start(doc: dict[str, Any] | None, env: ev.Envelope, now: datetime) -> dict[str, Any] | None:
-    """The remote start document after a CommandIssued of a RequestStartTransaction that
-    names a remoteStartId (`doc` itself when unchanged); None for anything else. The
-    latest command with that id wins. The issuer comes from CommandIssued.issuer when
-    the event carries one."""
+def apply_remote_start(
+    current: RemoteStartCommand | None, env: ev.Envelope, now: datetime
+) -> RemoteStartCommand | None:
+    """The remote start after a CommandIssued of a RequestStartTransaction that names a
+    remoteStartId (`current` itself when unchanged); None for anything else. The latest
+    command with that id wins. The issuer comes from CommandIssued.issuer when the event
+    carries one."""
     found = _remote_start_payload(env)
     if found is None:
         return None
@@ -272,47 +302,45 @@ def apply_remote_start(doc: dict[str, Any] | None, env: ev.Envelope, now: dateti
     assert isinstance(body, ev.CommandIssued)
     token = payload.get("idToken")
     token = token if isinstance(token, dict) else {}
-    candidate: dict[str, Any] = {
-        "station_id": env.station_id,
-        "remote_start_id": rsid,
-        "id_token": str(token.get("idToken") or ""),
-        "id_token_type": str(token.get("type") or ""),
-        "evse_id": _int(payload.get("evseId")),
-        "command_id": body.command_id,
-        "issued_by": str(getattr(body, "issuer", "") or ""),
-        "issued_at": to_ocpp(env.received_at),
-    }
-    if doc is not None:
-        mine = (parse_ocpp(candidate["issued_at"]), candidate["command_id"])
-        theirs = (parse_ocpp(doc["issued_at"]), str(doc.get("command_id", "")))
-        if mine <= theirs:
-            return doc
-    candidate["version"] = int((doc or {}).get("version", 0)) + 1
-    candidate["updated_at"] = to_ocpp(now)
-    return candidate
+    issued_at = truncate_ms(env.received_at)
+    if current is not None and (issued_at, body.command_id) <= (current.issued_at, current.command_id):
+        return current
+    return RemoteStartCommand(
+        station_id=env.station_id,
+        remote_start_id=rsid,
+        id_token=str(token.get("idToken") or ""),
+        id_token_type=str(token.get("type") or ""),
+        evse_id=_int(payload.get("evseId")),
+        command_id=body.command_id,
+        issued_by=str(getattr(body, "issuer", "") or ""),
+        issued_at=issued_at,
+        version=(current.version if current is not None else 0) + 1,
+        updated_at=truncate_ms(now),
+    )
 
 
-def remote_start_from_doc(doc: dict[str, Any] | None) -> RemoteStart | None:
-    if not doc:
+def remote_start_of(command: RemoteStartCommand | None) -> RemoteStart | None:
+    """What a session takes from the remote start command its events name."""
+    if command is None:
         return None
-    return RemoteStart(id_token=str(doc.get("id_token") or ""), issued_by=str(doc.get("issued_by") or ""))
+    return RemoteStart(id_token=command.id_token, issued_by=command.issued_by)
 
 
 # -- connector from the station status -------------------------------------------
-def connector_from_status(status: dict[str, Any] | None, evse_id: int) -> int:
-    """The connector of EVSE `evse_id` per the station status document: its only known
-    connector, else its only busy one (Occupied, Charging, ...); 0 when undecidable."""
-    if not status or evse_id == 0:
+def connector_from_status(status: StationStatus | None, evse_id: int) -> int:
+    """The connector of EVSE `evse_id` per the station status: its only known connector,
+    else its only busy one (Occupied, Charging, ...); 0 when undecidable."""
+    if status is None or evse_id == 0:
         return 0
     found: dict[int, str] = {}
-    for key, entry in (status.get("connectors") or {}).items():
+    for key, entry in status.connectors.items():
         evse, _, connector = str(key).partition("/")
         try:
             e, c = int(evse), int(connector)
         except ValueError:
             continue
         if e == evse_id and c != 0:
-            found[c] = str((entry or {}).get("status", "")).strip().lower()
+            found[c] = entry.status.strip().lower()
     if len(found) == 1:
         return next(iter(found))
     busy = [c for c, st in found.items() if st in _BUSY]

@@ -82,19 +82,16 @@ import uuid
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
 from services.billing.domain.running import (
     PriceAccumulator,
-    accumulator_from_dict,
-    accumulator_to_dict,
     advance_price,
     open_price,
     tariff_fingerprint,
 )
 from services.common import events as ev
 from services.common.decimals import bounded
-from services.common.store.port import MeterRow
 from services.common.timeutil import parse_ocpp, to_ocpp
 
 if TYPE_CHECKING:
@@ -108,24 +105,24 @@ __all__ = [
     "Step",
     "OrderKey",
     "Plausibility",
+    "PlausibilitySettings",
     "RemoteStart",
     "DEFAULT_RULES",
     "apply",
     "rebuild",
+    "refold",
+    "bounded_idle",
+    "truncate_ms",
+    "Reading",
     "judge_samples",
     "kept_register_readings",
     "event_samples",
-    "legacy_samples",
-    "sample_to_row",
-    "sample_from_row",
     "sample_key",
     "sample_winners",
     "seq_seen",
     "session_id",
     "session_ref",
     "is_session_event",
-    "session_to_doc",
-    "session_from_doc",
     "effective_time",
     "FUTURE_TOLERANCE",
     "WINDOW_SLACK",
@@ -180,9 +177,9 @@ REBUILD_REASONS = frozenset({REBUILD_OUT_OF_ORDER, REBUILD_CONFLICT, REBUILD_WIN
 OrderKey = tuple[int, datetime]
 Reading = tuple[datetime, float]  # (effective time, value as sent)
 SampleKey = tuple[datetime, str, str]
-_SESSION_BODIES = (
-    ev.TransactionStarted, ev.TransactionUpdated, ev.TransactionEnded, ev.MeterValues, ev.SessionAbandoned,
-)
+_TX_BODIES = (ev.TransactionStarted, ev.TransactionUpdated, ev.TransactionEnded)
+_MERGED_BODIES = (*_TX_BODIES, ev.MeterValues)
+_SESSION_BODIES = (*_MERGED_BODIES, ev.SessionAbandoned)
 
 
 def _span(seconds: float) -> timedelta:
@@ -191,24 +188,43 @@ def _span(seconds: float) -> timedelta:
     return timedelta(seconds=min(max(float(seconds), 0.0), _MAX_SPAN_S))
 
 
+class PlausibilitySettings(Protocol):
+    """The settings the plausibility bounds are made of (CSMS_CLOCK_FLOOR, ...)."""
+
+    @property
+    def clock_floor(self) -> str: ...
+    @property
+    def clock_max_ahead_s(self) -> float: ...
+    @property
+    def meter_max_power_kw(self) -> float: ...
+    @property
+    def session_max_duration_h(self) -> float: ...
+    @property
+    def session_max_energy_wh(self) -> int: ...
+
+
+_DEFAULT_POWER_KW = 1000.0
+
+
 @dataclass(frozen=True, slots=True)
 class Plausibility:
     """The plausibility bounds (docs/plausibility.md). Defaults = the settings' defaults."""
 
     clock_floor: datetime = datetime(2010, 1, 1, tzinfo=UTC)
     clock_max_ahead: timedelta = FUTURE_TOLERANCE
-    meter_max_power_kw: float = 1000.0
+    meter_max_power_kw: float = _DEFAULT_POWER_KW
     max_duration: timedelta = timedelta(hours=72)
     max_energy_wh: int = 1_000_000
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "Plausibility":
-        """From `services.common.config.Settings` (duck-typed: the domain stays stdlib only)."""
+    def from_settings(cls, settings: PlausibilitySettings) -> "Plausibility":
+        """From `services.common.config.Settings` (structurally: the domain imports no config).
+        Raises ValueError for a clock floor that is not an RFC 3339 instant."""
         power = float(settings.meter_max_power_kw)
         return cls(
             clock_floor=parse_ocpp(str(settings.clock_floor)),
             clock_max_ahead=_span(float(settings.clock_max_ahead_s)),
-            meter_max_power_kw=power if math.isfinite(power) and power > 0 else cls.meter_max_power_kw,
+            meter_max_power_kw=power if math.isfinite(power) and power > 0 else _DEFAULT_POWER_KW,
             max_duration=_span(float(settings.session_max_duration_h) * 3600),
             max_energy_wh=int(settings.session_max_energy_wh),
         )
@@ -447,7 +463,7 @@ def apply(
     body = env.body
     if isinstance(body, ev.SessionAbandoned) and session is None:
         return Step(None, False)  # nothing to abandon
-    seq = None if isinstance(body, (ev.MeterValues, ev.SessionAbandoned)) else int(body.seq_no)
+    seq = int(body.seq_no) if isinstance(body, _TX_BODIES) else None
     if session is not None and seq is not None and seq_seen(session, seq):
         return Step(session, False)  # idempotency key (transactionId, seqNo)
     stamp = _ms(now)
@@ -524,6 +540,7 @@ def _merge(
 ) -> tuple[Session, list[Sample]]:
     """The facts merged, and the event's samples (effective times, one per key, sorted)."""
     body = env.body
+    assert isinstance(body, _MERGED_BODIES)
     received = _ms(env.received_at)
     raw_st = _station_time(env)
     st, clock_reason = effective_time(raw_st, received, rules)
@@ -534,7 +551,7 @@ def _merge(
     if seq is not None:
         ch.update(_seq_add(s, seq))
 
-    incoming, sample_reasons = _samples(body.samples, received, rules)  # type: ignore[union-attr]
+    incoming, sample_reasons = _samples(body.samples, received, rules)
     flags = {clock_reason} if clock_reason else set()
     flags |= sample_reasons
     if flags - s.flags:
@@ -556,7 +573,7 @@ def _merge(
     # Ties on the key (same seqNo and station time) break on the value: order-independent.
     if token and (s.token_key is None or (key, token) < (s.token_key, s.event_token)):
         ch.update(token_key=key, event_token=token)
-    where = (body.evse_id, body.connector_id)  # type: ignore[union-attr]
+    where = (body.evse_id, body.connector_id)
     # A location naming the connector beats one naming only the EVSE, then the lowest key.
     if any(where) and (
         s.location_key is None
@@ -576,14 +593,14 @@ def _merge(
     state = getattr(body, "charging_state", "")
     if isinstance(body, ev.TransactionEnded) or (state and state != _CHARGING):
         if s.last_charging_key is None or key > s.last_charging_key:
-            ch["idle_keys"] = _bounded_idle(set(s.idle_keys) | {key})
+            ch["idle_keys"] = bounded_idle(set(s.idle_keys) | {key})
     elif state == _CHARGING:
         last = key if s.last_charging_key is None else max(s.last_charging_key, key)
         ch.update(last_charging_key=last, idle_keys=tuple(k for k in s.idle_keys if k > last))
     return _with(s, **ch), incoming
 
 
-def _bounded_idle(keys: set[OrderKey]) -> tuple[OrderKey, ...]:
+def bounded_idle(keys: set[OrderKey]) -> tuple[OrderKey, ...]:
     """Non-charging marks after the last Charging one, bounded: the earliest ones
     (they decide charging_ended_at) plus the latest (usually the end)."""
     ordered = sorted(keys)
@@ -789,7 +806,7 @@ def _energy(s: Session, rules: Plausibility) -> tuple[int, set[str]]:
         reasons.add(METER_JUMP)
         start = stop = None
     total = _register(s.registers, "")
-    phases = [r for r in s.registers if r.phase and r.first is not None and r.last is not None]
+    phases = [(f, la) for r in s.registers if r.phase and (f := r.first) is not None and (la := r.last) is not None]
     if total is not None and total.first is not None and total.last is not None:
         first = Decimal(start) if start is not None else _dec(total.first[1])
         last = _dec(total.last[1])
@@ -800,7 +817,7 @@ def _energy(s: Session, rules: Plausibility) -> tuple[int, set[str]]:
                 last = Decimal(stop)
         raw = last - first
     elif phases:
-        raw = sum((_dec(r.last[1]) - _dec(r.first[1]) for r in phases), Decimal(0))  # type: ignore[index]
+        raw = sum((_dec(la[1]) - _dec(f[1]) for f, la in phases), Decimal(0))
     else:
         return 0, reasons
     if raw < 0:
@@ -1161,6 +1178,13 @@ def rebuild(
     return out
 
 
+def refold(session: Session, samples: Iterable[Sample], rules: Plausibility = DEFAULT_RULES) -> Session:
+    """The session with its aggregates and derived fields folded again from `samples` (no
+    tariff), version and stamps kept: how a document of the version before ADR 015, which
+    derived everything from the samples it carried, is read."""
+    return _derive(_fold(session, samples, rules, None)[0], rules)
+
+
 def judge_samples(session: Session, samples: Sequence[Sample], rules: Plausibility = DEFAULT_RULES) -> list[Sample]:
     """The samples one per key, in key order, with `excluded` as the session's facts and
     the other samples decide it (what the REST API shows)."""
@@ -1180,21 +1204,14 @@ def kept_register_readings(
     ]
 
 
-def sample_to_row(x: Sample) -> MeterRow:
-    return MeterRow(
-        timestamp=x.timestamp, measurand=x.measurand, phase=x.phase, value=x.value, unit=x.unit,
-        raw_value=x.raw_value, station_time=x.station_time,
-    )
-
-
-def sample_from_row(r: MeterRow) -> Sample:
-    return Sample(
-        _ms(r.timestamp), r.measurand, float(r.value), r.unit, r.phase, raw_value=r.raw_value,
-        station_time=_ms(r.station_time) if r.station_time is not None else None,
-    )
-
-
 # -- time --------------------------------------------------------------------
+def truncate_ms(dt: datetime) -> datetime:
+    """`dt` as an aware UTC instant truncated to the millisecond (every instant of a
+    session is one, so it survives the round trip through its document), saturating at
+    the ends of datetime's range."""
+    return _ms(dt)
+
+
 def _ms(dt: datetime) -> datetime:
     if dt.tzinfo is UTC and not dt.microsecond % 1000:
         return dt  # the common case: already aware UTC to the millisecond
@@ -1217,410 +1234,3 @@ def _shift(dt: datetime, delta: timedelta) -> datetime:
 
 def _station_time(env: ev.Envelope) -> datetime:
     return _ms(env.station_time if env.station_time is not None else env.received_at)
-
-
-# -- documents ---------------------------------------------------------------
-def _iso(dt: datetime | None) -> str | None:
-    """`to_ocpp`; an aware UTC instant (all of a session's) through C `isoformat`."""
-    if dt is None:
-        return None
-    if dt.tzinfo is UTC:
-        return dt.isoformat(timespec="milliseconds")[:-6] + "Z"
-    return to_ocpp(dt)
-
-
-def _dt(value: str | None) -> datetime | None:
-    return None if value is None else parse_ocpp(value)
-
-
-def _key_out(k: OrderKey | None) -> list[Any] | None:
-    return None if k is None else [k[0], to_ocpp(k[1])]
-
-
-def _key_in(v: Any) -> OrderKey | None:
-    return None if v is None else (int(v[0]), parse_ocpp(v[1]))
-
-
-def _reading_out(r: Reading | None) -> dict[str, Any] | None:
-    return None if r is None else {"at": _iso(r[0]), "wh": r[1]}
-
-
-def _reading_in(d: Any) -> Reading | None:
-    return None if not d else (parse_ocpp(d["at"]), float(d["wh"]))
-
-
-def _sample_out(x: Sample) -> dict[str, Any]:
-    d: dict[str, Any] = {
-        "timestamp": to_ocpp(x.timestamp), "measurand": x.measurand, "value": x.value, "unit": x.unit, "phase": x.phase,
-    }
-    if x.raw_value:
-        d["raw_value"] = x.raw_value
-    if x.station_time is not None:
-        d["station_time"] = to_ocpp(x.station_time)
-    return d
-
-
-def _sample_in(d: dict[str, Any]) -> Sample:
-    return Sample(
-        parse_ocpp(d["timestamp"]), d["measurand"], float(d["value"]), d.get("unit", ""), d.get("phase", ""),
-        raw_value=d.get("raw_value", ""), station_time=_dt(d.get("station_time")),
-    )
-
-
-def session_to_doc(s: Session) -> dict[str, Any]:
-    """The stored document, also the REST API's view: facts, derived fields and the
-    aggregates, never the samples (they are in the sample store). Keys starting with "_"
-    are bookkeeping (the API drops them). Its size does not grow with the session.
-
-    `_state` is the compact internal form (`"v": 2`): every instant as integer epoch
-    milliseconds (the accumulator's as microseconds), samples and keys as short lists, so
-    loading parses no text: `session_from_doc` builds the session from it and the public
-    scalars. The public ISO 8601 fields are for readers (REST API, billing, sweeper)."""
-    pb = s.price_basis
-    pp = s.phase_power
-    acc = s.price
-    return {
-        "id": s.id,
-        "station_id": s.station_id,
-        "transaction_id": s.transaction_id,
-        "id_token": s.id_token,
-        "authorization": s.authorization,
-        "status": s.status,
-        "energy_wh": s.energy_wh,
-        "started_at": _iso(s.started_at),
-        "stopped_at": _iso(s.stopped_at),
-        "station_started_at": _iso(s.station_started_at),
-        "station_stopped_at": _iso(s.station_stopped_at),
-        "received_at": _iso(s.received_at),
-        "charging_ended_at": _iso(s.charging_ended_at),
-        "abandoned_at": _iso(s.abandoned_at),
-        "abandon_reason": s.abandon_reason,
-        "evse_id": s.evse_id,
-        "connector_id": s.connector_id,
-        "meter_start_wh": s.meter_start_wh,
-        "meter_stop_wh": s.meter_stop_wh,
-        "stop_reason": s.stop_reason,
-        "ocpp_version": s.ocpp_version,
-        "remote_start_id": s.remote_start_id,
-        "issued_by": s.issued_by,
-        "orphan": s.orphan,
-        "suspect": s.suspect,
-        "suspect_reasons": sorted(s.suspect_reasons),
-        "clock_suspect": s.clock_suspect,
-        "hold": s.hold,
-        "hold_reasons": sorted(s.hold_reasons),
-        "seq_gaps": s.seq_gaps,
-        "sample_count": s.sample_count,
-        "excluded_count": s.excluded_count,
-        "first_sample_at": _iso(s.first_sample_at),
-        "last_sample_at": _iso(s.last_sample_at),
-        "first_register": _reading_out(s.first_register),
-        "last_register": _reading_out(s.last_register),
-        "peak_power_w": s.peak_power_w,
-        "energy_anchor_wh": s.energy_anchor_wh,
-        "price": accumulator_to_dict(acc) if acc is not None else None,
-        "version": s.version,
-        "updated_at": _iso(s.updated_at),
-        "_state": {
-            "v": 2,
-            "t": [_ms_of(s.received_at), _ms_of(s.updated_at), _ms_or_none(s.started_at),
-                  _ms_or_none(s.station_started_at), _ms_or_none(s.stopped_at), _ms_or_none(s.station_stopped_at),
-                  _ms_or_none(s.charging_ended_at), _ms_or_none(s.abandoned_at), _ms_or_none(s.first_sample_at),
-                  _ms_or_none(s.last_sample_at)],
-            "k": [_ckey_out(s.start_key), _ckey_out(s.end_key), _ckey_out(s.token_key), _ckey_out(s.location_key),
-                  _ckey_out(s.last_charging_key)],
-            "idle": [_ckey_out(k) for k in s.idle_keys],
-            "event_token": s.event_token,
-            "remote_token": s.remote_token,
-            "seq": [[lo, hi] for lo, hi in s.seq_ranges],
-            "seq_overflow": s.seq_overflow,
-            "flags": sorted(s.flags),
-            "sample_reasons": sorted(s.sample_reasons),
-            "marks": [
-                [m.measurand, m.phase, _csample_out(m.last)] + ([] if _same_sample(m.first, m.last) else [_csample_out(m.first)])
-                for m in s.marks
-            ],
-            "regs": [
-                [r.phase, _ms_of(r.seen_first), _ms_of(r.seen_last), _creading_out(r.first), _creading_out(r.last)]
-                for r in s.registers
-            ],
-            "peak_total_w": s.peak_total_w,
-            "pp": [_ms_of(pp[0]), [[p, v] for p, v in pp[1]]] if pp else None,
-            "pb": [_ms_of(pb[0]), pb[1]] if pb else None,
-            "acc": (
-                [acc.tariff_id, acc.tariff_fingerprint, acc.currency, _us_of(acc.opened_at), acc.open_wh,
-                 _us_of(acc.last_at), acc.last_wh, [[_us_of(t), f"{v:f}"] for t, v in acc.marks]]
-                if acc is not None else None
-            ),
-            "applied": list(s.applied) if s.applied is not None else None,
-        },
-    }
-
-
-# -- the compact internal form: integers for instants, lists for records -------------------
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _ms_of(dt: datetime) -> int:
-    d = dt - _EPOCH
-    return (d.days * 86_400 + d.seconds) * 1_000 + d.microseconds // 1_000
-
-
-def _ms_or_none(dt: datetime | None) -> int | None:
-    return None if dt is None else _ms_of(dt)
-
-
-def _us_of(dt: datetime) -> int:
-    d = dt - _EPOCH
-    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
-
-
-def _at_ms(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
-
-
-def _at_ms_or_none(ms: int | None) -> datetime | None:
-    return None if ms is None else _EPOCH + timedelta(milliseconds=ms)
-
-
-def _at_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
-
-
-def _ckey_out(k: OrderKey | None) -> list[int] | None:
-    return None if k is None else [k[0], _ms_of(k[1])]
-
-
-def _ckey_in(v: Any) -> OrderKey | None:
-    return None if v is None else (int(v[0]), _EPOCH + timedelta(milliseconds=v[1]))
-
-
-def _creading_out(r: Reading | None) -> list[Any] | None:
-    return None if r is None else [_ms_of(r[0]), r[1]]
-
-
-def _creading_in(v: Any) -> Reading | None:
-    return None if not v else (_EPOCH + timedelta(milliseconds=v[0]), float(v[1]))
-
-
-def _same_sample(a: Sample, b: Sample) -> bool:
-    return a is b or (a.timestamp == b.timestamp and a == b)
-
-
-def _csample_out(x: Sample) -> list[Any]:
-    """[ms, value, unit(, raw_value(, station ms))]: measurand and phase are the series'."""
-    out: list[Any] = [_ms_of(x.timestamp), x.value, x.unit]
-    if x.raw_value or x.station_time is not None:
-        out.append(x.raw_value)
-        if x.station_time is not None:
-            out.append(_ms_of(x.station_time))
-    return out
-
-
-def _csample_in(v: list[Any], measurand: str, phase: str) -> Sample:
-    n = len(v)
-    return Sample(
-        _EPOCH + timedelta(milliseconds=v[0]), measurand, float(v[1]), v[2], phase,
-        v[3] if n > 3 else "", False, _EPOCH + timedelta(milliseconds=v[4]) if n > 4 else None,
-    )
-
-
-def _cmark_in(v: list[Any]) -> SeriesMark:
-    m, p = v[0], v[1]
-    last = _csample_in(v[2], m, p)
-    return SeriesMark(m, p, _csample_in(v[3], m, p) if len(v) > 3 else last, last)
-
-
-def _cacc_in(v: list[Any] | None) -> PriceAccumulator | None:
-    if not v:
-        return None
-    return PriceAccumulator(
-        tariff_id=v[0], tariff_fingerprint=v[1], currency=v[2], opened_at=_at_us(v[3]), open_wh=int(v[4]),
-        last_at=_at_us(v[5]), last_wh=int(v[6]), marks=tuple((_at_us(t), Decimal(x)) for t, x in v[7]),
-    )
-
-
-def _session_from_compact(d: dict[str, Any], st: dict[str, Any]) -> Session:
-    """The session of a document this version wrote (`_state` v2): no text parsed."""
-    t = st["t"]
-    k = st["k"]
-    pp = st.get("pp")
-    pb = st.get("pb")
-    applied = st.get("applied")
-    return Session(
-        id=d["id"],
-        station_id=d["station_id"],
-        transaction_id=d["transaction_id"],
-        received_at=_at_ms(t[0]),
-        updated_at=_at_ms(t[1]),
-        status=d.get("status", "active"),
-        energy_wh=int(d.get("energy_wh", 0)),
-        orphan=bool(d.get("orphan", False)),
-        suspect=bool(d.get("suspect", False)),
-        suspect_reasons=frozenset(d.get("suspect_reasons", ())),
-        seq_gaps=bool(d.get("seq_gaps", False)),
-        charging_ended_at=_at_ms_or_none(t[6]),
-        id_token=d.get("id_token", ""),
-        clock_suspect=bool(d.get("clock_suspect", False)),
-        hold=bool(d.get("hold", False)),
-        hold_reasons=frozenset(d.get("hold_reasons", ())),
-        energy_anchor_wh=d.get("energy_anchor_wh"),
-        started_at=_at_ms_or_none(t[2]),
-        station_started_at=_at_ms_or_none(t[3]),
-        meter_start_wh=d.get("meter_start_wh"),
-        authorization=d.get("authorization", ""),
-        start_key=_ckey_in(k[0]),
-        stopped_at=_at_ms_or_none(t[4]),
-        station_stopped_at=_at_ms_or_none(t[5]),
-        meter_stop_wh=d.get("meter_stop_wh"),
-        stop_reason=d.get("stop_reason", ""),
-        end_key=_ckey_in(k[1]),
-        event_token=st.get("event_token", ""),
-        token_key=_ckey_in(k[2]),
-        evse_id=int(d.get("evse_id", 0)),
-        connector_id=int(d.get("connector_id", 0)),
-        location_key=_ckey_in(k[3]),
-        remote_start_id=int(d.get("remote_start_id", 0)),
-        remote_token=st.get("remote_token", ""),
-        issued_by=d.get("issued_by", ""),
-        abandoned_at=_at_ms_or_none(t[7]),
-        abandon_reason=d.get("abandon_reason", ""),
-        last_charging_key=_ckey_in(k[4]),
-        idle_keys=tuple(_ckey_in(v) for v in st.get("idle", ())),  # type: ignore[misc]
-        ocpp_version=d.get("ocpp_version", ""),
-        seq_ranges=tuple((int(a), int(b)) for a, b in st.get("seq", ())),
-        seq_overflow=bool(st.get("seq_overflow", False)),
-        flags=frozenset(st.get("flags", ())),
-        sample_count=int(d.get("sample_count", 0)),
-        excluded_count=int(d.get("excluded_count", 0)),
-        first_sample_at=_at_ms_or_none(t[8]),
-        last_sample_at=_at_ms_or_none(t[9]),
-        sample_reasons=frozenset(st.get("sample_reasons", ())),
-        marks=tuple(_cmark_in(m) for m in st.get("marks", ())),
-        registers=tuple(
-            RegisterSeries(p, _at_ms(a), _at_ms(b), _creading_in(f), _creading_in(la))
-            for p, a, b, f, la in st.get("regs", ())
-        ),
-        peak_total_w=None if st.get("peak_total_w") is None else float(st["peak_total_w"]),
-        phase_power=(_at_ms(pp[0]), tuple((str(p), float(v)) for p, v in pp[1])) if pp else None,
-        price=_cacc_in(st.get("acc")),
-        price_basis=(_at_ms(pb[0]), int(pb[1])) if pb else None,
-        applied=(int(applied[0]), int(applied[1])) if applied else None,
-        version=int(d.get("version", 0)),
-    )
-
-
-def _mark_in(d: dict[str, Any]) -> SeriesMark:
-    last = _sample_in(d["last"])
-    first = _sample_in(d["first"]) if "first" in d else last
-    return SeriesMark(last.measurand, last.phase, first, last)
-
-
-def _is_legacy(d: dict[str, Any]) -> bool:
-    st = d.get("_state") or {}
-    return "meter_samples" in d or "sample_level" in st or "seen_seq_nos" in st
-
-
-def legacy_samples(d: dict[str, Any]) -> list[Sample]:
-    """The samples a document of the previous version carried (`meter_samples`, before
-    ADR 015), [] for a current one. The runtime appends them to the sample store the first
-    time it loads such a document, so an upgrade loses nothing (appends are idempotent)."""
-    return [_sample_in(x) for x in d.get("meter_samples") or ()]
-
-
-def _seq_ranges_of(numbers: Iterable[int]) -> tuple[tuple[int, int], ...]:
-    out: list[list[int]] = []
-    for n in sorted(set(numbers)):
-        if out and n == out[-1][1] + 1:
-            out[-1][1] = n
-        else:
-            out.append([n, n])
-    return tuple((lo, hi) for lo, hi in out[-MAX_SEQ_RANGES:])
-
-
-def session_from_doc(d: dict[str, Any]) -> Session:
-    """The session a document holds. A document of the previous version (with
-    `meter_samples`) is rebuilt from its samples (default rules, no tariff), keeping its
-    version: nothing is lost, and the next change is written over it."""
-    st = d.get("_state") or {}
-    if st.get("v") == 2 and "meter_samples" not in d:
-        return _session_from_compact(d, st)
-    received = _dt(d["received_at"])
-    updated = _dt(d.get("updated_at")) or received
-    assert received is not None and updated is not None
-    legacy = _is_legacy(d)
-    seq_ranges = (
-        _seq_ranges_of(int(n) for n in st.get("seen_seq_nos", ())) if legacy
-        else tuple((int(a), int(b)) for a, b in st.get("seq_ranges", ()))
-    )
-    phase_power = st.get("phase_power")
-    basis = st.get("price_basis")
-    applied = st.get("applied")
-    s = Session(
-        id=d["id"],
-        station_id=d["station_id"],
-        transaction_id=d["transaction_id"],
-        received_at=received,
-        updated_at=updated,
-        status=d.get("status", "active"),
-        energy_wh=int(d.get("energy_wh", 0)),
-        orphan=bool(d.get("orphan", False)),
-        suspect=bool(d.get("suspect", False)),
-        suspect_reasons=frozenset(d.get("suspect_reasons", ())),
-        seq_gaps=bool(d.get("seq_gaps", False)),
-        charging_ended_at=_dt(d.get("charging_ended_at")),
-        id_token=d.get("id_token", ""),
-        clock_suspect=bool(d.get("clock_suspect", False)),
-        hold=bool(d.get("hold", False)),
-        hold_reasons=frozenset(d.get("hold_reasons", ())),
-        energy_anchor_wh=d.get("energy_anchor_wh"),
-        started_at=_dt(d.get("started_at")),
-        station_started_at=_dt(d.get("station_started_at")),
-        meter_start_wh=d.get("meter_start_wh"),
-        authorization=d.get("authorization", ""),
-        start_key=_key_in(st.get("start_key")),
-        stopped_at=_dt(d.get("stopped_at")),
-        station_stopped_at=_dt(d.get("station_stopped_at")),
-        meter_stop_wh=d.get("meter_stop_wh"),
-        stop_reason=d.get("stop_reason", ""),
-        end_key=_key_in(st.get("end_key")),
-        # documents written before the remote start facts: id_token was the event token
-        event_token=st.get("event_token", d.get("id_token", "")),
-        token_key=_key_in(st.get("token_key")),
-        evse_id=int(d.get("evse_id", 0)),
-        connector_id=int(d.get("connector_id", 0)),
-        location_key=_key_in(st.get("location_key")),
-        remote_start_id=int(d.get("remote_start_id", 0)),
-        remote_token=st.get("remote_token", ""),
-        issued_by=d.get("issued_by", ""),
-        abandoned_at=_dt(d.get("abandoned_at")),
-        abandon_reason=d.get("abandon_reason", ""),
-        last_charging_key=_key_in(st.get("last_charging_key")),
-        idle_keys=_bounded_idle({k for k in (_key_in(v) for v in st.get("idle_keys", ())) if k is not None}),
-        ocpp_version=d.get("ocpp_version", ""),
-        seq_ranges=seq_ranges,
-        seq_overflow=bool(st.get("seq_overflow", False)),
-        flags=frozenset(st.get("flags", ())),
-        sample_count=int(d.get("sample_count", 0)),
-        excluded_count=int(d.get("excluded_count", 0)),
-        first_sample_at=_dt(d.get("first_sample_at")),
-        last_sample_at=_dt(d.get("last_sample_at")),
-        sample_reasons=frozenset(st.get("sample_reasons", ())),
-        marks=tuple(_mark_in(m) for m in st.get("marks", ())),
-        registers=tuple(
-            RegisterSeries(p, parse_ocpp(a), parse_ocpp(b), _reading_in(f), _reading_in(la))
-            for p, a, b, f, la in st.get("registers", ())
-        ),
-        peak_total_w=None if st.get("peak_total_w") is None else float(st["peak_total_w"]),
-        phase_power=(
-            (parse_ocpp(phase_power[0]), tuple((str(p), float(v)) for p, v in phase_power[1])) if phase_power else None
-        ),
-        price=accumulator_from_dict(d["price"]) if d.get("price") else None,
-        price_basis=(parse_ocpp(basis[0]), int(basis[1])) if basis else None,
-        applied=(int(applied[0]), int(applied[1])) if applied else None,
-        version=int(d.get("version", 0)),
-    )
-    if legacy:
-        # The previous version derived everything from its samples: fold them once.
-        s = _derive(_fold(s, legacy_samples(d), DEFAULT_RULES, None)[0], DEFAULT_RULES)  # keeps the version
-    return s

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from services.common import events as ev
 from services.sessions import codec as snapshots
-from services.sessions.domain import Plausibility, Session, rebuild, session_from_doc, session_to_doc
+from services.sessions.documents import session_from_doc, session_to_doc
+from services.sessions.domain import Plausibility, Session, rebuild
 
 from .builders import NOW, T0, SampleStore, an_envelope
 

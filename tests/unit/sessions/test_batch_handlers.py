@@ -29,8 +29,8 @@ from services.common.store.port import DocWrite, MeterRow, Station, Store
 from services.sessions import codec as snapshots
 from services.sessions import handlers
 from services.sessions.domain import session_id
-from services.sessions.handlers import handle_batch
-from services.sessions.worker import SessionsService
+from services.sessions.wiring import build_handler, build_sessions
+from tests.support import FixedClock
 
 from .builders import NOW, a_register, a_started, an_ended, meter_values
 
@@ -61,6 +61,7 @@ class World:
 
     def __init__(self, rt: Runtime, station: str) -> None:
         self.rt, self.station = rt, station
+        self.handler = build_handler(rt)
         self.offset = 0
         self.tx = "tx-1"
 
@@ -94,7 +95,7 @@ class World:
 
     async def feed(self, *events: ev.Envelope, batch: int = 500) -> None:
         for i in range(0, len(events), batch):
-            await handle_batch(self.rt, self.records(events[i:i + batch]))
+            await self.handler.handle_batch(self.records(events[i:i + batch]))
 
     async def doc(self) -> dict[str, Any]:
         doc = await self.store.get_doc("session", self.sid)
@@ -112,7 +113,7 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     store = _store(request.param, tmp_path)
     settings = Settings(events_partitions=4, tariff_cache_s=3600)
     rt = bootstrap(settings, bus=MemoryBus(default_partitions=4, retention_bytes=1 << 30), store=store,
-                   clock=lambda: NOW, pepper=b"test-pepper")
+                   clock=FixedClock(NOW), pepper=b"test-pepper")
     await asyncio.wait_for(rt.start(), 180)
     await asyncio.wait_for(store.migrate(), 180)
     station = f"BT{uuid.uuid4().hex[:10]}"
@@ -192,13 +193,13 @@ async def test_a_session_of_10000_samples_works_end_to_end(world: World) -> None
 async def test_a_redelivered_batch_changes_nothing_and_publishes_again(world: World) -> None:
     events = [world.start(1_000), world.mv(15, 3_000), world.mv(30, 5_000)]
     records = world.records(events)
-    await handle_batch(world.rt, records)
+    await world.handler.handle_batch(records)
     doc, rows = await world.doc(), await world.store.read_samples(world.sid)
     snaps, mv = await world.published(topics.SESSIONS), await world.published(topics.METER_VALUES)
     assert len(snaps) == 1 and len(mv) == 2
 
     world.store.ops.clear()
-    await handle_batch(world.rt, records)  # the offsets were not committed: the same batch again
+    await world.handler.handle_batch(records)  # the offsets were not committed: the same batch again
     assert await world.doc() == doc and await world.store.read_samples(world.sid) == rows
     assert not [k for k in world.store.ops if k[0] == "write"], world.store.ops
     snaps2, mv2 = await world.published(topics.SESSIONS), await world.published(topics.METER_VALUES)
@@ -216,11 +217,11 @@ async def test_a_crash_between_the_write_and_the_publish_loses_nothing(world: Wo
     records = world.records([world.start(1_000), world.mv(15, 3_000)])
     bus.set_available(False)
     with pytest.raises(Exception):
-        await handle_batch(world.rt, records)
+        await world.handler.handle_batch(records)
     stored = await world.doc()
     assert stored["sample_count"] == 1
     bus.set_available(True)
-    await handle_batch(world.rt, records)  # redelivered
+    await world.handler.handle_batch(records)  # redelivered
     assert await world.doc() == stored
     snaps = await world.published(topics.SESSIONS)
     assert [snapshots.decode_session(r.value)["version"] for r in snaps] == [stored["version"]]
@@ -245,7 +246,7 @@ async def test_a_poison_record_in_a_batch_is_the_only_one_dead_lettered(world: W
     events = [world.start(1_000), world.mv(10, 2_000), poison, world.mv(30, 6_000), world.stop(40, 7_000)]
     for e in events:
         await bus.publish(topics.EVENTS, e.station_id, codec.encode_event(e), codec.event_headers(e))
-    service = SessionsService(rt)
+    service = build_sessions(rt)
     await service.start()
     try:
         for _ in range(500):
@@ -301,19 +302,20 @@ async def test_a_legacy_session_document_is_upgraded_on_first_touch(world: World
 
 async def test_the_station_tariff_and_site_are_cached_for_the_configured_time(world: World) -> None:
     clock = [100.0]
-    lookups = handlers.StationLookups(30, clock=lambda: clock[0])
-    tariff, site = await lookups.for_station(world.store, world.station)
+    lookups = handlers.StationLookups(world.store, 30, clock=lambda: clock[0])
+    tariff, site = await lookups.for_station(world.station)
     assert (tariff.id, site) == (f"t-{world.station}", f"site-{world.station}")
     await world.store.put_doc("tariff", "other", {"id": "other", **TARIFF})
     await world.store.put_station(Station(id=world.station, password_hash="", tariff_id="other", site_id="elsewhere"))
     world.store.ops.clear()
     clock[0] += 29
-    assert (await lookups.for_station(world.store, world.station))[0].id == f"t-{world.station}"
+    assert (await lookups.for_station(world.station))[0].id == f"t-{world.station}"
     assert not world.store.ops  # served from the cache
     clock[0] += 2
-    tariff, site = await lookups.for_station(world.store, world.station)
+    tariff, site = await lookups.for_station(world.station)
     assert (tariff.id, site) == ("other", "elsewhere")
-    assert handlers.lookups_for(world.rt).ttl_s == 3600  # CSMS_TARIFF_CACHE_S of this runtime
+    wired = world.handler.lookups
+    assert isinstance(wired, handlers.StationLookups) and wired.ttl_s == 3600  # CSMS_TARIFF_CACHE_S of this runtime
 
 
 async def test_a_tariff_that_does_not_parse_leaves_the_session_without_a_price(world: World) -> None:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,17 +15,23 @@ from services.common.runtime import Runtime, bootstrap
 from services.common.store.sqlite import SqliteStore
 from services.sessions import codec as snapshots
 from services.sessions.domain import session_id
-from services.sessions.handlers import handle_record
-from services.sessions.worker import SessionsService
+from services.sessions.handlers import SessionsHandler
+from services.sessions.wiring import build_handler, build_sessions
+from tests.support import FixedClock, eventually
 
 from .builders import NOW, STATION, TX, V16, a_16_session, a_201_session, an_envelope, at
+
+
+@pytest.fixture
+def handler(rt: Runtime) -> SessionsHandler:
+    return build_handler(rt)
 
 
 @pytest.fixture
 async def rt(tmp_path: Path) -> AsyncIterator[Runtime]:
     store = SqliteStore(f"sqlite:///{tmp_path}/s.db")
     runtime = bootstrap(Settings(events_partitions=4), bus=MemoryBus(default_partitions=4), store=store,
-                        clock=lambda: NOW, pepper=b"test-pepper")
+                        clock=FixedClock(NOW), pepper=b"test-pepper")
     await runtime.start()
     await store.migrate()
     yield runtime
@@ -52,16 +57,9 @@ async def snapshots_on(rt: Runtime) -> list[Record]:
     return seen
 
 
-async def eventually(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 async def test_the_service_turns_a_201_session_into_a_stored_session_and_snapshots(rt: Runtime) -> None:
     seen = await snapshots_on(rt)
-    service = SessionsService(rt)
+    service = build_sessions(rt)
     assert not service.ready()
     await service.start()
     assert service.ready() and service.name == "sessions"
@@ -118,7 +116,7 @@ async def test_the_service_turns_a_201_session_into_a_stored_session_and_snapsho
 
 
 async def test_the_service_keeps_station_status_and_command_records(rt: Runtime) -> None:
-    service = SessionsService(rt)
+    service = build_sessions(rt)
     await service.start()
     await publish(
         rt,
@@ -142,13 +140,13 @@ async def test_the_service_keeps_station_status_and_command_records(rt: Runtime)
     assert [c["command_id"] for c in await rt.store.list_docs("command", parent=STATION)] == ["cmd-9"]
 
 
-async def test_handling_the_same_record_twice_keeps_the_version_and_republishes_one_identical_snapshot(rt: Runtime) -> None:
+async def test_handling_the_same_record_twice_keeps_the_version_and_republishes_one_identical_snapshot(rt: Runtime, handler: SessionsHandler) -> None:
     seen = await snapshots_on(rt)
     record = a_record(a_16_session()[0])
 
-    await handle_record(rt, record)
+    await handler.handle_record(record)
     first = await rt.store.get_doc("session", session_id(STATION, TX))
-    await handle_record(rt, record)
+    await handler.handle_record(record)
     second = await rt.store.get_doc("session", session_id(STATION, TX))
 
     assert first == second and first is not None and first["version"] == 1
@@ -157,36 +155,36 @@ async def test_handling_the_same_record_twice_keeps_the_version_and_republishes_
     assert seen[0].value == seen[1].value and seen[0].header("ce_id") == seen[1].header("ce_id")
 
 
-async def test_a_crash_between_the_write_and_the_publish_republishes_the_same_version(rt: Runtime) -> None:
+async def test_a_crash_between_the_write_and_the_publish_republishes_the_same_version(rt: Runtime, handler: SessionsHandler) -> None:
     seen = await snapshots_on(rt)
     record = a_record(a_16_session()[0])
     assert isinstance(rt.bus, MemoryBus)
 
     rt.bus.set_available(False)
     with pytest.raises(BusUnavailable):
-        await handle_record(rt, record)
+        await handler.handle_record(record)
     stored = await rt.store.get_doc("session", session_id(STATION, TX))
     assert stored is not None and stored["version"] == 1
 
     rt.bus.set_available(True)
-    await handle_record(rt, record)  # redelivery
+    await handler.handle_record(record)  # redelivery
     await eventually(lambda: _at_least(seen, 1))
     assert snapshots.decode_session(seen[0].value)["version"] == 1
     assert (await rt.store.get_doc("session", session_id(STATION, TX))) == stored
 
 
-async def test_an_undecodable_record_is_skipped_without_blocking_the_partition(rt: Runtime) -> None:
+async def test_an_undecodable_record_is_skipped_without_blocking_the_partition(rt: Runtime, handler: SessionsHandler) -> None:
     bad = Record(topics.EVENTS, 0, 0, STATION.encode(), b"\xff\x00not protobuf")
-    await handle_record(rt, bad)  # no exception: the partition moves on
-    await handle_record(rt, a_record(a_16_session()[0], offset=1))
+    await handler.handle_record(bad)  # no exception: the partition moves on
+    await handler.handle_record(a_record(a_16_session()[0], offset=1))
     assert await rt.store.get_doc("session", session_id(STATION, TX)) is not None
 
 
-async def test_a_16_stop_for_an_unknown_transaction_is_stored_as_an_orphan(rt: Runtime) -> None:
+async def test_a_16_stop_for_an_unknown_transaction_is_stored_as_an_orphan(rt: Runtime, handler: SessionsHandler) -> None:
     stop = a_16_session()[-1]
     unknown = an_envelope(ev.TransactionEnded(transaction_id="-1", meter_stop_wh=4_200), station_time=at(30), **V16)
-    await handle_record(rt, a_record(stop))
-    await handle_record(rt, a_record(unknown, offset=1))
+    await handler.handle_record(a_record(stop))
+    await handler.handle_record(a_record(unknown, offset=1))
 
     docs = await rt.store.list_docs("session", parent=STATION)
     assert len(docs) == 2 and all(d["orphan"] and d["status"] == "completed" for d in docs)
@@ -197,14 +195,14 @@ async def _at_least(seen: list[Record], n: int) -> bool:
     return len(seen) >= n
 
 
-async def test_an_old_site_notification_on_the_events_topic_creates_no_station_status(rt: Runtime) -> None:
+async def test_an_old_site_notification_on_the_events_topic_creates_no_station_status(rt: Runtime, handler: SessionsHandler) -> None:
     # Before csms.sites.v1 the API published site changes as a station event with the id
     # "site:<id>"; such records may still be in the topic during an upgrade.
     old = an_envelope(
         ev.Notification(payload_json='{"id":"S1","max_current_a":32}'), station_id="site:S1", action="SiteUpdated"
     )
     station = an_envelope(ev.Notification(payload_json="{}"), action="DataTransfer")
-    await handle_record(rt, a_record(old, 0))
-    await handle_record(rt, a_record(station, 1))
+    await handler.handle_record(a_record(old, 0))
+    await handler.handle_record(a_record(station, 1))
     assert await rt.store.get_doc("station_status", "site:S1") is None
     assert await rt.store.get_doc("station_status", STATION) is not None

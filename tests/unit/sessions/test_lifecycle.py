@@ -4,11 +4,17 @@ reported Available or the idle sweeper close; remote start and connector lookups
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from services.common import events as ev
+from services.sessions.documents import open_sessions_to_doc
 from services.sessions.domain import (
+    ConnectorState,
+    IndexEntry,
+    OpenSessions,
     Plausibility,
+    Session,
     abandon_envelope,
     abandon_event_id,
     abandons_for_boot,
@@ -19,6 +25,9 @@ from services.sessions.domain import (
     index_entry,
     index_with,
     is_idle,
+    RemoteStart,
+    StationStatus,
+    remote_start_of,
     remote_start_ref,
 )
 
@@ -34,7 +43,7 @@ def a_16_start(tx: str, connector: int, minute: float, **body: object) -> ev.Env
     )
 
 
-def indexed(*events: ev.Envelope) -> dict:  # type: ignore[type-arg]
+def indexed(*events: ev.Envelope) -> OpenSessions:
     index = None
     for e in events:
         s = step(None, e, NOW)
@@ -47,7 +56,8 @@ def indexed(*events: ev.Envelope) -> dict:  # type: ignore[type-arg]
 def test_the_index_keeps_open_sessions_only_and_is_unchanged_by_meter_values() -> None:
     s = step(None, a_16_start("1", 1, 0), NOW)
     index = index_with(None, "CS-1", {s.id: index_entry(s)}, NOW)
-    assert index is not None and index["sessions"][s.id] == {
+    assert index is not None and index.sessions[s.id] == IndexEntry("1", 1, 1, at(0), at(0))
+    assert open_sessions_to_doc(index)["sessions"][s.id] == {
         "transaction_id": "1", "evse_id": 1, "connector_id": 1, "started_at": "2026-11-28T10:00:00.000Z",
         "received_at": "2026-11-28T10:00:00.000Z",
     }
@@ -58,7 +68,7 @@ def test_the_index_keeps_open_sessions_only_and_is_unchanged_by_meter_values() -
     ended = step(more, an_ended(transaction_id="1", env=V16, meter_stop_wh=10), NOW)
     assert index_entry(ended) is None
     emptied = index_with(index, "CS-1", {s.id: None}, NOW)
-    assert emptied is not None and emptied["sessions"] == {} and emptied["version"] == index["version"] + 1
+    assert emptied is not None and emptied.sessions == {} and emptied.version == index.version + 1
     assert index_with(None, "CS-1", {s.id: None}, NOW) is None
 
 
@@ -123,10 +133,10 @@ def test_the_abandon_event_is_deterministic_per_session_and_reason() -> None:
 
 
 def test_idle_means_no_change_for_the_timeout() -> None:
-    doc = {"status": "active", "updated_at": "2026-11-28T10:00:00.000Z"}
-    assert is_idle(doc, at(0) + timedelta(hours=24), timedelta(hours=24))
-    assert not is_idle(doc, at(0) + timedelta(hours=23), timedelta(hours=24))
-    assert not is_idle({**doc, "status": "completed"}, at(0) + timedelta(days=9), timedelta(hours=24))
+    s = Session(id="s", station_id="CS-1", transaction_id="1", received_at=at(-5), updated_at=at(0))
+    assert is_idle(s, at(0) + timedelta(hours=24), timedelta(hours=24))
+    assert not is_idle(s, at(0) + timedelta(hours=23), timedelta(hours=24))
+    assert not is_idle(replace(s, status="completed"), at(0) + timedelta(days=9), timedelta(hours=24))
     assert not is_idle(None, NOW, timedelta(hours=1))
 
 
@@ -140,20 +150,21 @@ def command_issued(payload: dict, *, command_id: str = "cmd-1", minute: float = 
 def test_a_request_start_command_is_recorded_by_station_and_remote_start_id() -> None:
     issued = command_issued({"idToken": {"idToken": "RFID-9", "type": "ISO14443"}, "remoteStartId": 42, "evseId": 1})
     assert remote_start_ref(issued) == "CS-1/42"
-    doc = apply_remote_start(None, issued, NOW)
-    assert doc is not None
-    assert (doc["id_token"], doc["id_token_type"], doc["evse_id"], doc["command_id"], doc["version"]) == ("RFID-9", "ISO14443", 1, "cmd-1", 1)
-    assert apply_remote_start(doc, issued, NOW) is doc
-    newer = apply_remote_start(doc, command_issued({"idToken": {"idToken": "B"}, "remoteStartId": 42}, command_id="cmd-2", minute=5), NOW)
-    assert newer is not None and (newer["id_token"], newer["version"]) == ("B", 2)
+    rs = apply_remote_start(None, issued, NOW)
+    assert rs is not None
+    assert (rs.id_token, rs.id_token_type, rs.evse_id, rs.command_id, rs.version) == ("RFID-9", "ISO14443", 1, "cmd-1", 1)
+    assert apply_remote_start(rs, issued, NOW) is rs
+    newer = apply_remote_start(rs, command_issued({"idToken": {"idToken": "B"}, "remoteStartId": 42}, command_id="cmd-2", minute=5), NOW)
+    assert newer is not None and (newer.id_token, newer.version) == ("B", 2)
+    assert remote_start_of(newer) == RemoteStart(id_token="B", issued_by="")
     assert apply_remote_start(newer, issued, NOW) is newer  # an older command does not win
     assert apply_remote_start(None, command_issued({"idTag": "X"}, action="RemoteStartTransaction"), NOW) is None
     assert remote_start_ref(command_issued({"idToken": {"idToken": "X"}})) is None
 
 
 def test_the_connector_of_an_evse_comes_from_its_only_or_only_busy_connector() -> None:
-    status = {"connectors": {"1/1": {"status": "Available"}, "2/1": {"status": "Available"}, "2/2": {"status": "Occupied"},
-                             "3/1": {"status": "Occupied"}, "3/2": {"status": "Charging"}}}
+    states = {"1/1": "Available", "2/1": "Available", "2/2": "Occupied", "3/1": "Occupied", "3/2": "Charging"}
+    status = StationStatus("CS-1", connectors={key: ConnectorState(text) for key, text in states.items()})
     assert connector_from_status(status, 1) == 1
     assert connector_from_status(status, 2) == 2
     assert connector_from_status(status, 3) == 0  # two busy connectors: undecidable

@@ -25,11 +25,12 @@ from services.common.config import Settings
 from services.common.runtime import Runtime, bootstrap
 from services.common.store.port import Store
 from services.sessions import codec as snapshots
+from services.common.kinds import OPEN_SESSIONS, SESSION
 from services.sessions import handlers
-from services.sessions import meter_values as meter_pages
-from services.sessions.domain import INDEX_KIND, session_from_doc, session_id
-from services.sessions.handlers import handle_record, sweep_once
-from services.sessions.worker import SessionsService
+from services.sessions.documents import page, session_from_doc
+from services.sessions.domain import session_id
+from services.sessions.wiring import build_handler, build_sessions
+from tests.support import FixedClock
 
 from .builders import NOW, a_register, a_started, an_ended, an_envelope, at, meter_values
 
@@ -57,6 +58,7 @@ class World:
 
     def __init__(self, rt: Runtime, station: str, seen: list[Record]) -> None:
         self.rt, self.station, self.seen = rt, station, seen
+        self.handler = build_handler(rt)
         self.offset = 0
 
     # -- building events of this world's station --
@@ -85,7 +87,7 @@ class World:
         for e in events:
             self.offset += 1
             record = Record(topics.EVENTS, 0, self.offset, e.station_id.encode(), codec.encode_event(e), tuple(codec.event_headers(e)))
-            await handle_record(self.rt, record)
+            await self.handler.handle_record(record)
 
     async def abandons(self) -> list[ev.Envelope]:
         """The SessionAbandoned events published so far (not yet taken), oldest first."""
@@ -100,17 +102,17 @@ class World:
         return [e for e in taken if isinstance(e.body, ev.SessionAbandoned) and e.station_id == self.station]
 
     async def doc(self, tx: str) -> dict[str, Any]:
-        doc = await self.rt.store.get_doc("session", self.sid(tx))
+        doc = await self.rt.store.get_doc(SESSION, self.sid(tx))
         assert doc is not None, tx
         return doc
 
     async def samples(self, tx: str) -> list[dict[str, Any]]:
         """The session's stored samples as GET /sessions/{id}/meter-values shows them."""
-        items, _ = await meter_pages.page(self.rt.store, session_from_doc(await self.doc(tx)), limit=1000)
+        items, _ = await page(self.rt.store, session_from_doc(await self.doc(tx)), limit=1000)
         return items
 
     async def open_sessions(self) -> set[str]:
-        index = await self.rt.store.get_doc(INDEX_KIND, self.station) or {}
+        index = await self.rt.store.get_doc(OPEN_SESSIONS, self.station) or {}
         return {e["transaction_id"] for e in (index.get("sessions") or {}).values()}
 
 
@@ -118,7 +120,7 @@ class World:
 async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
     store = _store(request.param, tmp_path)
     rt = bootstrap(Settings(events_partitions=4), bus=MemoryBus(default_partitions=4), store=store,
-                   clock=lambda: NOW, pepper=b"test-pepper")
+                   clock=FixedClock(NOW), pepper=b"test-pepper")
     await asyncio.wait_for(rt.start(), 180)
     await asyncio.wait_for(store.migrate(), 180)
     seen: list[Record] = []
@@ -153,7 +155,7 @@ async def test_a_reading_of_1e308_and_a_start_dated_year_1_are_processed(world: 
 
 
 async def test_the_partition_moves_on_past_the_poison_repros(world: World) -> None:
-    service = SessionsService(world.rt)
+    service = build_sessions(world.rt)
     await service.start()
     try:
         poison = [
@@ -245,11 +247,11 @@ async def test_available_before_the_stop_abandons_and_the_stop_then_completes_wi
 
 async def test_the_sweeper_abandons_idle_sessions_and_duplicate_sweeps_are_harmless(world: World) -> None:
     await world.feed(world.start16("1", minute=0, id_token_status="Invalid"))
-    await sweep_once(world.rt, NOW + timedelta(hours=23))
+    await world.handler.sweep(NOW + timedelta(hours=23))
     assert await world.abandons() == []
-    service = SessionsService(world.rt)
-    assert await service.sweep_once(NOW + timedelta(hours=25)) >= 1
-    assert await sweep_once(world.rt, NOW + timedelta(hours=26)) >= 1  # another process sweeping too
+    assert await world.handler.sweep(NOW + timedelta(hours=25)) >= 1
+    other = build_handler(world.rt)
+    assert await other.sweep(NOW + timedelta(hours=26)) >= 1  # another process sweeping too
     abandons = await world.abandons()
     assert len(abandons) == 2 and abandons[0].event_id == abandons[1].event_id
     assert {a.body.reason for a in abandons} == {"idle_timeout"}  # type: ignore[union-attr]
@@ -259,7 +261,7 @@ async def test_the_sweeper_abandons_idle_sessions_and_duplicate_sweeps_are_harml
     assert (doc["status"], doc["abandon_reason"], doc["version"]) == ("abandoned", "idle_timeout", 2)
     assert doc["abandoned_at"] == "2026-11-29T13:00:00.000Z"  # the first sweep's time (the earliest wins)
     assert await world.open_sessions() == set()
-    await sweep_once(world.rt, NOW + timedelta(days=3))
+    await world.handler.sweep(NOW + timedelta(days=3))
     assert await world.abandons() == []
 
 
@@ -296,7 +298,7 @@ async def test_the_service_sweeps_periodically_and_applies_its_own_decisions(wor
     settings = Settings(events_partitions=4, session_sweep_interval_s=0.01, session_idle_timeout_h=0)
     rt = Runtime(settings=settings, bus=world.rt.bus, store=world.rt.store, clock=world.rt.clock)
     await world.feed(world.start16("1"))
-    service = SessionsService(rt)
+    service = build_sessions(rt)
     await service.start()
     try:
         for _ in range(400):  # the interval is at least 1 s

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 from services.common import events as ev
 from services.common.config import Settings
-from services.sessions.domain import Plausibility, RemoteStart, apply, session_from_doc, session_to_doc
+from services.sessions.documents import session_from_doc, session_to_doc
+from services.sessions.domain import Plausibility, RemoteStart, apply
 
 from .builders import (
     NOW, TX, V16, SampleStore, a_16_session, a_register, a_started, an_ended, an_envelope, an_updated, at, meter_values,

@@ -11,19 +11,15 @@ from decimal import Decimal
 from services.billing.domain.running import fold_price, tariff_fingerprint
 from services.billing.domain.tariff import Tariff, TariffBand
 from services.common import events as ev
+from services.sessions.documents import legacy_samples, sample_from_row, sample_to_row, session_from_doc, session_to_doc
 from services.sessions.domain import (
     MAX_IDLE_MARKS,
-    Plausibility,
     MAX_SEQ_RANGES,
+    Plausibility,
     Sample,
     apply,
     kept_register_readings,
-    legacy_samples,
     rebuild,
-    sample_from_row,
-    sample_to_row,
-    session_from_doc,
-    session_to_doc,
 )
 
 from .builders import (

@@ -6,15 +6,9 @@ from datetime import timedelta
 import pytest
 
 from services.common import events as ev
-from services.sessions.domain import (
-    Session,
-    apply,
-    session_from_doc,
-    session_id,
-    session_ref,
-    session_to_doc,
-)
 from services.common.timeutil import to_ocpp
+from services.sessions.documents import session_from_doc, session_to_doc
+from services.sessions.domain import Session, apply, session_id, session_ref
 
 from .builders import (
     NOW,

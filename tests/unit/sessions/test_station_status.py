@@ -1,20 +1,32 @@
+"""Station status and command records (pure): merged in any order, idempotent, and stored
+in the documents they always were (the API and operators read them)."""
+
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from itertools import permutations
 from typing import Any
 
+import orjson
+
 from services.common import events as ev
-from services.sessions.domain import apply_command, apply_status
+from services.sessions.documents import command_from_doc, command_to_doc, station_status_from_doc, station_status_to_doc
+from services.sessions.domain import CommandRecord, StationStatus, apply_command, apply_status
 
 from .builders import NOW, STATION, an_envelope, at
 
 
-def status_after(*events: ev.Envelope, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+def status_of(*events: ev.Envelope, status: StationStatus | None = None) -> StationStatus:
     for e in events:
-        doc = apply_status(doc, e, NOW)
-    assert doc is not None
-    return doc
+        status = apply_status(status, e, NOW)
+    assert status is not None
+    return status
+
+
+def status_after(*events: ev.Envelope) -> dict[str, Any]:
+    """The stored document after `events`."""
+    return station_status_to_doc(status_of(*events))
 
 
 def connected(epoch: int, minute: float = 0, gateway: str = "gateway-0") -> ev.Envelope:
@@ -85,15 +97,16 @@ def test_a_heartbeat_moves_last_heartbeat_and_last_seen() -> None:
 def test_applying_a_status_event_twice_changes_nothing() -> None:
     for e in (connected(1), disconnected(1), connector("Available", 1), an_envelope(ev.Heartbeat()),
               an_envelope(ev.StationBooted(vendor="V", model="M"))):
-        once = status_after(e)
-        assert apply_status(once, e, NOW + timedelta(hours=1)) == once
+        once = status_of(e)
+        assert apply_status(once, e, NOW + timedelta(hours=1)) is once
 
 
 def test_authorizations_move_last_seen_only_once_a_minute() -> None:
-    doc = status_after(connected(1))
+    status = status_of(connected(1))
     auth = ev.Authorization(id_token="T", status="Accepted")
-    assert apply_status(doc, an_envelope(auth, received_at=at(0.5)), NOW) == doc
-    assert apply_status(doc, an_envelope(auth, received_at=at(2)), NOW)["last_seen"] == "2026-11-28T10:02:00.000Z"
+    assert apply_status(status, an_envelope(auth, received_at=at(0.5)), NOW) is status
+    later = apply_status(status, an_envelope(auth, received_at=at(2)), NOW)
+    assert later is not None and later.last_seen == at(2)
 
 
 def test_session_and_command_events_are_not_status_events() -> None:
@@ -112,12 +125,17 @@ def result(status: str, minute: float, response: str = "{}") -> ev.Envelope:
                                         response_json=response), received_at=at(minute))
 
 
-def command_after(*events: ev.Envelope) -> dict[str, Any]:
-    doc = None
+def command_of(*events: ev.Envelope) -> CommandRecord:
+    record = None
     for e in events:
-        doc = apply_command(doc, e, NOW)
-    assert doc is not None
-    return doc
+        record = apply_command(record, e, NOW)
+    assert record is not None
+    return record
+
+
+def command_after(*events: ev.Envelope) -> dict[str, Any]:
+    """The stored document after `events`."""
+    return command_to_doc(command_of(*events))
 
 
 def test_an_issued_command_is_pending_until_its_result_arrives() -> None:
@@ -145,6 +163,77 @@ def test_a_late_reply_after_a_timeout_is_recorded() -> None:
 
 
 def test_applying_a_command_event_twice_changes_nothing() -> None:
-    doc = command_after(issued(), result("Rejected", 1))
-    assert apply_command(doc, result("Rejected", 1), NOW) == doc
-    assert apply_command(doc, issued(), NOW) == doc
+    record = command_of(issued(), result("Rejected", 1))
+    assert apply_command(record, result("Rejected", 1), NOW) is record
+    assert apply_command(record, issued(), NOW) is record
+
+
+# -- the stored documents: the format of before ------------------------------------------
+# Written by the processor before station status and command records were values (the
+# previous `apply_status` / `apply_command` built these documents directly).
+STORED_STATUS = (
+    '{"station_id":"CS-1","connected":false,"epoch":3,"disconnected_epoch":3,"gateway_id":"gateway-2",'
+    '"ocpp_version":"2.0.1","last_seen":"2026-11-28T10:03:00.000Z","last_disconnect":{"epoch":3,"close_code":1006,'
+    '"reason":"gone","at":"2026-11-28T10:03:00.000Z"},"boot":{"vendor":"ACME","model":"A1","serial_number":"S-1",'
+    '"firmware_version":"1.1","reason":"PowerUp","registration_status":"Accepted","interval":300,"iccid":"","imsi":"",'
+    '"meter_type":"","meter_serial_number":"","at":"2026-11-28T10:00:15.000Z"},"connectors":{"1/1":{"status":"Occupied",'
+    '"error_code":"NoError","info":"","vendor_error_code":"","at":"2026-11-28T10:01:00.000Z"},"2/1":{"status":"Faulted",'
+    '"error_code":"","info":"x","vendor_error_code":"V7","at":"2026-11-28T10:00:30.000Z"}},'
+    '"last_heartbeat":"2026-11-28T10:02:00.000Z","version":6,"updated_at":"2026-11-28T12:00:00.004Z"}'
+)
+STORED_COMMAND = (
+    '{"command_id":"cmd-1","station_id":"CS-1","command_type":"RemoteStop","ocpp_action":"RequestStopTransaction",'
+    '"payload":{"transactionId":"tx-1"},"status":"Accepted","response":{"status":"Accepted"},"error_code":"",'
+    '"error_description":"","issued_at":"2026-11-28T10:00:00.000Z","completed_at":"2026-11-28T10:02:00.000Z",'
+    '"expired_at":"2026-11-28T10:00:30.000Z","late_reply":true,"version":3,"updated_at":"2026-11-28T12:00:00.000Z"}'
+)
+
+
+def _status_events() -> list[ev.Envelope]:
+    return [
+        connected(3, 0, "gateway-2"),
+        an_envelope(ev.StationBooted(vendor="ACME", model="A1", serial_number="S-1", firmware_version="1.1",
+                                     reason="PowerUp", registration_status="Accepted", interval=300), received_at=at(0.25)),
+        an_envelope(ev.ConnectorStatus(evse_id=1, connector_id=1, status="Occupied", error_code="NoError"), station_time=at(1)),
+        an_envelope(ev.ConnectorStatus(evse_id=2, connector_id=1, status="Faulted", info="x", vendor_error_code="V7"),
+                    station_time=at(0.5)),
+        an_envelope(ev.Heartbeat(), received_at=at(2)),
+        an_envelope(ev.StationDisconnected(epoch=3, close_code=1006, reason="gone"), station_time=None, received_at=at(3)),
+    ]
+
+
+def test_the_station_status_document_is_written_byte_for_byte_as_before() -> None:
+    status = None
+    for e in _status_events():
+        status = apply_status(status, e, NOW + timedelta(microseconds=4321))
+    assert status is not None
+    assert orjson.dumps(station_status_to_doc(status)).decode() == STORED_STATUS
+
+
+def test_a_stored_station_status_loads_and_writes_back_unchanged() -> None:
+    doc = json.loads(STORED_STATUS)
+    status = station_status_from_doc(doc)
+    assert (status.connected, status.epoch, status.boot and status.boot.firmware_version) == (False, 3, "1.1")
+    assert status.connectors["2/1"].vendor_error_code == "V7" and status.last_heartbeat == at(2)
+    assert orjson.dumps(station_status_to_doc(status)).decode() == STORED_STATUS
+    # and the merge goes on from it as from the value it was written from
+    again = apply_status(status, connected(4, 5), NOW)
+    assert again is not None and (again.connected, again.version) == (True, 7)
+
+
+def test_a_status_document_of_an_older_version_without_the_newer_fields_loads() -> None:
+    old = {"station_id": STATION, "connected": True, "epoch": 1, "gateway_id": "gateway-0", "ocpp_version": "1.6",
+           "last_seen": "2026-11-28T10:00:00.000Z", "boot": {"vendor": "V", "model": "M", "at": "2026-11-28T10:00:00.000Z"},
+           "connectors": {"1/1": {"status": "Available", "error_code": "", "info": "", "at": "2026-11-28T10:00:00.000Z"}},
+           "last_heartbeat": None, "version": 2, "updated_at": "2026-11-28T10:00:00.000Z"}
+    status = station_status_from_doc(old)
+    assert (status.disconnected_epoch, status.last_disconnect, status.connectors["1/1"].vendor_error_code) == (0, None, "")
+    assert status.boot is not None and status.boot.vendor == "V"
+
+
+def test_the_command_record_document_is_written_byte_for_byte_as_before_and_loads_back() -> None:
+    record = command_of(result("Timeout", 0.5), issued(0), result("Accepted", 2, '{"status": "Accepted"}'))
+    assert orjson.dumps(command_to_doc(record)).decode() == STORED_COMMAND
+    loaded = command_from_doc(json.loads(STORED_COMMAND))
+    assert loaded == record
+    assert command_from_doc({**json.loads(STORED_COMMAND), "expired_at": None}).expired_at is None
