@@ -96,7 +96,7 @@ async def run_gateway(args: argparse.Namespace, gateway_id: str | None = None, w
     from services.common.bus.memory import MemoryBus
     from services.common.config import load_settings
     from services.common.runtime import bootstrap
-    from services.gateway.service import GatewayService  # noqa: I001
+    from services.gateway.wiring import build_gateway  # noqa: I001
 
     settings = load_settings().with_overrides(store_url=args.store_url, host=args.host, ocpp_port=args.port, bus_url=args.bus_url,
                                               gateway_id=gateway_id)
@@ -116,7 +116,7 @@ async def run_gateway(args: argparse.Namespace, gateway_id: str | None = None, w
     else:  # kafka://: the bus `csms gateway` builds from the same settings (bus_options)
         rt = bootstrap(settings)
     await rt.start()
-    svc = GatewayService(rt)
+    svc = build_gateway(rt)
     await svc.start()
     from services.common.runtime import tune_gc
 

@@ -34,8 +34,12 @@ from typing import Any, Callable
 
 from prometheus_client import Counter, Gauge
 
+from services.gateway.limits import TokenBucket
+from services.gateway.metrics import BOOT_PENDING
+
 __all__ = [
     "Signals", "Thresholds", "UpgradeLimits", "load", "overloaded", "boot_overloaded", "retry_after", "ewma", "next_capacity", "Admission", "PROBE_S",
+    "BootAdmission",
 ]
 
 log = logging.getLogger("csms.gateway.admission")
@@ -264,6 +268,31 @@ class Admission:
         seconds, self._boot_horizon = retry_after(self._now(), self._boot_horizon, 0, self.capacity, self.th, self._rng.random())
         REFUSED.labels("boot").inc()
         return seconds
+
+
+class BootAdmission:
+    """The BootNotification decision: Pending while `Admission` measures overload, or past
+    an optional fixed cap (CSMS_BOOT_RATE, boots per second; 0 = none)."""
+
+    __slots__ = ("_admission", "_boots", "_pending_s")
+
+    def __init__(self, admission: Admission, boot_rate_per_s: float = 0.0) -> None:
+        self._admission = admission
+        self._boots = TokenBucket(boot_rate_per_s, max(1.0, boot_rate_per_s)) if boot_rate_per_s > 0 else None
+        self._pending_s = 0
+
+    def admit_boot(self) -> bool:
+        """False: answer Pending with a back-off."""
+        self._pending_s = self._admission.boot_pending_interval()
+        ok = self._pending_s == 0 and (self._boots is None or self._boots.take())
+        if not ok:
+            BOOT_PENDING.inc()
+        return ok
+
+    def pending_interval(self) -> int | None:
+        """The Pending interval of the boot `admit_boot` just refused for overload (None:
+        refused by the fixed cap; the caller picks a jittered interval)."""
+        return self._pending_s or None
 
 
 class _Track:

@@ -14,23 +14,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from services.common.errors import StoreError
+from services.common.ocpp_version import OcppVersion
 from services.common.telemetry import add_health_routes
-from services.gateway import auth, metrics, ownership
-from services.gateway.admission import UpgradeLimits
-from services.gateway.connection import Connection
-from services.gateway.hub import Hub
+from services.gateway import auth, metrics
+from services.gateway.admission import Admission, UpgradeLimits
+from services.gateway.connection import Connection, ConnectionShared
 from services.gateway.limits import KeyedBuckets
+from services.gateway.ownership import Ownership
+from services.gateway.registry import Registry
 
 __all__ = ["SUBPROTOCOLS", "choose_subprotocol", "is_upgrade", "OcppWebSocket", "GatewayApp"]
 
 log = logging.getLogger("csms.gateway")
 
-SUBPROTOCOLS = {"ocpp1.6": "1.6", "ocpp2.0.1": "2.0.1", "ocpp2.1": "2.1"}
+SUBPROTOCOLS: dict[str, OcppVersion] = {v.subprotocol: v for v in OcppVersion}
 CLOSE_PROTOCOL_ERROR = 1002
 LINGER_S = 1.0
 
@@ -98,16 +101,35 @@ def is_upgrade(request: web.BaseRequest) -> bool:
 
 
 class GatewayApp:
-    def __init__(self, hub: Hub, authenticator: auth.Authenticator) -> None:
-        self.hub = hub
+    """`shared`: what every connection is given; `ready`: the gateway's readiness."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        ownership: Ownership,
+        authenticator: auth.Authenticator,
+        admission: Admission,
+        shared: ConnectionShared,
+        upgrade_limits: UpgradeLimits,
+        max_frame_bytes: int,
+        ocpp21: bool,
+        ready: Callable[[], bool],
+    ) -> None:
+        self.registry = registry
+        self.ownership = ownership
         self.auth = authenticator
-        up = UpgradeLimits.from_settings(hub.settings)  # per address: slow a site's chargers, refuse a flood
+        self.admission = admission
+        self.shared = shared
+        self.max_frame_bytes = max_frame_bytes
+        self.ocpp21 = ocpp21
+        up = upgrade_limits  # per address: slow a site's chargers, refuse a flood
         self.upgrades: KeyedBuckets[str] = KeyedBuckets(up.rate, up.burst)
         self.upgrade_max_wait_s = up.max_wait_s
         self.handlers: set[asyncio.Task[object]] = set()
         self.app = web.Application()
         self.app.router.add_get("/ocpp/{tail:.*}", self.handle)
-        add_health_routes(self.app, hub.ready)
+        add_health_routes(self.app, ready)
 
     @staticmethod
     def _refuse(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -115,16 +137,15 @@ class GatewayApp:
         return web.Response(status=status, text=reason.replace("_", " ") + "\n", headers=headers)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        hub = self.hub
         remote = request.remote or ""
-        if hub.stopping:
+        if self.registry.stopping:
             return self._refuse(503, "shutting_down")
         admitted, wait = self.upgrades.reserve(remote, self.upgrade_max_wait_s)
         if not admitted:
             return self._refuse(429, "upgrade_flood", {"Retry-After": str(math.ceil(wait))})
         if wait > 0:
             await asyncio.sleep(wait)  # past the burst: queued behind the address's earlier upgrades
-        retry_after = hub.admission.upgrade_retry_after()
+        retry_after = self.admission.upgrade_retry_after()
         if retry_after:  # measured overload (services/gateway/admission.py)
             return self._refuse(503, "overloaded", {"Retry-After": str(retry_after)})
         station_id = auth.station_id_from_path(request.raw_path)
@@ -134,8 +155,8 @@ class GatewayApp:
         if not is_upgrade(request):
             return self._refuse(400, "not_websocket")
         try:
-            async with asyncio.timeout(hub.limits.open_timeout_s):
-                with hub.admission.track():
+            async with asyncio.timeout(self.shared.limits.open_timeout_s):
+                with self.admission.track():
                     outcome = await self.auth.authenticate(station_id, request.headers.get("Authorization"), remote)
         except (StoreError, TimeoutError) as exc:
             log.warning("station=%s handshake: store unavailable (%s)", station_id, exc)
@@ -143,11 +164,10 @@ class GatewayApp:
         if not outcome.ok:
             log.info("station=%s from %s refused: %d %s", station_id, remote, outcome.status, outcome.reason)
             return self._refuse(outcome.status, outcome.reason, outcome.headers)
-        settings = hub.settings
-        proto = choose_subprotocol(request.headers.get("Sec-WebSocket-Protocol"), settings.ocpp21)
+        proto = choose_subprotocol(request.headers.get("Sec-WebSocket-Protocol"), self.ocpp21)
         ws = OcppWebSocket(
             protocols=(proto,) if proto else (),
-            max_msg_size=settings.max_frame_bytes,
+            max_msg_size=self.max_frame_bytes,
             compress=True,
             heartbeat=None,
             autoping=True,
@@ -168,26 +188,26 @@ class GatewayApp:
                 self.handlers.discard(task)
         return ws
 
-    async def _serve(self, ws: web.WebSocketResponse, station_id: str, version: str, proto: str, remote: str) -> None:
-        hub = self.hub
+    async def _serve(self, ws: web.WebSocketResponse, station_id: str, version: OcppVersion, proto: str, remote: str) -> None:
+        ownership = self.ownership
         try:
-            with hub.admission.track(store=True, completes=True):
-                epoch, prev = await ownership.claim(hub, station_id)
+            with self.admission.track(store=True, completes=True):
+                epoch, prev = await ownership.claim(station_id)
         except Exception as exc:
             log.warning("station=%s ownership claim failed (%s); closing 1011", station_id, exc)
             await ws.close(code=1011, message=b"try again later")
             return
-        conn = Connection(hub, ws, station_id, version, epoch, remote, proto)
-        if not await ownership.adopt(hub, conn, prev):
+        conn = Connection(self.shared, ws, station_id, version, epoch, remote, proto)
+        if not await ownership.adopt(conn, prev):
             await ws.close(code=1008, message=b"replaced by a newer connection")
             return
         metrics.connection_opened(version)
         log.info("station=%s connected from %s (%s, epoch %d)", station_id, remote, proto, epoch)
         try:
-            if await ownership.announce_connected(hub, conn):
+            if await ownership.announce_connected(conn):
                 await conn.run()
         finally:
             conn._shutdown()
             metrics.connection_closed(version)
             log.info("station=%s disconnected (close code %s)", station_id, ws.close_code)
-            await ownership.release(hub, conn)
+            await ownership.release(conn)

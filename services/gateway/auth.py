@@ -16,11 +16,13 @@ import hashlib
 import hmac
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from services.common import passwords
-from services.common.runtime import Runtime
 from services.common.store.port import Station
+from services.common.timeutil import Clock
 from services.gateway import metrics
 from services.gateway.limits import Lockouts, TTLCache
 
@@ -35,7 +37,6 @@ MAX_ID_LEN = 48
 _ID_RE = re.compile(r"[A-Za-z0-9._\-*+=@]{1,48}")
 _PREFIX = "/ocpp/"
 _MAX_PASSWORD = 128
-_MISSING = object()
 
 
 def valid_station_id(station_id: str) -> bool:
@@ -83,10 +84,24 @@ class Outcome:
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="OCPP"'}
 
 
+class StationDirectory(Protocol):
+    """The station store operations authentication uses (reads; open registration writes)."""
+
+    async def get_station(self, station_id: str) -> Station | None: ...
+
+    async def put_station(self, station: Station) -> None: ...
+
+
 class Authenticator:
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-        x = rt.settings.extra
+    """`extra`: tunables from `settings.extra` (cache sizes and TTLs, lockout limits)."""
+
+    def __init__(self, stations: StationDirectory, *, pepper: bytes, clock: Clock, open_registration: bool = False,
+                 extra: Mapping[str, Any] | None = None) -> None:
+        self._stations = stations
+        self._pepper = pepper
+        self._clock = clock
+        self._open_registration = open_registration
+        x = extra or {}
         self.stations: TTLCache[str, Station | None] = TTLCache(int(x.get("station_cache_size", 200_000)), float(x.get("station_cache_ttl_s", 10.0)))
         self.negative_ttl = float(x.get("station_negative_ttl_s", 2.0))
         self.verified: TTLCache[str, str] = TTLCache(200_000, 3600.0)  # hmac(id, pw) -> password_hash
@@ -96,21 +111,20 @@ class Authenticator:
 
     # -- station lookup ------------------------------------------------------
     async def station(self, station_id: str, *, fresh: bool = False) -> Station | None:
-        cached = _MISSING if fresh or not self.stations.has_fresh(station_id) else self.stations.get(station_id)
-        if cached is not _MISSING:
-            return cached  # type: ignore[return-value]
-        station = await self.rt.store.get_station(station_id)
+        if not fresh and self.stations.has_fresh(station_id):
+            return self.stations.get(station_id)
+        station = await self._stations.get_station(station_id)
         self.stations.put(station_id, station, None if station is not None else self.negative_ttl)
         return station
 
     # -- password checks -----------------------------------------------------
     def _cache_key(self, station_id: str, password: str) -> str:
         msg = station_id.encode() + b"\x00" + password.encode()
-        return hmac.new(self.rt.pepper, msg, hashlib.sha256).hexdigest()
+        return hmac.new(self._pepper, msg, hashlib.sha256).hexdigest()
 
     async def verify(self, station: Station, password: str) -> bool:
         if station.password_fingerprint and passwords.verify_fingerprint(
-            self.rt.pepper, station.id, password, station.password_fingerprint
+            self._pepper, station.id, password, station.password_fingerprint
         ):
             return True
         if not station.password_hash:
@@ -133,10 +147,10 @@ class Authenticator:
         station = Station(
             id=station_id,
             password_hash=hashed,
-            password_fingerprint=passwords.fingerprint(self.rt.pepper, station_id, password),
-            created_at=self.rt.clock(),
+            password_fingerprint=passwords.fingerprint(self._pepper, station_id, password),
+            created_at=self._clock(),
         )
-        await self.rt.store.put_station(station)
+        await self._stations.put_station(station)
         self.stations.put(station_id, station)
         log.info("station=%s registered (open registration)", station_id)
         return station
@@ -157,7 +171,7 @@ class Authenticator:
             metrics.AUTH_FAILURES.labels(reason="locked").inc()
             return Outcome(401, "locked", headers={**_CHALLENGE, "Retry-After": str(int(locked) + 1)})
         station = await self.station(station_id)
-        if station is None and not self.rt.settings.open_registration:
+        if station is None and not self._open_registration:
             return self._fail(None, remote, 404, "unknown_station")
         creds = parse_basic(authorization)
         if isinstance(creds, str):

@@ -4,7 +4,11 @@ Reads only partition `gateway_ordinal(gateway_id)` of csms.commands.v1 (manual
 assignment, from the end: a command issued while no gateway read it has expired by
 now). The partition reader only enqueues: each command runs as its own task, at most
 `command_concurrency` at once (backpressure on the reader beyond that), commands of
-one station strictly in order.
+one station strictly in order. A command is built into its OCPP CALL from the one command
+vocabulary (services/common/ocpp/commands.py); one for a station that is not connected
+here is re-routed once through the `CommandRouter`. A fence (the typed `Command.fence_epoch`,
+or from a gateway before it, command type "_Fence" with the epoch in its params) closes
+this gateway's socket of the station if that socket is older.
 """
 
 from __future__ import annotations
@@ -12,42 +16,85 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import uuid
+import time
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from services.common import codec, topics
+from services.common.bus.port import Handler as RecordHandler
 from services.common.bus.port import Record, Subscription
 from services.common.config import gateway_ordinal
 from services.common.errors import ConfigError, RecordTooLarge
-from services.common.events import CommandIssued, CommandResult, Envelope
-from services.gateway import frames, metrics, ownership, translate
-from services.gateway.hub import Hub
-from services.gateway.publisher import ConnectionGone
+from services.common.events import Body, CommandIssued, CommandResult, Envelope
+from services.common.ocpp import commands as vocabulary
+from services.common.routing import FENCE, CommandRouter, Sent
+from services.common.timeutil import Clock
+from services.gateway import frames, metrics
+from services.gateway.publisher import ConnectionGone, Publisher, new_event_id
+from services.gateway.registry import Registry
 
-__all__ = ["CommandRunner"]
+__all__ = ["CommandRunner", "PartitionReader", "fence_epoch"]
 
 log = logging.getLogger("csms.gateway.commands")
 
 _RESULT_GRACE_S = 30.0   # how long a result may be withheld by a bus outage
 
 
+class PartitionReader(Protocol):
+    """The bus operations the runner uses to read its command partition."""
+
+    async def partitions(self, topic: str) -> int: ...
+
+    async def assign(self, topic: str, partition: int, handler: RecordHandler, *, from_beginning: bool = False) -> Subscription: ...
+
+
+def fence_epoch(cmd: codec.Command) -> int | None:
+    """The epoch of a fence, None for any other command. A fence from a gateway that predates
+    the typed field (a rolling upgrade) is command type "_Fence" with {"epoch": n} params."""
+    if cmd.fence_epoch is not None:
+        return cmd.fence_epoch
+    if cmd.command_type != FENCE:
+        return None
+    try:
+        return int(orjson.loads(cmd.params_json or "{}").get("epoch", cmd.target_epoch))
+    except (ValueError, AttributeError, TypeError):
+        return cmd.target_epoch
+
+
 class CommandRunner:
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        *,
+        gateway_id: str,
+        reader: PartitionReader,
+        registry: Registry,
+        router: CommandRouter,
+        publisher: Publisher,
+        clock: Clock,
+        concurrency: int,
+        command_timeout_s: float,
+        call_timeout_s: float,
+    ) -> None:
+        self.gateway_id = gateway_id
+        self._reader = reader
+        self._registry = registry
+        self._router = router
+        self._publisher = publisher
+        self._clock = clock
+        self._timeout_s = min(command_timeout_s, call_timeout_s)
         self._sub: Subscription | None = None
         self._chains: dict[str, deque[codec.Command]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(hub.limits.command_concurrency)
+        self._slots = asyncio.Semaphore(concurrency)
 
     async def start(self) -> None:
-        ordinal = gateway_ordinal(self.hub.gateway_id)
-        partitions = await self.hub.rt.bus.partitions(topics.COMMANDS)
+        ordinal = gateway_ordinal(self.gateway_id)
+        partitions = await self._reader.partitions(topics.COMMANDS)
         if ordinal >= partitions:
-            raise ConfigError(f"{self.hub.gateway_id}: ordinal {ordinal} >= {partitions} partitions of {topics.COMMANDS}")
-        self._sub = await self.hub.rt.bus.assign(topics.COMMANDS, ordinal, self.on_record)
+            raise ConfigError(f"{self.gateway_id}: ordinal {ordinal} >= {partitions} partitions of {topics.COMMANDS}")
+        self._sub = await self._reader.assign(topics.COMMANDS, ordinal, self.on_record)
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -64,8 +111,9 @@ class CommandRunner:
         except Exception:
             log.warning("undecodable command at %s[%d]@%d dropped", record.topic, record.partition, record.offset)
             return
-        if cmd.command_type == ownership.FENCE:
-            await self._fence(cmd)  # fences go by epoch: whoever holds an older socket closes it
+        epoch = fence_epoch(cmd)
+        if epoch is not None:
+            self._fence(cmd.station_id, epoch)  # fences go by epoch: whoever holds an older socket closes it
             return
         if not self._addressed_to_us(cmd):
             return
@@ -87,10 +135,10 @@ class CommandRunner:
         would deliver it twice. A command addressed to no one, or to a gateway on another
         partition (which cannot read it), takes the usual path."""
         target = cmd.target_gateway_id
-        if not target or target == self.hub.gateway_id:
+        if not target or target == self.gateway_id:
             return True
         try:
-            shared = gateway_ordinal(target) == gateway_ordinal(self.hub.gateway_id)
+            shared = gateway_ordinal(target) == gateway_ordinal(self.gateway_id)
         except ConfigError:
             return True
         if shared:
@@ -116,27 +164,22 @@ class CommandRunner:
             if self._chains.get(station_id) is chain:
                 del self._chains[station_id]
 
-    async def _fence(self, cmd: codec.Command) -> None:
-        try:
-            epoch = int(orjson.loads(cmd.params_json or "{}").get("epoch", cmd.target_epoch))
-        except (ValueError, AttributeError, TypeError):
-            epoch = cmd.target_epoch
-        conn = self.hub.connections.get(cmd.station_id)
+    def _fence(self, station_id: str, epoch: int) -> None:
+        conn = self._registry.get(station_id)
         if conn is not None and conn.epoch < epoch:
             metrics.FENCED.inc()
-            log.warning("station=%s fenced by epoch %d (ours %d); closing 1008", cmd.station_id, epoch, conn.epoch)
-            self.hub.spawn(conn.close(1008, "connected to another gateway"))
+            log.warning("station=%s fenced by epoch %d (ours %d); closing 1008", station_id, epoch, conn.epoch)
+            self._registry.close_later(conn, 1008, "connected to another gateway")
 
     # -- one command -----------------------------------------------------------
     async def execute(self, cmd: codec.Command) -> None:
-        hub = self.hub
-        now = hub.rt.clock()
+        now = self._clock()
         remaining = (cmd.expires_at - now).total_seconds()
         if remaining <= 0:
             log.info("station=%s command %s (%s) expired before delivery; dropped", cmd.station_id, cmd.command_id, cmd.command_type)
             metrics.COMMANDS.labels(command_type=cmd.command_type, status="Expired").inc()
             return
-        conn = hub.connections.get(cmd.station_id)
+        conn = self._registry.get(cmd.station_id)
         if conn is None or not conn.alive():
             await self._reroute(cmd, remaining)
             return
@@ -144,16 +187,16 @@ class CommandRunner:
         try:
             params: Any = orjson.loads(cmd.params_json or "{}")
             if not isinstance(params, dict):
-                raise translate.InvalidCommand("params must be a JSON object")
-            action, payload = translate.to_ocpp(cmd.command_type, params, version)
-        except translate.UnsupportedCommand as exc:
+                raise vocabulary.InvalidCommand("params must be a JSON object")
+            action, payload = vocabulary.to_ocpp(cmd.command_type, params, version)
+        except vocabulary.UnsupportedCommand as exc:
             await self._result(cmd, "NotSupported", remaining, description=str(exc), version=version)
             return
         except ValueError as exc:  # InvalidCommand, bad JSON
             await self._result(cmd, "Rejected", remaining, code="InvalidCommand", description=str(exc), version=version)
             return
         await self._publish(cmd, CommandIssued(cmd.command_id, cmd.command_type, action, orjson.dumps(payload).decode(), cmd.issuer), remaining, version=version, action=action)
-        timeout = min(remaining, hub.settings.command_timeout_s, hub.limits.call_timeout_s)
+        timeout = min(remaining, self._timeout_s)
         try:
             mid, answer = await conn.call(action, payload, timeout)
         except TimeoutError:
@@ -167,30 +210,21 @@ class CommandRunner:
             return
         response = answer.payload if isinstance(answer.payload, dict) else {}
         try:
-            status, normalized = translate.from_ocpp(cmd.command_type, action, response, version)
+            status, normalized = vocabulary.from_ocpp(cmd.command_type, action, response, version)
         except Exception:
             log.exception("station=%s cannot read the answer to %s", cmd.station_id, action)
             status, normalized = "Unknown", response
         await self._result(cmd, status, remaining, response=normalized, version=version, action=action, mid=mid)
 
     async def _reroute(self, cmd: codec.Command, remaining: float) -> None:
-        hub = self.hub
         try:
-            owner = await hub.rt.store.get_owner(cmd.station_id)
-        except Exception as exc:
-            log.warning("station=%s owner lookup failed: %s", cmd.station_id, exc)
-            owner = None
-        if owner is not None and owner.connected and owner.gateway_id != hub.gateway_id and cmd.hops == 0:
-            moved = dataclasses.replace(cmd, hops=1, target_gateway_id=owner.gateway_id, target_epoch=owner.epoch)
-            try:
-                await hub.rt.bus.publish(
-                    topics.COMMANDS, cmd.station_id, codec.encode_command(moved), codec.command_headers(moved),
-                    partition=gateway_ordinal(owner.gateway_id),
-                )
-                log.info("station=%s command %s re-routed to %s", cmd.station_id, cmd.command_id, owner.gateway_id)
+            routed = await self._router.reroute(cmd, this_gateway=self.gateway_id)
+        except Exception as exc:  # the owner lookup or the bus failed: the station is offline to us
+            log.warning("station=%s command %s could not be re-routed: %s", cmd.station_id, cmd.command_id, exc)
+        else:
+            if isinstance(routed, Sent):
+                log.info("station=%s command %s re-routed to %s", cmd.station_id, cmd.command_id, routed.gateway_id)
                 return
-            except Exception as exc:
-                log.warning("station=%s command %s could not be re-routed: %s", cmd.station_id, cmd.command_id, exc)
         await self._result(cmd, "StationOffline", remaining, description="station is not connected")
 
     async def _result(
@@ -205,15 +239,14 @@ class CommandRunner:
         )
         await self._publish(cmd, body, remaining, version=version, action=action, mid=mid)
 
-    async def _publish(self, cmd: codec.Command, body: Any, remaining: float, *, version: str = "", action: str = "", mid: str = "") -> None:
-        hub = self.hub
+    async def _publish(self, cmd: codec.Command, body: Body, remaining: float, *, version: str = "", action: str = "", mid: str = "") -> None:
         env = Envelope(
-            event_id=str(uuid.uuid4()), station_id=cmd.station_id, received_at=hub.rt.clock(), body=body,
-            gateway_id=hub.gateway_id, ocpp_version=version, message_id=mid, action=action,
+            event_id=new_event_id(), station_id=cmd.station_id, received_at=self._clock(), body=body,
+            gateway_id=self.gateway_id, ocpp_version=version, message_id=mid, action=action,
         )
-        deadline = hub.monotonic() + max(remaining, 0.0) + _RESULT_GRACE_S
+        deadline = time.monotonic() + max(remaining, 0.0) + _RESULT_GRACE_S
         try:
-            published = await hub.publisher.publish(env, deadline=deadline)
+            published = await self._publisher.publish(env, deadline=deadline)
         except RecordTooLarge as exc:
             # A station's answer (GetConfiguration, a report) can be as large as a frame: keep
             # the command's outcome, drop the body that cannot be a record, and say so.
@@ -224,6 +257,6 @@ class CommandRunner:
                 body = dataclasses.replace(body, payload_json="{}")
             else:
                 return
-            published = await hub.publisher.publish(dataclasses.replace(env, body=body), deadline=deadline)
+            published = await self._publisher.publish(dataclasses.replace(env, body=body), deadline=deadline)
         if not published:
             log.warning("station=%s %s for command %s not published (bus down)", cmd.station_id, type(body).__name__, cmd.command_id)

@@ -26,6 +26,7 @@ import logging
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -36,16 +37,17 @@ from opentelemetry import trace
 
 from services.common.errors import CsmsError, RecordTooLarge
 from services.common.events import Body, Envelope
+from services.common.ocpp.wire import json_default
+from services.common.ocpp_version import OcppVersion
 from services.common.telemetry import tracer
+from services.common.timeutil import Clock
 from services.gateway import errors, frames, metrics, validation
-from services.gateway.actions import handler_for, is_csms_to_station
-from services.gateway.actions.common import json_default
+from services.gateway.actions import Actions, Handler, is_csms_to_station
 from services.gateway.context import CallContext, ConnectionState
-from services.gateway.hub import Hub
-from services.gateway.limits import TokenBucket
-from services.gateway.publisher import ConnectionGone
+from services.gateway.limits import Limits, TokenBucket
+from services.gateway.publisher import ConnectionGone, Publisher, new_event_id
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "ConnectionShared"]
 
 log = logging.getLogger("csms.gateway.connection")
 
@@ -79,31 +81,36 @@ def _span(action: str, station_id: str) -> Any:
 _NO_SPAN = contextlib.nullcontext()
 
 
-def new_event_id() -> str:
-    """A random (version 4) UUID in its canonical text, as `str(uuid.uuid4())` gives, at a
-    fifth of its cost (no UUID object): one per published event."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+@dataclass(frozen=True, slots=True)
+class ConnectionShared:
+    """What all connections of one gateway share. Each connection holds this one reference
+    (memory per idle connection stays small)."""
 
-
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 4122 variant bits 10xx
+    gateway_id: str
+    limits: Limits
+    frame_limit: int          # per-action CALL limit (sizes.frame_limit of the bus record limit)
+    max_json_depth: int
+    clock: Clock
+    publisher: Publisher
+    actions: Actions
 
 
 class Connection:
     __slots__ = (
-        "hub", "ws", "station_id", "version", "epoch", "remote", "subprotocol", "state",
+        "shared", "ws", "station_id", "version", "epoch", "remote", "subprotocol", "state",
         "queue", "current", "worker", "bucket", "strikes", "pending_id", "pending", "call_lock", "closing",
     )
 
-    def __init__(self, hub: Hub, ws: web.WebSocketResponse, station_id: str, version: str, epoch: int, remote: str = "", subprotocol: str = "") -> None:
-        self.hub, self.ws, self.station_id, self.version, self.epoch = hub, ws, station_id, version, epoch
+    def __init__(self, shared: ConnectionShared, ws: web.WebSocketResponse, station_id: str, version: OcppVersion, epoch: int,
+                 remote: str = "", subprotocol: str = "") -> None:
+        self.shared, self.ws, self.station_id, self.version, self.epoch = shared, ws, station_id, version, epoch
         self.remote, self.subprotocol = remote, subprotocol
         # A Connection exists only after the handshake authenticated an enabled station.
-        self.state = ConnectionState(attributes={"enabled_checked_at": time.monotonic()})
+        self.state = ConnectionState(enabled_checked_at=time.monotonic())
         self.queue: list[tuple[frames.Call, datetime]] = []
         self.current: frames.Call | None = None
         self.worker: asyncio.Task[None] | None = None
-        lim = hub.limits
+        lim = shared.limits
         self.bucket = TokenBucket(lim.msg_rate, lim.msg_burst)
         self.strikes = 0
         self.pending_id: str | None = None
@@ -114,7 +121,7 @@ class Connection:
     # -- reader ----------------------------------------------------------------
     async def run(self) -> None:
         """Read until the socket closes. Never raises for anything a station sends."""
-        ws, max_depth = self.ws, self.hub.settings.max_json_depth
+        ws, max_depth = self.ws, self.shared.max_json_depth
         try:
             async for msg in ws:
                 if msg.type == web.WSMsgType.TEXT:
@@ -160,7 +167,7 @@ class Connection:
             self.strikes = 0
             return True
         self.strikes += 1
-        if self.strikes >= self.hub.limits.queue_cap:
+        if self.strikes >= self.shared.limits.queue_cap:
             log.warning("station=%s message flood (non-CALL frames); closing 1008", self.station_id)
             await self.close(CLOSE_POLICY, "message flood")
             return False
@@ -185,11 +192,11 @@ class Connection:
             )
             await self.send(reply)
             return
-        if len(self.queue) >= self.hub.limits.queue_cap:
+        if len(self.queue) >= self.shared.limits.queue_cap:
             log.warning("station=%s message flood (%d queued); closing 1008", self.station_id, len(self.queue))
             await self.close(CLOSE_POLICY, "message flood")
             return
-        self.queue.append((call, self.hub.rt.clock()))
+        self.queue.append((call, self.shared.clock()))
         if self.worker is None:
             self.worker = asyncio.create_task(self._drain())
 
@@ -218,11 +225,11 @@ class Connection:
         if self.state.boot_status in _GATED and action != "BootNotification":
             reply = errors.call_error(version, mid, "SecurityError", f"{action} not allowed while boot status is {self.state.boot_status}")
         else:
-            handler = handler_for(version, action)
+            handler = self.shared.actions.handler_for(version, action)
             notes: list[validation.Lenient] | None = [] if action in validation.LENIENT_ACTIONS.get(version, ()) else None
             reply = frames.check_call(
                 version, call, handler is not None, handler is None and is_csms_to_station(version, action),
-                max_bytes=self.hub.frame_limit, lenient=notes,
+                max_bytes=self.shared.frame_limit, lenient=notes,
             )
             if reply is None and handler is not None:
                 if notes:
@@ -232,8 +239,8 @@ class Connection:
             await self.send(reply)
         metrics.handling(label).observe(time.perf_counter() - t0)
 
-    async def _dispatch(self, handler: Any, call: frames.Call, received_at: datetime) -> str | None:
-        hub, mid = self.hub, call.message_id
+    async def _dispatch(self, handler: Handler, call: frames.Call, received_at: datetime) -> str | None:
+        mid = call.message_id
 
         async def publish(body: Body, station_time: datetime | None = None) -> None:
             await self._publish(body, station_time, mid, call.action, received_at)
@@ -241,13 +248,7 @@ class Connection:
         def lenient(field: str, detail: str) -> None:
             self._lenient(call.action, field, detail)
 
-        ctx = CallContext(
-            station_id=self.station_id, ocpp_version=self.version, message_id=mid, action=call.action,
-            received_at=received_at, settings=hub.settings, store=hub.rt.store, clock=hub.rt.clock,
-            gateway_id=hub.gateway_id, state=self.state, publish=publish,
-            admit_boot=hub.admit_boot, token_status=hub.token_status, lenient=lenient,
-            pending_interval=hub.pending_interval,
-        )
+        ctx = CallContext(self.station_id, self.version, mid, call.action, received_at, self.state, publish, lenient)
         with _span(call.action, self.station_id):
             try:
                 result = await handler(ctx, call.payload)
@@ -298,15 +299,15 @@ class Connection:
             )
 
     async def _publish(self, body: Body, station_time: datetime | None, mid: str, action: str, received_at: datetime) -> None:
-        hub = self.hub
+        shared = self.shared
         if station_time is not None:
             metrics.CLOCK_SKEW.observe(abs((received_at - station_time).total_seconds()))
         env = Envelope(
             event_id=new_event_id(), station_id=self.station_id, received_at=received_at, body=body,
-            gateway_id=hub.gateway_id, ocpp_version=self.version, station_time=station_time,
+            gateway_id=shared.gateway_id, ocpp_version=self.version, station_time=station_time,
             message_id=mid, action=action,
         )
-        if not await hub.publisher.publish(env, alive=self.alive):
+        if not await shared.publisher.publish(env, alive=self.alive):
             raise ConnectionGone(self.station_id)
 
     # -- CSMS -> station ---------------------------------------------------------
@@ -339,6 +340,10 @@ class Connection:
         return True
 
     # -- sending and closing -----------------------------------------------------
+    @property
+    def close_code(self) -> int | None:
+        return self.ws.close_code
+
     def alive(self) -> bool:
         return not self.closing and not self.ws.closed
 

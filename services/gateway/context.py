@@ -1,21 +1,22 @@
-"""What an OCPP action handler may see and do: the contract between gateway core and actions.
+"""What an OCPP action handler sees of its call: the contract between gateway core and actions.
 
 The core owns the socket, validation, ordering and durability; a handler only maps one
 already-validated CALL payload to one normalized event (published through `publish`)
-and to the CALLRESULT payload. Everything stateful a handler needs is reached through
-this context, so handlers stay easy to test with fakes.
+and to the CALLRESULT payload. The ports a handler needs beyond its call (the clock,
+token statuses, transaction ids, boot admission, running cost) are given to the handler
+when it is built (`services/gateway/actions`), not carried here, so a handler's factory
+says what it touches and a test passes exactly that.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Awaitable, Callable
 
-from services.common.config import Settings
 from services.common.events import Body
-from services.common.store.port import Store
-from services.common.timeutil import Clock
+from services.common.ocpp_version import OcppVersion
+from services.gateway.running_cost import RunningCosts
 
 __all__ = ["ConnectionState", "CallContext", "Publish", "Lenient"]
 
@@ -31,33 +32,27 @@ def _no_lenient(field: str, detail: str) -> None:
     return None
 
 
-@dataclass(slots=True)  # one per connection (idle memory), one CallContext per call
+@dataclass(slots=True)  # one per connection (idle memory): optional parts are created on first use
 class ConnectionState:
     """Per-connection state that lives as long as the WebSocket (rebuilt on reconnect)."""
 
     boot_status: str | None = None          # None until the first BootNotification answer
-    attributes: dict[str, Any] = field(default_factory=dict)
+    # time.monotonic() when the station was last seen enabled (the handshake checks it)
+    enabled_checked_at: float | None = None
+    # 2.0.1 running cost: this connection's price accumulators (first TransactionEvent)
+    tx_costs: RunningCosts | None = None
     # (action, field) pairs whose lenient acceptance was logged on this connection; bounded
-    # by the metric's label set, created on first use (idle connections carry nothing).
+    # by the metric's label set.
     lenient_logged: set[tuple[str, str]] | None = None
 
 
 @dataclass(slots=True)
 class CallContext:
     station_id: str
-    ocpp_version: str                       # "1.6" | "2.0.1" | "2.1"
+    ocpp_version: OcppVersion
     message_id: str
     action: str
     received_at: datetime
-    settings: Settings
-    store: Store
-    clock: Clock
-    gateway_id: str
     state: ConnectionState
     publish: Publish
-    admit_boot: Callable[[], bool]          # admission control: False = answer Pending
-    # cached token lookup: "Accepted" / "Blocked" / "Expired" / "Invalid" (unknown -> "Invalid")
-    token_status: Callable[[str], Awaitable[str]]
     lenient: Lenient = _no_lenient
-    # the Pending interval admission chose for the boot `admit_boot` just refused (None: pick one)
-    pending_interval: Callable[[], int | None] | None = None

@@ -13,11 +13,12 @@ from typing import Any
 import orjson
 from ocpp.exceptions import OCPPError
 
+from services.common.ocpp_version import OcppVersion
 from services.gateway import metrics
 
 __all__ = ["spell", "call_error", "from_exception", "V16", "MAX_DESCRIPTION"]
 
-V16 = "1.6"
+V16 = OcppVersion.V16
 MAX_DESCRIPTION = 255  # 2.x errorDescription is string[0..255]
 
 _TO_16 = {

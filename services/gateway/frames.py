@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, Union
 
 import orjson
 
+from services.common.ocpp_version import OcppVersion
 from services.gateway import sizes, validation
 from services.gateway.errors import V16, call_error
 
@@ -104,15 +105,15 @@ def parse(version: str, text: str, max_depth: int) -> Frame:
         if type(mid) is not str:
             return Ignore("CALLRESULT without a string id")
         return Result(mid, msg[2])
-    if kind == 4 or (kind == 5 and version == "2.1"):  # 2.1 CALLRESULTERROR answers our CALL too
+    if kind == 4 or (kind == 5 and version == OcppVersion.V21):  # 2.1 CALLRESULTERROR answers our CALL too
         if type(mid) is not str:
             return Ignore("CALLERROR without a string id")
         code = msg[2] if isinstance(msg[2], str) else "GenericError"
         desc = msg[3] if len(msg) > 3 and isinstance(msg[3], str) else ""
         return Error(mid, code, desc, msg[4] if len(msg) > 4 else {})
-    if kind == 6 and version == "2.1":
+    if kind == 6 and version == OcppVersion.V21:
         return Ignore("SEND (unconfirmed message) not handled")
-    if version == "2.0.1":
+    if version == OcppVersion.V201:
         return Reply(call_error(version, _id_or_dash(msg), "MessageTypeNotSupported", f"MessageTypeId {kind} is not supported"))
     return Ignore(f"unknown MessageTypeId {kind}")  # 1.6 and 2.1: ignore
 

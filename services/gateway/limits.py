@@ -11,13 +11,39 @@ by seconds, a flood from one address is still refused (its Retry-After values sp
 from __future__ import annotations
 
 import time
-from typing import Callable, Generic, Hashable, TypeVar
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Generic, Hashable, Mapping, TypeVar
 
-__all__ = ["TokenBucket", "KeyedBuckets", "Lockouts", "TTLCache"]
+__all__ = ["Limits", "TokenBucket", "KeyedBuckets", "Lockouts", "TTLCache"]
 
 Now = Callable[[], float]
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The gateway's tunables, read from `settings.extra` (defaults in brackets)."""
+
+    open_timeout_s: float = 10.0         # whole handshake, and slowloris on the upgrade request
+    queue_cap: int = 16                  # queued CALLs per connection before "message flood"
+    msg_rate: float = 20.0               # CALLs per second per connection (token bucket)
+    msg_burst: float = 60.0
+    upgrade_rate_per_ip: float = 200.0   # upgrades per second per remote address
+    upgrade_burst_per_ip: float = 1000.0
+    command_concurrency: int = 256       # commands in flight per gateway
+    token_cache_ttl_s: float = 30.0
+    token_cache_size: int = 100_000
+    call_timeout_s: float = 30.0         # CSMS -> station CALL, upper bound
+
+    @classmethod
+    def from_extra(cls, extra: Mapping[str, Any]) -> "Limits":
+        kw: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in extra:
+                default: Any = f.default  # every field has a default: its type converts the setting
+                kw[f.name] = type(default)(extra[f.name])
+        return cls(**kw)
 
 
 class TokenBucket:

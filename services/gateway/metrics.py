@@ -39,7 +39,7 @@ class _Connections:
 
 
 _CONNECTIONS = _Connections()
-REGISTRY.register(_CONNECTIONS)  # type: ignore[arg-type]
+REGISTRY.register(_CONNECTIONS)
 
 
 def connection_opened(version: str) -> None:

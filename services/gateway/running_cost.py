@@ -18,18 +18,23 @@ transaction, kept per connection (`RunningCosts`, at most `MAX_TRANSACTIONS`):
 No float touches the amount (the response turns the rounded Decimal into a JSON number).
 It is an estimate for display: the CDR, built by the billing processor from the complete
 session, is the bill. Any problem here omits the field; it never delays or fails the answer.
+
+`RunningCostPricer` reads what other services own only through the two ports it is
+given (wired in `wiring.py`): the tariff that applies to a station (billing's
+resolution) and the sessions processor's document of a transaction (the seed).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
-from services.billing.documents import ResolvedTariff, resolve_tariff
+from services.billing.documents import ResolvedTariff
 from services.billing.domain import (
     MAX_PRICED_DURATION,
     PriceAccumulator,
@@ -41,30 +46,19 @@ from services.billing.domain import (
     tariff_fingerprint,
 )
 from services.common.events import MeterSample
-from services.common.store.port import Store
 from services.common.timeutil import parse_ocpp
-from services.sessions.domain.session import session_id
+from services.gateway.meter import first_register_wh, last_register_wh
 
-__all__ = ["running_total_cost", "RunningCosts", "MAX_TRANSACTIONS"]
+__all__ = ["MAX_TRANSACTIONS", "RunningCostPricer", "RunningCosts", "SessionSeedLookup", "TariffLookup"]
 
 log = logging.getLogger("csms.gateway.running_cost")
 
-_TTL_S = 30.0
-_MAX_CACHED = 50_000
 MAX_TRANSACTIONS = 16  # per connection: a station has a few EVSEs
-_tariffs: dict[str, tuple[float, ResolvedTariff | None]] = {}
 
-
-async def _tariff(store: Store, station_id: str) -> ResolvedTariff | None:
-    now = time.monotonic()
-    hit = _tariffs.get(station_id)
-    if hit is not None and hit[0] > now:
-        return hit[1]
-    resolved = await resolve_tariff(store, station_id)
-    if len(_tariffs) >= _MAX_CACHED:
-        _tariffs.clear()
-    _tariffs[station_id] = (now + _TTL_S, resolved)
-    return resolved
+# station id -> the tariff that applies to it (None: none does)
+TariffLookup = Callable[[str], Awaitable[ResolvedTariff | None]]
+# (station id, transaction id) -> the sessions processor's document of it, if any
+SessionSeedLookup = Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
 
 
 def _ts(value: Any) -> datetime | None:
@@ -78,7 +72,7 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**15 else None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Tx:
     acc: PriceAccumulator | None  # None: no register reading to open with yet
     started_at: datetime
@@ -87,6 +81,8 @@ class _Tx:
 
 class RunningCosts:
     """The accumulators of one connection's transactions (transaction id -> state)."""
+
+    __slots__ = ("_txs",)
 
     def __init__(self) -> None:
         self._txs: dict[str, _Tx] = {}
@@ -105,24 +101,14 @@ class RunningCosts:
         self._txs.pop(transaction_id, None)
 
 
-def _first_wh(samples: Iterable[MeterSample]) -> int | None:
-    # imported here: services.gateway.actions imports this module (v201)
-    from services.gateway.actions.meter import first_register_wh
-
-    return first_register_wh(samples)
-
-
-def _last_reading(samples: Iterable[MeterSample], at: datetime) -> tuple[datetime, int] | None:
+def _last_reading(samples: tuple[MeterSample, ...], at: datetime) -> tuple[datetime, int] | None:
     """The event's last total register reading: (the event's time, Wh)."""
-    from services.gateway.actions.meter import last_register_wh
-
     wh = last_register_wh(samples)
     return None if wh is None else (at, wh)
 
 
-async def _seed(store: Store, station_id: str, transaction_id: str, tariff: Tariff, at: datetime) -> _Tx:
+def _seed(doc: Mapping[str, Any], tariff: Tariff, at: datetime) -> _Tx:
     """A transaction this connection did not see start: the sessions processor's view."""
-    doc = await store.get_doc("session", session_id(station_id, transaction_id)) or {}
     started = _ts(doc.get("started_at")) or at
     anchor = _int(doc.get("energy_anchor_wh"))
     if anchor is None:
@@ -138,37 +124,89 @@ async def _seed(store: Store, station_id: str, transaction_id: str, tariff: Tari
     return _Tx(None, started, anchor)
 
 
-async def running_total_cost(
-    store: Store,
-    station_id: str,
-    transaction_id: str,
-    event_type: str,
-    samples: tuple[MeterSample, ...],
-    station_time: datetime,
-    costs: RunningCosts,
-    max_span: timedelta | None = None,
-    max_duration: timedelta = MAX_PRICED_DURATION,
-) -> Decimal | None:
-    """totalCost (incl. tax) of the transaction so far, None for a Started event or when
-    it cannot be priced. `costs`: this connection's accumulators. `max_span`: no estimate
-    for a session longer than this (a station clock in 1970 would otherwise price decades;
-    the CDR flags such sessions)."""
-    try:
-        resolved = await _tariff(store, station_id)
+class RunningCostPricer:
+    """Prices running transactions for TransactionEventResponse.totalCost.
+
+    `tariffs`: the tariff of a station, cached here for `ttl_s` (at most `max_cached`
+    stations); `seeds`: the sessions processor's document of a transaction. `max_span`:
+    no estimate for a session longer than this (a station clock in 1970 would otherwise
+    price decades; the CDR flags such sessions)."""
+
+    __slots__ = ("_tariffs", "_seeds", "_max_span", "_max_duration", "_ttl_s", "_max_cached", "_cache", "_now")
+
+    def __init__(
+        self,
+        tariffs: TariffLookup,
+        seeds: SessionSeedLookup,
+        *,
+        max_span: timedelta | None = None,
+        max_duration: timedelta = MAX_PRICED_DURATION,
+        ttl_s: float = 30.0,
+        max_cached: int = 50_000,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._tariffs = tariffs
+        self._seeds = seeds
+        self._max_span = max_span
+        self._max_duration = max_duration
+        self._ttl_s = ttl_s
+        self._max_cached = max_cached
+        self._cache: dict[str, tuple[float, ResolvedTariff | None]] = {}
+        self._now = now
+
+    async def _tariff(self, station_id: str) -> ResolvedTariff | None:
+        now = self._now()
+        hit = self._cache.get(station_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        resolved = await self._tariffs(station_id)
+        if len(self._cache) >= self._max_cached:
+            self._cache.clear()
+        self._cache[station_id] = (now + self._ttl_s, resolved)
+        return resolved
+
+    async def total_cost(
+        self,
+        station_id: str,
+        transaction_id: str,
+        event_type: str,
+        samples: tuple[MeterSample, ...],
+        station_time: datetime,
+        costs: RunningCosts,
+    ) -> Decimal | None:
+        """totalCost (incl. tax) of the transaction so far, None for a Started event or
+        when it cannot be priced. `costs`: this connection's accumulators."""
+        try:
+            return await self._total_cost(station_id, transaction_id, event_type, samples, station_time, costs)
+        except Exception:  # display only: never let pricing break the OCPP answer
+            log.warning("station=%s tx=%s running cost unavailable", station_id, transaction_id, exc_info=True)
+            return None
+
+    async def _total_cost(
+        self,
+        station_id: str,
+        transaction_id: str,
+        event_type: str,
+        samples: tuple[MeterSample, ...],
+        station_time: datetime,
+        costs: RunningCosts,
+    ) -> Decimal | None:
+        max_span, max_duration = self._max_span, self._max_duration
+        resolved = await self._tariff(station_id)
         if resolved is None:
             costs.pop(transaction_id)
             return None
         tariff = resolved.tariff
         tx = costs.get(transaction_id)
         if event_type == "Started":
-            first = _first_wh(samples)
+            first = first_register_wh(samples)
             acc = open_price(tariff, station_time, first, max_duration=max_duration) if first is not None else None
             costs.put(transaction_id, _Tx(acc, station_time, first))
             return None
         if tx is None or (tx.acc is not None and tx.acc.tariff_fingerprint != tariff_fingerprint(tariff)):
-            tx = await _seed(store, station_id, transaction_id, tariff, station_time)
+            tx = _seed(await self._seeds(station_id, transaction_id) or {}, tariff, station_time)
         if tx.acc is None:
-            open_wh = tx.open_wh if tx.open_wh is not None else _first_wh(samples)
+            open_wh = tx.open_wh if tx.open_wh is not None else first_register_wh(samples)
             if open_wh is not None:
                 tx.acc = open_price(tariff, min(tx.started_at, station_time), open_wh, max_duration=max_duration)
         if event_type == "Ended":
@@ -194,6 +232,3 @@ async def running_total_cost(
             max_duration=max_duration,
         )
         return breakdown.total_incl_tax.amount
-    except Exception:  # display only: never let pricing break the OCPP answer
-        log.warning("station=%s tx=%s running cost unavailable", station_id, transaction_id, exc_info=True)
-        return None

@@ -39,12 +39,14 @@ import fastjsonschema
 import ocpp
 import orjson
 
+from services.common.ocpp_version import OcppVersion
+
 __all__ = ["request_actions", "validate", "check", "relax", "Violation", "Lenient", "LENIENT_ACTIONS"]
 
 Violation = tuple[str, str]  # (code, description)
 
 _BASE = os.path.dirname(ocpp.__file__)
-_FOLDER = {"1.6": "v16", "2.0.1": "v201", "2.1": "v21"}
+_FOLDER: dict[str, str] = {OcppVersion.V16: "v16", OcppVersion.V201: "v201", OcppVersion.V21: "v21"}
 # Stations send timestamps with Z, with an offset, and (some 1.6 firmware) with no zone;
 # timeutil.parse_ocpp accepts all three, so validation does too.
 _DATE_TIME = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:?\d{2})?$"
@@ -72,7 +74,7 @@ _actions: dict[str, frozenset[str]] = {}
 
 
 def _request_file(version: str, action: str) -> str:
-    suffix = ".json" if version == "1.6" else "Request.json"
+    suffix = ".json" if version == OcppVersion.V16 else "Request.json"
     return os.path.join(_BASE, _FOLDER[version], "schemas", action + suffix)
 
 
@@ -99,7 +101,7 @@ def _load(version: str, action: str) -> dict[str, Any]:
 
 
 def _compile_schema(schema: dict[str, Any]) -> Callable[[Any], Any]:
-    return fastjsonschema.compile(schema, use_default=False, formats={"date-time": _DATE_TIME})  # type: ignore[no-any-return]
+    return fastjsonschema.compile(schema, use_default=False, formats={"date-time": _DATE_TIME})
 
 
 def _compile(version: str, action: str) -> Callable[[Any], Any]:
@@ -123,9 +125,9 @@ def validate(version: str, action: str, payload: Any) -> Violation | None:
 
 _TX_ACTIONS = frozenset({"TransactionEvent", "MeterValues"})
 LENIENT_ACTIONS: dict[str, frozenset[str]] = {
-    "1.6": frozenset({"StartTransaction", "StopTransaction", "MeterValues"}),
-    "2.0.1": _TX_ACTIONS,
-    "2.1": _TX_ACTIONS,
+    OcppVersion.V16: frozenset({"StartTransaction", "StopTransaction", "MeterValues"}),
+    OcppVersion.V201: _TX_ACTIONS,
+    OcppVersion.V21: _TX_ACTIONS,
 }
 # Enums whose value decides what the message means: canonicalised like any other, but an
 # unknown value is refused (a TransactionEvent that is neither Started, Updated nor Ended

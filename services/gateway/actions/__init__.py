@@ -1,8 +1,11 @@
 """Station -> CSMS action handlers, looked up by (OCPP version, action).
 
-`handler_for` returns None for an action we do not know as station -> CSMS; the core
-then uses `is_csms_to_station` to tell "exists, but only the other way" (answer
-NotSupported) from "unknown" (answer NotImplemented). Actions are case-sensitive.
+`Actions(ports)` builds every handler once per gateway from the ports they use (each
+version module's table maps an action to its handler's factory); 2.1 reuses the 2.0.1
+handlers where the action exists. `handler_for` returns None for an action we do not
+know as station -> CSMS; the core then uses `is_csms_to_station` to tell "exists, but
+only the other way" (answer NotSupported) from "unknown" (answer NotImplemented).
+Actions are case-sensitive.
 """
 
 from __future__ import annotations
@@ -12,31 +15,49 @@ from functools import lru_cache
 
 import ocpp
 
+from services.common.ocpp_version import OcppVersion
 from services.gateway.actions import v16, v201
-from services.gateway.actions.common import Handler
+from services.gateway.actions.common import ActionPorts, Factory, Handler
 
-__all__ = ["Handler", "handler_for", "is_csms_to_station", "station_actions"]
+__all__ = ["ActionPorts", "Actions", "Handler", "is_csms_to_station", "station_actions"]
 
-_HANDLERS: dict[str, dict[str, Handler]] = {
-    "1.6": v16.HANDLERS,
-    "2.0.1": v201.HANDLERS,
-    "2.1": v201.HANDLERS_21,  # 2.1 uses the 2.0.1 handlers where the action exists
+_FACTORIES: dict[OcppVersion, dict[str, Factory]] = {
+    OcppVersion.V16: v16.HANDLERS,
+    OcppVersion.V201: v201.HANDLERS,
+    OcppVersion.V21: {**v201.HANDLERS, **v201.HANDLERS_21_ONLY},
 }
 
 # Station -> CSMS actions of 2.1 that we do not handle (no simple answer, or a SEND
 # without a response): unknown to `handler_for`, yet not CSMS -> station either.
-_STATION_ONLY_UNHANDLED = {
-    "2.1": frozenset({"GetCertificateChainStatus", "NotifyPeriodicEventStream"}),
+_STATION_ONLY_UNHANDLED: dict[str, frozenset[str]] = {
+    OcppVersion.V21: frozenset({"GetCertificateChainStatus", "NotifyPeriodicEventStream"}),
 }
 
 
-def handler_for(ocpp_version: str, action: str) -> Handler | None:
-    return _HANDLERS.get(ocpp_version, {}).get(action)
+class Actions:
+    """The handlers of one gateway, built from its ports."""
+
+    __slots__ = ("_tables",)
+
+    def __init__(self, ports: ActionPorts) -> None:
+        v16_table = {action: make(ports) for action, make in v16.HANDLERS.items()}
+        v201_table = {action: make(ports) for action, make in v201.HANDLERS.items()}
+        v21_table = {**v201_table, **{action: make(ports) for action, make in v201.HANDLERS_21_ONLY.items()}}
+        self._tables: dict[str, dict[str, Handler]] = {
+            OcppVersion.V16: v16_table, OcppVersion.V201: v201_table, OcppVersion.V21: v21_table,
+        }
+
+    def handler_for(self, ocpp_version: str, action: str) -> Handler | None:
+        table = self._tables.get(ocpp_version)
+        return None if table is None else table.get(action)
 
 
 def station_actions(ocpp_version: str) -> frozenset[str]:
     """The station -> CSMS actions we handle for a version."""
-    return frozenset(_HANDLERS.get(ocpp_version, {}))
+    for version, table in _FACTORIES.items():
+        if version == ocpp_version:
+            return frozenset(table)
+    return frozenset()
 
 
 @lru_cache(maxsize=None)
@@ -60,7 +81,7 @@ def _schema_actions(ocpp_version: str) -> frozenset[str]:
 
 def is_csms_to_station(ocpp_version: str, action: str) -> bool:
     """True if `action` exists in this version only in the CSMS -> station direction."""
-    if ocpp_version not in _HANDLERS:
+    if not station_actions(ocpp_version):
         return False
     station_side = station_actions(ocpp_version) | _STATION_ONLY_UNHANDLED.get(ocpp_version, frozenset())
     return action in _schema_actions(ocpp_version) and action not in station_side

@@ -1,46 +1,87 @@
-"""Helpers shared by the 1.6 and 2.x handlers: boot admission, token status, notifications."""
+"""Helpers shared by the 1.6 and 2.x handlers, and the ports handlers are built with.
+
+A handler is built once per gateway by a factory that takes the ports it uses (a
+`Clock`, the `TokenStatus` lookup, the `TransactionIdAllocator`, the `BootDecider`, the
+running-cost port); `ActionPorts` bundles them for the tables in `actions/__init__.py`,
+which pick each handler's own.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
 import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Awaitable, Callable
+from typing import Any, Protocol
 
 import orjson
 from ocpp.exceptions import PropertyConstraintViolationError
 
 from services.common.errors import StoreError
-from services.common.events import Notification
-from services.common.timeutil import to_ocpp
-from services.gateway.actions.meter import station_time
+from services.common.events import MeterSample, Notification
+from services.common.ocpp.wire import json_default
+from services.common.store.port import Station, TransactionIdAllocator
+from services.common.timeutil import Clock, to_ocpp
 from services.gateway.context import CallContext
+from services.gateway.meter import station_time
+from services.gateway.running_cost import RunningCosts
 
 __all__ = [
+    "ActionPorts",
+    "BootDecider",
+    "BootGate",
+    "Factory",
     "Handler",
     "PENDING_INTERVAL_S",
-    "decide_boot",
-    "token_status",
-    "payload_json",
+    "RunningCost",
+    "StationLookup",
+    "TokenStatus",
+    "as_int",
+    "clamp_int",
+    "fit_int",
+    "fixed",
     "notification",
     "now_ocpp",
-    "as_int",
-    "fit_int",
-    "clamp_int",
+    "payload_json",
     "strict_int",
+    "token_status",
 ]
 
 log = logging.getLogger("csms.gateway.actions")
 
-Handler = Callable[[CallContext, dict], Awaitable[dict]]
+Handler = Callable[[CallContext, dict[str, Any]], Awaitable[dict[str, Any]]]
+# cached token lookup: "Accepted" / "Blocked" / "Expired" / "Invalid" (unknown -> "Invalid")
+TokenStatus = Callable[[str], Awaitable[str]]
+
+
+class StationLookup(Protocol):
+    async def get_station(self, station_id: str) -> Station | None: ...
+
+
+class BootGate(Protocol):
+    """Admission control for boots (services/gateway/admission.py `BootAdmission`)."""
+
+    def admit_boot(self) -> bool: ...
+
+    def pending_interval(self) -> int | None: ...
+
+
+class RunningCost(Protocol):
+    """2.0.1 TransactionEventResponse.totalCost (services/gateway/running_cost.py)."""
+
+    async def total_cost(
+        self, station_id: str, transaction_id: str, event_type: str, samples: tuple[MeterSample, ...],
+        station_time: datetime, costs: RunningCosts,
+    ) -> Decimal | None: ...
+
 
 # Pending boots come back after a random 10-60 s so a reconnect storm spreads out
 # instead of returning as one wave.
 _ENABLED_FRESH_S = 60.0
 PENDING_INTERVAL_S = (10, 60)
-_jitter = random.Random()
 
 _STATUSES_16 = frozenset({"Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"})
 _STATUSES_2X = _STATUSES_16 | {
@@ -49,6 +90,67 @@ _STATUSES_2X = _STATUSES_16 | {
 # Failures of the token/station lookup that must not turn into a CALLERROR on a
 # transaction message (the store being down is our problem, not the station's).
 _LOOKUP_ERRORS = (StoreError, TimeoutError, OSError)
+
+
+class BootDecider:
+    """(registrationStatus, interval) for a BootNotification; records it on the connection.
+
+    The station is already authenticated. A station an operator disabled is Rejected;
+    otherwise admission control decides between Accepted and Pending (only while the
+    gateway is overloaded, with an interval from its backlog; or past CSMS_BOOT_RATE if set)."""
+
+    __slots__ = ("_stations", "_gate", "_heartbeat_interval", "_jitter", "_monotonic")
+
+    def __init__(self, stations: StationLookup, gate: BootGate, heartbeat_interval: int,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._stations = stations
+        self._gate = gate
+        self._heartbeat_interval = heartbeat_interval
+        self._jitter = random.Random()
+        self._monotonic = monotonic
+
+    async def decide(self, ctx: CallContext) -> tuple[str, int]:
+        enabled = True
+        checked = ctx.state.enabled_checked_at
+        # The handshake found the station enabled moments ago: skip one store round trip per
+        # boot (it matters in a reconnect storm). A boot on a long-lived socket re-reads.
+        if not (checked is not None and self._monotonic() - checked < _ENABLED_FRESH_S):
+            try:
+                station = await self._stations.get_station(ctx.station_id)
+                enabled = station is None or station.enabled
+            except _LOOKUP_ERRORS as exc:
+                # The store answered moments ago for authentication; do not bounce the whole
+                # fleet back to boot retries because it blipped now (RELIABILITY row 44).
+                log.warning("station=%s boot: station lookup failed (%s); treating as enabled", ctx.station_id, exc)
+        if not enabled:
+            status, interval = "Rejected", self._heartbeat_interval
+        elif not self._gate.admit_boot():
+            # overload: the interval admission computed from its backlog; a fixed cap: jittered
+            status, interval = "Pending", self._gate.pending_interval() or self._jitter.randint(*PENDING_INTERVAL_S)
+        else:
+            status, interval = "Accepted", self._heartbeat_interval
+        ctx.state.boot_status = status
+        return status, interval
+
+
+@dataclass(frozen=True, slots=True)
+class ActionPorts:
+    """Everything the station -> CSMS handlers use beyond their call, built once (wiring)."""
+
+    clock: Clock
+    boot: BootDecider
+    tokens: TokenStatus
+    tx_ids: TransactionIdAllocator
+    running_cost: RunningCost | None = None  # None: no 2.0.1 totalCost
+
+
+# A handler's factory: picks the ports the handler uses from `ActionPorts`.
+Factory = Callable[[ActionPorts], Handler]
+
+
+def fixed(handler: Handler) -> Factory:
+    """The factory of a handler that needs nothing beyond its call."""
+    return lambda ports: handler
 
 
 # Protobuf integer widths of the event fields the handlers fill (events.proto).
@@ -105,67 +207,27 @@ def strict_int(field: str, value: Any, *, bits: int) -> int:
     return n  # type: ignore[return-value]
 
 
-def now_ocpp(ctx: CallContext) -> str:
+def now_ocpp(clock: Clock) -> str:
     """currentTime as chargers accept it: UTC, `Z`, milliseconds."""
-    return to_ocpp(ctx.clock())
+    return to_ocpp(clock())
 
 
-async def decide_boot(ctx: CallContext) -> tuple[str, int]:
-    """(registrationStatus, interval) for a BootNotification; records it on the connection.
-
-    The station is already authenticated. A station an operator disabled is Rejected;
-    otherwise admission control decides between Accepted and Pending (only while the
-    gateway is overloaded, with an interval from its backlog; or past CSMS_BOOT_RATE if set)."""
-    enabled = True
-    checked = ctx.state.attributes.get("enabled_checked_at")
-    # The handshake found the station enabled moments ago: skip one store round trip per
-    # boot (it matters in a reconnect storm). A boot on a long-lived socket re-reads.
-    if not (isinstance(checked, float) and time.monotonic() - checked < _ENABLED_FRESH_S):
-        try:
-            station = await ctx.store.get_station(ctx.station_id)
-            enabled = station is None or station.enabled
-        except _LOOKUP_ERRORS as exc:
-            # The store answered moments ago for authentication; do not bounce the whole
-            # fleet back to boot retries because it blipped now (RELIABILITY row 44).
-            log.warning("station=%s boot: station lookup failed (%s); treating as enabled", ctx.station_id, exc)
-    if not enabled:
-        status, interval = "Rejected", ctx.settings.heartbeat_interval
-    elif not ctx.admit_boot():
-        # overload: the interval admission computed from its backlog; a fixed cap: jittered
-        chosen = ctx.pending_interval() if ctx.pending_interval is not None else None
-        status, interval = "Pending", chosen or _jitter.randint(*PENDING_INTERVAL_S)
-    else:
-        status, interval = "Accepted", ctx.settings.heartbeat_interval
-    ctx.state.boot_status = status
-    return status, interval
-
-
-async def token_status(ctx: CallContext, id_token: str, *, fail_open: bool) -> str:
+async def token_status(tokens: TokenStatus, ctx: CallContext, id_token: str, *, fail_open: bool) -> str:
     """The token's status, restricted to values the answer's schema allows.
 
     `fail_open=True` is for transaction messages: the station already started (or is
     ending) charging, so when the token store is unreachable we answer Accepted rather
     than Invalid (which would make the station cut a running session) or a CALLERROR
     (which loses billing data). Authorize passes False and lets the error surface."""
-    allowed = _STATUSES_16 if ctx.ocpp_version == "1.6" else _STATUSES_2X
+    allowed = _STATUSES_16 if ctx.ocpp_version.is_16 else _STATUSES_2X
     try:
-        status = await ctx.token_status(id_token)
+        status = await tokens(id_token)
     except _LOOKUP_ERRORS as exc:
         if not fail_open:
             raise
         log.warning("station=%s token lookup failed (%s); answering Accepted", ctx.station_id, exc)
         return "Accepted"
     return status if status in allowed else "Invalid"
-
-
-def json_default(obj: Any) -> Any:
-    """orjson `default` for frames the gateway writes: Decimal as a number, datetimes as
-    OCPP timestamps (UTC, Z, milliseconds)."""
-    if isinstance(obj, Decimal):
-        return float(obj)
-    if isinstance(obj, datetime):
-        return to_ocpp(obj)
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
 def payload_json(payload: dict[str, Any]) -> str:
@@ -177,7 +239,7 @@ def notification(response: dict[str, Any] | Callable[[dict[str, Any]], dict[str,
     `Notification` (station time from `timestamp`/`generatedAt` when present) and
     answer the fixed, schema-valid `response` (or `response(payload)`)."""
 
-    async def handle(ctx: CallContext, payload: dict) -> dict:
+    async def handle(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
         when = station_time(payload.get("timestamp") or payload.get("generatedAt"))
         await ctx.publish(Notification(payload_json=payload_json(payload)), when)
         return dict(response(payload) if callable(response) else response)

@@ -1,7 +1,9 @@
 """OCPP 1.6J station -> CSMS handlers (core profile + the security whitepaper extension).
 
 Each handler gets a schema-validated payload, publishes exactly one normalized event
-(returning only once it is durable) and returns the CALLRESULT payload. Transaction
+(returning only once it is durable) and returns the CALLRESULT payload. Handlers that
+need more than their call are built by a factory taking the ports they use; `HANDLERS`
+maps each action to its factory (given `ActionPorts`, it picks the handler's own). Transaction
 messages (StartTransaction, StopTransaction, MeterValues) arrive leniently validated
 (validation.check): integers may be beyond the event's int32/int64 fields, so they go
 through `fit_int` (absent or 0, counted) rather than failing to encode.
@@ -20,25 +22,38 @@ from services.common.events import (
     TransactionEnded,
     TransactionStarted,
 )
+from services.common.store.port import TransactionIdAllocator
+from services.common.timeutil import Clock
 from services.gateway.actions.common import (
+    BootDecider,
+    Factory,
     Handler,
+    TokenStatus,
     as_int,
-    decide_boot,
     fit_int,
+    fixed,
     notification,
     now_ocpp,
     strict_int,
     token_status,
 )
-from services.gateway.actions.meter import samples_16, station_time
+from services.gateway.meter import samples_16, station_time
 from services.gateway.context import CallContext
 
-__all__ = ["HANDLERS"]
+__all__ = ["HANDLERS", "business_key"]
 
 
-async def boot_notification(ctx: CallContext, p: dict) -> dict:
-    status, interval = await decide_boot(ctx)
-    body = StationBooted(
+def boot_notification(boot: BootDecider, clock: Clock) -> Handler:
+    async def handle(ctx: CallContext, p: dict[str, Any]) -> dict[str, Any]:
+        status, interval = await boot.decide(ctx)
+        await ctx.publish(_booted(p, status, interval), None)
+        return {"status": status, "currentTime": now_ocpp(clock), "interval": interval}
+
+    return handle
+
+
+def _booted(p: dict[str, Any], status: str, interval: int) -> StationBooted:
+    return StationBooted(
         vendor=p["chargePointVendor"],
         model=p["chargePointModel"],
         # chargeBoxSerialNumber is deprecated in favour of chargePointSerialNumber.
@@ -51,16 +66,17 @@ async def boot_notification(ctx: CallContext, p: dict) -> dict:
         meter_type=p.get("meterType", ""),
         meter_serial_number=p.get("meterSerialNumber", ""),
     )
-    await ctx.publish(body, None)
-    return {"status": status, "currentTime": now_ocpp(ctx), "interval": interval}
 
 
-async def heartbeat(ctx: CallContext, p: dict) -> dict:
-    await ctx.publish(Heartbeat(), None)
-    return {"currentTime": now_ocpp(ctx)}
+def heartbeat(clock: Clock) -> Handler:
+    async def handle(ctx: CallContext, p: dict[str, Any]) -> dict[str, Any]:
+        await ctx.publish(Heartbeat(), None)
+        return {"currentTime": now_ocpp(clock)}
+
+    return handle
 
 
-async def status_notification(ctx: CallContext, p: dict) -> dict:
+async def status_notification(ctx: CallContext, p: dict[str, Any]) -> dict[str, Any]:
     # 1.6 has no EVSE level: connector N is EVSE N (connector 0 = the whole station).
     connector = strict_int("connectorId", p["connectorId"], bits=32)
     body = ConnectorStatus(
@@ -75,55 +91,64 @@ async def status_notification(ctx: CallContext, p: dict) -> dict:
     return {}
 
 
-async def authorize(ctx: CallContext, p: dict) -> dict:
-    status = await token_status(ctx, p["idTag"], fail_open=False)
-    await ctx.publish(Authorization(id_token=p["idTag"], status=status), None)
-    return {"idTagInfo": {"status": status}}
+def authorize(tokens: TokenStatus) -> Handler:
+    async def handle(ctx: CallContext, p: dict[str, Any]) -> dict[str, Any]:
+        status = await token_status(tokens, ctx, p["idTag"], fail_open=False)
+        await ctx.publish(Authorization(id_token=p["idTag"], status=status), None)
+        return {"idTagInfo": {"status": status}}
+
+    return handle
 
 
-def business_key(station_id: str, p: dict) -> str:
+def business_key(station_id: str, p: dict[str, Any]) -> str:
     """The replay identity of a StartTransaction (RELIABILITY rows 35, 41): a station that
     retries after a lost answer sends the same fields and must get the same id back,
     while two connectors starting in the same millisecond differ by connectorId."""
     return f"{station_id}|{p['connectorId']}|{p['idTag']}|{p['meterStart']}|{p['timestamp']}"
 
 
-async def start_transaction(ctx: CallContext, p: dict) -> dict:
-    # Old (offline-queued) timestamps are accepted like any other (row 36).
-    transaction_id = await ctx.store.allocate_transaction_id(business_key(ctx.station_id, p))
-    status = await token_status(ctx, p["idTag"], fail_open=True)
-    connector = fit_int(ctx, "connectorId", p["connectorId"], bits=32, default=0)
-    body = TransactionStarted(
-        transaction_id=str(transaction_id),
-        evse_id=connector,
-        connector_id=connector,
-        id_token=p["idTag"],
-        meter_start_wh=fit_int(ctx, "meterStart", p["meterStart"], bits=64, default=None),
-        reservation_id=fit_int(ctx, "reservationId", p.get("reservationId"), bits=64, default=0),
-        id_token_status=status,
-    )
-    await ctx.publish(body, station_time(p["timestamp"]))
-    return {"transactionId": transaction_id, "idTagInfo": {"status": status}}
+def start_transaction(tx_ids: TransactionIdAllocator, tokens: TokenStatus) -> Handler:
+    async def handle(ctx: CallContext, p: dict[str, Any]) -> dict[str, Any]:
+        # Old (offline-queued) timestamps are accepted like any other (row 36).
+        transaction_id = await tx_ids.allocate_transaction_id(business_key(ctx.station_id, p))
+        status = await token_status(tokens, ctx, p["idTag"], fail_open=True)
+        connector = fit_int(ctx, "connectorId", p["connectorId"], bits=32, default=0)
+        body = TransactionStarted(
+            transaction_id=str(transaction_id),
+            evse_id=connector,
+            connector_id=connector,
+            id_token=p["idTag"],
+            meter_start_wh=fit_int(ctx, "meterStart", p["meterStart"], bits=64, default=None),
+            reservation_id=fit_int(ctx, "reservationId", p.get("reservationId"), bits=64, default=0),
+            id_token_status=status,
+        )
+        await ctx.publish(body, station_time(p["timestamp"]))
+        return {"transactionId": transaction_id, "idTagInfo": {"status": status}}
+
+    return handle
 
 
-async def stop_transaction(ctx: CallContext, p: dict) -> dict:
-    # Always acknowledged, also for an unknown id or -1: the sessions processor keeps it
-    # as an orphan; an error would make the station retry it forever (row 37).
-    id_tag = p.get("idTag")
-    body = TransactionEnded(
-        transaction_id=str(as_int(p["transactionId"])),
-        meter_stop_wh=fit_int(ctx, "meterStop", p["meterStop"], bits=64, default=None),
-        stop_reason=p.get("reason") or "Local",
-        id_token=id_tag or "",
-        samples=samples_16(p.get("transactionData"), ctx.received_at, ctx.lenient, "transactionData"),
-    )
-    await ctx.publish(body, station_time(p["timestamp"]))
-    if not id_tag:
-        return {}
-    return {"idTagInfo": {"status": await token_status(ctx, id_tag, fail_open=True)}}
+def stop_transaction(tokens: TokenStatus) -> Handler:
+    async def handle(ctx: CallContext, p: dict[str, Any]) -> dict[str, Any]:
+        # Always acknowledged, also for an unknown id or -1: the sessions processor keeps it
+        # as an orphan; an error would make the station retry it forever (row 37).
+        id_tag = p.get("idTag")
+        body = TransactionEnded(
+            transaction_id=str(as_int(p["transactionId"])),
+            meter_stop_wh=fit_int(ctx, "meterStop", p["meterStop"], bits=64, default=None),
+            stop_reason=p.get("reason") or "Local",
+            id_token=id_tag or "",
+            samples=samples_16(p.get("transactionData"), ctx.received_at, ctx.lenient, "transactionData"),
+        )
+        await ctx.publish(body, station_time(p["timestamp"]))
+        if not id_tag:
+            return {}
+        return {"idTagInfo": {"status": await token_status(tokens, ctx, id_tag, fail_open=True)}}
+
+    return handle
 
 
-async def meter_values(ctx: CallContext, p: dict) -> dict:
+async def meter_values(ctx: CallContext, p: dict[str, Any]) -> dict[str, Any]:
     samples = samples_16(p.get("meterValue"), ctx.received_at, ctx.lenient)
     tx = as_int(p.get("transactionId"))
     connector = fit_int(ctx, "connectorId", p["connectorId"], bits=32, default=0)
@@ -151,13 +176,13 @@ _NOTIFICATIONS: dict[str, dict[str, Any]] = {
     "SignCertificate": {"status": "Rejected"},
 }
 
-HANDLERS: dict[str, Handler] = {
-    "Authorize": authorize,
-    "BootNotification": boot_notification,
-    "Heartbeat": heartbeat,
-    "MeterValues": meter_values,
-    "StartTransaction": start_transaction,
-    "StatusNotification": status_notification,
-    "StopTransaction": stop_transaction,
-    **{action: notification(answer) for action, answer in _NOTIFICATIONS.items()},
+HANDLERS: dict[str, Factory] = {
+    "Authorize": lambda ports: authorize(ports.tokens),
+    "BootNotification": lambda ports: boot_notification(ports.boot, ports.clock),
+    "Heartbeat": lambda ports: heartbeat(ports.clock),
+    "MeterValues": fixed(meter_values),
+    "StartTransaction": lambda ports: start_transaction(ports.tx_ids, ports.tokens),
+    "StatusNotification": fixed(status_notification),
+    "StopTransaction": lambda ports: stop_transaction(ports.tokens),
+    **{action: fixed(notification(answer)) for action, answer in _NOTIFICATIONS.items()},
 }

@@ -3,12 +3,12 @@
 Each handler gets a schema-validated payload, publishes exactly one normalized event
 (returning only once it is durable) and returns the CALLRESULT payload. TransactionEvent
 and MeterValues arrive leniently validated (validation.check); integers go through
-`fit_int`/`clamp_int` so that none can make the event fail to encode.
+`fit_int`/`clamp_int` so that none can make the event fail to encode. Handlers that need
+more than their call are built by a factory taking the ports they use (see v16).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -22,28 +22,41 @@ from services.common.events import (
     TransactionStarted,
     TransactionUpdated,
 )
+from services.common.timeutil import Clock
 from services.gateway.actions.common import (
+    BootDecider,
+    Factory,
     Handler,
+    RunningCost,
+    TokenStatus,
     clamp_int,
-    decide_boot,
     fit_int,
+    fixed,
     notification,
     now_ocpp,
     strict_int,
     token_status,
 )
-from services.gateway.actions.meter import first_register_wh, last_register_wh, samples_201, station_time
-from services.gateway.running_cost import RunningCosts, running_total_cost
 from services.gateway.context import CallContext
+from services.gateway.meter import first_register_wh, last_register_wh, samples_201, station_time
+from services.gateway.running_cost import RunningCosts
 
-__all__ = ["HANDLERS", "HANDLERS_21", "transaction_event_response"]
+__all__ = ["HANDLERS", "HANDLERS_21_ONLY", "transaction_event_response"]
 
 
-async def boot_notification(ctx: CallContext, p: dict) -> dict:
-    status, interval = await decide_boot(ctx)
+def boot_notification(boot: BootDecider, clock: Clock) -> Handler:
+    async def handle(ctx: CallContext, p: dict[str, Any]) -> dict[str, Any]:
+        status, interval = await boot.decide(ctx)
+        await ctx.publish(_booted(p, status, interval), None)
+        return {"currentTime": now_ocpp(clock), "interval": interval, "status": status}
+
+    return handle
+
+
+def _booted(p: dict[str, Any], status: str, interval: int) -> StationBooted:
     cs = p["chargingStation"]
     modem = cs.get("modem") or {}
-    body = StationBooted(
+    return StationBooted(
         vendor=cs["vendorName"],
         model=cs["model"],
         serial_number=cs.get("serialNumber", ""),
@@ -54,16 +67,17 @@ async def boot_notification(ctx: CallContext, p: dict) -> dict:
         iccid=modem.get("iccid", ""),
         imsi=modem.get("imsi", ""),
     )
-    await ctx.publish(body, None)
-    return {"currentTime": now_ocpp(ctx), "interval": interval, "status": status}
 
 
-async def heartbeat(ctx: CallContext, p: dict) -> dict:
-    await ctx.publish(Heartbeat(), None)
-    return {"currentTime": now_ocpp(ctx)}
+def heartbeat(clock: Clock) -> Handler:
+    async def handle(ctx: CallContext, p: dict[str, Any]) -> dict[str, Any]:
+        await ctx.publish(Heartbeat(), None)
+        return {"currentTime": now_ocpp(clock)}
+
+    return handle
 
 
-async def status_notification(ctx: CallContext, p: dict) -> dict:
+async def status_notification(ctx: CallContext, p: dict[str, Any]) -> dict[str, Any]:
     body = ConnectorStatus(
         evse_id=strict_int("evseId", p["evseId"], bits=32),
         connector_id=strict_int("connectorId", p["connectorId"], bits=32),
@@ -73,20 +87,23 @@ async def status_notification(ctx: CallContext, p: dict) -> dict:
     return {}
 
 
-async def _id_token_status(ctx: CallContext, id_token: dict[str, Any], *, fail_open: bool) -> str:
+async def _id_token_status(tokens: TokenStatus, ctx: CallContext, id_token: dict[str, Any], *, fail_open: bool) -> str:
     # NoAuthorization is the station saying no identification was needed (free vend);
     # its idToken is empty, and looking "" up would answer Invalid and stop the session.
     if id_token.get("type") == "NoAuthorization":
         return "Accepted"
-    return await token_status(ctx, id_token["idToken"], fail_open=fail_open)
+    return await token_status(tokens, ctx, id_token["idToken"], fail_open=fail_open)
 
 
-async def authorize(ctx: CallContext, p: dict) -> dict:
-    id_token = p["idToken"]
-    status = await _id_token_status(ctx, id_token, fail_open=False)
-    body = Authorization(id_token=id_token["idToken"], status=status, token_type=id_token.get("type", ""))
-    await ctx.publish(body, None)
-    return {"idTokenInfo": {"status": status}}
+def authorize(tokens: TokenStatus) -> Handler:
+    async def handle(ctx: CallContext, p: dict[str, Any]) -> dict[str, Any]:
+        id_token = p["idToken"]
+        status = await _id_token_status(tokens, ctx, id_token, fail_open=False)
+        body = Authorization(id_token=id_token["idToken"], status=status, token_type=id_token.get("type", ""))
+        await ctx.publish(body, None)
+        return {"idTokenInfo": {"status": status}}
+
+    return handle
 
 
 def transaction_event_response(id_token_status: str | None, total_cost: Decimal | None = None) -> dict[str, Any]:
@@ -99,57 +116,63 @@ def transaction_event_response(id_token_status: str | None, total_cost: Decimal 
     return response
 
 
-async def transaction_event(ctx: CallContext, p: dict) -> dict:
-    info = p["transactionInfo"]
-    evse = p.get("evse") or {}
-    id_token = p.get("idToken")
-    status = await _id_token_status(ctx, id_token, fail_open=True) if id_token else None
-    common: dict[str, Any] = {
-        "transaction_id": info["transactionId"],
-        "evse_id": fit_int(ctx, "evse.id", evse.get("id", 0), bits=32, default=0),
-        "connector_id": fit_int(ctx, "evse.connectorId", evse.get("connectorId", 0), bits=32, default=0),
-        "id_token": id_token["idToken"] if id_token else "",
-        # Idempotency downstream is by (transactionId, seqNo), never by message id.
-        "seq_no": clamp_int(ctx, "seqNo", p["seqNo"], bits=64),
-        "trigger_reason": p["triggerReason"],
-        "samples": samples_201(p.get("meterValue"), ctx.received_at, ctx.lenient),
-    }
-    event_type = p["eventType"]
-    body: TransactionStarted | TransactionUpdated | TransactionEnded
-    if event_type == "Started":
-        body = TransactionStarted(
-            **common,
-            charging_state=info.get("chargingState", ""),
-            meter_start_wh=first_register_wh(common["samples"]),
-            reservation_id=fit_int(ctx, "reservationId", p.get("reservationId"), bits=64, default=0),
-            id_token_status=status or "",
-            remote_start_id=fit_int(ctx, "transactionInfo.remoteStartId", info.get("remoteStartId"), bits=32, default=0),
-        )
-    elif event_type == "Updated":
-        body = TransactionUpdated(
-            **common, charging_state=info.get("chargingState", ""), offline=p.get("offline", False)
-        )
-    else:  # "Ended" (the schema admits nothing else)
-        body = TransactionEnded(
-            **common,
-            meter_stop_wh=last_register_wh(common["samples"]),
-            stop_reason=info.get("stoppedReason") or "Local",
-            offline=p.get("offline", False),
-        )
-    at = station_time(p["timestamp"])
-    await ctx.publish(body, at)
-    cost = None
-    if ctx.settings.extra.get("running_cost", True) and at is not None:
-        # This connection's price accumulators; after a reconnect the sessions document seeds them.
-        costs = ctx.state.attributes.setdefault("tx_costs", RunningCosts())
-        cost = await running_total_cost(
-            ctx.store, ctx.station_id, info["transactionId"], event_type, common["samples"], at, costs,
-            max_span=timedelta(hours=ctx.settings.session_max_duration_h),
-        )
-    return transaction_event_response(status, cost)
+def transaction_event(tokens: TokenStatus, running_cost: RunningCost | None) -> Handler:
+    """`running_cost`: None when the gateway does not estimate totalCost."""
+
+    async def handle(ctx: CallContext, p: dict[str, Any]) -> dict[str, Any]:
+        info = p["transactionInfo"]
+        evse = p.get("evse") or {}
+        id_token = p.get("idToken")
+        status = await _id_token_status(tokens, ctx, id_token, fail_open=True) if id_token else None
+        common: dict[str, Any] = {
+            "transaction_id": info["transactionId"],
+            "evse_id": fit_int(ctx, "evse.id", evse.get("id", 0), bits=32, default=0),
+            "connector_id": fit_int(ctx, "evse.connectorId", evse.get("connectorId", 0), bits=32, default=0),
+            "id_token": id_token["idToken"] if id_token else "",
+            # Idempotency downstream is by (transactionId, seqNo), never by message id.
+            "seq_no": clamp_int(ctx, "seqNo", p["seqNo"], bits=64),
+            "trigger_reason": p["triggerReason"],
+            "samples": samples_201(p.get("meterValue"), ctx.received_at, ctx.lenient),
+        }
+        event_type = p["eventType"]
+        body: TransactionStarted | TransactionUpdated | TransactionEnded
+        if event_type == "Started":
+            body = TransactionStarted(
+                **common,
+                charging_state=info.get("chargingState", ""),
+                meter_start_wh=first_register_wh(common["samples"]),
+                reservation_id=fit_int(ctx, "reservationId", p.get("reservationId"), bits=64, default=0),
+                id_token_status=status or "",
+                remote_start_id=fit_int(ctx, "transactionInfo.remoteStartId", info.get("remoteStartId"), bits=32, default=0),
+            )
+        elif event_type == "Updated":
+            body = TransactionUpdated(
+                **common, charging_state=info.get("chargingState", ""), offline=p.get("offline", False)
+            )
+        else:  # "Ended" (the schema admits nothing else)
+            body = TransactionEnded(
+                **common,
+                meter_stop_wh=last_register_wh(common["samples"]),
+                stop_reason=info.get("stoppedReason") or "Local",
+                offline=p.get("offline", False),
+            )
+        at = station_time(p["timestamp"])
+        await ctx.publish(body, at)
+        cost = None
+        if running_cost is not None and at is not None:
+            # This connection's price accumulators; after a reconnect the sessions document seeds them.
+            costs = ctx.state.tx_costs
+            if costs is None:
+                costs = ctx.state.tx_costs = RunningCosts()
+            cost = await running_cost.total_cost(
+                ctx.station_id, info["transactionId"], event_type, common["samples"], at, costs,
+            )
+        return transaction_event_response(status, cost)
+
+    return handle
 
 
-async def meter_values(ctx: CallContext, p: dict) -> dict:
+async def meter_values(ctx: CallContext, p: dict[str, Any]) -> dict[str, Any]:
     samples = samples_201(p.get("meterValue"), ctx.received_at, ctx.lenient)
     evse_id = fit_int(ctx, "evseId", p["evseId"], bits=32, default=0)
     await ctx.publish(MeterValues(evse_id=evse_id, samples=samples), samples[0].timestamp if samples else None)
@@ -182,28 +205,28 @@ _NOTIFICATIONS: dict[str, dict[str, Any]] = {
     "SignCertificate": {"status": "Rejected"},
 }
 
-HANDLERS: dict[str, Handler] = {
-    "Authorize": authorize,
-    "BootNotification": boot_notification,
-    "Heartbeat": heartbeat,
-    "MeterValues": meter_values,
-    "StatusNotification": status_notification,
-    "TransactionEvent": transaction_event,
-    **{action: notification(answer) for action, answer in _NOTIFICATIONS.items()},
+HANDLERS: dict[str, Factory] = {
+    "Authorize": lambda ports: authorize(ports.tokens),
+    "BootNotification": lambda ports: boot_notification(ports.boot, ports.clock),
+    "Heartbeat": lambda ports: heartbeat(ports.clock),
+    "MeterValues": fixed(meter_values),
+    "StatusNotification": fixed(status_notification),
+    "TransactionEvent": lambda ports: transaction_event(ports.tokens, ports.running_cost),
+    **{action: fixed(notification(answer)) for action, answer in _NOTIFICATIONS.items()},
 }
 
 # Station -> CSMS actions new in 2.1 that have a simple valid answer. Features we do not
 # run (DER control, periodic event streams, dynamic schedules, VAT checks) are declined.
-HANDLERS_21: dict[str, Handler] = {
-    **HANDLERS,
-    "BatterySwap": notification({}),
-    "ClosePeriodicEventStream": notification({}),
-    "NotifyDERAlarm": notification({}),
-    "NotifyDERStartStop": notification({}),
-    "NotifyPriorityCharging": notification({}),
-    "NotifySettlement": notification({}),
-    "OpenPeriodicEventStream": notification({"status": "Rejected"}),
-    "PullDynamicScheduleUpdate": notification({"status": "Rejected"}),
-    "ReportDERControl": notification({}),
-    "VatNumberValidation": notification(lambda p: {"vatNumber": p["vatNumber"], "status": "Rejected"}),
+# (Built on top of the 2.0.1 handlers: `actions.Actions` shares those between the versions.)
+HANDLERS_21_ONLY: dict[str, Factory] = {
+    "BatterySwap": fixed(notification({})),
+    "ClosePeriodicEventStream": fixed(notification({})),
+    "NotifyDERAlarm": fixed(notification({})),
+    "NotifyDERStartStop": fixed(notification({})),
+    "NotifyPriorityCharging": fixed(notification({})),
+    "NotifySettlement": fixed(notification({})),
+    "OpenPeriodicEventStream": fixed(notification({"status": "Rejected"})),
+    "PullDynamicScheduleUpdate": fixed(notification({"status": "Rejected"})),
+    "ReportDERControl": fixed(notification({})),
+    "VatNumberValidation": fixed(notification(lambda p: {"vatNumber": p["vatNumber"], "status": "Rejected"})),
 }

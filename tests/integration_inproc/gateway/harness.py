@@ -22,7 +22,10 @@ from services.common.events import Envelope
 from services.common.runtime import Runtime, bootstrap
 from services.common.store.port import Station
 from services.common.store.sqlite import SqliteStore
+from services.gateway.publisher import Publisher
 from services.gateway.service import GatewayService
+from services.gateway.wiring import build_gateway
+from tests.support.waiting import eventually
 
 PEPPER = b"test-pepper"
 PW = "station-password-0123456789"
@@ -44,6 +47,10 @@ class Gateway:
     @property
     def port(self) -> int:
         return self.svc.port
+
+    @property
+    def publisher(self) -> Publisher:
+        return self.svc.web.shared.publisher
 
     def url(self, station_id: str) -> str:
         return f"http://127.0.0.1:{self.port}/ocpp/{station_id}"
@@ -79,31 +86,25 @@ class Gateway:
         return out
 
     async def wait_event(self, pred: Callable[[Envelope], bool], timeout: float = 5.0) -> Envelope:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.events(pred)
-            if found:
-                return found[-1]
-            await asyncio.sleep(0.01)
-        raise AssertionError("event not published in time")
+        found = await eventually(lambda: self.events(pred), timeout, what="the event to be published")
+        return found[-1]
 
     def commands(self, partition: int) -> list[codec.Command]:
         return [codec.decode_command(r.value) for r in self.bus._topic(topics.COMMANDS)[partition].records]
 
-    async def send_command(self, station_id: str, command_type: str, params: dict[str, Any], *, partition: int = 0, ttl_s: float = 10.0, hops: int = 0) -> str:
+    async def send_command(self, station_id: str, command_type: str, params: dict[str, Any], *, partition: int = 0, ttl_s: float = 10.0, hops: int = 0,
+                           fence_epoch: int | None = None) -> str:
         now = self.rt.clock()
         cmd = codec.Command(
             command_id=str(uuid.uuid4()), station_id=station_id, command_type=command_type,
             params_json=orjson.dumps(params).decode(), issued_at=now, expires_at=now + timedelta(seconds=ttl_s), hops=hops,
+            fence_epoch=fence_epoch,
         )
         await self.bus.publish(topics.COMMANDS, station_id, codec.encode_command(cmd), codec.command_headers(cmd), partition=partition)
         return cmd.command_id
 
     async def wait_connected(self, station_id: str, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while station_id not in self.svc.hub.connections:
-            assert time.monotonic() < deadline, f"{station_id} never registered"
-            await asyncio.sleep(0.01)
+        await eventually(lambda: station_id in self.svc.registry, timeout, what=f"{station_id} to be registered")
 
 
 async def start_gateway(tmp: Path, *, bus_options: dict[str, Any] | None = None, **settings: Any) -> Gateway:
@@ -121,7 +122,7 @@ async def start_gateway(tmp: Path, *, bus_options: dict[str, Any] | None = None,
     await store.start()
     await store.migrate()
     await rt.start()
-    svc = GatewayService(rt)
+    svc = build_gateway(rt)
     await svc.start()
     return Gateway(rt, svc, bus, store, aiohttp.ClientSession())
 

@@ -42,11 +42,11 @@ async def test_a_station_leaving_during_an_outage_stops_the_retries(gw: Gateway)
     await asyncio.sleep(0.2)
     await ws.close()
     for _ in range(150):
-        if "CP1" not in gw.svc.hub.connections and gw.svc.hub.publisher.retrying <= 1:
+        if "CP1" not in gw.svc.registry and gw.publisher.retrying <= 1:
             break
         await asyncio.sleep(0.02)
     # the Heartbeat's publish gave up; only StationDisconnected (bounded) still retries
-    assert "CP1" not in gw.svc.hub.connections and gw.svc.hub.publisher.retrying <= 1
+    assert "CP1" not in gw.svc.registry and gw.publisher.retrying <= 1
     gw.bus.set_available(True)
     await gw.wait_event(lambda e: e.type_name == "StationDisconnected")
     assert not gw.events(lambda e: e.type_name == "Heartbeat")

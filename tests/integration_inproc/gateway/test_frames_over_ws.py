@@ -187,7 +187,8 @@ async def test_a_callresult_with_an_unknown_id_is_dropped_without_a_callerror(gw
 @pytest.mark.parametrize("protocols,boot", [(P16, BOOT16), (P201, BOOT201)])
 async def test_calls_other_than_boot_while_pending_get_a_security_error(make_gateway, protocols: tuple, boot: dict) -> None:  # type: ignore[no-untyped-def]
     gw = await make_gateway(boot_rate_per_s=0.001)
-    assert gw.svc.hub.admit_boot()  # use up the only token: the next boot is Pending
+    first = await gw.connect("CP0", protocols=protocols)
+    assert (await call(first, "BootNotification", boot, mid="b0"))[2]["status"] == "Accepted"  # the only token
     ws = await gw.connect("CP1", protocols=protocols)
     answer = await call(ws, "BootNotification", boot, mid="b1")
     assert answer[2]["status"] == "Pending"

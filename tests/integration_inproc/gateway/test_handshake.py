@@ -83,7 +83,7 @@ async def test_password_brute_force_locks_the_identity_out(gw: Gateway) -> None:
     for i in range(5):
         assert await status(gw, "CP1", password=f"guess-{i}-xxxxxxxxxxx") == 401
     assert await status(gw, "CP1") == 401  # even the right password, while locked
-    assert gw.svc.authenticator.id_locks.locked_for("CP1") > 0
+    assert gw.svc.web.auth.id_locks.locked_for("CP1") > 0
 
 
 async def test_a_disabled_station_is_refused(gw: Gateway) -> None:
@@ -109,7 +109,7 @@ async def test_a_second_socket_wins_and_the_old_one_is_closed_1008(gw: Gateway) 
     assert not new.closed
     assert metrics.FENCED._value.get() == before + 1
     owner = await gw.store.get_owner("CP1")
-    assert owner is not None and owner.connected and gw.svc.hub.connections["CP1"].epoch == owner.epoch
+    assert owner is not None and owner.connected and gw.svc.registry.get("CP1").epoch == owner.epoch
 
 
 async def test_connecting_while_another_gateway_owns_the_station_fences_it(gw: Gateway) -> None:
@@ -118,23 +118,37 @@ async def test_connecting_while_another_gateway_owns_the_station_fences_it(gw: G
     await gw.wait_connected("CP1")
     fences = [c for c in gw.commands(2) if c.command_type == "_Fence"]
     assert len(fences) == 1 and fences[0].station_id == "CP1"
-    assert '"epoch"' in fences[0].params_json
+    epoch = gw.svc.registry.get("CP1").epoch
+    assert fences[0].fence_epoch == epoch and fences[0].target_gateway_id == "gateway-2"
+    assert '"epoch"' in fences[0].params_json  # still readable by gateways older than the typed field
     assert not ws.closed
 
 
 async def test_a_fence_with_a_newer_epoch_closes_the_local_socket_1008(gw: Gateway) -> None:
     ws = await gw.connect("CP1")
     await gw.wait_connected("CP1")
-    epoch = gw.svc.hub.connections["CP1"].epoch
+    epoch = gw.svc.registry.get("CP1").epoch
+    await gw.send_command("CP1", "_Fence", {}, fence_epoch=epoch + 1)
+    assert await closed_with(ws) == 1008
+
+
+async def test_a_fence_of_a_gateway_older_than_the_typed_field_still_closes_the_local_socket(gw: Gateway) -> None:
+    ws = await gw.connect("CP1")
+    await gw.wait_connected("CP1")
+    epoch = gw.svc.registry.get("CP1").epoch
     await gw.send_command("CP1", "_Fence", {"epoch": epoch + 1})
     assert await closed_with(ws) == 1008
 
 
-async def test_a_fence_with_an_older_epoch_is_ignored(gw: Gateway) -> None:
+@pytest.mark.parametrize("typed", [True, False])
+async def test_a_fence_with_an_older_epoch_is_ignored(gw: Gateway, typed: bool) -> None:
     ws = await gw.connect("CP1")
     await gw.wait_connected("CP1")
-    epoch = gw.svc.hub.connections["CP1"].epoch
-    await gw.send_command("CP1", "_Fence", {"epoch": epoch})
+    epoch = gw.svc.registry.get("CP1").epoch
+    if typed:
+        await gw.send_command("CP1", "_Fence", {}, fence_epoch=epoch)
+    else:
+        await gw.send_command("CP1", "_Fence", {"epoch": epoch})
     await asyncio.sleep(0.2)
     assert not ws.closed
 

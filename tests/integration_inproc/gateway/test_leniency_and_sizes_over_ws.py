@@ -173,7 +173,7 @@ async def test_a_data_transfer_just_under_1_mib_gets_a_callerror_naming_the_limi
     answer = await recv(ws)
     assert answer[:3] == [4, "d1", "FormationViolation"]
     assert f"limit is {limit} bytes" in answer[3] and "DataTransfer data" in answer[3]
-    assert gw.svc.ready() and not gw.svc.hub.publisher.failing
+    assert gw.svc.ready() and not gw.publisher.failing
     assert (await gw.session.get(f"http://127.0.0.1:{gw.port}/readyz")).status == 200
     assert (await call(ws, "Heartbeat", {}))[0] == 3
     assert (await call(other, "Heartbeat", {}))[0] == 3
@@ -204,7 +204,7 @@ async def test_an_event_that_expands_beyond_the_record_limit_is_one_callerror_no
     assert len(orjson.dumps(payload)) < sizes.frame_limit(64 * 1024)  # the frame itself fits
     answer = await call(ws, "MeterValues", payload, mid="big")
     assert answer[:3] == [4, "big", "FormationViolation"] and "limit is 65536 bytes" in answer[3]
-    assert gw.svc.ready() and gw.svc.hub.publisher.retrying == 0
+    assert gw.svc.ready() and gw.publisher.retrying == 0
     assert (await call(ws, "MeterValues", minimal_samples(3), mid="small"))[:2] == [3, "small"]
     assert (await call(other, "Heartbeat", {}))[0] == 3
 
@@ -216,7 +216,7 @@ async def test_a_record_too_large_from_the_bus_itself_is_one_callerror_not_an_ou
     ws, other = await gw.connect("CP1"), await gw.connect("CP2")
     answer = await call(ws, "DataTransfer", {"vendorId": "v", "data": "q" * 40_000}, mid="dt")
     assert answer[:3] == [4, "dt", "FormationViolation"] and "32768" in answer[3]
-    assert gw.svc.ready() and gw.svc.hub.publisher.retrying == 0 and not gw.svc.hub.publisher.failing
+    assert gw.svc.ready() and gw.publisher.retrying == 0 and not gw.publisher.failing
     assert (await gw.session.get(f"http://127.0.0.1:{gw.port}/readyz")).status == 200
     assert (await call(ws, "Heartbeat", {}))[0] == 3
     assert (await call(other, "Heartbeat", {}))[0] == 3

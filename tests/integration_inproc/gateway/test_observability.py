@@ -63,5 +63,5 @@ async def test_deflate_is_negotiated_but_answers_go_out_uncompressed_so_no_zlib_
     ws = await gw.connect("CP1", compress=15)
     assert ws.compress == 15
     assert (await call(ws, "Heartbeat", {}))[0] == 3
-    conn = gw.svc.hub.connections["CP1"]
+    conn = gw.svc.registry.get("CP1")
     assert conn.ws._writer is not None and conn.ws._writer._compressobj is None

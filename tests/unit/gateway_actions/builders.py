@@ -1,22 +1,17 @@
-"""Builders for action tests: a fake CallContext that records what handlers publish,
-and the library's JSON schemas to check every answer and every translated payload."""
+"""Builders for action tests: handlers built from fake ports, a CallContext that records
+what they publish, and the library's JSON schemas to check every answer and every payload."""
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
-import jsonschema
-import ocpp
-
-from services.common.config import Settings
 from services.common.events import Body
-from services.common.store.port import Station, Store
-from services.gateway.actions import handler_for
+from services.common.ocpp_version import OcppVersion
+from services.common.store.port import Station
+from services.gateway.actions import ActionPorts, Actions
+from services.gateway.actions.common import BootDecider, RunningCost
 from services.gateway.context import CallContext, ConnectionState
 
 UTC = timezone.utc
@@ -45,6 +40,35 @@ class FakeStore:
 
 
 @dataclass
+class FakeGate:
+    """Boot admission: `admit` answers every boot; `pending` is the overload interval."""
+
+    admit: bool = True
+    pending: int | None = None
+    asked: int = 0
+
+    def admit_boot(self) -> bool:
+        self.asked += 1
+        return self.admit
+
+    def pending_interval(self) -> int | None:
+        return self.pending
+
+
+@dataclass
+class FakeTokens:
+    """Token statuses by id (unknown: Invalid); `error` is raised instead when set."""
+
+    known: dict[str, str]
+    error: Exception | None = None
+
+    async def __call__(self, id_token: str) -> str:
+        if self.error is not None:
+            raise self.error
+        return self.known.get(id_token, "Invalid")
+
+
+@dataclass
 class Recorder:
     published: list[tuple[Body, datetime | None]] = field(default_factory=list)
 
@@ -67,15 +91,21 @@ class Harness:
     ctx: CallContext
     events: Recorder
     store: FakeStore
-    tokens: dict[str, str]
+    tokens: FakeTokens
+    gate: FakeGate
+    actions: Actions
+
+    def handler(self, action: str) -> Any:
+        handler = self.actions.handler_for(self.ctx.ocpp_version, action)
+        assert handler is not None, f"no handler for {action} in {self.ctx.ocpp_version}"
+        return handler
 
     async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Run the handler the way the core does: validate in, run, validate out."""
         request_validator(self.ctx.ocpp_version, action).validate(payload)
-        handler = handler_for(self.ctx.ocpp_version, action)
-        assert handler is not None, f"no handler for {action} in {self.ctx.ocpp_version}"
+        handler = self.handler(action)
         self.ctx.action = action
-        response = await handler(self.ctx, payload)
+        response: dict[str, Any] = await handler(self.ctx, payload)
         response_validator(self.ctx.ocpp_version, action).validate(response)
         return response
 
@@ -84,34 +114,34 @@ def a_harness(
     version: str = "1.6",
     *,
     admit: bool = True,
+    pending: int | None = None,
     tokens: dict[str, str] | None = None,
     stations: dict[str, Station] | None = None,
     store: FakeStore | None = None,
-    **settings: Any,
+    heartbeat_interval: int = 300,
+    running_cost: RunningCost | None = None,
 ) -> Harness:
     events = Recorder()
     store = store or FakeStore(stations)
-    known = {"TAG-OK": "Accepted", "TAG-BLOCKED": "Blocked"} if tokens is None else tokens
-
-    async def token_status(id_token: str) -> str:
-        return known.get(id_token, "Invalid")
-
+    known = FakeTokens({"TAG-OK": "Accepted", "TAG-BLOCKED": "Blocked"} if tokens is None else tokens)
+    gate = FakeGate(admit, pending)
+    ports = ActionPorts(
+        clock=lambda: NOW,
+        boot=BootDecider(store, gate, heartbeat_interval),
+        tokens=known,
+        tx_ids=store,
+        running_cost=running_cost,
+    )
     ctx = CallContext(
         station_id="CS-1",
-        ocpp_version=version,
+        ocpp_version=OcppVersion(version),
         message_id="m-1",
         action="",
         received_at=NOW,
-        settings=Settings(**settings),
-        store=cast(Store, store),
-        clock=lambda: NOW,
-        gateway_id="gateway-0",
         state=ConnectionState(),
         publish=events,
-        admit_boot=lambda: admit,
-        token_status=token_status,
     )
-    return Harness(ctx=ctx, events=events, store=store, tokens=known)
+    return Harness(ctx=ctx, events=events, store=store, tokens=known, gate=gate, actions=Actions(ports))
 
 
 def ts(minutes: int = 0) -> str:
@@ -123,30 +153,6 @@ def at(minutes: int = 0) -> datetime:
     return (NOW + timedelta(minutes=minutes)).replace(microsecond=0)
 
 
-# --- schemas --------------------------------------------------------------------------------
+# --- schemas (tests/unit/gateway_actions/schemas.py) ----------------------------------------
 
-_cache: dict[tuple[str, str], Any] = {}
-
-
-def _validator(version: str, name: str) -> Any:
-    key = (version, name)
-    if key not in _cache:
-        folder = os.path.join(os.path.dirname(ocpp.__file__), "v" + version.replace(".", ""), "schemas")
-        with open(os.path.join(folder, name + ".json"), encoding="utf-8-sig") as f:
-            schema = json.loads(f.read(), parse_float=Decimal)
-        cls = jsonschema.validators.validator_for(schema)  # Draft4 for 1.6, Draft6 for 2.x
-        _cache[key] = cls(schema, format_checker=cls.FORMAT_CHECKER)
-    return _cache[key]
-
-
-def request_validator(version: str, action: str) -> Any:
-    return _validator(version, action if version == "1.6" else action + "Request")
-
-
-def response_validator(version: str, action: str) -> Any:
-    return _validator(version, action + "Response")
-
-
-def wire(payload: dict[str, Any]) -> Any:
-    """The payload as the station would parse it (floats as Decimal, for multipleOf)."""
-    return json.loads(json.dumps(payload), parse_float=Decimal)
+from .schemas import request_validator, response_validator, wire  # noqa: E402,F401

@@ -12,7 +12,6 @@ from ocpp.exceptions import PropertyConstraintViolationError
 
 from services.common import codec
 from services.common.events import Envelope
-from services.gateway.actions import handler_for
 from services.gateway.actions.common import as_int
 
 from .builders import a_harness, ts
@@ -34,8 +33,7 @@ def with_notes(version: str = "1.6") -> tuple[Any, list[tuple[str, str]]]:
 
 
 async def run(h: Any, action: str, payload: dict) -> dict:
-    handler = handler_for(h.ctx.ocpp_version, action)
-    assert handler is not None
+    handler = h.handler(action)
     h.ctx.action = action
     return await handler(h.ctx, payload)  # type: ignore[no-any-return]
 

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.common.events import ENERGY_REGISTER, MeterSample
-from services.gateway.actions.meter import first_register_wh, last_register_wh, samples_16, samples_201, station_time
+from services.gateway.meter import first_register_wh, last_register_wh, samples_16, samples_201, station_time
 
 from .builders import NOW, at, ts
 

@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from services.gateway.actions import handler_for, is_csms_to_station, station_actions
+from services.gateway.actions import is_csms_to_station, station_actions
+
+from .builders import a_harness
+
+ACTIONS = a_harness().actions  # handlers built from fake ports
+handler_for = ACTIONS.handler_for
 
 ACTIONS_16 = {
     "Authorize", "BootNotification", "DataTransfer", "DiagnosticsStatusNotification", "FirmwareStatusNotification",

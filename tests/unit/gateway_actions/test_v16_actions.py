@@ -138,10 +138,7 @@ async def test_a_start_with_an_unknown_tag_still_gets_an_id_and_is_recorded() ->
 async def test_a_start_is_accepted_when_the_token_store_is_unreachable() -> None:
     h = a_harness()
 
-    async def broken(_: str) -> str:
-        raise StoreUnavailable("down")
-
-    h.ctx.token_status = broken
+    h.tokens.error = StoreUnavailable("down")
     answer = await h.call("StartTransaction", a_start())
     assert answer["idTagInfo"]["status"] == "Accepted"
 
@@ -149,10 +146,7 @@ async def test_a_start_is_accepted_when_the_token_store_is_unreachable() -> None
 async def test_authorize_surfaces_an_unreachable_token_store_instead_of_guessing() -> None:
     h = a_harness()
 
-    async def broken(_: str) -> str:
-        raise StoreUnavailable("down")
-
-    h.ctx.token_status = broken
+    h.tokens.error = StoreUnavailable("down")
     with pytest.raises(StoreUnavailable):
         await h.call("Authorize", {"idTag": "TAG-OK"})
     assert h.events.published == []

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from services.gateway.admission import (
-    Admission, Signals, Thresholds, UpgradeLimits, boot_overloaded, load, next_capacity, overloaded, retry_after,
+    Admission, BootAdmission, Signals, Thresholds, UpgradeLimits, boot_overloaded, load, next_capacity, overloaded, retry_after,
 )
 
 TH = Thresholds(max_loop_lag_s=0.25, max_publishes=1000, max_store_s=0.5, retry_min_s=1, retry_max_s=120)
@@ -183,41 +183,45 @@ async def test_the_probe_stops_when_nobody_asks_and_restarts_on_the_next_decisio
     adm.stop()
 
 
-# -- the BootNotification decision (hub + boot action) -------------------------------------
-def _hub(**settings: object):  # type: ignore[no-untyped-def]
+# -- the BootNotification decision (boot admission + boot action) --------------------------
+class _InFlight:
+    n = 0
+
+
+def _boots(in_flight: _InFlight | None = None, boot_rate_per_s: float = 0.0, **settings: object) -> BootAdmission:
     from services.common.config import Settings
-    from services.common.runtime import Runtime
-    from services.gateway.hub import Hub
 
-    return Hub(Runtime(settings=Settings(**settings), bus=None, store=None, pepper=b"p"))  # type: ignore[arg-type]
-
-
-def test_the_hub_accepts_boots_while_healthy_with_no_fixed_cap_by_default() -> None:
-    hub = _hub()
-    assert all(hub.admit_boot() for _ in range(10_000))
+    counter = in_flight or _InFlight()
+    admission = Admission(Thresholds.from_settings(Settings(**settings)), lambda: counter.n)  # type: ignore[arg-type]
+    return BootAdmission(admission, boot_rate_per_s)
 
 
-def test_the_hub_answers_pending_with_the_admission_interval_while_the_bus_is_backed_up() -> None:
-    hub = _hub(admit_max_publishes=10)
-    hub.publisher.in_flight = 50
-    assert not hub.admit_boot()
-    first = hub.pending_interval()
+def test_boots_are_accepted_while_healthy_with_no_fixed_cap_by_default() -> None:
+    boots = _boots()
+    assert all(boots.admit_boot() for _ in range(10_000))
+
+
+def test_boots_are_pending_with_the_admission_interval_while_the_bus_is_backed_up() -> None:
+    in_flight = _InFlight()
+    boots = _boots(in_flight, admit_max_publishes=10)
+    in_flight.n = 50
+    assert not boots.admit_boot()
+    first = boots.pending_interval()
     assert first is not None and first >= 1
-    hub.publisher.in_flight = 0
-    assert hub.admit_boot() and hub.pending_interval() is None
+    in_flight.n = 0
+    assert boots.admit_boot() and boots.pending_interval() is None
 
 
 def test_a_fixed_boot_cap_still_works_and_leaves_the_interval_to_the_action() -> None:
-    hub = _hub(boot_rate_per_s=3.0)
-    assert [hub.admit_boot() for _ in range(5)] == [True, True, True, False, False]
-    assert hub.pending_interval() is None  # not overload: the action picks its jittered interval
+    boots = _boots(boot_rate_per_s=3.0)
+    assert [boots.admit_boot() for _ in range(5)] == [True, True, True, False, False]
+    assert boots.pending_interval() is None  # not overload: the action picks its jittered interval
 
 
 async def test_the_boot_action_answers_pending_with_the_interval_admission_chose() -> None:
     from tests.unit.gateway_actions.builders import a_harness
 
-    h = a_harness(admit=False)
-    h.ctx.pending_interval = lambda: 7
+    h = a_harness(admit=False, pending=7)
     answer = await h.call("BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"})
     assert answer["status"] == "Pending" and answer["interval"] == 7
     assert h.events.body.interval == 7

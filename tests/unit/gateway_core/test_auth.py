@@ -12,11 +12,11 @@ import pytest
 from services.common import passwords
 from services.common.config import Settings
 from services.common.errors import StoreUnavailable
-from services.common.runtime import Runtime
 from services.common.store.port import Station, Token
 from services.gateway.app import choose_subprotocol
 from services.gateway.auth import Authenticator, parse_basic, station_id_from_path
-from services.gateway.hub import Hub, Limits, token_status_of
+from services.gateway.limits import Limits
+from services.gateway.tokens import TokenCache, token_status_of
 
 PEPPER = b"test-pepper"
 PW = "correct-horse-battery-staple"
@@ -50,8 +50,10 @@ class Store:
         return self.tokens.get(id_token)
 
 
-def runtime(store: Store, **settings: object) -> Runtime:
-    return Runtime(settings=Settings(**settings), bus=None, store=store, pepper=PEPPER)  # type: ignore[arg-type]
+def authenticator(store: Store, **settings: object) -> Authenticator:
+    s = Settings(**settings)  # type: ignore[arg-type]
+    return Authenticator(store, pepper=PEPPER, clock=lambda: datetime.now(UTC), open_registration=s.open_registration,
+                         extra=s.extra)
 
 
 def station(sid: str = "CP1", *, fingerprint: bool = True, **kw: object) -> Station:
@@ -95,14 +97,14 @@ def test_the_first_supported_subprotocol_the_client_offers_is_chosen(header: str
 async def test_a_station_with_a_fingerprint_authenticates_without_scrypt() -> None:
     store = Store()
     store.stations["CP1"] = replace(station(), password_hash="scrypt$broken")
-    out = await Authenticator(runtime(store)).authenticate("CP1", basic("CP1", PW), "10.0.0.1")
+    out = await authenticator(store).authenticate("CP1", basic("CP1", PW), "10.0.0.1")
     assert out.ok and out.station is not None and out.station.id == "CP1"
 
 
 async def test_a_station_without_a_fingerprint_verifies_scrypt_once_then_from_memory() -> None:
     store = Store()
     store.stations["CP1"] = station(fingerprint=False)
-    a = Authenticator(runtime(store))
+    a = authenticator(store)
     assert (await a.authenticate("CP1", basic("CP1", PW), "10.0.0.1")).ok
     t = time.perf_counter()
     assert (await a.authenticate("CP1", basic("CP1", PW), "10.0.0.1")).ok
@@ -116,19 +118,19 @@ async def test_a_station_without_a_fingerprint_verifies_scrypt_once_then_from_me
 async def test_bad_or_missing_credentials_are_401_with_a_challenge(header: str | None, reason: str) -> None:
     store = Store()
     store.stations["CP1"] = station()
-    out = await Authenticator(runtime(store)).authenticate("CP1", header, "10.0.0.1")
+    out = await authenticator(store).authenticate("CP1", header, "10.0.0.1")
     assert (out.status, out.reason) == (401, reason)
     assert out.headers["WWW-Authenticate"] == 'Basic realm="OCPP"'
 
 
 async def test_an_unknown_station_is_404() -> None:
-    out = await Authenticator(runtime(Store())).authenticate("NOPE", basic("NOPE", PW), "10.0.0.1")
+    out = await authenticator(Store()).authenticate("NOPE", basic("NOPE", PW), "10.0.0.1")
     assert out.status == 404
 
 
 async def test_open_registration_creates_an_unknown_station_with_hash_and_fingerprint() -> None:
     store = Store()
-    a = Authenticator(runtime(store, open_registration=True))
+    a = authenticator(store, open_registration=True)
     out = await a.authenticate("NEW1", basic("NEW1", PW), "10.0.0.1")
     assert out.ok
     st = store.stations["NEW1"]
@@ -137,20 +139,20 @@ async def test_open_registration_creates_an_unknown_station_with_hash_and_finger
 
 
 async def test_open_registration_still_needs_credentials() -> None:
-    out = await Authenticator(runtime(Store(), open_registration=True)).authenticate("NEW1", None, "10.0.0.1")
+    out = await authenticator(Store(), open_registration=True).authenticate("NEW1", None, "10.0.0.1")
     assert out.status == 401
 
 
 async def test_a_disabled_station_is_refused_with_403() -> None:
     store = Store()
     store.stations["CP1"] = station(enabled=False)
-    assert (await Authenticator(runtime(store)).authenticate("CP1", basic("CP1", PW), "10.0.0.1")).status == 403
+    assert (await authenticator(store).authenticate("CP1", basic("CP1", PW), "10.0.0.1")).status == 403
 
 
 async def test_five_failures_lock_the_station_id_even_for_the_right_password() -> None:
     store = Store()
     store.stations["CP1"] = station()
-    a = Authenticator(runtime(store))
+    a = authenticator(store)
     for i in range(5):
         assert (await a.authenticate("CP1", basic("CP1", f"wrong-{i}-xxxxxxxxxx"), f"10.0.0.{i}")).reason == "bad_password"
     out = await a.authenticate("CP1", basic("CP1", PW), "10.0.0.99")
@@ -160,7 +162,7 @@ async def test_five_failures_lock_the_station_id_even_for_the_right_password() -
 async def test_failures_from_one_address_lock_that_address_for_every_station() -> None:
     store = Store()
     store.stations.update({f"CP{i}": station(f"CP{i}") for i in range(40)})
-    a = Authenticator(runtime(store))
+    a = authenticator(store)
     for i in range(30):
         await a.authenticate(f"CP{i}", basic(f"CP{i}", "wrong-password-xxxx"), "10.6.6.6")
     assert (await a.authenticate("CP39", basic("CP39", PW), "10.6.6.6")).reason == "locked"
@@ -170,7 +172,7 @@ async def test_failures_from_one_address_lock_that_address_for_every_station() -
 async def test_a_password_changed_moments_ago_is_picked_up_despite_the_cache() -> None:
     store = Store()
     store.stations["CP1"] = station()
-    a = Authenticator(runtime(store))
+    a = authenticator(store)
     assert (await a.authenticate("CP1", basic("CP1", PW), "10.0.0.1")).ok
     new = "another-password-1234"
     store.stations["CP1"] = Station("CP1", "", passwords.fingerprint(PEPPER, "CP1", new))
@@ -180,7 +182,7 @@ async def test_a_password_changed_moments_ago_is_picked_up_despite_the_cache() -
 async def test_station_lookups_are_cached() -> None:
     store = Store()
     store.stations["CP1"] = station()
-    a = Authenticator(runtime(store))
+    a = authenticator(store)
     for _ in range(5):
         assert (await a.authenticate("CP1", basic("CP1", PW), "10.0.0.1")).ok
     assert store.reads == 1
@@ -197,17 +199,12 @@ def test_token_status_maps_unknown_expired_and_odd_statuses() -> None:
 async def test_token_status_is_cached_and_served_stale_when_the_store_is_down() -> None:
     store = Store()
     store.tokens["T1"] = Token("T1", "Accepted")
-    hub = Hub(runtime(store, extra={"token_cache_ttl_s": 0.0}))
-    assert await hub.token_status("T1") == "Accepted"
+    tokens = TokenCache(store, lambda: datetime.now(UTC), size=10, ttl_s=0.0)
+    assert await tokens.status("T1") == "Accepted"
     store.fail = StoreUnavailable("down")
-    assert await hub.token_status("T1") == "Accepted"
+    assert await tokens.status("T1") == "Accepted"
     with pytest.raises(StoreUnavailable):
-        await hub.token_status("T2")
-
-
-async def test_boot_admission_control_allows_the_configured_rate() -> None:
-    hub = Hub(runtime(Store(), boot_rate_per_s=3.0))
-    assert [hub.admit_boot() for _ in range(5)] == [True, True, True, False, False]
+        await tokens.status("T2")
 
 
 def test_limits_are_read_from_settings_extra() -> None:

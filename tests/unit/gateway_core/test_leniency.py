@@ -15,10 +15,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from services.common.bus.memory import MemoryBus
-from services.common.config import Settings
 from services.common.errors import RecordTooLarge
 from services.common.events import Envelope, Notification
-from services.common.runtime import bootstrap
 from services.gateway import frames, sizes, validation
 from services.gateway.publisher import Publisher
 
@@ -204,8 +202,7 @@ def _env(size: int) -> Envelope:
 
 async def test_the_publisher_refuses_an_oversized_event_at_once_without_an_outage() -> None:
     bus = MemoryBus()
-    rt = bootstrap(Settings(bus_max_record_bytes=8192), bus=bus)
-    pub = Publisher(rt)
+    pub = Publisher(bus.publish, 8192)
     with pytest.raises(RecordTooLarge, match="8192 bytes"):
         await pub.publish(_env(9000), alive=lambda: True)
     assert not pub.failing and pub.retrying == 0 and bus.healthy
@@ -214,8 +211,7 @@ async def test_the_publisher_refuses_an_oversized_event_at_once_without_an_outag
 
 async def test_a_record_too_large_from_the_bus_is_raised_without_retrying() -> None:
     bus = MemoryBus(max_record_bytes=4096)
-    rt = bootstrap(Settings(bus_max_record_bytes=1 << 20), bus=bus)
-    pub = Publisher(rt)
+    pub = Publisher(bus.publish, 1 << 20)
     with pytest.raises(RecordTooLarge):
         await pub.publish(_env(6000), alive=lambda: True)
     assert not pub.failing and pub.retrying == 0 and bus.healthy

@@ -9,21 +9,23 @@ import os
 import signal
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import AsyncIterator
 
 import aiohttp
 import pytest
 
-from services.api.service import ApiService
+from services.api.wiring import build_api
 from services.common import topics
 from services.common.bus.memory import MemoryBus
 from services.common.codec import Command
 from services.common.config import Settings, gateway_ordinal, load_settings
 from services.common.errors import ConfigError
-from services.common.runtime import bootstrap
+from services.common.runtime import Runtime, bootstrap
 from services.common.store.sqlite import SqliteStore
+from services.common.routing import CommandRouter
 from services.gateway.commands import CommandRunner
+from services.gateway.publisher import Publisher
+from services.gateway.registry import Registry
 from services.gateway.workers import supervise, worker_id
 
 from ..api.builders import API_KEY, Api
@@ -109,7 +111,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     rt = bootstrap(settings, bus=MemoryBus(), store=SqliteStore(f"sqlite:///{tmp_path}/a.db"), pepper=b"p")
     await rt.start()
     await rt.store.migrate()
-    service = ApiService(rt)
+    service = build_api(rt)
     await service.start()
     http = aiohttp.ClientSession()
     try:
@@ -124,8 +126,14 @@ class RecordingRunner(CommandRunner):
     """The gateway's own partition reader (start: `gateway_ordinal(its id)`); records instead of
     calling a station."""
 
-    def __init__(self, rt: object, gateway_id: str) -> None:
-        super().__init__(SimpleNamespace(rt=rt, gateway_id=gateway_id, limits=SimpleNamespace(command_concurrency=4)))  # type: ignore[arg-type]
+    def __init__(self, rt: Runtime, gateway_id: str) -> None:
+        super().__init__(
+            gateway_id=gateway_id, reader=rt.bus, registry=Registry(),
+            router=CommandRouter(owners=rt.store, publish=rt.bus.publish, partitions=rt.bus.partitions, clock=rt.clock,
+                                 issuer=gateway_id),
+            publisher=Publisher(rt.bus.publish, rt.settings.bus_max_record_bytes), clock=rt.clock, concurrency=4,
+            command_timeout_s=rt.settings.command_timeout_s, call_timeout_s=30.0,
+        )
         self.executed: list[Command] = []
 
     async def execute(self, cmd: Command) -> None:

@@ -32,7 +32,7 @@ from services.common.timeutil import parse_ocpp
 
 __all__ = ["samples_16", "samples_201", "first_register_wh", "last_register_wh", "station_time", "RAW_VALUE_MAX"]
 
-log = logging.getLogger("csms.gateway.actions.meter")
+log = logging.getLogger("csms.gateway.meter")
 
 Note = Callable[[str, str], None]
 

@@ -1,8 +1,10 @@
-"""The API's one command vocabulary (snake_case) <-> OCPP 1.6 / 2.0.1 / 2.1 actions.
+"""The one command vocabulary (snake_case) <-> OCPP 1.6 / 2.0.1 / 2.1 actions.
 
 Operators say `{"type": "Reset", "reset_type": "Hard"}` whatever the station speaks;
 `to_ocpp` picks the action and builds a camelCase payload for the station's version,
-and `from_ocpp` turns the station's answer back into (status, snake_case dict).
+and `from_ocpp` turns the station's answer back into (status, snake_case dict). The
+builder table is the vocabulary: the gateway builds its CALLs from it, and the API
+derives its list of command types from it (`COMMAND_TYPES`, `versions_supporting`).
 
 Every payload `to_ocpp` returns has been validated against the library's request
 schema for that version, so a bad parameter is an `InvalidCommand` (HTTP 400 for the
@@ -12,6 +14,13 @@ concept (GetConfiguration on 2.0.1, GetVariables on 1.6) it is `UnsupportedComma
 Ids: 1.6 has connectors only (connector N is EVSE N), 2.x has EVSEs with connectors.
 So a 1.6 station takes `connector_id` (or `evse_id` as the same number) and a 2.x
 station takes `evse_id` (or `connector_id` when that is all the caller gave).
+
+`SetChargingLimit` is version-neutral (smart charging sends it): a current limit in A
+per phase for one transaction (`purpose: "tx"`, a TxProfile, Absolute from `start`) or
+as the station's fail-safe (`purpose: "default"`, a TxDefaultProfile, Relative); the
+profile is built here for the station's version (`profiles`). `start` is chosen by the
+sender, so a re-sent command builds the same frame. `SetChargingProfile` stays the
+operator's raw, already version-specific profile.
 """
 
 from __future__ import annotations
@@ -20,20 +29,33 @@ import json
 import os
 import re
 import secrets
-from decimal import Decimal
+from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, TypeAlias
 
 import jsonschema
 import ocpp
 import orjson
 
 from services.common import timeutil
-from services.gateway.actions.common import json_default
+from services.common.ocpp import profiles
+from services.common.ocpp.wire import json_default
+from services.common.ocpp_version import OcppVersion
 
-__all__ = ["UnsupportedCommand", "InvalidCommand", "to_ocpp", "from_ocpp", "command_types", "snake_case"]
+__all__ = [
+    "COMMAND_TYPES",
+    "SET_CHARGING_LIMIT",
+    "InvalidCommand",
+    "UnsupportedCommand",
+    "command_types",
+    "from_ocpp",
+    "snake_case",
+    "to_ocpp",
+    "versions_supporting",
+]
 
-VERSIONS = ("1.6", "2.0.1", "2.1")
+SET_CHARGING_LIMIT = "SetChargingLimit"
 
 
 class UnsupportedCommand(ValueError):
@@ -47,7 +69,9 @@ class InvalidCommand(ValueError):
 class _Params:
     """Typed access to the API's snake_case parameters, raising InvalidCommand."""
 
-    def __init__(self, command_type: str, params: dict[str, Any]) -> None:
+    __slots__ = ("command_type", "raw")
+
+    def __init__(self, command_type: str, params: Mapping[str, Any] | None) -> None:
         self.command_type = command_type
         self.raw = {k: v for k, v in (params or {}).items() if v is not None}
 
@@ -62,7 +86,7 @@ class _Params:
             raise InvalidCommand(f"{self.command_type}: missing parameter {name!r}")
         return self.raw[name]
 
-    def int(self, name: str, default: int | None = None, *, required: bool = False) -> int | None:
+    def integer(self, name: str, default: int | None = None, *, required: bool = False) -> int | None:
         if name not in self.raw:
             if required:
                 self.require(name)
@@ -75,7 +99,12 @@ class _Params:
         except (TypeError, ValueError):
             raise InvalidCommand(f"{self.command_type}: {name!r} must be an integer, got {value!r}") from None
 
-    def time(self, name: str, *, default_now: bool = False, required: bool = False) -> str | None:
+    def required_int(self, name: str) -> int:
+        value = self.integer(name, required=True)
+        assert value is not None  # required: present or InvalidCommand
+        return value
+
+    def instant(self, name: str, *, default_now: bool = False, required: bool = False) -> str | None:
         """An instant normalized to UTC/Z/milliseconds (what chargers parse reliably)."""
         if name not in self.raw:
             if required:
@@ -86,11 +115,21 @@ class _Params:
         except ValueError:
             raise InvalidCommand(f"{self.command_type}: {name!r} is not an ISO 8601 time") from None
 
+    def decimal(self, name: str) -> Decimal:
+        """A required decimal (given as a string, or a JSON number)."""
+        value = self.require(name)
+        try:
+            if isinstance(value, bool):
+                raise InvalidOperation
+            return Decimal(str(value))
+        except InvalidOperation:
+            raise InvalidCommand(f"{self.command_type}: {name!r} must be a decimal, got {value!r}") from None
+
     def connector_16(self, default: int | None = None) -> int | None:
-        return self.int("connector_id", self.int("evse_id", default))
+        return self.integer("connector_id", self.integer("evse_id", default))
 
     def evse_2x(self, default: int | None = None) -> int | None:
-        return self.int("evse_id", self.int("connector_id", default))
+        return self.integer("evse_id", self.integer("connector_id", default))
 
 
 def _new_id() -> int:
@@ -104,10 +143,6 @@ def _put(payload: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     return payload
 
 
-def _is_16(version: str) -> bool:
-    return version == "1.6"
-
-
 def _evse_obj(p: _Params) -> dict[str, Any] | None:
     """2.x `evse` {id, connectorId?}: absent (or 0) means the whole station."""
     evse = p.evse_2x()
@@ -115,7 +150,7 @@ def _evse_obj(p: _Params) -> dict[str, Any] | None:
         return None
     obj: dict[str, Any] = {"id": evse}
     if p.has("evse_id") and p.has("connector_id"):
-        obj["connectorId"] = p.int("connector_id")
+        obj["connectorId"] = p.integer("connector_id")
     return obj
 
 
@@ -125,21 +160,22 @@ def _id_token_2x(p: _Params, name: str = "id_token") -> dict[str, Any]:
 
 # --- builders: (params, version) -> (action, payload) ------------------------------------
 
-Builder = Callable[[_Params, str], tuple[str, dict[str, Any]]]
+Frame: TypeAlias = tuple[str, dict[str, Any]]
+Builder: TypeAlias = Callable[[_Params, OcppVersion], Frame]
 
 
-def _remote_start(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
-    if _is_16(v):
+def _remote_start(p: _Params, v: OcppVersion) -> Frame:
+    if v.is_16:
         payload = _put({"idTag": str(p.require("id_token"))}, "connectorId", p.connector_16())
         return "RemoteStartTransaction", _put(payload, "chargingProfile", p.get("charging_profile"))
-    payload = {"idToken": _id_token_2x(p), "remoteStartId": p.int("remote_start_id") or _new_id()}
+    payload = {"idToken": _id_token_2x(p), "remoteStartId": p.integer("remote_start_id") or _new_id()}
     _put(payload, "evseId", p.evse_2x())
     return "RequestStartTransaction", _put(payload, "chargingProfile", p.get("charging_profile"))
 
 
-def _remote_stop(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
-    if _is_16(v):
-        return "RemoteStopTransaction", {"transactionId": p.int("transaction_id", required=True)}
+def _remote_stop(p: _Params, v: OcppVersion) -> Frame:
+    if v.is_16:
+        return "RemoteStopTransaction", {"transactionId": p.required_int("transaction_id")}
     return "RequestStopTransaction", {"transactionId": str(p.require("transaction_id"))}
 
 
@@ -147,28 +183,28 @@ _RESET_2X = {"Hard": "Immediate", "Soft": "OnIdle", "Immediate": "Immediate", "O
 _RESET_16 = {"Hard": "Hard", "Soft": "Soft", "Immediate": "Hard", "OnIdle": "Soft"}
 
 
-def _reset(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
+def _reset(p: _Params, v: OcppVersion) -> Frame:
     kind = p.require("reset_type")
-    table = _RESET_16 if _is_16(v) else _RESET_2X
+    table = _RESET_16 if v.is_16 else _RESET_2X
     if kind not in table:
         raise InvalidCommand(f"Reset: reset_type must be Soft or Hard, got {kind!r}")
-    if _is_16(v):
+    if v.is_16:
         return "Reset", {"type": table[kind]}
-    return "Reset", _put({"type": table[kind]}, "evseId", p.int("evse_id"))
+    return "Reset", _put({"type": table[kind]}, "evseId", p.integer("evse_id"))
 
 
-def _unlock(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
+def _unlock(p: _Params, v: OcppVersion) -> Frame:
     if not (p.has("evse_id") or p.has("connector_id")):
-        p.require("connector_id" if _is_16(v) else "evse_id")
-    if _is_16(v):
+        p.require("connector_id" if v.is_16 else "evse_id")
+    if v.is_16:
         return "UnlockConnector", {"connectorId": p.connector_16()}
-    connector = p.int("connector_id", 1) if p.has("evse_id") else 1
+    connector = p.integer("connector_id", 1) if p.has("evse_id") else 1
     return "UnlockConnector", {"evseId": p.evse_2x(), "connectorId": connector}
 
 
-def _change_availability(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
+def _change_availability(p: _Params, v: OcppVersion) -> Frame:
     status = p.require("availability")
-    if _is_16(v):
+    if v.is_16:
         return "ChangeAvailability", {"connectorId": p.connector_16(0), "type": status}
     return "ChangeAvailability", _put({"operationalStatus": status}, "evse", _evse_obj(p))
 
@@ -181,9 +217,9 @@ _TRIGGER_2X = {"DiagnosticsStatusNotification": "LogStatusNotification",
 _EXTENDED_ONLY_16 = frozenset({"LogStatusNotification", "SignChargePointCertificate"})
 
 
-def _trigger(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
+def _trigger(p: _Params, v: OcppVersion) -> Frame:
     message = str(p.require("requested_message"))
-    if _is_16(v):
+    if v.is_16:
         message = _TRIGGER_16.get(message, message)
         action = "ExtendedTriggerMessage" if message in _EXTENDED_ONLY_16 else "TriggerMessage"
         return action, _put({"requestedMessage": message}, "connectorId", p.connector_16())
@@ -191,7 +227,7 @@ def _trigger(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
     return "TriggerMessage", _put({"requestedMessage": message}, "evse", _evse_obj(p))
 
 
-def _get_configuration(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
+def _get_configuration(p: _Params, v: OcppVersion) -> Frame:
     keys = p.get("keys")
     if isinstance(keys, str):
         keys = [keys]
@@ -205,7 +241,7 @@ def _config_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _change_configuration(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
+def _change_configuration(p: _Params, v: OcppVersion) -> Frame:
     return "ChangeConfiguration", {"key": str(p.require("key")), "value": _config_value(p.require("value"))}
 
 
@@ -232,13 +268,13 @@ def _variables(p: _Params) -> list[dict[str, Any]]:
     return variables
 
 
-def _get_variables(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
+def _get_variables(p: _Params, v: OcppVersion) -> Frame:
     data = [_put({"component": _component(x), "variable": _variable(x)}, "attributeType", x.get("attribute_type"))
             for x in _variables(p)]
     return "GetVariables", {"getVariableData": data}
 
 
-def _set_variables(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
+def _set_variables(p: _Params, v: OcppVersion) -> Frame:
     data = []
     for x in _variables(p):
         if "value" not in x:
@@ -248,77 +284,113 @@ def _set_variables(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
     return "SetVariables", {"setVariableData": data}
 
 
-def _set_charging_profile(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
+def _set_charging_profile(p: _Params, v: OcppVersion) -> Frame:
     profile = p.require("charging_profile")  # OCPP camelCase, built for this version
-    if _is_16(v):
+    if v.is_16:
         return "SetChargingProfile", {"connectorId": p.connector_16(0), "csChargingProfiles": profile}
     return "SetChargingProfile", {"evseId": p.evse_2x(0), "chargingProfile": profile}
+
+
+_LIMIT_PURPOSES = ("tx", "default")
+
+
+def _set_charging_limit(p: _Params, v: OcppVersion) -> Frame:
+    """A current limit as a charging profile of the station's version (see the module doc).
+    The profile builders' ValueErrors (an EVSE 0 TxProfile, a 1.6 transaction id that is
+    not a number, a 2.0.1 one over 36 chars, a negative limit) become InvalidCommand."""
+    purpose = p.require("purpose")
+    if purpose not in _LIMIT_PURPOSES:
+        raise InvalidCommand(f"{SET_CHARGING_LIMIT}: purpose must be 'tx' or 'default', got {purpose!r}")
+    evse = p.integer("evse_id", 0)
+    assert evse is not None
+    limit_a = p.decimal("limit_a")
+    phases = p.integer("number_phases")
+    profile_id = p.required_int("profile_id")
+    try:
+        if purpose == "tx":
+            start = timeutil.parse_ocpp(str(p.instant("start", required=True)))
+            tx_id = str(p.require("transaction_id"))
+            if v.is_16:
+                payload = profiles.tx_profile_16(evse, tx_id, limit_a, profile_id, start, number_phases=phases)
+            else:
+                payload = profiles.tx_profile_201(evse, tx_id, limit_a, profile_id, start, number_phases=phases)
+        else:
+            # Relative: the schedule starts with each transaction, so `start` is not on the wire.
+            at = timeutil.parse_ocpp(str(p.instant("start", default_now=True)))
+            if v.is_16:
+                payload = profiles.tx_default_profile_16(limit_a, profile_id, at, connector_id=evse, number_phases=phases)
+            else:
+                payload = profiles.tx_default_profile_201(limit_a, profile_id, at, evse_id=evse, number_phases=phases)
+    except ValueError as exc:
+        raise InvalidCommand(f"{SET_CHARGING_LIMIT}: {exc}") from None
+    return "SetChargingProfile", payload
 
 
 _PURPOSE_16 = {"ChargingStationMaxProfile": "ChargePointMaxProfile"}
 _PURPOSE_2X = {"ChargePointMaxProfile": "ChargingStationMaxProfile"}
 
 
-def _clear_charging_profile(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
+def _clear_charging_profile(p: _Params, v: OcppVersion) -> Frame:
     purpose = p.get("purpose")
-    if _is_16(v):
-        payload = _put({}, "id", p.int("id"))
+    if v.is_16:
+        payload = _put({}, "id", p.integer("id"))
         _put(payload, "connectorId", p.connector_16())
         _put(payload, "chargingProfilePurpose", _PURPOSE_16.get(purpose, purpose))
-        return "ClearChargingProfile", _put(payload, "stackLevel", p.int("stack_level"))
+        return "ClearChargingProfile", _put(payload, "stackLevel", p.integer("stack_level"))
     criteria = _put({}, "evseId", p.evse_2x())
     _put(criteria, "chargingProfilePurpose", _PURPOSE_2X.get(purpose, purpose))
-    _put(criteria, "stackLevel", p.int("stack_level"))
-    payload = _put({}, "chargingProfileId", p.int("id"))
+    _put(criteria, "stackLevel", p.integer("stack_level"))
+    payload = _put({}, "chargingProfileId", p.integer("id"))
     return "ClearChargingProfile", _put(payload, "chargingProfileCriteria", criteria or None)
 
 
 def _retries(p: _Params, payload: dict[str, Any]) -> dict[str, Any]:
-    _put(payload, "retries", p.int("retries"))
-    return _put(payload, "retryInterval", p.int("retry_interval"))
+    _put(payload, "retries", p.integer("retries"))
+    return _put(payload, "retryInterval", p.integer("retry_interval"))
 
 
-def _update_firmware(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
+def _update_firmware(p: _Params, v: OcppVersion) -> Frame:
     location = str(p.require("location"))
-    retrieve = p.time("retrieve_date", default_now=True)
-    if _is_16(v):
+    retrieve = p.instant("retrieve_date", default_now=True)
+    if v.is_16:
         return "UpdateFirmware", _retries(p, {"location": location, "retrieveDate": retrieve})
     firmware = {"location": location, "retrieveDateTime": retrieve}
-    _put(firmware, "installDateTime", p.time("install_date"))
+    _put(firmware, "installDateTime", p.instant("install_date"))
     _put(firmware, "signingCertificate", p.get("signing_certificate"))
     _put(firmware, "signature", p.get("signature"))
-    return "UpdateFirmware", _retries(p, {"requestId": p.int("request_id") or _new_id(), "firmware": firmware})
+    return "UpdateFirmware", _retries(p, {"requestId": p.integer("request_id") or _new_id(), "firmware": firmware})
 
 
-def _get_log(p: _Params, v: str, default_type: str = "DiagnosticsLog") -> tuple[str, dict[str, Any]]:
+def _get_log(p: _Params, v: OcppVersion, default_type: str = "DiagnosticsLog") -> Frame:
     log = {"remoteLocation": str(p.require("location"))}
-    _put(log, "oldestTimestamp", p.time("start_time"))
-    _put(log, "latestTimestamp", p.time("stop_time"))
-    payload = {"logType": p.get("log_type", default_type), "requestId": p.int("request_id") or _new_id(), "log": log}
+    _put(log, "oldestTimestamp", p.instant("start_time"))
+    _put(log, "latestTimestamp", p.instant("stop_time"))
+    payload = {"logType": p.get("log_type", default_type), "requestId": p.integer("request_id") or _new_id(), "log": log}
     return "GetLog", _retries(p, payload)
 
 
-def _get_diagnostics(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
-    if not _is_16(v):
+def _get_diagnostics(p: _Params, v: OcppVersion) -> Frame:
+    if not v.is_16:
         return _get_log(p, v)  # 2.x replaced GetDiagnostics with GetLog(DiagnosticsLog)
     payload = {"location": str(p.require("location"))}
-    _put(payload, "startTime", p.time("start_time"))
-    _put(payload, "stopTime", p.time("stop_time"))
+    _put(payload, "startTime", p.instant("start_time"))
+    _put(payload, "stopTime", p.instant("stop_time"))
     return "GetDiagnostics", _retries(p, payload)
 
 
-def _data_transfer(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
+def _data_transfer(p: _Params, v: OcppVersion) -> Frame:
     payload = _put({"vendorId": str(p.require("vendor_id"))}, "messageId", p.get("message_id"))
     data = p.get("data")
-    if _is_16(v) and data is not None and not isinstance(data, str):
+    if v.is_16 and data is not None and not isinstance(data, str):
         data = json.dumps(data)  # 1.6 data is a string; 2.x takes any JSON
     return "DataTransfer", _put(payload, "data", data)
 
 
-def _reserve_now(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
-    reservation = p.int("reservation_id", required=True)
-    expiry = p.time("expiry_date", required=True)
-    if _is_16(v):
+def _reserve_now(p: _Params, v: OcppVersion) -> Frame:
+    reservation = p.required_int("reservation_id")
+    expiry = p.instant("expiry_date", required=True)
+    payload: dict[str, Any]
+    if v.is_16:
         payload = {"connectorId": p.connector_16(0), "expiryDate": expiry, "idTag": str(p.require("id_token")),
                    "reservationId": reservation}
         return "ReserveNow", _put(payload, "parentIdTag", p.get("parent_id_token"))
@@ -330,17 +402,26 @@ def _reserve_now(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
     return "ReserveNow", payload
 
 
-def _cancel_reservation(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
-    return "CancelReservation", {"reservationId": p.int("reservation_id", required=True)}
+def _cancel_reservation(p: _Params, v: OcppVersion) -> Frame:
+    return "CancelReservation", {"reservationId": p.required_int("reservation_id")}
 
 
-def _composite_schedule(p: _Params, v: str) -> tuple[str, dict[str, Any]]:
-    duration = p.int("duration", required=True)
-    if _is_16(v):
+def _composite_schedule(p: _Params, v: OcppVersion) -> Frame:
+    duration = p.required_int("duration")
+    if v.is_16:
         payload = {"connectorId": p.connector_16(0), "duration": duration}
     else:
         payload = {"evseId": p.evse_2x(0), "duration": duration}
     return "GetCompositeSchedule", _put(payload, "chargingRateUnit", p.get("charging_rate_unit"))
+
+
+def _get_base_report(p: _Params, v: OcppVersion) -> Frame:
+    return "GetBaseReport", {"requestId": p.integer("request_id") or _new_id(),
+                             "reportBase": p.get("report_base", "FullInventory")}
+
+
+def _get_transaction_status(p: _Params, v: OcppVersion) -> Frame:
+    return "GetTransactionStatus", _put({}, "transactionId", p.get("transaction_id"))
 
 
 def _fixed(action: str) -> Builder:
@@ -355,6 +436,7 @@ _BOTH: dict[str, Builder] = {
     "ChangeAvailability": _change_availability,
     "TriggerMessage": _trigger,
     "SetChargingProfile": _set_charging_profile,
+    SET_CHARGING_LIMIT: _set_charging_limit,
     "ClearChargingProfile": _clear_charging_profile,
     "UpdateFirmware": _update_firmware,
     "GetDiagnostics": _get_diagnostics,
@@ -373,36 +455,48 @@ _ONLY_16: dict[str, Builder] = {
 _ONLY_2X: dict[str, Builder] = {
     "GetVariables": _get_variables,
     "SetVariables": _set_variables,
-    "GetBaseReport": lambda p, v: ("GetBaseReport", {"requestId": p.int("request_id") or _new_id(),
-                                                     "reportBase": p.get("report_base", "FullInventory")}),
-    "GetTransactionStatus": lambda p, v: ("GetTransactionStatus", _put({}, "transactionId", p.get("transaction_id"))),
+    "GetBaseReport": _get_base_report,
+    "GetTransactionStatus": _get_transaction_status,
+}
+_BY_VERSION: dict[OcppVersion, dict[str, Builder]] = {
+    v: {**_BOTH, **(_ONLY_16 if v.is_16 else _ONLY_2X)} for v in OcppVersion
 }
 
+# Every command type a producer (the API, smart charging) may send, in table order.
+# Internal commands (a gateway's `_Fence`) are not in the table.
+COMMAND_TYPES: tuple[str, ...] = tuple(dict.fromkeys([*_BOTH, *_ONLY_16, *_ONLY_2X]))
 
-def _builders(version: str) -> dict[str, Builder]:
-    if version not in VERSIONS:
-        raise UnsupportedCommand(f"OCPP version {version!r} is not supported")
-    return {**_BOTH, **(_ONLY_16 if _is_16(version) else _ONLY_2X)}
+
+def _version(ocpp_version: str) -> OcppVersion:
+    try:
+        return OcppVersion(ocpp_version)
+    except ValueError:
+        raise UnsupportedCommand(f"OCPP version {ocpp_version!r} is not supported") from None
 
 
 def command_types(ocpp_version: str) -> frozenset[str]:
-    """The API command types a station of this version accepts."""
-    return frozenset(_builders(ocpp_version))
+    """The command types a station of this version accepts."""
+    return frozenset(_BY_VERSION[_version(ocpp_version)])
+
+
+def versions_supporting(command_type: str) -> frozenset[OcppVersion]:
+    """The OCPP versions a command type can be sent to (empty: not a command type)."""
+    return frozenset(v for v, table in _BY_VERSION.items() if command_type in table)
 
 
 # --- schema validation ---------------------------------------------------------------------
 
 @lru_cache(maxsize=None)
-def _request_validator(version: str, action: str) -> Any:
-    folder = os.path.join(os.path.dirname(ocpp.__file__), "v" + version.replace(".", ""), "schemas")
-    name = action if _is_16(version) else action + "Request"
+def _request_validator(version: OcppVersion, action: str) -> Any:
+    folder = os.path.join(os.path.dirname(ocpp.__file__), "v" + version.value.replace(".", ""), "schemas")
+    name = action if version.is_16 else action + "Request"
     # Decimal floats: jsonschema's multipleOf (0.1 in 1.6 profiles) misjudges binary floats.
     with open(os.path.join(folder, name + ".json"), encoding="utf-8-sig") as f:
         schema = json.loads(f.read(), parse_float=Decimal)
     return jsonschema.validators.validator_for(schema)(schema)
 
 
-def _validate(version: str, action: str, payload: dict[str, Any]) -> None:
+def _validate(version: OcppVersion, action: str, payload: dict[str, Any]) -> None:
     as_wire = json.loads(orjson.dumps(payload, default=json_default), parse_float=Decimal)
     error = jsonschema.exceptions.best_match(_request_validator(version, action).iter_errors(as_wire))
     if error is not None:
@@ -410,14 +504,15 @@ def _validate(version: str, action: str, payload: dict[str, Any]) -> None:
         raise InvalidCommand(f"{action} ({version}): {where}: {error.message}")
 
 
-def to_ocpp(command_type: str, params: dict[str, Any], ocpp_version: str) -> tuple[str, dict[str, Any]]:
-    """API command -> (OCPP action, camelCase payload valid for the version's request schema)."""
-    builder = _builders(ocpp_version).get(command_type)
+def to_ocpp(command_type: str, params: Mapping[str, Any], ocpp_version: str) -> Frame:
+    """Command -> (OCPP action, camelCase payload valid for the version's request schema)."""
+    version = _version(ocpp_version)
+    builder = _BY_VERSION[version].get(command_type)
     if builder is None:
-        raise UnsupportedCommand(f"{command_type} is not available for OCPP {ocpp_version}")
+        raise UnsupportedCommand(f"{command_type} is not available for OCPP {version}")
     try:
-        action, payload = builder(_Params(command_type, params), ocpp_version)
-        _validate(ocpp_version, action, payload)
+        action, payload = builder(_Params(command_type, params), version)
+        _validate(version, action, payload)
     except InvalidCommand:
         raise
     except (TypeError, AttributeError, ValueError) as exc:  # e.g. a list where a name belongs
@@ -445,8 +540,9 @@ def _snake(value: Any) -> Any:
     return value
 
 
-def from_ocpp(command_type: str, action: str, response: dict[str, Any], ocpp_version: str) -> tuple[str, dict[str, Any]]:
+def from_ocpp(command_type: str, action: str, response: Any, ocpp_version: str) -> tuple[str, dict[str, Any]]:
     """Station answer -> (status, snake_case response). Answers without a `status`
     (GetConfiguration, GetVariables, GetLocalListVersion...) count as Accepted."""
     status = response.get("status") if isinstance(response, dict) else None
-    return (status if isinstance(status, str) and status else "Accepted"), _snake(response or {})
+    normalized = _snake(response if isinstance(response, dict) else {})
+    return (status if isinstance(status, str) and status else "Accepted"), normalized

@@ -1,12 +1,25 @@
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from services.gateway.translate import InvalidCommand, UnsupportedCommand, command_types, from_ocpp, snake_case, to_ocpp
+from services.common.ocpp import profiles
+from services.common.ocpp.commands import (
+    COMMAND_TYPES,
+    InvalidCommand,
+    UnsupportedCommand,
+    command_types,
+    from_ocpp,
+    snake_case,
+    to_ocpp,
+    versions_supporting,
+)
+from services.common.ocpp_version import OcppVersion
 
-from .builders import request_validator, response_validator, wire
+from .schemas import request_validator, response_validator, wire
 
 PROFILE_16 = {"chargingProfileId": 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
               "chargingProfileKind": "Relative",
@@ -41,6 +54,14 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "ReserveNow": [{"reservation_id": 5, "expiry_date": "2026-11-28T05:00:00Z", "id_token": "TAG-1", "connector_id": 1}],
     "CancelReservation": [{"reservation_id": 5}],
     "GetCompositeSchedule": [{"duration": 3600, "connector_id": 1}, {"duration": 60, "charging_rate_unit": "A"}],
+    "SetChargingLimit": [
+        {"purpose": "tx", "evse_id": 1, "transaction_id": "4711", "limit_a": "10.66", "profile_id": 7101,
+         "start": "2026-11-28T04:21:16.004Z"},
+        {"purpose": "tx", "evse_id": 2, "transaction_id": "12", "limit_a": "0", "number_phases": 3, "profile_id": 7102,
+         "start": "2026-11-28T04:21:16.004Z"},
+        {"purpose": "default", "evse_id": 0, "limit_a": "6.0", "number_phases": None, "profile_id": 7000},
+        {"purpose": "default", "limit_a": "32", "number_phases": 1, "profile_id": 7000, "start": "2026-11-28T04:21:16Z"},
+    ],
 }
 EXAMPLES_16 = {
     "GetConfiguration": [{}, {"keys": ["HeartbeatInterval"]}, {"keys": "MeterValueSampleInterval"}],
@@ -201,3 +222,107 @@ def test_round_trips_give_the_stations_status_and_a_snake_case_response(
     action, _ = to_ocpp(command_type, params, version)
     response_validator(version, action).validate(response)  # a real station's answer
     assert from_ocpp(command_type, action, response, version) == expected
+
+
+# --- the command list and SetChargingLimit ------------------------------------------------
+
+def test_the_command_list_is_every_command_of_some_version_and_nothing_internal() -> None:
+    every = set().union(*(command_types(v) for v in OcppVersion))
+    assert set(COMMAND_TYPES) == every and len(COMMAND_TYPES) == len(every)
+    assert "SetChargingLimit" in COMMAND_TYPES and not any(t.startswith("_") for t in COMMAND_TYPES)
+
+
+def test_versions_supporting_names_where_a_command_can_go() -> None:
+    assert versions_supporting("Reset") == set(OcppVersion)
+    assert versions_supporting("SetChargingLimit") == set(OcppVersion)
+    assert versions_supporting("GetConfiguration") == {OcppVersion.V16}
+    assert versions_supporting("GetVariables") == {OcppVersion.V201, OcppVersion.V21}
+    assert versions_supporting("_Fence") == versions_supporting("Teleport") == frozenset()
+
+
+START = datetime(2026, 11, 28, 4, 21, 16, 4000, tzinfo=timezone.utc)
+TX_LIMIT = {"purpose": "tx", "evse_id": 2, "transaction_id": "4711", "limit_a": "10.66", "number_phases": None,
+            "profile_id": 7102, "start": "2026-11-28T04:21:16.004Z"}
+DEFAULT_LIMIT = {"purpose": "default", "evse_id": 0, "limit_a": "6.0", "number_phases": None, "profile_id": 7000}
+
+
+def test_a_transaction_limit_is_a_16_tx_profile_absolute_from_the_senders_start() -> None:
+    assert to_ocpp("SetChargingLimit", TX_LIMIT, "1.6") == ("SetChargingProfile", {
+        "connectorId": 2,
+        "csChargingProfiles": {
+            "chargingProfileId": 7102, "transactionId": 4711, "stackLevel": 0,
+            "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Absolute",
+            "chargingSchedule": {"startSchedule": "2026-11-28T04:21:16.004Z", "chargingRateUnit": "A",
+                                 "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10.6}]},
+        },
+    })
+
+
+@pytest.mark.parametrize("version", ["2.0.1", "2.1"])
+def test_a_transaction_limit_is_a_2x_tx_profile_with_the_string_transaction_id(version: str) -> None:
+    action, payload = to_ocpp("SetChargingLimit", {**TX_LIMIT, "transaction_id": "c0ffee-42"}, version)
+    assert action == "SetChargingProfile"
+    assert payload == {
+        "evseId": 2,
+        "chargingProfile": {
+            "id": 7102, "stackLevel": 0, "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Absolute",
+            "transactionId": "c0ffee-42",
+            "chargingSchedule": [{"id": 7102, "startSchedule": "2026-11-28T04:21:16.004Z", "chargingRateUnit": "A",
+                                  "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10.6}]}],
+        },
+    }
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1", "2.1"])
+def test_limits_build_what_the_profile_builders_build_for_the_same_inputs(version: str) -> None:
+    """What smart charging sent as a raw SetChargingProfile before, it now gets from the limit."""
+    limit, phases = Decimal("13.37"), 3
+    tx = {**TX_LIMIT, "transaction_id": "88", "limit_a": str(limit), "number_phases": phases}
+    default = {**DEFAULT_LIMIT, "limit_a": str(limit), "number_phases": phases}
+    if version == "1.6":
+        want_tx = profiles.tx_profile_16(2, "88", limit, 7102, START, number_phases=phases)
+        want_default = profiles.tx_default_profile_16(limit, 7000, START, number_phases=phases)
+        raw_tx = {"connector_id": 2, "charging_profile": want_tx["csChargingProfiles"]}
+    else:
+        want_tx = profiles.tx_profile_201(2, "88", limit, 7102, START, number_phases=phases)
+        want_default = profiles.tx_default_profile_201(limit, 7000, START, number_phases=phases)
+        raw_tx = {"evse_id": 2, "charging_profile": want_tx["chargingProfile"]}
+    assert to_ocpp("SetChargingLimit", tx, version) == ("SetChargingProfile", want_tx)
+    assert to_ocpp("SetChargingLimit", default, version) == ("SetChargingProfile", want_default)
+    assert to_ocpp("SetChargingLimit", tx, version) == to_ocpp("SetChargingProfile", raw_tx, version)
+
+
+def test_the_fail_safe_is_relative_so_it_carries_no_start_and_a_re_send_is_the_same_frame() -> None:
+    first = to_ocpp("SetChargingLimit", DEFAULT_LIMIT, "1.6")
+    assert first == to_ocpp("SetChargingLimit", DEFAULT_LIMIT, "1.6")
+    assert first[1]["connectorId"] == 0
+    profile = first[1]["csChargingProfiles"]
+    assert profile["chargingProfilePurpose"] == "TxDefaultProfile" and profile["chargingProfileKind"] == "Relative"
+    assert "startSchedule" not in profile["chargingSchedule"]
+    assert to_ocpp("SetChargingLimit", TX_LIMIT, "2.0.1") == to_ocpp("SetChargingLimit", dict(TX_LIMIT), "2.0.1")
+
+
+@pytest.mark.parametrize("version, params", [
+    ("1.6", {**TX_LIMIT, "purpose": "max"}),
+    ("1.6", {k: v for k, v in TX_LIMIT.items() if k != "purpose"}),
+    ("1.6", {k: v for k, v in TX_LIMIT.items() if k != "transaction_id"}),
+    ("1.6", {k: v for k, v in TX_LIMIT.items() if k != "start"}),
+    ("1.6", {**TX_LIMIT, "start": "soon"}),
+    ("1.6", {k: v for k, v in TX_LIMIT.items() if k != "profile_id"}),
+    ("1.6", {k: v for k, v in TX_LIMIT.items() if k != "limit_a"}),
+    ("1.6", {**TX_LIMIT, "transaction_id": "c0ffee"}),       # 1.6 transaction ids are integers
+    ("1.6", {**TX_LIMIT, "evse_id": 0}),                     # a TxProfile needs a connector
+    ("1.6", {**TX_LIMIT, "limit_a": "lots"}),
+    ("1.6", {**TX_LIMIT, "limit_a": "-1"}),
+    ("1.6", {**TX_LIMIT, "limit_a": "NaN"}),
+    ("1.6", {**TX_LIMIT, "limit_a": True}),
+    ("1.6", {**TX_LIMIT, "number_phases": 4}),
+    ("1.6", {**DEFAULT_LIMIT, "evse_id": -1}),
+    ("2.0.1", {**TX_LIMIT, "transaction_id": "x" * 37}),
+    ("2.0.1", {**TX_LIMIT, "evse_id": 0}),
+    ("2.0.1", {**TX_LIMIT, "profile_id": "seven"}),
+    ("2.0.1", {**DEFAULT_LIMIT, "evse_id": "one"}),
+])
+def test_bad_limits_are_invalid_commands(version: str, params: dict[str, Any]) -> None:
+    with pytest.raises(InvalidCommand):
+        to_ocpp("SetChargingLimit", params, version)

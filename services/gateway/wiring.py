@@ -1,0 +1,122 @@
+"""The gateway's wiring: the `Runtime` in, a `GatewayService` out (ADR 010, update).
+
+Every per-process part is created here once and handed to what uses it: the connection
+registry, the token cache, boot admission, the event publisher, the command router, the
+running-cost pricer and its tariff cache, the action handlers. Nothing below this
+function reaches for the `Runtime`; `csms gateway` (services/common/cli.py ROLES) calls
+`build_gateway`, and so do the tests and benchmarks that run a gateway in-process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from services.billing.documents import ResolvedTariff, resolve_tariff
+from services.common import kinds
+from services.common.routing import CommandRouter
+from services.common.runtime import Runtime
+from services.common.store.port import Store
+from services.gateway import sizes
+from services.gateway.actions import ActionPorts, Actions
+from services.gateway.actions.common import BootDecider
+from services.gateway.admission import Admission, BootAdmission, Thresholds, UpgradeLimits
+from services.gateway.app import GatewayApp
+from services.gateway.auth import Authenticator
+from services.gateway.commands import CommandRunner
+from services.gateway.connection import ConnectionShared
+from services.gateway.limits import Limits
+from services.gateway.ownership import Ownership
+from services.gateway.publisher import Publisher
+from services.gateway.registry import Registry
+from services.gateway.running_cost import RunningCostPricer
+from services.gateway.service import GatewayService, Listen
+from services.gateway.tokens import TokenCache
+from services.sessions.domain.session import session_id
+
+__all__ = ["build_gateway", "running_cost_pricer"]
+
+
+def running_cost_pricer(store: Store, *, max_span: timedelta | None = None) -> RunningCostPricer:
+    """The 2.0.1 totalCost pricer on a store: billing's tariff resolution, the sessions
+    processor's document of a transaction as the seed after a reconnect."""
+
+    async def tariffs(station_id: str) -> ResolvedTariff | None:
+        return await resolve_tariff(store, station_id)
+
+    async def seeds(station_id: str, transaction_id: str) -> Mapping[str, Any] | None:
+        return await store.get_doc(kinds.SESSION, session_id(station_id, transaction_id))
+
+    return RunningCostPricer(tariffs, seeds, max_span=max_span)
+
+
+def build_gateway(rt: Runtime) -> GatewayService:
+    settings, bus, store, clock = rt.settings, rt.bus, rt.store, rt.clock
+    gateway_id = settings.gateway_id
+    limits = Limits.from_extra(settings.extra)
+    registry = Registry()
+    publisher = Publisher(bus.publish, settings.bus_max_record_bytes)
+    admission = Admission(Thresholds.from_settings(settings), lambda: publisher.in_flight)
+    tokens = TokenCache(store, clock, size=limits.token_cache_size, ttl_s=limits.token_cache_ttl_s)
+    router = CommandRouter(owners=store, publish=bus.publish, partitions=bus.partitions, clock=clock, issuer=gateway_id)
+    pricer = None
+    if settings.extra.get("running_cost", True):
+        pricer = running_cost_pricer(store, max_span=timedelta(hours=settings.session_max_duration_h))
+    actions = Actions(ActionPorts(
+        clock=clock,
+        boot=BootDecider(store, BootAdmission(admission, settings.boot_rate_per_s), settings.heartbeat_interval),
+        tokens=tokens.status,
+        tx_ids=store,
+        running_cost=pricer,
+    ))
+    shared = ConnectionShared(
+        gateway_id=gateway_id,
+        limits=limits,
+        frame_limit=sizes.frame_limit(settings.bus_max_record_bytes),
+        max_json_depth=settings.max_json_depth,
+        clock=clock,
+        publisher=publisher,
+        actions=actions,
+    )
+
+    def healthy() -> bool:
+        return bus.healthy and not publisher.failing
+
+    def ready() -> bool:
+        return not registry.stopping and healthy()
+
+    web_app = GatewayApp(
+        registry=registry,
+        ownership=Ownership(store=store, registry=registry, router=router, publisher=publisher, gateway_id=gateway_id,
+                            clock=clock),
+        authenticator=Authenticator(store, pepper=rt.pepper, clock=clock, open_registration=settings.open_registration,
+                                    extra=settings.extra),
+        admission=admission,
+        shared=shared,
+        upgrade_limits=UpgradeLimits.from_settings(settings),
+        max_frame_bytes=settings.max_frame_bytes,
+        ocpp21=settings.ocpp21,
+        ready=ready,
+    )
+    commands = CommandRunner(
+        gateway_id=gateway_id,
+        reader=bus,
+        registry=registry,
+        router=router,
+        publisher=publisher,
+        clock=clock,
+        concurrency=limits.command_concurrency,
+        command_timeout_s=settings.command_timeout_s,
+        call_timeout_s=limits.call_timeout_s,
+    )
+    listen = Listen(
+        host=settings.host,
+        port=settings.ocpp_port,
+        tls_cert=settings.tls_cert or "",
+        tls_key=settings.tls_key or "",
+        reuse_port=settings.gateway_workers > 1,
+        keepalive_timeout_s=limits.open_timeout_s,
+    )
+    return GatewayService(gateway_id=gateway_id, web_app=web_app, commands=commands, registry=registry, listen=listen,
+                          healthy=healthy)
