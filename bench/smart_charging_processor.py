@@ -7,7 +7,7 @@ records, so each stage's cost is seen apart and a profile (py-spy) shows only th
   stage 1  `repartition`: consumes csms.events.v1, drops what smart charging does not
            need, re-keys the rest by site onto the by-site topic;
   stage 2  `handlers`: consumes the by-site topic, applies each site's events to its
-           "site_state" document and sends the SetChargingProfile commands.
+           "site_state" document and sends the charging limits (SetChargingLimit).
 
 The load is the pipeline bench's call mix, as the gateway encodes it: per station, of
 every 20 events one Heartbeat, one StatusNotification (ConnectorStatus), and 18
@@ -88,6 +88,7 @@ from services.common.config import Settings  # noqa: E402
 from services.common.runtime import Runtime, bootstrap  # noqa: E402
 from services.common.store.port import Station  # noqa: E402
 from services.smart_charging import handlers, repartition  # noqa: E402
+from services.smart_charging.wiring import SmartCharging, wire_stages  # noqa: E402
 
 Item = tuple[str, str, bytes, Sequence[tuple[str, bytes]]]
 
@@ -152,8 +153,8 @@ class Load:
 class Stage:
     """One stage's consumer, counting consumed records and the outcomes."""
 
-    def __init__(self, rt: Runtime, name: str, topic: str, group: str) -> None:
-        self.rt, self.name, self.topic, self.group = rt, name, topic, group
+    def __init__(self, rt: Runtime, wired: SmartCharging, name: str, topic: str, group: str) -> None:
+        self.rt, self.wired, self.name, self.topic, self.group = rt, wired, name, topic, group
         self.consumed = 0
         self.outcomes: Counter[str] = Counter()
         self.target = 0
@@ -179,21 +180,22 @@ class Stage:
         self.done = asyncio.Event()
         if target == 0:
             return 0.0, 0
-        record_fn = repartition.handle_event_record if self.name == "stage1" else handlers.handle_site_record
+        stage1 = self.name == "stage1"
+        record_fn = self.wired.regroup.handle_event_record if stage1 else self.wired.sites.handle_record
         if ARGS.mode == "record":
             async def one(record: Record) -> None:
                 self._start_clock()
-                self._after(1, await record_fn(self.rt, record))
+                self._after(1, await record_fn(record))
 
             sub = await self.rt.bus.subscribe(self.topic, group=self.group, handler=one)
         else:
-            batch_fn: Callable[[Runtime, Sequence[Record]], Awaitable[dict[str, int]]] = (
-                repartition.handle_event_batch if self.name == "stage1" else handlers.handle_site_batch  # type: ignore[attr-defined]
+            batch_fn: Callable[[Sequence[Record]], Awaitable[dict[str, int]]] = (
+                self.wired.regroup.handle_event_batch if stage1 else self.wired.sites.handle_batch
             )
 
             async def many(records: Sequence[Record]) -> None:
                 self._start_clock()
-                self._after(len(records), await batch_fn(self.rt, records))
+                self._after(len(records), await batch_fn(records))
 
             sub = await self.rt.bus.subscribe_batch(self.topic, group=self.group, handler=many, max_records=ARGS.max_records)
         try:
@@ -271,8 +273,9 @@ async def main() -> dict[str, Any]:
         # Readings an hour ahead of the processor's clock: "settled" (ADR 006: readings within
         # 30 s of a limit change are ignored), so every demand change is acted upon.
         load = Load(stations, datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1), ARGS.demand_change_every)
-        s1 = Stage(rt, "stage1", topics.EVENTS, repartition.REPARTITION_GROUP)
-        s2 = Stage(rt, "stage2", repartition.BY_SITE, handlers.CONSUMER_GROUP)
+        wired = wire_stages(rt)
+        s1 = Stage(rt, wired, "stage1", topics.EVENTS, repartition.REPARTITION_GROUP)
+        s2 = Stage(rt, wired, "stage2", repartition.BY_SITE, handlers.CONSUMER_GROUP)
         setup = await window(rt, s1, s2, load.starts(), "sessions started")
         first = await window(rt, s1, s2, [r for _ in range(ARGS.rounds) for r in load.round()], "start")
         fill = await window(rt, s1, s2, [r for _ in range(ARGS.long_rounds) for r in load.round()], f"fill ({ARGS.long_rounds} calls)")

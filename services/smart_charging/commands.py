@@ -1,69 +1,71 @@
-"""SetChargingProfile commands from the smart-charging processor to stations.
+"""Charging limits from the smart-charging processor to stations, version-neutral.
 
-Two kinds, both in the API's command vocabulary (the gateway translates to OCPP):
-- a TxProfile per transaction (`ProfileCommand` from the domain), profile id
-  `TX_PROFILE_ID_BASE + evse_id`: stable per EVSE, so a newer limit replaces the
-  older profile at the same stack level instead of stacking up;
-- a per-station TxDefaultProfile fail-safe on connector/EVSE 0 (`FAILSAFE_PROFILE_ID`),
-  sent when a station of a site boots.
+Smart charging decides currents; it does not speak OCPP. It sends the command
+`SetChargingLimit` (services/common/ocpp/commands.py) and the gateway holding the
+station's socket builds the 1.6 or 2.0.1 SetChargingProfile for the station's version.
+Two kinds:
+- a limit per transaction (`purpose: "tx"`, a TxProfile; `ProfileCommand` from the
+  domain), profile id `TX_PROFILE_ID_BASE + evse_id`: stable per EVSE, so a newer limit
+  replaces the older profile at the same stack level instead of stacking up;
+- a per-station fail-safe (`purpose: "default"`, a TxDefaultProfile on EVSE 0,
+  `FAILSAFE_PROFILE_ID`), sent when a station of a site boots.
 
-A `PlannedCommand` is what the handler decides and persists (the site state's
-outbox) before it is sent; `send()` resolves the owning gateway and produces the
-`codec.Command` to its partition of csms.commands.v1. `merge_commands` folds the
-commands of several domain steps into one batch (lower before raise) and
-`fail_safe_limit` is the fail-safe's share of the site.
+The schedule's `start` is the decision time, fixed in the command, so a re-sent outbox
+entry builds the same frame. Upgrade order: the gateways first (a gateway that does not
+know `SetChargingLimit` answers NotSupported, which this processor takes as a station
+refusing the profile).
+
+A `PlannedCommand` is what the handler decides and persists (the site state's outbox)
+before it is sent; `LimitSender` sends it through the one `CommandRouter` to the owning
+gateway's partition of csms.commands.v1. An outbox entry stored before the limits were
+version-neutral (`command_type` absent, `params` holding an OCPP profile) is sent as it
+was built, as a `SetChargingProfile`. `merge_commands` folds the commands of several
+domain steps into one batch (lower before raise) and `fail_safe_limit` is the
+fail-safe's share of the site.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from prometheus_client import Counter
 
-from services.common import codec, topics
-from services.common.config import gateway_ordinal
-from services.common.errors import ConfigError
-from services.common.runtime import Runtime
+from services.common.ocpp.commands import SET_CHARGING_LIMIT
+from services.common.routing import CommandRouter, Offline, Routed, Unroutable
 from services.common.store.port import Owner
-from services.smart_charging.domain import (
-    DEFAULT_MIN_A,
-    ProfileCommand,
-    session_key,
-    tx_default_profile_16,
-    tx_default_profile_201,
-    tx_profile_16,
-    tx_profile_201,
-)
-from services.smart_charging.domain.profiles import LIMIT_RESOLUTION_A
+from services.common.timeutil import to_ocpp
+from services.smart_charging.domain import DEFAULT_MIN_A, LIMIT_RESOLUTION_A, ProfileCommand, session_key
 
 __all__ = [
-    "COMMAND_TYPE",
     "COMMAND_TTL",
+    "COMMAND_TYPE",
+    "COMMAND_TYPES",
     "FAILSAFE_PROFILE_ID",
     "ISSUER",
+    "LEGACY_COMMAND_TYPE",
     "PROFILES_SENT",
     "TX_PROFILE_ID_BASE",
+    "LimitSender",
     "PlannedCommand",
     "fail_safe_command",
     "fail_safe_limit",
     "merge_commands",
-    "send",
-    "tx_profile_command",
+    "tx_limit_command",
     "tx_profile_id",
 ]
 
 log = logging.getLogger("csms.smart_charging.commands")
 
-COMMAND_TYPE = "SetChargingProfile"
+COMMAND_TYPE = SET_CHARGING_LIMIT
+LEGACY_COMMAND_TYPE = "SetChargingProfile"  # outbox entries of the version before SetChargingLimit
+COMMAND_TYPES = frozenset({COMMAND_TYPE, LEGACY_COMMAND_TYPE})  # the answers smart charging reads
 ISSUER = "smart_charging"
 COMMAND_TTL = timedelta(seconds=60)
 FAILSAFE_PROFILE_ID = 7000
@@ -71,8 +73,8 @@ TX_PROFILE_ID_BASE = 7100
 
 PROFILES_SENT = Counter(
     "csms_smart_charging_profiles_sent_total",
-    "SetChargingProfile commands of the smart-charging processor, by result "
-    "(sent, offline: station not connected, error: could not be built or routed)",
+    "Charging limits (TxProfile / TxDefaultProfile commands) of the smart-charging processor, "
+    "by result (sent, offline: station not connected, error: could not be built or routed)",
     ["result"],
 )
 
@@ -82,16 +84,11 @@ def tx_profile_id(evse_id: int) -> int:
     return TX_PROFILE_ID_BASE + evse_id
 
 
-def _is_16(ocpp_version: str) -> bool:
-    return ocpp_version == "1.6"
-
-
 @dataclass(frozen=True, slots=True)
 class PlannedCommand:
-    """A SetChargingProfile decided by the processor (persisted in the outbox, then sent).
+    """A charging limit decided by the processor (persisted in the outbox, then sent).
 
-    `kind` is "tx" (limits one transaction) or "failsafe" (TxDefaultProfile).
-    """
+    `kind` is "tx" (limits one transaction) or "failsafe" (the station's default)."""
 
     command_id: str
     station_id: str
@@ -100,62 +97,48 @@ class PlannedCommand:
     evse_id: int = 0
     transaction_id: str = ""
     limit_a: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "command_id": self.command_id,
-            "station_id": self.station_id,
-            "params": self.params,
-            "kind": self.kind,
-            "evse_id": self.evse_id,
-            "transaction_id": self.transaction_id,
-            "limit_a": self.limit_a,
-        }
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> "PlannedCommand":
-        return cls(
-            command_id=str(raw["command_id"]),
-            station_id=str(raw["station_id"]),
-            params=dict(raw["params"]),
-            kind=str(raw.get("kind", "tx")),
-            evse_id=int(raw.get("evse_id", 0)),
-            transaction_id=str(raw.get("transaction_id", "")),
-            limit_a=str(raw.get("limit_a", "")),
-        )
+    command_type: str = COMMAND_TYPE
 
 
-def tx_profile_command(ocpp_version: str, command: ProfileCommand, now: datetime) -> PlannedCommand:
-    """The TxProfile limiting one transaction (0 A pauses it). Raises ValueError when the
-    transaction cannot carry one (e.g. a 2.0.1 transaction id longer than 36 chars)."""
-    profile_id = tx_profile_id(command.evse_id)
-    params: dict[str, Any]
-    if _is_16(ocpp_version):
-        payload = tx_profile_16(command.evse_id, command.transaction_id, command.limit_a, profile_id, now)
-        params = {"connector_id": payload["connectorId"], "charging_profile": payload["csChargingProfiles"]}
-    else:
-        payload = tx_profile_201(command.evse_id, command.transaction_id, command.limit_a, profile_id, now)
-        params = {"evse_id": payload["evseId"], "charging_profile": payload["chargingProfile"]}
+def tx_limit_command(command: ProfileCommand, now: datetime) -> PlannedCommand:
+    """The limit of one transaction (0 A pauses it), from `now`. Raises ValueError when it
+    cannot be one (no EVSE, no transaction id); what a version cannot carry (a 2.0.1
+    transaction id over 36 characters) the gateway answers as an invalid command."""
+    transaction_id = str(command.transaction_id)
+    if command.evse_id <= 0:
+        raise ValueError(f"a transaction limit needs an EVSE > 0, got {command.evse_id}")
+    if not transaction_id:
+        raise ValueError("a transaction limit needs a transaction id")
+    params = {
+        "purpose": "tx",
+        "evse_id": command.evse_id,
+        "transaction_id": transaction_id,
+        "limit_a": str(command.limit_a),
+        "number_phases": None,
+        "profile_id": tx_profile_id(command.evse_id),
+        "start": to_ocpp(now),
+    }
     return PlannedCommand(
         command_id=str(uuid.uuid4()),
         station_id=command.station_id,
         params=params,
         kind="tx",
         evse_id=command.evse_id,
-        transaction_id=str(command.transaction_id),
+        transaction_id=transaction_id,
         limit_a=str(command.limit_a),
     )
 
 
-def fail_safe_command(ocpp_version: str, station_id: str, limit_a: Decimal, now: datetime) -> PlannedCommand:
-    """The station-wide TxDefaultProfile (Relative, connector/EVSE 0)."""
-    params: dict[str, Any]
-    if _is_16(ocpp_version):
-        payload = tx_default_profile_16(limit_a, FAILSAFE_PROFILE_ID, now)
-        params = {"connector_id": payload["connectorId"], "charging_profile": payload["csChargingProfiles"]}
-    else:
-        payload = tx_default_profile_201(limit_a, FAILSAFE_PROFILE_ID, now)
-        params = {"evse_id": payload["evseId"], "charging_profile": payload["chargingProfile"]}
+def fail_safe_command(station_id: str, limit_a: Decimal, now: datetime) -> PlannedCommand:
+    """The station-wide default limit (a Relative TxDefaultProfile on EVSE 0)."""
+    params = {
+        "purpose": "default",
+        "evse_id": 0,
+        "limit_a": str(limit_a),
+        "number_phases": None,
+        "profile_id": FAILSAFE_PROFILE_ID,
+        "start": to_ocpp(now),
+    }
     return PlannedCommand(
         command_id=str(uuid.uuid4()),
         station_id=station_id,
@@ -194,71 +177,62 @@ def fail_safe_limit(effective_limit_a: Decimal, stations_in_site: int, station_m
     return limit.quantize(LIMIT_RESOLUTION_A, rounding=ROUND_DOWN)
 
 
-async def send(rt: Runtime, planned: PlannedCommand) -> str:
-    """Produce the command to the owning gateway's partition; "sent", "offline" or "error".
+class LimitSender:
+    """Sends planned commands through the router (issuer "smart_charging"); each result
+    is "sent", "offline" (the station is not connected: it gets its limit at the next
+    re-allocation or from its fail-safe) or "error" (not routable: a deployment error).
+    Bus failures propagate (the caller's record is redelivered, the outbox re-sent)."""
 
-    A station that is not connected is skipped (it gets its profile at the next
-    re-allocation or from its fail-safe). Bus failures propagate (the caller's record
-    is redelivered and the outbox re-sent).
-    """
-    return await _publish(rt, planned, await rt.store.get_owner(planned.station_id))
+    def __init__(self, router: CommandRouter) -> None:
+        self._router = router
+
+    async def send(self, planned: PlannedCommand) -> str:
+        routed = await self._router.send(
+            planned.station_id, planned.command_type, planned.params, ttl=COMMAND_TTL, command_id=planned.command_id
+        )
+        return _outcome(planned, routed)
+
+    async def send_many(self, sequences: Sequence[Sequence[PlannedCommand]]) -> list[list[str]]:
+        """`send` for several sequences of commands (a site's outbox each): the owners of
+        all the stations are read concurrently; each sequence is produced in its order (a
+        site's lowering commands before its raising ones, as `send` one after the other
+        would), the sequences concurrently, so the producer batches them. Returns each
+        command's result, by sequence. Bus failures propagate (after all have finished)."""
+        stations = list(dict.fromkeys(p.station_id for seq in sequences for p in seq))
+        found = await asyncio.gather(*(self._router.owner(s) for s in stations))
+        owners = dict(zip(stations, found))
+
+        async def in_order(seq: Sequence[PlannedCommand]) -> list[str]:
+            return [await self._send_to(planned, owners[planned.station_id]) for planned in seq]
+
+        results = await asyncio.gather(*(in_order(seq) for seq in sequences), return_exceptions=True)
+        out: list[list[str]] = []
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+            out.append(r)
+        return out
+
+    async def _send_to(self, planned: PlannedCommand, owner: Owner | None) -> str:
+        routed = await self._router.send(
+            planned.station_id, planned.command_type, planned.params, ttl=COMMAND_TTL,
+            command_id=planned.command_id, owner=owner,
+        )
+        return _outcome(planned, routed)
 
 
-async def send_many(rt: Runtime, sequences: Sequence[Sequence[PlannedCommand]]) -> list[list[str]]:
-    """`send` for several sequences of commands (a site's outbox each): the owners of all
-    the stations are read concurrently; each sequence is produced in its order (a
-    site's lowering commands before its raising ones, as `send` one after the other
-    would), the sequences concurrently, so the producer batches them. Returns each
-    command's result, by sequence. Bus failures propagate (after all have finished)."""
-    stations = list(dict.fromkeys(p.station_id for seq in sequences for p in seq))
-    found = await asyncio.gather(*(rt.store.get_owner(s) for s in stations))
-    owners = dict(zip(stations, found))
-
-    async def in_order(seq: Sequence[PlannedCommand]) -> list[str]:
-        return [await _publish(rt, planned, owners[planned.station_id]) for planned in seq]
-
-    results = await asyncio.gather(*(in_order(seq) for seq in sequences), return_exceptions=True)
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-    return results  # type: ignore[return-value]
-
-
-async def _publish(rt: Runtime, planned: PlannedCommand, owner: Owner | None) -> str:
-    if owner is None or not owner.connected:
+def _outcome(planned: PlannedCommand, routed: Routed) -> str:
+    if isinstance(routed, Offline):
         PROFILES_SENT.labels("offline").inc()
-        log.info("station=%s not connected: %s profile not sent", planned.station_id, planned.kind)
+        log.info("station=%s not connected: %s limit not sent", planned.station_id, planned.kind)
         return "offline"
-    now = rt.clock()
-    command = codec.Command(
-        command_id=planned.command_id,
-        station_id=planned.station_id,
-        command_type=COMMAND_TYPE,
-        params_json=json.dumps(planned.params, separators=(",", ":")),
-        issued_at=now,
-        expires_at=now + COMMAND_TTL,
-        target_gateway_id=owner.gateway_id,
-        target_epoch=owner.epoch,
-        issuer=ISSUER,
-    )
-    try:
-        partition = gateway_ordinal(owner.gateway_id)
-        if partition >= await rt.bus.partitions(topics.COMMANDS):
-            raise ConfigError(f"gateway {owner.gateway_id} has no partition on {topics.COMMANDS}")
-    except ConfigError as exc:
+    if isinstance(routed, Unroutable):
         PROFILES_SENT.labels("error").inc()
-        log.error("station=%s %s profile not routable: %s", planned.station_id, planned.kind, exc)
+        log.error("station=%s %s limit not routable: %s", planned.station_id, planned.kind, routed.reason)
         return "error"
-    await rt.bus.publish(
-        topics.COMMANDS,
-        planned.station_id,
-        codec.encode_command(command),
-        codec.command_headers(command),
-        partition=partition,
-    )
     PROFILES_SENT.labels("sent").inc()
     log.info(
-        "station=%s %s profile %s A sent (command %s, evse %d, gateway %s)",
-        planned.station_id, planned.kind, planned.limit_a, planned.command_id, planned.evse_id, owner.gateway_id,
+        "station=%s %s limit %s A sent (command %s, evse %d, gateway %s)",
+        planned.station_id, planned.kind, planned.limit_a, planned.command_id, planned.evse_id, routed.gateway_id,
     )
     return "sent"

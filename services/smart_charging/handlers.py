@@ -1,21 +1,26 @@
-"""Stage 2 of smart charging: apply a site's events to its state, send the profiles.
+"""Stage 2 of smart charging: apply a site's events to its state, send the limits.
 
 Consumes `repartition.BY_SITE` (key = site id) in group `csms-smart-charging`, so one
 consumer owns each site and applies its events in order: load the "site_state"
 document, translate the envelope into a domain event, `apply` it (pure), save the
-new state, send the resulting SetChargingProfile commands.
+new state, send the resulting charging limits (`SetChargingLimit`, version-neutral:
+the gateway builds the station's OCPP profile).
 
-Batches (ADR 015, `handle_site_batch`): a poll's records are grouped by site (each
+`SiteStage` holds the ports it uses, wired once (services/smart_charging/wiring.py): the
+site states (`documents.SiteStates`), the API's site documents (`documents.Sites`), the
+station lookups, the `LimitSender` (the command router) and the clock; and its own
+per-process memory: when each site was last re-read.
+
+Batches (ADR 015, `SiteStage.handle_batch`): a poll's records are grouped by site (each
 site's order kept); the batch's states are read with one `get_docs`, each site's events
 are applied in order in memory, and a site is written once per batch, only if its state
 changed (a reading that moves no allocation writes nothing): `put_docs` for the sites
 without commands, a fenced `put_doc` for those with an outbox, then the commands, then
 the outboxes cleared. The commands of a site's events in one batch are merged like those
 of one record (each session's last limit, lowering before raising). A state read back
-unchanged (same version and write time) is reused from memory instead of being rebuilt
-from its document (which re-runs the allocator). Readings are decoded lean: ids, times
-and the `Current.Import` samples only. A site with a site change in the batch is
-handled record by record, as before.
+unchanged is reused from memory instead of being rebuilt from its document
+(`SiteStates`). Readings are decoded lean: ids, times and the `Current.Import` samples
+only. A site with a site change in the batch is handled record by record, as before.
 
 Site changes reach this stage on the same topic: `SiteUpdated` records of
 csms.sites.v1 (ce_type `csms.sites.v1.SiteUpdated`, forwarded by the regrouping stage)
@@ -33,13 +38,8 @@ state: its write fails and the record is redelivered against the fresh state);
 and the commands decided by an event are saved with the state (an outbox) and
 sent afterwards, then the outbox is cleared. A crash in between leaves the outbox
 in the document and the next delivery for the site sends it again (a repeated
-profile with the same id and limit changes nothing at the station).
-
-The store document is `state_to_doc(state)` plus the runtime's own fields:
-`version`, `site_phases`, `site_version` (the last SiteUpdated version applied),
-`station_versions` (OCPP version per station with a session), `outbox` (planned
-commands not yet known as sent) and `issued` (recent TxProfile commands by id, to
-correlate CommandResults).
+limit with the same profile id, limit and start changes nothing at the station).
+The document's fields are described in services/smart_charging/documents.py.
 """
 
 from __future__ import annotations
@@ -47,12 +47,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge
 
@@ -60,11 +59,11 @@ from services.common import codec, sites_codec, topics
 from services.common import events as ev
 from services.common.bus.port import Record
 from services.common.errors import ConflictError
-from services.common.store.port import DocWrite
-from services.common.runtime import Runtime
+from services.common.store.port import Station
 from services.common.telemetry import tracer
-from services.common.timeutil import parse_ocpp, to_ocpp
+from services.common.timeutil import Clock, parse_ocpp, to_ocpp
 from services.smart_charging import commands as cmds
+from services.smart_charging.documents import SiteDoc, Sites, SiteStates, valid_phases
 from services.smart_charging.domain import (
     DEFAULT_MIN_A,
     ActiveSession,
@@ -78,8 +77,6 @@ from services.smart_charging.domain import (
     SiteState,
     apply,
     session_key,
-    state_from_doc,
-    state_to_doc,
 )
 from services.smart_charging.repartition import (
     ACCEPTED_TOKEN_STATUSES,
@@ -94,22 +91,19 @@ __all__ = [
     "ALLOCATED_AMPS",
     "CONSUMER_GROUP",
     "SITE_LIMIT_AMPS",
-    "STATE_KIND",
-    "handle_site_batch",
-    "handle_site_record",
+    "SITE_RECHECK_S",
+    "SiteStage",
+    "StationLookups",
 ]
 
 log = logging.getLogger("csms.smart_charging")
 
 CONSUMER_GROUP = topics.group("csms-smart-charging")
-STATE_KIND = "site_state"
 DEFAULT_MAX_A = Decimal(32)
 SITE_RECHECK_S = 30.0  # re-read the site document this often (a SiteUpdated may be lost)
 ISSUED_TTL = timedelta(minutes=15)
 ISSUED_MAX = 500
 REJECTED = frozenset({"Rejected", "NotSupported"})
-_CHECKED_KEY = "smart_charging.site_checked"
-_SITE_DOCS_KEY = "smart_charging.site_docs"
 
 ALLOCATIONS = Counter("csms_smart_charging_allocations_total", "Site allocations computed (a site's limits re-decided)")
 SITE_LIMIT_AMPS = Gauge(
@@ -126,19 +120,15 @@ PROFILE_RESULTS = Counter(
 )
 
 
+class StationLookups(Protocol):
+    """What this stage reads of stations (the store's `StationStore`)."""
+
+    async def get_station(self, station_id: str) -> Station | None: ...
+
+    async def list_stations(self, *, site_id: str | None = None, limit: int = 1000) -> list[Station]: ...
+
+
 # ------------------------------------------------------------------ the site document
-
-
-@dataclass
-class SiteDoc:
-    state: SiteState
-    version: int = 0
-    phases: int = 3
-    station_versions: dict[str, str] = field(default_factory=dict)
-    outbox: list[cmds.PlannedCommand] = field(default_factory=list)
-    issued: dict[str, dict[str, Any]] = field(default_factory=dict)
-    site_version: int = 0
-    stored: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,39 +150,6 @@ def _amps(value: Any) -> Decimal | None:
     return amps if amps.is_finite() and amps >= 0 else None
 
 
-def _phases(value: Any, default: int = 3) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return 1 if value == 1 else 3
-    return default
-
-
-def _to_doc(sd: SiteDoc, now: datetime) -> dict[str, Any]:
-    in_use = {s.station_id for s in sd.state.sessions.values()}
-    return {
-        **state_to_doc(sd.state),
-        "version": sd.version,
-        "site_phases": sd.phases,
-        "site_version": sd.site_version,
-        "station_versions": {k: v for k, v in sorted(sd.station_versions.items()) if k in in_use},
-        "outbox": [c.to_json() for c in sd.outbox],
-        "issued": sd.issued,
-        "updated_at": to_ocpp(now),
-    }
-
-
-def _from_doc(doc: dict[str, Any]) -> SiteDoc:
-    return SiteDoc(
-        state=state_from_doc(doc),
-        version=int(doc.get("version") or 0),
-        phases=_phases(doc.get("site_phases")),
-        station_versions=dict(doc.get("station_versions") or {}),
-        outbox=[cmds.PlannedCommand.from_json(raw) for raw in doc.get("outbox") or []],
-        issued=dict(doc.get("issued") or {}),
-        site_version=int(doc.get("site_version") or 0),
-        stored=True,
-    )
-
-
 def _limit_event(site: dict[str, Any]) -> LimitChanged | None:
     grid = _amps(site.get("grid_limit_a"))
     if grid is None:
@@ -201,45 +158,6 @@ def _limit_event(site: dict[str, Any]) -> LimitChanged | None:
     if external is None:
         return LimitChanged(limit_a=grid, clear_external_cap=True)
     return LimitChanged(limit_a=grid, external_cap_a=external)
-
-
-async def _load(rt: Runtime, site_id: str) -> SiteDoc | None:
-    doc = await rt.store.get_doc(STATE_KIND, site_id)
-    if doc is not None:
-        return _from_doc(doc)
-    return _new_site_doc(rt, site_id, await rt.store.get_doc("site", site_id))
-
-
-def _new_site_doc(rt: Runtime, site_id: str, site: dict[str, Any] | None) -> SiteDoc | None:
-    """The first state of a site that has none yet, from its site document (None: the
-    site is unknown, deleted or has no valid limit: not managed)."""
-    if site is None or site.get("deleted"):
-        return None
-    grid = _amps(site.get("grid_limit_a"))
-    if grid is None:
-        log.error("site %s has no valid grid_limit_a (%r): not managed", site_id, site.get("grid_limit_a"))
-        return None
-    _mark_checked(rt, site_id)
-    state = SiteState(site_id=site_id, limit_a=grid, external_cap_a=_amps(site.get("external_limit_a")))
-    return SiteDoc(state=state, phases=_phases(site.get("phases")))
-
-
-async def _save(rt: Runtime, site_id: str, sd: SiteDoc, now: datetime) -> bool:
-    sd.version += 1
-    return await rt.store.put_doc(STATE_KIND, site_id, _to_doc(sd, now), version=sd.version)
-
-
-def _checked(rt: Runtime) -> dict[str, float]:
-    return rt.extras.setdefault(_CHECKED_KEY, {})  # type: ignore[no-any-return]
-
-
-def _mark_checked(rt: Runtime, site_id: str) -> None:
-    _checked(rt)[site_id] = time.monotonic()
-
-
-def _due_for_recheck(rt: Runtime, site_id: str) -> bool:
-    last = _checked(rt).get(site_id)
-    return last is None or time.monotonic() - last >= SITE_RECHECK_S
 
 
 # ------------------------------------------------------------- envelope -> domain event
@@ -255,26 +173,6 @@ def _find(state: SiteState, station_id: str, evse_id: int, transaction_id: str) 
             if session.station_id == station_id and str(session.transaction_id) == transaction_id:
                 return session
     return None
-
-
-async def _session_started(rt: Runtime, sd: SiteDoc, env: ev.Envelope, body: ev.TransactionStarted) -> SessionStarted | None:
-    evse_id = body.evse_id or body.connector_id
-    if evse_id <= 0:
-        log.warning("station=%s transaction %s started without an EVSE: not limited", env.station_id, body.transaction_id)
-        return None
-    station = await rt.store.get_station(env.station_id)
-    max_a = DEFAULT_MAX_A
-    if station is not None and station.max_current_a:
-        max_a = _amps(station.max_current_a) or DEFAULT_MAX_A
-    return SessionStarted(
-        station_id=env.station_id,
-        evse_id=evse_id,
-        transaction_id=body.transaction_id,
-        phases=_phases(station.phases if station is not None else None, sd.phases),
-        max_a=max_a,
-        priority=station.priority if station is not None else 0,
-        min_a=min(DEFAULT_MIN_A, max_a),
-    )
 
 
 def _reading(sd: SiteDoc, env: ev.Envelope, body: ev.MeterValues | ev.TransactionUpdated) -> MeterReading | None:
@@ -330,74 +228,15 @@ class _Step:
         self.dirty = self.dirty or self.sd.state is not before
 
 
-async def _on_event(rt: Runtime, site_id: str, env: ev.Envelope, step: _Step) -> None:
-    sd, body = step.sd, env.body
-    if isinstance(body, (ev.TransactionStarted, ev.StationBooted)) and env.ocpp_version:
-        if sd.station_versions.get(env.station_id) != env.ocpp_version:
-            sd.station_versions[env.station_id] = env.ocpp_version
-    if isinstance(body, ev.TransactionStarted):
-        if body.id_token_status not in ACCEPTED_TOKEN_STATUSES:
-            # Refused token: nothing to limit or reserve (the stage before drops these too).
-            log.info(
-                "station=%s transaction %s refused (%s): not managed",
-                env.station_id, body.transaction_id, body.id_token_status,
-            )
-            return
-        started = await _session_started(rt, sd, env, body)
-        if started is not None:
-            step.apply(started)
-    elif isinstance(body, (ev.TransactionEnded, ev.SessionAbandoned)):
-        # A session the CSMS closed (abandoned) releases its current like a real stop.
-        session = _find(sd.state, env.station_id, body.evse_id or body.connector_id, body.transaction_id)
-        if session is not None:
-            if isinstance(body, ev.SessionAbandoned):
-                log.info(
-                    "site=%s station=%s session %s abandoned (%s): its %s A are released",
-                    site_id, env.station_id, session.transaction_id, body.reason,
-                    session.limit_a if session.controllable else session.max_a,
-                )
-            step.apply(SessionStopped(env.station_id, session.evse_id, session.transaction_id))
-    elif isinstance(body, (ev.MeterValues, ev.TransactionUpdated)):
-        reading = _reading(sd, env, body)
-        if reading is not None:
-            step.apply(reading)
-    elif isinstance(body, ev.CommandResult):
-        _on_command_result(env, body, step)
-    elif isinstance(body, ev.StationBooted) and body.registration_status == "Accepted":
-        failsafe = await _fail_safe(rt, site_id, env, step)
-        if failsafe is not None:
-            step.failsafes.append(failsafe)
-
-
-async def _on_site_updated(rt: Runtime, site_id: str, notice: _SiteNotice, step: _Step) -> None:
-    sd = step.sd
-    site = notice.site
-    if site is None:
-        site = await rt.store.get_doc("site", site_id) or {}
-    _mark_checked(rt, site_id)
-    if notice.version > sd.site_version:
-        sd.site_version, step.dirty = notice.version, True
-    phases = _phases(site.get("phases"), sd.phases)
-    if phases != sd.phases:
-        sd.phases, step.dirty = phases, True
-    limit = _limit_event(site)
-    if limit is not None:
-        step.apply(limit)
-    # A station may have left the site (or been deleted): its sessions are no longer ours.
-    for station_id in sorted({s.station_id for s in sd.state.sessions.values()}):
-        station = await rt.store.get_station(station_id)
-        if station is None or station.site_id != site_id:
-            for s in [s for s in sd.state.sessions.values() if s.station_id == station_id]:
-                log.info("site=%s station=%s left the site: its session %s is no longer managed", site_id, station_id, s.transaction_id)
-                step.apply(SessionStopped(station_id, s.evse_id, s.transaction_id))
-
-
 def _on_command_result(env: ev.Envelope, body: ev.CommandResult, step: _Step) -> None:
     sd = step.sd
     issued = sd.issued.get(body.command_id)
     if issued is None:
         if body.status != "Accepted":
-            log.info("station=%s SetChargingProfile %s answered %s (not a TxProfile of ours)", env.station_id, body.command_id, body.status)
+            log.info(
+                "station=%s %s %s answered %s (not a TxProfile of ours)",
+                env.station_id, body.command_type, body.command_id, body.status,
+            )
         return
     PROFILE_RESULTS.labels(body.status or "Unknown").inc()
     if body.status == "Accepted":
@@ -415,33 +254,14 @@ def _on_command_result(env: ev.Envelope, body: ev.CommandResult, step: _Step) ->
         log.info("station=%s TxProfile %s not applied (%s): re-sent at the next allocation", env.station_id, body.command_id, body.status)
 
 
-async def _fail_safe(rt: Runtime, site_id: str, env: ev.Envelope, step: _Step) -> cmds.PlannedCommand | None:
-    station = await rt.store.get_station(env.station_id)
-    stations = await rt.store.list_stations(site_id=site_id, limit=10_000)
-    station_max = _amps(station.max_current_a) if station is not None and station.max_current_a else None
-    limit = cmds.fail_safe_limit(step.sd.state.effective_limit_a, len(stations), station_max)
-    try:
-        return cmds.fail_safe_command(env.ocpp_version or "1.6", env.station_id, limit, step.now)
-    except ValueError as exc:
-        log.error("station=%s fail-safe profile not built: %s", env.station_id, exc)
-        return None
-
-
-def _version_of(sd: SiteDoc, station_id: str, transaction_id: Any) -> str:
-    version = sd.station_versions.get(station_id)
-    if version:
-        return version
-    return "1.6" if str(transaction_id).isdigit() else "2.0.1"
-
-
 def _plan(site_id: str, step: _Step) -> list[cmds.PlannedCommand]:
     sd, planned = step.sd, []
     for c in cmds.merge_commands(step.commands):
         try:
-            p = cmds.tx_profile_command(_version_of(sd, c.station_id, c.transaction_id), c, step.now)
+            p = cmds.tx_limit_command(c, step.now)
         except ValueError as exc:
             cmds.PROFILES_SENT.labels("error").inc()
-            log.error("site=%s station=%s TxProfile for %s not built: %s", site_id, c.station_id, c.transaction_id, exc)
+            log.error("site=%s station=%s limit for %s not built: %s", site_id, c.station_id, c.transaction_id, exc)
             _forget_limit(sd, c.station_id, c.evse_id, str(c.transaction_id), str(c.limit_a))
             continue
         planned.append(p)
@@ -497,30 +317,7 @@ def _legacy_notice(env: ev.Envelope) -> _SiteNotice | None:
     return _SiteNotice(site=payload, deleted=bool(payload.get("deleted")))
 
 
-async def _delete_site(rt: Runtime, site_id: str) -> None:
-    await rt.store.delete_doc(STATE_KIND, site_id)
-    _checked(rt).pop(site_id, None)
-    for gauge in (SITE_LIMIT_AMPS, ALLOCATED_AMPS):
-        try:
-            gauge.remove(site_id)
-        except KeyError:
-            pass
-    log.info("site=%s deleted: its smart-charging state is dropped", site_id)
-
-
-async def _send_all(rt: Runtime, sd: SiteDoc, outbox: Sequence[cmds.PlannedCommand]) -> None:
-    for planned in outbox:
-        result = await cmds.send(rt, planned)
-        if result != "sent" and planned.kind == "tx":
-            _forget_limit(sd, planned.station_id, planned.evse_id, planned.transaction_id, planned.limit_a)
-
-
-async def handle_site_record(rt: Runtime, record: Record) -> str:
-    """Handle one by-site record (a station event, or a site change); returns the outcome.
-    Raises on transient failures (store, bus, a concurrent writer) so the record is
-    redelivered."""
-    outcomes = await handle_site_batch(rt, [record])
-    return next(o for o, n in outcomes.items() if n)
+# ------------------------------------------------------------------------- decoding
 
 
 @dataclass(frozen=True)
@@ -548,9 +345,9 @@ def _decode_reading(value: bytes) -> ev.Envelope | None:
     pb.ParseFromString(value)
     field_name = pb.WhichOneof("body")
     cls = _READING_BODIES.get(field_name or "")
-    if cls is None:
+    if cls is None or field_name is None:
         return None
-    body_pb = getattr(pb, field_name)  # type: ignore[arg-type]
+    body_pb = getattr(pb, field_name)
     samples = tuple(
         ev.MeterSample(
             timestamp=codec.get_timestamp(sp, "timestamp") or _EPOCH, value=sp.value, unit=sp.unit,
@@ -592,52 +389,6 @@ def _decode(record: Record) -> _Item | None:
     return _Item(env, _legacy_notice(env))
 
 
-async def handle_site_batch(rt: Runtime, records: Sequence[Record]) -> dict[str, int]:
-    """Handle a batch of by-site records (a poll's, each partition's in offset order);
-    returns the count per outcome. Raises on transient failures (store, bus, a concurrent
-    writer) so the batch is delivered again (the bus then replays it one record at a time
-    if the failure was not an outage).
-
-    The records are grouped by site, keeping each site's order. Sites with only station
-    events (nearly all) are handled together: one `get_docs` for their states, each
-    site's events applied in order to its state in memory, one versioned write per site
-    whose state changed (`put_docs`, or a fenced `put_doc` when it has commands to send:
-    a consumer that lost the site must not send them), then the commands, then the
-    outboxes cleared. A reading that changes no allocation writes nothing. A site with a
-    site change in the batch is handled record by record (rare)."""
-    outcomes: dict[str, int] = {}
-    groups: dict[str, list[_Item]] = {}
-    for record in records:
-        site_id = record.header(SITE_HEADER) or record.key.decode("utf-8", "replace")
-        item = _decode(record)
-        if item is None:
-            outcomes["undecodable"] = outcomes.get("undecodable", 0) + 1
-            continue
-        groups.setdefault(site_id, []).append(item)
-    plain: dict[str, list[ev.Envelope]] = {}
-    for site_id, items in groups.items():
-        if any(item.notice is not None for item in items):
-            for item in items:
-                outcome = await _handle_one(rt, site_id, item)
-                outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        else:
-            plain[site_id] = [item.env for item in items if item.env is not None]
-    if plain:
-        await _handle_sites(rt, plain, outcomes)
-    for outcome, n in outcomes.items():
-        EVENTS_HANDLED.labels(outcome).inc(n)
-    return outcomes
-
-
-async def _handle_one(rt: Runtime, site_id: str, item: _Item) -> str:
-    env = item.env
-    attributes = {"csms.site_id": site_id, "csms.event": "SiteUpdated" if env is None else env.type_name}
-    if env is not None:
-        attributes["csms.station_id"] = env.station_id
-    with tracer.start_as_current_span("smart_charging.site_event", attributes=attributes):
-        return await _handle(rt, site_id, env, item.notice)
-
-
 @dataclass
 class _SiteWork:
     """One site's share of a batch, once applied."""
@@ -651,217 +402,382 @@ class _SiteWork:
     trigger: str | None
 
 
-class _SiteDocCache:
-    """The site states this consumer last read or wrote, by site: (version, updated_at,
-    SiteDoc). A state read back unchanged (same version and write time: nobody else
-    wrote it) is taken from here instead of being rebuilt from its document, which
-    re-runs the allocator (`state_from_doc`). Bounded, oldest out first."""
-
-    def __init__(self, max_entries: int = 10_000) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[Any, Any, SiteDoc]] = OrderedDict()
-
-    def take(self, site_id: str, doc: dict[str, Any]) -> SiteDoc:
-        hit = self._entries.get(site_id)
-        if hit is not None and hit[0] == doc.get("version") and hit[1] == doc.get("updated_at"):
-            sd = hit[2]
-            return replace(sd, station_versions=dict(sd.station_versions), outbox=list(sd.outbox), issued=dict(sd.issued))
-        return _from_doc(doc)
-
-    def keep(self, site_id: str, sd: SiteDoc, updated_at: Any) -> None:
-        """`sd` as it is stored now (no longer changed by the caller)."""
-        sd.stored = True
-        self._entries[site_id] = (sd.version, updated_at, sd)
-        self._entries.move_to_end(site_id)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+# ------------------------------------------------------------------------ the stage
 
 
-def _site_docs(rt: Runtime) -> _SiteDocCache:
-    cache = rt.extras.get(_SITE_DOCS_KEY)
-    if cache is None:
-        cache = rt.extras[_SITE_DOCS_KEY] = _SiteDocCache()
-    return cache  # type: ignore[no-any-return]
+class SiteStage:
+    """Stage 2: `handle_batch` (and `handle_record`) apply by-site records to the sites'
+    states and send the resulting limits."""
 
+    def __init__(
+        self,
+        *,
+        states: SiteStates,
+        sites: Sites,
+        stations: StationLookups,
+        sender: cmds.LimitSender,
+        clock: Clock,
+        recheck_s: float = SITE_RECHECK_S,
+    ) -> None:
+        self._states = states
+        self._sites = sites
+        self._stations = stations
+        self._sender = sender
+        self._clock = clock
+        self.recheck_s = recheck_s
+        self._checked: dict[str, float] = {}  # site id -> when its site document was last read (monotonic)
 
-async def _handle_sites(rt: Runtime, groups: dict[str, list[ev.Envelope]], outcomes: dict[str, int]) -> None:
-    now = rt.clock()
-    cache = _site_docs(rt)
-    docs = await rt.store.get_docs(STATE_KIND, list(groups))
-    missing = [site_id for site_id in groups if site_id not in docs]
-    due = [site_id for site_id in groups if site_id in docs and _due_for_recheck(rt, site_id)]
-    sites = await rt.store.get_docs("site", missing + due) if missing or due else {}
-    works: list[_SiteWork] = []
-    for site_id, envs in groups.items():
-        doc = docs.get(site_id)
-        sd = cache.take(site_id, doc) if doc is not None else _new_site_doc(rt, site_id, sites.get(site_id))
-        if sd is None:
-            log.info("site %s unknown: %d event(s) dropped", site_id, len(envs))
-            outcomes["no_site"] = outcomes.get("no_site", 0) + len(envs)
-            continue
-        recheck: dict[str, Any] | None = None
-        if site_id in due:
-            _mark_checked(rt, site_id)
-            recheck = sites.get(site_id)
-        with tracer.start_as_current_span(
-            "smart_charging.site_events", attributes={"csms.site_id": site_id, "csms.records": len(envs)}
-        ):
-            works.append(await _apply_site(rt, site_id, sd, envs, recheck, now, outcomes))
-    # One versioned write per changed site; a site with commands to send is fenced.
-    stamp = to_ocpp(now)
-    await rt.store.put_docs(
-        STATE_KIND, [DocWrite(w.site_id, _to_doc(w.sd, now), version=w.sd.version) for w in works if w.write and not w.outbox]
-    )
-    for w in works:
-        if w.write and w.outbox and not await rt.store.put_doc(STATE_KIND, w.site_id, _to_doc(w.sd, now), version=w.sd.version):
-            raise ConflictError(f"site_state {w.site_id}: a newer version was written by another consumer")
-    for w in works:
-        if w.trigger is not None:
-            ALLOCATIONS.inc()
-            _log_allocation(w.site_id, w.trigger, w.sd, w.planned)
-        _set_gauges(w.site_id, w.sd.state)
-    cleared: list[DocWrite] = []
-    sending = [w for w in works if w.outbox]
-    if sending:  # each site's commands in order, the sites concurrently
-        results = await cmds.send_many(rt, [w.outbox for w in sending])
-        for w, sent in zip(sending, results):
-            for planned, result in zip(w.outbox, sent):
-                if result != "sent" and planned.kind == "tx":
-                    _forget_limit(w.sd, planned.station_id, planned.evse_id, planned.transaction_id, planned.limit_a)
-            w.sd.outbox = []
-            w.sd.version += 1
-            cleared.append(DocWrite(w.site_id, _to_doc(w.sd, now), version=w.sd.version))
-    if cleared:
-        await rt.store.put_docs(STATE_KIND, cleared)
-    for w in works:
-        doc = docs.get(w.site_id)
-        cache.keep(w.site_id, w.sd, stamp if w.write or doc is None else doc.get("updated_at"))
-    failsafes = [[failsafe] for w in works for failsafe in w.step.failsafes]
-    if failsafes:  # one per booted station: no order between them
-        await cmds.send_many(rt, failsafes)
+    async def consume(self, records: Sequence[Record]) -> None:
+        """The processor shell's handler (it returns nothing)."""
+        await self.handle_batch(records)
 
+    async def handle_record(self, record: Record) -> str:
+        """Handle one by-site record (a station event, or a site change); returns the outcome.
+        Raises on transient failures (store, bus, a concurrent writer) so the record is
+        redelivered."""
+        outcomes = await self.handle_batch([record])
+        return next(o for o, n in outcomes.items() if n)
 
-async def _apply_site(
-    rt: Runtime,
-    site_id: str,
-    sd: SiteDoc,
-    envs: list[ev.Envelope],
-    recheck: dict[str, Any] | None,
-    now: datetime,
-    outcomes: dict[str, int],
-) -> _SiteWork:
-    """Apply a site's events of one batch, in order, to its state (in memory); counts an
-    outcome per event (failsafe, allocated, updated, unchanged)."""
-    before = sd.state
-    step = _Step(sd=sd, now=now, dirty=not sd.stored)
-    pending = list(sd.outbox)  # left by an interrupted earlier delivery: send it again
-    if pending:
-        log.info("site=%s re-sending %d profile command(s) of an interrupted delivery", site_id, len(pending))
-    versions_before = dict(sd.station_versions)
-    trigger: str | None = None
-    n_commands = n_failsafes = 0  # the re-read limit counts as part of the first event
-    state = sd.state
-    if recheck is not None:
-        limit = _limit_event(recheck)
+    async def handle_batch(self, records: Sequence[Record]) -> dict[str, int]:
+        """Handle a batch of by-site records (a poll's, each partition's in offset order);
+        returns the count per outcome. Raises on transient failures (store, bus, a concurrent
+        writer) so the batch is delivered again (the bus then replays it one record at a time
+        if the failure was not an outage).
+
+        The records are grouped by site, keeping each site's order. Sites with only station
+        events (nearly all) are handled together: one `get_docs` for their states, each
+        site's events applied in order to its state in memory, one versioned write per site
+        whose state changed (`put_docs`, or a fenced `put_doc` when it has commands to send:
+        a consumer that lost the site must not send them), then the commands, then the
+        outboxes cleared. A reading that changes no allocation writes nothing. A site with a
+        site change in the batch is handled record by record (rare)."""
+        outcomes: dict[str, int] = {}
+        groups: dict[str, list[_Item]] = {}
+        for record in records:
+            site_id = record.header(SITE_HEADER) or record.key.decode("utf-8", "replace")
+            item = _decode(record)
+            if item is None:
+                outcomes["undecodable"] = outcomes.get("undecodable", 0) + 1
+                continue
+            groups.setdefault(site_id, []).append(item)
+        plain: dict[str, list[ev.Envelope]] = {}
+        for site_id, items in groups.items():
+            if any(item.notice is not None for item in items):
+                for item in items:
+                    outcome = await self._handle_one(site_id, item)
+                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            else:
+                plain[site_id] = [item.env for item in items if item.env is not None]
+        if plain:
+            await self._handle_sites(plain, outcomes)
+        for outcome, n in outcomes.items():
+            EVENTS_HANDLED.labels(outcome).inc(n)
+        return outcomes
+
+    # ---------------------------------------------------------- sites and stations
+
+    def _mark_checked(self, site_id: str) -> None:
+        self._checked[site_id] = time.monotonic()
+
+    def _due_for_recheck(self, site_id: str) -> bool:
+        last = self._checked.get(site_id)
+        return last is None or time.monotonic() - last >= self.recheck_s
+
+    def _new_site_doc(self, site_id: str, site: dict[str, Any] | None) -> SiteDoc | None:
+        """The first state of a site that has none yet, from its site document (None: the
+        site is unknown, deleted or has no valid limit: not managed)."""
+        if site is None or site.get("deleted"):
+            return None
+        grid = _amps(site.get("grid_limit_a"))
+        if grid is None:
+            log.error("site %s has no valid grid_limit_a (%r): not managed", site_id, site.get("grid_limit_a"))
+            return None
+        self._mark_checked(site_id)
+        state = SiteState(site_id=site_id, limit_a=grid, external_cap_a=_amps(site.get("external_limit_a")))
+        return SiteDoc(state=state, phases=valid_phases(site.get("phases")))
+
+    async def _load(self, site_id: str) -> SiteDoc | None:
+        sd = await self._states.get(site_id)
+        if sd is not None:
+            return sd
+        return self._new_site_doc(site_id, await self._sites.get(site_id))
+
+    async def _session_started(self, sd: SiteDoc, env: ev.Envelope, body: ev.TransactionStarted) -> SessionStarted | None:
+        evse_id = body.evse_id or body.connector_id
+        if evse_id <= 0:
+            log.warning("station=%s transaction %s started without an EVSE: not limited", env.station_id, body.transaction_id)
+            return None
+        station = await self._stations.get_station(env.station_id)
+        max_a = DEFAULT_MAX_A
+        if station is not None and station.max_current_a:
+            max_a = _amps(station.max_current_a) or DEFAULT_MAX_A
+        return SessionStarted(
+            station_id=env.station_id,
+            evse_id=evse_id,
+            transaction_id=body.transaction_id,
+            phases=valid_phases(station.phases if station is not None else None, sd.phases),
+            max_a=max_a,
+            priority=station.priority if station is not None else 0,
+            min_a=min(DEFAULT_MIN_A, max_a),
+        )
+
+    async def _fail_safe(self, site_id: str, env: ev.Envelope, step: _Step) -> cmds.PlannedCommand:
+        station = await self._stations.get_station(env.station_id)
+        stations = await self._stations.list_stations(site_id=site_id, limit=10_000)
+        station_max = _amps(station.max_current_a) if station is not None and station.max_current_a else None
+        limit = cmds.fail_safe_limit(step.sd.state.effective_limit_a, len(stations), station_max)
+        return cmds.fail_safe_command(env.station_id, limit, step.now)
+
+    # ---------------------------------------------------------------- one event
+
+    async def _on_event(self, site_id: str, env: ev.Envelope, step: _Step) -> None:
+        sd, body = step.sd, env.body
+        if isinstance(body, ev.TransactionStarted):
+            if body.id_token_status not in ACCEPTED_TOKEN_STATUSES:
+                # Refused token: nothing to limit or reserve (the stage before drops these too).
+                log.info(
+                    "station=%s transaction %s refused (%s): not managed",
+                    env.station_id, body.transaction_id, body.id_token_status,
+                )
+                return
+            started = await self._session_started(sd, env, body)
+            if started is not None:
+                step.apply(started)
+        elif isinstance(body, (ev.TransactionEnded, ev.SessionAbandoned)):
+            # A session the CSMS closed (abandoned) releases its current like a real stop.
+            session = _find(sd.state, env.station_id, body.evse_id or body.connector_id, body.transaction_id)
+            if session is not None:
+                if isinstance(body, ev.SessionAbandoned):
+                    log.info(
+                        "site=%s station=%s session %s abandoned (%s): its %s A are released",
+                        site_id, env.station_id, session.transaction_id, body.reason,
+                        session.limit_a if session.controllable else session.max_a,
+                    )
+                step.apply(SessionStopped(env.station_id, session.evse_id, session.transaction_id))
+        elif isinstance(body, (ev.MeterValues, ev.TransactionUpdated)):
+            reading = _reading(sd, env, body)
+            if reading is not None:
+                step.apply(reading)
+        elif isinstance(body, ev.CommandResult):
+            _on_command_result(env, body, step)
+        elif isinstance(body, ev.StationBooted) and body.registration_status == "Accepted":
+            step.failsafes.append(await self._fail_safe(site_id, env, step))
+
+    async def _on_site_updated(self, site_id: str, notice: _SiteNotice, step: _Step) -> None:
+        sd = step.sd
+        site = notice.site
+        if site is None:
+            site = await self._sites.get(site_id) or {}
+        self._mark_checked(site_id)
+        if notice.version > sd.site_version:
+            sd.site_version, step.dirty = notice.version, True
+        phases = valid_phases(site.get("phases"), sd.phases)
+        if phases != sd.phases:
+            sd.phases, step.dirty = phases, True
+        limit = _limit_event(site)
         if limit is not None:
             step.apply(limit)
+        # A station may have left the site (or been deleted): its sessions are no longer ours.
+        for station_id in sorted({s.station_id for s in sd.state.sessions.values()}):
+            station = await self._stations.get_station(station_id)
+            if station is None or station.site_id != site_id:
+                for s in [s for s in sd.state.sessions.values() if s.station_id == station_id]:
+                    log.info("site=%s station=%s left the site: its session %s is no longer managed", site_id, station_id, s.transaction_id)
+                    step.apply(SessionStopped(station_id, s.evse_id, s.transaction_id))
+
+    # ------------------------------------------------------------ sites of a batch
+
+    async def _handle_sites(self, groups: dict[str, list[ev.Envelope]], outcomes: dict[str, int]) -> None:
+        now = self._clock()
+        states = await self._states.get_many(list(groups))
+        missing = [site_id for site_id in groups if site_id not in states]
+        due = [site_id for site_id in groups if site_id in states and self._due_for_recheck(site_id)]
+        sites = await self._sites.get_many(missing + due) if missing or due else {}
+        works: list[_SiteWork] = []
+        for site_id, envs in groups.items():
+            found = states.get(site_id)
+            sd = found if found is not None else self._new_site_doc(site_id, sites.get(site_id))
+            if sd is None:
+                log.info("site %s unknown: %d event(s) dropped", site_id, len(envs))
+                outcomes["no_site"] = outcomes.get("no_site", 0) + len(envs)
+                continue
+            recheck: dict[str, Any] | None = None
+            if site_id in due:
+                self._mark_checked(site_id)
+                recheck = sites.get(site_id)
+            with tracer.start_as_current_span(
+                "smart_charging.site_events", attributes={"csms.site_id": site_id, "csms.records": len(envs)}
+            ):
+                works.append(await self._apply_site(site_id, sd, envs, recheck, now, outcomes))
+        # One versioned write per changed site; a site with commands to send is fenced.
+        await self._states.put_many([(w.site_id, w.sd) for w in works if w.write and not w.outbox], now)
+        for w in works:
+            if w.write and w.outbox and not await self._states.put(w.site_id, w.sd, now):
+                raise ConflictError(f"site_state {w.site_id}: a newer version was written by another consumer")
+        for w in works:
+            if w.trigger is not None:
+                ALLOCATIONS.inc()
+                _log_allocation(w.site_id, w.trigger, w.sd, w.planned)
+            _set_gauges(w.site_id, w.sd.state)
+        cleared: list[tuple[str, SiteDoc]] = []
+        sending = [w for w in works if w.outbox]
+        if sending:  # each site's commands in order, the sites concurrently
+            results = await self._sender.send_many([w.outbox for w in sending])
+            for w, sent in zip(sending, results):
+                for planned, result in zip(w.outbox, sent):
+                    if result != "sent" and planned.kind == "tx":
+                        _forget_limit(w.sd, planned.station_id, planned.evse_id, planned.transaction_id, planned.limit_a)
+                w.sd.outbox = []
+                w.sd.version += 1
+                cleared.append((w.site_id, w.sd))
+        await self._states.put_many(cleared, now)
+        for w in works:
+            self._states.remember(w.site_id, w.sd)
+        failsafes = [[failsafe] for w in works for failsafe in w.step.failsafes]
+        if failsafes:  # one per booted station: no order between them
+            await self._sender.send_many(failsafes)
+
+    async def _apply_site(
+        self,
+        site_id: str,
+        sd: SiteDoc,
+        envs: list[ev.Envelope],
+        recheck: dict[str, Any] | None,
+        now: datetime,
+        outcomes: dict[str, int],
+    ) -> _SiteWork:
+        """Apply a site's events of one batch, in order, to its state (in memory); counts an
+        outcome per event (failsafe, allocated, updated, unchanged)."""
+        before = sd.state
+        step = _Step(sd=sd, now=now, dirty=not sd.stored)
+        pending = list(sd.outbox)  # left by an interrupted earlier delivery: send it again
+        if pending:
+            log.info("site=%s re-sending %d limit command(s) of an interrupted delivery", site_id, len(pending))
+        trigger: str | None = None
+        n_commands = n_failsafes = 0  # the re-read limit counts as part of the first event
+        state = sd.state
+        if recheck is not None:
+            limit = _limit_event(recheck)
+            if limit is not None:
+                step.apply(limit)
+                if sd.state.allocation is not state.allocation:
+                    trigger = "site re-read"
+        dirty_before = step.dirty
+        for env in envs:
+            step.dirty = False
+            await self._on_event(site_id, env, step)
+            changed = step.dirty or sd.state is not state
             if sd.state.allocation is not state.allocation:
-                trigger = "site re-read"
-    dirty_before = step.dirty
-    for env in envs:
-        step.dirty = False
-        versions = len(sd.station_versions)
-        await _on_event(rt, site_id, env, step)
-        changed = step.dirty or sd.state is not state or len(sd.station_versions) != versions
-        if sd.state.allocation is not state.allocation:
-            trigger = f"{env.type_name} station={env.station_id}"
-        if len(step.failsafes) > n_failsafes:
-            outcome = "failsafe"
-        elif len(step.commands) > n_commands:
-            outcome = "allocated"
-        elif changed or dirty_before:
-            outcome = "updated"
-        else:
-            outcome = "unchanged"
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        step.dirty = step.dirty or dirty_before or changed
-        dirty_before = False
-        n_commands, n_failsafes, state = len(step.commands), len(step.failsafes), sd.state
-    if sd.state.allocation is before.allocation:
-        trigger = None
-    planned = _plan(site_id, step)
-    outbox = pending + planned
-    write = step.dirty or bool(outbox) or sd.station_versions != versions_before
-    if write:
-        sd.outbox = outbox
-        sd.version += 1
-    return _SiteWork(site_id, sd, step, outbox, planned, write, trigger)
+                trigger = f"{env.type_name} station={env.station_id}"
+            if len(step.failsafes) > n_failsafes:
+                outcome = "failsafe"
+            elif len(step.commands) > n_commands:
+                outcome = "allocated"
+            elif changed or dirty_before:
+                outcome = "updated"
+            else:
+                outcome = "unchanged"
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            step.dirty = step.dirty or dirty_before or changed
+            dirty_before = False
+            n_commands, n_failsafes, state = len(step.commands), len(step.failsafes), sd.state
+        if sd.state.allocation is before.allocation:
+            trigger = None
+        planned = _plan(site_id, step)
+        outbox = pending + planned
+        write = step.dirty or bool(outbox)
+        if write:
+            sd.outbox = outbox
+            sd.version += 1
+        return _SiteWork(site_id, sd, step, outbox, planned, write, trigger)
 
+    # ------------------------------------------------------ one record (site changes)
 
-async def _handle(rt: Runtime, site_id: str, env: ev.Envelope | None, notice: _SiteNotice | None) -> str:
-    """Apply a station event (`env`) or a site change (`notice`) to the site's state."""
-    now = rt.clock()
-    if notice is not None and notice.deleted:
-        return await _on_site_deleted(rt, site_id, notice)
-    sd = await _load(rt, site_id)
-    if sd is None:
-        what = "SiteUpdated" if env is None else f"{env.type_name} of station={env.station_id}"
-        log.info("site %s unknown: %s dropped", site_id, what)
-        return "no_site"
-    if notice is not None and notice.version and notice.version <= sd.site_version:
-        log.info("site=%s SiteUpdated version %d already applied (at %d): ignored", site_id, notice.version, sd.site_version)
-        return "stale"
-    before = sd.state
-    step = _Step(sd=sd, now=now, dirty=not sd.stored)
-    pending = list(sd.outbox)  # left by an interrupted earlier delivery: send it again
-    if pending:
-        log.info("site=%s re-sending %d profile command(s) of an interrupted delivery", site_id, len(pending))
-    if notice is None and _due_for_recheck(rt, site_id):
-        _mark_checked(rt, site_id)
-        site = await rt.store.get_doc("site", site_id)
-        limit = _limit_event(site) if site is not None else None
-        if limit is not None:
-            step.apply(limit)
-    versions_before = dict(sd.station_versions)
-    if notice is not None:
-        await _on_site_updated(rt, site_id, notice, step)
-        trigger = "SiteUpdated"
-    else:
-        assert env is not None
-        await _on_event(rt, site_id, env, step)
-        trigger = f"{env.type_name} station={env.station_id}"
-    planned = _plan(site_id, step)
-    outbox = pending + planned
-    reallocated = sd.state.allocation is not before.allocation
-    if step.dirty or outbox or sd.station_versions != versions_before:
-        sd.outbox = outbox
-        if not await _save(rt, site_id, sd, now):
-            raise ConflictError(f"site_state {site_id}: a newer version was written by another consumer")
-    if reallocated:
-        ALLOCATIONS.inc()
-        _log_allocation(site_id, trigger, sd, planned)
-    _set_gauges(site_id, sd.state)
-    if outbox:
-        await _send_all(rt, sd, outbox)
-        sd.outbox = []
-        if not await _save(rt, site_id, sd, now):
-            log.warning("site=%s state changed under us after sending profiles (rebalance?)", site_id)
-    if step.failsafes:
-        for failsafe in step.failsafes:
-            await cmds.send(rt, failsafe)
-        return "failsafe"
-    if planned:
-        return "allocated"
-    return "updated" if step.dirty else "unchanged"
+    async def _handle_one(self, site_id: str, item: _Item) -> str:
+        env = item.env
+        attributes = {"csms.site_id": site_id, "csms.event": "SiteUpdated" if env is None else env.type_name}
+        if env is not None:
+            attributes["csms.station_id"] = env.station_id
+        with tracer.start_as_current_span("smart_charging.site_event", attributes=attributes):
+            return await self._handle(site_id, env, item.notice)
 
-
-async def _on_site_deleted(rt: Runtime, site_id: str, notice: _SiteNotice) -> str:
-    """Drop the site's state, unless it already applied a newer change (the site was
-    deleted and created again; this deletion is a redelivery)."""
-    if notice.version:
-        doc = await rt.store.get_doc(STATE_KIND, site_id)
-        if doc is not None and int(doc.get("site_version") or 0) >= notice.version:
-            log.info("site=%s deletion version %d is older than the state's: ignored", site_id, notice.version)
+    async def _handle(self, site_id: str, env: ev.Envelope | None, notice: _SiteNotice | None) -> str:
+        """Apply a station event (`env`) or a site change (`notice`) to the site's state."""
+        now = self._clock()
+        if notice is not None and notice.deleted:
+            return await self._on_site_deleted(site_id, notice)
+        sd = await self._load(site_id)
+        if sd is None:
+            what = "SiteUpdated" if env is None else f"{env.type_name} of station={env.station_id}"
+            log.info("site %s unknown: %s dropped", site_id, what)
+            return "no_site"
+        if notice is not None and notice.version and notice.version <= sd.site_version:
+            log.info("site=%s SiteUpdated version %d already applied (at %d): ignored", site_id, notice.version, sd.site_version)
             return "stale"
-    await _delete_site(rt, site_id)
-    return "site_deleted"
+        before = sd.state
+        step = _Step(sd=sd, now=now, dirty=not sd.stored)
+        pending = list(sd.outbox)  # left by an interrupted earlier delivery: send it again
+        if pending:
+            log.info("site=%s re-sending %d limit command(s) of an interrupted delivery", site_id, len(pending))
+        if notice is None and self._due_for_recheck(site_id):
+            self._mark_checked(site_id)
+            site = await self._sites.get(site_id)
+            limit = _limit_event(site) if site is not None else None
+            if limit is not None:
+                step.apply(limit)
+        if notice is not None:
+            await self._on_site_updated(site_id, notice, step)
+            trigger = "SiteUpdated"
+        else:
+            assert env is not None
+            await self._on_event(site_id, env, step)
+            trigger = f"{env.type_name} station={env.station_id}"
+        planned = _plan(site_id, step)
+        outbox = pending + planned
+        reallocated = sd.state.allocation is not before.allocation
+        if step.dirty or outbox:
+            sd.outbox = outbox
+            sd.version += 1
+            if not await self._states.put(site_id, sd, now):
+                raise ConflictError(f"site_state {site_id}: a newer version was written by another consumer")
+        if reallocated:
+            ALLOCATIONS.inc()
+            _log_allocation(site_id, trigger, sd, planned)
+        _set_gauges(site_id, sd.state)
+        if outbox:
+            await self._send_all(sd, outbox)
+            sd.outbox = []
+            sd.version += 1
+            if not await self._states.put(site_id, sd, now):
+                log.warning("site=%s state changed under us after sending limits (rebalance?)", site_id)
+        if step.failsafes:
+            for failsafe in step.failsafes:
+                await self._sender.send(failsafe)
+            return "failsafe"
+        if planned:
+            return "allocated"
+        return "updated" if step.dirty else "unchanged"
+
+    async def _on_site_deleted(self, site_id: str, notice: _SiteNotice) -> str:
+        """Drop the site's state, unless it already applied a newer change (the site was
+        deleted and created again; this deletion is a redelivery)."""
+        if notice.version:
+            applied = await self._states.site_version(site_id)
+            if applied is not None and applied >= notice.version:
+                log.info("site=%s deletion version %d is older than the state's: ignored", site_id, notice.version)
+                return "stale"
+        await self._states.delete(site_id)
+        self._checked.pop(site_id, None)
+        for gauge in (SITE_LIMIT_AMPS, ALLOCATED_AMPS):
+            try:
+                gauge.remove(site_id)
+            except KeyError:
+                pass
+        log.info("site=%s deleted: its smart-charging state is dropped", site_id)
+        return "site_deleted"
+
+    async def _send_all(self, sd: SiteDoc, outbox: Sequence[cmds.PlannedCommand]) -> None:
+        for planned in outbox:
+            result = await self._sender.send(planned)
+            if result != "sent" and planned.kind == "tx":
+                _forget_limit(sd, planned.station_id, planned.evse_id, planned.transaction_id, planned.limit_a)

@@ -5,11 +5,11 @@ site, so its state must have one writer. This stage consumes csms.events.v1 (gro
 `csms-smart-charging-repartition`), keeps the events smart charging needs, resolves
 each station's site (store, cached for a few seconds) and re-publishes the SAME
 encoded bytes and headers, plus a `site_id` header, to `BY_SITE` keyed by site id.
-Stage 2 (`handlers.handle_site_record`) consumes that topic: one consumer per site
+Stage 2 (`handlers.SiteStage`) consumes that topic: one consumer per site
 partition applies the site's events in order. Per-station order is kept, since a
 station's events come from one partition here and go to one partition there.
 
-Site changes come on their own topic, csms.sites.v1 (ADR 015): `handle_sites_record`
+Site changes come on their own topic, csms.sites.v1 (ADR 015): `Regrouper.handle_sites_record`
 consumes it (group `csms-smart-charging-sites`) and forwards each `SiteUpdated`, same
 bytes and headers plus `site_id`, to `BY_SITE` keyed by site id too. So a site change
 lands in the partition of the site's station events and is applied by the same single
@@ -26,13 +26,16 @@ never limited nor reserved (issue 7: a ghost Invalid session kept 32 A of a site
 session's current at once, like a stop.
 
 Cost (ADR 015, bench/smart_charging_processor.py): the worker hands this stage a poll's
-records at a time (`handle_event_batch`). Most of csms.events.v1 is not for smart
+records at a time (`Regrouper.handle_event_batch`). Most of csms.events.v1 is not for smart
 charging, so a record is dropped as early as possible: on its `ce_type` header (no
 decoding at all: heartbeats, status notifications, ...), then, for meter values, on
 its bytes (no `Current.Import` in them), then on the parsed protobuf message (no
 dataclasses are built; the full decode is kept for the rare kinds that need it). The
 sites of the batch's stations are resolved together (misses read concurrently) and the
 kept records are forwarded with one `publish_many`.
+
+`Regrouper` holds its ports (the station lookup, `publish`, `publish_many`) and its
+station -> site cache, created once by services/smart_charging/wiring.py.
 """
 
 from __future__ import annotations
@@ -43,29 +46,29 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from prometheus_client import Counter
 
 from services.common import codec, sites_codec, topics
 from services.common import events as ev
-from services.common.bus.port import Outgoing, Record
-from services.common.runtime import Runtime
+from services.common.bus.port import Header, Outgoing, Record
+from services.common.store.port import Station
+from services.smart_charging.commands import COMMAND_TYPES
 
 __all__ = [
     "ACCEPTED_TOKEN_STATUSES",
     "BY_SITE",
     "REPARTITION_GROUP",
+    "Regrouper",
+    "StationLookup",
     "SITE_HEADER",
     "SITE_KEY_PREFIX",
     "SITES_GROUP",
     "SITE_UPDATED",
     "StationSiteCache",
     "current_samples",
-    "handle_event_batch",
-    "handle_event_record",
-    "handle_sites_record",
     "is_relevant",
     "site_of_notification",
 ]
@@ -80,7 +83,6 @@ SITE_KEY_PREFIX = "site:"
 SITE_UPDATED = "SiteUpdated"
 CURRENT_MEASURAND = "Current.Import"
 
-_CACHE_KEY = "smart_charging.station_sites"
 _READ_CONCURRENCY = 128  # station reads in flight when a batch resolves its sites
 _CE_PREFIX = "csms.events.v1."
 # Cheap pre-filter on the CloudEvents type header (no protobuf decoding for heartbeats,
@@ -114,19 +116,28 @@ REPARTITIONED = Counter(
 )
 
 
+class StationLookup(Protocol):
+    async def get_station(self, station_id: str) -> Station | None: ...
+
+
+Publish = Callable[[str, str, bytes, Sequence[Header]], Awaitable[None]]
+PublishMany = Callable[[Sequence[Outgoing]], Awaitable[None]]
+
+
 class StationSiteCache:
     """station id -> site id (or None), for `ttl_s` seconds; bounded (oldest out first)."""
 
-    def __init__(self, ttl_s: float = 5.0, max_entries: int = 100_000) -> None:
+    def __init__(self, stations: StationLookup, ttl_s: float = 5.0, max_entries: int = 100_000) -> None:
+        self._stations = stations
         self.ttl_s, self.max_entries = ttl_s, max_entries
         self._entries: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
 
-    async def site_of(self, rt: Runtime, station_id: str) -> str | None:
+    async def site_of(self, station_id: str) -> str | None:
         now = time.monotonic()
         hit = self._entries.get(station_id)
         if hit is not None and hit[0] > now:
             return hit[1]
-        station = await rt.store.get_station(station_id)
+        station = await self._stations.get_station(station_id)
         site_id = station.site_id if station is not None and station.site_id else None
         self._entries[station_id] = (now + self.ttl_s, site_id)
         self._entries.move_to_end(station_id)
@@ -134,7 +145,7 @@ class StationSiteCache:
             self._entries.popitem(last=False)
         return site_id
 
-    async def sites_of(self, rt: Runtime, station_ids: set[str]) -> dict[str, str | None]:
+    async def sites_of(self, station_ids: set[str]) -> dict[str, str | None]:
         """`site_of` for many stations: the misses are read from the store concurrently."""
         now = time.monotonic()
         out: dict[str, str | None] = {}
@@ -146,9 +157,9 @@ class StationSiteCache:
             else:
                 missing.append(station_id)
         if missing:
-            stations: list[Any] = []
+            stations: list[Station | None] = []
             for i in range(0, len(missing), _READ_CONCURRENCY):
-                stations += await asyncio.gather(*(rt.store.get_station(s) for s in missing[i:i + _READ_CONCURRENCY]))
+                stations += await asyncio.gather(*(self._stations.get_station(s) for s in missing[i:i + _READ_CONCURRENCY]))
             for station_id, station in zip(missing, stations):
                 site_id = station.site_id if station is not None and station.site_id else None
                 out[station_id] = site_id
@@ -160,13 +171,6 @@ class StationSiteCache:
 
     def clear(self) -> None:
         self._entries.clear()
-
-
-def _cache(rt: Runtime) -> StationSiteCache:
-    cache = rt.extras.get(_CACHE_KEY)
-    if cache is None:
-        cache = rt.extras[_CACHE_KEY] = StationSiteCache()
-    return cache  # type: ignore[no-any-return]
 
 
 def current_samples(samples: tuple[ev.MeterSample, ...]) -> list[ev.MeterSample]:
@@ -202,7 +206,7 @@ def is_relevant(env: ev.Envelope) -> bool:
     if isinstance(body, (ev.TransactionUpdated, ev.MeterValues)):
         return bool(current_samples(body.samples))
     if isinstance(body, ev.CommandResult):
-        return body.command_type == "SetChargingProfile"
+        return body.command_type in COMMAND_TYPES
     if isinstance(body, ev.StationBooted):
         return body.registration_status == "Accepted"
     if isinstance(body, ev.Notification):
@@ -249,94 +253,109 @@ _OUTCOMES = ("forwarded", "ignored", "no_site", "undecodable")
 _COUNTERS = {o: REPARTITIONED.labels(o) for o in _OUTCOMES}
 
 
-async def handle_event_batch(rt: Runtime, records: Sequence[Record]) -> dict[str, int]:
-    """Forward a batch of csms.events.v1 records (a poll's, each partition's in offset
-    order) to BY_SITE: the relevant ones, in order, with one `publish_many`. Returns the
-    count per outcome (forwarded, ignored, no_site, undecodable). Raises on transient
-    failures (store, bus): the batch is then delivered again; forwarding twice is
-    harmless (stage 2 applies an event twice as once)."""
-    outcomes = dict.fromkeys(_OUTCOMES, 0)
-    cache = _cache(rt)
-    out: list[Outgoing] = []
-    waiting: list[tuple[Record, str]] = []  # (record, station id): site to resolve
+class Regrouper:
+    """Stage 1: `handle_event_batch` (csms.events.v1) and `handle_sites_record`
+    (csms.sites.v1) forward what smart charging needs to `BY_SITE`."""
 
-    async def resolve() -> None:
-        sites = await cache.sites_of(rt, {station_id for _, station_id in waiting})
-        for rec, station_id in waiting:
-            site_id = sites.get(station_id)
-            if site_id is None:
-                outcomes["no_site"] += 1
-            else:
-                out.append(_forward(rec, site_id))
-                outcomes["forwarded"] += 1
-        waiting.clear()
+    def __init__(self, *, stations: StationLookup, publish: Publish, publish_many: PublishMany,
+                 cache: StationSiteCache | None = None) -> None:
+        self._publish = publish
+        self._publish_many = publish_many
+        self.cache = cache if cache is not None else StationSiteCache(stations)
 
-    for record in records:
-        ce_type = _ce_type(record)
-        if ce_type is not None and ce_type not in _RELEVANT_TYPE_BYTES:
-            outcomes["ignored"] += 1
-            continue
-        try:
-            if ce_type in _READING_TYPES:
-                station_id = _reading_station(record.value)
-                if station_id is None:
-                    outcomes["ignored"] += 1
+    async def handle_event_batch(self, records: Sequence[Record]) -> dict[str, int]:
+        """Forward a batch of csms.events.v1 records (a poll's, each partition's in offset
+        order) to BY_SITE: the relevant ones, in order, with one `publish_many`. Returns the
+        count per outcome (forwarded, ignored, no_site, undecodable). Raises on transient
+        failures (store, bus): the batch is then delivered again; forwarding twice is
+        harmless (stage 2 applies an event twice as once)."""
+        outcomes = dict.fromkeys(_OUTCOMES, 0)
+        cache = self.cache
+        out: list[Outgoing] = []
+        waiting: list[tuple[Record, str]] = []  # (record, station id): site to resolve
+
+        async def resolve() -> None:
+            sites = await cache.sites_of({station_id for _, station_id in waiting})
+            for rec, station_id in waiting:
+                site_id = sites.get(station_id)
+                if site_id is None:
+                    outcomes["no_site"] += 1
                 else:
-                    waiting.append((record, station_id))
+                    out.append(_forward(rec, site_id))
+                    outcomes["forwarded"] += 1
+            waiting.clear()
+
+        for record in records:
+            ce_type = _ce_type(record)
+            if ce_type is not None and ce_type not in _RELEVANT_TYPE_BYTES:
+                outcomes["ignored"] += 1
                 continue
-            env = codec.decode_event(record.value)
-        except Exception as exc:  # permanent: the same bytes will never decode
-            outcomes["undecodable"] += 1
-            log.error("undecodable event %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
-            continue
-        if not is_relevant(env):
-            outcomes["ignored"] += 1
-            continue
-        site_id = site_of_notification(env)
-        if site_id is None:
-            waiting.append((record, env.station_id))
-            continue
-        # A (legacy) site change: the stations before it are resolved with the old cache,
-        # the ones after it afresh (a station may have joined or left the site).
-        await resolve()
-        cache.clear()
-        out.append(_forward(record, site_id))
-        outcomes["forwarded"] += 1
-    if waiting:
-        await resolve()
-    if out:
-        await rt.bus.publish_many(out)
-    for outcome, n in outcomes.items():
-        if n:
-            _COUNTERS[outcome].inc(n)
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("batch of %d: %s", len(records), outcomes)
-    return outcomes
+            try:
+                if ce_type in _READING_TYPES:
+                    station_id = _reading_station(record.value)
+                    if station_id is None:
+                        outcomes["ignored"] += 1
+                    else:
+                        waiting.append((record, station_id))
+                    continue
+                env = codec.decode_event(record.value)
+            except Exception as exc:  # permanent: the same bytes will never decode
+                outcomes["undecodable"] += 1
+                log.error("undecodable event %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+                continue
+            if not is_relevant(env):
+                outcomes["ignored"] += 1
+                continue
+            site_id = site_of_notification(env)
+            if site_id is None:
+                waiting.append((record, env.station_id))
+                continue
+            # A (legacy) site change: the stations before it are resolved with the old cache,
+            # the ones after it afresh (a station may have joined or left the site).
+            await resolve()
+            cache.clear()
+            out.append(_forward(record, site_id))
+            outcomes["forwarded"] += 1
+        if waiting:
+            await resolve()
+        if out:
+            await self._publish_many(out)
+        for outcome, n in outcomes.items():
+            if n:
+                _COUNTERS[outcome].inc(n)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("batch of %d: %s", len(records), outcomes)
+        return outcomes
 
+    async def handle_event_record(self, record: Record) -> str:
+        """Forward one csms.events.v1 record to BY_SITE if relevant; returns the outcome."""
+        outcomes = await self.handle_event_batch([record])
+        return next(o for o, n in outcomes.items() if n)
 
-async def handle_event_record(rt: Runtime, record: Record) -> str:
-    """Forward one csms.events.v1 record to BY_SITE if relevant; returns the outcome."""
-    outcomes = await handle_event_batch(rt, [record])
-    return next(o for o, n in outcomes.items() if n)
+    async def handle_sites_record(self, record: Record) -> str:
+        """Forward one csms.sites.v1 `SiteUpdated` to BY_SITE (key = its site id, same bytes
+        and headers plus `site_id`); returns the outcome. The station -> site cache is
+        cleared: a station may have joined or left the site."""
+        try:
+            change = sites_codec.decode_site_updated(record.value)
+        except ValueError as exc:  # permanent: the same bytes will never decode
+            REPARTITIONED.labels("undecodable").inc()
+            log.error("undecodable site change %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+            return "undecodable"
+        self.cache.clear()
+        headers = [(k, v) for k, v in record.headers if k != SITE_HEADER]
+        if record.header("ce_type") != sites_codec.CE_TYPE:  # stage 2 tells the record kinds apart by it
+            headers = [(k, v) for k, v in headers if k != "ce_type"] + [("ce_type", sites_codec.CE_TYPE.encode())]
+        headers.append((SITE_HEADER, change.site_id.encode()))
+        await self._publish(BY_SITE, change.site_id, record.value, headers)
+        REPARTITIONED.labels("forwarded").inc()
+        log.debug("SiteUpdated %s version %d%s -> by site", change.site_id, change.version, " (deleted)" if change.deleted else "")
+        return "forwarded"
 
+    # The processor shell's handlers (they return nothing).
 
-async def handle_sites_record(rt: Runtime, record: Record) -> str:
-    """Forward one csms.sites.v1 `SiteUpdated` to BY_SITE (key = its site id, same bytes
-    and headers plus `site_id`); returns the outcome. The station -> site cache is
-    cleared: a station may have joined or left the site."""
-    try:
-        change = sites_codec.decode_site_updated(record.value)
-    except ValueError as exc:  # permanent: the same bytes will never decode
-        REPARTITIONED.labels("undecodable").inc()
-        log.error("undecodable site change %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
-        return "undecodable"
-    _cache(rt).clear()
-    headers = [(k, v) for k, v in record.headers if k != SITE_HEADER]
-    if record.header("ce_type") != sites_codec.CE_TYPE:  # stage 2 tells the record kinds apart by it
-        headers = [(k, v) for k, v in headers if k != "ce_type"] + [("ce_type", sites_codec.CE_TYPE.encode())]
-    headers.append((SITE_HEADER, change.site_id.encode()))
-    await rt.bus.publish(BY_SITE, change.site_id, record.value, headers)
-    REPARTITIONED.labels("forwarded").inc()
-    log.debug("SiteUpdated %s version %d%s -> by site", change.site_id, change.version, " (deleted)" if change.deleted else "")
-    return "forwarded"
+    async def consume_events(self, records: Sequence[Record]) -> None:
+        await self.handle_event_batch(records)
 
+    async def consume_site_change(self, record: Record) -> None:
+        await self.handle_sites_record(record)

@@ -1,17 +1,12 @@
-"""Pure smart-charging domain: site current allocation, per-site state machine and
-OCPP charging-profile payloads. Stdlib only, no I/O. See docs/adr/006-smart-charging.md."""
+"""Pure smart-charging domain: site current allocation and the per-site state machine.
+Stdlib only, no I/O. See docs/adr/006-smart-charging.md. (The OCPP charging profiles
+are built by the gateway, services/common/ocpp/profiles.py; the site state's document
+is mapped by services/smart_charging/documents.py.)"""
 
 from .allocation import DEFAULT_HEADROOM_A, DEFAULT_STEP_A, Allocation, Demand, allocate
-from .profiles import (
-    ocpp_timestamp,
-    tx_default_profile_16,
-    tx_default_profile_201,
-    tx_profile_16,
-    tx_profile_201,
-    wire_limit,
-)
 from .site_state import (
     DEFAULT_MIN_A,
+    LIMIT_RESOLUTION_A,
     ActiveSession,
     Event,
     LimitChanged,
@@ -25,14 +20,13 @@ from .site_state import (
     TransactionId,
     apply,
     session_key,
-    state_from_doc,
-    state_to_doc,
 )
 
 __all__ = [
     "DEFAULT_HEADROOM_A",
     "DEFAULT_MIN_A",
     "DEFAULT_STEP_A",
+    "LIMIT_RESOLUTION_A",
     "ActiveSession",
     "Allocation",
     "Demand",
@@ -48,13 +42,5 @@ __all__ = [
     "TransactionId",
     "allocate",
     "apply",
-    "ocpp_timestamp",
     "session_key",
-    "state_from_doc",
-    "state_to_doc",
-    "tx_default_profile_16",
-    "tx_default_profile_201",
-    "tx_profile_16",
-    "tx_profile_201",
-    "wire_limit",
 ]

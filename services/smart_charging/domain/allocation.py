@@ -226,12 +226,11 @@ def _allocate(
         )
         for d in ranked:
             limits[d.session_key] = _ZERO
-        paused = tuple(sorted(d.session_key for d in ranked))
         return Allocation(
             limit_a=limit_a,
             step_a=step,
             limits=dict(sorted(limits.items())),
-            paused=paused,
+            paused=tuple(sorted(d.session_key for d in ranked)),
             reserved_a=reserved,
             total_a=reserved,
             over_limit=True,

@@ -16,10 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from .allocation import DEFAULT_HEADROOM_A, DEFAULT_STEP_A, Allocation, Demand, allocate
-from .profiles import ocpp_timestamp
 
 __all__ = [
     "DEFAULT_MIN_A",
@@ -33,17 +32,17 @@ __all__ = [
     "SessionStopped",
     "SiteConfig",
     "SiteState",
+    "LIMIT_RESOLUTION_A",
     "TransactionId",
     "apply",
-    "state_from_doc",
     "session_key",
-    "state_to_doc",
 ]
 
 TransactionId: TypeAlias = int | str
 """OCPP 1.6 transaction ids are integers, 2.0.1 ids are strings: passed through as is."""
 
 DEFAULT_MIN_A = Decimal("6")  # IEC 61851-1: below 6 A the EV may not charge at all.
+LIMIT_RESOLUTION_A = Decimal("0.1")  # limits on the wire: 1.6 has multipleOf 0.1, 2.0.1 one decimal
 _ZERO = Decimal(0)
 
 
@@ -379,106 +378,3 @@ def _reallocate(
         updated[key] = replace(session, limit_a=new_limit, limit_set_at=now)
     new_state = replace(state, sessions=updated, allocation=allocation)
     return new_state, lowering + raising
-
-
-# ---------------------------------------------------------------- store documents
-
-
-def _dec(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _undec(value: str | None) -> Decimal | None:
-    return None if value is None else Decimal(value)
-
-
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else ocpp_timestamp(value)
-
-
-def _untime(value: str | None) -> datetime | None:
-    return None if value is None else _utc(datetime.fromisoformat(value))
-
-
-def state_to_doc(state: SiteState) -> dict[str, Any]:
-    """JSON-serializable dict for the "site_state" store document.
-
-    Amps as decimal strings, times as OCPP timestamps (millisecond precision). The
-    allocation is not stored: it is recomputed from the rest by :func:`state_from_doc`.
-    """
-    cfg = state.config
-    return {
-        "site_id": state.site_id,
-        "limit_a": str(state.limit_a),
-        "external_cap_a": _dec(state.external_cap_a),
-        "config": {
-            "step_a": str(cfg.step_a),
-            "headroom_a": str(cfg.headroom_a),
-            "underuse_margin_a": str(cfg.underuse_margin_a),
-            "saturation_margin_a": str(cfg.saturation_margin_a),
-            "settle_s": cfg.settle.total_seconds(),
-        },
-        "sessions": [
-            {
-                "station_id": s.station_id,
-                "evse_id": s.evse_id,
-                "transaction_id": s.transaction_id,
-                "phases": s.phases,
-                "min_a": str(s.min_a),
-                "max_a": str(s.max_a),
-                "priority": s.priority,
-                "started_at": ocpp_timestamp(s.started_at),
-                "measured_a": _dec(s.measured_a),
-                "controllable": s.controllable,
-                "limit_a": _dec(s.limit_a),
-                "limit_set_at": _time(s.limit_set_at),
-            }
-            for _, s in sorted(state.sessions.items())
-        ],
-    }
-
-
-def state_from_doc(doc: Mapping[str, Any]) -> SiteState:
-    """Inverse of :func:`state_to_doc` (the allocation is recomputed, deterministically)."""
-    raw_cfg = doc.get("config") or {}
-    defaults = SiteConfig()
-    config = SiteConfig(
-        step_a=Decimal(raw_cfg.get("step_a", defaults.step_a)),
-        headroom_a=Decimal(raw_cfg.get("headroom_a", defaults.headroom_a)),
-        underuse_margin_a=Decimal(raw_cfg.get("underuse_margin_a", defaults.underuse_margin_a)),
-        saturation_margin_a=Decimal(
-            raw_cfg.get("saturation_margin_a", defaults.saturation_margin_a)
-        ),
-        settle=timedelta(seconds=float(raw_cfg.get("settle_s", defaults.settle.total_seconds()))),
-    )
-    sessions: dict[str, ActiveSession] = {}
-    for raw in doc.get("sessions", []):
-        session = ActiveSession(
-            station_id=raw["station_id"],
-            evse_id=int(raw["evse_id"]),
-            transaction_id=raw["transaction_id"],
-            phases=int(raw["phases"]),
-            min_a=Decimal(raw["min_a"]),
-            max_a=Decimal(raw["max_a"]),
-            priority=int(raw["priority"]),
-            started_at=_utc(datetime.fromisoformat(raw["started_at"])),
-            measured_a=_undec(raw.get("measured_a")),
-            controllable=bool(raw.get("controllable", True)),
-            limit_a=_undec(raw.get("limit_a")),
-            limit_set_at=_untime(raw.get("limit_set_at")),
-        )
-        sessions[session.key] = session
-    state = SiteState(
-        site_id=doc["site_id"],
-        limit_a=Decimal(doc["limit_a"]),
-        external_cap_a=_undec(doc.get("external_cap_a")),
-        sessions=sessions,
-        config=config,
-    )
-    allocation = allocate(
-        state.effective_limit_a,
-        [s.demand() for _, s in sorted(sessions.items())],
-        step_a=config.step_a,
-        headroom_a=config.headroom_a,
-    )
-    return replace(state, allocation=allocation)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.smart_charging.documents import state_from_doc, state_to_doc
 from services.smart_charging.domain.site_state import (
     Event,
     LimitChanged,
@@ -21,8 +22,6 @@ from services.smart_charging.domain.site_state import (
     SiteConfig,
     SiteState,
     apply,
-    state_from_doc,
-    state_to_doc,
 )
 
 D = Decimal

@@ -8,10 +8,12 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from services.common import codec, sites_codec
 from services.common import events as ev
+from services.common.ocpp.commands import to_ocpp
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
@@ -49,7 +51,7 @@ def booted(station_id: str, *, version: str = "1.6", status: str = "Accepted") -
 
 
 def command_result(station_id: str, command_id: str, status: str) -> ev.Envelope:
-    body = ev.CommandResult(command_id=command_id, command_type="SetChargingProfile", status=status)
+    body = ev.CommandResult(command_id=command_id, command_type="SetChargingLimit", status=status)
     return envelope(station_id, body, action="SetChargingProfile")
 
 
@@ -77,37 +79,44 @@ def site_updated(site: dict[str, Any]) -> ev.Envelope:
 
 @dataclass(frozen=True)
 class SentProfile:
-    """A SetChargingProfile command as produced on csms.commands.v1."""
+    """A charging limit as produced on csms.commands.v1 (`SetChargingLimit`, version-neutral).
+
+    `frame(version)` is the OCPP call the gateway builds from it for a station of that
+    version (the gateway's own table, services/common/ocpp/commands.py), so a test can
+    check that what smart charging sends is a valid profile for the station."""
 
     command: codec.Command
     partition: int
     params: dict[str, Any]
 
     @property
-    def profile(self) -> dict[str, Any]:
-        return self.params["charging_profile"]  # type: ignore[no-any-return]
-
-    @property
     def purpose(self) -> str:
-        return str(self.profile["chargingProfilePurpose"])
+        """"tx" (a transaction's limit, a TxProfile) or "default" (the fail-safe)."""
+        return str(self.params["purpose"])
 
     @property
     def limit(self) -> float:
-        schedule = self.profile["chargingSchedule"]
-        if isinstance(schedule, list):  # 2.0.1: a list of schedules
-            schedule = schedule[0]
-        return float(schedule["chargingSchedulePeriod"][0]["limit"])
+        """The limit as a station gets it: rounded down to 0.1 A."""
+        return float(Decimal(self.params["limit_a"]).quantize(Decimal("0.1"), rounding=ROUND_DOWN))
 
     @property
     def station_id(self) -> str:
         return self.command.station_id
+
+    def frame(self, version: str = "1.6") -> tuple[str, dict[str, Any]]:
+        return to_ocpp(self.command.command_type, self.params, version)
+
+    def profile(self, version: str = "1.6") -> dict[str, Any]:
+        """The charging profile inside the frame."""
+        _, payload = self.frame(version)
+        return payload["csChargingProfiles" if version == "1.6" else "chargingProfile"]  # type: ignore[no-any-return]
 
 
 def latest_limits(sent: list[SentProfile]) -> dict[str, float]:
     """The last TxProfile limit each station received."""
     limits: dict[str, float] = {}
     for s in sent:
-        if s.purpose == "TxProfile":
+        if s.purpose == "tx":
             limits[s.station_id] = s.limit
     return limits
 

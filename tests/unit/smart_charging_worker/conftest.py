@@ -1,12 +1,12 @@
-"""A smart-charging runtime on the real MemoryBus and SQLite store, with a settable clock."""
+"""A smart-charging runtime on the real MemoryBus and the in-memory store, with a settable
+clock; the processor wired as `csms smart-charging` wires it (`wiring.wire_stages`)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any, AsyncIterator
 
 import pytest
@@ -17,36 +17,43 @@ from services.common.bus.memory import MemoryBus
 from services.common.bus.port import Record
 from services.common.config import Settings
 from services.common.runtime import Runtime
+from services.common.kinds import SITE, SITE_STATE
 from services.common.store.port import Station
-from services.common.store.sqlite import SqliteStore
-from services.smart_charging.handlers import CONSUMER_GROUP, STATE_KIND
+from services.common.routing import CommandRouter
+from services.smart_charging.commands import ISSUER, LimitSender
+from services.smart_charging.documents import Sites, SiteStates
+from services.smart_charging.handlers import CONSUMER_GROUP, SiteStage
 from services.smart_charging.repartition import BY_SITE, REPARTITION_GROUP, SITES_GROUP
-from services.smart_charging.worker import SmartChargingService
+from services.smart_charging.wiring import wire_stages
+from tests.support import FixedClock, eventually, memory_store
 
 from .builders import T0, SentProfile, site_change
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 class World:
-    """The runtime, the service under test, and what a test arranges and observes."""
+    """The runtime, the service under test (`service`, the processor group; its stages
+    `regroup` and `sites`), and what a test arranges and observes."""
 
-    def __init__(self, rt: Runtime, bus: MemoryBus, clock: Clock, commands: list[Record]) -> None:
+    def __init__(self, rt: Runtime, bus: MemoryBus, clock: FixedClock, commands: list[Record]) -> None:
         self.rt, self.bus, self.clock, self._commands = rt, bus, clock, commands
-        self.service = SmartChargingService(rt)
+        wired = wire_stages(rt)
+        self.service, self.regroup, self.sites = wired.group, wired.regroup, wired.sites
+
+    def site_stage(self, *, publish: Callable[..., Awaitable[None]] | None = None) -> SiteStage:
+        """Another site stage on the same store, as another consumer would wire it; its
+        commands go through `publish` (default: the bus)."""
+        router = CommandRouter(
+            owners=self.rt.store, publish=publish or self.bus.publish, partitions=self.bus.partitions,
+            clock=self.clock, issuer=ISSUER,
+        )
+        return SiteStage(
+            states=SiteStates(self.rt.store), sites=Sites(self.rt.store), stations=self.rt.store,
+            sender=LimitSender(router), clock=self.clock,
+        )
 
     async def site(self, site_id: str = "SITE1", grid_limit_a: float = 32, **extra: Any) -> dict[str, Any]:
         doc = {"id": site_id, "grid_limit_a": grid_limit_a, "phases": 3, "external_limit_a": None, **extra}
-        await self.rt.store.put_doc("site", site_id, doc)
+        await self.rt.store.put_doc(SITE, site_id, doc)
         return doc
 
     async def station(
@@ -79,16 +86,17 @@ class World:
 
     async def settled(self) -> None:
         """Every stage has consumed everything published so far."""
-        for _ in range(1000):
-            if (
-                self.bus.lag(REPARTITION_GROUP, topics.EVENTS) == 0
-                and self.bus.lag(SITES_GROUP, topics.SITES) == 0
-                and self.bus.lag(CONSUMER_GROUP, BY_SITE) == 0
-            ):
-                await asyncio.sleep(0)  # let the command collectors run
-                return
-            await asyncio.sleep(0.005)
-        raise AssertionError("smart charging did not consume its topics")
+
+        def lags() -> dict[str, int]:
+            return {
+                "regrouping": self.bus.lag(REPARTITION_GROUP, topics.EVENTS),
+                "site changes": self.bus.lag(SITES_GROUP, topics.SITES),
+                "by site": self.bus.lag(CONSUMER_GROUP, BY_SITE),
+            }
+
+        await eventually(lambda: not any(lags().values()), 5.0, interval=0.005,
+                         what="smart charging consumed its topics", detail=lags)
+        await asyncio.sleep(0)  # let the command collectors run
 
     async def feed(self, *envelopes: ev.Envelope) -> None:
         await self.publish(*envelopes)
@@ -106,17 +114,17 @@ class World:
         return self.sent()[mark:]
 
     async def state(self, site_id: str = "SITE1") -> dict[str, Any]:
-        doc = await self.rt.store.get_doc(STATE_KIND, site_id)
-        assert doc is not None, f"no {STATE_KIND} for {site_id}"
+        doc = await self.rt.store.get_doc(SITE_STATE, site_id)
+        assert doc is not None, f"no {SITE_STATE} for {site_id}"
         return doc
 
 
 @asynccontextmanager
-async def open_world(tmp_path: Path, **settings: Any) -> AsyncIterator[World]:
-    """A World on a fresh MemoryBus and SQLite store; `settings` override the defaults."""
+async def open_world(**settings: Any) -> AsyncIterator[World]:
+    """A World on a fresh MemoryBus and in-memory store; `settings` override the defaults."""
     bus = MemoryBus(default_partitions=4)
-    store = SqliteStore(f"sqlite:///{tmp_path}/x.db")
-    clock = Clock(T0)
+    store = memory_store()
+    clock = FixedClock(T0)
     rt = Runtime(settings=Settings(**{"events_partitions": 4, "commands_partitions": 4, **settings}), bus=bus, store=store, clock=clock)
     await rt.start()
     await store.migrate()
@@ -136,6 +144,6 @@ async def open_world(tmp_path: Path, **settings: Any) -> AsyncIterator[World]:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    async with open_world(tmp_path) as w:
+async def world() -> AsyncIterator[World]:
+    async with open_world() as w:
         yield w

@@ -10,8 +10,7 @@ from __future__ import annotations
 from services.common import codec, topics
 from services.common import events as ev
 from services.common.bus.port import Record
-from services.smart_charging.handlers import handle_site_record
-from services.smart_charging.repartition import BY_SITE, handle_event_record, is_relevant
+from services.smart_charging.repartition import BY_SITE, is_relevant
 
 from .builders import command_result, envelope, latest_limits, started
 from .conftest import World
@@ -120,8 +119,8 @@ async def test_the_regrouping_stage_forwards_abandonments_and_drops_refused_star
     assert not is_relevant(start("CS-A", "1", status="Invalid"))
     assert not is_relevant(start("CS-A", "1", status="Blocked"))
     assert is_relevant(start("CS-A", "1", status="Accepted")) and is_relevant(start("CS-A", "1"))
-    assert await handle_event_record(world.rt, as_record(abandoned("CS-A", "1"))) == "forwarded"
-    assert await handle_event_record(world.rt, as_record(start("CS-A", "1", status="Invalid"))) == "ignored"
+    assert await world.regroup.handle_event_record(as_record(abandoned("CS-A", "1"))) == "forwarded"
+    assert await world.regroup.handle_event_record(as_record(start("CS-A", "1", status="Invalid"))) == "ignored"
 
 
 async def test_a_refused_start_that_reached_the_site_stage_is_not_managed_either(world: World) -> None:
@@ -129,7 +128,7 @@ async def test_a_refused_start_that_reached_the_site_stage_is_not_managed_either
     await world.station("CS-A")
     record = as_record(start("CS-A", "1", status="Invalid"), topic=BY_SITE)
 
-    outcome = await handle_site_record(world.rt, Record(BY_SITE, 0, 0, b"SITE1", record.value, record.headers + (("site_id", b"SITE1"),)))
+    outcome = await world.sites.handle_record(Record(BY_SITE, 0, 0, b"SITE1", record.value, record.headers + (("site_id", b"SITE1"),)))
 
     assert outcome in ("updated", "unchanged")
     assert world.sent() == []

@@ -6,6 +6,7 @@ after the write. The store traffic is counted in the SQLite adapter (`store.ops`
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -13,11 +14,10 @@ import pytest
 from services.common import codec, topics
 from services.common import events as ev
 from services.common.bus.delivery import DeliveryPolicy
-from services.common.bus.port import Record
+from services.common.bus.port import Outgoing, Record
 from services.common.errors import ConflictError
-from services.smart_charging import handlers
-from services.smart_charging.handlers import handle_site_batch
-from services.smart_charging.repartition import BY_SITE, handle_event_batch, handle_event_record, is_relevant
+from services.common.kinds import SITE_STATE
+from services.smart_charging.repartition import BY_SITE, Regrouper, is_relevant
 
 from .builders import T0, booted, command_result, current, envelope, latest_limits, later, started
 from .conftest import World
@@ -63,12 +63,12 @@ async def versions(world: World) -> dict[str, int]:
 
 async def test_readings_that_change_no_allocation_read_each_state_once_per_batch_and_write_nothing(world: World) -> None:
     await two_sites_charging(world)
-    await handle_site_batch(world.rt, readings(1))  # the sites' 30 s re-read happens here
+    await world.sites.handle_batch(readings(1))  # the sites' 30 s re-read happens here
     before_versions = await versions(world)
 
     for per_station in (1, 10):
         before = Counter(world.rt.store.ops)  # type: ignore[attr-defined]
-        outcomes = await handle_site_batch(world.rt, readings(per_station))
+        outcomes = await world.sites.handle_batch(readings(per_station))
 
         assert outcomes == {"unchanged": 4 * per_station}
         assert ops_since(world, before) == Counter({("read", "docs"): 1})  # one get_docs for both sites
@@ -77,7 +77,7 @@ async def test_readings_that_change_no_allocation_read_each_state_once_per_batch
 
 async def test_a_batch_writes_a_changed_site_once_and_sends_its_profiles_after_the_write(world: World) -> None:
     await two_sites_charging(world)
-    await handle_site_batch(world.rt, readings(1))
+    await world.sites.handle_batch(readings(1))
     before_versions, mark = await versions(world), len(world.sent())
     batch = readings(3)
     batch.insert(5, by_site(current("A1", "1", {"L1": 5.0}, at=later(90)), "SITE1"))  # A1 uses clearly less
@@ -85,12 +85,12 @@ async def test_a_batch_writes_a_changed_site_once_and_sends_its_profiles_after_t
     real_put_doc = world.rt.store.put_doc
 
     async def put_doc(kind: str, doc_id: str, doc: dict[str, Any], **kw: Any) -> bool:
-        if kind == handlers.STATE_KIND:
+        if kind == SITE_STATE:
             writes.append((doc_id, kw.get("version") or 0, len(world.sent()) - mark))
         return await real_put_doc(kind, doc_id, doc, **kw)
 
     world.rt.store.put_doc = put_doc  # type: ignore[method-assign]
-    outcomes = await handle_site_batch(world.rt, batch)
+    outcomes = await world.sites.handle_batch(batch)
     await world.settled()
 
     assert outcomes == {"allocated": 1, "unchanged": 12}
@@ -104,12 +104,12 @@ async def test_a_batch_writes_a_changed_site_once_and_sends_its_profiles_after_t
 
 async def test_a_change_undone_in_the_same_batch_sends_nothing_and_is_written_once(world: World) -> None:
     await two_sites_charging(world)
-    await handle_site_batch(world.rt, readings(1))
+    await world.sites.handle_batch(readings(1))
     before_versions, mark = await versions(world), len(world.sent())
     world.clock.advance(60)
 
     # A1 draws 5 A (capped, A2 raised), then, once settled, its whole limit again (cap lifted).
-    outcomes = await handle_site_batch(world.rt, [
+    outcomes = await world.sites.handle_batch([
         by_site(current("A1", "1", {"L1": 5.0}, at=later(130)), "SITE1", 0),
         by_site(current("A1", "1", {"L1": 5.8}, at=later(200)), "SITE1", 1),
     ])
@@ -122,7 +122,7 @@ async def test_a_change_undone_in_the_same_batch_sends_nothing_and_is_written_on
 
 async def test_a_consumer_that_lost_the_site_sends_nothing(world: World) -> None:
     await two_sites_charging(world)
-    await handle_site_batch(world.rt, readings(1))
+    await world.sites.handle_batch(readings(1))
     mark = len(world.sent())
 
     async def newer_version_stored(*args: Any, **kwargs: Any) -> bool:
@@ -130,7 +130,7 @@ async def test_a_consumer_that_lost_the_site_sends_nothing(world: World) -> None
 
     world.rt.store.put_doc = newer_version_stored  # type: ignore[method-assign]
     with pytest.raises(ConflictError):
-        await handle_site_batch(world.rt, [by_site(current("A1", "1", {"L1": 5.0}, at=later(90)), "SITE1")])
+        await world.sites.handle_batch([by_site(current("A1", "1", {"L1": 5.0}, at=later(90)), "SITE1")])
     await world.settled()
 
     assert world.sent_since(mark) == []
@@ -141,14 +141,14 @@ async def test_a_poison_record_is_dead_lettered_alone_and_its_batch_is_applied(w
     for station_id in ("CS-A", "POISON", "CS-B"):
         await world.station(station_id)
     world.bus.policy = DeliveryPolicy(max_attempts=2, backoff_s=0.01)
-    real_on_event = handlers._on_event
+    real_on_event = world.sites._on_event
 
-    async def on_event(rt: Any, site_id: str, env: ev.Envelope, step: Any) -> None:
+    async def on_event(site_id: str, env: ev.Envelope, step: Any) -> None:
         if env.station_id == "POISON":
             raise RuntimeError("a bug this record triggers")
-        await real_on_event(rt, site_id, env, step)
+        await real_on_event(site_id, env, step)
 
-    monkeypatch.setattr(handlers, "_on_event", on_event)
+    monkeypatch.setattr(world.sites, "_on_event", on_event)
     await world.service.start()
 
     await world.feed(started("CS-A", "1"), started("POISON", "2"), started("CS-B", "3"))
@@ -163,10 +163,10 @@ async def test_the_state_keeps_only_each_sessions_latest_profile_so_it_does_not_
     for k in range(6):  # A1 alternately uses clearly less and its whole limit: a profile each time
         world.clock.advance(40)
         amps = 5.0 if k % 2 == 0 else 5.8
-        await handle_site_batch(world.rt, [by_site(current("A1", "1", {"L1": amps}, at=world.clock.now), "SITE1")])
+        await world.sites.handle_batch([by_site(current("A1", "1", {"L1": amps}, at=world.clock.now), "SITE1")])
     await world.settled()
 
-    sent = [s for s in world.sent() if s.purpose == "TxProfile"]
+    sent = [s for s in world.sent() if s.purpose == "tx"]
     assert len(sent) >= 4 + 12  # the starts, then A1 and A2 re-limited six times
     latest = {s.station_id: s.command.command_id for s in sent if s.station_id in ("A1", "A2")}
     assert sorted((await world.state("SITE1"))["issued"]) == sorted(latest.values())
@@ -181,10 +181,10 @@ async def test_stage_1_drops_kinds_it_does_not_need_without_decoding_them(world:
     garbage = b"\xff\x00 not protobuf"
     for kind in ("Heartbeat", "ConnectorStatus", "StationConnected", "Authorization"):
         record = Record(topics.EVENTS, 0, 0, b"CS-A", garbage, (("ce_type", f"csms.events.v1.{kind}".encode()),))
-        assert await handle_event_record(world.rt, record) == "ignored"
+        assert await world.regroup.handle_event_record(record) == "ignored"
     # Meter values without any current sample are dropped on their bytes.
     record = Record(topics.EVENTS, 0, 0, b"CS-A", garbage, (("ce_type", b"csms.events.v1.MeterValues"),))
-    assert await handle_event_record(world.rt, record) == "ignored"
+    assert await world.regroup.handle_event_record(record) == "ignored"
 
 
 def _events() -> list[ev.Envelope]:
@@ -224,20 +224,16 @@ async def test_stage_1_keeps_exactly_what_is_relevant_and_forwards_it_in_order_a
     await world.station("CS-A")
     envs = _events()
     calls: list[int] = []
-    real_many, real_one = world.bus.publish_many, world.bus.publish
 
-    async def publish_many(items: Any) -> None:
+    async def publish_many(items: Sequence[Outgoing]) -> None:
         calls.append(len(items))
-        await real_many(items)
+        await world.bus.publish_many(items)
 
     async def publish(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("stage 1 forwards a batch with publish_many")
 
-    world.bus.publish_many, world.bus.publish = publish_many, publish  # type: ignore[method-assign]
-    try:
-        outcomes = await handle_event_batch(world.rt, [on_events(env, i) for i, env in enumerate(envs)])
-    finally:
-        world.bus.publish_many, world.bus.publish = real_many, real_one  # type: ignore[method-assign]
+    regroup = Regrouper(stations=world.rt.store, publish=publish, publish_many=publish_many)
+    outcomes = await regroup.handle_event_batch([on_events(env, i) for i, env in enumerate(envs)])
 
     relevant = [env for env in envs if is_relevant(env)]
     assert outcomes == {"forwarded": len(relevant), "ignored": len(envs) - len(relevant), "no_site": 0, "undecodable": 0}

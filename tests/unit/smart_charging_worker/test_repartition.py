@@ -5,7 +5,7 @@ from __future__ import annotations
 from services.common import codec, sites_codec, topics
 from services.common import events as ev
 from services.common.bus.port import Record
-from services.smart_charging.repartition import BY_SITE, handle_event_record, handle_sites_record, is_relevant
+from services.smart_charging.repartition import BY_SITE, is_relevant
 
 from .builders import T0, booted, command_result, envelope, site_change, site_updated, started
 from .conftest import World
@@ -28,7 +28,7 @@ async def test_an_event_is_forwarded_with_the_same_bytes_and_headers_keyed_by_it
     await world.station("CS-A")
     record = as_record(started("CS-A", "1"))
 
-    assert await handle_event_record(world.rt, record) == "forwarded"
+    assert await world.regroup.handle_event_record(record) == "forwarded"
 
     [out] = by_site(world)
     assert out.key == b"SITE1"
@@ -46,7 +46,7 @@ def as_site_record(change: sites_codec.SiteChange) -> Record:
 async def test_a_site_updated_is_forwarded_to_its_site_with_the_same_bytes_and_headers(world: World) -> None:
     record = as_site_record(site_change({"id": "SITE9", "grid_limit_a": 40}))
 
-    assert await handle_sites_record(world.rt, record) == "forwarded"
+    assert await world.regroup.handle_sites_record(record) == "forwarded"
 
     [out] = by_site(world)
     assert out.key == b"SITE9"
@@ -59,7 +59,7 @@ async def test_a_site_updated_without_its_ce_type_gets_it_so_the_site_stage_can_
     change = site_change({"id": "SITE9", "grid_limit_a": 40})
     record = Record(topics.SITES, 0, 0, b"SITE9", sites_codec.encode_site_updated(change), (("ce_type", b"other"),))
 
-    assert await handle_sites_record(world.rt, record) == "forwarded"
+    assert await world.regroup.handle_sites_record(record) == "forwarded"
 
     [out] = by_site(world)
     assert out.headers == (("ce_type", b"csms.sites.v1.SiteUpdated"), ("site_id", b"SITE9"))
@@ -68,12 +68,12 @@ async def test_a_site_updated_without_its_ce_type_gets_it_so_the_site_stage_can_
 async def test_a_station_that_joins_a_site_is_regrouped_after_the_site_updated(world: World) -> None:
     await world.site("SITE1")
     await world.station("CS-A", site_id=None)
-    assert await handle_event_record(world.rt, as_record(started("CS-A", "1"))) == "no_site"
+    assert await world.regroup.handle_event_record(as_record(started("CS-A", "1"))) == "no_site"
     await world.station("CS-A", site_id="SITE1")
 
-    await handle_sites_record(world.rt, as_site_record(site_change({"id": "SITE1", "grid_limit_a": 32})))
+    await world.regroup.handle_sites_record(as_site_record(site_change({"id": "SITE1", "grid_limit_a": 32})))
 
-    assert await handle_event_record(world.rt, as_record(started("CS-A", "2"))) == "forwarded"
+    assert await world.regroup.handle_event_record(as_record(started("CS-A", "2"))) == "forwarded"
 
 
 async def test_an_undecodable_site_updated_is_counted_and_skipped(world: World) -> None:
@@ -83,14 +83,14 @@ async def test_an_undecodable_site_updated_is_counted_and_skipped(world: World) 
     not_an_object = sites_codec.sites_pb2.SiteUpdated(site_id="S", site_json="[1]").SerializeToString()
     for value in (b"\xff\x00garbage", no_site_id.SerializeToString(), not_an_object):
         record = Record(topics.SITES, 0, 0, b"S", value, (("ce_type", b"csms.sites.v1.SiteUpdated"),))
-        assert await handle_sites_record(world.rt, record) == "undecodable"
+        assert await world.regroup.handle_sites_record(record) == "undecodable"
     assert by_site(world) == []
 
 
 async def test_a_legacy_site_notification_is_still_forwarded_to_its_site(world: World) -> None:
     record = as_record(site_updated({"id": "SITE9", "grid_limit_a": 40}))
 
-    assert await handle_event_record(world.rt, record) == "forwarded"
+    assert await world.regroup.handle_event_record(record) == "forwarded"
 
     [out] = by_site(world)
     assert out.key == b"SITE9" and out.header("site_id") == "SITE9"
@@ -105,7 +105,7 @@ async def test_events_smart_charging_does_not_need_are_ignored(world: World) -> 
     other_command = ev.CommandResult(command_id="c1", command_type="Reset", status="Accepted")
 
     for body in (ev.Heartbeat(), energy_only, other_command, ev.ConnectorStatus(evse_id=1, connector_id=1, status="Charging")):
-        assert await handle_event_record(world.rt, as_record(envelope("CS-A", body))) == "ignored"
+        assert await world.regroup.handle_event_record(as_record(envelope("CS-A", body))) == "ignored"
     assert by_site(world) == []
 
 
@@ -116,6 +116,8 @@ async def test_the_relevant_events_are_transactions_currents_profile_answers_boo
     assert is_relevant(envelope("CS", ev.TransactionUpdated(transaction_id="t", samples=(current,))))
     assert not is_relevant(envelope("CS", ev.TransactionUpdated(transaction_id="t")))
     assert is_relevant(command_result("CS", "c1", "Rejected"))
+    # the answer to an outbox entry of the version before SetChargingLimit
+    assert is_relevant(envelope("CS", ev.CommandResult(command_id="c2", command_type="SetChargingProfile", status="Rejected")))
     assert is_relevant(booted("CS"))
     assert not is_relevant(booted("CS", status="Pending"))
     assert is_relevant(site_updated({"id": "S"}))
@@ -125,15 +127,15 @@ async def test_the_relevant_events_are_transactions_currents_profile_answers_boo
 async def test_a_station_that_joins_a_site_is_regrouped_after_a_legacy_site_notification(world: World) -> None:
     await world.site("SITE1")
     await world.station("CS-A", site_id=None)
-    assert await handle_event_record(world.rt, as_record(started("CS-A", "1"))) == "no_site"
+    assert await world.regroup.handle_event_record(as_record(started("CS-A", "1"))) == "no_site"
     await world.station("CS-A", site_id="SITE1")
 
-    await handle_event_record(world.rt, as_record(site_updated({"id": "SITE1", "grid_limit_a": 32})))
+    await world.regroup.handle_event_record(as_record(site_updated({"id": "SITE1", "grid_limit_a": 32})))
 
-    assert await handle_event_record(world.rt, as_record(started("CS-A", "2"))) == "forwarded"
+    assert await world.regroup.handle_event_record(as_record(started("CS-A", "2"))) == "forwarded"
 
 
 async def test_undecodable_bytes_are_counted_and_skipped(world: World) -> None:
     record = Record(topics.EVENTS, 0, 0, b"CS-A", b"\xff\x00garbage", (("ce_type", b"csms.events.v1.TransactionStarted"),))
 
-    assert await handle_event_record(world.rt, record) == "undecodable"
+    assert await world.regroup.handle_event_record(record) == "undecodable"

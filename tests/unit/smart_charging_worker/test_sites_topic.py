@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from services.common import sites_codec
 from services.common.bus.port import Record
-from services.smart_charging.handlers import handle_site_record
+from services.common.kinds import SITE, SITE_STATE
 from services.smart_charging.repartition import BY_SITE
 
 from .builders import latest_limits, site_change, site_updated, started
@@ -27,9 +27,9 @@ async def test_the_legacy_site_notification_on_csms_events_v1_is_still_applied(w
     await world.feed(site_updated({"id": "SITE1", "grid_limit_a": 20, "phases": 3}))
 
     assert latest_limits(world.sent()) == {"CS-A": 10.0, "CS-B": 10.0}
-    await world.rt.store.delete_doc("site", "SITE1")
+    await world.rt.store.delete_doc(SITE, "SITE1")
     await world.feed(site_updated({"id": "SITE1", "deleted": True}))
-    assert await world.rt.store.get_doc("site_state", "SITE1") is None
+    assert await world.rt.store.get_doc(SITE_STATE, "SITE1") is None
 
 
 async def test_an_older_site_change_redelivered_after_a_newer_one_changes_nothing(world: World) -> None:
@@ -62,12 +62,12 @@ async def test_the_site_stage_says_which_site_changes_it_ignored(world: World) -
             *sites_codec.site_headers(change), ("site_id", b"SITE1"),
         ))
 
-    assert await handle_site_record(world.rt, record(site_change(site, version=7))) == "updated"
+    assert await world.sites.handle_record(record(site_change(site, version=7))) == "updated"
     assert (await world.state())["limit_a"] == str(Decimal(25))
-    assert await handle_site_record(world.rt, record(site_change(site, version=7))) == "stale"
-    assert await handle_site_record(world.rt, record(site_change(site, version=5, deleted=True))) == "stale"
-    assert await world.rt.store.get_doc("site_state", "SITE1") is not None
-    assert await handle_site_record(world.rt, record(site_change(site, version=8, deleted=True))) == "site_deleted"
-    assert await world.rt.store.get_doc("site_state", "SITE1") is None
+    assert await world.sites.handle_record(record(site_change(site, version=7))) == "stale"
+    assert await world.sites.handle_record(record(site_change(site, version=5, deleted=True))) == "stale"
+    assert await world.rt.store.get_doc(SITE_STATE, "SITE1") is not None
+    assert await world.sites.handle_record(record(site_change(site, version=8, deleted=True))) == "site_deleted"
+    assert await world.rt.store.get_doc(SITE_STATE, "SITE1") is None
     garbage = Record(BY_SITE, 0, 0, b"SITE1", b"\xff\x00", (("ce_type", b"csms.sites.v1.SiteUpdated"),))
-    assert await handle_site_record(world.rt, garbage) == "undecodable"
+    assert await world.sites.handle_record(garbage) == "undecodable"

@@ -5,18 +5,19 @@ station events now - writes no `site:` station-status document."""
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
 from typing import Any, AsyncIterator
 
 import aiohttp
 import pytest
 
 from services.api.service import ApiService
+from services.api.wiring import build_api
 from services.common import codec, sites_codec, topics
 from services.common.bus.port import Record
+from services.common.kinds import SITE_STATE, STATION_STATUS
 from services.sessions.handlers import GROUP as SESSIONS_GROUP
-from services.sessions.worker import SessionsService
+from services.sessions.wiring import build_sessions
+from tests.support import eventually
 
 from .builders import booted, latest_limits, started
 from .conftest import World, open_world
@@ -25,7 +26,7 @@ API_KEY = "sites-topic-test-key"
 
 
 class System:
-    """The API, the sessions processor and smart charging on one MemoryBus + SQLite."""
+    """The API, the sessions processor and smart charging on one MemoryBus + in-memory store."""
 
     def __init__(self, world: World, api: ApiService, http: aiohttp.ClientSession) -> None:
         self.world, self.api, self.http = world, api, http
@@ -36,19 +37,15 @@ class System:
             return r.status, (await r.json() if r.status != 204 else None)
 
     async def settled(self) -> None:
-        for _ in range(1000):
-            if self.world.bus.lag(SESSIONS_GROUP, topics.EVENTS) == 0:
-                break
-            await asyncio.sleep(0.005)
-        else:
-            raise AssertionError("the sessions processor did not consume csms.events.v1")
+        await eventually(lambda: self.world.bus.lag(SESSIONS_GROUP, topics.EVENTS) == 0, 5.0, interval=0.005,
+                         what="the sessions processor consumed csms.events.v1")
         await self.world.settled()
 
 
 @pytest.fixture
-async def system(tmp_path: Path) -> AsyncIterator[System]:
-    async with open_world(tmp_path, api_key=API_KEY, host="127.0.0.1", api_port=0) as world:
-        sessions, api = SessionsService(world.rt), ApiService(world.rt)
+async def system() -> AsyncIterator[System]:
+    async with open_world(api_key=API_KEY, host="127.0.0.1", api_port=0) as world:
+        sessions, api = build_sessions(world.rt), build_api(world.rt)
         await sessions.start()
         await world.service.start()
         await api.start()
@@ -85,13 +82,13 @@ async def test_a_site_change_reaches_its_sessions_through_csms_sites_v1_and_make
     assert [r.key for r in records(world, topics.SITES)] == [b"SITE1"] * len(changes)
     events = [codec.decode_event(r.value) for r in records(world, topics.EVENTS)]
     assert events and not [e for e in events if e.station_id.startswith("site:")]  # station events only
-    status_ids = {d["station_id"] for d in await world.rt.store.list_docs("station_status")}
+    status_ids = {d["station_id"] for d in await world.rt.store.list_docs(STATION_STATUS)}
     assert {"CS-A", "CS-B"} <= status_ids  # the sessions processor did write station statuses...
     assert not [s for s in status_ids if s.startswith("site:")]  # ...and none for a site
 
     assert (await system.call("DELETE", "/api/v1/sites/SITE1"))[0] == 204
     await system.settled()
-    assert await world.rt.store.get_doc("site_state", "SITE1") is None
+    assert await world.rt.store.get_doc(SITE_STATE, "SITE1") is None
     assert sites_codec.decode_site_updated(records(world, topics.SITES)[-1].value).deleted
-    status_ids = {d["station_id"] for d in await world.rt.store.list_docs("station_status")}
+    status_ids = {d["station_id"] for d in await world.rt.store.list_docs(STATION_STATUS)}
     assert not [s for s in status_ids if s.startswith("site:")]

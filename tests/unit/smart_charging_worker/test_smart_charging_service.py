@@ -1,4 +1,4 @@
-"""SmartChargingService end to end on the bus: station events in, SetChargingProfile commands out."""
+"""The smart-charging processor end to end on the bus: station events in, SetChargingLimit commands out."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ async def test_three_sessions_on_a_32_a_site_get_profiles_that_add_up_to_at_most
     await three_charging(world)
 
     sent = world.sent()
-    assert {s.command.command_type for s in sent} == {"SetChargingProfile"}
+    assert {s.command.command_type for s in sent} == {"SetChargingLimit"}
     assert {s.command.issuer for s in sent} == {"smart_charging"}
     assert all(s.partition == 0 and s.command.target_gateway_id == "gateway-0" for s in sent)
     limits = latest_limits(sent)
@@ -42,12 +42,13 @@ async def test_each_transaction_keeps_one_profile_id_so_a_new_limit_replaces_the
 
     a_profiles = [s for s in world.sent() if s.station_id == "CS-A"]
     assert [s.limit for s in a_profiles] == [32.0, 16.0, 10.7]
-    assert {s.profile["chargingProfileId"] for s in a_profiles} == {TX_PROFILE_ID_BASE + 1}
-    assert {s.profile["stackLevel"] for s in a_profiles} == {0}
+    assert {s.params["profile_id"] for s in a_profiles} == {TX_PROFILE_ID_BASE + 1}
+    assert {s.profile("1.6")["chargingProfileId"] for s in a_profiles} == {TX_PROFILE_ID_BASE + 1}
+    assert {s.profile("1.6")["stackLevel"] for s in a_profiles} == {0}
     first = a_profiles[0]
-    assert first.params["connector_id"] == 1
-    assert first.profile["transactionId"] == 100
-    assert first.profile["chargingSchedule"]["chargingRateUnit"] == "A"
+    assert first.params["evse_id"] == 1 and first.frame("1.6")[1]["connectorId"] == 1
+    assert first.profile("1.6")["transactionId"] == 100
+    assert first.profile("1.6")["chargingSchedule"]["chargingRateUnit"] == "A"
 
 
 async def test_when_one_session_ends_the_two_others_are_raised_to_16_a_each(world: World) -> None:
