@@ -90,7 +90,7 @@ async def _openapi(request: web.Request) -> web.Response:
 
 def create_app(ctx: ApiContext) -> web.Application:
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, auth_middleware(ctx.rt.settings.api_key)],
+        middlewares=[metrics_middleware, error_middleware, auth_middleware(ctx.settings.api_key)],
         client_max_size=1 << 20,
     )
     app[CTX] = ctx

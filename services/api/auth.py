@@ -7,6 +7,7 @@ import logging
 from typing import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from services.api.errors import ApiError
 
@@ -31,7 +32,7 @@ def check_bearer(header: str | None, api_key: str | None) -> bool:
     return hmac.compare_digest(token.strip().encode(), api_key.encode())
 
 
-def auth_middleware(api_key: str | None) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def auth_middleware(api_key: str | None) -> Middleware:
     if not api_key:
         log.error("no API key configured (CSMS_API_KEY): every /api/v1 request will be refused")
 

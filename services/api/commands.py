@@ -1,7 +1,9 @@
 """Station commands: the API's one snake_case vocabulary, validation, and the result waiter.
 
 The gateway translates a command to the station's OCPP version; the API only checks
-what every version needs (type, required parameters, their types). Results come back
+what every version needs (type, required parameters, their types). The command types
+are the gateway's builder table (`services.common.ocpp.commands.COMMAND_TYPES`): a
+command the gateway cannot build is not accepted here. Results come back
 on csms.events.v1 as CommandResult bodies; `CommandWaiter` is a consumer group of
 its own per API instance (every instance sees every result), filters on the
 CloudEvents `ce_type` header before decoding anything, and resolves the future of
@@ -13,14 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from typing import Any, Sequence
 
 from services.api.validation import MISSING, Validator
 from services.common import topics
-from services.common.bus import Bus, Record
+from services.common.bus import Bus, Record, Subscription
 from services.common.codec import decode_event
+from services.common.decimals import parse_decimal
 from services.common.events import CommandResult
+from services.common.ocpp.commands import COMMAND_TYPES, SET_CHARGING_LIMIT
 
 __all__ = [
     "WaiterClosed",
@@ -36,31 +41,6 @@ log = logging.getLogger("csms.api.commands")
 RESULT_CE_TYPE = "csms.events.v1.CommandResult"
 MAX_TIMEOUT_S = 120.0
 
-COMMAND_TYPES: tuple[str, ...] = (
-    "RemoteStart",
-    "RemoteStop",
-    "Reset",
-    "UnlockConnector",
-    "ChangeAvailability",
-    "SetChargingProfile",
-    "ClearChargingProfile",
-    "TriggerMessage",
-    "GetConfiguration",
-    "ChangeConfiguration",
-    "GetVariables",
-    "SetVariables",
-    "UpdateFirmware",
-    "GetDiagnostics",
-    "GetLog",
-    "DataTransfer",
-    "ClearCache",
-    "GetLocalListVersion",
-    "ReserveNow",
-    "CancelReservation",
-    "GetCompositeSchedule",
-    "GetBaseReport",
-    "GetTransactionStatus",
-)
 
 _ENVELOPE_KEYS = {"type", "timeout"}
 
@@ -118,6 +98,16 @@ def _params(v: Validator, command_type: str) -> None:
     elif command_type == "SetChargingProfile":
         if not isinstance(v.data.get("charging_profile"), dict):
             v.fail("charging_profile", "is required (an OCPP charging profile object)")
+    elif command_type == SET_CHARGING_LIMIT:
+        purpose = v.string("purpose", required=True, choices=("tx", "default"))
+        v.integer("profile_id", required=True, minimum=0, maximum=2**31 - 1)
+        amps = parse_decimal(v.data.get("limit_a"))
+        if amps is None or amps < 0:
+            v.fail("limit_a", "is required (a current >= 0 A per phase, as a number or a decimal string)")
+        v.integer("number_phases", nullable=True, minimum=1, maximum=3)
+        if purpose == "tx":
+            v.string("transaction_id", required=True, max_len=36)
+            v.string("start", required=True, max_len=40)
     elif command_type == "GetConfiguration":
         keys = v.data.get("keys", MISSING)
         if keys is not MISSING and keys is not None and (
@@ -137,9 +127,28 @@ def validate_command(body: dict[str, Any], default_timeout_s: float) -> tuple[st
     timeout = v.number("timeout", positive=True, maximum=MAX_TIMEOUT_S)
     if command_type is not MISSING:
         _params(v, command_type)
-    v.done()
     params = {k: val for k, val in body.items() if k not in _ENVELOPE_KEYS}
+    for key, value in params.items():
+        if not _wire_json(value):
+            v.fail(key, "must be JSON a station can read: integers within 64 bits, finite numbers")
+    v.done()
     return command_type, params, float(default_timeout_s if timeout is MISSING else timeout)
+
+
+def _wire_json(value: object) -> bool:
+    """Whether the command can carry `value` (the router encodes commands with orjson,
+    which refuses integers beyond 64 bits; NaN and Infinity are not JSON)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**64
+    if isinstance(value, dict):
+        return all(_wire_json(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_wire_json(v) for v in value)
+    return True
 
 
 class WaiterClosed(Exception):
@@ -153,7 +162,7 @@ class CommandWaiter:
         self.bus = bus
         self.group = group or topics.group(f"csms-api-{uuid.uuid4().hex[:8]}")
         self._pending: dict[str, asyncio.Future[CommandResult]] = {}
-        self._sub: Any = None
+        self._sub: Subscription | None = None
 
     @property
     def running(self) -> bool:

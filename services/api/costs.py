@@ -2,33 +2,32 @@
 
 Completed and abandoned sessions show their latest CDR (final, held or not). Active
 ones, and ended ones not yet billed, are priced on the fly against the tariff that
-applies: station tariff, else site tariff, else the default tariff. No tariff, no cost
-(null); a session whose token the CSMS refused is never billed, so it has no cost either
-(null).
+applies (billing's `resolve_tariff`: station tariff, else site tariff, else the default
+tariff). No tariff, no cost (null); a session whose token the CSMS refused is never
+billed, so it has no cost either (null).
 
-One arithmetic with billing and the gateway (ADR 015): when the session document's
-price accumulator was opened with the tariff that applies now (same id and fingerprint),
-at the session's start and energy anchor, the price is `finish_price` on it: O(bands),
-no sample read. Otherwise (no accumulator, the tariff was edited or reassigned since the
-start) the session's stored samples are folded again (`price_session`), as billing does.
-Documents written before ADR 015 carry their samples (`meter_samples`): those are used
-when the sample store has none.
+The arithmetic is billing's (ADR 015), not a copy: when the session's price accumulator
+was opened with the tariff that applies now (same id and fingerprint), at the session's
+start and energy anchor, the price is billing's `finish_price` on it: O(bands), no
+sample read. Otherwise (no accumulator, the tariff was edited or reassigned since the
+start) the session's kept register readings (billing's `stored_readings`, judged by the
+sessions domain) are priced by billing's `price_session`. A document written before
+ADR 015 carries its samples: those are used when the sample store has none.
 
-Like the billing worker: the register ends at `energy_anchor_wh + energy_wh`; samples
-flagged `excluded` (or unusable as sent) never count; an abandoned session ends at its
-last kept register reading (else when it was closed); time is priced over at most
-`max_duration` (CSMS_SESSION_MAX_DURATION_H), so a station clock in 1970 cannot make a
-list of sessions slow.
+Like the billing worker: the register ends at `energy_anchor_wh + energy_wh`; an
+abandoned session ends at its last kept register reading (else when it was closed);
+time is priced over at most `max_duration` (CSMS_SESSION_MAX_DURATION_H), so a station
+clock in 1970 cannot make a list of sessions slow. What differs from a CDR is only the
+end: a running session is priced up to now.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP
-from typing import Any
+from typing import Any, Mapping, Protocol
 
-from services.billing.documents import latest_cdr_doc, stored_readings, tariff_from_doc
+from services.billing.documents import default_tariff_doc, latest_cdr_doc, resolve_tariff, stored_readings
 from services.billing.domain import (
     MAX_PRICED_DURATION,
     PriceBreakdown,
@@ -36,192 +35,131 @@ from services.billing.domain import (
     StaleAccumulator,
     Tariff,
     TariffError,
-    accumulator_from_dict,
     accumulator_matches,
     finish_price,
     is_billable_status,
     price_session,
     refusal,
 )
-from services.common.decimals import parse_decimal
-from services.common.events import ENERGY_REGISTER
-from services.common.store.port import Store
-from services.common.timeutil import parse_ocpp, to_ocpp
+from services.common.store.port import DocumentStore, SampleStore, StationStore
+from services.common.timeutil import to_ocpp
+from services.sessions.documents import is_legacy_doc, legacy_samples
+from services.sessions.domain import DEFAULT_RULES, Plausibility, Session, kept_register_readings
 
-__all__ = ["session_cost", "session_price", "TariffResolver", "usage_from_session", "find_default_tariff"]
+__all__ = ["PricingReads", "TariffCache", "session_cost", "session_price"]
 
 log = logging.getLogger("csms.api.costs")
 
-_MAX_SCAN = 1000
+_MAX_REGISTER_WH = 10**15
+
+Json = dict[str, Any]
 
 
-async def find_default_tariff(store: Store) -> dict[str, Any] | None:
-    for doc in await store.list_docs("tariff", limit=_MAX_SCAN):
-        if doc.get("default") is True:
-            return doc
-    return None
+class PricingReads(StationStore, DocumentStore, SampleStore, Protocol):
+    """What pricing a session reads: the station (its tariff, its site), tariff, site and
+    CDR documents, and the session's samples."""
 
 
-class TariffResolver:
-    """Station tariff, else site tariff, else the default tariff (as the billing worker
-    resolves them), memoized: one instance per request (a list of 100
-    sessions of a few stations costs a few store reads, not hundreds)."""
+class TariffCache:
+    """The tariff that applies to a station (billing's `resolve_tariff`), memoized: one
+    instance per request (a list of 100 sessions of a few stations costs a few store
+    reads, not hundreds). None: no tariff applies, or the one that does is invalid."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._by_station: dict[str, dict[str, Any] | None] = {}
+    def __init__(self, reads: PricingReads) -> None:
+        self._reads = reads
+        self._by_station: dict[str, Tariff | None] = {}
         self._default: dict[str, Any] | None = None
-        self._default_loaded = False
+        self._default_read = False
 
-    async def default(self) -> dict[str, Any] | None:
-        if not self._default_loaded:
-            self._default = await find_default_tariff(self.store)
-            self._default_loaded = True
+    async def _default_doc(self) -> dict[str, Any] | None:
+        if not self._default_read:
+            self._default = await default_tariff_doc(self._reads)
+            self._default_read = True
         return self._default
 
-    async def for_station(self, station_id: str) -> dict[str, Any] | None:
+    async def for_station(self, station_id: str) -> Tariff | None:
         if station_id not in self._by_station:
-            self._by_station[station_id] = await self._resolve(station_id)
+            try:
+                resolved = await resolve_tariff(self._reads, station_id, default_doc=self._default_doc)
+            except TariffError as exc:
+                log.warning("station %s: its tariff is invalid (%s): sessions shown without cost", station_id, exc)
+                resolved = None
+            self._by_station[station_id] = resolved.tariff if resolved is not None else None
         return self._by_station[station_id]
 
-    async def _resolve(self, station_id: str) -> dict[str, Any] | None:
-        station = await self.store.get_station(station_id)
-        if station is not None and station.tariff_id:
-            doc = await self.store.get_doc("tariff", station.tariff_id)
-            if doc is not None:
-                return doc
-        if station is not None and station.site_id:
-            site = await self.store.get_doc("site", station.site_id)
-            if site and site.get("tariff_id"):
-                doc = await self.store.get_doc("tariff", str(site["tariff_id"]))
-                if doc is not None:
-                    return doc
-        return await self.default()
+
+def _wh(value: int | None) -> int | None:
+    return value if value is not None and 0 <= value <= _MAX_REGISTER_WH else None
 
 
-def _time(value: Any) -> datetime | None:
-    if isinstance(value, str) and value:
-        try:
-            return parse_ocpp(value)
-        except ValueError:
-            return None
-    return None
+def _anchor(s: Session) -> int | None:
+    """The register energy counts from (sessions before the anchor existed: meterStart)."""
+    anchor = _wh(s.energy_anchor_wh)
+    return anchor if anchor is not None else _wh(s.meter_start_wh)
 
 
-def _wh(sample: dict[str, Any]) -> int | None:
-    if sample.get("measurand", ENERGY_REGISTER) not in ("", ENERGY_REGISTER) or sample.get("phase"):
-        return None
-    if sample.get("excluded") or sample.get("raw_value"):
-        return None  # implausible or not a number as sent: kept for the record, never counted
-    value = parse_decimal(sample.get("value"))
-    if value is None:
-        return None
-    unit = sample.get("unit", "Wh")
-    if unit == "kWh":
-        value = value * 1000
-    elif unit not in ("Wh", "", None):
-        return None
-    return int(value.to_integral_value(rounding=ROUND_HALF_UP))
-
-
-def _sample_time(s: dict[str, Any]) -> datetime | None:
-    return _time(s.get("timestamp") or s.get("at") or s.get("time"))
-
-
-def _counted_samples(doc: dict[str, Any]) -> list[tuple[datetime, int]]:
-    """The counted register readings of a document written before ADR 015 (samples inside)."""
-    out: list[tuple[datetime, int]] = []
-    for s in doc.get("meter_samples") or []:
-        if not isinstance(s, dict):
-            continue
-        at, wh = _sample_time(s), _wh(s)
-        if at is not None and wh is not None:
-            out.append((at, wh))
-    return out
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**15 else None
-
-
-def _last_reading_at(doc: dict[str, Any]) -> datetime | None:
-    last = doc.get("last_register")
-    if isinstance(last, dict):
-        return _time(last.get("at"))
-    return max((at for at, _ in _counted_samples(doc)), default=None)
-
-
-def _stop_of(doc: dict[str, Any], started: datetime) -> datetime | None:
+def _stop(s: Session, started: datetime) -> datetime | None:
     """The stop time; an abandoned session without one ends at its last kept register
     reading, else when the CSMS closed it (as the billing worker prices it)."""
-    stopped = _time(doc.get("stopped_at"))
-    if stopped is not None or doc.get("status") != "abandoned":
-        return stopped
-    last = _last_reading_at(doc)
-    if last is not None and last >= started:
-        return last
-    return _time(doc.get("abandoned_at")) or _time(doc.get("updated_at"))
+    if s.stopped_at is not None or s.status != "abandoned":
+        return s.stopped_at
+    last = s.last_register
+    if last is not None and last[0] >= started:
+        return last[0]
+    return s.abandoned_at or s.updated_at
 
 
-def _anchor(doc: dict[str, Any]) -> int | None:
-    """The register energy counts from (documents before ADR 015: meterStart)."""
-    anchor = _int(doc.get("energy_anchor_wh"))
-    return anchor if anchor is not None else _int(doc.get("meter_start_wh"))
-
-
-def usage_from_session(doc: dict[str, Any], readings: list[tuple[datetime, int]] | None = None) -> SessionUsage | None:
-    """What `price_session` needs, read tolerantly from a session document; `readings`: the
-    session's kept register readings (None: the document's own, if it has any)."""
-    started = _time(doc.get("started_at")) or _time(doc.get("received_at"))
-    if started is None:
-        return None
-    stopped = _stop_of(doc, started)
-    energy = _int(doc.get("energy_wh")) or 0
-    anchor = _anchor(doc)
-    if anchor is None:  # no register reading known: price the energy the session reports
-        return SessionUsage(started_at=started, stopped_at=stopped, meter_start_wh=0, meter_stop_wh=energy)
-    samples = _counted_samples(doc) if readings is None else readings
-    return SessionUsage(
-        started_at=started,
-        stopped_at=stopped,
-        charging_ended_at=_time(doc.get("charging_ended_at")),
-        energy_samples=tuple(samples),
-        meter_start_wh=anchor,
-        meter_stop_wh=anchor + energy,
-    )
+async def _readings(
+    reads: PricingReads, s: Session, doc: Mapping[str, Any], rules: Plausibility
+) -> list[tuple[datetime, int]]:
+    """The session's kept register readings: from the sample store, else (a document
+    written before ADR 015) from the document's own samples."""
+    readings = await stored_readings(reads, s.id, rules, doc=doc)
+    if not readings and is_legacy_doc(doc):
+        readings = kept_register_readings(s, legacy_samples(dict(doc)), rules)
+    return readings
 
 
 async def session_price(
-    store: Store, doc: dict[str, Any], tariff: Tariff, now: datetime, *, max_duration: timedelta = MAX_PRICED_DURATION
+    reads: PricingReads,
+    s: Session,
+    doc: Mapping[str, Any],
+    tariff: Tariff,
+    now: datetime,
+    *,
+    max_duration: timedelta = MAX_PRICED_DURATION,
+    rules: Plausibility = DEFAULT_RULES,
 ) -> PriceBreakdown | None:
-    """The running price of a session document against `tariff` (see the module docstring)."""
-    started = _time(doc.get("started_at")) or _time(doc.get("received_at"))
-    if started is None:
-        return None
-    anchor = _anchor(doc)
-    raw = doc.get("price")
-    if isinstance(raw, dict) and anchor is not None:
+    """The price of session `s` (stored as `doc`) against `tariff` so far (see the module
+    docstring); None when it cannot be priced (no time to start from)."""
+    started = s.started_at or s.received_at
+    stopped = _stop(s, started)
+    anchor = _anchor(s)
+    energy = _wh(s.energy_wh) or 0
+    if anchor is not None and accumulator_matches(s.price, tariff, started, anchor):
+        assert s.price is not None
         try:
-            acc = accumulator_from_dict(raw)
-        except (KeyError, TypeError, ValueError, ArithmeticError):
-            acc = None
-        if accumulator_matches(acc, tariff, started, anchor):
-            assert acc is not None
-            try:
-                return finish_price(
-                    acc, tariff, now=now, stopped_at=_stop_of(doc, started),
-                    charging_ended_at=_time(doc.get("charging_ended_at")),
-                    end_wh=anchor + (_int(doc.get("energy_wh")) or 0), max_duration=max_duration,
-                )
-            except StaleAccumulator:
-                pass  # folded with a shorter bound: fold the samples
-    session_id = str(doc.get("id") or "")
-    readings = await stored_readings(store, session_id, doc=doc) if session_id else []
-    usage = usage_from_session(doc, readings or None)
-    return None if usage is None else price_session(tariff, usage, now, max_duration=max_duration)
+            return finish_price(
+                s.price, tariff, now=now, stopped_at=stopped, charging_ended_at=s.charging_ended_at,
+                end_wh=anchor + energy, max_duration=max_duration,
+            )
+        except StaleAccumulator:
+            pass  # folded with a shorter bound: price the samples
+    if anchor is None:  # no register reading known: price the energy the session reports
+        usage = SessionUsage(started_at=started, stopped_at=stopped, meter_start_wh=0, meter_stop_wh=energy)
+    else:
+        usage = SessionUsage(
+            started_at=started,
+            stopped_at=stopped,
+            charging_ended_at=s.charging_ended_at,
+            energy_samples=tuple(await _readings(reads, s, doc, rules)),
+            meter_start_wh=anchor,
+            meter_stop_wh=anchor + energy,
+        )
+    return price_session(tariff, usage, now, max_duration=max_duration)
 
 
-def _cost_from_cdr(cdr: dict[str, Any]) -> dict[str, Any]:
+def _cost_from_cdr(cdr: Mapping[str, Any]) -> Json:
     total = cdr.get("total_cost") or {}
     return {
         "amount": total.get("amount"),
@@ -234,7 +172,7 @@ def _cost_from_cdr(cdr: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _running_cost(tariff: Tariff, b: PriceBreakdown) -> dict[str, Any]:
+def _running_cost(tariff: Tariff, b: PriceBreakdown) -> Json:
     return {
         "amount": b.total_excl_tax.display(),
         "currency": b.currency,
@@ -248,31 +186,30 @@ def _running_cost(tariff: Tariff, b: PriceBreakdown) -> dict[str, Any]:
 
 
 async def session_cost(
-    store: Store,
-    doc: dict[str, Any],
+    reads: PricingReads,
+    s: Session,
+    doc: Mapping[str, Any],
     now: datetime,
-    tariffs: TariffResolver | None = None,
+    tariffs: TariffCache,
     *,
     max_duration: timedelta = MAX_PRICED_DURATION,
-) -> dict[str, Any] | None:
-    session_id = str(doc.get("id") or "")
-    authorization = doc.get("authorization")
-    if isinstance(authorization, str) and refusal(authorization) is not None:
+    rules: Plausibility = DEFAULT_RULES,
+) -> Json | None:
+    """The `cost` of the session view (None: not priced)."""
+    if refusal(s.authorization) is not None:
         return None  # never billed
-    if is_billable_status(str(doc.get("status") or "")) and session_id:
-        cdr = await latest_cdr_doc(store, session_id)
+    if is_billable_status(s.status):
+        cdr = await latest_cdr_doc(reads, s.id)
         if cdr is not None:
             return _cost_from_cdr(cdr)
-    station_id = doc.get("station_id")
-    if not isinstance(station_id, str) or not station_id:
+    if not s.station_id:
         return None
-    tariff_doc = await (tariffs or TariffResolver(store)).for_station(station_id)
-    if tariff_doc is None:
+    tariff = await tariffs.for_station(s.station_id)
+    if tariff is None:
         return None
     try:
-        tariff = tariff_from_doc(tariff_doc)
-        breakdown = await session_price(store, doc, tariff, now, max_duration=max_duration)
+        breakdown = await session_price(reads, s, doc, tariff, now, max_duration=max_duration, rules=rules)
         return None if breakdown is None else _running_cost(tariff, breakdown)
     except (TariffError, ValueError, ArithmeticError) as exc:
-        log.warning("cannot price session %s station=%s: %s", session_id, station_id, exc)
+        log.warning("cannot price session %s station=%s: %s", s.id, s.station_id, exc)
         return None

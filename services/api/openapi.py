@@ -12,7 +12,7 @@ from typing import Any
 from services.api.commands import COMMAND_TYPES, MAX_TIMEOUT_S
 from services.api.validation import DEFAULT_LIMIT, MAX_LIMIT
 
-__all__ = ["openapi_document"]
+__all__ = ["VIEW_SCHEMAS", "openapi_document"]
 
 J = dict[str, Any]
 
@@ -68,6 +68,14 @@ def _op(summary: str, responses: J, *, tag: str, params: list[J] | None = None, 
     return op
 
 
+# The schemas of what services/api/views.py writes: each declares every field its view
+# emits (additionalProperties: false) and requires the ones it always emits
+# (tests/unit/api/test_api_views.py checks both against real responses).
+VIEW_SCHEMAS = (
+    "Station", "Connector", "Boot", "Token", "Session", "SessionCost", "RegisterReading", "MeterValue",
+    "MeterValuePage", "Money", "Tariff", "TariffBand", "Cdr", "Site", "CommandRecord",
+)
+
 _NULL_STR = {"type": ["string", "null"]}
 _NULL_NUM = {"type": ["number", "null"]}
 _MONEY_STR = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$", "examples": ["0.30"]}
@@ -117,17 +125,45 @@ _SCHEMAS: J = {
     },
     "Connector": {
         "type": "object",
+        "required": ["status", "error_code", "info", "vendor_error_code", "at"],
+        "additionalProperties": False,
         "properties": {
             "evse_id": {"type": "integer"},
             "connector_id": {"type": "integer"},
+            "key": {"type": "string", "description": "Instead of evse_id/connector_id when the station's key was not numeric."},
             "status": {"type": "string", "examples": ["Available", "Charging", "Faulted"]},
             "error_code": {"type": "string"},
-            "at": _TS,
+            "info": {"type": "string"},
+            "vendor_error_code": {"type": "string"},
+            "at": {**_NULL_TS, "description": "Station time of the status."},
+        },
+    },
+    "Boot": {
+        "type": "object",
+        "description": "The station's last BootNotification, as it told it.",
+        "required": ["vendor", "model", "serial_number", "firmware_version", "reason", "registration_status",
+                     "interval", "iccid", "imsi", "meter_type", "meter_serial_number", "at"],
+        "additionalProperties": False,
+        "properties": {
+            "vendor": {"type": "string"},
+            "model": {"type": "string"},
+            "serial_number": {"type": "string"},
+            "firmware_version": {"type": "string"},
+            "reason": {"type": "string"},
+            "registration_status": {"type": "string"},
+            "interval": {"type": "integer"},
+            "iccid": {"type": "string"},
+            "imsi": {"type": "string"},
+            "meter_type": {"type": "string"},
+            "meter_serial_number": {"type": "string"},
+            "at": {**_NULL_TS, "description": "When the CSMS received it."},
         },
     },
     "Station": {
         "type": "object",
-        "required": ["id", "connected", "enabled"],
+        "required": ["id", "site_id", "tariff_id", "enabled", "created_at", "connected", "ocpp_version", "gateway_id",
+                     "last_boot", "connectors", "last_seen", "max_current_a", "phases", "priority", "has_password"],
+        "additionalProperties": False,
         "properties": {
             "id": {"type": "string"},
             "site_id": _NULL_STR,
@@ -137,11 +173,7 @@ _SCHEMAS: J = {
             "connected": {"type": "boolean"},
             "ocpp_version": {"type": ["string", "null"], "examples": ["1.6", "2.0.1"]},
             "gateway_id": _NULL_STR,
-            "last_boot": {
-                "type": ["object", "null"],
-                "description": "Last BootNotification: vendor, model, serial_number, firmware_version, ...",
-                "additionalProperties": True,
-            },
+            "last_boot": {"oneOf": [_ref("Boot"), {"type": "null"}]},
             "connectors": {"type": "array", "items": _ref("Connector")},
             "last_seen": _NULL_TS,
             "max_current_a": _NULL_NUM,
@@ -174,7 +206,8 @@ _SCHEMAS: J = {
     },
     "Token": {
         "type": "object",
-        "required": ["id_token", "status"],
+        "required": ["id_token", "status", "expires_at", "group_id", "updated_at"],
+        "additionalProperties": False,
         "properties": {
             "id_token": {"type": "string"},
             "status": {"type": "string", "enum": ["Accepted", "Blocked", "Expired", "Invalid"]},
@@ -186,11 +219,14 @@ _SCHEMAS: J = {
     "Money": {
         "type": "object",
         "required": ["amount", "currency"],
+        "additionalProperties": False,
         "properties": {"amount": _MONEY_STR, "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}},
     },
     "SessionCost": {
         "type": ["object", "null"],
         "description": "Latest CDR (final) for a billed session; a running price otherwise; null without a tariff.",
+        "required": ["amount", "currency", "incl_tax", "cdr_id", "version", "tariff_id", "final"],
+        "additionalProperties": False,
         "properties": {
             "amount": _MONEY_STR,
             "currency": {"type": "string"},
@@ -199,23 +235,52 @@ _SCHEMAS: J = {
             "version": {"type": ["integer", "null"]},
             "tariff_id": _NULL_STR,
             "final": {"type": "boolean"},
-            "priced_until": _TS,
+            "priced_until": {**_TS, "description": "Only for a running price: the instant it is priced to."},
         },
     },
     "Session": {
         "type": "object",
-        "required": ["id", "station_id", "status"],
-        "additionalProperties": True,
+        "required": [
+            "id", "station_id", "transaction_id", "id_token", "authorization", "status", "energy_wh", "started_at",
+            "stopped_at", "station_started_at", "station_stopped_at", "received_at", "charging_ended_at",
+            "abandoned_at", "abandon_reason", "evse_id", "connector_id", "meter_start_wh", "meter_stop_wh",
+            "stop_reason", "ocpp_version", "remote_start_id", "issued_by", "orphan", "suspect", "suspect_reasons",
+            "clock_suspect", "hold", "hold_reasons", "seq_gaps", "sample_count", "excluded_count", "first_sample_at",
+            "last_sample_at", "first_register", "last_register", "peak_power_w", "energy_anchor_wh", "version",
+            "updated_at", "cost",
+        ],
+        "additionalProperties": False,
         "properties": {
             "id": {"type": "string"},
             "station_id": {"type": "string"},
-            "transaction_id": {"type": ["string", "integer"]},
-            "id_token": {"type": ["string", "null"]},
+            "transaction_id": {"type": "string"},
+            "id_token": {"type": "string", "description": "The token the session started with (or the remote start's)."},
+            "authorization": {"type": "string", "description": "The token status the CSMS answered at the start."},
             "status": {"type": "string", "enum": ["active", "completed", "abandoned"]},
             "energy_wh": {"type": "integer"},
             "started_at": _NULL_TS,
             "stopped_at": _NULL_TS,
+            "station_started_at": {**_NULL_TS, "description": "The start as the station sent it, only when it was implausible."},
+            "station_stopped_at": {**_NULL_TS, "description": "The stop as the station sent it, only when it was implausible."},
             "received_at": _TS,
+            "charging_ended_at": _NULL_TS,
+            "abandoned_at": _NULL_TS,
+            "abandon_reason": {"type": "string"},
+            "evse_id": {"type": "integer"},
+            "connector_id": {"type": "integer"},
+            "meter_start_wh": {"type": ["integer", "null"]},
+            "meter_stop_wh": {"type": ["integer", "null"]},
+            "stop_reason": {"type": "string"},
+            "ocpp_version": {"type": "string"},
+            "remote_start_id": {"type": "integer"},
+            "issued_by": {"type": "string"},
+            "orphan": {"type": "boolean", "description": "No start was seen (yet)."},
+            "suspect": {"type": "boolean"},
+            "suspect_reasons": {"type": "array", "items": {"type": "string"}},
+            "clock_suspect": {"type": "boolean"},
+            "hold": {"type": "boolean"},
+            "hold_reasons": {"type": "array", "items": {"type": "string"}},
+            "seq_gaps": {"type": "boolean"},
             "sample_count": {"type": "integer", "description": "Samples stored for the session (excluded ones included)."},
             "excluded_count": {"type": "integer", "description": "Samples left out of energy (implausible or unusable)."},
             "first_sample_at": _NULL_TS,
@@ -228,8 +293,8 @@ _SCHEMAS: J = {
             "energy_anchor_wh": {"type": ["integer", "null"],
                                  "description": "The register value energy counts from (meterStart when trusted, else the "
                                                 "first reading); null: unknown."},
-            "price": {"type": ["object", "null"], "additionalProperties": True,
-                      "description": "The running price accumulator (tariff id and fingerprint it was opened with)."},
+            "version": {"type": "integer"},
+            "updated_at": _TS,
             "cost": _ref("SessionCost"),
         },
         "description": ("A session's facts and bounded aggregates; its samples are paged by "
@@ -238,11 +303,13 @@ _SCHEMAS: J = {
     "RegisterReading": {
         "type": "object",
         "required": ["at", "wh"],
-        "properties": {"at": _TS, "wh": {"type": "integer"}},
+        "additionalProperties": False,
+        "properties": {"at": _TS, "wh": {"type": "number", "description": "Wh, as the station sent it."}},
     },
     "MeterValue": {
         "type": "object",
         "required": ["timestamp", "measurand", "value", "unit", "phase", "excluded", "raw_value"],
+        "additionalProperties": False,
         "properties": {
             "timestamp": {**_TS, "description": "Effective time (the receive time when the station clock was implausible)."},
             "measurand": {"type": "string"},
@@ -257,6 +324,7 @@ _SCHEMAS: J = {
     "MeterValuePage": {
         "type": "object",
         "required": ["items", "next"],
+        "additionalProperties": False,
         "properties": {
             "items": {"type": "array", "items": _ref("MeterValue")},
             "next": {"type": ["string", "null"], "description": "Cursor of the next page; null: no more."},
@@ -316,12 +384,32 @@ _SCHEMAS: J = {
     },
     "CommandRecord": {
         "type": "object",
-        "additionalProperties": True,
-        "description": "A command's result as recorded by the sessions processor (also when it came late).",
+        "description": "A command and its outcome as recorded by the sessions processor (also a reply that came late).",
+        "required": ["command_id", "station_id", "command_type", "ocpp_action", "payload", "status", "response",
+                     "error_code", "error_description", "issued_at", "completed_at", "expired_at", "late_reply",
+                     "updated_at"],
+        "additionalProperties": False,
+        "properties": {
+            "command_id": {"type": "string"},
+            "station_id": {"type": "string"},
+            "command_type": {"type": "string"},
+            "ocpp_action": {"type": "string", "description": "The OCPP action the gateway sent."},
+            "payload": {"description": "The OCPP payload the gateway sent (null until it did)."},
+            "status": {"type": "string", "description": "Pending, the station's status, or Timeout, StationOffline, Expired."},
+            "response": {"description": "The station's answer (null until it answered)."},
+            "error_code": {"type": "string"},
+            "error_description": {"type": "string"},
+            "issued_at": _NULL_TS,
+            "completed_at": _NULL_TS,
+            "expired_at": {**_NULL_TS, "description": "The first CSMS-side outcome (Timeout, ...), if any."},
+            "late_reply": {"type": "boolean", "description": "The station answered after a CSMS-side outcome."},
+            "updated_at": _NULL_TS,
+        },
     },
     "TariffBand": {
         "type": "object",
         "required": ["start", "end"],
+        "additionalProperties": False,
         "properties": {
             "start": {"type": "string", "pattern": r"^\d\d:\d\d$"},
             "end": {"type": "string", "pattern": r"^\d\d:\d\d$"},
@@ -352,8 +440,10 @@ _SCHEMAS: J = {
     },
     "Cdr": {
         "type": "object",
-        "required": ["id", "session_id", "energy_wh", "total_cost", "total_cost_incl_tax", "version"],
-        "additionalProperties": True,
+        "required": ["id", "session_id", "station_id", "version", "reason", "energy_wh", "started_at", "stopped_at",
+                     "tariff_id", "total_cost", "total_cost_incl_tax", "breakdown", "created_at", "currency",
+                     "transaction_id", "id_token", "evse_id", "connector_id", "held", "hold_reasons", "clock_suspect"],
+        "additionalProperties": False,
         "properties": {
             "id": {"type": "string"},
             "session_id": {"type": "string"},
@@ -366,8 +456,13 @@ _SCHEMAS: J = {
             "tariff_id": {"type": "string"},
             "total_cost": _ref("Money"),
             "total_cost_incl_tax": _ref("Money"),
-            "breakdown": {"type": "object"},
+            "breakdown": {"type": "object", "description": "Energy, time, idle and fee lines of the price."},
             "created_at": _TS,
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "transaction_id": {"type": "string", "description": "The session's (empty for CDRs stored before it was kept)."},
+            "id_token": {"type": "string"},
+            "evse_id": {"type": "integer"},
+            "connector_id": {"type": "integer"},
             "held": {"type": "boolean", "description": "Held back from export (csms.cdrs.v1) until reviewed."},
             "hold_reasons": {"type": "array", "items": {"type": "string"}},
             "clock_suspect": {"type": "boolean", "description": "Priced on CSMS receive times: the station clock was implausible."},
@@ -402,15 +497,16 @@ _SCHEMAS: J = {
     },
     "Site": {
         "type": "object",
-        "required": ["id", "grid_limit_a", "phases"],
+        "required": ["id", "grid_limit_a", "phases", "tariff_id", "external_limit_a", "created_at", "updated_at"],
+        "additionalProperties": False,
         "properties": {
             "id": {"type": "string"},
             "grid_limit_a": {"type": "number"},
-            "phases": {"type": "integer"},
+            "phases": {"type": "integer", "enum": [1, 3]},
             "tariff_id": _NULL_STR,
             "external_limit_a": _NULL_NUM,
-            "created_at": _TS,
-            "updated_at": _TS,
+            "created_at": _NULL_TS,
+            "updated_at": _NULL_TS,
         },
     },
 }

@@ -1,9 +1,9 @@
 """Charge detail records (documents of kind "cdr", parent = session id), also as OCPI 2.2.1.
 
-The billing worker's bookkeeping in a CDR document (`exact`: the unrounded breakdown;
-`published`: its outbox marker) stays internal; `?format=ocpi` rebuilds the priced
-`Cdr` from the document with the billing adapters and renders it with the domain's
-`cdr_to_ocpi`.
+A CDR is read from its document with billing's mapper (`cdr_from_doc`: the priced `Cdr`)
+and shown by `cdr_view`; the billing worker's bookkeeping (`exact`, `published`,
+`session_version`, `inputs_fingerprint`) stays internal. `?format=ocpi` renders the same
+`Cdr` with billing's `cdr_to_ocpi` (services.billing.codec).
 
 Held CDRs (docs/billing-holds.md) are shown like any other, with `hold_reasons`,
 `clock_suspect` and `held: true`; `?held=true|false` lists only those (among the
@@ -23,8 +23,12 @@ from services.api.auth import API_PREFIX
 from services.api.context import ctx_of
 from services.api.errors import ApiError, not_found, validation_error
 from services.api.validation import MAX_LIMIT, query_limit
+from services.api.views import CdrView, cdr_view
 from services.billing.documents import cdr_from_doc, hold_reasons_of
-from services.billing.domain import cdr_to_ocpi
+from services.billing.codec import cdr_to_ocpi
+from services.billing.domain import Cdr
+from services.common import kinds
+from services.sessions.documents import session_from_doc
 
 __all__ = ["setup"]
 
@@ -32,17 +36,37 @@ log = logging.getLogger("csms.api.cdrs")
 
 _COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 _PARTY_RE = re.compile(r"^[A-Z0-9]{3}$")
-_INTERNAL = ("exact", "published")
 
 
-def cdr_view(doc: dict[str, Any]) -> dict[str, Any]:
-    """The REST shape; CDRs stored before holds existed read as not held."""
-    out = {k: v for k, v in doc.items() if k not in _INTERNAL}
-    reasons = list(hold_reasons_of(doc))
-    out["hold_reasons"] = reasons
-    out["held"] = bool(reasons)
-    out["clock_suspect"] = bool(doc.get("clock_suspect", False))
-    return out
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _cdr(cdr_id: str, doc: dict[str, Any]) -> Cdr:
+    try:
+        return cdr_from_doc(doc)
+    except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
+        log.error("CDR %s cannot be read: %r", cdr_id, exc)
+        raise ApiError(500, f"CDR {cdr_id!r} cannot be read") from None
+
+
+def cdr_view_of(doc: dict[str, Any]) -> CdrView:
+    """The view of a stored CDR document; CDRs stored before holds existed read as not held."""
+    cdr = _cdr(str(doc.get("id")), doc)
+    return CdrView(
+        cdr=cdr,
+        currency=_str(doc.get("currency")) or cdr.total_cost.currency,
+        hold_reasons=hold_reasons_of(doc),
+        clock_suspect=doc.get("clock_suspect") is True,
+        transaction_id=_str(doc.get("transaction_id")),
+        id_token=_str(doc.get("id_token")),
+        evse_id=_int(doc.get("evse_id")),
+        connector_id=_int(doc.get("connector_id")),
+    )
 
 
 def _held_filter(request: web.Request) -> bool | None:
@@ -60,18 +84,18 @@ async def list_cdrs(request: web.Request) -> web.Response:
     session_id = request.query.get("session_id") or None
     # With a filter, scan more than `limit` so that `limit` matches can be found.
     scan = limit if held is None else MAX_LIMIT
-    docs = await ctx_of(request).rt.store.list_docs("cdr", parent=session_id, limit=scan)
+    docs = await ctx_of(request).documents.list_docs(kinds.CDR, parent=session_id, limit=scan)
     if session_id:
         docs = sorted(docs, key=lambda d: int(d.get("version") or 0))
     if held is not None:
         docs = [d for d in docs if bool(hold_reasons_of(d)) == held]
-    return web.json_response({"items": [cdr_view(d) for d in docs[:limit]]})
+    return web.json_response({"items": [cdr_view(cdr_view_of(d)) for d in docs[:limit]]})
 
 
 def _ocpi_party(request: web.Request) -> tuple[str, str]:
-    extra: dict[str, Any] = ctx_of(request).rt.settings.extra
-    country = request.query.get("country_code") or str(extra.get("ocpi_country_code", "DE"))
-    party = request.query.get("party_id") or str(extra.get("ocpi_party_id", "CSM"))
+    settings = ctx_of(request).settings
+    country = request.query.get("country_code") or settings.ocpi_country_code
+    party = request.query.get("party_id") or settings.ocpi_party_id
     errors = {}
     if not _COUNTRY_RE.match(country):
         errors["country_code"] = "must be an ISO 3166-1 alpha-2 code (2 uppercase letters)"
@@ -88,30 +112,32 @@ async def get_cdr(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "csms")
     if fmt not in ("csms", "ocpi"):
         raise validation_error({"format": "must be csms or ocpi"})
-    doc = await ctx.rt.store.get_doc("cdr", cdr_id)
+    doc = await ctx.documents.get_doc(kinds.CDR, cdr_id)
     if doc is None:
         raise not_found("CDR", cdr_id)
+    view = cdr_view_of(doc)
     if fmt == "csms":
-        return web.json_response(cdr_view(doc))
-    held = hold_reasons_of(doc)
-    if held:
+        return web.json_response(cdr_view(view))
+    if view.hold_reasons:
         raise ApiError(
             409,
-            f"CDR {cdr_id!r} is held from export ({', '.join(held)}): see docs/billing-holds.md",
-            body={"hold_reasons": list(held)},
+            f"CDR {cdr_id!r} is held from export ({', '.join(view.hold_reasons)}): see docs/billing-holds.md",
+            body={"hold_reasons": list(view.hold_reasons)},
         )
     country, party = _ocpi_party(request)
-    session: dict[str, Any] = {}
-    if not doc.get("id_token"):
-        session = await ctx.rt.store.get_doc("session", str(doc.get("session_id") or "")) or {}
+    token, connector = view.id_token, view.connector_id
+    if not token:  # a CDR stored before it carried the session's token: the session has it
+        session_doc = await ctx.documents.get_doc(kinds.SESSION, view.cdr.session_id)
+        if session_doc is not None:
+            session = session_from_doc(session_doc)
+            token, connector = session.id_token, connector or session.connector_id
     try:
-        cdr = cdr_from_doc(doc)
         out = cdr_to_ocpi(
-            cdr,
+            view.cdr,
             country_code=country,
             party_id=party,
-            token_uid=str(doc.get("id_token") or session.get("id_token") or "UNKNOWN"),
-            connector_id=str(doc.get("connector_id") or session.get("connector_id") or 1),
+            token_uid=token or "UNKNOWN",
+            connector_id=str(connector or 1),
         )
     except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
         log.error("CDR %s cannot be rendered as OCPI: %r", cdr_id, exc)

@@ -1,7 +1,14 @@
-"""POST /api/v1/stations/{id}/commands (synchronous wait) and GET /api/v1/commands/{command_id}."""
+"""POST /api/v1/stations/{id}/commands (synchronous wait) and GET /api/v1/commands/{command_id}.
+
+A command goes through the one `CommandRouter` (ADR 001, ADR 010): it is produced to the
+partition of the gateway holding the station's socket, and the request waits for the
+station's answer (`CommandWaiter`). Not connected is a 409 `StationOffline`; a gateway
+the command topic has no partition for is a deployment error, a 503.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -16,10 +23,10 @@ from services.api.context import ctx_of
 from services.api.errors import ApiError, not_found
 from services.api.metrics import COMMANDS
 from services.api.validation import read_json
-from services.common import topics
-from services.common.codec import Command, command_headers, encode_command
-from services.common.config import gateway_ordinal
-from services.common.errors import ConfigError
+from services.common import kinds
+from services.common.codec import Command
+from services.common.events import CommandResult
+from services.common.routing import Offline, Unroutable
 
 __all__ = ["setup"]
 
@@ -41,49 +48,36 @@ def _response_json(text: str) -> Any:
 
 async def post_command(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
-    rt = ctx.rt
     station_id = request.match_info["id"]
     body = await read_json(request)
-    command_type, params, timeout_s = validate_command(body, rt.settings.command_timeout_s)
-    if await rt.store.get_station(station_id) is None:
+    command_type, params, timeout_s = validate_command(body, ctx.settings.command_timeout_s)
+    if await ctx.stations.get_station(station_id) is None:
         raise not_found("station", station_id)
-    owner = await rt.store.get_owner(station_id)
-    if owner is None or not owner.connected:
-        COMMANDS.labels(command_type, "StationOffline").inc()
-        raise ApiError(409, "station is not connected", body={"status": "StationOffline"})
+    command_id = str(uuid.uuid4())
+    waiting: list[asyncio.Future[CommandResult]] = []
+
+    def expect(cmd: Command) -> None:  # registered before the command is produced: a fast answer is not missed
+        waiting.append(ctx.waiter.expect(cmd.command_id))
+
     try:
-        partition = gateway_ordinal(owner.gateway_id)
-    except ConfigError:
-        log.error("station=%s owner gateway %r has no ordinal", station_id, owner.gateway_id)
-        COMMANDS.labels(command_type, "StationOffline").inc()
-        raise ApiError(409, "station is not connected", body={"status": "StationOffline"}) from None
-    if partition >= await rt.bus.partitions(topics.COMMANDS):
-        # more gateway pods than command partitions: a deployment error, not the caller's
-        log.error("station=%s owner %s has no command partition (CSMS_COMMANDS_PARTITIONS too low)",
-                  station_id, owner.gateway_id)
-        COMMANDS.labels(command_type, "Unroutable").inc()
-        raise ApiError(503, f"no command partition for {owner.gateway_id}: CSMS_COMMANDS_PARTITIONS is too low")
-    now = rt.clock()
-    cmd = Command(
-        command_id=str(uuid.uuid4()),
-        station_id=station_id,
-        command_type=command_type,
-        params_json=json.dumps(params, separators=(",", ":")),
-        issued_at=now,
-        expires_at=now + timedelta(seconds=timeout_s),
-        target_gateway_id=owner.gateway_id,
-        target_epoch=owner.epoch,
-        issuer="api",
-    )
-    fut = ctx.waiter.expect(cmd.command_id)
-    try:
-        await rt.bus.publish(
-            topics.COMMANDS, station_id, encode_command(cmd), command_headers(cmd), partition=partition
+        routed = await ctx.router.send(
+            station_id, command_type, params, ttl=timedelta(seconds=timeout_s), command_id=command_id,
+            before_publish=expect,
         )
     except BaseException:
-        ctx.waiter.forget(cmd.command_id)
+        ctx.waiter.forget(command_id)
         raise
-    log.info("command %s %s sent station=%s gateway=%s", cmd.command_id, command_type, station_id, owner.gateway_id)
+    if isinstance(routed, Offline):
+        COMMANDS.labels(command_type, "StationOffline").inc()
+        raise ApiError(409, "station is not connected", body={"status": "StationOffline"})
+    if isinstance(routed, Unroutable):
+        # more gateway pods than command partitions (or a gateway id without an ordinal):
+        # a deployment error, not the caller's; the router logged it
+        COMMANDS.labels(command_type, "Unroutable").inc()
+        raise ApiError(503, routed.reason)
+    cmd = routed.command
+    log.info("command %s %s sent station=%s gateway=%s", cmd.command_id, command_type, station_id, routed.gateway_id)
+    [fut] = waiting
     try:
         result = await ctx.waiter.wait(cmd.command_id, fut, timeout_s)
     except WaiterClosed:
@@ -129,7 +123,7 @@ async def post_command(request: web.Request) -> web.Response:
 
 async def get_command(request: web.Request) -> web.Response:
     command_id = request.match_info["command_id"]
-    doc = await ctx_of(request).rt.store.get_doc("command", command_id)
+    doc = await ctx_of(request).documents.get_doc(kinds.COMMAND, command_id)
     if doc is None:
         raise not_found("command", command_id)
     return web.json_response(doc)

@@ -43,7 +43,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     group = request.query.get("group") or None
     replayed = request.query.get("replayed", "").lower() in _TRUE
     found = await dead_letters.list_dead_letters(
-        ctx_of(request).rt.bus, topic, group=group, limit=limit, include_replayed=replayed
+        ctx_of(request).bus, topic, group=group, limit=limit, include_replayed=replayed
     )
     return web.json_response({"items": [dl.to_json() for dl in found]})
 
@@ -69,7 +69,7 @@ async def replay_dead_letter(request: web.Request) -> web.Response:
         dead_letters.parse_id(dead_letter_id)
     except ValueError:
         raise validation_error({"id": "must be <partition>-<offset> (from GET /api/v1/dead-letters)"}) from None
-    bus = ctx_of(request).rt.bus
+    bus = ctx_of(request).bus
     dl = await dead_letters.get_dead_letter(bus, topic, dead_letter_id)
     if dl is None:
         raise not_found(f"dead letter in {dead_letters.dead_letter_topic(topic)}", dead_letter_id)

@@ -1,36 +1,62 @@
 """Charging sessions (documents written by the sessions processor), with their cost.
 
-A session is shown compact (ADR 015): its facts and bounded aggregates (sample count,
-first/last register reading, peak power, ...), never its samples. Those are paged by
-GET /api/v1/sessions/{id}/meter-values?limit=&cursor= from the samples table, in
-(timestamp, measurand, phase) order, each with `excluded` as the sessions domain judges
-it over the session's stored samples; the response is {"items": [...], "next": cursor
-or null}.
+A session is read with the sessions service's mapper (`session_from_doc`) and shown by
+`session_view` (ADR 015): its facts and bounded aggregates (sample count, first/last
+register reading, peak power, ...), never its samples nor the processor's bookkeeping.
+Samples are paged by GET /api/v1/sessions/{id}/meter-values?limit=&cursor= from the
+samples table, in (timestamp, measurand, phase) order, each with `excluded` as the
+sessions domain judges it over the session's stored samples; the response is
+{"items": [...], "next": cursor or null}.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
 
 from services.api.auth import API_PREFIX
 from services.api.context import ApiContext, ctx_of
-from services.api.costs import TariffResolver, session_cost
-from services.api.errors import not_found, validation_error
+from services.api.costs import TariffCache, session_cost
+from services.api.errors import ApiError, not_found, validation_error
 from services.api.validation import MAX_LIMIT, query_limit
 from services.api.views import session_view
-from services.billing.handlers import billing_limits
-from services.sessions import meter_values
-from services.sessions.domain import Plausibility, session_from_doc
+from services.common import kinds
+from services.sessions.documents import decode_cursor, page, session_from_doc
+from services.sessions.domain import Session
 
 __all__ = ["setup"]
 
+log = logging.getLogger("csms.api.sessions")
 
-async def _with_cost(ctx: ApiContext, doc: dict[str, Any], tariffs: TariffResolver) -> dict[str, Any]:
-    out = session_view(doc)
-    out["cost"] = await session_cost(ctx.rt.store, doc, ctx.rt.clock(), tariffs, max_duration=billing_limits(ctx.rt.settings)[0])
-    return out
+
+def _read(doc: dict[str, Any]) -> Session | None:
+    """The session a document holds; None (logged) for one the processor cannot have
+    written (no id, no receive time)."""
+    try:
+        return session_from_doc(doc)
+    except (KeyError, TypeError, ValueError, AssertionError) as exc:
+        log.error("session document %s cannot be read: %r", doc.get("id"), exc)
+        return None
+
+
+async def _load(ctx: ApiContext, session_id: str) -> tuple[Session, dict[str, Any]]:
+    doc = await ctx.documents.get_doc(kinds.SESSION, session_id)
+    if doc is None:
+        raise not_found("session", session_id)
+    s = _read(doc)
+    if s is None:
+        raise ApiError(500, f"session {session_id!r} cannot be read")
+    return s, doc
+
+
+async def _view(ctx: ApiContext, s: Session, doc: dict[str, Any], tariffs: TariffCache) -> dict[str, Any]:
+    cost = await session_cost(
+        ctx.pricing, s, doc, ctx.clock(), tariffs,
+        max_duration=ctx.settings.max_priced_duration, rules=ctx.settings.plausibility,
+    )
+    return session_view(s, cost)
 
 
 async def list_sessions(request: web.Request) -> web.Response:
@@ -40,43 +66,32 @@ async def list_sessions(request: web.Request) -> web.Response:
     status = request.query.get("status") or None
     # The status filter runs on the documents: read a wider window when filtering.
     fetch = MAX_LIMIT if status else limit
-    docs = await ctx.rt.store.list_docs("session", parent=station_id, limit=fetch)
-    if status:
-        docs = [d for d in docs if d.get("status") == status]
-    docs = docs[:limit]
-    tariffs = TariffResolver(ctx.rt.store)
-    items = [await _with_cost(ctx, d, tariffs) for d in docs]
+    docs = await ctx.documents.list_docs(kinds.SESSION, parent=station_id, limit=fetch)
+    read = [(s, d) for d in docs if (s := _read(d)) is not None and (status is None or s.status == status)]
+    tariffs = TariffCache(ctx.pricing)
+    items = [await _view(ctx, s, d, tariffs) for s, d in read[:limit]]
     return web.json_response({"items": items})
 
 
 async def get_session(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
-    session_id = request.match_info["id"]
-    doc = await ctx.rt.store.get_doc("session", session_id)
-    if doc is None:
-        raise not_found("session", session_id)
-    return web.json_response(await _with_cost(ctx, doc, TariffResolver(ctx.rt.store)))
+    s, doc = await _load(ctx, request.match_info["id"])
+    return web.json_response(await _view(ctx, s, doc, TariffCache(ctx.pricing)))
 
 
 async def get_meter_values(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
-    session_id = request.match_info["id"]
     limit = query_limit(request)
     cursor = request.query.get("cursor") or None
     if cursor is not None and len(cursor) > 1024:
         raise validation_error({"cursor": "not a cursor this API returned"})
-    doc = await ctx.rt.store.get_doc("session", session_id)
-    if doc is None:
-        raise not_found("session", session_id)
+    s, _ = await _load(ctx, request.match_info["id"])
     if cursor is not None:
         try:
-            meter_values.decode_cursor(cursor)
+            decode_cursor(cursor)
         except ValueError:
             raise validation_error({"cursor": "not a cursor this API returned"}) from None
-    items, nxt = await meter_values.page(
-        ctx.rt.store, session_from_doc(doc), limit=limit, cursor=cursor,
-        rules=Plausibility.from_settings(ctx.rt.settings),
-    )
+    items, nxt = await page(ctx.samples, s, limit=limit, cursor=cursor, rules=ctx.settings.plausibility)
     return web.json_response({"items": items, "next": nxt})
 
 

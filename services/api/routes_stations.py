@@ -13,9 +13,11 @@ from services.api.auth import API_PREFIX
 from services.api.context import ApiContext, ctx_of
 from services.api.errors import conflict, not_found, validation_error
 from services.api.validation import MISSING, Validator, check_station_id, query_limit, read_json
-from services.api.views import station_view
-from services.common import passwords
+from services.api.views import StationView, station_view
+from services.common import kinds, passwords
 from services.common.store.port import Station
+from services.sessions.documents import station_status_from_doc
+from services.sessions.domain import StationStatus
 
 __all__ = ["setup", "station_response", "hash_station_password"]
 
@@ -27,16 +29,28 @@ _PATCH = {"password", "enabled", *_FIELDS}
 _SMART_CHARGING_FIELDS = ("site_id", "max_current_a", "phases", "priority", "enabled")
 
 
-async def station_response(ctx: ApiContext, station: Station) -> dict[str, Any]:
-    owner, status = await asyncio.gather(
-        ctx.rt.store.get_owner(station.id), ctx.rt.store.get_doc("station_status", station.id)
+async def station_response(ctx: ApiContext, station: Station, *, password: str | None = None) -> dict[str, Any]:
+    owner, doc = await asyncio.gather(
+        ctx.ownership.get_owner(station.id), ctx.documents.get_doc(kinds.STATION_STATUS, station.id)
     )
-    return station_view(station, owner, status)
+    return station_view(StationView(station, owner, _status(station.id, doc), password))
+
+
+def _status(station_id: str, doc: dict[str, Any] | None) -> StationStatus | None:
+    """The sessions processor's view of the station; an unreadable document is logged and
+    the station shown without it (its registration is still the operator's to see)."""
+    if doc is None:
+        return None
+    try:
+        return station_status_from_doc(doc)
+    except (KeyError, TypeError, ValueError) as exc:
+        log.error("station %s: status document cannot be read: %r", station_id, exc)
+        return None
 
 
 async def hash_station_password(ctx: ApiContext, station_id: str, password: str) -> tuple[str, str]:
     slow = await asyncio.to_thread(passwords.hash_password, password)
-    return slow, passwords.fingerprint(ctx.rt.pepper, station_id, password)
+    return slow, passwords.fingerprint(ctx.pepper, station_id, password)
 
 
 def _common(v: Validator) -> dict[str, Any]:
@@ -53,7 +67,7 @@ def _common(v: Validator) -> dict[str, Any]:
 
 
 async def _check_tariff(ctx: ApiContext, tariff_id: str | None) -> None:
-    if tariff_id is not None and await ctx.rt.store.get_doc("tariff", tariff_id) is None:
+    if tariff_id is not None and await ctx.documents.get_doc(kinds.TARIFF, tariff_id) is None:
         raise validation_error({"tariff_id": f"unknown tariff {tariff_id!r}"})
 
 
@@ -73,7 +87,7 @@ async def create_station(request: web.Request) -> web.Response:
     values = _common(v)
     v.done()
     await _check_tariff(ctx, values.get("tariff_id"))
-    if await ctx.rt.store.get_station(station_id) is not None:
+    if await ctx.stations.get_station(station_id) is not None:
         raise conflict(f"station {station_id!r} already exists")
     generated = "password" not in values
     password = passwords.generate_password() if generated else values.pop("password")
@@ -82,16 +96,15 @@ async def create_station(request: web.Request) -> web.Response:
         id=station_id,
         password_hash=slow,
         password_fingerprint=fingerprint,
-        created_at=ctx.rt.clock(),
+        created_at=ctx.clock(),
         **{k: _store_value(k, val) for k, val in values.items() if k != "password"},
     )
-    if await ctx.rt.store.get_station(station_id) is not None:  # lost a race while hashing
+    if await ctx.stations.get_station(station_id) is not None:  # lost a race while hashing
         raise conflict(f"station {station_id!r} already exists")
-    await ctx.rt.store.put_station(station)
+    await ctx.stations.put_station(station)
     log.info("station created station=%s site=%s", station_id, station.site_id)
-    out = await station_response(ctx, station)
-    if generated:
-        out["password"] = password  # shown once; only its hash is kept
+    # a generated password is shown once; only its hash is kept
+    out = await station_response(ctx, station, password=password if generated else None)
     if station.site_id:
         await ctx.on_site_changed(station.site_id)
     return web.json_response(out, status=201, headers={"Location": f"{API_PREFIX}/stations/{station_id}"})
@@ -101,13 +114,13 @@ async def list_stations(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     limit = query_limit(request)
     site_id = request.query.get("site_id") or None
-    stations = await ctx.rt.store.list_stations(site_id=site_id, limit=limit)
+    stations = await ctx.stations.list_stations(site_id=site_id, limit=limit)
     items = await asyncio.gather(*(station_response(ctx, s) for s in stations[:limit]))
     return web.json_response({"items": list(items)})
 
 
 async def _load(ctx: ApiContext, station_id: str) -> Station:
-    station = await ctx.rt.store.get_station(station_id)
+    station = await ctx.stations.get_station(station_id)
     if station is None:
         raise not_found("station", station_id)
     return station
@@ -134,18 +147,18 @@ async def patch_station(request: web.Request) -> web.Response:
             ctx, station.id, values["password"]
         )
     updated = dataclasses.replace(station, **changes)
-    await ctx.rt.store.put_station(updated)
+    await ctx.stations.put_station(updated)
     log.info("station updated station=%s fields=%s", station.id, ",".join(sorted(values)))
     if any(getattr(station, f) != getattr(updated, f) for f in _SMART_CHARGING_FIELDS):
-        for site in {station.site_id, updated.site_id} - {None, ""}:
-            await ctx.on_site_changed(site)  # type: ignore[arg-type]
+        for site in sorted({station.site_id or "", updated.site_id or ""} - {""}):
+            await ctx.on_site_changed(site)
     return web.json_response(await station_response(ctx, updated))
 
 
 async def delete_station(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     station = await _load(ctx, request.match_info["id"])
-    await ctx.rt.store.delete_station(station.id)
+    await ctx.stations.delete_station(station.id)
     log.info("station deleted station=%s", station.id)
     if station.site_id:
         await ctx.on_site_changed(station.site_id)

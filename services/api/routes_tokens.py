@@ -40,10 +40,10 @@ async def create_token(request: web.Request) -> web.Response:
     id_token = v.string("id_token", required=True, max_len=MAX_TOKEN_LEN)
     fields = _fields(v)
     v.done()
-    if await ctx.rt.store.get_token(id_token) is not None:
+    if await ctx.tokens.get_token(id_token) is not None:
         raise conflict(f"token {id_token!r} already exists")
-    token = Token(id_token=id_token, updated_at=ctx.rt.clock(), **fields)
-    await ctx.rt.store.put_token(token)
+    token = Token(id_token=id_token, updated_at=ctx.clock(), **fields)
+    await ctx.tokens.put_token(token)
     log.info("token created status=%s", token.status)
     return web.json_response(
         token_view(token), status=201, headers={"Location": f"{API_PREFIX}/tokens/{id_token}"}
@@ -52,12 +52,12 @@ async def create_token(request: web.Request) -> web.Response:
 
 async def list_tokens(request: web.Request) -> web.Response:
     limit = query_limit(request)
-    tokens = await ctx_of(request).rt.store.list_tokens(limit=limit)
+    tokens = await ctx_of(request).tokens.list_tokens(limit=limit)
     return web.json_response({"items": [token_view(t) for t in tokens[:limit]]})
 
 
 async def _load(ctx: ApiContext, id_token: str) -> Token:
-    token = await ctx.rt.store.get_token(id_token)
+    token = await ctx.tokens.get_token(id_token)
     if token is None:
         raise not_found("token", id_token)
     return token
@@ -80,9 +80,9 @@ async def put_token(request: web.Request) -> web.Response:
         v.fail("id_token", "must match the token in the path")
     fields = _fields(v)
     v.done()
-    existed = await ctx.rt.store.get_token(id_token) is not None
-    token = Token(id_token=id_token, updated_at=ctx.rt.clock(), **fields)
-    await ctx.rt.store.put_token(token)
+    existed = await ctx.tokens.get_token(id_token) is not None
+    token = Token(id_token=id_token, updated_at=ctx.clock(), **fields)
+    await ctx.tokens.put_token(token)
     log.info("token %s status=%s", "replaced" if existed else "created", token.status)
     return web.json_response(token_view(token), status=200 if existed else 201)
 
@@ -90,7 +90,7 @@ async def put_token(request: web.Request) -> web.Response:
 async def delete_token(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     token = await _load(ctx, request.match_info["id"])
-    await ctx.rt.store.delete_token(token.id_token)
+    await ctx.tokens.delete_token(token.id_token)
     return web.Response(status=204)
 
 

@@ -11,7 +11,7 @@ import secrets
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from services.common.config import Settings, load_settings
 from services.common.errors import ConfigError, CsmsError
@@ -22,15 +22,21 @@ __all__ = ["main"]
 
 log = logging.getLogger("csms.cli")
 
-# role -> "module:Class" of the services it runs, in start order
+# role -> "module:callable" of the services it runs, in start order (each callable takes the
+# Runtime and returns a Service: a wiring function, services/<service>/wiring.py)
 ROLES: dict[str, list[str]] = {
-    "gateway": ["services.gateway.service:GatewayService"],
-    "sessions": ["services.sessions.worker:SessionsService"],
-    "billing": ["services.billing.worker:BillingService"],
-    "smart-charging": ["services.smart_charging.worker:SmartChargingService"],
-    "api": ["services.api.service:ApiService"],
+    "gateway": ["services.gateway.wiring:build_gateway"],
+    "sessions": ["services.sessions.wiring:build_sessions"],
+    "billing": ["services.billing.wiring:build_billing"],
+    "smart-charging": ["services.smart_charging.wiring:build_smart_charging"],
+    "api": ["services.api.wiring:build_api"],
 }
 ROLES["run"] = ROLES["sessions"] + ROLES["billing"] + ROLES["smart-charging"] + ROLES["gateway"] + ROLES["api"]
+
+# The gateway role's pre-fork supervisor (CSMS_GATEWAY_WORKERS > 1), loaded by name like the
+# roles: services/common imports no service (tests/architecture).
+GATEWAY_SUPERVISOR = "services.gateway.workers:supervise"
+Supervisor = Callable[[Settings, Callable[[Settings, int], int]], int]
 
 
 def _load(path: str) -> Any:
@@ -199,11 +205,11 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
         if args.all:
             done = await dead_letters.replay_all(bus, topic, group=args.group)
         else:
-            dl = await dead_letters.get_dead_letter(bus, topic, args.id)
-            if dl is None or (args.group is not None and dl.group != args.group):
+            one = await dead_letters.get_dead_letter(bus, topic, args.id)
+            if one is None or (args.group is not None and one.group != args.group):
                 print(f"csms dlq replay: no dead letter {args.id!r} in {dead_letters.dead_letter_topic(topic)}", file=sys.stderr)
                 return 1
-            done = [await dead_letters.replay(bus, dl)]
+            done = [await dead_letters.replay(bus, one)]
         for r in done:
             print(f"replayed {r['id']}: {r['topic']}[{r['partition']}]@{r['offset']} for group {r['group']}")
         print(f"{len(done)} dead letter(s) replayed", file=sys.stderr)
@@ -268,8 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 settings = _embedded_api_key(settings)
             if args.command == "gateway" and settings.gateway_workers > 1:
                 # CSMS_GATEWAY_WORKERS: SO_REUSEPORT worker processes, forked before any loop
-                from services.gateway.workers import supervise
-
+                supervise: Supervisor = _load(GATEWAY_SUPERVISOR)
                 return supervise(settings, lambda s, _k: asyncio.run(_serve("gateway", s)) or 0)
             asyncio.run(_serve(args.command, settings))
     except ConfigError as exc:

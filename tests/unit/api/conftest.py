@@ -6,7 +6,7 @@ from typing import AsyncIterator
 import aiohttp
 import pytest
 
-from services.api.service import ApiService
+from services.api.wiring import build_api
 from services.common.bus.memory import MemoryBus
 from services.common.config import Settings
 from services.common.runtime import bootstrap
@@ -28,7 +28,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     rt = bootstrap(settings, bus=MemoryBus(), store=SqliteStore(f"sqlite:///{tmp_path}/a.db"), pepper=b"p")
     await rt.start()
     await rt.store.migrate()
-    service = ApiService(rt)
+    service = build_api(rt)
     await service.start()
     http = aiohttp.ClientSession()
     try:

@@ -50,6 +50,8 @@ async def test_invalid_commands_are_400_before_anything_is_sent(api: Api) -> Non
         ({"type": "UnlockConnector", "connector_id": "1"}, "connector_id"),
         ({"type": "ClearCache", "timeout": 121}, "timeout"),
         ({"type": "ClearCache", "timeout": 0}, "timeout"),
+        ({"type": "DataTransfer", "vendor_id": "x", "data": 10**30}, "data"),  # beyond 64 bits
+        ({"type": "DataTransfer", "vendor_id": "x", "data": [1.0, float("nan")]}, "data"),
     ]
     for body, field in cases:
         status, answer = await api.post("/api/v1/stations/CP-1/commands", body)
@@ -226,3 +228,50 @@ async def test_a_command_waiting_when_the_api_stops_is_answered_503_at_once(api:
 
 async def _has_pending(api: Api) -> bool:
     return api.service.waiter.pending > 0
+
+
+async def test_an_owner_whose_gateway_id_has_no_ordinal_is_a_503_deployment_error(api: Api) -> None:
+    await api.a_station("CP-1")
+    await api.connected("CP-1", "gateway-east")  # the router cannot tell its command partition
+    status, body = await api.post("/api/v1/stations/CP-1/commands", {"type": "ClearCache"})
+    assert status == 503 and "no ordinal" in body["error"]
+    assert api.rt.bus.end_offsets(topics.COMMANDS) == [0] * 8  # type: ignore[attr-defined]
+
+
+async def test_the_command_types_are_the_gateways_builder_table(api: Api) -> None:
+    from services.api.commands import COMMAND_TYPES
+    from services.common.ocpp import commands as vocabulary
+
+    assert COMMAND_TYPES == vocabulary.COMMAND_TYPES
+    assert "SetChargingLimit" in COMMAND_TYPES and "_Fence" not in COMMAND_TYPES
+    await api.a_station("CP-1")
+    status, body = await api.post("/api/v1/stations/CP-1/commands", {"type": "_Fence", "epoch": 1})
+    assert status == 400 and "type" in body["details"]
+
+
+async def test_a_charging_limit_is_checked_before_it_is_sent_and_then_sent_as_given(api: Api) -> None:
+    await api.a_station("CP-1")
+    await api.connected("CP-1")
+    cases = [
+        ({"type": "SetChargingLimit", "purpose": "tx", "evse_id": 1, "limit_a": "16", "profile_id": 1}, "transaction_id"),
+        ({"type": "SetChargingLimit", "purpose": "max", "limit_a": "16", "profile_id": 1}, "purpose"),
+        ({"type": "SetChargingLimit", "purpose": "default", "limit_a": "-1", "profile_id": 1}, "limit_a"),
+        ({"type": "SetChargingLimit", "purpose": "default", "limit_a": "lots", "profile_id": 1}, "limit_a"),
+        ({"type": "SetChargingLimit", "purpose": "default", "limit_a": 16}, "profile_id"),
+        ({"type": "SetChargingLimit", "purpose": "default", "limit_a": 16, "profile_id": 1, "number_phases": 4}, "number_phases"),
+    ]
+    for body, field in cases:
+        status, answer = await api.post("/api/v1/stations/CP-1/commands", body)
+        assert status == 400, (body, answer)
+        assert field in answer["details"], (body, answer)
+    assert api.rt.bus.end_offsets(topics.COMMANDS) == [0] * 8  # type: ignore[attr-defined]
+
+    limit = {"purpose": "default", "evse_id": 0, "limit_a": "10.5", "number_phases": None, "profile_id": 9}
+    gw = await FakeGateway(api.rt, "gateway-3", answering("Accepted", {"status": "Accepted"})).start()
+    try:
+        status, body = await api.post("/api/v1/stations/CP-1/commands", {"type": "SetChargingLimit", **limit})
+    finally:
+        await gw.stop()
+    assert status == 200, body
+    [(_, cmd)] = gw.received
+    assert cmd.command_type == "SetChargingLimit" and json.loads(cmd.params_json) == limit

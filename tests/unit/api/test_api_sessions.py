@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 
-from services.billing.domain import SessionUsage, cdr_to_dict, decide_cdr, tariff_from_dict
+from services.billing.documents import cdr_to_dict
+from services.billing.domain import SessionUsage, decide_cdr, tariff_from_dict
 from services.common.timeutil import parse_ocpp
 
 from .builders import Api, a_session_doc, a_tariff_body
 
 
-async def _put_session(api: Api, **overrides: object) -> dict:
+async def _put_session(api: Api, **overrides: object) -> dict[str, Any]:
     doc = a_session_doc(**overrides)
     await api.rt.store.put_doc("session", doc["id"], doc, parent=doc["station_id"])
     return doc
@@ -49,13 +50,13 @@ async def _process(api: Api, *events: Any) -> None:
     """Run events through the sessions processor's handler (one batch), as the worker would."""
     from services.common import codec, topics
     from services.common.bus.port import Record
-    from services.sessions.handlers import handle_batch
+    from services.sessions.wiring import build_handler
 
     records = [
         Record(topics.EVENTS, 0, i, e.station_id.encode(), codec.encode_event(e), tuple(codec.event_headers(e)))
         for i, e in enumerate(events)
     ]
-    await handle_batch(api.rt, records)
+    await build_handler(api.rt).handle_batch(records)
 
 
 def _a_16_session(station: str, *readings: tuple[float, Any], meter_start: int = 1000) -> list[Any]:
@@ -170,16 +171,26 @@ async def test_a_completed_session_shows_its_latest_cdr(api: Api) -> None:
 
 
 @pytest.mark.parametrize("status", ["active", "completed"])
-async def test_a_session_document_without_times_is_shown_without_cost(api: Api, status: str) -> None:
+async def test_a_session_document_without_a_start_is_priced_from_its_receive_time(api: Api, status: str) -> None:
     await api.post("/api/v1/tariffs", a_tariff_body(id="d", default=True))
-    await _put_session(api, id="s1", status=status, started_at=None, received_at=None)
+    await _put_session(api, id="s1", status=status, started_at=None, energy_wh=1000, meter_start_wh=None)
     status_code, body = await api.get("/api/v1/sessions/s1")
-    assert status_code == 200 and body["cost"] is None
+    assert status_code == 200 and body["started_at"] is None
+    assert body["cost"]["amount"] == "0.30" and body["cost"]["final"] is False
+
+
+async def test_a_session_document_the_processor_cannot_have_written_is_left_out(api: Api) -> None:
+    await _put_session(api, id="bad", received_at=None)
+    await _put_session(api, id="good")
+    _, body = await api.get("/api/v1/sessions")
+    assert [s["id"] for s in body["items"]] == ["good"]
+    assert (await api.get("/api/v1/sessions/bad"))[0] == 500
 
 
 async def test_abandoned_sessions_are_listed_with_status_abandoned(api: Api) -> None:
     from services.common import events as ev
-    from services.sessions.domain import apply, session_to_doc
+    from services.sessions.documents import session_to_doc
+    from services.sessions.domain import apply
     from tests.unit.sessions.builders import NOW, TX, V16, a_started, an_envelope, at
 
     s = apply(None, a_started(env=V16, meter_start_wh=0, id_token_status="Invalid"), NOW).session

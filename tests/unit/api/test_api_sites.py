@@ -6,10 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from services.api.context import CTX
+from services.api.site_events import SiteNotifier
 from services.common import topics
 from services.common.bus.port import Record
 from services.common.errors import BusUnavailable
 from services.common.sites_codec import CE_TYPE, SiteChange, decode_site_updated
+
+from tests.support.clock import FixedClock
 
 from .builders import Api, NOW, a_tariff_body
 
@@ -82,7 +85,8 @@ async def test_an_outside_limit_is_stored_and_published_as_site_updated(api: Api
 
 
 async def test_versions_increase_with_every_change_even_at_the_same_instant(api: Api) -> None:
-    api.rt.clock = lambda: NOW  # type: ignore[method-assign]
+    assert api.service.app is not None
+    api.service.app[CTX].on_site_changed = SiteNotifier(api.rt.store, api.rt.bus.publish, FixedClock(NOW)).changed
     await api.post("/api/v1/sites", {"id": "S1", "grid_limit_a": 100})
     await api.call("PATCH", "/api/v1/sites/S1", {"grid_limit_a": 90})
     await api.call("PUT", "/api/v1/sites/S1/limit", {"limit_a": 40})
@@ -107,18 +111,12 @@ async def test_a_failed_publish_is_counted_and_the_change_is_still_stored(api: A
     from prometheus_client import REGISTRY
 
     before = REGISTRY.get_sample_value("csms_api_site_notifications_failed_total") or 0.0
-    real = api.rt.bus.publish
+    async def sites_down(topic: str, *args: Any, **kwargs: Any) -> None:
+        raise BusUnavailable("broker away")
 
-    async def sites_down(topic: str, *args: Any, **kwargs: Any) -> Any:
-        if topic == topics.SITES:
-            raise BusUnavailable("broker away")
-        return await real(topic, *args, **kwargs)
-
-    api.rt.bus.publish = sites_down  # type: ignore[method-assign]
-    try:
-        status, _ = await api.post("/api/v1/sites", {"id": "S1", "grid_limit_a": 100})
-    finally:
-        api.rt.bus.publish = real  # type: ignore[method-assign]
+    assert api.service.app is not None
+    api.service.app[CTX].on_site_changed = SiteNotifier(api.rt.store, sites_down, api.rt.clock).changed
+    status, _ = await api.post("/api/v1/sites", {"id": "S1", "grid_limit_a": 100})
 
     assert status == 201
     assert (await api.get("/api/v1/sites/S1"))[1]["grid_limit_a"] == 100

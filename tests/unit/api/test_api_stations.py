@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from services.common import passwords
+from services.common import kinds, passwords
+from services.common.ocpp_version import OcppVersion
+from services.common.timeutil import parse_ocpp
+from services.sessions.documents import station_status_to_doc
+from services.sessions.domain import Boot, ConnectorState, StationStatus
 
 from .builders import Api, a_tariff_body
 
@@ -62,27 +66,27 @@ async def test_unknown_fields_and_bad_types_are_reported_per_field(api: Api) -> 
 async def test_the_station_view_shows_connection_state_boot_and_connectors(api: Api) -> None:
     await api.a_station("CP-1")
     await api.connected("CP-1", "gateway-2")
-    await api.rt.store.put_doc(
-        "station_status",
+    status_of = StationStatus(
         "CP-1",
-        {
-            "connected": True,
-            "ocpp_version": "2.0.1",
-            "boot": {"vendor": "V", "model": "M", "serial_number": "S", "firmware_version": "1.0"},
-            "connectors": {
-                "2/1": {"status": "Charging", "error_code": "", "at": "2026-11-28T10:00:00.000Z"},
-                "1/1": {"status": "Available", "error_code": "NoError", "at": "2026-11-28T09:00:00.000Z"},
-            },
-            "last_seen": "2026-11-28T10:05:00.000Z",
+        connected=True,
+        epoch=1,
+        gateway_id="gateway-2",
+        ocpp_version=OcppVersion.V201,
+        boot=Boot(vendor="V", model="M", serial_number="S", firmware_version="1.0", at=parse_ocpp("2026-11-28T08:00:00Z")),
+        connectors={
+            "2/1": ConnectorState("Charging", "", at=parse_ocpp("2026-11-28T10:00:00Z")),
+            "1/1": ConnectorState("Available", "NoError", at=parse_ocpp("2026-11-28T09:00:00Z")),
         },
+        last_seen=parse_ocpp("2026-11-28T10:05:00Z"),
     )
+    await api.rt.store.put_doc(kinds.STATION_STATUS, "CP-1", station_status_to_doc(status_of))
     status, body = await api.get("/api/v1/stations/CP-1")
     assert status == 200
     assert body["connected"] is True and body["gateway_id"] == "gateway-2"
     assert body["ocpp_version"] == "2.0.1"
-    assert body["last_boot"]["vendor"] == "V"
-    assert [(c["evse_id"], c["connector_id"], c["status"]) for c in body["connectors"]] == [
-        (1, 1, "Available"), (2, 1, "Charging"),
+    assert body["last_boot"]["vendor"] == "V" and body["last_boot"]["at"] == "2026-11-28T08:00:00.000Z"
+    assert [(c["evse_id"], c["connector_id"], c["status"], c["at"]) for c in body["connectors"]] == [
+        (1, 1, "Available", "2026-11-28T09:00:00.000Z"), (2, 1, "Charging", "2026-11-28T10:00:00.000Z"),
     ]
     assert body["last_seen"] == "2026-11-28T10:05:00.000Z"
     owner = await api.rt.store.get_owner("CP-1")
@@ -144,3 +148,11 @@ async def test_a_deleted_station_is_gone(api: Api) -> None:
     assert (await api.get("/api/v1/stations/CP-1"))[0] == 404
     assert (await api.call("DELETE", "/api/v1/stations/CP-1"))[0] == 404
     assert (await api.call("PATCH", "/api/v1/stations/CP-1", {"enabled": False}))[0] == 404
+
+
+async def test_a_station_whose_status_document_is_unreadable_is_shown_without_it(api: Api) -> None:
+    await api.a_station("CP-1")
+    await api.rt.store.put_doc(kinds.STATION_STATUS, "CP-1", {"connectors": {"1/1": {"status": "Charging"}}})
+    status, body = await api.get("/api/v1/stations/CP-1")
+    assert status == 200 and body["id"] == "CP-1"
+    assert body["connectors"] == [] and body["last_boot"] is None

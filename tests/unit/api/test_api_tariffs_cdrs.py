@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 from services.billing.documents import cdr_to_doc
-from services.billing.domain import SessionUsage, cdr_to_dict, cdr_to_ocpi, decide_cdr, tariff_from_dict
+from services.billing.codec import cdr_to_ocpi
+from services.billing.documents import cdr_to_dict
+from services.billing.domain import SessionUsage, decide_cdr, tariff_from_dict
 from services.common.timeutil import parse_ocpp
 
 from .builders import Api, a_session_doc, a_tariff_body
@@ -178,11 +181,11 @@ async def test_other_numbers_of_the_api_are_bounded_too(api: Api) -> None:
 # --- held CDRs ----------------------------------------------------------------------------
 
 
-async def _store(api: Api, cdr_doc: dict, session_id: str = "s1") -> None:
+async def _store(api: Api, cdr_doc: dict[str, Any], session_id: str = "s1") -> None:
     await api.rt.store.put_doc("cdr", cdr_doc["id"], cdr_doc, parent=session_id, version=int(cdr_doc["version"]))
 
 
-def _held_doc(cdr_id: str = "s2-v1", session_id: str = "s2") -> dict:
+def _held_doc(cdr_id: str = "s2-v1", session_id: str = "s2") -> dict[str, Any]:
     cdr = _a_cdr()
     doc = cdr_to_doc(cdr, hold_reasons=("clock_suspect", "duration_exceeds_max"))
     doc.update(id=cdr_id, session_id=session_id, clock_suspect=True)
@@ -247,7 +250,7 @@ async def _put_session(api: Api, **overrides: object) -> None:
     await api.rt.store.put_doc("session", doc["id"], doc, parent=doc["station_id"])
 
 
-def _energy(at: str, wh: object, **extra: object) -> dict:
+def _energy(at: str, wh: object, **extra: object) -> dict[str, Any]:
     return {"timestamp": at, "measurand": "Energy.Active.Import.Register", "value": wh, "unit": "Wh", **extra}
 
 
@@ -318,7 +321,7 @@ def _sample_reads(api: Api) -> int:
     return sum(n for (op, table), n in ops.items() if op == "read" and "sample" in table)
 
 
-async def _a_priced_session(api: Api, tariff_body: dict) -> None:
+async def _a_priced_session(api: Api, tariff_body: dict[str, Any]) -> None:
     from services.billing.domain import accumulator_to_dict, fold_price
 
     acc = fold_price(tariff_from_dict(tariff_body), parse_ocpp("2026-11-28T10:00:00Z"), 1000, _READINGS)

@@ -1,0 +1,56 @@
+"""Wiring of the REST API: the ports its routes use, built once from the `Runtime`.
+
+`build_api(rt)` is the `api` role of `csms` (services/common/cli.py). The store is
+handed to the routes as the narrow Protocols they use (stations, tokens, ownership,
+documents, samples), never as the whole store or runtime.
+"""
+
+from __future__ import annotations
+
+from services.api.commands import CommandWaiter
+from services.api.context import ApiContext, ApiSettings
+from services.api.service import ApiService
+from services.api.site_events import SiteNotifier
+from services.billing.domain.limits import billing_limits
+from services.common.config import Settings
+from services.common.routing import CommandRouter
+from services.common.runtime import Runtime
+from services.sessions.domain import Plausibility
+
+__all__ = ["api_settings", "build_api"]
+
+
+def api_settings(settings: Settings) -> ApiSettings:
+    extra = settings.extra
+    limits = billing_limits(settings.session_max_duration_h, settings.session_max_energy_wh)
+    return ApiSettings(
+        api_key=settings.api_key,
+        command_timeout_s=settings.command_timeout_s,
+        ocpi_country_code=str(extra.get("ocpi_country_code", "DE")),
+        ocpi_party_id=str(extra.get("ocpi_party_id", "CSM")),
+        max_priced_duration=limits.max_duration,
+        plausibility=Plausibility.from_settings(settings),
+    )
+
+
+def build_api(rt: Runtime) -> ApiService:
+    store, bus = rt.store, rt.bus
+    sites = SiteNotifier(store, bus.publish, rt.clock)
+    router = CommandRouter(owners=store, publish=bus.publish, partitions=bus.partitions, clock=rt.clock, issuer="api")
+    ctx = ApiContext(
+        stations=store,
+        tokens=store,
+        ownership=store,
+        documents=store,
+        samples=store,
+        pricing=store,
+        bus=bus,
+        clock=rt.clock,
+        pepper=rt.pepper,
+        settings=api_settings(rt.settings),
+        waiter=CommandWaiter(bus),
+        router=router,
+        on_site_changed=sites.changed,
+    )
+    healthy = (lambda: bool(bus.healthy), lambda: bool(store.healthy))
+    return ApiService(ctx, host=rt.settings.host, port=rt.settings.api_port, healthy=healthy)
