@@ -23,10 +23,12 @@ from services.api.context import ctx_of
 from services.api.errors import ApiError, not_found
 from services.api.metrics import COMMANDS
 from services.api.validation import read_json
+from services.api.views import command_record_view
 from services.common import kinds
 from services.common.codec import Command
 from services.common.events import CommandResult
 from services.common.routing import Offline, Unroutable
+from services.sessions.documents import command_from_doc
 
 __all__ = ["setup"]
 
@@ -126,7 +128,7 @@ async def get_command(request: web.Request) -> web.Response:
     doc = await ctx_of(request).documents.get_doc(kinds.COMMAND, command_id)
     if doc is None:
         raise not_found("command", command_id)
-    return web.json_response(doc)
+    return web.json_response(command_record_view(command_from_doc(doc)))
 
 
 def setup(app: web.Application) -> None:

@@ -26,11 +26,17 @@ from google.protobuf.message import Message
 
 from services.billing.domain import Cdr, Money, Tariff
 from services.billing.domain.money import PRICING_CONTEXT
-from services.billing.domain.running import PriceAccumulator, accumulator_from_pb, accumulator_to_pb
-from services.common.codec import cdrs_pb2, cloudevent_headers, get_timestamp, sessions_pb2, set_timestamp
-from services.common.timeutil import parse_ocpp, to_ocpp
+from services.billing.domain.running import PriceAccumulator, accumulator_consistent
+from services.billing.domain.values import aware_utc, wh_value
+from services.common.decimals import parse_decimal
+from services.common.codec import cdrs_pb2, cloudevent_headers, get_timestamp, sessions_pb2, set_timestamp, timestamp_value
+from services.common.timeutil import parse_ocpp, to_iso_us, to_ocpp
 
 __all__ = [
+    "accumulator_from_dict",
+    "accumulator_from_pb",
+    "accumulator_to_dict",
+    "accumulator_to_pb",
     "SESSION_CE_TYPE",
     "CDR_CE_TYPE",
     "CDR_CE_SOURCE",
@@ -457,3 +463,98 @@ def cdr_to_ocpi(
     if cdr.version > 1:
         out["remark"] = f"version {cdr.version}: {cdr.reason}"
     return out
+
+
+# --- the price accumulator: its document (dict) and protobuf forms ------------------------------
+
+
+def _parse_instant(value: object, name: str) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be an ISO 8601 instant, got {value!r}")
+    return aware_utc(datetime.fromisoformat(value), name)
+
+
+def _int(value: object, name: str) -> int:
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        value = int(value)
+    return wh_value(value, name)
+
+
+def _mark_value(value: object) -> Decimal:
+    d = parse_decimal(value) if isinstance(value, str) else None
+    if d is None or d < 0:
+        raise ValueError(f"a mark must be a non-negative decimal text, got {value!r}")
+    return d
+
+
+def accumulator_to_dict(acc: PriceAccumulator) -> dict[str, Any]:
+    """JSON-ready form (stored in the session document): instants to the microsecond,
+    marks as decimal text, so `accumulator_from_dict` gives back an equal accumulator."""
+    return {
+        "tariff_id": acc.tariff_id,
+        "tariff_fingerprint": acc.tariff_fingerprint,
+        "currency": acc.currency,
+        "opened_at": to_iso_us(acc.opened_at),
+        "open_wh": acc.open_wh,
+        "last_at": to_iso_us(acc.last_at),
+        "last_wh": acc.last_wh,
+        "marks": [[to_iso_us(t), f"{v:f}"] for t, v in acc.marks],
+    }
+
+
+def accumulator_from_dict(d: Mapping[str, Any]) -> PriceAccumulator:
+    """Raises ValueError (or KeyError / TypeError) for a mapping that is not an accumulator."""
+    marks = d.get("marks") or []
+    if not isinstance(marks, (list, tuple)):
+        raise ValueError("marks must be a list")
+    acc = PriceAccumulator(
+        tariff_id=str(d["tariff_id"]),
+        tariff_fingerprint=str(d["tariff_fingerprint"]),
+        currency=str(d["currency"]),
+        opened_at=_parse_instant(d["opened_at"], "opened_at"),
+        open_wh=_int(d["open_wh"], "open_wh"),
+        last_at=_parse_instant(d["last_at"], "last_at"),
+        last_wh=_int(d["last_wh"], "last_wh"),
+        marks=tuple((_parse_instant(m[0], "mark time"), _mark_value(m[1])) for m in marks),
+    )
+    if not accumulator_consistent(acc):
+        raise ValueError("not a consistent accumulator (high-water mark before its opening, or out of range)")
+    return acc
+
+
+def accumulator_to_pb(acc: PriceAccumulator, pb: sessions_pb2.PriceAccumulator) -> None:
+    """Fill a `csms.sessions.v1.PriceAccumulator` message (`running_total_incl_tax` is the
+    caller's: it needs `now` and the tariff)."""
+    pb.tariff_id = acc.tariff_id
+    pb.tariff_fingerprint = acc.tariff_fingerprint
+    pb.currency = acc.currency
+    set_timestamp(pb.opened_at, acc.opened_at)
+    pb.open_wh = acc.open_wh
+    set_timestamp(pb.last_at, acc.last_at)
+    pb.last_wh = acc.last_wh
+    del pb.marks[:]
+    for t, v in acc.marks:
+        m = pb.marks.add()
+        set_timestamp(m.at, t)
+        m.wh = f"{v:f}"
+
+
+def accumulator_from_pb(pb: sessions_pb2.PriceAccumulator | None) -> PriceAccumulator | None:
+    """The accumulator a message carries; None when it carries none (no tariff applied) or
+    it is not usable (then the caller re-prices from the samples)."""
+    if pb is None or not pb.tariff_id or not pb.tariff_fingerprint:
+        return None
+    try:
+        acc = PriceAccumulator(
+            tariff_id=pb.tariff_id,
+            tariff_fingerprint=pb.tariff_fingerprint,
+            currency=pb.currency,
+            opened_at=timestamp_value(pb.opened_at),
+            open_wh=int(pb.open_wh),
+            last_at=timestamp_value(pb.last_at),
+            last_wh=int(pb.last_wh),
+            marks=tuple((timestamp_value(m.at), _mark_value(m.wh)) for m in pb.marks),
+        )
+    except (ValueError, OverflowError, ArithmeticError):
+        return None
+    return acc if accumulator_consistent(acc) else None

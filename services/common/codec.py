@@ -26,6 +26,7 @@ __all__ = [
     "encode_event",
     "decode_event",
     "event_headers",
+    "timestamp_value",
     "Command",
     "encode_command",
     "decode_command",
@@ -86,10 +87,10 @@ def get_timestamp(parent: Any, field: str) -> datetime | None:
     """The aware UTC datetime of `parent.<field>`, or None when the field is unset."""
     if not parent.HasField(field):
         return None
-    return _ts_value(getattr(parent, field))
+    return timestamp_value(getattr(parent, field))
 
 
-def _ts_value(msg: Any) -> datetime:
+def timestamp_value(msg: Any) -> datetime:
     return _EPOCH + timedelta(seconds=msg.seconds, microseconds=msg.nanos // 1000)
 
 
@@ -133,7 +134,7 @@ def _add_samples(samples: Sequence[ev.MeterSample], repeated: Any) -> None:
 
 def _sample_from_pb(pb: Any) -> ev.MeterSample:
     return ev.MeterSample(
-        timestamp=_ts_value(pb.timestamp),
+        timestamp=timestamp_value(pb.timestamp),
         value=pb.value,
         unit=pb.unit,
         measurand=pb.measurand,
@@ -209,7 +210,7 @@ def decode_event(data: bytes, headers: dict[str, str] | None = None) -> ev.Envel
     if field is None:
         raise ValueError("event without a body")
     body = _body_from_pb(_FIELD_BODY[field], getattr(pb, field))
-    received = _ts_value(pb.received_at)
+    received = timestamp_value(pb.received_at)
     return ev.Envelope(
         event_id=pb.event_id,
         station_id=pb.station_id,
@@ -300,7 +301,7 @@ def encode_command(cmd: Command) -> bytes:
 def decode_command(data: bytes) -> Command:
     pb = commands_pb2.Command()
     pb.ParseFromString(data)
-    issued, expires = _ts_value(pb.issued_at), _ts_value(pb.expires_at)
+    issued, expires = timestamp_value(pb.issued_at), timestamp_value(pb.expires_at)
     return Command(
         command_id=pb.command_id,
         station_id=pb.station_id,

@@ -34,12 +34,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from services.billing.codec import accumulator_from_dict
 from services.billing.documents import ResolvedTariff
 from services.billing.domain import (
     MAX_PRICED_DURATION,
     PriceAccumulator,
     Tariff,
-    accumulator_from_dict,
     advance_price,
     finish_price,
     open_price,

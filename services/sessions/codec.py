@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from services.billing.domain.running import accumulator_to_pb
+from services.billing.codec import accumulator_to_pb
 from services.common.codec import cloudevent_headers, get_timestamp, meter_values_pb2, sessions_pb2, set_timestamp
 from services.common.timeutil import to_ocpp
 from services.sessions.domain.session import Reading, Sample, Session

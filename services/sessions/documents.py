@@ -31,7 +31,8 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from services.billing.domain.running import PriceAccumulator, accumulator_from_dict, accumulator_to_dict
+from services.billing.codec import accumulator_from_dict, accumulator_to_dict
+from services.billing.domain.running import PriceAccumulator
 from services.common.store.port import MeterRow, SampleStore
 from services.common.timeutil import parse_ocpp, to_ocpp
 from services.sessions.domain.lifecycle import IndexEntry, OpenSessions, RemoteStartCommand

@@ -36,9 +36,9 @@ The rules at the end (amending ADR 005, see ADR 015):
 - readings at or before `opened_at` never count.
 
 Pure: standard library and the billing domain only. Money is Decimal in
-`PRICING_CONTEXT`; no float anywhere. `accumulator_to_pb` / `accumulator_from_pb` fill and
-read the protobuf message `csms.sessions.v1.PriceAccumulator` by attribute (duck typing,
-no protobuf import), so the domain stays free of wire formats.
+`PRICING_CONTEXT`; no float anywhere. The accumulator's stored (dict) and wire (protobuf)
+forms are in services/billing/codec.py; what they read back is checked with
+`accumulator_consistent`.
 """
 
 from __future__ import annotations
@@ -82,10 +82,7 @@ __all__ = [
     "fold_price",
     "usage_accumulator",
     "accumulator_matches",
-    "accumulator_to_dict",
-    "accumulator_from_dict",
-    "accumulator_to_pb",
-    "accumulator_from_pb",
+    "accumulator_consistent",
     "metering_digest_input",
 ]
 
@@ -427,116 +424,11 @@ def metering_digest_input(acc: PriceAccumulator, end_wh: int | None, max_duratio
     ]
 
 
-# --- dict and protobuf forms -----------------------------------------------------------------
-
-
-def _parse_instant(value: object, name: str) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be an ISO 8601 instant, got {value!r}")
-    return _aware_utc(datetime.fromisoformat(value), name)
-
-
-def _int(value: object, name: str) -> int:
-    if isinstance(value, str) and value.lstrip("-").isdigit():
-        value = int(value)
-    return _wh(value, name)
-
-
-def _mark_value(value: object) -> Decimal:
-    d = parse_decimal(value) if isinstance(value, str) else None
-    if d is None or d < 0:
-        raise ValueError(f"a mark must be a non-negative decimal text, got {value!r}")
-    return d
-
-
-def accumulator_to_dict(acc: PriceAccumulator) -> dict[str, Any]:
-    """JSON-ready form (stored in the session document): instants to the microsecond,
-    marks as decimal text, so `accumulator_from_dict` gives back an equal accumulator."""
-    return {
-        "tariff_id": acc.tariff_id,
-        "tariff_fingerprint": acc.tariff_fingerprint,
-        "currency": acc.currency,
-        "opened_at": to_iso_us(acc.opened_at),
-        "open_wh": acc.open_wh,
-        "last_at": to_iso_us(acc.last_at),
-        "last_wh": acc.last_wh,
-        "marks": [[to_iso_us(t), f"{v:f}"] for t, v in acc.marks],
-    }
-
-
-def accumulator_from_dict(d: Mapping[str, Any]) -> PriceAccumulator:
-    """Raises ValueError (or KeyError / TypeError) for a mapping that is not an accumulator."""
-    marks = d.get("marks") or []
-    if not isinstance(marks, (list, tuple)):
-        raise ValueError("marks must be a list")
-    acc = PriceAccumulator(
-        tariff_id=str(d["tariff_id"]),
-        tariff_fingerprint=str(d["tariff_fingerprint"]),
-        currency=str(d["currency"]),
-        opened_at=_parse_instant(d["opened_at"], "opened_at"),
-        open_wh=_int(d["open_wh"], "open_wh"),
-        last_at=_parse_instant(d["last_at"], "last_at"),
-        last_wh=_int(d["last_wh"], "last_wh"),
-        marks=tuple((_parse_instant(m[0], "mark time"), _mark_value(m[1])) for m in marks),
-    )
-    if not _consistent(acc):
-        raise ValueError("not a consistent accumulator (high-water mark before its opening, or out of range)")
-    return acc
-
-
-def _consistent(acc: PriceAccumulator) -> bool:
-    """What `open_price` / `advance_price` guarantee, checked on what comes from outside."""
+def accumulator_consistent(acc: PriceAccumulator) -> bool:
+    """What `open_price` / `advance_price` guarantee, checked on what comes from outside
+    (the accumulator's stored and wire forms are read in services/billing/codec.py)."""
     return (
         _MIN_INSTANT <= acc.opened_at <= acc.last_at <= _MAX_INSTANT
         and 0 <= acc.open_wh <= acc.last_wh
         and all(acc.opened_at < t <= acc.last_at for t, _ in acc.marks)
     )
-
-
-def _set_ts(msg: Any, dt: datetime) -> None:
-    delta = dt - _EPOCH  # exact integer arithmetic
-    us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    msg.seconds, rem = divmod(us, 1_000_000)
-    msg.nanos = rem * 1000
-
-
-def _get_ts(msg: Any) -> datetime:
-    return _EPOCH + timedelta(seconds=msg.seconds, microseconds=msg.nanos // 1000)
-
-
-def accumulator_to_pb(acc: PriceAccumulator, pb: Any) -> None:
-    """Fill a `csms.sessions.v1.PriceAccumulator` message (`running_total_incl_tax` is the
-    caller's: it needs `now` and the tariff)."""
-    pb.tariff_id = acc.tariff_id
-    pb.tariff_fingerprint = acc.tariff_fingerprint
-    pb.currency = acc.currency
-    _set_ts(pb.opened_at, acc.opened_at)
-    pb.open_wh = acc.open_wh
-    _set_ts(pb.last_at, acc.last_at)
-    pb.last_wh = acc.last_wh
-    del pb.marks[:]
-    for t, v in acc.marks:
-        m = pb.marks.add()
-        _set_ts(m.at, t)
-        m.wh = f"{v:f}"
-
-
-def accumulator_from_pb(pb: Any) -> PriceAccumulator | None:
-    """The accumulator a message carries; None when it carries none (no tariff applied) or
-    it is not usable (then the caller re-prices from the samples)."""
-    if pb is None or not pb.tariff_id or not pb.tariff_fingerprint:
-        return None
-    try:
-        acc = PriceAccumulator(
-            tariff_id=pb.tariff_id,
-            tariff_fingerprint=pb.tariff_fingerprint,
-            currency=pb.currency,
-            opened_at=_get_ts(pb.opened_at),
-            open_wh=int(pb.open_wh),
-            last_at=_get_ts(pb.last_at),
-            last_wh=int(pb.last_wh),
-            marks=tuple((_get_ts(m.at), _mark_value(m.wh)) for m in pb.marks),
-        )
-    except (ValueError, OverflowError, ArithmeticError):
-        return None
-    return acc if _consistent(acc) else None

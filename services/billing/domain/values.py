@@ -156,3 +156,8 @@ class PriceBreakdown:
     def tax_display(self) -> Money:
         """The tax line of an invoice: so that excl + tax == incl exactly."""
         return self.total_incl_tax - self.total_excl_tax
+
+
+# Shared with billing's codec, which reads the accumulator's stored and wire forms.
+aware_utc = _aware_utc
+wh_value = _wh

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
+from datetime import datetime, timezone
 
 from prometheus_client import REGISTRY
 
-from services.common import topics
+from services.common import kinds, topics
 from services.common.codec import Command
+from services.sessions.documents import command_to_doc
+from services.sessions.domain.station_status import CommandRecord
 
 from .builders import Api, FakeGateway, answering, eventually
 
@@ -160,10 +163,17 @@ async def test_a_station_that_never_answers_gives_504_and_the_late_result_is_rea
     command_id = body["command_id"]
     assert (await api.get(f"/api/v1/commands/{command_id}"))[0] == 404
     # what the sessions processor records when the answer comes late
-    record = {"command_id": command_id, "station_id": "CP-1", "status": "Accepted", "response": {"status": "Accepted"}}
-    await api.rt.store.put_doc("command", command_id, record, parent="CP-1")
+    record = CommandRecord(
+        command_id=command_id, station_id="CP-1", command_type="Reset", ocpp_action="Reset",
+        status="Accepted", response={"status": "Accepted"}, late_reply=True, version=3,
+        issued_at=datetime(2026, 11, 28, 4, 21, 16, 4000, tzinfo=timezone.utc),
+    )
+    await api.rt.store.put_doc(kinds.COMMAND, command_id, command_to_doc(record), parent="CP-1", version=3)
     status, body = await api.get(f"/api/v1/commands/{command_id}")
-    assert status == 200 and body == record
+    assert status == 200
+    assert body["status"] == "Accepted" and body["response"] == {"status": "Accepted"} and body["late_reply"] is True
+    assert body["issued_at"] == "2026-11-28T04:21:16.004Z" and body["command_type"] == "Reset"
+    assert "version" not in body  # the record's internal version is not part of the view
 
 
 async def test_results_of_other_api_instances_commands_are_ignored(api: Api) -> None:

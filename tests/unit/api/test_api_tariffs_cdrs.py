@@ -322,7 +322,8 @@ def _sample_reads(api: Api) -> int:
 
 
 async def _a_priced_session(api: Api, tariff_body: dict[str, Any]) -> None:
-    from services.billing.domain import accumulator_to_dict, fold_price
+    from services.billing.codec import accumulator_to_dict
+    from services.billing.domain import fold_price
 
     acc = fold_price(tariff_from_dict(tariff_body), parse_ocpp("2026-11-28T10:00:00Z"), 1000, _READINGS)
     await _put_session(api, id="s1", meter_start_wh=1000, energy_anchor_wh=1000, energy_wh=6000,

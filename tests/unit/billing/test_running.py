@@ -9,12 +9,10 @@ from decimal import Decimal
 import pytest
 
 from services.billing.domain.pricing import price_session
+from services.billing.codec import accumulator_from_dict, accumulator_from_pb, accumulator_to_dict
 from services.billing.domain.running import (
     StaleAccumulator,
-    accumulator_from_dict,
-    accumulator_from_pb,
     accumulator_matches,
-    accumulator_to_dict,
     advance_price,
     finish_price,
     fold_price,

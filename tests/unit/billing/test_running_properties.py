@@ -20,12 +20,9 @@ from services.billing.domain.pricing import (
     SessionUsage,
     price_session,
 )
+from services.billing.codec import accumulator_from_dict, accumulator_from_pb, accumulator_to_dict, accumulator_to_pb
 from services.billing.domain.running import (
     PriceAccumulator,
-    accumulator_from_dict,
-    accumulator_from_pb,
-    accumulator_to_dict,
-    accumulator_to_pb,
     advance_price,
     finish_price,
     fold_price,

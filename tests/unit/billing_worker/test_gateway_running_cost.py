@@ -9,7 +9,8 @@ import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from services.billing.domain import accumulator_to_dict, finish_price, fold_price, tariff_from_dict
+from services.billing.codec import accumulator_to_dict
+from services.billing.domain import finish_price, fold_price, tariff_from_dict
 from services.common.events import ENERGY_REGISTER, MeterSample
 from services.common import kinds
 from services.gateway.running_cost import MAX_TRANSACTIONS, RunningCostPricer, RunningCosts

@@ -149,4 +149,4 @@ def test_set_timestamp_gives_the_normal_form_before_and_after_1970() -> None:
         set_timestamp(msg, dt)
         us = (dt - epoch) // timedelta(microseconds=1)
         assert (msg.seconds, msg.nanos) == (us // 10**6, us % 10**6 * 1000), dt
-        assert codec._ts_value(msg) == dt
+        assert codec.timestamp_value(msg) == dt

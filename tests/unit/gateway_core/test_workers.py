@@ -79,7 +79,11 @@ def test_one_worker_runs_in_this_process_under_its_own_id() -> None:
 def test_workers_are_processes_with_their_own_ids_and_a_clean_stop_exits_0(tmp_path: Path) -> None:
     def serve(s: Settings, k: int) -> int:
         (tmp_path / f"w{k}").write_text(f"{s.gateway_id} {os.getpid()}")
-        if k == 0:  # the first worker ends cleanly: the supervisor stops the others
+        if k == 0:  # the first worker ends cleanly (once the other has started): the supervisor stops the others
+            for _ in range(200):  # bounded: a loaded machine may start worker 1 late
+                if (tmp_path / "w1").exists():
+                    break
+                time.sleep(0.05)
             return 0
         time.sleep(30)
         return 3
