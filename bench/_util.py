@@ -176,7 +176,7 @@ def provision(db_path: Path, stations: Sequence[str], pepper: str, *, tariff: bo
             if tariff:
                 from decimal import Decimal
 
-                from services.billing.domain import tariff_from_dict, tariff_to_dict
+                from services.billing.codec import tariff_from_dict, tariff_to_dict
 
                 doc = tariff_to_dict(tariff_from_dict({
                     "id": "bench-default", "currency": "EUR", "price_per_kwh": Decimal("0.30"),

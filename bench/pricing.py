@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from services.billing.codec import tariff_to_dict  # noqa: E402
 from services.billing.domain import (  # noqa: E402
     SessionUsage,
     Tariff,
@@ -39,7 +40,6 @@ from services.billing.domain import (  # noqa: E402
     fold_price,
     open_price,
     price_session,
-    tariff_to_dict,
 )
 
 UTC = timezone.utc

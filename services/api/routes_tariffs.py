@@ -20,7 +20,8 @@ from services.api.errors import ApiError, conflict, not_found
 from services.api.validation import MAX_LIMIT, check_resource_id, query_limit, read_json
 from services.api.views import tariff_view
 from services.billing.documents import tariff_from_doc
-from services.billing.domain import Tariff, TariffError, tariff_from_dict, tariff_to_dict
+from services.billing.domain import Tariff, TariffError
+from services.billing.codec import tariff_from_dict, tariff_to_dict
 from services.common import kinds
 
 __all__ = ["setup", "parse_tariff"]

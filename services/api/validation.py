@@ -3,7 +3,7 @@
 Numbers are bounded (`services.common.decimals`): a JSON number read exactly as a
 Decimal ("1e-999999", "1e400") is refused with a 400 naming the field, never carried
 into a megabyte document or an overflowing quantize. Money is validated by the billing
-domain (`tariff_from_dict`), which applies the same bound to decimal strings.
+codec (`tariff_from_dict`), which applies the same bound to decimal strings.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ from typing import Any, Mapping
 
 from services.api.documents import Site
 from services.billing.documents import breakdown_to_dict
-from services.billing.domain import Cdr, Tariff, tariff_to_dict
+from services.billing.domain import Cdr, Tariff
+from services.billing.codec import tariff_to_dict
 from services.common.store.port import Owner, Station, Token
 from services.common.timeutil import to_ocpp
 from services.sessions.domain import Boot, CommandRecord, ConnectorState, Session, StationStatus

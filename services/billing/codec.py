@@ -24,7 +24,8 @@ from typing import Any, Mapping, Sequence
 
 from google.protobuf.message import Message
 
-from services.billing.domain import Cdr, Money, Tariff
+from services.billing.domain import Cdr, Money, Tariff, TariffBand, TariffError
+from services.billing.domain.money import minor_units
 from services.billing.domain.money import PRICING_CONTEXT
 from services.billing.domain.running import PriceAccumulator, accumulator_consistent
 from services.billing.domain.values import aware_utc, wh_value
@@ -33,6 +34,8 @@ from services.common.codec import cdrs_pb2, cloudevent_headers, get_timestamp, s
 from services.common.timeutil import parse_ocpp, to_iso_us, to_ocpp
 
 __all__ = [
+    "tariff_from_dict",
+    "tariff_to_dict",
     "accumulator_from_dict",
     "accumulator_from_pb",
     "accumulator_to_dict",
@@ -558,3 +561,111 @@ def accumulator_from_pb(pb: sessions_pb2.PriceAccumulator | None) -> PriceAccumu
     except (ValueError, OverflowError, ArithmeticError):
         return None
     return acc if accumulator_consistent(acc) else None
+
+
+# --- tariffs: the REST and document shape ---------------------------------------------------
+
+_TARIFF_KEYS = {
+    "id", "currency", "price_per_kwh", "price_per_minute", "session_fee", "idle_fee_per_minute",
+    "idle_grace_minutes", "tax_rate", "bands", "min_price", "max_price", "timezone", "default",
+}
+_BAND_KEYS = {"start", "end", "days_of_week", "price_per_kwh", "price_per_minute"}
+
+
+def _check_keys(d: object, allowed: set[str], what: str) -> Mapping[str, Any]:
+    if not isinstance(d, Mapping):
+        raise TariffError(f"{what} must be an object, got {type(d).__name__}")
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise TariffError(f"{what} has unknown field(s): {', '.join(map(str, unknown))}")
+    return d
+
+
+def _band_from_dict(raw: object, i: int) -> TariffBand:
+    d = _check_keys(raw, _BAND_KEYS, f"bands[{i}]")
+    for key in ("start", "end"):
+        if key not in d:
+            raise TariffError(f"bands[{i}].{key} is required")
+    days = d.get("days_of_week")
+    if days is not None and not isinstance(days, (list, tuple)):
+        raise TariffError(f"bands[{i}].days_of_week must be a list of integers 0..6 or null, got {days!r}")
+    try:
+        return TariffBand(
+            start=d["start"],
+            end=d["end"],
+            days_of_week=None if days is None else tuple(days),
+            price_per_kwh=d.get("price_per_kwh"),
+            price_per_minute=d.get("price_per_minute"),
+        )
+    except TariffError as e:
+        raise TariffError(f"bands[{i}]: {e}") from None
+
+
+def tariff_from_dict(d: Mapping[str, Any]) -> Tariff:
+    """Parse the REST shape. Money values are decimal strings ("0.30"); floats are rejected."""
+    d = _check_keys(d, _TARIFF_KEYS, "tariff")
+    for key in ("id", "currency"):
+        if key not in d:
+            raise TariffError(f"{key} is required")
+    bands_raw = d.get("bands") or []
+    if not isinstance(bands_raw, (list, tuple)):
+        raise TariffError("bands must be a list")
+    grace = d.get("idle_grace_minutes", 0)
+    if isinstance(grace, str) and grace.isdigit():
+        grace = int(grace)
+    return Tariff(
+        id=d["id"],
+        currency=d["currency"],
+        price_per_kwh=d.get("price_per_kwh", Decimal(0)),
+        price_per_minute=d.get("price_per_minute", Decimal(0)),
+        session_fee=d.get("session_fee", Decimal(0)),
+        idle_fee_per_minute=d.get("idle_fee_per_minute", Decimal(0)),
+        idle_grace_minutes=grace,
+        tax_rate=d.get("tax_rate", Decimal(0)),
+        min_price=d.get("min_price"),
+        max_price=d.get("max_price"),
+        bands=tuple(_band_from_dict(b, i) for i, b in enumerate(bands_raw)),
+        timezone=d.get("timezone", "UTC"),
+        default=d.get("default", False),
+    )
+
+
+def _money_str(value: Decimal, currency: str) -> str:
+    """At least the currency's minor digits ("0.3" -> "0.30"), more if the price has them."""
+    digits = minor_units(currency)
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent < digits:
+        value = value.quantize(Decimal(1).scaleb(-digits))
+    return f"{value:f}"
+
+
+def _opt_money_str(value: Decimal | None, currency: str) -> str | None:
+    return None if value is None else _money_str(value, currency)
+
+
+def tariff_to_dict(t: Tariff) -> dict[str, Any]:
+    c = t.currency
+    return {
+        "id": t.id,
+        "currency": c,
+        "price_per_kwh": _money_str(t.price_per_kwh, c),
+        "price_per_minute": _money_str(t.price_per_minute, c),
+        "session_fee": _money_str(t.session_fee, c),
+        "idle_fee_per_minute": _money_str(t.idle_fee_per_minute, c),
+        "idle_grace_minutes": t.idle_grace_minutes,
+        "tax_rate": f"{t.tax_rate:f}",
+        "bands": [
+            {
+                "start": b.start,
+                "end": b.end,
+                "days_of_week": None if b.days_of_week is None else list(b.days_of_week),
+                "price_per_kwh": _opt_money_str(b.price_per_kwh, c),
+                "price_per_minute": _opt_money_str(b.price_per_minute, c),
+            }
+            for b in t.bands
+        ],
+        "min_price": _opt_money_str(t.min_price, c),
+        "max_price": _opt_money_str(t.max_price, c),
+        "timezone": t.timezone,
+        "default": t.default,
+    }

@@ -39,8 +39,8 @@ from services.billing.domain import (
     Money,
     PriceBreakdown,
     Tariff,
-    tariff_from_dict,
 )
+from services.billing.codec import tariff_from_dict
 from services.billing.domain.money import PRICING_CONTEXT
 from services.billing.domain.values import plausible_register_wh
 from services.common import kinds

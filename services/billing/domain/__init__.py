@@ -36,7 +36,7 @@ from .running import (
     open_price,
     tariff_fingerprint,
 )
-from .tariff import Tariff, TariffBand, TariffError, band_segments, tariff_from_dict, tariff_to_dict
+from .tariff import Tariff, TariffBand, TariffError, band_segments
 from .values import MAX_PRICED_DURATION, BandLine, EnergySample, PriceBreakdown, SessionUsage
 
 __all__ = [
@@ -79,6 +79,4 @@ __all__ = [
     "refusal",
     "round_amount",
     "tariff_fingerprint",
-    "tariff_from_dict",
-    "tariff_to_dict",
 ]

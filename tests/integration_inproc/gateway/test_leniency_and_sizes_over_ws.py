@@ -226,7 +226,8 @@ async def test_a_running_cost_is_not_estimated_over_a_station_clock_decades_off(
     import time
     from decimal import Decimal
 
-    from services.billing.domain import Tariff, tariff_to_dict
+    from services.billing.codec import tariff_to_dict
+    from services.billing.domain import Tariff
 
     tariff = Tariff(id="T1", currency="EUR", price_per_kwh=Decimal("0.30"), price_per_minute=Decimal("0.05"), session_fee=Decimal("1.00"))
     await gw.store.put_doc("tariff", "T1", tariff_to_dict(tariff))

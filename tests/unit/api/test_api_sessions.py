@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from services.billing.documents import cdr_to_dict
-from services.billing.domain import SessionUsage, decide_cdr, tariff_from_dict
+from services.billing.domain import SessionUsage, decide_cdr
+from services.billing.codec import tariff_from_dict
 from services.common.timeutil import parse_ocpp
 
 from .builders import Api, a_session_doc, a_tariff_body

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from services.billing.domain.cdr import decide_cdr
 from services.billing.domain.money import PRICING_CONTEXT, Money
 from services.billing.domain.pricing import PriceBreakdown, SessionUsage, price_session
-from services.billing.domain.tariff import Tariff, TariffBand, tariff_from_dict, tariff_to_dict
+from services.billing.domain.tariff import Tariff, TariffBand
+from services.billing.codec import tariff_from_dict, tariff_to_dict
 
 UTC = timezone.utc
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "Pacific/Chatham"]

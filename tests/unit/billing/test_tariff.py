@@ -10,9 +10,8 @@ from services.billing.domain.tariff import (
     BASE_LABEL,
     TariffError,
     band_segments,
-    tariff_from_dict,
-    tariff_to_dict,
 )
+from services.billing.codec import tariff_from_dict, tariff_to_dict
 
 from .builders import a_band, a_tariff, a_tariff_dict, at
 

@@ -9,7 +9,8 @@ from decimal import Decimal
 from typing import Any
 
 from services.billing.codec import SESSION_CE_TYPE, SessionSnapshot, encode_session
-from services.billing.domain import Tariff, fold_price, tariff_from_dict, tariff_to_dict
+from services.billing.domain import Tariff, fold_price
+from services.billing.codec import tariff_from_dict, tariff_to_dict
 from services.common import topics
 from services.common.bus.port import Record
 from services.common.events import ENERGY_REGISTER

@@ -6,7 +6,8 @@ from decimal import Decimal
 
 from services.billing.codec import encode_session
 from services.billing.handlers import UNPRICED_TOTAL
-from services.billing.domain import Tariff, tariff_to_dict
+from services.billing.domain import Tariff
+from services.billing.codec import tariff_to_dict
 from services.common import topics
 from services.common.errors import BusUnavailable
 

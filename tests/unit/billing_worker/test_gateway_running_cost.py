@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from services.billing.codec import accumulator_to_dict
-from services.billing.domain import finish_price, fold_price, tariff_from_dict
+from services.billing.domain import finish_price, fold_price
+from services.billing.codec import tariff_from_dict
 from services.common.events import ENERGY_REGISTER, MeterSample
 from services.common import kinds
 from services.gateway.running_cost import MAX_TRANSACTIONS, RunningCostPricer, RunningCosts
