@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Mapping
 
 from services.api.documents import Site
-from services.billing.documents import breakdown_to_dict
+from services.billing.documents import cdr_public_dict
 from services.billing.domain import Cdr, Tariff
 from services.billing.codec import tariff_to_dict
 from services.common.store.port import Owner, Station, Token
@@ -221,21 +221,8 @@ class CdrView:
 def cdr_view(v: CdrView) -> Json:
     """A CDR as priced (the breakdown in billing's shape), without billing's replay
     detection (`inputs_fingerprint`) or outbox bookkeeping."""
-    cdr = v.cdr
     return {
-        "id": cdr.id,
-        "session_id": cdr.session_id,
-        "station_id": cdr.station_id,
-        "version": cdr.version,
-        "reason": cdr.reason,
-        "energy_wh": cdr.energy_wh,
-        "started_at": to_ocpp(cdr.started_at),
-        "stopped_at": to_ocpp(cdr.stopped_at),
-        "tariff_id": cdr.tariff_id,
-        "total_cost": cdr.total_cost.to_dict(),
-        "total_cost_incl_tax": cdr.total_cost_incl_tax.to_dict(),
-        "breakdown": breakdown_to_dict(cdr.breakdown),
-        "created_at": to_ocpp(cdr.created_at),
+        **cdr_public_dict(v.cdr),
         "currency": v.currency,
         "transaction_id": v.transaction_id,
         "id_token": v.id_token,

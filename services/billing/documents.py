@@ -7,7 +7,8 @@ module only (`services.billing.documents`; the pure values are `services.billing
 - tariffs: `tariff_from_doc`, `resolve_tariff` (station tariff -> the station's site
   tariff -> the default tariff), `default_tariff_doc`; `StoreTariffs` is the
   `TariffLookup` port over a store.
-- CDRs: `cdr_to_dict` / `breakdown_to_dict` (the REST shape), `cdr_to_doc` /
+- CDRs: `cdr_public_dict` / `breakdown_to_dict` (the REST shape; `cdr_to_dict` adds the
+  inputs fingerprint), `cdr_to_doc` /
   `cdr_from_doc` (the stored document and back: the REST shape plus `currency`,
   `session_version`, the session's token/connector (for OCPI), `clock_suspect`,
   `hold_reasons` (non-empty: held from export), a `published` flag (outbox marker) and
@@ -61,6 +62,7 @@ __all__ = [
     "resolve_tariff",
     "breakdown_to_dict",
     "cdr_to_dict",
+    "cdr_public_dict",
     "cdr_to_doc",
     "cdr_from_doc",
     "CdrHead",
@@ -226,6 +228,12 @@ def breakdown_to_dict(b: PriceBreakdown) -> dict[str, Any]:
 
 
 def cdr_to_dict(cdr: Cdr) -> dict[str, Any]:
+    """The REST shape as stored: `cdr_public_dict` plus the replay-detection fingerprint."""
+    return {**cdr_public_dict(cdr), "inputs_fingerprint": cdr.inputs_fingerprint}
+
+
+def cdr_public_dict(cdr: Cdr) -> dict[str, Any]:
+    """The priced CDR as the REST API shows it (the API's CDR view starts from this)."""
     return {
         "id": cdr.id,
         "session_id": cdr.session_id,
@@ -240,7 +248,6 @@ def cdr_to_dict(cdr: Cdr) -> dict[str, Any]:
         "total_cost_incl_tax": cdr.total_cost_incl_tax.to_dict(),
         "breakdown": breakdown_to_dict(cdr.breakdown),
         "created_at": to_ocpp(cdr.created_at),
-        "inputs_fingerprint": cdr.inputs_fingerprint,
     }
 
 
