@@ -6,6 +6,7 @@ The in-memory bus and Kafka carry exactly the same bytes and headers.
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
@@ -21,6 +22,7 @@ from services.common.gen.csms.sessions.v1 import sessions_pb2  # noqa: E402
 from services.common.gen.csms.meter_values.v1 import meter_values_pb2  # noqa: E402
 from services.common.gen.csms.sites.v1 import sites_pb2  # noqa: E402
 from services.common.gen.csms.billing.v1 import cdrs_pb2  # noqa: E402
+from services.common.gen.csms.datatransfer.v1 import datatransfer_pb2  # noqa: E402
 
 __all__ = [
     "encode_event",
@@ -41,13 +43,15 @@ __all__ = [
     "meter_values_pb2",
     "sites_pb2",
     "cdrs_pb2",
+    "datatransfer_pb2",
     "CONTENT_TYPE",
 ]
 
 CONTENT_TYPE = "application/protobuf"
 UTC = timezone.utc
 
-# body dataclass -> name of the oneof field in events.proto
+_CAMEL_WORD = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+# body dataclass -> name of the oneof field in events.proto (DataTransfer -> data_transfer)
 _BODY_FIELD: dict[type, str] = {
     ev.StationConnected: "station_connected",
     ev.StationDisconnected: "station_disconnected",
@@ -63,6 +67,7 @@ _BODY_FIELD: dict[type, str] = {
     ev.CommandResult: "command_result",
     ev.Notification: "notification",
     ev.SessionAbandoned: "session_abandoned",
+    **{cls: _CAMEL_WORD.sub("_", cls.__name__).lower() for cls in ev.OPERATION_BODIES},
 }
 _FIELD_BODY = {v: k for k, v in _BODY_FIELD.items()}
 # optional ints carried as has_x + x in proto3
@@ -186,6 +191,69 @@ def _body_from_pb(cls: type, pb: Any) -> ev.Body:
     return cls(**kwargs)  # type: ignore[no-any-return]
 
 
+# -- station operation bodies (ADR 016): nested messages, converted generically ------------
+# The dataclasses in services/common/events.py mirror events.proto by name, so one walk over
+# the dataclass fields and the message descriptor covers them all: `X | None` is unset (no
+# has_ flag, no Timestamp, no message) when None; tuples are repeated fields.
+_TIMESTAMP = "google.protobuf.Timestamp"
+_NESTED: dict[str, type] = {
+    cls.__name__: cls
+    for cls in vars(ev).values()
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == ev.__name__
+}
+_OPERATIONS = frozenset(ev.OPERATION_BODIES)
+
+
+def _ops_to_pb(obj: Any, pb: Any) -> None:
+    names = pb.DESCRIPTOR.fields_by_name
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is None:
+            continue
+        desc = names[f.name]
+        target = desc.message_type
+        if target is not None and target.full_name == _TIMESTAMP:
+            set_timestamp(getattr(pb, f.name), value)
+        elif target is not None and desc.is_repeated:
+            repeated = getattr(pb, f.name)
+            for item in value:
+                _ops_to_pb(item, repeated.add())
+        elif target is not None:
+            sub = getattr(pb, f.name)
+            sub.SetInParent()
+            _ops_to_pb(value, sub)
+        elif desc.is_repeated:
+            getattr(pb, f.name).extend(value)
+        else:
+            setattr(pb, f.name, value)
+        has = "has_" + f.name
+        if has in names:
+            setattr(pb, has, True)
+
+
+def _ops_from_pb(cls: type, pb: Any) -> Any:
+    names = pb.DESCRIPTOR.fields_by_name
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        desc = names[f.name]
+        target = desc.message_type
+        optional = f.default is None
+        if target is not None and target.full_name == _TIMESTAMP:
+            kwargs[f.name] = get_timestamp(pb, f.name)
+        elif target is not None and desc.is_repeated:
+            kwargs[f.name] = tuple(_ops_from_pb(_NESTED[target.name], x) for x in getattr(pb, f.name))
+        elif target is not None:
+            present = pb.HasField(f.name) or not optional
+            kwargs[f.name] = _ops_from_pb(_NESTED[target.name], getattr(pb, f.name)) if present else None
+        elif desc.is_repeated:
+            kwargs[f.name] = tuple(getattr(pb, f.name))
+        elif "has_" + f.name in names and not getattr(pb, "has_" + f.name):
+            kwargs[f.name] = None
+        else:
+            kwargs[f.name] = getattr(pb, f.name)
+    return cls(**kwargs)
+
+
 def encode_event(env: ev.Envelope) -> bytes:
     pb = events_pb2.Event(
         event_id=env.event_id,
@@ -197,9 +265,13 @@ def encode_event(env: ev.Envelope) -> bytes:
     )
     set_timestamp(pb.received_at, env.received_at)
     set_timestamp(pb.station_time, env.station_time)
-    body_pb = getattr(pb, _plan(type(env.body))[0])
+    body_type = type(env.body)
+    body_pb = getattr(pb, _BODY_FIELD[body_type])
     body_pb.SetInParent()
-    _body_to_pb(env.body, body_pb)
+    if body_type in _OPERATIONS:
+        _ops_to_pb(env.body, body_pb)
+    else:
+        _body_to_pb(env.body, body_pb)
     return pb.SerializeToString()
 
 
@@ -209,7 +281,8 @@ def decode_event(data: bytes, headers: dict[str, str] | None = None) -> ev.Envel
     field = pb.WhichOneof("body")
     if field is None:
         raise ValueError("event without a body")
-    body = _body_from_pb(_FIELD_BODY[field], getattr(pb, field))
+    cls = _FIELD_BODY[field]
+    body = _ops_from_pb(cls, getattr(pb, field)) if cls in _OPERATIONS else _body_from_pb(cls, getattr(pb, field))
     received = timestamp_value(pb.received_at)
     return ev.Envelope(
         event_id=pb.event_id,

@@ -12,6 +12,10 @@ from typing import Final
 __all__ = [
     "CDR",
     "COMMAND",
+    "DEVICE_MODEL",
+    "FIRMWARE_CAMPAIGN",
+    "LOG_UPLOAD",
+    "REPORT",
     "OPEN_SESSIONS",
     "REMOTE_START",
     "SESSION",
@@ -24,8 +28,12 @@ __all__ = [
 SESSION: Final = "session"                # sessions processor: one per charging session
 OPEN_SESSIONS: Final = "open_sessions"    # sessions processor: a station's open sessions (index)
 REMOTE_START: Final = "remote_start"      # sessions processor: a RemoteStart awaiting its session
-STATION_STATUS: Final = "station_status"  # sessions processor: connection, boot, connectors
-COMMAND: Final = "command"                # sessions processor: a command and its result
+STATION_STATUS: Final = "station_status"  # stations processor: connection, boot, connectors, firmware, log, outage (ADR 016)
+COMMAND: Final = "command"                # stations processor: a command and its result (ADR 016)
+DEVICE_MODEL: Final = "device_model"      # stations processor (device model stage): a station's inventory
+REPORT: Final = "report"                  # stations processor (device model stage): a report being assembled
+FIRMWARE_CAMPAIGN: Final = "firmware_campaign"  # API creates/cancels; the campaign controller moves it on
+LOG_UPLOAD: Final = "log_upload"          # API creates the one-time upload slot; the gateway's upload endpoint fills it
 CDR: Final = "cdr"                        # billing: one per priced session
 TARIFF: Final = "tariff"                  # API (operators): prices
 SITE: Final = "site"                      # API (operators): a site and its grid limit
