@@ -21,6 +21,7 @@ __all__ = [
     "SESSION",
     "SITE",
     "SITE_STATE",
+    "STATION_OPS",
     "STATION_STATUS",
     "TARIFF",
 ]
@@ -28,7 +29,8 @@ __all__ = [
 SESSION: Final = "session"                # sessions processor: one per charging session
 OPEN_SESSIONS: Final = "open_sessions"    # sessions processor: a station's open sessions (index)
 REMOTE_START: Final = "remote_start"      # sessions processor: a RemoteStart awaiting its session
-STATION_STATUS: Final = "station_status"  # stations processor: connection, boot, connectors, firmware, log, outage (ADR 016)
+STATION_STATUS: Final = "station_status"  # sessions processor: connection, boot, connectors
+STATION_OPS: Final = "station_ops"        # stations processor: firmware, log, availability, outage, meters, limits (ADR 016)
 COMMAND: Final = "command"                # stations processor: a command and its result (ADR 016)
 DEVICE_MODEL: Final = "device_model"      # stations processor (device model stage): a station's inventory
 REPORT: Final = "report"                  # stations processor (device model stage): a report being assembled

@@ -1,0 +1,1 @@
+"""The stations processor: station operations (ADR 016)."""
