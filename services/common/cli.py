@@ -85,6 +85,14 @@ def _embedded_api_key(settings: Settings) -> Settings:
     return settings.with_overrides(api_key=key)
 
 
+def _embedded_files_dir(settings: Settings) -> Settings:
+    """`csms run` keeps uploaded files in ./csms-files unless CSMS_FILES_DIR is set (set
+    empty: in the store, as the distributed roles do)."""
+    if "CSMS_FILES_DIR" in os.environ:
+        return settings
+    return settings.with_overrides(files_dir="./csms-files")
+
+
 async def _serve(role: str, settings: Settings) -> None:
     if role != "run" and settings.bus_url.startswith("memory://"):
         raise ConfigError(
@@ -272,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             if args.command == "run":
                 settings = _embedded_api_key(settings)
+                settings = _embedded_files_dir(settings)
             if args.command == "gateway" and settings.gateway_workers > 1:
                 # CSMS_GATEWAY_WORKERS: SO_REUSEPORT worker processes, forked before any loop
                 supervise: Supervisor = _load(GATEWAY_SUPERVISOR)

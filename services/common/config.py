@@ -98,6 +98,15 @@ class Settings:
     session_sweep_interval_s: float = 300.0      # how often the sweeper looks
     tariff_cache_s: float = 30.0                 # sessions processor: station tariff/site cached this long
     sessions_cache_entries: int = 10_000         # sessions processor: sessions it wrote, kept decoded
+    # Station operations (ADR 016): history retention, where files go, the log upload slots.
+    station_events_retention_days: float = 90.0  # station history rows kept this long (0 = forever)
+    files_dir: str = ""                          # uploaded files in this directory ("" = in the store)
+    upload_max_bytes: int = 50 << 20             # largest upload a slot takes
+    upload_ttl_s: float = 3600.0                 # how long an upload slot stays open
+    upload_base_url: str = ""                    # stations upload here ("" = http://127.0.0.1:<ocpp_port>)
+    campaign_tick_s: float = 5.0                 # the firmware campaign controller runs this often
+    campaign_station_timeout_s: float = 3600.0   # a campaign's station with no progress this long has failed
+    datatransfer_vendors: tuple[str, ...] = ()   # DataTransfer vendor ids answered Accepted (and republished); others UnknownVendorId
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, **kw: Any) -> "Settings":
@@ -153,6 +162,14 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             session_sweep_interval_s=float(e.get("CSMS_SESSION_SWEEP_INTERVAL_S", "300")),
             tariff_cache_s=max(0.0, float(e.get("CSMS_TARIFF_CACHE_S", "30"))),
             sessions_cache_entries=max(0, int(e.get("CSMS_SESSIONS_CACHE_ENTRIES", "10000"))),
+            station_events_retention_days=max(0.0, float(e.get("CSMS_STATION_EVENTS_RETENTION_DAYS", "90"))),
+            files_dir=e.get("CSMS_FILES_DIR", ""),
+            upload_max_bytes=max(0, int(e.get("CSMS_UPLOAD_MAX_BYTES", str(50 << 20)))),
+            upload_ttl_s=max(0.0, float(e.get("CSMS_UPLOAD_TTL_S", "3600"))),
+            upload_base_url=e.get("CSMS_UPLOAD_BASE_URL", ""),
+            campaign_tick_s=max(0.1, float(e.get("CSMS_CAMPAIGN_TICK_S", "5"))),
+            campaign_station_timeout_s=max(1.0, float(e.get("CSMS_CAMPAIGN_STATION_TIMEOUT_S", "3600"))),
+            datatransfer_vendors=tuple(v.strip() for v in e.get("CSMS_DATATRANSFER_VENDORS", "").split(",") if v.strip()),
         )
     except ValueError as exc:
         raise ConfigError(f"bad setting: {exc}") from exc

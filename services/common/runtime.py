@@ -1,9 +1,11 @@
 """The composition root: one `bootstrap()` per process.
 
-`bootstrap()` picks the adapters (bus and store by URL, the clock, the pepper) and
-returns a `Runtime`. Each service's `wiring.py` turns the `Runtime` into the ports its
-handlers take and returns a `Service` (`start()` / `stop()` / `ready()`; ADR 010, update):
-nothing past the wiring sees the `Runtime`, and it carries no grab-bag of extras.
+`bootstrap()` picks the adapters (bus and store by URL, the file store, the clock, the
+pepper) and returns a `Runtime`. Files (ADR 016 §4) go to a directory when
+`CSMS_FILES_DIR` is set, else into the store itself (`files` is then the store). Each
+service's `wiring.py` turns the `Runtime` into the ports its handlers take and returns
+a `Service` (`start()` / `stop()` / `ready()`; ADR 010, update): nothing past the wiring
+sees the `Runtime`, and it carries no grab-bag of extras.
 Tests call `bootstrap(settings, bus=MemoryBus(), ...)` (or tests/support's `a_runtime`)
 to inject their own adapters.
 """
@@ -19,10 +21,12 @@ from services.common.bus import Bus, bus_from_url
 from services.common.config import Settings
 from services.common.passwords import load_pepper
 from services.common.store import Store, store_from_url
+from services.common.store.files import DirectoryFiles
+from services.common.store.port import FileStore
 from services.common.timeutil import Clock, utcnow
 from services.common import topics
 
-__all__ = ["Runtime", "Service", "bootstrap", "bus_options", "tune_gc"]
+__all__ = ["Runtime", "Service", "bootstrap", "bus_options", "store_options", "tune_gc"]
 
 log = logging.getLogger("csms.runtime")
 
@@ -44,6 +48,12 @@ class Runtime:
     store: Store
     clock: Clock = utcnow
     pepper: bytes = b""
+    # Uploaded files (ADR 016 §4); left out (None), the store's own FileStore.
+    files: FileStore = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.files is None:
+            self.files = self.store
 
     async def start(self) -> None:
         await self.store.start()
@@ -82,6 +92,13 @@ def bus_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def store_options(settings: Settings) -> dict[str, Any]:
+    """The settings each store adapter takes (constructor keywords), by URL scheme."""
+    if settings.store_url.startswith("cassandra://"):
+        return {"station_events_retention_days": settings.station_events_retention_days}
+    return {}
+
+
 def bootstrap(
     settings: Settings,
     *,
@@ -89,13 +106,19 @@ def bootstrap(
     store: Store | None = None,
     clock: Clock | None = None,
     pepper: bytes | None = None,
+    files: FileStore | None = None,
 ) -> Runtime:
+    clock = clock or utcnow
+    store = store if store is not None else store_from_url(settings.store_url, **store_options(settings))
+    if files is None:
+        files = DirectoryFiles(settings.files_dir, clock=clock) if settings.files_dir else store
     return Runtime(
         settings=settings,
         bus=bus if bus is not None else bus_from_url(settings.bus_url, **bus_options(settings)),
-        store=store if store is not None else store_from_url(settings.store_url),
-        clock=clock or utcnow,
+        store=store,
+        clock=clock,
         pepper=pepper if pepper is not None else load_pepper(),
+        files=files,
     )
 
 

@@ -17,6 +17,11 @@ always versioned or never (Cassandra orders versioned writes by `USING TIMESTAMP
 Meter samples (ADR 015) are append-only rows keyed (session, timestamp, measurand,
 phase), read back in key order: `SampleStore`.
 
+Station history (ADR 016 §3) is an append-only log of rows keyed (station, receive time,
+event id), read newest first and paged by a cursor: `StationEventLog`. Files (uploaded
+logs and diagnostics, ADR 016 §4) are streamed in and out: `FileStore`, whose adapters are
+the store itself (256 KiB chunks) or a directory (services/common/store/files.py).
+
 Operation counting (ADR 015, "per-event store traffic is constant"): every adapter
 keeps `ops: collections.Counter[tuple[str, str]]` keyed ("read" | "write", table) and
 feeds `csms_store_ops_total{op,table}` (services/common/store/metrics.py). One
@@ -33,7 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, Sequence
+from typing import Any, AsyncIterable, AsyncIterator, Collection, Protocol, Sequence
 
 __all__ = [
     "Station",
@@ -47,6 +52,11 @@ __all__ = [
     "DocWrite",
     "MeterRow",
     "SampleStore",
+    "StationEventRow",
+    "StationEventLog",
+    "FileInfo",
+    "FileTooLarge",
+    "FileStore",
     "Store",
 ]
 
@@ -202,7 +212,95 @@ class DocumentStore(Protocol):
         ...
 
 
-class Store(StationStore, TokenStore, TransactionIdAllocator, OwnershipStore, DocumentStore, SampleStore, Protocol):
+@dataclass(frozen=True, slots=True)
+class StationEventRow:
+    """One row of a station's history (ADR 016 §3). Identity: (station_id, at, event_id):
+    appending the same identity again overwrites the row (idempotent)."""
+
+    station_id: str
+    at: datetime          # receive time, aware UTC, millisecond precision: the ordering key
+    event_id: str         # unique per event; (station_id, at, event_id) is the row's identity
+    type: str             # filter key: the event body's name ("FirmwareStatus", "CommandIssued", "Outage", ...)
+    body: dict[str, Any]  # a JSON-able document (what the API shows for the event)
+
+
+class StationEventLog(Protocol):
+    async def append_station_events(self, rows: Sequence[StationEventRow]) -> None:
+        """Idempotent upsert by (station_id, at, event_id), without reading (rows of several
+        stations allowed). `at` is kept to the millisecond (finer digits are dropped)."""
+        ...
+
+    async def read_station_events(
+        self,
+        station_id: str,
+        *,
+        types: Collection[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 100,
+    ) -> list[StationEventRow]:
+        """Newest first by (at, event_id): rows with since <= at < until, strictly older than
+        `before` (a cursor: the (at, event_id) of the last row of the previous page), of
+        `types` only when given, at most `limit`."""
+        ...
+
+    async def prune_station_events(self, older_than: datetime) -> int:
+        """Delete rows older than `older_than` (SQLite) and say how many; Cassandra rows
+        expire by TTL (CSMS_STATION_EVENTS_RETENTION_DAYS) and this returns 0."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    file_id: str
+    size: int
+    sha256: str          # hex
+    content_type: str
+    name: str            # file name as uploaded ("" if none)
+    created_at: datetime
+
+
+class FileTooLarge(Exception):
+    """A file written past its `max_bytes`: nothing of it was kept."""
+
+
+class FileStore(Protocol):
+    async def write_file(
+        self,
+        file_id: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        max_bytes: int,
+        content_type: str = "application/octet-stream",
+        name: str = "",
+    ) -> FileInfo:
+        """Stream `chunks` into file `file_id` (replacing any earlier one only once complete);
+        raises FileTooLarge (and keeps nothing) past max_bytes. A file id that is empty,
+        longer than 512 characters or holds a control character raises ValueError."""
+        ...
+
+    async def file_info(self, file_id: str) -> FileInfo | None: ...
+
+    def read_file(self, file_id: str) -> AsyncIterator[bytes]:
+        """The file's bytes in chunks (raises FileNotFoundError, at the first iteration,
+        when there is none)."""
+        ...
+
+    async def delete_file(self, file_id: str) -> bool: ...
+
+
+class Store(
+    StationStore,
+    TokenStore,
+    TransactionIdAllocator,
+    OwnershipStore,
+    DocumentStore,
+    SampleStore,
+    StationEventLog,
+    FileStore,
+    Protocol,
+):
     async def migrate(self) -> None:
         """Create or upgrade the schema (re-runnable)."""
 

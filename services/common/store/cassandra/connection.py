@@ -41,7 +41,8 @@ _PAGE_ROWS = 5000            # rows per page of a read
 # Every table of schema.py: statements name them bare, `_q` qualifies them with the keyspace.
 _TABLES = (
     "stations|tokens|tx_ids|tx_blocks|owners|docs|docs_by_parent|docs_by_kind_b|docs_by_kind|"
-    "meter_samples|meter_sample_days|schema_migrations"
+    "meter_samples|meter_sample_days|schema_migrations|"
+    "station_events_by_type|station_events|station_event_months|file_chunks|files"
 )
 _TABLE_RE = re.compile(rf"\b(FROM|INTO|UPDATE|EXISTS|ON)\s+({_TABLES})\b")
 

@@ -70,6 +70,23 @@ MIGRATIONS: list[tuple[int, list[Step]]] = [
            body text, PRIMARY KEY ((kind, bucket), id))""",
         _copy_docs_by_kind,  # the old docs_by_kind stays, unused
     ]),
+    (3, [
+        # ADR 016 §3: station history. `month` = yyyymm (UTC) of `at`; rows carry a TTL.
+        """CREATE TABLE IF NOT EXISTS station_events (station_id text, month int, at timestamp, event_id text,
+           type text, body text, PRIMARY KEY ((station_id, month), at, event_id))
+           WITH CLUSTERING ORDER BY (at DESC, event_id DESC)""",
+        """CREATE TABLE IF NOT EXISTS station_events_by_type (station_id text, type text, month int, at timestamp,
+           event_id text, body text, PRIMARY KEY ((station_id, type, month), at, event_id))
+           WITH CLUSTERING ORDER BY (at DESC, event_id DESC)""",
+        # (month, type) pairs holding rows; noted_at: when this index row was last written
+        """CREATE TABLE IF NOT EXISTS station_event_months (station_id text, month int, type text, noted_at timestamp,
+           PRIMARY KEY ((station_id), month, type)) WITH CLUSTERING ORDER BY (month DESC, type ASC)""",
+        # ADR 016 §4: files in 256 KiB chunks, one partition per file; the info row last.
+        """CREATE TABLE IF NOT EXISTS file_chunks (file_id text, gen text, seq int, data blob,
+           PRIMARY KEY ((file_id), gen, seq))""",
+        """CREATE TABLE IF NOT EXISTS files (file_id text PRIMARY KEY, gen text, size bigint, sha256 text,
+           content_type text, name text, created_at timestamp)""",
+    ]),
 ]
 
 

@@ -7,7 +7,8 @@ in-memory database several stores share while one holds it open).
 
 One module per port, each a mixin over the one connection (connection.py: lifecycle,
 locking, error mapping, operation counting); `SqliteStore` composes them:
-stations.py, tokens.py, tx_ids.py, ownership.py, documents.py, samples.py, and schema.py
+stations.py, tokens.py, tx_ids.py, ownership.py, documents.py, samples.py,
+station_events.py (ADR 016 history), files.py (ADR 016 files in chunks), and schema.py
 (the migrations and `migrate()`). Row mappers shared with Cassandra: ../rows.py.
 
 Batches (ADR 015): `put_docs` is one transaction running one upsert statement over the
@@ -20,9 +21,11 @@ from __future__ import annotations
 
 from services.common.store.sqlite.connection import parse_sqlite_url
 from services.common.store.sqlite.documents import SqliteDocuments
+from services.common.store.sqlite.files import SqliteFiles
 from services.common.store.sqlite.ownership import SqliteOwnership
 from services.common.store.sqlite.samples import SqliteSamples
 from services.common.store.sqlite.schema import SqliteSchema
+from services.common.store.sqlite.station_events import SqliteStationEvents
 from services.common.store.sqlite.stations import SqliteStations
 from services.common.store.sqlite.tokens import SqliteTokens
 from services.common.store.sqlite.tx_ids import MAX_TRANSACTION_ID, SqliteTxIds
@@ -31,7 +34,15 @@ __all__ = ["SqliteStore", "parse_sqlite_url", "MAX_TRANSACTION_ID"]
 
 
 class SqliteStore(
-    SqliteSchema, SqliteStations, SqliteTokens, SqliteTxIds, SqliteOwnership, SqliteDocuments, SqliteSamples
+    SqliteSchema,
+    SqliteStations,
+    SqliteTokens,
+    SqliteTxIds,
+    SqliteOwnership,
+    SqliteDocuments,
+    SqliteSamples,
+    SqliteStationEvents,
+    SqliteFiles,
 ):
     """The `Store` port on one aiosqlite connection (see the module docstring)."""
 

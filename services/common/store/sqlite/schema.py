@@ -128,6 +128,49 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX docs_by_parent_id ON docs (kind, parent, id)",
         ),
     ),
+    Migration(
+        3,
+        "ADR 016: station history log, files",
+        (
+            # A station's history, newest first (the primary key walked backwards); one row
+            # per (station, receive time, event id): re-appending overwrites (idempotent).
+            """
+            CREATE TABLE station_events (
+                station_id TEXT NOT NULL,
+                at         TEXT NOT NULL,
+                event_id   TEXT NOT NULL,
+                type       TEXT NOT NULL,
+                body       TEXT NOT NULL,
+                PRIMARY KEY (station_id, at, event_id)
+            ) WITHOUT ROWID
+            """,
+            # `type=` filters read only that type's rows; pruning by age reads only old rows.
+            "CREATE INDEX station_events_by_type ON station_events (station_id, type, at, event_id)",
+            "CREATE INDEX station_events_by_at ON station_events (at)",
+            # Files in chunks: a write adds the chunks of a new generation, then points the
+            # `files` row at it (one transaction) and drops the earlier generation's chunks.
+            """
+            CREATE TABLE files (
+                file_id      TEXT PRIMARY KEY,
+                gen          TEXT NOT NULL,
+                size         INTEGER NOT NULL,
+                sha256       TEXT NOT NULL,
+                content_type TEXT NOT NULL,
+                name         TEXT NOT NULL,
+                created_at   TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE file_chunks (
+                file_id TEXT NOT NULL,
+                gen     TEXT NOT NULL,
+                seq     INTEGER NOT NULL,
+                data    BLOB NOT NULL,
+                PRIMARY KEY (file_id, gen, seq)
+            )
+            """,  # a rowid table: WITHOUT ROWID suits small rows, not 256 KiB ones
+        ),
+    ),
 )
 
 
