@@ -5,6 +5,12 @@
 
 With an API key (--api-key, CSMS_API_KEY, or the embedded mode's ./.csms/api_key)
 it first registers the stations and the id token through the REST API.
+
+With --hold the stations stay connected and answer station-operations commands like real
+ones (reports, firmware updates with a reboot, log uploads, TriggerMessage):
+
+    csms simulate --stations 2 --hold 600 --firmware-step-s 0.5
+    csms simulate --stations 1 --prefix BAD --hold 600 --firmware-outcome old_version
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ from typing import Any
 import aiohttp
 
 from services.common.ocpp_version import OcppVersion
+from services.simulator.operations import FIRMWARE_OUTCOMES
 from services.simulator.station import StationSpec, run_station
 from services.simulator.stats import Stats
 
-__all__ = ["add_arguments", "run", "station_password", "register"]
+__all__ = ["add_arguments", "run", "station_password", "register", "build_specs", "parse_data_transfer"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,6 +54,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, default=1000, help="stations connecting at once")
     p.add_argument("--no-validate", action="store_true", help="skip the ocpp library's schema validation (load runs)")
     p.add_argument("--json", action="store_true", help="print the report as JSON only")
+    p.add_argument("--firmware-step-s", type=float, default=1.0, help="seconds between firmware status notifications (and the reboot)")
+    p.add_argument("--firmware-outcome", choices=FIRMWARE_OUTCOMES, default="ok",
+                   help="how firmware updates end: ok, download_failed, install_failed, old_version (reboots into the old version)")
+    p.add_argument("--firmware-installed-before-reboot", action="store_true",
+                   help="report Installed before the reboot (default: after the BootNotification with the new version)")
+    p.add_argument("--firmware-version", default=None, help="firmware version at power-up (default 1.0.0 / 2.0.1-sim)")
+    p.add_argument("--report-items-per-part", type=int, default=4, help="reportData entries per NotifyReport (2.0.1 reports)")
+    p.add_argument("--data-transfer", default=None, metavar="VENDOR[:MESSAGE[:DATA]]", help="send this DataTransfer after boot")
 
 
 def station_password(seed: str, station_id: str) -> str:
@@ -85,6 +100,15 @@ async def register(api_url: str, api_key: str, specs: list[StationSpec], id_toke
         await asyncio.gather(*(one(s) for s in specs))
 
 
+def parse_data_transfer(text: str | None) -> tuple[str, str | None, str | None] | None:
+    """`VENDOR[:MESSAGE[:DATA]]` -> (vendor id, message id, data); the data may hold colons."""
+    if not text:
+        return None
+    vendor, _, rest = text.partition(":")
+    message, sep, data = rest.partition(":")
+    return vendor, message or None, data if sep else None
+
+
 def build_specs(args: argparse.Namespace) -> list[StationSpec]:
     specs = []
     for i in range(args.stations):
@@ -103,6 +127,12 @@ def build_specs(args: argparse.Namespace) -> list[StationSpec]:
             power_w=args.power_w,
             hold_s=args.hold,
             validate=not args.no_validate,
+            firmware_step_s=args.firmware_step_s,
+            firmware_outcome=args.firmware_outcome,
+            firmware_installed_before_reboot=args.firmware_installed_before_reboot,
+            firmware_version=args.firmware_version,
+            report_items_per_part=max(1, args.report_items_per_part),
+            data_transfer=parse_data_transfer(args.data_transfer),
         ))
     return specs
 
