@@ -100,6 +100,20 @@ def is_upgrade(request: web.BaseRequest) -> bool:
     )
 
 
+def _security_profile(request: web.BaseRequest) -> int:
+    """How the station reached us (auth.security_profile): TLS when the socket is TLS, a client
+    certificate when TLS verified one."""
+    transport = request.transport
+    if transport is None:
+        return 0
+    ssl_object = transport.get_extra_info("ssl_object")
+    certificate = transport.get_extra_info("peercert") if ssl_object is not None else None
+    return auth.security_profile(
+        tls=ssl_object is not None, client_certificate=bool(certificate),
+        forwarded_proto=request.headers.get("X-Forwarded-Proto"),
+    )
+
+
 class GatewayApp:
     """`shared`: what every connection is given; `ready`: the gateway's readiness."""
 
@@ -182,13 +196,14 @@ class GatewayApp:
         if task is not None:
             self.handlers.add(task)
         try:
-            await self._serve(ws, station_id, SUBPROTOCOLS[proto], proto, remote)
+            await self._serve(ws, station_id, SUBPROTOCOLS[proto], proto, remote, _security_profile(request))
         finally:
             if task is not None:
                 self.handlers.discard(task)
         return ws
 
-    async def _serve(self, ws: web.WebSocketResponse, station_id: str, version: OcppVersion, proto: str, remote: str) -> None:
+    async def _serve(self, ws: web.WebSocketResponse, station_id: str, version: OcppVersion, proto: str, remote: str,
+                     profile: int = 0) -> None:
         ownership = self.ownership
         try:
             with self.admission.track(store=True, completes=True):
@@ -197,12 +212,12 @@ class GatewayApp:
             log.warning("station=%s ownership claim failed (%s); closing 1011", station_id, exc)
             await ws.close(code=1011, message=b"try again later")
             return
-        conn = Connection(self.shared, ws, station_id, version, epoch, remote, proto)
+        conn = Connection(self.shared, ws, station_id, version, epoch, remote, proto, profile)
         if not await ownership.adopt(conn, prev):
             await ws.close(code=1008, message=b"replaced by a newer connection")
             return
         metrics.connection_opened(version)
-        log.info("station=%s connected from %s (%s, epoch %d)", station_id, remote, proto, epoch)
+        log.info("station=%s connected from %s (%s, epoch %d, security profile %d)", station_id, remote, proto, epoch, profile)
         try:
             if await ownership.announce_connected(conn):
                 await conn.run()

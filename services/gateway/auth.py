@@ -26,7 +26,9 @@ from services.common.timeutil import Clock
 from services.gateway import metrics
 from services.gateway.limits import Lockouts, TTLCache
 
-__all__ = ["valid_station_id", "station_id_from_path", "parse_basic", "Outcome", "Authenticator", "MAX_ID_LEN"]
+__all__ = [
+    "valid_station_id", "station_id_from_path", "parse_basic", "security_profile", "Outcome", "Authenticator", "MAX_ID_LEN",
+]
 
 log = logging.getLogger("csms.gateway.auth")
 
@@ -67,6 +69,20 @@ def parse_basic(header: str | None) -> tuple[str, str] | str:
     if not sep or not user or not password or len(password) > _MAX_PASSWORD:
         return "malformed"
     return user, password
+
+
+def security_profile(*, tls: bool, client_certificate: bool, forwarded_proto: str | None = None) -> int:
+    """The OCPP security profile a connection used (StationConnected.security_profile):
+    1 = Basic auth over plain ws, 2 = Basic auth over TLS, 3 = TLS with a client certificate
+    (the gateway verified one), 0 = cannot tell. Every station here authenticates with
+    Basic credentials; what differs is the transport. A plain connection that carries
+    X-Forwarded-Proto came through a proxy that may have terminated TLS, or from a client
+    that wrote the header itself: 0 rather than a guess either way."""
+    if tls:
+        return 3 if client_certificate else 2
+    if forwarded_proto:
+        return 0
+    return 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from services.common.config import gateway_ordinal
 from services.common.errors import ConfigError, RecordTooLarge
 from services.common.events import Body, CommandIssued, CommandResult, Envelope
 from services.common.ocpp import commands as vocabulary
+from services.common.ocpp.wire import json_default
 from services.common.routing import FENCE, CommandRouter, Sent
 from services.common.timeutil import Clock
 from services.gateway import frames, metrics
@@ -200,13 +201,16 @@ class CommandRunner:
         try:
             mid, answer = await conn.call(action, payload, timeout)
         except TimeoutError:
-            await self._result(cmd, "Timeout", remaining, description=f"no answer within {timeout:.0f} s", version=version, action=action)
+            await self._result(cmd, "Timeout", remaining, description=f"no answer within {timeout:.0f} s", version=version, action=action,
+                               request=payload)
             return
         except ConnectionGone:
-            await self._result(cmd, "Timeout", remaining, description="station disconnected before answering", version=version, action=action)
+            await self._result(cmd, "Timeout", remaining, description="station disconnected before answering", version=version, action=action,
+                               request=payload)
             return
         if isinstance(answer, frames.Error):
-            await self._result(cmd, "Rejected", remaining, code=answer.code, description=answer.description, version=version, action=action, mid=mid)
+            await self._result(cmd, "Rejected", remaining, code=answer.code, description=answer.description, version=version, action=action, mid=mid,
+                               request=payload)
             return
         response = answer.payload if isinstance(answer.payload, dict) else {}
         try:
@@ -214,7 +218,7 @@ class CommandRunner:
         except Exception:
             log.exception("station=%s cannot read the answer to %s", cmd.station_id, action)
             status, normalized = "Unknown", response
-        await self._result(cmd, status, remaining, response=normalized, version=version, action=action, mid=mid)
+        await self._result(cmd, status, remaining, response=normalized, version=version, action=action, mid=mid, request=payload)
 
     async def _reroute(self, cmd: codec.Command, remaining: float) -> None:
         try:
@@ -230,12 +234,18 @@ class CommandRunner:
     async def _result(
         self, cmd: codec.Command, status: str, remaining: float, *, response: dict[str, Any] | None = None,
         code: str = "", description: str = "", version: str = "", action: str = "", mid: str = "",
+        request: dict[str, Any] | None = None,
     ) -> None:
+        """`action`/`request`: the OCPP action and payload the station was sent (ADR 016 §1),
+        so a consumer folds the result without joining it to its CommandIssued; empty when
+        the command never became a CALL (offline, not translatable)."""
         metrics.COMMANDS.labels(command_type=cmd.command_type, status=status).inc()
         body = CommandResult(
             command_id=cmd.command_id, command_type=cmd.command_type, status=status,
             response_json=orjson.dumps(response or {}, default=str).decode(),
             error_code=code, error_description=description[:255],
+            ocpp_action=action,
+            request_json="" if request is None else orjson.dumps(request, default=json_default).decode(),
         )
         await self._publish(cmd, body, remaining, version=version, action=action, mid=mid)
 
@@ -251,12 +261,23 @@ class CommandRunner:
             # A station's answer (GetConfiguration, a report) can be as large as a frame: keep
             # the command's outcome, drop the body that cannot be a record, and say so.
             log.warning("station=%s %s for command %s too large: %s", cmd.station_id, type(body).__name__, cmd.command_id, exc)
+            smaller: list[Body] = []
             if isinstance(body, CommandResult):
                 body = dataclasses.replace(body, response_json="{}", error_code=body.error_code or "ResponseTooLarge", error_description=str(exc)[:255])
+                # The request is what a consumer folds the result with: kept unless even
+                # without the response the record is too large.
+                smaller = [body, dataclasses.replace(body, request_json="")]
             elif isinstance(body, CommandIssued):
-                body = dataclasses.replace(body, payload_json="{}")
-            else:
+                smaller = [dataclasses.replace(body, payload_json="{}")]
+            published = False
+            for i, candidate in enumerate(smaller):
+                try:
+                    published = await self._publisher.publish(dataclasses.replace(env, body=candidate), deadline=deadline)
+                    break
+                except RecordTooLarge:
+                    if i == len(smaller) - 1:
+                        raise
+            if not smaller:
                 return
-            published = await self._publisher.publish(dataclasses.replace(env, body=body), deadline=deadline)
         if not published:
             log.warning("station=%s %s for command %s not published (bus down)", cmd.station_id, type(body).__name__, cmd.command_id)

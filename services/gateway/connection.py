@@ -97,14 +97,14 @@ class ConnectionShared:
 
 class Connection:
     __slots__ = (
-        "shared", "ws", "station_id", "version", "epoch", "remote", "subprotocol", "state",
+        "shared", "ws", "station_id", "version", "epoch", "remote", "subprotocol", "security_profile", "state",
         "queue", "current", "worker", "bucket", "strikes", "pending_id", "pending", "call_lock", "closing",
     )
 
     def __init__(self, shared: ConnectionShared, ws: web.WebSocketResponse, station_id: str, version: OcppVersion, epoch: int,
-                 remote: str = "", subprotocol: str = "") -> None:
+                 remote: str = "", subprotocol: str = "", security_profile: int = 0) -> None:
         self.shared, self.ws, self.station_id, self.version, self.epoch = shared, ws, station_id, version, epoch
-        self.remote, self.subprotocol = remote, subprotocol
+        self.remote, self.subprotocol, self.security_profile = remote, subprotocol, security_profile
         # A Connection exists only after the handshake authenticated an enabled station.
         self.state = ConnectionState(enabled_checked_at=time.monotonic())
         self.queue: list[tuple[frames.Call, datetime]] = []
@@ -366,6 +366,8 @@ class Connection:
 
     def _shutdown(self) -> None:
         self.closing = True
+        if self.state.clear_faults():  # a disconnected station no longer counts as faulted here
+            metrics.station_faulted(False)
         self.queue.clear()
         if self.worker is not None:
             self.worker.cancel()

@@ -44,6 +44,35 @@ class ConnectionState:
     # (action, field) pairs whose lenient acceptance was logged on this connection; bounded
     # by the metric's label set.
     lenient_logged: set[tuple[str, str]] | None = None
+    # (evse id, connector id) whose latest StatusNotification said Faulted (1.6: (connector,
+    # connector); 0 = the whole station): the station counts in csms_gateway_stations_faulted
+    # while this is non-empty. None until the first Faulted.
+    faulted: set[tuple[int, int]] | None = None
+    # the connection ended (`clear_faults`): a handler finishing late records no fault
+    ended: bool = False
+
+    def connector_status(self, evse_id: int, connector_id: int, faulted: bool) -> bool | None:
+        """Record a connector's latest status; True / False when the station as a whole just
+        became / stopped being faulted, None when that did not change."""
+        if self.ended:
+            return None
+        before = bool(self.faulted)
+        key = (evse_id, connector_id)
+        if faulted:
+            if self.faulted is None:
+                self.faulted = set()
+            self.faulted.add(key)
+        elif self.faulted:
+            self.faulted.discard(key)
+        after = bool(self.faulted)
+        return None if before == after else after
+
+    def clear_faults(self) -> bool:
+        """Forget every fault (the connection ended); True if the station was faulted."""
+        was = bool(self.faulted)
+        self.faulted = None
+        self.ended = True
+        return was
 
 
 @dataclass(slots=True)

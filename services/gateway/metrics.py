@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 __all__ = [
-    "connection_opened", "connection_closed", "open_connections", "HANDSHAKE_REJECTIONS", "MESSAGES", "CALLERRORS",
+    "connection_opened", "connection_closed", "open_connections", "station_faulted", "stations_faulted", "HANDSHAKE_REJECTIONS", "MESSAGES", "CALLERRORS",
     "HANDLING_SECONDS", "FENCED", "PUBLISH_FAILURES", "WITHHELD", "BOOT_PENDING",
     "AUTH_FAILURES", "CLOCK_SKEW", "COMMANDS", "LENIENT_FIELDS", "RECORDS_TOO_LARGE", "callerror", "message",
     "handling", "rejected", "lenient",
@@ -24,11 +24,17 @@ __all__ = [
 class _Connections:
     """`csms_gateway_connections` (gauge, by ocpp_version) and `csms_gateway_connections_total`
     (counter). prometheus_client refuses a Gauge and a Counter that share the base name,
-    so one collector exposes both (valid in the Prometheus text format)."""
+    so one collector exposes both (valid in the Prometheus text format).
+
+    It also exposes the uptime gauges of ADR 016 §6, without labels:
+    `csms_gateway_stations_connected` (the same open sockets, all versions) and
+    `csms_gateway_stations_faulted` (connected stations of this gateway whose latest
+    StatusNotification of some connector, or of the station as a whole, said Faulted)."""
 
     def __init__(self) -> None:
         self.open: dict[str, int] = {}
         self.total = 0
+        self.faulted = 0
 
     def collect(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily("csms_gateway_connections", "Open station WebSockets", labels=["ocpp_version"])
@@ -36,6 +42,13 @@ class _Connections:
             gauge.add_metric([version], n)
         yield gauge
         yield CounterMetricFamily("csms_gateway_connections", "Accepted station WebSockets", value=self.total)
+        yield GaugeMetricFamily("csms_gateway_stations_connected", "Stations connected to this gateway",
+                                value=sum(self.open.values()))
+        yield GaugeMetricFamily(
+            "csms_gateway_stations_faulted",
+            "Connected stations whose latest status of some connector (or of the whole station) is Faulted",
+            value=self.faulted,
+        )
 
 
 _CONNECTIONS = _Connections()
@@ -53,6 +66,16 @@ def connection_closed(version: str) -> None:
 
 def open_connections() -> int:
     return sum(_CONNECTIONS.open.values())
+
+
+def station_faulted(faulted: bool) -> None:
+    """A connected station became faulted (True) or stopped being so (False: a later
+    non-Faulted status, or its disconnect)."""
+    _CONNECTIONS.faulted += 1 if faulted else -1
+
+
+def stations_faulted() -> int:
+    return _CONNECTIONS.faulted
 
 HANDSHAKE_REJECTIONS = Counter(
     "csms_gateway_handshake_rejections_total", "Upgrades refused before or at the handshake", ["reason"]

@@ -76,7 +76,8 @@ class Ownership:
         """Publish StationConnected (withheld while the bus is down); False if the station left."""
         env = Envelope(
             event_id=new_event_id(), station_id=conn.station_id, received_at=self._clock(),
-            body=StationConnected(epoch=conn.epoch, remote_addr=conn.remote, subprotocol=conn.subprotocol),
+            body=StationConnected(epoch=conn.epoch, remote_addr=conn.remote, subprotocol=conn.subprotocol,
+                                  security_profile=conn.security_profile),
             gateway_id=self._gateway_id, ocpp_version=conn.version,
         )
         return await self._publisher.publish(env, alive=conn.alive)

@@ -1,6 +1,7 @@
 """GatewayService: the OCPP WebSocket gateway as a `Service` (start/stop/ready).
 
-Serves `ws://host:ocpp_port/ocpp/{station_id}` plus /healthz, /readyz, /metrics, and
+Serves `ws://host:ocpp_port/ocpp/{station_id}` plus /healthz, /readyz, /metrics and the
+log upload endpoint `/uploads/{token}[/{filename}]` (services/gateway/uploads.py), and
 consumes its own partition of csms.commands.v1. Stop: refuse new upgrades, stop the
 command reader, close every socket 1001 (going away) and release ownership. Built from
 its parts by `services/gateway/wiring.py`.

@@ -2,7 +2,7 @@
 
 Every per-process part is created here once and handed to what uses it: the connection
 registry, the token cache, boot admission, the event publisher, the command router, the
-running-cost pricer and its tariff cache, the action handlers. Nothing below this
+running-cost pricer and its tariff cache, the action handlers, the log upload endpoint. Nothing below this
 function reaches for the `Runtime`; `csms gateway` (services/common/cli.py ROLES) calls
 `build_gateway`, and so do the tests and benchmarks that run a gateway in-process.
 """
@@ -33,6 +33,7 @@ from services.gateway.registry import Registry
 from services.gateway.running_cost import RunningCostPricer
 from services.gateway.service import GatewayService, Listen
 from services.gateway.tokens import TokenCache
+from services.gateway.uploads import DocumentSlots, Uploads
 from services.sessions.domain.session import session_id
 
 __all__ = ["build_gateway", "running_cost_pricer"]
@@ -69,6 +70,7 @@ def build_gateway(rt: Runtime) -> GatewayService:
         tokens=tokens.status,
         tx_ids=store,
         running_cost=pricer,
+        datatransfer_vendors=frozenset(v.casefold() for v in settings.datatransfer_vendors),
     ))
     shared = ConnectionShared(
         gateway_id=gateway_id,
@@ -99,6 +101,9 @@ def build_gateway(rt: Runtime) -> GatewayService:
         ocpp21=settings.ocpp21,
         ready=ready,
     )
+    # The log upload endpoint (ADR 016 §4) on the same port: slots are the store's
+    # log_upload documents, files go to the runtime's file store.
+    Uploads(slots=DocumentSlots(store), files=rt.files, clock=clock).register(web_app.app)
     commands = CommandRunner(
         gateway_id=gateway_id,
         reader=bus,

@@ -2,8 +2,10 @@
 
 A handler is built once per gateway by a factory that takes the ports it uses (a
 `Clock`, the `TokenStatus` lookup, the `TransactionIdAllocator`, the `BootDecider`, the
-running-cost port); `ActionPorts` bundles them for the tables in `actions/__init__.py`,
-which pick each handler's own.
+running-cost port, the DataTransfer vendors); `ActionPorts` bundles them for the tables
+in `actions/__init__.py`, which pick each handler's own. `recorded` and `answered` build
+the handlers of station operations from their pure mappings (`actions/operations.py`);
+`track_fault` keeps the connection's faulted connectors for the gateway's gauge.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ import orjson
 from ocpp.exceptions import PropertyConstraintViolationError
 
 from services.common.errors import StoreError
-from services.common.events import MeterSample, Notification
+from services.common.events import Body, MeterSample, Notification
 from services.common.ocpp.wire import json_default
 from services.common.store.port import Station, TransactionIdAllocator
 from services.common.timeutil import Clock, to_ocpp
+from services.gateway import metrics
 from services.gateway.context import CallContext
 from services.gateway.meter import station_time
 from services.gateway.running_cost import RunningCosts
@@ -39,6 +42,7 @@ __all__ = [
     "RunningCost",
     "StationLookup",
     "TokenStatus",
+    "answered",
     "as_int",
     "clamp_int",
     "fit_int",
@@ -46,8 +50,10 @@ __all__ = [
     "notification",
     "now_ocpp",
     "payload_json",
+    "recorded",
     "strict_int",
     "token_status",
+    "track_fault",
 ]
 
 log = logging.getLogger("csms.gateway.actions")
@@ -142,6 +148,9 @@ class ActionPorts:
     tokens: TokenStatus
     tx_ids: TransactionIdAllocator
     running_cost: RunningCost | None = None  # None: no 2.0.1 totalCost
+    # DataTransfer vendor ids answered Accepted (CSMS_DATATRANSFER_VENDORS), casefolded:
+    # vendorId is a CiString (case-insensitive). Every other vendor: UnknownVendorId.
+    datatransfer_vendors: frozenset[str] = frozenset()
 
 
 # A handler's factory: picks the ports the handler uses from `ActionPorts`.
@@ -245,3 +254,43 @@ def notification(response: dict[str, Any] | Callable[[dict[str, Any]], dict[str,
         return dict(response(payload) if callable(response) else response)
 
     return handle
+
+
+def _station_time_of(payload: dict[str, Any]) -> datetime | None:
+    return station_time(payload.get("timestamp") or payload.get("generatedAt"))
+
+
+def recorded(body: Callable[[dict[str, Any]], Body], response: dict[str, Any] | None = None) -> Handler:
+    """A handler for a message the CSMS records (a typed body, `actions/operations.py`) and
+    acknowledges with the schema's fixed answer (`{}` unless given). The station time is
+    the message's `timestamp`/`generatedAt` when it has one."""
+    answer = response or {}
+
+    async def handle(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
+        await ctx.publish(body(payload), _station_time_of(payload))
+        return dict(answer)
+
+    return handle
+
+
+def answered(body: Callable[[dict[str, Any], str], Body], status: str | Callable[[dict[str, Any]], str],
+             extra: dict[str, Any] | None = None) -> Handler:
+    """A handler for a message whose answer is a `status` the record keeps: the body is
+    built with the status answered (`status(payload)` when it depends on the message), and
+    the answer is {"status": ..., **extra}."""
+    more = extra or {}
+
+    async def handle(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
+        answer = status(payload) if callable(status) else status
+        await ctx.publish(body(payload, answer), _station_time_of(payload))
+        return {"status": answer, **more}
+
+    return handle
+
+
+def track_fault(ctx: CallContext, evse_id: int, connector_id: int, status: str) -> None:
+    """Keep the connection's faulted connectors (csms_gateway_stations_faulted) current
+    after a StatusNotification was published."""
+    changed = ctx.state.connector_status(evse_id, connector_id, status == "Faulted")
+    if changed is not None:
+        metrics.station_faulted(changed)

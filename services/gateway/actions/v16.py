@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import services.gateway.actions.operations as ops
 from services.common.events import (
     Authorization,
     ConnectorStatus,
@@ -29,13 +30,15 @@ from services.gateway.actions.common import (
     Factory,
     Handler,
     TokenStatus,
+    answered,
     as_int,
     fit_int,
     fixed,
-    notification,
     now_ocpp,
+    recorded,
     strict_int,
     token_status,
+    track_fault,
 )
 from services.gateway.meter import samples_16, station_time
 from services.gateway.context import CallContext
@@ -88,6 +91,7 @@ async def status_notification(ctx: CallContext, p: dict[str, Any]) -> dict[str, 
         vendor_error_code=p.get("vendorErrorCode", ""),
     )
     await ctx.publish(body, station_time(p.get("timestamp")))
+    track_fault(ctx, connector, connector, body.status)
     return {}
 
 
@@ -163,17 +167,18 @@ async def meter_values(ctx: CallContext, p: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-# Recorded as notifications; the answers are the schema's (mostly empty) acknowledgements.
-_NOTIFICATIONS: dict[str, dict[str, Any]] = {
-    # No vendor extension is implemented: UnknownVendorId is the spec's answer.
-    "DataTransfer": {"status": "UnknownVendorId"},
-    "DiagnosticsStatusNotification": {},
-    "FirmwareStatusNotification": {},
-    "SecurityEventNotification": {},
-    "LogStatusNotification": {},
-    "SignedFirmwareStatusNotification": {},
-    # No CA is configured to sign station certificates.
-    "SignCertificate": {"status": "Rejected"},
+# Station operations (ADR 016 §1): each message is published as its typed body
+# (actions/operations.py); the answers promise only what the CSMS does.
+_RECORDED: dict[str, Factory] = {
+    # Accepted only for a configured vendor (CSMS_DATATRANSFER_VENDORS), else UnknownVendorId.
+    "DataTransfer": lambda ports: answered(ops.data_transfer, ops.datatransfer_status(ports.datatransfer_vendors)),
+    "DiagnosticsStatusNotification": fixed(recorded(lambda p: ops.log_status(p, diagnostics=True))),
+    "FirmwareStatusNotification": fixed(recorded(ops.firmware_status)),
+    "SecurityEventNotification": fixed(recorded(ops.security_event)),
+    "LogStatusNotification": fixed(recorded(ops.log_status)),
+    "SignedFirmwareStatusNotification": fixed(recorded(ops.firmware_status)),
+    # No CA signs station certificates yet (security issue): Rejected, and the record says so.
+    "SignCertificate": fixed(answered(ops.certificate_signing_request, "Rejected")),
 }
 
 HANDLERS: dict[str, Factory] = {
@@ -184,5 +189,5 @@ HANDLERS: dict[str, Factory] = {
     "StartTransaction": lambda ports: start_transaction(ports.tx_ids, ports.tokens),
     "StatusNotification": fixed(status_notification),
     "StopTransaction": lambda ports: stop_transaction(ports.tokens),
-    **{action: fixed(notification(answer)) for action, answer in _NOTIFICATIONS.items()},
+    **_RECORDED,
 }

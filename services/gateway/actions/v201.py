@@ -12,6 +12,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import services.gateway.actions.operations as ops
 from services.common.events import (
     Authorization,
     ConnectorStatus,
@@ -29,13 +30,16 @@ from services.gateway.actions.common import (
     Handler,
     RunningCost,
     TokenStatus,
+    answered,
     clamp_int,
     fit_int,
     fixed,
     notification,
     now_ocpp,
+    recorded,
     strict_int,
     token_status,
+    track_fault,
 )
 from services.gateway.context import CallContext
 from services.gateway.meter import first_register_wh, last_register_wh, samples_201, station_time
@@ -84,6 +88,7 @@ async def status_notification(ctx: CallContext, p: dict[str, Any]) -> dict[str, 
         status=p["connectorStatus"],
     )
     await ctx.publish(body, station_time(p["timestamp"]))
+    track_fault(ctx, body.evse_id, body.connector_id, body.status)
     return {}
 
 
@@ -179,30 +184,36 @@ async def meter_values(ctx: CallContext, p: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-# Recorded as notifications; the answers are the schemas' minimal valid responses.
-_NOTIFICATIONS: dict[str, dict[str, Any]] = {
-    "ClearedChargingLimit": {},
-    # No vendor extension is implemented: UnknownVendorId is the spec's answer.
-    "DataTransfer": {"status": "UnknownVendorId"},
-    "FirmwareStatusNotification": {},
-    # No ISO 15118 PKI / OCSP responder is configured.
-    "Get15118EVCertificate": {"status": "Failed", "exiResponse": ""},
-    "GetCertificateStatus": {"status": "Failed"},
-    "LogStatusNotification": {},
-    "NotifyChargingLimit": {},
-    "NotifyCustomerInformation": {},
-    "NotifyDisplayMessages": {},
-    "NotifyEVChargingNeeds": {"status": "Accepted"},
-    "NotifyEVChargingSchedule": {"status": "Accepted"},
-    "NotifyEvent": {},
-    "NotifyMonitoringReport": {},
-    "NotifyReport": {},
-    "PublishFirmwareStatusNotification": {},
-    "ReportChargingProfiles": {},
-    "ReservationStatusUpdate": {},
-    "SecurityEventNotification": {},
-    # No CA is configured to sign station certificates.
-    "SignCertificate": {"status": "Rejected"},
+# Station operations (ADR 016 §1): each message is published as its typed body
+# (actions/operations.py); the answers promise only what the CSMS does, and where the
+# answer matters the body records it in `status`.
+_RECORDED: dict[str, Factory] = {
+    "ClearedChargingLimit": fixed(recorded(ops.charging_limit_cleared)),
+    # Accepted only for a configured vendor (CSMS_DATATRANSFER_VENDORS), else UnknownVendorId.
+    "DataTransfer": lambda ports: answered(ops.data_transfer, ops.datatransfer_status(ports.datatransfer_vendors)),
+    "FirmwareStatusNotification": fixed(recorded(ops.firmware_status)),
+    # No ISO 15118 PKI / contract certificate service yet: Failed (exiResponse is required).
+    "Get15118EVCertificate": fixed(answered(ops.ev_certificate_request, "Failed", {"exiResponse": ""})),
+    # No OCSP responder is configured yet: Failed.
+    "GetCertificateStatus": fixed(answered(ops.certificate_status_request, "Failed")),
+    "LogStatusNotification": fixed(recorded(ops.log_status)),
+    "NotifyChargingLimit": fixed(recorded(ops.charging_limit_set)),
+    "NotifyCustomerInformation": fixed(recorded(ops.customer_information_part)),
+    "NotifyDisplayMessages": fixed(recorded(ops.display_messages_report)),
+    # The CSMS computes no ISO 15118 charging schedule from the EV's needs: Rejected, so the
+    # station does not wait for a SetChargingProfile that never comes.
+    "NotifyEVChargingNeeds": fixed(answered(ops.ev_charging_needs, "Rejected")),
+    # The EV's chosen schedule is recorded (nothing to object to): Accepted.
+    "NotifyEVChargingSchedule": fixed(answered(ops.ev_charging_schedule, "Accepted")),
+    "NotifyEvent": fixed(recorded(ops.event_report)),
+    "NotifyMonitoringReport": fixed(recorded(ops.monitoring_report_part)),
+    "NotifyReport": fixed(recorded(ops.report_part)),
+    "PublishFirmwareStatusNotification": fixed(recorded(ops.publish_firmware_status)),
+    "ReportChargingProfiles": fixed(recorded(ops.charging_profiles_report)),
+    "ReservationStatusUpdate": fixed(recorded(ops.reservation_status)),
+    "SecurityEventNotification": fixed(recorded(ops.security_event)),
+    # No CA signs station certificates yet (security issue): Rejected, and the record says so.
+    "SignCertificate": fixed(answered(ops.certificate_signing_request, "Rejected")),
 }
 
 HANDLERS: dict[str, Factory] = {
@@ -212,7 +223,7 @@ HANDLERS: dict[str, Factory] = {
     "MeterValues": fixed(meter_values),
     "StatusNotification": fixed(status_notification),
     "TransactionEvent": lambda ports: transaction_event(ports.tokens, ports.running_cost),
-    **{action: fixed(notification(answer)) for action, answer in _NOTIFICATIONS.items()},
+    **_RECORDED,
 }
 
 # Station -> CSMS actions new in 2.1 that have a simple valid answer. Features we do not

@@ -68,6 +68,8 @@ async def test_a_command_round_trip_publishes_issued_and_result_events(gw: Gatew
     result = await gw.wait_event(lambda e: isinstance(e.body, CommandResult) and e.body.command_id == cid)
     assert result.body.status == "Accepted"  # type: ignore[union-attr]
     assert result.message_id == frame[1] and result.action == "Reset"
+    # the result carries what the station was sent (ADR 016 §1): no join with CommandIssued needed
+    assert result.body.ocpp_action == "Reset" and orjson.loads(result.body.request_json) == {"type": "Hard"}  # type: ignore[union-attr]
     issued = await gw.wait_event(lambda e: e.type_name == "CommandIssued")
     assert issued.body.command_id == cid and issued.body.ocpp_action == "Reset"  # type: ignore[union-attr]
 
@@ -80,6 +82,7 @@ async def test_a_201_command_is_translated_to_the_stations_version(gw: Gateway) 
     assert frame[2] == "Reset" and frame[3]["type"] == "Immediate"
     result = await gw.wait_event(lambda e: isinstance(e.body, CommandResult) and e.body.command_id == cid)
     assert result.body.status == "Accepted"  # type: ignore[union-attr]
+    assert orjson.loads(result.body.request_json) == frame[3] and result.body.ocpp_action == "Reset"  # type: ignore[union-attr]
 
 
 async def test_a_callerror_from_the_station_is_a_rejected_result_with_its_code(gw: Gateway) -> None:
@@ -90,6 +93,7 @@ async def test_a_callerror_from_the_station_is_a_rejected_result_with_its_code(g
     await ws.send_str(orjson.dumps([4, frame[1], "NotSupported", "no", {}]).decode())
     result = await gw.wait_event(lambda e: isinstance(e.body, CommandResult) and e.body.command_id == cid)
     assert (result.body.status, result.body.error_code) == ("Rejected", "NotSupported")  # type: ignore[union-attr]
+    assert result.body.ocpp_action == "Reset" and orjson.loads(result.body.request_json) == frame[3]  # type: ignore[union-attr]
 
 
 async def test_a_command_without_an_answer_times_out(make_gateway) -> None:  # type: ignore[no-untyped-def]
@@ -97,9 +101,10 @@ async def test_a_command_without_an_answer_times_out(make_gateway) -> None:  # t
     ws = await gw.connect("CP1")
     await gw.wait_connected("CP1")
     cid = await gw.send_command("CP1", "Reset", {"reset_type": "Soft"})
-    await recv(ws)
+    frame = await recv(ws)
     result = await gw.wait_event(lambda e: isinstance(e.body, CommandResult) and e.body.command_id == cid)
     assert result.body.status == "Timeout"  # type: ignore[union-attr]
+    assert result.body.ocpp_action == "Reset" and orjson.loads(result.body.request_json) == frame[3]  # type: ignore[union-attr]
 
 
 async def test_commands_to_one_station_are_sent_one_at_a_time_in_order(gw: Gateway) -> None:
@@ -129,6 +134,8 @@ async def test_a_command_for_a_station_not_connected_anywhere_is_station_offline
     cid = await gw.send_command("GHOST", "Reset", {"reset_type": "Soft"})
     result = await gw.wait_event(lambda e: isinstance(e.body, CommandResult) and e.body.command_id == cid)
     assert result.body.status == "StationOffline"  # type: ignore[union-attr]
+    # never sent: the station's version (and so the action) is not known here
+    assert (result.body.ocpp_action, result.body.request_json) == ("", "")  # type: ignore[union-attr]
 
 
 async def test_a_command_for_a_station_owned_elsewhere_is_rerouted_once(gw: Gateway) -> None:

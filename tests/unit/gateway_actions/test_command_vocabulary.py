@@ -76,7 +76,13 @@ EXAMPLES_2X = {
                                     {"component": {"name": "AuthCtrlr"}, "variable": {"name": "Enabled"}, "value": True}]}],
     "SetChargingProfile": [{"evse_id": 1, "charging_profile": PROFILE_2X}, {"charging_profile": PROFILE_2X}],
     "GetBaseReport": [{}, {"report_base": "ConfigurationInventory", "request_id": 4}],
+    "GetReport": [{}, {"request_id": 5, "component_criteria": ["Active", "Problem"], "component_variables": [
+        {"component": {"name": "EVSE", "evse": {"id": 1, "connector_id": 1}}, "variable": {"name": "Power"}},
+        {"component": "OCPPCommCtrlr", "variable": "HeartbeatInterval", "variable_instance": "x"}]}],
     "GetTransactionStatus": [{}, {"transaction_id": "tx-1"}],
+    "SetNetworkProfile": [{"configuration_slot": 1, "connection_data": {
+        "ocpp_csms_url": "wss://csms.example/ocpp", "security_profile": 2, "ocpp_interface": "Wired0",
+        "message_timeout": 30, "apn": {"apn": "internet", "apn_authentication": "AUTO"}}}],
 }
 
 

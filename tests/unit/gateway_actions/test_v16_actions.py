@@ -2,16 +2,19 @@ from __future__ import annotations
 
 import re
 
-import orjson
 import pytest
 
 from services.common.errors import StoreUnavailable
 from services.common.events import (
     Authorization,
+    CertificateSigningRequest,
     ConnectorStatus,
+    DataTransfer,
+    FirmwareStatus,
     Heartbeat,
+    LogStatus,
     MeterValues,
-    Notification,
+    SecurityEvent,
     StationBooted,
     TransactionEnded,
     TransactionStarted,
@@ -209,21 +212,24 @@ async def test_signed_samples_are_skipped_and_unparsable_ones_kept_raw_without_l
     assert [(s.value, s.raw_value) for s in h.events.body.samples] == [(0.0, "n/a"), (42.0, "")]
 
 
-@pytest.mark.parametrize("action, payload, answer", [
-    ("DataTransfer", {"vendorId": "ACME", "messageId": "x", "data": "{}"}, {"status": "UnknownVendorId"}),
-    ("DiagnosticsStatusNotification", {"status": "Uploaded"}, {}),
-    ("FirmwareStatusNotification", {"status": "Installed"}, {}),
-    ("SecurityEventNotification", {"type": "StartupOfTheDevice", "timestamp": ts()}, {}),
-    ("SignCertificate", {"csr": "-----BEGIN CERTIFICATE REQUEST-----"}, {"status": "Rejected"}),
-    ("LogStatusNotification", {"status": "Uploaded", "requestId": 3}, {}),
-    ("SignedFirmwareStatusNotification", {"status": "Installed", "requestId": 4}, {}),
+@pytest.mark.parametrize("action, payload, answer, body", [
+    ("DataTransfer", {"vendorId": "ACME", "messageId": "x", "data": "{}"}, {"status": "UnknownVendorId"},
+     DataTransfer(vendor_id="ACME", message_id="x", data_json='"{}"', status="UnknownVendorId")),
+    ("DiagnosticsStatusNotification", {"status": "Uploaded"}, {}, LogStatus(status="Uploaded", diagnostics=True)),
+    ("FirmwareStatusNotification", {"status": "Installed"}, {}, FirmwareStatus(status="Installed")),
+    ("SecurityEventNotification", {"type": "StartupOfTheDevice", "timestamp": ts(), "techInfo": "cold"}, {},
+     SecurityEvent(type="StartupOfTheDevice", timestamp=at(), tech_info="cold")),
+    ("SignCertificate", {"csr": "-----BEGIN CERTIFICATE REQUEST-----"}, {"status": "Rejected"},
+     CertificateSigningRequest(csr="-----BEGIN CERTIFICATE REQUEST-----", status="Rejected")),
+    ("LogStatusNotification", {"status": "Uploaded", "requestId": 3}, {}, LogStatus(status="Uploaded", request_id=3)),
+    ("SignedFirmwareStatusNotification", {"status": "Installed", "requestId": 4}, {},
+     FirmwareStatus(status="Installed", request_id=4)),
 ])
-async def test_other_messages_are_recorded_as_notifications_with_a_valid_answer(action: str, payload: dict, answer: dict) -> None:
+async def test_station_operations_are_published_as_typed_bodies_with_a_valid_answer(
+        action: str, payload: dict, answer: dict, body: object) -> None:
     h = a_harness()
     assert await h.call(action, payload) == answer
-    body = h.events.body
-    assert isinstance(body, Notification)
-    assert orjson.loads(body.payload_json) == payload
+    assert h.events.body == body
 
 
 async def test_a_security_event_keeps_its_station_time() -> None:

@@ -7,12 +7,33 @@ from typing import Any
 import orjson
 import pytest
 
+from services.common import codec
 from services.common.events import (
     Authorization,
+    CertificateSigningRequest,
+    CertificateStatusRequest,
+    ChargingLimitCleared,
+    ChargingLimitSet,
+    ChargingProfilesReport,
     ConnectorStatus,
+    CustomerInformationPart,
+    DataTransfer,
+    DisplayMessagesReport,
+    Envelope,
+    EvCertificateRequest,
+    EvChargingNeeds,
+    EvChargingSchedule,
+    EventReport,
+    FirmwareStatus,
     Heartbeat,
+    LogStatus,
     MeterValues,
+    MonitoringReportPart,
     Notification,
+    PublishFirmwareStatus,
+    ReportPart,
+    ReservationStatus,
+    SecurityEvent,
     StationBooted,
     TransactionEnded,
     TransactionStarted,
@@ -198,7 +219,7 @@ NOTIFICATIONS_201: list[tuple[str, dict, dict]] = [
     ("NotifyCustomerInformation", {"data": "x", "seqNo": 0, "generatedAt": ts(), "requestId": 1}, {}),
     ("NotifyDisplayMessages", {"requestId": 1}, {}),
     ("NotifyEVChargingNeeds", {"evseId": 1, "chargingNeeds": {"requestedEnergyTransfer": "AC_three_phase"}},
-     {"status": "Accepted"}),
+     {"status": "Rejected"}),
     ("NotifyEVChargingSchedule", {"timeBase": ts(), "evseId": 1, "chargingSchedule": {
         "id": 1, "chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16}]}},
      {"status": "Accepted"}),
@@ -218,11 +239,32 @@ NOTIFICATIONS_201: list[tuple[str, dict, dict]] = [
 ]
 
 
+BODIES_201 = {
+    "ClearedChargingLimit": ChargingLimitCleared, "DataTransfer": DataTransfer, "FirmwareStatusNotification": FirmwareStatus,
+    "Get15118EVCertificate": EvCertificateRequest, "GetCertificateStatus": CertificateStatusRequest,
+    "LogStatusNotification": LogStatus, "NotifyChargingLimit": ChargingLimitSet,
+    "NotifyCustomerInformation": CustomerInformationPart, "NotifyDisplayMessages": DisplayMessagesReport,
+    "NotifyEVChargingNeeds": EvChargingNeeds, "NotifyEVChargingSchedule": EvChargingSchedule, "NotifyEvent": EventReport,
+    "NotifyMonitoringReport": MonitoringReportPart, "NotifyReport": ReportPart,
+    "PublishFirmwareStatusNotification": PublishFirmwareStatus, "ReportChargingProfiles": ChargingProfilesReport,
+    "ReservationStatusUpdate": ReservationStatus, "SecurityEventNotification": SecurityEvent,
+    "SignCertificate": CertificateSigningRequest,
+}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("action, payload, answer", NOTIFICATIONS_201, ids=[n[0] for n in NOTIFICATIONS_201])
-async def test_other_201_messages_are_recorded_as_notifications_with_a_valid_answer(action: str, payload: dict, answer: dict) -> None:
-    h = a_harness("2.0.1")
+async def test_other_201_messages_are_published_as_their_typed_body_with_a_valid_answer(
+        action: str, payload: dict, answer: dict, version: str) -> None:
+    # (field by field: tests/unit/gateway_actions/test_operations.py)
+    h = a_harness(version)
     assert await h.call(action, payload) == answer
-    assert isinstance(h.events.body, Notification) and orjson.loads(h.events.body.payload_json) == payload
+    body = h.events.body
+    assert type(body) is BODIES_201[action]
+    if "status" in answer:  # the body records what the CSMS answered
+        assert body.status == answer["status"]
+    env = Envelope(event_id="e", station_id="CS-1", received_at=at(), body=body)
+    assert codec.decode_event(codec.encode_event(env)).body == body
 
 
 NOTIFICATIONS_21: list[tuple[str, dict, dict]] = [

@@ -34,3 +34,17 @@ async def test_running_costs_appear_on_the_first_2x_transaction_event_only() -> 
         "transactionInfo": {"transactionId": "tx-1"}, "evse": {"id": 1, "connectorId": 1},
     })
     assert isinstance(h.ctx.state.tx_costs, RunningCosts)
+
+
+def test_faulted_connectors_say_when_the_station_as_a_whole_changes() -> None:
+    state = ConnectionState()
+    assert state.faulted is None  # nothing until the first Faulted
+    assert state.connector_status(1, 1, False) is None
+    assert state.connector_status(1, 1, True) is True
+    assert state.connector_status(2, 1, True) is None      # already faulted
+    assert state.connector_status(1, 1, False) is None     # EVSE 2 still is
+    assert state.connector_status(2, 1, False) is False
+    assert state.connector_status(0, 0, True) is True      # the station as a whole
+    assert state.clear_faults() is True and state.clear_faults() is False
+    assert state.connector_status(1, 1, True) is None      # a handler finishing after the disconnect
+    assert not state.faulted
