@@ -44,6 +44,7 @@ __all__ = [
     "sites_pb2",
     "cdrs_pb2",
     "datatransfer_pb2",
+    "encode_station_data_transfer",
     "CONTENT_TYPE",
 ]
 
@@ -392,3 +393,22 @@ def decode_command(data: bytes) -> Command:
 
 def command_headers(cmd: Command) -> list[tuple[str, bytes]]:
     return cloudevent_headers(cmd.command_id, f"csms.commands.v1.{cmd.command_type}", f"/csms/{cmd.issuer}", cmd.issued_at, cmd.station_id)
+
+
+def encode_station_data_transfer(env: ev.Envelope) -> bytes:
+    """A DataTransfer event as its csms.datatransfer.v1 `StationDataTransfer` record
+    (proto/csms/datatransfer/v1/datatransfer.proto; ADR 016)."""
+    body = env.body
+    if not isinstance(body, ev.DataTransfer):
+        raise TypeError(f"not a DataTransfer event: {type(body).__name__}")
+    pb = datatransfer_pb2.StationDataTransfer(
+        event_id=env.event_id,
+        station_id=env.station_id,
+        vendor_id=body.vendor_id,
+        message_id=body.message_id,
+        data_json=body.data_json,
+        ocpp_version=env.ocpp_version,
+        gateway_id=env.gateway_id,
+    )
+    set_timestamp(pb.received_at, env.received_at)
+    return pb.SerializeToString()

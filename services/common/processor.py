@@ -46,7 +46,9 @@ BatchObserver = Callable[[Sequence[Record], float], None]
 class Processor:
     """`Processor(name, bus, topic, group, handler)`: one consumer group, one handler.
 
-    `handler` takes a batch (`Sequence[Record]`) unless `batch=False`, then one `Record`.
+    `handler` takes a batch (`Sequence[Record]`) unless `batch=False`, then one `Record`;
+    `handler=None` is a processor of periodic jobs only (no consumer; `topic` and `group`
+    are then only names, e.g. the firmware campaign controller).
     `observe(records, seconds)` is called after each batch the handler finished (metrics).
     `healthy` are extra readiness checks (the store's `healthy`)."""
 
@@ -56,7 +58,7 @@ class Processor:
         bus: Bus,
         topic: str,
         group: str,
-        handler: BatchHandler | Handler,
+        handler: BatchHandler | Handler | None,
         *,
         batch: bool = True,
         max_records: int = 500,
@@ -78,31 +80,36 @@ class Processor:
         self._before_start = before_start
         self._sub: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
 
     async def start(self) -> None:
-        if self._sub is not None:
+        if self._sub is not None or self._started:
             return
         if self._before_start is not None:
             await self._before_start()
-        if self._batch:
+        if self._handler is None:
+            pass  # periodic jobs only
+        elif self._batch:
             self._sub = await self._bus.subscribe_batch(
                 self.topic, self.group, self._on_batch, max_records=self._max_records
             )
         else:
             self._sub = await self._bus.subscribe(self.topic, self.group, self._on_record)
+        self._started = True
         self._tasks = [
             asyncio.create_task(self._every(job), name=f"{self.name}-{job.name}") for job in self._periodic
         ]
-        log.info("%s consuming %s as %s", self.name, self.topic, self.group)
+        if self._sub is not None:
+            log.info("%s consuming %s as %s", self.name, self.topic, self.group)
 
     async def _on_batch(self, records: Sequence[Record]) -> None:
         started = time.perf_counter()
-        await self._handler(records)  # type: ignore[arg-type]
+        await self._handler(records)  # type: ignore[arg-type, misc]
         if self._observe is not None:
             self._observe(records, time.perf_counter() - started)
 
     async def _on_record(self, record: Record) -> None:
-        await self._handler(record)  # type: ignore[arg-type]
+        await self._handler(record)  # type: ignore[arg-type, misc]
 
     async def _every(self, job: Periodic) -> None:
         interval = max(float(job.interval_s), 0.01)
@@ -117,6 +124,7 @@ class Processor:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
+        self._started = False
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -130,7 +138,8 @@ class Processor:
             log.info("%s stopped", self.name)
 
     def ready(self) -> bool:
-        return self._sub is not None and bool(self._bus.healthy) and all(check() for check in self._healthy)
+        running = self._sub is not None or (self._handler is None and self._started)
+        return running and bool(self._bus.healthy) and all(check() for check in self._healthy)
 
 
 class ProcessorGroup:

@@ -13,7 +13,7 @@ other services read them through this module only (ADR 010, consolidation):
   store (`services.common.store.port.MeterRow`), outside the session document; `page`
   reads one page of them for the REST API, judged by the domain.
 - STATION_STATUS (`station_status_to_doc` / `station_status_from_doc`): a
-  `StationStatus`; COMMAND (`command_to_doc` / `command_from_doc`): a `CommandRecord`;
+  `StationStatus` (COMMAND records moved to services/stations/documents.py, ADR 016);
   OPEN_SESSIONS (`open_sessions_to_doc` / `open_sessions_from_doc`): a station's
   `OpenSessions` index; REMOTE_START (`remote_start_to_doc` / `remote_start_from_doc`):
   a `RemoteStartCommand`.
@@ -51,7 +51,7 @@ from services.sessions.domain.session import (
     refold,
     truncate_ms,
 )
-from services.sessions.domain.station_status import Boot, CommandRecord, ConnectorState, Disconnect, StationStatus
+from services.sessions.domain.station_status import Boot, ConnectorState, Disconnect, StationStatus
 
 __all__ = [
     # sessions and their samples
@@ -61,13 +61,10 @@ __all__ = [
     "legacy_samples",
     "sample_to_row",
     "sample_from_row",
-    # station status and commands
+    # station status
     "StationStatus",
     "station_status_to_doc",
     "station_status_from_doc",
-    "CommandRecord",
-    "command_to_doc",
-    "command_from_doc",
     # lifecycle
     "OpenSessions",
     "open_sessions_to_doc",
@@ -577,47 +574,6 @@ def station_status_from_doc(d: Mapping[str, Any]) -> StationStatus:
             for key, c in (d.get("connectors") or {}).items()
         },
         last_heartbeat=_opt_dt(d.get("last_heartbeat")),
-        version=int(d.get("version") or 0),
-        updated_at=_opt_dt(d.get("updated_at")),
-    )
-
-
-# -- command records -------------------------------------------------------------------
-def command_to_doc(c: CommandRecord) -> dict[str, Any]:
-    return {
-        "command_id": c.command_id,
-        "station_id": c.station_id,
-        "command_type": c.command_type,
-        "ocpp_action": c.ocpp_action,
-        "payload": c.payload,
-        "status": c.status,
-        "response": c.response,
-        "error_code": c.error_code,
-        "error_description": c.error_description,
-        "issued_at": _iso(c.issued_at),
-        "completed_at": _iso(c.completed_at),
-        "expired_at": _iso(c.expired_at),
-        "late_reply": c.late_reply,
-        "version": c.version,
-        "updated_at": _iso(c.updated_at),
-    }
-
-
-def command_from_doc(d: Mapping[str, Any]) -> CommandRecord:
-    return CommandRecord(
-        command_id=str(d["command_id"]),
-        station_id=str(d.get("station_id") or ""),
-        command_type=str(d.get("command_type") or ""),
-        ocpp_action=str(d.get("ocpp_action") or ""),
-        payload=d.get("payload"),
-        status=str(d.get("status") or "Pending"),
-        response=d.get("response"),
-        error_code=str(d.get("error_code") or ""),
-        error_description=str(d.get("error_description") or ""),
-        issued_at=_opt_dt(d.get("issued_at")),
-        completed_at=_opt_dt(d.get("completed_at")),
-        expired_at=_opt_dt(d.get("expired_at")),
-        late_reply=bool(d.get("late_reply", False)),
         version=int(d.get("version") or 0),
         updated_at=_opt_dt(d.get("updated_at")),
     )

@@ -45,8 +45,9 @@ A batch, in record order (each station's records arrive in offset order):
 - Station status (kind STATION_STATUS, one per station): the statuses of the batch's
   status events are read with one `get_statuses` (concurrent with the sessions'), the
   changed ones written with one versioned `put_statuses` (no read) alongside the
-  sessions'; command records (kind COMMAND, parent = station id: late replies correlate
-  there).
+  sessions'. Command records (kind COMMAND) are the stations processor's (ADR 016); of
+  the command events only a RequestStartTransaction's CommandIssued is read here (its
+  REMOTE_START document).
 - A legacy session document (before ADR 015, with `meter_samples`) is upgraded on first
   touch: its samples are appended to the samples table and the session rebuilt from them.
 
@@ -110,13 +111,7 @@ from services.sessions.domain.session import (
     rebuild,
     session_ref,
 )
-from services.sessions.domain.station_status import (
-    COMMAND_BODIES,
-    STATUS_BODIES,
-    StationStatus,
-    apply_command,
-    apply_status,
-)
+from services.sessions.domain.station_status import STATUS_BODIES, StationStatus, apply_status
 from services.sessions.repository import LifecycleRepository, SessionRepository, StationRecords, StoredSession
 
 __all__ = [
@@ -409,8 +404,8 @@ class _Batch:
                 await self._session_event(record, env, ref[0], traceparent)
             elif isinstance(env.body, STATUS_BODIES):
                 await self._status_event(env)
-            elif isinstance(env.body, COMMAND_BODIES):
-                await self._command_event(env)
+            elif isinstance(env.body, ev.CommandIssued) and env.body.ocpp_action == "RequestStartTransaction":
+                await self._remote_start_issued(env)
         await self._flush()
 
     # -- sessions --
@@ -525,7 +520,7 @@ class _Batch:
             log.info("no RequestStartTransaction known for remoteStartId %d station=%s", rsid, env.station_id)
         return remote_start_of(command)
 
-    # -- station status, commands --
+    # -- station status, remote starts --
     async def _status(self, station_id: str) -> StationStatus | None:
         if station_id not in self.statuses:
             self.statuses[station_id] = await self.stations.get_status(station_id)
@@ -543,24 +538,19 @@ class _Batch:
         if isinstance(env.body, (ev.StationBooted, ev.ConnectorStatus)):
             await self._decide_on_status(env)
 
-    async def _command_event(self, env: ev.Envelope) -> None:
-        body = env.body
-        assert isinstance(body, COMMAND_BODIES)
-        old = await self.stations.get_command(body.command_id)
-        new = _guarded(env, apply_command, old, env, self.now)
-        if new is not None and new is not old:
-            await self.stations.put_command(new)
-        if isinstance(body, ev.CommandIssued) and body.ocpp_action == "RequestStartTransaction":
-            doc_id = remote_start_ref(env)
-            if doc_id is None:
-                return
-            if doc_id not in self.remote:
-                self.remote[doc_id] = await self.lifecycle.get_remote_start(doc_id)
-            current = self.remote[doc_id]
-            rs = _guarded(env, apply_remote_start, current, env, self.now)
-            if rs is not None and rs is not current:
-                await self.lifecycle.put_remote_start(doc_id, rs)
-                self.remote[doc_id] = rs
+    async def _remote_start_issued(self, env: ev.Envelope) -> None:
+        """A RequestStartTransaction sent: the REMOTE_START document its session will find
+        (command records themselves are the stations processor's, ADR 016)."""
+        doc_id = remote_start_ref(env)
+        if doc_id is None:
+            return
+        if doc_id not in self.remote:
+            self.remote[doc_id] = await self.lifecycle.get_remote_start(doc_id)
+        current = self.remote[doc_id]
+        rs = _guarded(env, apply_remote_start, current, env, self.now)
+        if rs is not None and rs is not current:
+            await self.lifecycle.put_remote_start(doc_id, rs)
+            self.remote[doc_id] = rs
 
     # -- lifecycle --
     async def _index(self, station_id: str) -> OpenSessions | None:

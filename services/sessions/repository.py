@@ -5,7 +5,8 @@ through three narrow Protocols, never the `Store` itself:
 
 - `SessionRepository`: session documents (read many at once, written many at once,
   versioned, no read-before-write) and their samples (appended, read back for a rebuild).
-- `StationRecords`: station status documents and command records.
+- `StationRecords`: station status documents (command records are the stations
+  processor's, ADR 016).
 - `LifecycleRepository`: the open-sessions index of each station and the remote start
   commands.
 
@@ -24,11 +25,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from services.common.kinds import COMMAND, OPEN_SESSIONS, REMOTE_START, SESSION, STATION_STATUS
+from services.common.kinds import OPEN_SESSIONS, REMOTE_START, SESSION, STATION_STATUS
 from services.common.store.port import DocumentStore, DocWrite, SampleStore
 from services.sessions.documents import (
-    command_from_doc,
-    command_to_doc,
     is_legacy_doc,
     legacy_samples,
     open_sessions_from_doc,
@@ -44,7 +43,7 @@ from services.sessions.documents import (
 )
 from services.sessions.domain.lifecycle import OpenSessions, RemoteStartCommand
 from services.sessions.domain.session import Sample, Session
-from services.sessions.domain.station_status import CommandRecord, StationStatus
+from services.sessions.domain.station_status import StationStatus
 
 __all__ = [
     "StoredSession",
@@ -94,10 +93,6 @@ class StationRecords(Protocol):
     async def put_statuses(self, statuses: Sequence[StationStatus]) -> None:
         """Versioned, no read: the highest version wins."""
         ...
-
-    async def get_command(self, command_id: str) -> CommandRecord | None: ...
-
-    async def put_command(self, record: CommandRecord) -> None: ...
 
 
 class LifecycleRepository(Protocol):
@@ -204,7 +199,7 @@ class StoreRepository:
     async def read_samples(self, session_id: str) -> list[Sample]:
         return [sample_from_row(r) for r in await self._store.read_samples(session_id)]
 
-    # -- station status, commands --
+    # -- station status --
     async def get_statuses(self, station_ids: Sequence[str]) -> dict[str, StationStatus]:
         docs = await self._store.get_docs(STATION_STATUS, station_ids)
         return {sid: station_status_from_doc(doc) for sid, doc in docs.items()}
@@ -218,15 +213,6 @@ class StoreRepository:
             await self._store.put_docs(STATION_STATUS, [
                 DocWrite(s.station_id, station_status_to_doc(s), version=s.version) for s in statuses
             ])
-
-    async def get_command(self, command_id: str) -> CommandRecord | None:
-        doc = await self._store.get_doc(COMMAND, command_id)
-        return None if doc is None else command_from_doc(doc)
-
-    async def put_command(self, record: CommandRecord) -> None:
-        await self._store.put_doc(
-            COMMAND, record.command_id, command_to_doc(record), parent=record.station_id, version=record.version
-        )
 
     # -- lifecycle --
     async def get_open_sessions(self, station_id: str) -> OpenSessions | None:

@@ -7,7 +7,7 @@ function-local and `TYPE_CHECKING` ones included) must have:
   counting as a module;
 - no service reaching into another service's private modules: from another service only
   its `domain` package, its `documents` and its `codec` may be imported (services: api,
-  billing, gateway, sessions, smart_charging, simulator);
+  billing, gateway, sessions, smart_charging, simulator, stations);
 - no service imported by the shared kernel, `services/common` (the CLI names its roles
   as "module:callable" strings and loads them with importlib);
 - pure domains: a `domain/` module imports the standard library, the pure shared modules
@@ -28,7 +28,7 @@ from tests.architecture.imports import Graph, Import, cycles, read_graph
 
 ROOT = Path(__file__).resolve().parents[2] / "services"
 GENERATED = ("services.common.gen",)
-SERVICES = ("api", "billing", "gateway", "sessions", "smart_charging", "simulator")
+SERVICES = ("api", "billing", "gateway", "sessions", "smart_charging", "simulator", "stations")
 PUBLIC_TO_OTHER_SERVICES = ("domain", "documents", "codec")
 PURE_SHARED = tuple(f"services.common.{m}" for m in ("events", "decimals", "timeutil", "ocpp_version", "kinds"))
 

@@ -55,17 +55,14 @@ from .session import (
     truncate_ms,
 )
 from .station_status import (
-    COMMAND_BODIES,
     LAST_SEEN_GRANULARITY,
     STATUS_BODIES,
-    SYNTHETIC_COMMAND_STATUSES,
     Boot,
-    CommandRecord,
     ConnectorState,
     Disconnect,
     StationStatus,
-    apply_command,
     apply_status,
+    connector_newer,
 )
 
 __all__ = [
@@ -117,15 +114,12 @@ __all__ = [
     "remote_start_doc_id",
     "remote_start_of",
     "remote_start_ref",
-    "COMMAND_BODIES",
     "LAST_SEEN_GRANULARITY",
     "STATUS_BODIES",
-    "SYNTHETIC_COMMAND_STATUSES",
     "Boot",
-    "CommandRecord",
     "ConnectorState",
     "Disconnect",
     "StationStatus",
-    "apply_command",
     "apply_status",
+    "connector_newer",
 ]

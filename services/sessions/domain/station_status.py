@@ -1,7 +1,7 @@
-"""Station status and command records: pure projections of station events.
+"""Station status: a pure projection of station events.
 
-Both are frozen values (services/sessions/documents.py maps them to the documents the
-store keeps and the API shows), merged with commutative, idempotent rules so a
+A frozen value (services/sessions/documents.py maps it to the document the store
+keeps and the API shows), merged with commutative, idempotent rules so a
 redelivered event changes nothing:
 
 `apply_status(status, env, now)` → a `StationStatus` (kind "station_status", id = station
@@ -18,16 +18,12 @@ id; services/sessions/documents.py maps it to and from its document):
   event, and on Authorization/Notification only when `LAST_SEEN_GRANULARITY` newer,
   to spare writes). Transaction events do not touch this document (hot path).
 
-`apply_command(record, env, now)` → a `CommandRecord` (kind "command", id = command id,
-parent = station): CommandIssued / CommandResult correlated by command id, in any order. A reply
-from the station supersedes a CSMS-side outcome ("Timeout", "StationOffline",
-"Expired"), so a late reply after a timeout is still recorded: `expired_at` keeps
-the first CSMS-side outcome and `late_reply` says the station answered after it.
+Command records (`CommandRecord`, `apply_command`) moved to the stations processor
+(services/stations/domain/commands.py, ADR 016).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -41,12 +37,9 @@ __all__ = [
     "ConnectorState",
     "Disconnect",
     "StationStatus",
-    "CommandRecord",
     "apply_status",
-    "apply_command",
+    "connector_newer",
     "STATUS_BODIES",
-    "COMMAND_BODIES",
-    "SYNTHETIC_COMMAND_STATUSES",
     "LAST_SEEN_GRANULARITY",
 ]
 
@@ -60,8 +53,6 @@ STATUS_BODIES = (
     ev.Notification,
 )
 _COALESCED = (ev.Authorization, ev.Notification)
-COMMAND_BODIES = (ev.CommandIssued, ev.CommandResult)
-SYNTHETIC_COMMAND_STATUSES = frozenset({"Timeout", "StationOffline", "Expired"})
 LAST_SEEN_GRANULARITY = timedelta(seconds=60)
 
 
@@ -172,8 +163,7 @@ def apply_status(status: StationStatus | None, env: ev.Envelope, now: datetime) 
     elif isinstance(body, ev.ConnectorStatus):
         key = f"{body.evse_id}/{body.connector_id}"
         entry = ConnectorState(body.status, body.error_code, body.info, body.vendor_error_code, station_at)
-        cur = old.connectors.get(key)
-        if cur is None or _status_rank(entry) > _status_rank(cur):
+        if connector_newer(entry, old.connectors.get(key)):
             ch["connectors"] = {**old.connectors, key: entry}
     elif isinstance(body, ev.Heartbeat):
         heartbeat = _later(old.last_heartbeat, received)
@@ -201,79 +191,15 @@ def apply_status(status: StationStatus | None, env: ev.Envelope, now: datetime) 
     return replace(old, **ch, version=old.version + 1, updated_at=truncate_ms(now))
 
 
+def connector_newer(entry: ConnectorState, cur: ConnectorState | None) -> bool:
+    """Whether `entry` replaces `cur` as a connector's status: the later station time wins,
+    ties break deterministically (status, then error code, info, vendor code). The stations
+    processor's own connector view uses this same rule (ADR 016)."""
+    return cur is None or _status_rank(entry) > _status_rank(cur)
+
+
 def _status_rank(entry: ConnectorState) -> tuple[datetime, str, str, str, str]:
     return (entry.at or _NEVER, entry.status, entry.error_code, entry.info, entry.vendor_error_code)
 
 
 _NEVER = datetime.min.replace(tzinfo=timezone.utc)
-
-
-# -- command records ---------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class CommandRecord:
-    """A command the CSMS issued to a station and its outcome. `payload` and `response`
-    are the JSON the command carried and the station answered (`{"raw": text}` when that
-    was not JSON)."""
-
-    command_id: str
-    station_id: str
-    command_type: str = ""
-    ocpp_action: str = ""
-    payload: Any = None
-    status: str = "Pending"
-    response: Any = None
-    error_code: str = ""
-    error_description: str = ""
-    issued_at: datetime | None = None
-    completed_at: datetime | None = None
-    expired_at: datetime | None = None
-    late_reply: bool = False
-    version: int = 0
-    updated_at: datetime | None = None
-
-
-def _json(text: str) -> Any:
-    try:
-        return json.loads(text) if text else {}
-    except ValueError:
-        return {"raw": text}
-
-
-def apply_command(record: CommandRecord | None, env: ev.Envelope, now: datetime) -> CommandRecord | None:
-    """The command record after `env`; None when `env` is not a command event. Returns
-    `record` itself when nothing changed."""
-    body = env.body
-    if not isinstance(body, COMMAND_BODIES):
-        return None
-    old = record if record is not None else CommandRecord(body.command_id, env.station_id, body.command_type)
-    ch: dict[str, Any] = {}
-    received = truncate_ms(env.received_at)
-    if not old.command_type:
-        ch["command_type"] = body.command_type
-    expired_at, completed_at, status = old.expired_at, old.completed_at, old.status
-    if isinstance(body, ev.CommandIssued):
-        if old.issued_at is None or received < old.issued_at:
-            ch.update(issued_at=received, ocpp_action=body.ocpp_action, payload=_json(body.payload_json))
-    else:
-        synthetic = body.status in SYNTHETIC_COMMAND_STATUSES
-        if synthetic and (expired_at is None or received < expired_at):
-            expired_at = ch["expired_at"] = received
-        new_rank = (not synthetic, received, body.status)
-        cur_rank = None
-        if completed_at is not None:
-            cur_rank = (status not in SYNTHETIC_COMMAND_STATUSES, completed_at, status)
-        if cur_rank is None or new_rank > cur_rank:
-            status, completed_at = body.status, received
-            ch.update(
-                status=status, response=_json(body.response_json), error_code=body.error_code,
-                error_description=body.error_description, completed_at=completed_at,
-            )
-    ch["late_reply"] = bool(
-        completed_at is not None
-        and expired_at is not None
-        and status not in SYNTHETIC_COMMAND_STATUSES
-        and completed_at > expired_at
-    )
-    if record is not None and not any(getattr(old, k) != v for k, v in ch.items()):
-        return record
-    return replace(old, **ch, version=old.version + 1, updated_at=truncate_ms(now))

@@ -121,7 +121,14 @@ class StationOps:
     outage: OpenOutage | None = None
     meters: Mapping[str, MeterReading] = field(default_factory=dict)   # "<evse>/<measurand>/<phase>" -> latest
     charging_limits: Mapping[str, ChargingLimit] = field(default_factory=dict)  # "<evse>" -> limit
+    # "<evse>/<source>" -> receive time of the latest ChargingLimitCleared (EVSE 0: every EVSE),
+    # so a limit set before it and delivered again is not brought back (added by the stations processor)
+    limits_cleared: Mapping[str, datetime] = field(default_factory=dict)
     last_security_event: str = ""
     last_security_event_at: datetime | None = None
+    # the firmware version of the latest StationBooted (by receive time) and when: what an
+    # UpdateFirmware's `version_before` is taken from (added by the stations processor)
+    boot_firmware_version: str = ""
+    booted_at: datetime | None = None
     version: int = 0
     updated_at: datetime | None = None

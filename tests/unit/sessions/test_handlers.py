@@ -115,21 +115,21 @@ async def test_the_service_turns_a_201_session_into_a_stored_session_and_snapsho
     ]
 
 
-async def test_the_service_keeps_station_status_and_command_records(rt: Runtime) -> None:
+async def test_the_service_keeps_station_status_and_leaves_command_records_to_the_stations_processor(rt: Runtime) -> None:
     service = build_sessions(rt)
     await service.start()
     await publish(
         rt,
         an_envelope(ev.StationConnected(epoch=2), station_time=None, received_at=at(0)),
         an_envelope(ev.StationBooted(vendor="ACME", model="A1"), received_at=at(0)),
-        an_envelope(ev.ConnectorStatus(evse_id=1, connector_id=1, status="Occupied"), station_time=at(1)),
         an_envelope(ev.CommandIssued(command_id="cmd-9", command_type="Reset"), received_at=at(2)),
         an_envelope(ev.CommandResult(command_id="cmd-9", command_type="Reset", status="Accepted"), received_at=at(3)),
+        an_envelope(ev.ConnectorStatus(evse_id=1, connector_id=1, status="Occupied"), station_time=at(4)),
     )
 
     async def recorded() -> bool:
-        cmd = await rt.store.get_doc("command", "cmd-9")
-        return cmd is not None and cmd["status"] == "Accepted"
+        status = await rt.store.get_doc("station_status", STATION)
+        return status is not None and "1/1" in status["connectors"]
 
     await eventually(recorded)
     await service.stop()
@@ -137,7 +137,9 @@ async def test_the_service_keeps_station_status_and_command_records(rt: Runtime)
     assert status is not None
     assert (status["connected"], status["epoch"], status["boot"]["vendor"]) == (True, 2, "ACME")
     assert status["connectors"]["1/1"]["status"] == "Occupied"
-    assert [c["command_id"] for c in await rt.store.list_docs("command", parent=STATION)] == ["cmd-9"]
+    # command records are the stations processor's (ADR 016)
+    assert await rt.store.get_doc("command", "cmd-9") is None
+    assert await rt.store.list_docs("command", parent=STATION) == []
 
 
 async def test_handling_the_same_record_twice_keeps_the_version_and_republishes_one_identical_snapshot(rt: Runtime, handler: SessionsHandler) -> None:

@@ -1,5 +1,6 @@
-"""Station status and command records (pure): merged in any order, idempotent, and stored
-in the documents they always were (the API and operators read them)."""
+"""Station status (pure): merged in any order, idempotent, and stored in the document it
+always was (the API and operators read it). Command records moved to the stations
+processor: tests/unit/stations/test_commands.py."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from typing import Any
 import orjson
 
 from services.common import events as ev
-from services.sessions.documents import command_from_doc, command_to_doc, station_status_from_doc, station_status_to_doc
-from services.sessions.domain import CommandRecord, StationStatus, apply_command, apply_status
+from services.sessions.documents import station_status_from_doc, station_status_to_doc
+from services.sessions.domain import StationStatus, apply_status
 
 from .builders import NOW, STATION, an_envelope, at
 
@@ -114,63 +115,9 @@ def test_session_and_command_events_are_not_status_events() -> None:
     assert apply_status(None, an_envelope(ev.CommandIssued(command_id="c", command_type="Reset")), NOW) is None
 
 
-# -- command records -----------------------------------------------------------
-def issued(minute: float = 0) -> ev.Envelope:
-    return an_envelope(ev.CommandIssued(command_id="cmd-1", command_type="RemoteStop", ocpp_action="RequestStopTransaction",
-                                        payload_json='{"transactionId": "tx-1"}'), received_at=at(minute))
-
-
-def result(status: str, minute: float, response: str = "{}") -> ev.Envelope:
-    return an_envelope(ev.CommandResult(command_id="cmd-1", command_type="RemoteStop", status=status,
-                                        response_json=response), received_at=at(minute))
-
-
-def command_of(*events: ev.Envelope) -> CommandRecord:
-    record = None
-    for e in events:
-        record = apply_command(record, e, NOW)
-    assert record is not None
-    return record
-
-
-def command_after(*events: ev.Envelope) -> dict[str, Any]:
-    """The stored document after `events`."""
-    return command_to_doc(command_of(*events))
-
-
-def test_an_issued_command_is_pending_until_its_result_arrives() -> None:
-    doc = command_after(issued())
-    assert (doc["status"], doc["station_id"], doc["command_type"], doc["completed_at"]) == ("Pending", STATION, "RemoteStop", None)
-    assert doc["payload"] == {"transactionId": "tx-1"}
-
-    done = command_after(issued(), result("Accepted", 0.1, '{"status": "Accepted"}'))
-    assert done["status"] == "Accepted" and done["response"] == {"status": "Accepted"}
-    assert done["issued_at"] == "2026-11-28T10:00:00.000Z" and done["completed_at"] == "2026-11-28T10:00:06.000Z"
-
-
-def test_a_result_before_its_issue_record_is_correlated_all_the_same() -> None:
-    assert command_after(result("Accepted", 1), issued(0)) == {
-        **command_after(issued(0), result("Accepted", 1)), "version": 2
-    }
-
-
-def test_a_late_reply_after_a_timeout_is_recorded() -> None:
-    for order in permutations([issued(0), result("Timeout", 0.5), result("Accepted", 2)]):
-        doc = command_after(*order)
-        assert doc["status"] == "Accepted"
-        assert doc["late_reply"] is True
-        assert doc["expired_at"] == "2026-11-28T10:00:30.000Z"
-
-
-def test_applying_a_command_event_twice_changes_nothing() -> None:
-    record = command_of(issued(), result("Rejected", 1))
-    assert apply_command(record, result("Rejected", 1), NOW) is record
-    assert apply_command(record, issued(), NOW) is record
-
-
 # -- the stored documents: the format of before ------------------------------------------
-# Written by the processor before station status and command records were values (the
-# previous `apply_status` / `apply_command` built these documents directly).
+# Written by the processor before the station status was a value (the previous
+# `apply_status` built this document directly).
 STORED_STATUS = (
     '{"station_id":"CS-1","connected":false,"epoch":3,"disconnected_epoch":3,"gateway_id":"gateway-2",'
     '"ocpp_version":"2.0.1","last_seen":"2026-11-28T10:03:00.000Z","last_disconnect":{"epoch":3,"close_code":1006,'
@@ -181,12 +128,7 @@ STORED_STATUS = (
     '"error_code":"","info":"x","vendor_error_code":"V7","at":"2026-11-28T10:00:30.000Z"}},'
     '"last_heartbeat":"2026-11-28T10:02:00.000Z","version":6,"updated_at":"2026-11-28T12:00:00.004Z"}'
 )
-STORED_COMMAND = (
-    '{"command_id":"cmd-1","station_id":"CS-1","command_type":"RemoteStop","ocpp_action":"RequestStopTransaction",'
-    '"payload":{"transactionId":"tx-1"},"status":"Accepted","response":{"status":"Accepted"},"error_code":"",'
-    '"error_description":"","issued_at":"2026-11-28T10:00:00.000Z","completed_at":"2026-11-28T10:02:00.000Z",'
-    '"expired_at":"2026-11-28T10:00:30.000Z","late_reply":true,"version":3,"updated_at":"2026-11-28T12:00:00.000Z"}'
-)
+
 
 
 def _status_events() -> list[ev.Envelope]:
@@ -229,11 +171,3 @@ def test_a_status_document_of_an_older_version_without_the_newer_fields_loads() 
     status = station_status_from_doc(old)
     assert (status.disconnected_epoch, status.last_disconnect, status.connectors["1/1"].vendor_error_code) == (0, None, "")
     assert status.boot is not None and status.boot.vendor == "V"
-
-
-def test_the_command_record_document_is_written_byte_for_byte_as_before_and_loads_back() -> None:
-    record = command_of(result("Timeout", 0.5), issued(0), result("Accepted", 2, '{"status": "Accepted"}'))
-    assert orjson.dumps(command_to_doc(record)).decode() == STORED_COMMAND
-    loaded = command_from_doc(json.loads(STORED_COMMAND))
-    assert loaded == record
-    assert command_from_doc({**json.loads(STORED_COMMAND), "expired_at": None}).expired_at is None

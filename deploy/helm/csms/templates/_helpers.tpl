@@ -13,6 +13,8 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
   value: {{ .Values.eventsPartitions | quote }}
 - name: CSMS_COMMANDS_PARTITIONS
   value: {{ .Values.commandsPartitions | quote }}
+- name: CSMS_STATION_EVENTS_RETENTION_DAYS
+  value: {{ .Values.stationEventsRetentionDays | quote }}
 - name: CSMS_API_KEY
   valueFrom: { secretKeyRef: { name: {{ .Values.secretName }}, key: CSMS_API_KEY } }
 - name: CSMS_AUTH_PEPPER
