@@ -10,9 +10,14 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from services.api import (
+    routes_availability,
+    routes_campaigns,
     routes_cdrs,
     routes_commands,
     routes_dead_letters,
+    routes_device_model,
+    routes_history,
+    routes_operations,
     routes_sessions,
     routes_sites,
     routes_stations,
@@ -104,6 +109,11 @@ def create_app(ctx: ApiContext) -> web.Application:
         routes_cdrs,
         routes_sites,
         routes_dead_letters,
+        routes_history,
+        routes_operations,
+        routes_availability,
+        routes_device_model,
+        routes_campaigns,
     ):
         module.setup(app)
     return app

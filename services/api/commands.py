@@ -8,7 +8,7 @@ on csms.events.v1 as CommandResult bodies; `CommandWaiter` is a consumer group o
 its own per API instance (every instance sees every result), filters on the
 CloudEvents `ce_type` header before decoding anything, and resolves the future of
 the request that issued the command. A result nobody waits for any more (it came
-after the timeout) is ignored here; the sessions processor records it in the store.
+after the timeout) is ignored here; the stations processor records it in the store.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from services.common.bus import Bus, Record, Subscription
 from services.common.codec import decode_event
 from services.common.decimals import parse_decimal
 from services.common.events import CommandResult
-from services.common.ocpp.commands import COMMAND_TYPES, SET_CHARGING_LIMIT
+from services.common.ocpp.commands import COMMAND_TYPES, SET_CHARGING_LIMIT, TRIGGER_MESSAGES
 
 __all__ = [
     "WaiterClosed",
@@ -87,7 +87,16 @@ def _params(v: Validator, command_type: str) -> None:
     elif command_type == "ChangeAvailability":
         v.string("availability", required=True, choices=("Operative", "Inoperative"))
     elif command_type == "TriggerMessage":
-        v.string("requested_message", required=True, max_len=64)
+        v.string("requested_message", required=True, choices=TRIGGER_MESSAGES)
+        v.boolean("extended")
+    elif command_type == "UpdateFirmware":
+        v.string("location", required=True, max_len=512)
+        if ("signing_certificate" in v.data) != ("signature" in v.data):
+            v.fail("signature", "a signed update needs both signing_certificate and signature")
+    elif command_type == "SetNetworkProfile":
+        v.integer("configuration_slot", required=True, minimum=0, maximum=2**31 - 1)
+        if not isinstance(v.data.get("connection_data"), dict):
+            v.fail("connection_data", "is required (a network connection profile object)")
     elif command_type == "ChangeConfiguration":
         v.string("key", required=True, max_len=50)
         value = v.data.get("value", MISSING)

@@ -1,16 +1,17 @@
 """What route handlers share: the narrow ports they use, built once by services/api/wiring.py.
 
 A route reads and writes through these (stations, tokens, ownership, documents, samples,
-the bus for dead letters and command results, the command router, a clock) and the few
-settings values it needs; it never sees the `Runtime` or the whole store. Tests replace
-a port by changing it on the context (`app[CTX]`) or by building one of their own.
+a station's history, uploaded files, the bus for dead letters and command results, the
+command router, a clock) and the few settings values it needs; it never sees the `Runtime`
+or the whole store. Tests replace a port by changing it on the context (`app[CTX]`) or by
+building one of their own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import AsyncIterator, Awaitable, Callable, Collection, Protocol
 
 from aiohttp import web
 
@@ -18,11 +19,42 @@ from services.api.commands import CommandWaiter
 from services.api.costs import PricingReads
 from services.common.bus import Bus
 from services.common.routing import CommandRouter
-from services.common.store.port import DocumentStore, OwnershipStore, SampleStore, StationStore, TokenStore
+from services.common.store.port import (
+    DocumentStore,
+    FileInfo,
+    OwnershipStore,
+    SampleStore,
+    StationEventRow,
+    StationStore,
+    TokenStore,
+)
 from services.common.timeutil import Clock
 from services.sessions.domain import Plausibility
 
-__all__ = ["ApiContext", "ApiSettings", "CTX", "ctx_of"]
+__all__ = ["ApiContext", "ApiSettings", "CTX", "FileReader", "HistoryReader", "ctx_of"]
+
+
+class HistoryReader(Protocol):
+    """Reads a station's history (the store's `StationEventLog`, ADR 016 §3)."""
+
+    async def read_station_events(
+        self,
+        station_id: str,
+        *,
+        types: Collection[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 100,
+    ) -> list[StationEventRow]: ...
+
+
+class FileReader(Protocol):
+    """Reads uploaded files (the runtime's `FileStore`, ADR 016 §4)."""
+
+    async def file_info(self, file_id: str) -> FileInfo | None: ...
+
+    def read_file(self, file_id: str) -> AsyncIterator[bytes]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +67,10 @@ class ApiSettings:
     ocpi_party_id: str = "CSM"
     max_priced_duration: timedelta = timedelta(hours=72)  # CSMS_SESSION_MAX_DURATION_H (billing's bound)
     plausibility: Plausibility = Plausibility()
+    # log uploads (ADR 016 §4): where stations upload, how much, for how long
+    upload_base_url: str = "http://127.0.0.1:9000"  # CSMS_UPLOAD_BASE_URL, else the gateway's port
+    upload_max_bytes: int = 50 << 20
+    upload_ttl_s: float = 3600.0
 
 
 @dataclass
@@ -52,6 +88,8 @@ class ApiContext:
     waiter: CommandWaiter
     router: CommandRouter
     on_site_changed: Callable[[str], Awaitable[None]]
+    history: HistoryReader  # a station's events, commands and outages
+    files: FileReader  # uploaded log files
 
 
 CTX = web.AppKey("csms_api_context", ApiContext)

@@ -2,6 +2,8 @@
 
     ApiError(status, error, details=?, body=?)
       400 validation (details = {field: message}), 401, 404, 409, 503, 504 ...
+      422 a query parameter of the station history, logs and uptime routes that cannot be
+          read (bad cursor, time, limit, type; details name the parameters)
 
 Every error answer is a JSON object with at least `"error"` (a sentence for a
 human); `details` names offending fields; command answers add `"status"`.
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ApiError", "bad_request", "not_found", "conflict", "validation_error"]
+__all__ = ["ApiError", "bad_request", "not_found", "conflict", "query_error", "validation_error"]
 
 
 class ApiError(Exception):
@@ -54,3 +56,8 @@ def not_found(what: str, ident: str) -> ApiError:
 
 def conflict(error: str) -> ApiError:
     return ApiError(409, error)
+
+
+def query_error(details: dict[str, str]) -> ApiError:
+    first = next(iter(details.items()))
+    return ApiError(422, f"invalid query parameter: {first[0]}: {first[1]}", details=details)

@@ -9,7 +9,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from services.api.command_schemas import COMMAND_PARAMS
 from services.api.commands import COMMAND_TYPES, MAX_TIMEOUT_S
+from services.api.openapi_operations import PATHS as _DEVICE_MODEL_PATHS
+from services.api.openapi_operations import SCHEMAS as _DEVICE_MODEL_SCHEMAS
+from services.api.openapi_operations import TAGS as _DEVICE_MODEL_TAGS
+from services.api.openapi_operations import VIEW_SCHEMAS as _DEVICE_MODEL_VIEWS
+from services.api.routes_history import HISTORY_TYPES
+from services.api.routes_operations import LOG_TYPES
 from services.api.validation import DEFAULT_LIMIT, MAX_LIMIT
 
 __all__ = ["VIEW_SCHEMAS", "openapi_document"]
@@ -74,6 +81,13 @@ def _op(summary: str, responses: J, *, tag: str, params: list[J] | None = None, 
 VIEW_SCHEMAS = (
     "Station", "Connector", "Boot", "Token", "Session", "SessionCost", "RegisterReading", "MeterValue",
     "MeterValuePage", "Money", "Tariff", "TariffBand", "Cdr", "Site", "CommandRecord",
+    # station operations (ADR 016)
+    "StationConnection", "Evse", "EvseConnector", "StationAvailabilityRequested", "StationFirmware", "StationLog",
+    "StationOutage", "StationMeter", "StationChargingLimit", "StationDisconnect", "StationEvent", "StationEventPage",
+    "CommandRecordPage", "FirmwareAccepted", "LogAccepted", "LogUpload", "LogUploadList", "StationAvailability",
+    "OutageSpan", "AvailabilityKpis", "AvailabilityKpiItem",
+    # device model and firmware campaigns (services/api/openapi_operations.py)
+    *_DEVICE_MODEL_VIEWS,
 )
 
 _NULL_STR = {"type": ["string", "null"]}
@@ -162,7 +176,9 @@ _SCHEMAS: J = {
     "Station": {
         "type": "object",
         "required": ["id", "site_id", "tariff_id", "enabled", "created_at", "connected", "ocpp_version", "gateway_id",
-                     "last_boot", "connectors", "last_seen", "max_current_a", "phases", "priority", "has_password"],
+                     "last_boot", "connectors", "last_seen", "max_current_a", "phases", "priority", "has_password",
+                     "connection", "last_heartbeat", "boot", "evses", "availability", "firmware", "log",
+                     "security_profile", "outage", "meters", "charging_limits", "last_disconnect"],
         "additionalProperties": False,
         "properties": {
             "id": {"type": "string"},
@@ -181,6 +197,21 @@ _SCHEMAS: J = {
             "priority": {"type": "integer"},
             "has_password": {"type": "boolean"},
             "password": {"type": "string", "description": "Only in the 201 answer of a create without a password."},
+            "connection": _ref("StationConnection"),
+            "last_heartbeat": {**_NULL_TS, "description": "Receive time of the last Heartbeat."},
+            "boot": {"oneOf": [_ref("Boot"), {"type": "null"}], "description": "The same as last_boot."},
+            "evses": {"type": "array", "items": _ref("Evse"),
+                      "description": "Connector statuses by EVSE (1.6: connector N is EVSE N; 0 = the station)."},
+            "availability": _ref("StationAvailabilityRequested"),
+            "firmware": {"oneOf": [_ref("StationFirmware"), {"type": "null"}]},
+            "log": {"oneOf": [_ref("StationLog"), {"type": "null"}]},
+            "security_profile": {"type": ["integer", "null"], "description": "The security profile of the connection."},
+            "outage": {"oneOf": [_ref("StationOutage"), {"type": "null"}], "description": "The open outage, if any."},
+            "meters": {"type": "array", "items": _ref("StationMeter"),
+                       "description": "Latest meter values sent outside transactions."},
+            "charging_limits": {"type": "array", "items": _ref("StationChargingLimit"),
+                                "description": "External limits in force (NotifyChargingLimit)."},
+            "last_disconnect": {"oneOf": [_ref("StationDisconnect"), {"type": "null"}]},
         },
     },
     "TokenCreate": {
@@ -330,47 +361,6 @@ _SCHEMAS: J = {
             "next": {"type": ["string", "null"], "description": "Cursor of the next page; null: no more."},
         },
     },
-    "CommandRequest": {
-        "type": "object",
-        "required": ["type"],
-        "additionalProperties": True,
-        "description": (
-            "One vocabulary in snake_case; the gateway translates it to the station's OCPP version. "
-            "Required: RemoteStart id_token; RemoteStop transaction_id; Reset reset_type (Soft|Hard); "
-            "ChangeAvailability availability (Operative|Inoperative); TriggerMessage requested_message; "
-            "ChangeConfiguration key, value; GetVariables/SetVariables variables[{component, variable, value}]; "
-            "SetChargingProfile charging_profile. "
-            "Optional: connector_id (1.6), evse_id (2.0.1), GetConfiguration keys."
-        ),
-        "properties": {
-            "type": {"type": "string", "enum": list(COMMAND_TYPES)},
-            "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S,
-                        "description": "Seconds to wait for the station (default CSMS_COMMAND_TIMEOUT)."},
-            "id_token": {"type": "string"},
-            "connector_id": {"type": "integer", "minimum": 0},
-            "evse_id": {"type": "integer", "minimum": 0},
-            "transaction_id": {"type": ["string", "integer"]},
-            "reset_type": {"type": "string", "enum": ["Soft", "Hard"]},
-            "availability": {"type": "string", "enum": ["Operative", "Inoperative"]},
-            "requested_message": {"type": "string"},
-            "keys": {"type": "array", "items": {"type": "string"}},
-            "key": {"type": "string"},
-            "value": {"type": ["string", "number", "boolean"], "description": "Sent to the station as text."},
-            "charging_profile": {"type": "object", "description": "SetChargingProfile: an OCPP profile for the station's version."},
-            "variables": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["component", "variable"],
-                    "properties": {
-                        "component": {"type": ["string", "object"]},
-                        "variable": {"type": ["string", "object"]},
-                        "value": {"type": ["string", "number", "boolean"]},
-                    },
-                },
-            },
-        },
-    },
     "CommandResult": {
         "type": "object",
         "required": ["command_id", "status", "response"],
@@ -384,7 +374,7 @@ _SCHEMAS: J = {
     },
     "CommandRecord": {
         "type": "object",
-        "description": "A command and its outcome as recorded by the sessions processor (also a reply that came late).",
+        "description": "A command and its outcome as recorded by the stations processor (also a reply that came late).",
         "required": ["command_id", "station_id", "command_type", "ocpp_action", "payload", "status", "response",
                      "error_code", "error_description", "issued_at", "completed_at", "expired_at", "late_reply",
                      "updated_at"],
@@ -556,6 +546,7 @@ _RESPONSES: J = {
     "Unauthorized": _json(_ref("Error"), "Missing or wrong API key."),
     "NotFound": _json(_ref("Error"), "No such resource."),
     "Conflict": _json(_ref("Error"), "Already exists, or the station is not connected."),
+    "UnprocessableQuery": _json(_ref("Error"), "A query parameter cannot be read (details name it)."),
 }
 
 
@@ -729,6 +720,314 @@ def _other_paths() -> J:
     }
 
 
+# -- station operations (ADR 016): views, requests, commands by type -----------------------
+
+_R422 = {"$ref": _ERR + "UnprocessableQuery"}
+_NULL_INT = {"type": ["integer", "null"]}
+
+
+def _strict(properties: J, *, description: str = "", required: list[str] | None = None) -> J:
+    """A view schema: every property always emitted, nothing else."""
+    out: J = {"type": "object", "required": list(properties) if required is None else required,
+              "additionalProperties": False, "properties": properties}
+    if description:
+        out["description"] = description
+    return out
+
+
+_SCHEMAS.update({
+    "StationConnection": _strict({
+        "connected": {"type": "boolean"},
+        "gateway_id": _NULL_STR,
+        "since": {**_NULL_TS, "description": "When it connected (connected) or disconnected (not connected)."},
+        "remote": {**_NULL_STR, "description": "The station's address as the gateway saw it."},
+    }),
+    "EvseConnector": _strict({
+        "id": {"type": "integer"},
+        "status": {"type": "string"},
+        "since": {**_NULL_TS, "description": "Station time of the status."},
+        "error_code": {"type": "string"},
+        "info": {"type": "string"},
+        "vendor_error_code": {"type": "string"},
+    }),
+    "Evse": _strict({"id": {"type": "integer"}, "connectors": {"type": "array", "items": _ref("EvseConnector")}}),
+    "StationAvailabilityRequested": _strict({
+        "station": {"type": ["string", "null"], "enum": ["Operative", "Inoperative", None],
+                    "description": "What the last accepted ChangeAvailability of the whole station asked."},
+        "evses": {"type": "object", "additionalProperties": {"type": "string", "enum": ["Operative", "Inoperative"]},
+                  "description": "By EVSE id (1.6: connector id)."},
+    }, description="Availability as requested by accepted ChangeAvailability commands."),
+    "StationFirmware": _strict({
+        "status": {"type": "string", "description": "Requested until the station reports; then as sent "
+                                                    "(Downloading, Downloaded, Installing, Installed, ...Failed)."},
+        "request_id": _NULL_INT,
+        "location": {"type": "string"},
+        "signed": {"type": "boolean"},
+        "requested_at": _NULL_TS,
+        "updated_at": _NULL_TS,
+    }, description="The latest firmware transfer."),
+    "StationLog": _strict({
+        "status": {"type": "string", "description": "Requested until the station reports; then as sent "
+                                                    "(Uploading, Uploaded, UploadFailure, ...)."},
+        "request_id": _NULL_INT,
+        "log_type": {"type": "string"},
+        "requested_at": _NULL_TS,
+        "updated_at": _NULL_TS,
+        "file": {**_NULL_STR, "description": "Where to download it, once the upload was received."},
+    }, description="The latest log / diagnostics transfer."),
+    "StationOutage": _strict({"cause": {"type": "string", "enum": ["offline", "faulted", "unavailable"]}, "since": _TS}),
+    "StationMeter": _strict({
+        "evse_id": _NULL_INT,
+        "measurand": {"type": "string"},
+        "phase": {"type": "string"},
+        "value": {"type": "number"},
+        "unit": {"type": "string"},
+        "at": _TS,
+    }),
+    "StationChargingLimit": _strict({
+        "evse_id": _NULL_INT,
+        "source": {"type": "string"},
+        "is_grid_critical": {"type": ["boolean", "null"]},
+        "limit": {**_NULL_NUM, "description": "The first period's limit of the first schedule, for display."},
+        "unit": {"type": "string"},
+        "at": _NULL_TS,
+    }),
+    "StationDisconnect": _strict({"close_code": {"type": "integer"}, "reason": {"type": "string"}, "at": _TS}),
+    "StationEvent": _strict({
+        "event_id": {"type": "string"},
+        "type": {"type": "string", "description": "The event body's name (FirmwareStatus, StationConnected, "
+                                                  "CommandIssued, Outage, ...)."},
+        "action": {"type": "string", "description": "The OCPP action the event came from (empty for CSMS events)."},
+        "received_at": _TS,
+        "station_time": {**_NULL_TS, "description": "The time the station gave, if any."},
+        "gateway_id": {"type": "string"},
+        "data": {"type": "object", "description": "The event body, snake_case (instants as times, absent optionals null)."},
+    }, description="One entry of a station's history."),
+    "StationEventPage": _strict({
+        "items": {"type": "array", "items": _ref("StationEvent")},
+        "next": {"type": ["string", "null"], "description": "Cursor of the next page; null: no more."},
+    }),
+    "CommandRecordPage": _strict({
+        "items": {"type": "array", "items": _ref("CommandRecord")},
+        "next": {"type": ["string", "null"], "description": "Cursor of the next page; null: no more."},
+    }),
+    "FirmwareRequest": {
+        "type": "object",
+        "required": ["location"],
+        "additionalProperties": False,
+        "properties": {
+            "location": {"type": "string", "maxLength": 512, "description": "URL of the firmware image."},
+            "retrieve_at": {**_TS, "description": "When to download it (default: now)."},
+            "install_at": {**_TS, "description": "When to install it (2.0.1, signed 1.6)."},
+            "retries": {"type": "integer", "minimum": 0, "maximum": 1000},
+            "retry_interval": {"type": "integer", "minimum": 0, "maximum": 604800, "description": "Seconds."},
+            "signing_certificate": {"type": "string", "maxLength": 5500,
+                                    "description": "PEM; with signature, 1.6 sends SignedUpdateFirmware."},
+            "signature": {"type": "string", "maxLength": 800},
+        },
+    },
+    "FirmwareAccepted": _strict({
+        "request_id": {**_NULL_INT, "description": "The requestId sent (null: 1.6 UpdateFirmware has none)."},
+        "command_id": {"type": "string"},
+        "status": {"type": "string", "description": "The station's answer (Accepted, Rejected, ...)."},
+        "error_code": {"type": "string"},
+        "error_description": {"type": "string"},
+    }, required=["request_id", "command_id", "status"]),
+    "LogRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "log_type": {"type": "string", "enum": list(LOG_TYPES), "default": "DiagnosticsLog"},
+            "from": {**_TS, "description": "Oldest entries wanted."},
+            "to": {**_TS, "description": "Latest entries wanted."},
+        },
+    },
+    "LogAccepted": _strict({
+        "request_id": {"type": "integer"},
+        "command_id": {"type": "string"},
+        "status": {"type": "string", "description": "The station's answer (Accepted, Rejected, AcceptedCanceled)."},
+        "upload_expires_at": {**_TS, "description": "The upload URL works until then, once."},
+        "error_code": {"type": "string"},
+        "error_description": {"type": "string"},
+    }, required=["request_id", "command_id", "status", "upload_expires_at"]),
+    "LogUpload": _strict({
+        "request_id": {"type": "integer"},
+        "log_type": {"type": "string"},
+        "status": {"type": "string", "description": "The station's latest status for this request, else the slot's "
+                                                    "(waiting, received)."},
+        "requested_at": _TS,
+        "received": {"type": "boolean"},
+        "size": {**_NULL_INT, "description": "Bytes, once received."},
+        "sha256": {**_NULL_STR, "description": "Hex, once received."},
+    }, description="A log request and its one-time upload."),
+    "LogUploadList": _strict({"items": {"type": "array", "items": _ref("LogUpload")}}),
+    "OutageSpan": _strict({
+        "cause": {"type": "string", "enum": ["offline", "faulted", "unavailable"]},
+        "start": {**_TS, "description": "Clipped to the window."},
+        "end": {**_NULL_TS, "description": "Clipped to the window; null: still open."},
+        "duration_s": {"type": "number", "description": "Within the window."},
+    }),
+    "StationAvailability": _strict({
+        "station_id": {"type": "string"},
+        "from": _TS,
+        "to": _TS,
+        "uptime_percent": {"type": "number", "description": "Up / observed time, 2 decimals (100 when nothing "
+                                                           "was observed)."},
+        "up_s": {"type": "number"},
+        "down_s": {"type": "number"},
+        "failures": {"type": "integer", "description": "Outages that started in the window."},
+        "mtbf_s": {**_NULL_NUM, "description": "Up time / failures; null without failures."},
+        "mttr_s": {**_NULL_NUM, "description": "Mean full duration of the outages that ended in the window."},
+        "outages": {"type": "array", "items": _ref("OutageSpan")},
+    }, description="Uptime over a window: up = connected and not Faulted/Unavailable; observed from "
+                   "max(from, the station's creation) to min(to, now)."),
+    "AvailabilityKpiItem": _strict({
+        "station_id": {"type": "string"},
+        "uptime_percent": {"type": "number"},
+        "failures": {"type": "integer"},
+        "mttr_s": _NULL_NUM,
+    }),
+    "AvailabilityKpis": _strict({
+        "site_id": _NULL_STR,
+        "from": _TS,
+        "to": _TS,
+        "stations": {"type": "integer"},
+        "uptime_percent": {"type": "number", "description": "Summed up time / summed observed time."},
+        "failures": {"type": "integer"},
+        "mtbf_s": _NULL_NUM,
+        "mttr_s": _NULL_NUM,
+        "items": {"type": "array", "items": _ref("AvailabilityKpiItem")},
+    }),
+})
+
+_COMMAND_ENVELOPE: J = {
+    "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S,
+                "description": "Seconds to wait for the station (default CSMS_COMMAND_TIMEOUT)."},
+}
+
+
+def _command_schema(command_type: str, params: J) -> J:
+    schema: J = {
+        "type": "object",
+        "required": ["type", *params.get("required", [])],
+        "properties": {"type": {"const": command_type}, **_COMMAND_ENVELOPE, **params.get("properties", {})},
+    }
+    for key in ("description", "anyOf"):
+        if key in params:
+            schema[key] = params[key]
+    return schema
+
+
+for _type, _params in COMMAND_PARAMS.items():
+    _SCHEMAS[f"Command{_type}"] = _command_schema(_type, _params)
+_SCHEMAS["CommandRequest"] = {
+    "description": ("One vocabulary in snake_case, whatever the station speaks: {\"type\": <command type>, "
+                    "\"timeout\"?, ...its parameters}; the gateway translates it to the station's OCPP version "
+                    "(a type the version lacks answers 400 NotSupported)."),
+    "oneOf": [_ref(f"Command{t}") for t in COMMAND_PARAMS],
+    "discriminator": {"propertyName": "type", "mapping": {t: f"#/components/schemas/Command{t}" for t in COMMAND_PARAMS}},
+}
+
+
+_CLASHES = set(_SCHEMAS) & set(_DEVICE_MODEL_SCHEMAS)
+if _CLASHES:
+    raise ValueError(f"schemas described twice: {sorted(_CLASHES)}")
+_SCHEMAS.update(_DEVICE_MODEL_SCHEMAS)
+
+
+def _operations_paths() -> J:
+    station = [_path_param("id", "Station id.")]
+    window = [_query("from", "Window start (default: `to` - 30 days).", {"type": "string", "format": "date-time"}),
+              _query("to", "Window end (default: now).", {"type": "string", "format": "date-time"})]
+    return {
+        "/api/v1/stations/{id}/events": {
+            "parameters": station,
+            "get": _op("A station's history, newest first",
+                       {"200": _json(_ref("StationEventPage"), "A page of events."), "404": _R404, "422": _R422},
+                       tag="stations", op_id="listStationEvents",
+                       params=[_query("type", "Event types, comma separated (e.g. FirmwareStatus,LogStatus).",
+                                      {"type": "string", "examples": ["FirmwareStatus,LogStatus"]}),
+                               _query("since", "Received at or after.", {"type": "string", "format": "date-time"}),
+                               _query("until", "Received before.", {"type": "string", "format": "date-time"}),
+                               _LIMIT, _query("cursor", "The `next` of the previous page.")],
+                       description="Every station event except transaction events, meter values of transactions "
+                                   "and heartbeats, plus `Outage` entries (when an outage ended). Types: "
+                                   + ", ".join(sorted(HISTORY_TYPES)) + "."),
+        },
+        "/api/v1/stations/{id}/commands": {
+            "get": _op("A station's commands and their results, newest first",
+                       {"200": _json(_ref("CommandRecordPage"), "A page of commands."), "404": _R404, "422": _R422},
+                       tag="commands", op_id="listStationCommands",
+                       params=[_LIMIT, _query("cursor", "The `next` of the previous page.")]),
+        },
+        "/api/v1/stations/{id}/firmware": {
+            "parameters": station,
+            "post": _op("Update a station's firmware",
+                        {"202": _json(_ref("FirmwareAccepted"), "Sent; the station's answer. Follow it in the "
+                                                                "station's `firmware`."),
+                         "400": _R400, "404": _R404,
+                         "409": _json(_ref("Error"), "StationOffline: the station is not connected."),
+                         "504": _json(_ref("Error"), "Timeout: no answer in time.")},
+                        tag="stations", body=_ref("FirmwareRequest"), op_id="updateFirmware",
+                        description="2.0.1 UpdateFirmware (the API picks the requestId); 1.6 UpdateFirmware, or "
+                                    "SignedUpdateFirmware when signing_certificate and signature are given."),
+        },
+        "/api/v1/stations/{id}/logs": {
+            "parameters": station,
+            "post": _op("Ask a station for its log; it uploads to the CSMS",
+                        {"202": _json(_ref("LogAccepted"), "Sent with a one-time upload URL; the station's answer."),
+                         "400": _R400, "404": _R404,
+                         "409": _json(_ref("Error"), "StationOffline: the station is not connected."),
+                         "504": _json(_ref("Error"), "Timeout: no answer in time.")},
+                        tag="stations", body=_ref("LogRequest"), op_id="requestLog",
+                        description="Sends 2.0.1 GetLog, 1.6 GetDiagnostics (DiagnosticsLog) or 1.6 GetLog "
+                                    "(SecurityLog) with remoteLocation <CSMS_UPLOAD_BASE_URL>/uploads/<token>/, a "
+                                    "URL that takes one upload of at most CSMS_UPLOAD_MAX_BYTES until "
+                                    "CSMS_UPLOAD_TTL_S has passed."),
+            "get": _op("A station's log requests and uploads, newest first",
+                       {"200": _json(_ref("LogUploadList"), "Log requests."), "404": _R404},
+                       tag="stations", op_id="listLogs"),
+        },
+        "/api/v1/stations/{id}/logs/{request_id}": {
+            "parameters": [*station, _path_param("request_id", "The request id of a log request.")],
+            "get": _op("Download an uploaded log",
+                       {"200": {"description": "The file as uploaded (its content type; Content-Disposition names "
+                                               "it).", "content": {"application/octet-stream": {
+                                                   "schema": {"type": "string", "contentMediaType":
+                                                              "application/octet-stream"}}}},
+                        "404": _R404,
+                        "409": _json(_ref("Error"), "Not uploaded yet, or the station has not reported Uploaded.")},
+                       tag="stations", op_id="downloadLog"),
+        },
+        "/api/v1/stations/{id}/availability": {
+            "parameters": station,
+            "get": _op("A station's uptime, outages, MTBF and MTTR over a window",
+                       {"200": _json(_ref("StationAvailability"), "Uptime figures."), "404": _R404, "422": _R422},
+                       tag="kpis", op_id="getStationAvailability", params=window),
+        },
+        "/api/v1/kpis/availability": {
+            "get": _op("Uptime, MTBF and MTTR of all stations or a site's over a window",
+                       {"200": _json(_ref("AvailabilityKpis"), "Uptime figures, summed and per station."),
+                        "422": _R422},
+                       tag="kpis", op_id="getAvailabilityKpis",
+                       params=[_query("site_id", "Only this site's stations."), *window]),
+        },
+    }
+
+
+def _merge_paths(*tables: J) -> J:
+    """Path items of several tables (methods of one path merged, none described twice)."""
+    out: J = {}
+    for table in tables:
+        for path, item in table.items():
+            merged = out.setdefault(path, {})
+            for key, value in item.items():
+                if key in merged and key != "parameters":
+                    raise ValueError(f"{key.upper()} {path} is described twice")
+                merged.setdefault(key, value)
+    return out
+
+
 _DOCUMENT: J = {
     "openapi": "3.1.0",
     "info": {
@@ -743,8 +1042,9 @@ _DOCUMENT: J = {
     },
     "servers": [{"url": "/"}],
     "security": [{"bearer": []}],
-    "tags": [{"name": t} for t in ("stations", "tokens", "sessions", "commands", "tariffs", "cdrs", "sites", "dead-letters", "meta")],
-    "paths": {**_crud_paths(), **_other_paths()},
+    "tags": [{"name": t} for t in dict.fromkeys(("stations", "tokens", "sessions", "commands", "tariffs", "cdrs", "sites",
+                                                "dead-letters", "kpis", *_DEVICE_MODEL_TAGS, "meta"))],
+    "paths": _merge_paths(_crud_paths(), _other_paths(), _operations_paths(), _DEVICE_MODEL_PATHS),
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "CSMS_API_KEY"}},
         "schemas": _SCHEMAS,

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from services.api.auth import API_PREFIX
 from services.api.commands import WaiterClosed, validate_command
-from services.api.context import ctx_of
+from services.api.context import ApiContext, ctx_of
 from services.api.errors import ApiError, not_found
 from services.api.metrics import COMMANDS
 from services.api.validation import read_json
@@ -28,9 +28,9 @@ from services.common import kinds
 from services.common.codec import Command
 from services.common.events import CommandResult
 from services.common.routing import Offline, Unroutable
-from services.sessions.documents import command_from_doc
+from services.stations.documents import command_from_doc
 
-__all__ = ["setup"]
+__all__ = ["result_error", "send_and_wait", "setup"]
 
 log = logging.getLogger("csms.api.commands")
 
@@ -48,14 +48,14 @@ def _response_json(text: str) -> Any:
         return {"raw": text}
 
 
-async def post_command(request: web.Request) -> web.Response:
-    ctx = ctx_of(request)
-    station_id = request.match_info["id"]
-    body = await read_json(request)
-    command_type, params, timeout_s = validate_command(body, ctx.settings.command_timeout_s)
-    if await ctx.stations.get_station(station_id) is None:
-        raise not_found("station", station_id)
-    command_id = str(uuid.uuid4())
+async def send_and_wait(
+    ctx: ApiContext, station_id: str, command_type: str, params: dict[str, Any], timeout_s: float,
+    *, command_id: str | None = None,
+) -> CommandResult:
+    """Routes the command to the station's gateway and waits for its result. A command that
+    was not delivered or not answered is an ApiError: 409 StationOffline, 503 (no route,
+    shutting down), 504 Timeout (with the command id: a late answer is recorded)."""
+    command_id = command_id or str(uuid.uuid4())
     waiting: list[asyncio.Future[CommandResult]] = []
 
     def expect(cmd: Command) -> None:  # registered before the command is produced: a fast answer is not missed
@@ -101,25 +101,45 @@ async def post_command(request: web.Request) -> web.Response:
             body={"status": "Timeout", "command_id": cmd.command_id},
         )
     COMMANDS.labels(command_type, result.status or "unknown").inc()
+    return result
+
+
+def result_error(command_type: str, result: CommandResult, body: dict[str, Any]) -> ApiError | None:
+    """The error a result that is not a station's answer maps to (gateway outcomes:
+    StationOffline 409, NotSupported / InvalidCommand 400, Timeout 504); None for an answer."""
+    http = _STATUS_HTTP.get(result.status, 200)
+    if result.error_code == _INVALID_FOR_VERSION:
+        http = 400
+    if http == 200:
+        return None
+    if result.status == "StationOffline":
+        error = "station is not connected"
+    elif result.status == "Timeout":
+        error = result.error_description or "the station did not answer in time"
+    else:
+        error = result.error_description or f"{command_type} is not supported by this station"
+    return ApiError(http, error, body=body)
+
+
+async def post_command(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    station_id = request.match_info["id"]
+    body = await read_json(request)
+    command_type, params, timeout_s = validate_command(body, ctx.settings.command_timeout_s)
+    if await ctx.stations.get_station(station_id) is None:
+        raise not_found("station", station_id)
+    result = await send_and_wait(ctx, station_id, command_type, params, timeout_s)
     out: dict[str, Any] = {
-        "command_id": cmd.command_id,
+        "command_id": result.command_id,
         "status": result.status,
         "response": _response_json(result.response_json),
     }
     if result.error_code:
         out["error_code"] = result.error_code
         out["error_description"] = result.error_description
-    http = _STATUS_HTTP.get(result.status, 200)
-    if result.error_code == _INVALID_FOR_VERSION:
-        http = 400
-    if http != 200:
-        if result.status == "StationOffline":
-            error = "station is not connected"
-        elif result.status == "Timeout":
-            error = result.error_description or "the station did not answer in time"
-        else:
-            error = result.error_description or f"{command_type} is not supported by this station"
-        raise ApiError(http, error, body=out)
+    error = result_error(command_type, result, out)
+    if error is not None:
+        raise error
     return web.json_response(out)
 
 

@@ -12,10 +12,12 @@ from aiohttp import web
 from services.api.auth import API_PREFIX
 from services.api.context import ApiContext, ctx_of
 from services.api.errors import conflict, not_found, validation_error
+from services.api.log_uploads import upload_of_log
+from services.api.ops_doc import read_station_ops
 from services.api.validation import MISSING, Validator, check_station_id, query_limit, read_json
 from services.api.views import StationView, station_view
 from services.common import kinds, passwords
-from services.common.store.port import Station
+from services.common.store.port import Owner, Station
 from services.sessions.documents import station_status_from_doc
 from services.sessions.domain import StationStatus
 
@@ -30,10 +32,41 @@ _SMART_CHARGING_FIELDS = ("site_id", "max_current_a", "phases", "priority", "ena
 
 
 async def station_response(ctx: ApiContext, station: Station, *, password: str | None = None) -> dict[str, Any]:
-    owner, doc = await asyncio.gather(
-        ctx.ownership.get_owner(station.id), ctx.documents.get_doc(kinds.STATION_STATUS, station.id)
+    """The station merged with its ownership, the sessions processor's `station_status`
+    and the stations processor's `station_ops` (ADR 016 §2); the log's upload slot is
+    read only when there is a log transfer to show."""
+    owner, doc, ops_doc = await asyncio.gather(
+        ctx.ownership.get_owner(station.id),
+        ctx.documents.get_doc(kinds.STATION_STATUS, station.id),
+        ctx.documents.get_doc(kinds.STATION_OPS, station.id),
     )
-    return station_view(StationView(station, owner, _status(station.id, doc), password))
+    return await _merged(ctx, station, owner, doc, ops_doc, password)
+
+
+async def stations_response(ctx: ApiContext, stations: list[Station]) -> list[dict[str, Any]]:
+    """`station_response` of many stations, their documents read with one `get_docs` per kind."""
+    ids = [s.id for s in stations]
+    if not ids:
+        return []
+    owners, docs, ops_docs = await asyncio.gather(
+        asyncio.gather(*(ctx.ownership.get_owner(i) for i in ids)),
+        ctx.documents.get_docs(kinds.STATION_STATUS, ids),
+        ctx.documents.get_docs(kinds.STATION_OPS, ids),
+    )
+    return list(await asyncio.gather(*(
+        _merged(ctx, s, owner, docs.get(s.id), ops_docs.get(s.id), None) for s, owner in zip(stations, owners)
+    )))
+
+
+async def _merged(
+    ctx: ApiContext, station: Station, owner: Owner | None, doc: dict[str, Any] | None,
+    ops_doc: dict[str, Any] | None, password: str | None,
+) -> dict[str, Any]:
+    ops = read_station_ops(station.id, ops_doc)
+    upload = None
+    if ops is not None and ops.log is not None:
+        upload = await upload_of_log(ctx.documents, station.id, ops.log)
+    return station_view(StationView(station, owner, _status(station.id, doc), password, ops, upload))
 
 
 def _status(station_id: str, doc: dict[str, Any] | None) -> StationStatus | None:
@@ -115,8 +148,7 @@ async def list_stations(request: web.Request) -> web.Response:
     limit = query_limit(request)
     site_id = request.query.get("site_id") or None
     stations = await ctx.stations.list_stations(site_id=site_id, limit=limit)
-    items = await asyncio.gather(*(station_response(ctx, s) for s in stations[:limit]))
-    return web.json_response({"items": list(items)})
+    return web.json_response({"items": await stations_response(ctx, stations[:limit])})
 
 
 async def _load(ctx: ApiContext, station_id: str) -> Station:

@@ -2,7 +2,8 @@
 
 `build_api(rt)` is the `api` role of `csms` (services/common/cli.py). The store is
 handed to the routes as the narrow Protocols they use (stations, tokens, ownership,
-documents, samples), never as the whole store or runtime.
+documents, samples, the station history), and the runtime's file store as a file reader,
+never as the whole store or runtime.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def api_settings(settings: Settings) -> ApiSettings:
         ocpi_party_id=str(extra.get("ocpi_party_id", "CSM")),
         max_priced_duration=limits.max_duration,
         plausibility=Plausibility.from_settings(settings),
+        upload_base_url=(settings.upload_base_url or f"http://127.0.0.1:{settings.ocpp_port}").rstrip("/"),
+        upload_max_bytes=settings.upload_max_bytes,
+        upload_ttl_s=settings.upload_ttl_s,
     )
 
 
@@ -51,6 +55,8 @@ def build_api(rt: Runtime) -> ApiService:
         waiter=CommandWaiter(bus),
         router=router,
         on_site_changed=sites.changed,
+        history=store,
+        files=rt.files,
     )
     healthy = (lambda: bool(bus.healthy), lambda: bool(store.healthy))
     return ApiService(ctx, host=rt.settings.host, port=rt.settings.api_port, healthy=healthy)

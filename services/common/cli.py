@@ -29,9 +29,12 @@ ROLES: dict[str, list[str]] = {
     "sessions": ["services.sessions.wiring:build_sessions"],
     "billing": ["services.billing.wiring:build_billing"],
     "smart-charging": ["services.smart_charging.wiring:build_smart_charging"],
+    "stations": ["services.stations.wiring:build_stations"],
     "api": ["services.api.wiring:build_api"],
 }
-ROLES["run"] = ROLES["sessions"] + ROLES["billing"] + ROLES["smart-charging"] + ROLES["gateway"] + ROLES["api"]
+ROLES["run"] = (
+    ROLES["sessions"] + ROLES["billing"] + ROLES["smart-charging"] + ROLES["stations"] + ROLES["gateway"] + ROLES["api"]
+)
 
 # The gateway role's pre-fork supervisor (CSMS_GATEWAY_WORKERS > 1), loaded by name like the
 # roles: services/common imports no service (tests/architecture).
@@ -118,7 +121,7 @@ async def _serve(role: str, settings: Settings) -> None:
             started.append(svc)
         tune_gc()
         runner = None
-        if role in ("sessions", "billing", "smart-charging") and settings.metrics_port:
+        if role in ("sessions", "billing", "smart-charging", "stations") and settings.metrics_port:
             # processors have no API of their own: serve health and metrics for probes and Prometheus
             runner = await _serve_health(settings, lambda: all(s.ready() for s in started) and rt.bus.healthy)
         if role == "run":
@@ -244,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("sessions", "sessions processor (needs a Kafka bus)"),
         ("billing", "billing processor (needs a Kafka bus)"),
         ("smart-charging", "smart charging processor (needs a Kafka bus)"),
+        ("stations", "stations processor: station operations, history, device model, firmware campaigns (needs a Kafka bus)"),
         ("api", "REST API for operators (needs a Kafka bus)"),
         ("migrate", "create or upgrade the store schema"),
     ]:

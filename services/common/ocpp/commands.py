@@ -46,6 +46,7 @@ from services.common.ocpp_version import OcppVersion
 __all__ = [
     "COMMAND_TYPES",
     "SET_CHARGING_LIMIT",
+    "TRIGGER_MESSAGES",
     "InvalidCommand",
     "UnsupportedCommand",
     "command_types",
@@ -209,22 +210,45 @@ def _change_availability(p: _Params, v: OcppVersion) -> Frame:
     return "ChangeAvailability", _put({"operationalStatus": status}, "evse", _evse_obj(p))
 
 
-# Trigger names that differ between versions, so callers can use either spelling.
+# requestedMessage values each version defines. 1.6: the core TriggerMessage kinds, plus the
+# security whitepaper's ExtendedTriggerMessage (which also takes the core kinds); 2.0.1 and
+# 2.1: MessageTriggerEnumType. Names that differ between versions are translated, so
+# callers can use either spelling.
+TRIGGER_MESSAGES_16 = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
+                       "Heartbeat", "MeterValues", "StatusNotification")
+EXTENDED_TRIGGER_MESSAGES_16 = ("BootNotification", "LogStatusNotification", "FirmwareStatusNotification",
+                                "Heartbeat", "MeterValues", "SignChargePointCertificate", "StatusNotification")
+TRIGGER_MESSAGES_201 = ("BootNotification", "LogStatusNotification", "FirmwareStatusNotification", "Heartbeat",
+                        "MeterValues", "SignChargingStationCertificate", "SignV2GCertificate", "StatusNotification",
+                        "TransactionEvent", "SignCombinedCertificate", "PublishFirmwareStatusNotification")
+TRIGGER_MESSAGES_21 = (*TRIGGER_MESSAGES_201, "SignV2G20Certificate", "CustomTrigger")
 _TRIGGER_16 = {"SignChargingStationCertificate": "SignChargePointCertificate"}
 _TRIGGER_2X = {"DiagnosticsStatusNotification": "LogStatusNotification",
                "SignChargePointCertificate": "SignChargingStationCertificate"}
-# Security-whitepaper triggers exist in 1.6 only through ExtendedTriggerMessage.
-_EXTENDED_ONLY_16 = frozenset({"LogStatusNotification", "SignChargePointCertificate"})
+# Every requestedMessage the API accepts (in some version, in either spelling).
+TRIGGER_MESSAGES: tuple[str, ...] = tuple(dict.fromkeys(
+    [*TRIGGER_MESSAGES_16, *EXTENDED_TRIGGER_MESSAGES_16, *TRIGGER_MESSAGES_201, *TRIGGER_MESSAGES_21]
+))
 
 
 def _trigger(p: _Params, v: OcppVersion) -> Frame:
+    """1.6 sends a core kind as TriggerMessage (ExtendedTriggerMessage when `extended` is
+    true) and the whitepaper-only kinds as ExtendedTriggerMessage; 2.x sends TriggerMessage."""
     message = str(p.require("requested_message"))
     if v.is_16:
         message = _TRIGGER_16.get(message, message)
-        action = "ExtendedTriggerMessage" if message in _EXTENDED_ONLY_16 else "TriggerMessage"
+        extended = p.get("extended") is True or message not in TRIGGER_MESSAGES_16
+        if extended and message not in EXTENDED_TRIGGER_MESSAGES_16:
+            raise InvalidCommand(f"TriggerMessage: OCPP 1.6 cannot trigger {message!r}")
+        action = "ExtendedTriggerMessage" if extended else "TriggerMessage"
         return action, _put({"requestedMessage": message}, "connectorId", p.connector_16())
     message = _TRIGGER_2X.get(message, message)
-    return "TriggerMessage", _put({"requestedMessage": message}, "evse", _evse_obj(p))
+    if message not in (TRIGGER_MESSAGES_21 if v is OcppVersion.V21 else TRIGGER_MESSAGES_201):
+        raise InvalidCommand(f"TriggerMessage: OCPP {v} cannot trigger {message!r}")
+    payload = _put({"requestedMessage": message}, "evse", _evse_obj(p))
+    if message == "CustomTrigger":
+        _put(payload, "customTrigger", p.get("custom_trigger"))
+    return "TriggerMessage", payload
 
 
 def _get_configuration(p: _Params, v: OcppVersion) -> Frame:
@@ -350,15 +374,21 @@ def _retries(p: _Params, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _update_firmware(p: _Params, v: OcppVersion) -> Frame:
+    """1.6: UpdateFirmware, or the security whitepaper's SignedUpdateFirmware when both
+    `signing_certificate` and `signature` are given (it carries a requestId, like 2.x)."""
     location = str(p.require("location"))
     retrieve = p.instant("retrieve_date", default_now=True)
-    if v.is_16:
+    signed = p.has("signing_certificate") and p.has("signature")
+    if v.is_16 and not signed:
+        if p.has("signing_certificate") or p.has("signature"):
+            raise InvalidCommand("UpdateFirmware: a signed update needs both 'signing_certificate' and 'signature'")
         return "UpdateFirmware", _retries(p, {"location": location, "retrieveDate": retrieve})
     firmware = {"location": location, "retrieveDateTime": retrieve}
     _put(firmware, "installDateTime", p.instant("install_date"))
     _put(firmware, "signingCertificate", p.get("signing_certificate"))
     _put(firmware, "signature", p.get("signature"))
-    return "UpdateFirmware", _retries(p, {"requestId": p.integer("request_id") or _new_id(), "firmware": firmware})
+    action = "SignedUpdateFirmware" if v.is_16 else "UpdateFirmware"
+    return action, _retries(p, {"requestId": p.integer("request_id") or _new_id(), "firmware": firmware})
 
 
 def _get_log(p: _Params, v: OcppVersion, default_type: str = "DiagnosticsLog") -> Frame:
@@ -420,8 +450,66 @@ def _get_base_report(p: _Params, v: OcppVersion) -> Frame:
                              "reportBase": p.get("report_base", "FullInventory")}
 
 
+def _report_component(spec: Any) -> dict[str, Any]:
+    """A GetReport componentVariable from the API's {"component": {"name", "instance"?,
+    "evse": {"id", "connector_id"?}?}, "variable": {"name", "instance"?}?} (or the flat
+    form of GetVariables: "component": name, "evse_id", ...)."""
+    if not isinstance(spec, dict):
+        raise InvalidCommand("GetReport: every component_variables item must be an object")
+    comp = spec.get("component")
+    if isinstance(comp, dict) and isinstance(comp.get("evse"), dict):
+        evse = comp["evse"]
+        comp = {**comp, "evse": _put({"id": evse.get("id")}, "connectorId", evse.get("connector_id", evse.get("connectorId")))}
+    out = {"component": _component({**spec, "component": comp})}
+    if spec.get("variable") is not None:
+        out["variable"] = _variable(spec)
+    return out
+
+
+def _get_report(p: _Params, v: OcppVersion) -> Frame:
+    payload: dict[str, Any] = {"requestId": p.integer("request_id") or _new_id()}
+    criteria = p.get("component_criteria")
+    if criteria is not None:
+        payload["componentCriteria"] = [criteria] if isinstance(criteria, str) else list(criteria)
+    variables = p.get("component_variables")
+    if variables is not None:
+        if not isinstance(variables, list):
+            raise InvalidCommand("GetReport: 'component_variables' must be a list")
+        payload["componentVariable"] = [_report_component(x) for x in variables] or None
+    return "GetReport", {k: val for k, val in payload.items() if val is not None}
+
+
 def _get_transaction_status(p: _Params, v: OcppVersion) -> Frame:
     return "GetTransactionStatus", _put({}, "transactionId", p.get("transaction_id"))
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _camel_keys(value: Any) -> Any:
+    """snake_case keys -> camelCase, recursively (camelCase keys pass unchanged)."""
+    if isinstance(value, dict):
+        return {_camel(str(k)): _camel_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_camel_keys(x) for x in value]
+    return value
+
+
+def _set_network_profile(p: _Params, v: OcppVersion) -> Frame:
+    """2.x SetNetworkProfile: `configuration_slot` and `connection_data` (the
+    NetworkConnectionProfileType in snake_case: ocpp_csms_url, security_profile,
+    ocpp_interface, message_timeout, ocpp_transport (default JSON), ocpp_version
+    (2.0.1 requires it; default OCPP20), apn?, vpn?)."""
+    data = p.require("connection_data")
+    if not isinstance(data, dict):
+        raise InvalidCommand("SetNetworkProfile: 'connection_data' must be an object")
+    connection = _camel_keys(data)
+    connection.setdefault("ocppTransport", "JSON")
+    if v is OcppVersion.V201:
+        connection.setdefault("ocppVersion", "OCPP20")
+    return "SetNetworkProfile", {"configurationSlot": p.required_int("configuration_slot"), "connectionData": connection}
 
 
 def _fixed(action: str) -> Builder:
@@ -456,7 +544,9 @@ _ONLY_2X: dict[str, Builder] = {
     "GetVariables": _get_variables,
     "SetVariables": _set_variables,
     "GetBaseReport": _get_base_report,
+    "GetReport": _get_report,
     "GetTransactionStatus": _get_transaction_status,
+    "SetNetworkProfile": _set_network_profile,
 }
 _BY_VERSION: dict[OcppVersion, dict[str, Builder]] = {
     v: {**_BOTH, **(_ONLY_16 if v.is_16 else _ONLY_2X)} for v in OcppVersion

@@ -11,8 +11,8 @@ from prometheus_client import REGISTRY
 
 from services.common import kinds, topics
 from services.common.codec import Command
-from services.sessions.documents import command_to_doc
-from services.sessions.domain.station_status import CommandRecord
+from services.stations.documents import command_to_doc
+from services.stations.domain.commands import CommandRecord
 
 from .builders import Api, FakeGateway, answering, eventually
 

@@ -82,3 +82,18 @@ def test_routes_are_registered_with_web_paths_not_regexes() -> None:
 
     app.router.add_get("/x/{id}", handler)
     assert [r.resource.canonical for r in app.router.routes() if r.resource is not None][0] == "/x/{id}"
+
+
+def test_every_component_schema_is_a_valid_json_schema_and_operation_ids_are_unique() -> None:
+    import jsonschema
+
+    from services.api.openapi import openapi_document
+
+    doc = openapi_document()
+    for name, schema in doc["components"]["schemas"].items():
+        jsonschema.Draft202012Validator.check_schema(schema)
+    ids = [op["operationId"] for item in doc["paths"].values() for m, op in item.items() if m != "parameters"]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    tags = {t["name"] for t in doc["tags"]}
+    used = {tag for item in doc["paths"].values() for m, op in item.items() if m != "parameters" for tag in op["tags"]}
+    assert used <= tags, used - tags

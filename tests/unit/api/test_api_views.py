@@ -18,7 +18,8 @@ from services.common import kinds
 from services.common.ocpp_version import OcppVersion
 from services.common.timeutil import parse_ocpp
 from services.sessions.documents import station_status_to_doc
-from services.sessions.domain import Boot, CommandRecord, ConnectorState, StationStatus
+from services.sessions.domain import Boot, ConnectorState, StationStatus
+from services.stations.domain.commands import CommandRecord
 
 from .builders import Api, a_tariff_body
 from .test_api_sessions import _a_16_session, _process
