@@ -133,8 +133,8 @@ async def create_campaign(request: web.Request) -> web.Response:
         stop_on_failure_ratio=0.2 if ratio is MISSING else float(ratio),
     )
     c = replace(c, revision=1)
-    if not await ctx.documents.put_doc(kinds.FIRMWARE_CAMPAIGN, c.id, campaign_to_doc(c), parent=campaign_parent(c),
-                                       version=c.revision):
+    if not await ctx.documents.put_doc_if(kinds.FIRMWARE_CAMPAIGN, c.id, campaign_to_doc(c), parent=campaign_parent(c),
+                                          expected_version=None, version=c.revision):
         raise conflict(f"firmware campaign {c.id!r} already exists")
     log.info("firmware campaign %s created: %d stations, max_in_flight=%d, location=%s", c.id, len(c.stations),
              c.max_in_flight, c.location)
@@ -175,8 +175,9 @@ async def cancel_campaign(request: web.Request) -> web.Response:
         if stopped is c:
             return web.json_response(campaign_view(c))
         moved = replace(stopped, revision=c.revision + 1)
-        if await ctx.documents.put_doc(kinds.FIRMWARE_CAMPAIGN, c.id, campaign_to_doc(moved),
-                                       parent=campaign_parent(moved), version=moved.revision):
+        if await ctx.documents.put_doc_if(kinds.FIRMWARE_CAMPAIGN, c.id, campaign_to_doc(moved),
+                                          parent=campaign_parent(moved), expected_version=c.revision,
+                                          version=moved.revision):
             log.info("firmware campaign %s cancelled (was %s)", c.id, c.status)
             return web.json_response(campaign_view(moved))
     raise ApiError(503, "the campaign kept changing; retry", headers={"Retry-After": "1"})

@@ -141,8 +141,8 @@ async def post_logs(request: web.Request) -> web.Response:
     token, slot = new_slot(ctx.settings, station_id=station_id, request_id=request_id, log_type=log_type,
                            command_id=command_id, now=ctx.clock())
     # the slot exists before the station has the URL: an upload can never find no slot
-    await ctx.documents.put_doc(kinds.LOG_UPLOAD, slot.token_sha256, log_upload_to_doc(slot), parent=station_id,
-                                version=slot.version)
+    await ctx.documents.put_doc_if(kinds.LOG_UPLOAD, slot.token_sha256, log_upload_to_doc(slot), parent=station_id,
+                                   expected_version=None, version=slot.version)
     # 1.6 knows diagnostics only as GetDiagnostics (2.x builds GetLog from it); a security
     # log is GetLog in both (1.6: the security whitepaper's)
     command_type = "GetDiagnostics" if log_type == "DiagnosticsLog" else "GetLog"

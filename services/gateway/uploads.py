@@ -86,7 +86,8 @@ class DocumentSlots:
         return await self._docs.get_doc(kinds.LOG_UPLOAD, slot)
 
     async def fill_slot(self, slot: str, doc: dict[str, Any], *, parent: str) -> bool:
-        return await self._docs.put_doc(kinds.LOG_UPLOAD, slot, doc, parent=parent, version=2)
+        # compare-and-set from the API's version 1: of two racing uploads exactly one wins
+        return await self._docs.put_doc_if(kinds.LOG_UPLOAD, slot, doc, parent=parent, expected_version=1, version=2)
 
 
 class _Refused(Exception):

@@ -135,8 +135,11 @@ class CampaignController:
 
     async def _write(self, before: Campaign, after: Campaign) -> Campaign | None:
         moved = replace(after, revision=before.revision + 1)
-        ok = await self._docs.put_doc(kinds.FIRMWARE_CAMPAIGN, moved.id, campaign_to_doc(moved),
-                                      parent=campaign_parent(moved), version=moved.revision)
+        # compare-and-set: of two controllers moving one campaign, exactly one wins (and
+        # only the winner sends its UpdateFirmware commands)
+        ok = await self._docs.put_doc_if(kinds.FIRMWARE_CAMPAIGN, moved.id, campaign_to_doc(moved),
+                                         parent=campaign_parent(moved), expected_version=before.revision,
+                                         version=moved.revision)
         return moved if ok else None
 
     async def tick_one(self, campaign: Campaign) -> int:

@@ -181,6 +181,24 @@ class DocumentStore(Protocol):
         """Upsert; with `version`, only when it is greater than the stored one. True if written."""
         ...
 
+    async def put_doc_if(
+        self,
+        kind: str,
+        doc_id: str,
+        doc: dict[str, Any],
+        *,
+        parent: str = "",
+        expected_version: int | None,
+        version: int,
+    ) -> bool:
+        """Compare-and-set: write `doc` at `version` only when the stored document's version is
+        `expected_version` (None: there is no document). True if written. Atomic across
+        processes (Cassandra: a lightweight transaction), unlike put_doc's versioned write,
+        which keeps the highest version but may tell two racing writers both that they won.
+        A kind written with put_doc_if is never written with put_doc/put_docs (on Cassandra
+        their `USING TIMESTAMP <version>` cells and Paxos's clock-time cells do not mix)."""
+        ...
+
     async def get_doc(self, kind: str, doc_id: str) -> dict[str, Any] | None: ...
 
     async def list_docs(self, kind: str, *, parent: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:

@@ -6,7 +6,9 @@ ever-growing partition); its three rows go in one unlogged batch (one request), 
 `put_docs` sends a batch's documents concurrently without reading first. Versioned kinds
 are written `USING TIMESTAMP <version>`, so Cassandra's last-write-wins keeps the highest
 version whatever the arrival order, without a Paxos round per write; a kind is either
-always versioned or never.
+always versioned or never. `put_doc_if` (compare-and-set, a lightweight transaction) is for
+the few kinds whose writers must not both win (upload slots, campaigns); those kinds are
+written with nothing else.
 """
 
 from __future__ import annotations
@@ -122,6 +124,43 @@ class CassandraDocuments(CassandraConnection):
                 return False
         requests = self._doc_requests(kind, [DocWrite(doc_id, doc, parent, version)], utc_naive(datetime.now(UTC)))
         await asyncio.gather(*(request() for request in requests))
+        return True
+
+    async def put_doc_if(
+        self,
+        kind: str,
+        doc_id: str,
+        doc: dict[str, Any],
+        *,
+        parent: str = "",
+        expected_version: int | None,
+        version: int,
+    ) -> bool:
+        """A lightweight transaction on `docs` (Paxos: a few round trips, so only for the
+        rare writes that must not both win: an upload slot, a campaign step); the listing
+        rows follow once it applied, with ordinary timestamps."""
+        raw = encode_doc(doc)
+        body = raw.decode()
+        now = utc_naive(datetime.now(UTC))
+        if expected_version is None:
+            ps = self._prep(
+                "put_doc_new",
+                "INSERT INTO docs (kind, id, parent, version, updated_at, body) VALUES (?,?,?,?,?,?) IF NOT EXISTS",
+            )
+            rs = await self._run(ps, (kind, doc_id, parent, version, now, body))
+        else:
+            ps = self._prep(
+                "put_doc_cas",
+                "UPDATE docs SET parent = ?, version = ?, updated_at = ?, body = ? WHERE kind = ? AND id = ? IF version = ?",
+            )
+            rs = await self._run(ps, (parent, version, now, body, kind, doc_id, expected_version))
+        if not rs.was_applied:
+            return False
+        _, p_parent, p_kind = self._doc_statements(False)
+        await asyncio.gather(
+            self._run(p_parent, (kind, parent, doc_id, now, body)),
+            self._run(p_kind, (kind, bucket(doc_id), doc_id, now, body)),
+        )
         return True
 
     async def put_docs(self, kind: str, items: Sequence[DocWrite]) -> None:

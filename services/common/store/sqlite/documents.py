@@ -44,6 +44,10 @@ _PUT_DOC_VERSIONED = _PUT_DOC.format(
         "WHERE docs.version IS NULL OR docs.version < excluded.version"
     )
 )
+_INSERT_DOC_NEW = """INSERT INTO docs (kind, id, parent, version, updated_at, body) VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT (kind, id) DO NOTHING RETURNING 1"""
+_UPDATE_DOC_CAS = """UPDATE docs SET parent = ?, version = ?, updated_at = ?, body = ?
+    WHERE kind = ? AND id = ? AND version = ? RETURNING 1"""
 _GET_DOC = "SELECT body FROM docs WHERE kind = ? AND id = ?"
 _GET_DOCS = "SELECT id, body FROM docs WHERE kind = ? AND id IN (SELECT value FROM json_each(?))"
 _LIST_KIND = "SELECT body FROM docs WHERE kind = ? ORDER BY updated_at DESC, id DESC LIMIT ?"
@@ -75,6 +79,30 @@ class SqliteDocuments(SqliteConnection):
         async with self._session("put_doc") as db:
             self._count(sql)
             rows = await db.execute_fetchall(sql, (kind, doc_id, parent, version, self._stamp(), body))
+        return bool(list(rows))
+
+    async def put_doc_if(
+        self,
+        kind: str,
+        doc_id: str,
+        doc: dict[str, Any],
+        *,
+        parent: str = "",
+        expected_version: int | None,
+        version: int,
+    ) -> bool:
+        """Compare-and-set in one statement (the connection is this process's only writer of
+        the file, so a statement is atomic)."""
+        body = encode_doc(doc).decode("utf-8")
+        async with self._session("put_doc") as db:
+            if expected_version is None:
+                self._count(_INSERT_DOC_NEW)
+                rows = await db.execute_fetchall(_INSERT_DOC_NEW, (kind, doc_id, parent, version, self._stamp(), body))
+            else:
+                self._count(_UPDATE_DOC_CAS)
+                rows = await db.execute_fetchall(
+                    _UPDATE_DOC_CAS, (parent, version, self._stamp(), body, kind, doc_id, expected_version)
+                )
         return bool(list(rows))
 
     async def get_doc(self, kind: str, doc_id: str) -> dict[str, Any] | None:
