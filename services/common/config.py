@@ -106,6 +106,7 @@ class Settings:
     upload_base_url: str = ""                    # stations upload here ("" = http://127.0.0.1:<ocpp_port>)
     campaign_tick_s: float = 5.0                 # the firmware campaign controller runs this often
     campaign_station_timeout_s: float = 3600.0   # a campaign's station with no progress this long has failed
+    device_model_cache_stations: int = 500       # device model stage: inventories it wrote, kept decoded (0 = none)
     datatransfer_vendors: tuple[str, ...] = ()   # DataTransfer vendor ids answered Accepted (and republished); others UnknownVendorId
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -169,6 +170,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             upload_base_url=e.get("CSMS_UPLOAD_BASE_URL", ""),
             campaign_tick_s=max(0.1, float(e.get("CSMS_CAMPAIGN_TICK_S", "5"))),
             campaign_station_timeout_s=max(1.0, float(e.get("CSMS_CAMPAIGN_STATION_TIMEOUT_S", "3600"))),
+            device_model_cache_stations=max(0, int(e.get("CSMS_DEVICE_MODEL_CACHE_STATIONS", "500"))),
             datatransfer_vendors=tuple(v.strip() for v in e.get("CSMS_DATATRANSFER_VENDORS", "").split(",") if v.strip()),
         )
     except ValueError as exc:

@@ -13,8 +13,14 @@ never is):
 - ReportPart (NotifyReport): a part of a report; a complete report is applied;
 - EventReport (NotifyEvent): Delta / Alerting events with an actual value.
 
-A batch is folded per station: one `get_docs` of the batch's inventories (DEVICE_MODEL),
-one of the reports it touches (REPORT), then one versioned `put_docs` of each kind. A
+A decoded event the fold cannot use (CommandIssued of a command other than a report,
+CommandResult of a command that is neither a report nor a value command: `may_touch`) is
+counted as ignored before any read. A batch is folded per station: one `get_docs` of the
+batch's inventories (DEVICE_MODEL), one of the reports it touches (REPORT), then one
+versioned `put_docs` of each kind. Each inventory write carries an `etag` (a token unique
+to the write); the stage keeps up to CSMS_DEVICE_MODEL_CACHE_STATIONS inventories decoded
+and uses one only while the document read is that very version and etag, so a station's
+inventory (often hundreds of entries) is not decoded again for every event. A
 record that does not decode or that the fold cannot apply is logged, counted
 (`csms_device_model_records_total{outcome}`) and skipped: it never stops the consumer.
 Store and bus failures propagate (the bus retries the batch).
@@ -26,6 +32,8 @@ The payload readers here accept the snake_case answers the gateway records
 from __future__ import annotations
 
 import logging
+import secrets
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -92,6 +100,8 @@ RECORDS = Counter(
     "undecodable; failed: the fold could not apply it, logged and skipped)",
     ["outcome"],
 )
+_APPLIED = RECORDS.labels("applied")
+_IGNORED = RECORDS.labels("ignored")
 
 
 # -- payloads ----------------------------------------------------------------------------
@@ -140,7 +150,9 @@ class ResultUpdates:
 def updates_of_result(body: ev.CommandResult) -> ResultUpdates | None:
     """The values a GetVariables / SetVariables / GetConfiguration / ChangeConfiguration
     result gives; None when it gives none (not such a result, refused, no request known)."""
-    kind = body.command_type if body.command_type in VALUE_COMMANDS else body.ocpp_action
+    kind = _value_kind(body)
+    if kind not in VALUE_COMMANDS:
+        return None
     response = _loads(body.response_json)
     if kind == "GetVariables":
         rows = _get(response, "get_variable_result", "getVariableResult") or []
@@ -181,6 +193,22 @@ def updates_of_result(body: ev.CommandResult) -> ResultUpdates | None:
             return None
         return ResultUpdates("change_configuration", (ValueUpdate(_config_key(name), _str_or_none(request.get("value"))),))
     return None
+
+
+def _value_kind(body: ev.CommandResult) -> str:
+    return body.command_type if body.command_type in VALUE_COMMANDS else body.ocpp_action
+
+
+def may_touch(body: ev.Body) -> bool:
+    """Whether `_fold` can do anything with an event of this body: a report command's
+    CommandIssued, a report or value command's CommandResult, a ReportPart, an
+    EventReport. The others are counted as ignored before any document is read (a
+    station with only those in a batch costs no read)."""
+    if isinstance(body, ev.CommandIssued):
+        return _report_command(body)
+    if isinstance(body, ev.CommandResult):
+        return _report_command(body) or _value_kind(body) in VALUE_COMMANDS
+    return isinstance(body, (ev.ReportPart, ev.EventReport))
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -296,6 +324,32 @@ def _fold(st: _Station, env: ev.Envelope) -> bool:
     return True
 
 
+def _ms(dt: datetime | None) -> datetime | None:
+    if dt is None or dt.microsecond % 1000 == 0:
+        return dt
+    return dt.replace(microsecond=dt.microsecond - dt.microsecond % 1000)
+
+
+def _as_stored(inv: Inventory, base: Inventory) -> Inventory:
+    """The inventory as its document reads back: instants to the millisecond (the fold
+    keeps receive times as they came; the document keeps milliseconds). Entries still the
+    very ones of `base` (read back, or kept as stored) are so already."""
+    entries: dict[EntryKey, Entry] | None = None
+    held = base.entries
+    for key, e in inv.entries.items():
+        if held.get(key) is e:
+            continue
+        at = _ms(e.updated_at)
+        if at is not e.updated_at:
+            if entries is None:
+                entries = dict(inv.entries)
+            entries[key] = replace(e, updated_at=at)
+    updated = _ms(inv.updated_at)
+    if entries is None and updated is inv.updated_at:
+        return inv
+    return replace(inv, entries=inv.entries if entries is None else entries, updated_at=updated)
+
+
 def _report_ids(envs: Iterable[ev.Envelope], inventory: Inventory) -> set[int]:
     """The reports a station's events of this batch may touch (read before the fold)."""
     commands = dict(inventory.commands)
@@ -317,15 +371,26 @@ def _report_ids(envs: Iterable[ev.Envelope], inventory: Inventory) -> set[int]:
 
 
 class DeviceModelStage:
-    def __init__(self, docs: DocumentStore) -> None:
+    """The stage's handler. `cache_stations`: inventories kept decoded between batches
+    (least recently used first out; 0 keeps none), as their documents read back. A kept
+    inventory is used only when the stored document is the very one it was read from or
+    written as: same version and same `etag`, a token each write stamps into the
+    document; any other document is decoded afresh."""
+
+    def __init__(self, docs: DocumentStore, *, cache_stations: int = 0) -> None:
         self._docs = docs
+        self._cache_max = max(0, int(cache_stations))
+        self._cache: OrderedDict[str, tuple[int, str, Inventory]] = OrderedDict()  # station -> (version, etag, as stored)
+        self._etag_prefix = secrets.token_hex(6)
+        self._writes = 0
 
     async def consume(self, records: Sequence[Record]) -> None:
         by_station: dict[str, list[ev.Envelope]] = {}
+        ignored = 0
         for record in records:
             ce_type = record.header("ce_type")
             if ce_type is not None and ce_type not in RELEVANT_TYPES:
-                RECORDS.labels("ignored").inc()
+                ignored += 1
                 continue
             try:
                 env = codec.decode_event(record.value)
@@ -333,24 +398,46 @@ class DeviceModelStage:
                 RECORDS.labels("undecodable").inc()
                 log.error("undecodable event %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
                 continue
-            if not isinstance(env.body, (ev.CommandIssued, ev.CommandResult, ev.ReportPart, ev.EventReport)):
-                RECORDS.labels("ignored").inc()
+            if not may_touch(env.body):
+                ignored += 1
                 continue
             by_station.setdefault(env.station_id, []).append(env)
+        if ignored:
+            _IGNORED.inc(ignored)
         if by_station:
             await self._apply(by_station)
+
+    def _inventory(self, station_id: str, doc: Mapping[str, Any] | None) -> Inventory:
+        if doc is None:
+            return Inventory(station_id)
+        kept = self._cache.get(station_id)
+        if kept is not None and kept[0] == doc.get("version") and kept[1] == doc.get("etag"):
+            self._cache.move_to_end(station_id)
+            return kept[2]
+        try:
+            inventory = inventory_from_doc(doc)
+        except Exception:
+            log.exception("station=%s device model document unreadable; starting afresh", station_id)
+            return Inventory(station_id, version=int(doc.get("version") or 0))
+        etag = doc.get("etag")
+        if isinstance(etag, str) and etag:
+            self._keep(station_id, inventory.version, etag, inventory)
+        return inventory
+
+    def _keep(self, station_id: str, version: int, etag: str, inventory: Inventory) -> None:
+        if self._cache_max <= 0:
+            return
+        self._cache[station_id] = (version, etag, inventory)
+        self._cache.move_to_end(station_id)
+        while len(self._cache) > self._cache_max:
+            self._cache.popitem(last=False)
 
     async def _apply(self, by_station: Mapping[str, list[ev.Envelope]]) -> None:
         docs = await self._docs.get_docs(kinds.DEVICE_MODEL, list(by_station))
         stations: dict[str, _Station] = {}
         wanted: list[str] = []
         for station_id, envs in by_station.items():
-            doc = docs.get(station_id)
-            try:
-                inventory = inventory_from_doc(doc) if doc is not None else Inventory(station_id)
-            except Exception:
-                log.exception("station=%s device model document unreadable; starting afresh", station_id)
-                inventory = Inventory(station_id, version=int((doc or {}).get("version") or 0))
+            inventory = self._inventory(station_id, docs.get(station_id))
             stations[station_id] = _Station(inventory, {}, {})
             wanted.extend(report_doc_id(station_id, rid) for rid in _report_ids(envs, inventory))
         report_docs = await self._docs.get_docs(kinds.REPORT, wanted) if wanted else {}
@@ -365,36 +452,56 @@ class DeviceModelStage:
                 stations[station_id].reports[report.request_id] = report
                 stations[station_id].report_versions[report.request_id] = int(rdoc.get("version") or 0)
         inventories: list[DocWrite] = []
+        written: list[tuple[str, str, Inventory]] = []
+        bases = {station_id: st.inventory for station_id, st in stations.items()}
         reports: list[DocWrite] = []
+        applied = ignored = 0
         for station_id, envs in by_station.items():
             st = stations[station_id]
             for env in envs:
                 try:
-                    applied = _fold(st, env)
+                    done = _fold(st, env)
                 except Exception as exc:
                     RECORDS.labels("failed").inc()
                     log.error("station=%s %s %s cannot be applied to the device model, skipped: %r",
                               station_id, env.type_name, env.event_id, exc)
                     continue
-                RECORDS.labels("applied" if applied else "ignored").inc()
+                if done:
+                    applied += 1
+                else:
+                    ignored += 1
             if st.changed:
                 version = st.inventory.version + 1
                 inv = replace(st.inventory, version=version)
-                inventories.append(DocWrite(station_id, inventory_to_doc(inv), version=version))
+                self._writes += 1
+                etag = f"{self._etag_prefix}-{self._writes}"
+                doc = inventory_to_doc(inv)
+                doc["etag"] = etag
+                inventories.append(DocWrite(station_id, doc, version=version))
+                if self._cache_max > 0:
+                    written.append((station_id, etag, _as_stored(inv, bases[station_id])))
             for rid in sorted(st.touched_reports):
                 version = st.report_versions.get(rid, 0) + 1
                 reports.append(DocWrite(report_doc_id(station_id, rid), report_to_doc(st.reports[rid], version=version),
                                         parent=station_id, version=version))
-        # reports first: an inventory is never ahead of the report it was completed from
-        if reports:
-            await self._docs.put_docs(kinds.REPORT, reports)
+        if applied:
+            _APPLIED.inc(applied)
+        if ignored:
+            _IGNORED.inc(ignored)
+        # inventories first: a report reads "complete" only once its inventory can be read
+        # (a reader polls the report, then lists the variables). A failure between the two
+        # writes redelivers the batch, which completes the report again onto the same inventory.
         if inventories:
             await self._docs.put_docs(kinds.DEVICE_MODEL, inventories)
+            for station_id, etag, inv in written:  # kept once stored, never before
+                self._keep(station_id, inv.version, etag, inv)
+        if reports:
+            await self._docs.put_docs(kinds.REPORT, reports)
 
 
 def build_device_model(rt: Runtime) -> Processor:
     """The `stations-device-model` stage as a processor of its own consumer group."""
-    stage = DeviceModelStage(rt.store)
+    stage = DeviceModelStage(rt.store, cache_stations=rt.settings.device_model_cache_stations)
 
     def store_healthy() -> bool:
         return bool(rt.store.healthy)

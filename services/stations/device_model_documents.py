@@ -13,12 +13,12 @@ Instants are `to_ocpp` strings (UTC, Z, milliseconds).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 from services.common.timeutil import parse_ocpp, to_ocpp
-from services.stations.domain.device_model import Entry, EntryKey, Inventory, ReportAssembly, entry_key
+from services.stations.domain.device_model import Entry, EntryKey, Inventory, ReportAssembly
 
 __all__ = [
     "entry_from_dict",
@@ -52,40 +52,104 @@ def _opt_float(value: Any) -> float | None:
 
 
 def entry_to_dict(e: Entry) -> dict[str, Any]:
+    return _entry_dict(e, _iso)
+
+
+def _entry_dict(e: Entry, iso: Callable[[datetime | None], str | None]) -> dict[str, Any]:
+    """The entry as a dict: the key's parts spelled out, defaults (None, "", False) left
+    out. Written out field by field: an inventory's every write encodes all its entries."""
     c, ci, evse, conn, v, vi, a = e.key
     out: dict[str, Any] = {"component": c, "variable": v, "attribute_type": a}
-    optional: dict[str, Any] = {
-        "component_instance": ci or None, "evse_id": evse, "connector_id": conn, "variable_instance": vi or None,
-        "value": e.value, "mutability": e.mutability or None, "persistent": e.persistent or None,
-        "constant": e.constant or None, "unit": e.unit or None, "data_type": e.data_type or None,
-        "min_limit": e.min_limit, "max_limit": e.max_limit, "values_list": e.values_list or None,
-    }
-    out.update({k: val for k, val in optional.items() if val is not None})
+    if ci:
+        out["component_instance"] = ci
+    if evse is not None:
+        out["evse_id"] = evse
+    if conn is not None:
+        out["connector_id"] = conn
+    if vi:
+        out["variable_instance"] = vi
+    if e.value is not None:
+        out["value"] = e.value
+    if e.mutability:
+        out["mutability"] = e.mutability
+    if e.persistent:
+        out["persistent"] = e.persistent
+    if e.constant:
+        out["constant"] = e.constant
+    if e.unit:
+        out["unit"] = e.unit
+    if e.data_type:
+        out["data_type"] = e.data_type
+    if e.min_limit is not None:
+        out["min_limit"] = e.min_limit
+    if e.max_limit is not None:
+        out["max_limit"] = e.max_limit
+    if e.values_list:
+        out["values_list"] = e.values_list
     out["source"] = e.source
-    out["updated_at"] = _iso(e.updated_at)
+    out["updated_at"] = iso(e.updated_at)
     return out
 
 
+def _memo_iso() -> Callable[[datetime | None], str | None]:
+    """`_iso` remembering its answers: the entries of one document share a few instants
+    (a report's entries all carry its time)."""
+    memo: dict[datetime, str] = {}
+
+    def iso(dt: datetime | None) -> str | None:
+        if dt is None:
+            return None
+        text = memo.get(dt)
+        if text is None:
+            text = memo[dt] = to_ocpp(dt)
+        return text
+
+    return iso
+
+
+def _memo_dt() -> Callable[[Any], datetime | None]:
+    """`_dt` remembering its answers (the same instant is one shared, immutable object)."""
+    memo: dict[Any, datetime | None] = {}
+
+    def dt(value: Any) -> datetime | None:
+        try:
+            return memo[value]
+        except KeyError:
+            out = memo[value] = _dt(value)
+            return out
+        except TypeError:  # unhashable junk: let `_dt` say what is wrong with it
+            return _dt(value)
+
+    return dt
+
+
 def entry_from_dict(d: Mapping[str, Any]) -> Entry:
-    key: EntryKey = entry_key(
-        str(d["component"]), str(d["variable"]), component_instance=str(d.get("component_instance") or ""),
-        evse_id=_opt_int(d.get("evse_id")), connector_id=_opt_int(d.get("connector_id")),
-        variable_instance=str(d.get("variable_instance") or ""), attribute_type=str(d.get("attribute_type") or "Actual"),
+    return _entry_of(d, _dt)
+
+
+def _entry_of(d: Mapping[str, Any], dt: Callable[[Any], datetime | None]) -> Entry:
+    evse = _opt_int(d.get("evse_id"))
+    connector = _opt_int(d.get("connector_id"))
+    key: EntryKey = (
+        str(d["component"]), str(d.get("component_instance") or ""), evse,
+        connector if evse is not None and connector else None,  # as `entry_key` has it
+        str(d["variable"]), str(d.get("variable_instance") or ""), str(d.get("attribute_type") or "Actual"),
     )
     value = d.get("value")
     return Entry(
-        key, None if value is None else str(value), mutability=str(d.get("mutability") or ""),
-        persistent=bool(d.get("persistent")), constant=bool(d.get("constant")), unit=str(d.get("unit") or ""),
-        data_type=str(d.get("data_type") or ""), min_limit=_opt_float(d.get("min_limit")),
-        max_limit=_opt_float(d.get("max_limit")), values_list=str(d.get("values_list") or ""),
-        source=str(d.get("source") or "report"), updated_at=_dt(d.get("updated_at")),
+        key, None if value is None else str(value), str(d.get("mutability") or ""),
+        bool(d.get("persistent")), bool(d.get("constant")), str(d.get("unit") or ""),
+        str(d.get("data_type") or ""), _opt_float(d.get("min_limit")),
+        _opt_float(d.get("max_limit")), str(d.get("values_list") or ""),
+        str(d.get("source") or "report"), dt(d.get("updated_at")),
     )
 
 
 def inventory_to_doc(inv: Inventory) -> dict[str, Any]:
+    iso = _memo_iso()
     return {
         "station_id": inv.station_id,
-        "entries": [entry_to_dict(e) for e in inv.entries.values()],
+        "entries": [_entry_dict(e, iso) for e in inv.entries.values()],
         "commands": dict(inv.commands),
         "version": inv.version,
         "updated_at": _iso(inv.updated_at),
@@ -93,7 +157,8 @@ def inventory_to_doc(inv: Inventory) -> dict[str, Any]:
 
 
 def inventory_from_doc(d: Mapping[str, Any]) -> Inventory:
-    entries = [entry_from_dict(x) for x in d.get("entries") or ()]
+    dt = _memo_dt()
+    entries = [_entry_of(x, dt) for x in d.get("entries") or ()]
     return Inventory(
         station_id=str(d["station_id"]),
         entries={e.key: e for e in entries},
@@ -104,6 +169,7 @@ def inventory_from_doc(d: Mapping[str, Any]) -> Inventory:
 
 
 def report_to_doc(r: ReportAssembly, *, version: int) -> dict[str, Any]:
+    iso = _memo_iso()
     return {
         "station_id": r.station_id,
         "request_id": r.request_id,
@@ -115,7 +181,7 @@ def report_to_doc(r: ReportAssembly, *, version: int) -> dict[str, Any]:
         "seen": sorted(r.seen),
         "last_seq": r.last_seq,
         "items": r.items,
-        "parts": {str(seq): [entry_to_dict(e) for e in part] for seq, part in sorted(r.parts.items())},
+        "parts": {str(seq): [_entry_dict(e, iso) for e in part] for seq, part in sorted(r.parts.items())},
         "completed_at": _iso(r.completed_at),
         "updated_at": _iso(r.updated_at),
         "version": version,
@@ -123,6 +189,7 @@ def report_to_doc(r: ReportAssembly, *, version: int) -> dict[str, Any]:
 
 
 def report_from_doc(d: Mapping[str, Any]) -> ReportAssembly:
+    dt = _memo_dt()
     station = d.get("station_status")
     return ReportAssembly(
         station_id=str(d["station_id"]),
@@ -131,7 +198,7 @@ def report_from_doc(d: Mapping[str, Any]) -> ReportAssembly:
         command_id=str(d.get("command_id") or ""),
         requested_at=_dt(d.get("requested_at")),
         station_status=None if station is None else str(station),
-        parts={int(seq): tuple(entry_from_dict(x) for x in part) for seq, part in (d.get("parts") or {}).items()},
+        parts={int(seq): tuple(_entry_of(x, dt) for x in part) for seq, part in (d.get("parts") or {}).items()},
         seen=frozenset(int(n) for n in d.get("seen") or ()),
         last_seq=_opt_int(d.get("last_seq")),
         items=int(d.get("items") or 0),

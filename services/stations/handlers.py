@@ -4,7 +4,8 @@
 batch of csms.events.v1 records (group `csms-stations`):
 
 - The CloudEvents `ce_type` header is read first: transaction events, heartbeats and
-  SessionAbandoned (the bulk of the topic) are skipped without decoding
+  SessionAbandoned are skipped without decoding, MeterValues of a transaction (the bulk of
+  the topic) on a look at the protobuf, without building the event
   (`csms_stations_state_skipped_total{reason="irrelevant"}`). A record that does not decode
   is logged, counted (`reason="undecodable"`) and skipped: it never stops the consumer.
 - The `StationOps` of every station with an event that can change it (`folds`: not
@@ -51,7 +52,14 @@ from services.common import events as ev
 from services.common.bus.port import Outgoing, Record
 from services.common.store.port import StationEventLog, StationEventRow
 from services.common.timeutil import Clock
-from services.stations.codec import NOT_IN_HISTORY, datatransfer_record, history_row, outage_row
+from services.stations.codec import (
+    METER_VALUES_CE_TYPE,
+    NOT_IN_HISTORY,
+    datatransfer_record,
+    history_row,
+    outage_row,
+    transaction_meter_values,
+)
 from services.stations.domain.commands import COMMAND_BODIES, CommandRecord, apply_command
 from services.stations.domain.fold import apply_ops, folds
 from services.stations.domain.ops import StationOps
@@ -138,23 +146,37 @@ class StationsStateHandler:
         child.inc()
 
     def decode(self, records: Sequence[Record]) -> list[ev.Envelope]:
-        """The batch's events this stage folds or logs, in record order."""
+        """The batch's events this stage folds or logs, in record order. MeterValues of a
+        transaction (history and state keep none) are told apart on the protobuf before
+        their samples are built."""
         out: list[ev.Envelope] = []
+        irrelevant = 0
         for record in records:
-            if record.header("ce_type") in _SKIP_TYPES:
-                _IRRELEVANT.inc()
+            ce_type = record.header("ce_type")
+            if ce_type in _SKIP_TYPES:
+                irrelevant += 1
                 continue
             try:
+                if ce_type == METER_VALUES_CE_TYPE and transaction_meter_values(record.value):
+                    irrelevant += 1
+                    continue
                 env = codec.decode_event(record.value)
             except Exception:
                 _UNDECODABLE.inc()
                 log.exception("undecodable record %s[%d]@%d skipped", record.topic, record.partition, record.offset)
                 continue
-            if env.type_name in NOT_IN_HISTORY or env.station_id.startswith(_SITE_PREFIX):
-                # no ce_type header (older producers), or a site notification from before csms.sites.v1
-                _IRRELEVANT.inc()
+            if (
+                env.type_name in NOT_IN_HISTORY
+                or env.station_id.startswith(_SITE_PREFIX)
+                or (isinstance(env.body, ev.MeterValues) and env.body.transaction_id)
+            ):
+                # no ce_type header (older producers), a site notification from before
+                # csms.sites.v1, or transaction meter values under no (or another) header
+                irrelevant += 1
                 continue
             out.append(env)
+        if irrelevant:
+            _IRRELEVANT.inc(irrelevant)
         return out
 
     async def handle_batch(self, records: Sequence[Record]) -> None:

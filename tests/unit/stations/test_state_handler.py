@@ -317,3 +317,86 @@ async def test_transaction_traffic_and_other_commands_cost_the_stage_no_store_op
     assert any(op == "write" for op, _ in store.ops), store.ops  # the counter counts
     assert await rt.store.get_doc("station_ops", STATION) is None
     assert await rt.store.get_doc("command", "sc-1") is not None
+
+
+async def test_transaction_meter_values_are_skipped_without_building_the_event(
+    rt: Runtime, handler: StationsStateHandler, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MeterValues share one ce_type; those of a transaction (the bulk of the topic) are
+    told apart on the protobuf and never built, those without one are folded and logged."""
+    skipped = state_handlers.EVENTS_SKIPPED.labels(reason="irrelevant")
+    before = skipped._value.get()
+    sample = ev.MeterSample(timestamp=at(1), value=230.0, unit="V", measurand="Voltage", phase="L1")
+    in_tx = an_envelope(ev.MeterValues(transaction_id="tx-1", evse_id=1, samples=(sample,)), received_at=at(1))
+    outside = an_envelope(ev.MeterValues(evse_id=1, samples=(sample,)), received_at=at(2))
+    built: list[str] = []
+    real_decode = codec.decode_event
+
+    def decode(data: bytes, headers: dict[str, str] | None = None) -> ev.Envelope:
+        env = real_decode(data, headers)
+        built.append(env.event_id)
+        return env
+
+    monkeypatch.setattr(codec, "decode_event", decode)  # the module the stage decodes with
+    await handler.handle_batch(Feed().records(in_tx, outside))
+    assert built == [outside.event_id]
+    assert skipped._value.get() == before + 1
+    assert [r.event_id for r in await rt.store.read_station_events(STATION)] == [outside.event_id]
+    ops = await rt.store.get_doc("station_ops", STATION)
+    assert ops is not None and list(ops["meters"]) == ["1/Voltage/L1"]
+
+
+async def test_transaction_meter_values_without_a_header_are_skipped_after_decoding(
+    rt: Runtime, handler: StationsStateHandler,
+) -> None:
+    skipped = state_handlers.EVENTS_SKIPPED.labels(reason="irrelevant")
+    before = skipped._value.get()
+    in_tx = an_envelope(ev.MeterValues(transaction_id="tx-1", evse_id=1), received_at=at(1))
+    bare = Record(topics.EVENTS, 0, 0, STATION.encode(), codec.encode_event(in_tx), ())  # an older producer
+    await handler.handle_batch([bare])
+    assert skipped._value.get() == before + 1
+    assert await rt.store.read_station_events(STATION) == []
+
+
+def test_transaction_meter_values_reads_only_meter_values_of_a_transaction() -> None:
+    from services.stations.codec import transaction_meter_values
+
+    assert transaction_meter_values(codec.encode_event(an_envelope(ev.MeterValues(transaction_id="t", evse_id=1))))
+    assert not transaction_meter_values(codec.encode_event(an_envelope(ev.MeterValues(evse_id=1))))
+    assert not transaction_meter_values(codec.encode_event(an_envelope(ev.TransactionUpdated(transaction_id="t"))))
+    with pytest.raises(Exception):
+        transaction_meter_values(b"\xff not protobuf")
+
+
+def _reference_plain(value: Any) -> Any:
+    """`_plain` as first written (dataclasses.fields per value): the rows must not change."""
+    import dataclasses
+    from datetime import datetime
+
+    from services.common.timeutil import to_ocpp
+
+    if isinstance(value, datetime):
+        return to_ocpp(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _reference_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_reference_plain(v) for v in value]
+    return value
+
+
+def test_history_row_data_is_the_event_body_spelled_out() -> None:
+    sample = ev.MeterSample(timestamp=at(1), value=230.0, unit="V", measurand="Voltage", phase="L1", raw_value="x")
+    part = ev.ReportPart(7, 0, True, generated_at=at(2), data=(ev.ReportDatum(
+        ev.Component("C", evse_id=1, connector_id=2), ev.Variable("V", "i"),
+        (ev.VariableAttribute("Actual", None), ev.VariableAttribute("Target", "5", constant=True)),
+        ev.VariableCharacteristics("decimal", min_limit=0.5)),))
+    bodies: list[ev.Body] = [
+        ev.MeterValues(evse_id=1, samples=(sample, sample)), part, ev.Heartbeat(),
+        ev.CommandResult("c", "GetVariables", "Accepted", '{"a": 1}', request_json="{}"),
+        ev.SecurityEvent(type="T", timestamp=None), ev.FirmwareStatus(status="Installed", request_id=None),
+    ]
+    for body in bodies:
+        env = an_envelope(body, received_at=at(3))
+        assert event_json(env)["data"] == _reference_plain(body)
+    assert event_json(an_envelope(part, received_at=at(3)))["data"]["data"][0]["attributes"][0] == {
+        "type": "Actual", "value": None, "mutability": "ReadWrite", "persistent": False, "constant": False}
