@@ -108,6 +108,10 @@ def result_error(command_type: str, result: CommandResult, body: dict[str, Any])
     """The error a result that is not a station's answer maps to (gateway outcomes:
     StationOffline 409, NotSupported / InvalidCommand 400, Timeout 504); None for an answer."""
     http = _STATUS_HTTP.get(result.status, 200)
+    if result.status == "NotSupported" and result.ocpp_action:
+        # The station answered NotSupported to a call it was sent (a GetBaseReport base it
+        # lacks, ...): its answer, not the gateway's "this version cannot express it".
+        http = 200
     if result.error_code == _INVALID_FOR_VERSION:
         http = 400
     if http == 200:

@@ -277,7 +277,7 @@ def _issued(old: StationOps, body: ev.CommandIssued, received: datetime, ch: dic
         if lg is not None and (lg.command_id == body.command_id or received < _asof(lg.requested_at, lg.updated_at)):
             return
         p = _payload(body.payload_json)
-        log_type = "Diagnostics" if action == "GetDiagnostics" else str(p.get("logType") or "")
+        log_type = "DiagnosticsLog" if action == "GetDiagnostics" else str(p.get("logType") or "")
         ch["log"] = LogState(
             status=REQUESTED,
             request_id=_int_or_none(p.get("requestId")),
@@ -314,7 +314,7 @@ def _firmware_status(
 
 def _log_status(cur: LogState | None, body: ev.LogStatus, received: datetime) -> LogState | None:
     if cur is None:
-        return LogState(body.status, body.request_id, log_type="Diagnostics" if body.diagnostics else "",
+        return LogState(body.status, body.request_id, log_type="DiagnosticsLog" if body.diagnostics else "",
                         updated_at=received)
     new = _status_rank(body.status, body.request_id, received, None)
     if new <= _status_rank(cur.status, cur.request_id, cur.updated_at, cur.requested_at):

@@ -51,7 +51,7 @@ class LogState:
 
     status: str                    # "Requested" until the station reports; then Uploading, Uploaded, UploadFailed, ...
     request_id: int | None = None
-    log_type: str = ""             # DiagnosticsLog, SecurityLog; "Diagnostics" for 1.6 GetDiagnostics
+    log_type: str = ""             # DiagnosticsLog, SecurityLog; 1.6 GetDiagnostics counts as DiagnosticsLog
     requested_at: datetime | None = None
     command_id: str = ""
     updated_at: datetime | None = None

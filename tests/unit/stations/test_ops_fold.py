@@ -174,7 +174,7 @@ def test_a_get_log_is_requested_and_its_statuses_follow() -> None:
 def test_a_16_get_diagnostics_is_a_diagnostics_log_without_request_id() -> None:
     ops, _ = fold(issued("GetDiagnostics", {"location": "ftp://x/"}, 1),
                   an_envelope(ev.LogStatus(status="Uploaded", diagnostics=True), received_at=at(2)))
-    assert ops.log == LogState("Uploaded", None, "Diagnostics", requested_at=at(1), command_id="cmd-1", updated_at=at(2))
+    assert ops.log == LogState("Uploaded", None, "DiagnosticsLog", requested_at=at(1), command_id="cmd-1", updated_at=at(2))
 
 
 # -- availability --------------------------------------------------------------------------
