@@ -23,6 +23,8 @@ from services.gateway.registry import Registry, StationSocket
 __all__ = ["Ownership"]
 
 log = logging.getLogger("csms.gateway.ownership")
+# A close frame without a status code (RFC 6455 §7.1.5: "1005"); aiohttp reports it as 0 or None.
+_NO_STATUS = 1005
 
 _DISCONNECT_PUBLISH_S = 10.0
 
@@ -87,7 +89,7 @@ class Ownership:
         self._registry.remove(conn)
         env = Envelope(
             event_id=new_event_id(), station_id=conn.station_id, received_at=self._clock(),
-            body=StationDisconnected(epoch=conn.epoch, close_code=int(conn.close_code or 0), reason=""),
+            body=StationDisconnected(epoch=conn.epoch, close_code=int(conn.close_code or _NO_STATUS), reason=""),
             gateway_id=self._gateway_id, ocpp_version=conn.version,
         )
         if not await self._publisher.publish(env, deadline=time.monotonic() + _DISCONNECT_PUBLISH_S):

@@ -9,10 +9,12 @@ closes the outages, this module only measures them. For a window [from, to):
 - **Outages** are clipped to the observation; an open outage runs to its end. Down time
   is the length of the union of the clipped outages (outages the processor wrote never
   overlap, but a union keeps up + down = observed whatever the input).
-- **Failures** are the outages that *start* in the observation. MTBF = up time /
-  failures (None without failures).
+- **Failures** are the down periods that *start* in the observation, a down period being
+  outages that follow each other with no up time between (the cause changed while the
+  station stayed down: faulted, offline during its reboot, unavailable: one failure).
+  MTBF = up time / failures (None without failures).
 - **MTTR** = the summed *full* duration (not clipped: the repair took that long) of the
-  outages that *ended* in the observation, divided by their count (None when none
+  down periods that *ended* in the observation, divided by their count (None when none
   ended there). An open outage has not been repaired and does not count.
 - uptime % = up / observed * 100, rounded to 2 decimals; 100 when nothing was observed
   (then up and down are both 0: a window before the station's creation).
@@ -99,6 +101,23 @@ def _union_length(spans: Sequence[tuple[datetime, datetime]]) -> float:
     return total
 
 
+def _down_periods(
+    outages: Sequence[tuple[str, datetime, datetime | None]],
+) -> list[tuple[datetime, datetime | None]]:
+    """Outages that follow each other without the station coming up in between (a cause
+    changing while it stays down: faulted, then offline during the reboot, then
+    unavailable) are one failure and one repair: (start, end or None while open)."""
+    periods: list[tuple[datetime, datetime | None]] = []
+    for _, o_start, o_end in sorted(outages, key=lambda o: o[1]):
+        if periods:
+            p_start, p_end = periods[-1]
+            if p_end is None or o_start <= p_end:
+                periods[-1] = (p_start, None if p_end is None or o_end is None else max(p_end, o_end))
+                continue
+        periods.append((o_start, o_end))
+    return periods
+
+
 def availability(
     outages: Iterable[Outage],
     open_outage: OpenOutage | None,
@@ -121,15 +140,15 @@ def availability(
     candidates: list[tuple[str, datetime, datetime | None]] = [(o.cause, o.start, o.end) for o in outages]
     if open_outage is not None:
         candidates.append((open_outage.cause, open_outage.since, None))
-    for cause, o_start, o_end in candidates:
-        if o_end is not None and o_end < o_start:
-            continue  # not an interval: nothing to measure
-        effective_end = end if o_end is None else o_end
-        if start <= o_start < end:
+    candidates = [c for c in candidates if c[2] is None or c[2] >= c[1]]  # else not an interval
+    for p_start, p_end in _down_periods(candidates):
+        if start <= p_start < end:
             failures += 1
-        if o_end is not None and start <= o_end < end:
+        if p_end is not None and start <= p_end < end:
             repairs += 1
-            repair_s += _seconds(o_start, o_end)
+            repair_s += _seconds(p_start, p_end)
+    for cause, o_start, o_end in candidates:
+        effective_end = end if o_end is None else o_end
         lo, hi = max(o_start, start), min(effective_end, end)
         if o_start >= end or (o_end is not None and o_end <= start) or hi < lo:
             continue

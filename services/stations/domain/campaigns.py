@@ -9,7 +9,8 @@ the stations to send UpdateFirmware to now.
 - At most `max_in_flight` stations are in flight; pending stations start in list
   order, and only connected ones (an offline station waits, it is not failed).
 - An in-flight station succeeds when it reported Installed and boots into the target
-  version (with no target version: into any version other than the one it ran before);
+  version (with no target version: when it reports Installed; a campaign that must check
+  reboots names its `version`);
   it fails on a failure status (DownloadFailed, InstallationFailed, InvalidSignature,
   ...), on a boot into its previous version after Installed (`reason` "old_version"),
   into another version than the target ("other_version"), on the station refusing the
@@ -219,11 +220,15 @@ def _follow(s: CampaignStation, v: StationView | None, target: str, now: datetim
             return _fail(s, status or "failed", now)
         if status == "Installed" and s.installed_at is None:
             s = replace(s, installed_at=v.firmware_at or now)
+    if s.installed_at is not None and not target:
+        # No version to check (ADR 016 §5): Installed is the station's word. Some stations
+        # do not reboot, some reboot into the same version string; neither is a failure.
+        return replace(s, status="succeeded", reason=None, finished_at=now, progress_at=now)
     booted = v.boot_at is not None and s.started_at is not None and v.boot_at > s.started_at
     if s.installed_at is not None and booted:
         assert v.boot_at is not None
         version = v.boot_version
-        if (target and version == target) or (not target and version != s.version_before):
+        if version == target:
             return replace(s, status="succeeded", reason=None, finished_at=now, progress_at=now)
         # Not into the target: a boot after Installed, or one just before it (most stations
         # reboot, then report Installed); an older boot may be a restart before the install.

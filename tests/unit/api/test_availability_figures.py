@@ -145,3 +145,20 @@ def test_combined_figures_sum_the_stations() -> None:
     assert both.mtbf_s == round(184 * 3600 / 3, 3) and both.mttr_s == 3 * 3600
     assert both.uptime_percent == 92.0
     assert combine([]) is None
+
+
+def test_a_cause_changing_while_the_station_stays_down_is_one_failure_and_one_repair() -> None:
+    # a firmware update seen from outside: faulted, unavailable, offline for the reboot, unavailable
+    chain = [Outage("faulted", at(10), at(11)), Outage("unavailable", at(11), at(12)),
+             Outage("offline", at(12), at(13)), Outage("unavailable", at(13), at(14))]
+    f = figures(chain + [Outage("offline", at(50), at(52))])
+    assert len(f.outages) == 5 and f.down_s == 6 * 3600
+    assert (f.failures, f.repairs) == (2, 2)
+    assert f.mttr_s == 3 * 3600  # (4 h + 2 h) / 2
+    assert f.mtbf_s == 94 * 3600 / 2
+
+
+def test_a_down_period_still_open_is_a_failure_without_a_repair() -> None:
+    f = figures([Outage("faulted", at(10), at(11))], OpenOutage("offline", at(11)), to=20, now=20)
+    assert (f.failures, f.repairs, f.mttr_s) == (1, 0, None)
+    assert f.down_s == 10 * 3600

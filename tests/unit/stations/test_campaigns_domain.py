@@ -87,9 +87,19 @@ def test_a_reboot_into_the_old_version_counts_failed_and_the_rest_go_on() -> Non
     assert progress(c)["succeeded"] == 5
 
 
-def test_without_a_target_version_any_new_version_succeeds() -> None:
+def test_without_a_target_version_installed_is_the_stations_word() -> None:
+    # ADR 016 §5: with no version to check, a station that reports Installed succeeded,
+    # also when it reboots into the same version string (SAP's simulator does) or not at all
     c = new_campaign("fw-1", STATIONS[:2], location="l", at=T0)
     fleet = Fleet(target="1.1-whatever")
+    fleet.boots_into["CP-1"] = "1.0"
+    c, _, _ = _run(c, fleet)
+    assert [(s.status, s.reason) for s in c.stations] == [("succeeded", None), ("succeeded", None)]
+
+
+def test_with_a_target_version_a_reboot_into_the_old_one_fails() -> None:
+    c = new_campaign("fw-1", STATIONS[:2], location="l", version="1.1", at=T0)
+    fleet = Fleet(target="1.1")
     fleet.boots_into["CP-1"] = "1.0"
     c, _, _ = _run(c, fleet)
     assert [(s.status, s.reason) for s in c.stations] == [("succeeded", None), ("failed", "old_version")]
