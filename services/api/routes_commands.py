@@ -30,7 +30,7 @@ from services.common.events import CommandResult
 from services.common.routing import Offline, Unroutable
 from services.stations.documents import command_from_doc
 
-__all__ = ["result_error", "send_and_wait", "setup"]
+__all__ = ["answered", "result_error", "send_and_wait", "setup"]
 
 log = logging.getLogger("csms.api.commands")
 
@@ -125,6 +125,18 @@ def result_error(command_type: str, result: CommandResult, body: dict[str, Any])
     return ApiError(http, error, body=body)
 
 
+def answered(command_type: str, result: CommandResult, out: dict[str, Any]) -> dict[str, Any]:
+    """`out` (the route's answer) with the station's CALLERROR code when it sent one; raises
+    the API error a gateway outcome maps to (`result_error`)."""
+    if result.error_code:
+        out["error_code"] = result.error_code
+        out["error_description"] = result.error_description
+    error = result_error(command_type, result, out)
+    if error is not None:
+        raise error
+    return out
+
+
 async def post_command(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     station_id = request.match_info["id"]
@@ -133,17 +145,11 @@ async def post_command(request: web.Request) -> web.Response:
     if await ctx.stations.get_station(station_id) is None:
         raise not_found("station", station_id)
     result = await send_and_wait(ctx, station_id, command_type, params, timeout_s)
-    out: dict[str, Any] = {
+    out = answered(command_type, result, {
         "command_id": result.command_id,
         "status": result.status,
         "response": _response_json(result.response_json),
-    }
-    if result.error_code:
-        out["error_code"] = result.error_code
-        out["error_description"] = result.error_description
-    error = result_error(command_type, result, out)
-    if error is not None:
-        raise error
+    })
     return web.json_response(out)
 
 

@@ -29,7 +29,7 @@ from services.api.auth import API_PREFIX
 from services.api.context import ApiContext, ctx_of
 from services.api.errors import not_found, query_error
 from services.api.query import query_limit_strict
-from services.api.routes_commands import result_error, send_and_wait
+from services.api.routes_commands import answered, send_and_wait
 from services.api.validation import MISSING, Validator, read_json
 from services.common import kinds
 from services.common.timeutil import to_ocpp
@@ -181,16 +181,10 @@ async def post_report(request: web.Request) -> web.Response:
                 params["component_variables"] = variables
     result = await send_and_wait(ctx, station_id, command_type, params, ctx.settings.command_timeout_s,
                                  command_id=command_id)
-    out: dict[str, Any] = {
+    out = answered(command_type, result, {
         "request_id": request_id, "command_id": result.command_id, "status": result.status,
         "report": f"{API_PREFIX}/stations/{station_id}/reports/{request_id}",
-    }
-    if result.error_code:
-        out["error_code"] = result.error_code
-        out["error_description"] = result.error_description
-    error = result_error(command_type, result, out)
-    if error is not None:
-        raise error
+    })
     log.info("report %s %s station=%s request=%s status=%s", command_id, command_type, station_id, request_id,
              result.status)
     return web.json_response(out, status=202)

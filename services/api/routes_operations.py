@@ -33,7 +33,7 @@ from services.api.documents import LOG_UPLOAD_RECEIVED, LogUpload, log_upload_to
 from services.api.errors import ApiError, conflict, not_found
 from services.api.log_uploads import new_slot, station_uploads, upload_of_request, upload_url
 from services.api.ops_doc import read_station_ops
-from services.api.routes_commands import result_error, send_and_wait
+from services.api.routes_commands import answered, send_and_wait
 from services.api.validation import MISSING, Validator, read_json
 from services.api.views import log_is_for, log_upload_view
 from services.common import kinds
@@ -77,12 +77,9 @@ def _sent_request_id(result: CommandResult, picked: int) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _answer(result: CommandResult, request_id: int | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"request_id": request_id, "command_id": result.command_id, "status": result.status}
-    if result.error_code:
-        out["error_code"] = result.error_code
-        out["error_description"] = result.error_description
-    return out
+def _answer(command_type: str, result: CommandResult, request_id: int | None) -> dict[str, Any]:
+    return answered(command_type, result,
+                    {"request_id": request_id, "command_id": result.command_id, "status": result.status})
 
 
 # -- firmware ------------------------------------------------------------------------
@@ -114,10 +111,7 @@ async def post_firmware(request: web.Request) -> web.Response:
         if value is not MISSING:
             params[name] = value
     result = await send_and_wait(ctx, station_id, "UpdateFirmware", params, ctx.settings.command_timeout_s)
-    out = _answer(result, _sent_request_id(result, picked))
-    error = result_error("UpdateFirmware", result, out)
-    if error is not None:
-        raise error
+    out = _answer("UpdateFirmware", result, _sent_request_id(result, picked))
     log.info("firmware update %s station=%s request=%s status=%s", result.command_id, station_id, out["request_id"],
              result.status)
     return web.json_response(out, status=202)
@@ -156,10 +150,7 @@ async def post_logs(request: web.Request) -> web.Response:
     try:
         result = await send_and_wait(ctx, station_id, command_type, params, ctx.settings.command_timeout_s,
                                      command_id=command_id)
-        out = _answer(result, request_id)
-        error = result_error(command_type, result, out)
-        if error is not None:
-            raise error
+        out = _answer(command_type, result, request_id)
     except ApiError as exc:
         if _never_reached_the_station(exc):
             await ctx.documents.delete_doc(kinds.LOG_UPLOAD, slot.token_sha256)
