@@ -30,15 +30,27 @@ ROLES: dict[str, list[str]] = {
     "billing": ["services.billing.wiring:build_billing"],
     "smart-charging": ["services.smart_charging.wiring:build_smart_charging"],
     "stations": ["services.stations.wiring:build_stations"],
+    "certificates": ["services.certificates.wiring:build_certificates"],
     "api": ["services.api.wiring:build_api"],
 }
 ROLES["run"] = (
-    ROLES["sessions"] + ROLES["billing"] + ROLES["smart-charging"] + ROLES["stations"] + ROLES["gateway"] + ROLES["api"]
+    ROLES["sessions"] + ROLES["billing"] + ROLES["smart-charging"] + ROLES["stations"] + ROLES["certificates"] + ROLES["gateway"]
+    + ROLES["api"]
 )
 
 # The gateway role's pre-fork supervisor (CSMS_GATEWAY_WORKERS > 1), loaded by name like the
 # roles: services/common imports no service (tests/architecture).
 GATEWAY_SUPERVISOR = "services.gateway.workers:supervise"
+
+EMBEDDED_CA = "services.certificates.cli:ensure_embedded_ca"   # (ca_dir: Path, settings) -> None; creates it if missing
+
+# Operator tools with their own argument parsers, loaded by name when invoked:
+# `csms ca ...` (the built-in certificate authority) and `csms api-key ...` (operator keys).
+# Each is "module:main" taking the remaining arguments and returning an exit code.
+TOOLS: dict[str, tuple[str, str]] = {
+    "ca": ("services.certificates.cli:main", "the built-in certificate authority: init, issue-server-cert, show (ADR 017)"),
+    "api-key": ("services.api.keys_cli:main", "operator API keys: create, list, revoke (ADR 017)"),
+}
 Supervisor = Callable[[Settings, Callable[[Settings, int], int]], int]
 
 
@@ -88,6 +100,31 @@ def _embedded_api_key(settings: Settings) -> Settings:
     return settings.with_overrides(api_key=key)
 
 
+def _embedded_network(settings: Settings) -> Settings:
+    """`csms run` listens on 127.0.0.1 unless CSMS_HOST (or --host) says otherwise, and gives
+    stations created without a security profile profile 1 (Basic auth over plain ws) unless
+    CSMS_DEFAULT_SECURITY_PROFILE says otherwise: it is the single-machine mode. The distributed
+    roles listen on every interface (pods) and default to profile 2 (docs/security.md)."""
+    if "CSMS_HOST" not in os.environ and settings.host == "0.0.0.0":
+        settings = settings.with_overrides(host="127.0.0.1")
+    if "CSMS_DEFAULT_SECURITY_PROFILE" not in os.environ:
+        settings = settings.with_overrides(default_security_profile=1)
+    if "CSMS_CA_DIR" not in os.environ:
+        # the built-in CA of the single-machine mode, created on first start (csms ca init)
+        ca_dir = Path(os.environ.get("CSMS_STATE_DIR", ".csms")) / "ca"
+        ensure_ca: Callable[[Path, Settings], None] = _load(EMBEDDED_CA)
+        ensure_ca(ca_dir, settings)
+        settings = settings.with_overrides(ca_dir=str(ca_dir))
+    return settings
+
+
+def _masked(key: str | None) -> str:
+    """The bootstrap key as shown at start-up: enough to tell keys apart, never the key."""
+    if not key:
+        return "(none)"
+    return f"{key[:9]}… (full key in {Path(os.environ.get('CSMS_STATE_DIR', '.csms')) / 'api_key'} or CSMS_API_KEY)"
+
+
 def _embedded_files_dir(settings: Settings) -> Settings:
     """`csms run` keeps uploaded files in ./csms-files unless CSMS_FILES_DIR is set (set
     empty: in the store, as the distributed roles do)."""
@@ -121,7 +158,7 @@ async def _serve(role: str, settings: Settings) -> None:
             started.append(svc)
         tune_gc()
         runner = None
-        if role in ("sessions", "billing", "smart-charging", "stations") and settings.metrics_port:
+        if role in ("sessions", "billing", "smart-charging", "stations", "certificates") and settings.metrics_port:
             # processors have no API of their own: serve health and metrics for probes and Prometheus
             runner = await _serve_health(settings, lambda: all(s.ready() for s in started) and rt.bus.healthy)
         if role == "run":
@@ -131,8 +168,8 @@ async def _serve(role: str, settings: Settings) -> None:
                 f"store {settings.store_url})\n"
                 f"  OCPP endpoint : ws://{host}:{settings.ocpp_port}/ocpp/{{station_id}}\n"
                 f"  REST API      : http://{host}:{settings.api_port}/api/v1  (OpenAPI: /api/v1/openapi.json)\n"
-                f"  Admin API key : {settings.api_key}\n"
-                f"  Metrics       : http://{host}:{settings.ocpp_port}/metrics , http://{host}:{settings.api_port}/metrics\n"
+                f"  Admin API key : {_masked(settings.api_key)}\n"
+                f"  Metrics       : http://{host}:{settings.api_port}/metrics\n"
                 "  Try           : csms simulate --stations 3 (see README)\n",
                 flush=True,
             )
@@ -248,16 +285,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("billing", "billing processor (needs a Kafka bus)"),
         ("smart-charging", "smart charging processor (needs a Kafka bus)"),
         ("stations", "stations processor: station operations, history, device model, firmware campaigns (needs a Kafka bus)"),
+        ("certificates", "certificates processor: signs station CSRs with the CA, renews, tracks issued certificates (needs a Kafka bus)"),
         ("api", "REST API for operators (needs a Kafka bus)"),
         ("migrate", "create or upgrade the store schema"),
     ]:
         _add_common(sub.add_parser(name, help=help_text))
     _add_dlq(sub)
+    for tool, (_, tool_help) in TOOLS.items():
+        tp = sub.add_parser(tool, help=tool_help, add_help=False)
+        tp.add_argument("tool_args", nargs=argparse.REMAINDER)
     sim = sub.add_parser("simulate", help="charger simulator and load generator")
     sim_module = importlib.import_module("services.simulator.cli")
     sim_module.add_arguments(sim)
 
     args = parser.parse_args(argv)
+    if args.command in TOOLS:
+        setup_logging(os.environ.get("CSMS_LOG_LEVEL", "WARNING"))
+        tool_main: Callable[[list[str]], int] = _load(TOOLS[args.command][0])
+        return int(tool_main(list(args.tool_args)))
     if args.command == "simulate":
         setup_logging(os.environ.get("CSMS_LOG_LEVEL", "WARNING"))
         _install_uvloop()
@@ -285,6 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "run":
                 settings = _embedded_api_key(settings)
                 settings = _embedded_files_dir(settings)
+                settings = _embedded_network(settings)
             if args.command == "gateway" and settings.gateway_workers > 1:
                 # CSMS_GATEWAY_WORKERS: SO_REUSEPORT worker processes, forked before any loop
                 supervise: Supervisor = _load(GATEWAY_SUPERVISOR)

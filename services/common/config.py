@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -17,6 +18,27 @@ def _bool(value: str | None, default: bool = False) -> bool:
     if value is None or value == "":
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _profile(value: str) -> int:
+    p = int(value)
+    if p not in (1, 2, 3):
+        raise ConfigError(f"CSMS_DEFAULT_SECURITY_PROFILE must be 1, 2 or 3, not {value!r}")
+    return p
+
+
+def _cidrs(value: str) -> tuple[str, ...]:
+    """Comma-separated CIDRs (or addresses), checked now so a typo fails at start."""
+    out = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError as exc:
+            raise ConfigError(f"CSMS_TRUSTED_PROXIES: {item!r} is not an address or CIDR") from exc
+    return tuple(out)
 
 
 def _default_gateway_id() -> str:
@@ -108,6 +130,36 @@ class Settings:
     campaign_station_timeout_s: float = 3600.0   # a campaign's station with no progress this long has failed
     device_model_cache_stations: int = 500       # device model stage: inventories it wrote, kept decoded (0 = none)
     datatransfer_vendors: tuple[str, ...] = ()   # DataTransfer vendor ids answered Accepted (and republished); others UnknownVendorId
+    # Security (ADR 017, docs/security.md).
+    default_security_profile: int = 1            # profile given to stations created without one (load_settings: 2; csms run: 1)
+    ocpp_tls_port: int = 9443                    # wss:// listener when CSMS_TLS_CERT/KEY are set (0 = none)
+    tls_client_ca: str = ""                      # PEM bundle that client certificates (profile 3) must chain to ("" = the CA in ca_dir)
+    trusted_proxies: tuple[str, ...] = ()        # CIDRs whose X-Forwarded-For / client-certificate header are believed
+    client_cert_header: str = ""                 # header a trusted TLS-terminating proxy puts the client certificate in (URL-encoded PEM)
+    metrics_on_ocpp_port: bool = False           # serve /metrics on the OCPP port too (default: only on metrics_port)
+    ws_ping_interval_s: float = 60.0             # server WebSocket ping period (0 = none); a station may override it
+    ws_pong_timeout_s: float = 30.0              # no pong this long after a ping: the socket is closed
+    ws_close_timeout_s: float = 5.0              # a close handshake the peer does not finish is aborted after this
+    ws_send_buffer_bytes: int = 256 << 10        # unsent bytes a socket may hold before it is aborted (a peer that stops reading)
+    auth_fail_limit: int = 5                     # failures per (station, source) within auth_fail_window_s before that pair is locked
+    auth_fail_window_s: float = 60.0
+    auth_lock_s: float = 60.0                    # how long a (station, source) pair stays locked
+    auth_station_fail_limit: int = 50            # failures per station (all sources) in the window before failing sources are slowed
+    auth_ip_fail_limit: int = 30                 # failures per source address in the window before it is slowed
+    auth_slow_max_s: float = 60.0                # longest Retry-After a slowed source is given
+    ca_dir: str = ""                             # built-in CA material (ca.pem, ca.key, ocsp.pem, ocsp.key); "" = no built-in CA
+    ca_url: str = ""                             # an external CA's signing endpoint instead of the built-in one
+    cert_validity_days: int = 365                # lifetime of certificates the CA issues to stations
+    cert_renew_before_days: int = 30             # ask a station for a new CSR this long before its certificate expires
+    csr_min_rsa_bits: int = 2048                 # smallest RSA key a CSR may carry (EC: P-256 and P-384)
+    ocsp_responder_url: str = ""                 # GetCertificateStatus: forward to this OCSP responder ("" = the built-in CA's list)
+    contract_cert_provider: str = "none"         # Get15118EVCertificate: "none", "test", or an http(s) URL
+    oidc_jwks_url: str = ""                      # operator API: accept OIDC bearer tokens signed by these keys ("" = API keys only)
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_role_claim: str = "roles"               # claim holding the caller's role(s)
+    api_auth_fail_limit: int = 20                # wrong API credentials per source address per minute before 429
+    audit_retention_days: float = 365.0         # audit entries kept this long (0 = forever)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, **kw: Any) -> "Settings":
@@ -172,6 +224,35 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             campaign_station_timeout_s=max(1.0, float(e.get("CSMS_CAMPAIGN_STATION_TIMEOUT_S", "3600"))),
             device_model_cache_stations=max(0, int(e.get("CSMS_DEVICE_MODEL_CACHE_STATIONS", "500"))),
             datatransfer_vendors=tuple(v.strip() for v in e.get("CSMS_DATATRANSFER_VENDORS", "").split(",") if v.strip()),
+            default_security_profile=_profile(e.get("CSMS_DEFAULT_SECURITY_PROFILE", "2")),
+            ocpp_tls_port=int(e.get("CSMS_OCPP_TLS_PORT", "9443")),
+            tls_client_ca=e.get("CSMS_TLS_CLIENT_CA", ""),
+            trusted_proxies=_cidrs(e.get("CSMS_TRUSTED_PROXIES", "")),
+            client_cert_header=e.get("CSMS_CLIENT_CERT_HEADER", "").strip(),
+            metrics_on_ocpp_port=_bool(e.get("CSMS_METRICS_ON_OCPP_PORT")),
+            ws_ping_interval_s=max(0.0, float(e.get("CSMS_WS_PING_INTERVAL_S", "60"))),
+            ws_pong_timeout_s=max(1.0, float(e.get("CSMS_WS_PONG_TIMEOUT_S", "30"))),
+            ws_close_timeout_s=max(0.1, float(e.get("CSMS_WS_CLOSE_TIMEOUT_S", "5"))),
+            ws_send_buffer_bytes=max(16 << 10, int(e.get("CSMS_WS_SEND_BUFFER_BYTES", str(256 << 10)))),
+            auth_fail_limit=max(1, int(e.get("CSMS_AUTH_FAIL_LIMIT", "5"))),
+            auth_fail_window_s=max(1.0, float(e.get("CSMS_AUTH_FAIL_WINDOW_S", "60"))),
+            auth_lock_s=max(0.0, float(e.get("CSMS_AUTH_LOCK_S", "60"))),
+            auth_station_fail_limit=max(1, int(e.get("CSMS_AUTH_STATION_FAIL_LIMIT", "50"))),
+            auth_ip_fail_limit=max(1, int(e.get("CSMS_AUTH_IP_FAIL_LIMIT", "30"))),
+            auth_slow_max_s=max(1.0, float(e.get("CSMS_AUTH_SLOW_MAX_S", "60"))),
+            ca_dir=e.get("CSMS_CA_DIR", ""),
+            ca_url=e.get("CSMS_CA_URL", ""),
+            cert_validity_days=max(1, int(e.get("CSMS_CERT_VALIDITY_DAYS", "365"))),
+            cert_renew_before_days=max(0, int(e.get("CSMS_CERT_RENEW_BEFORE_DAYS", "30"))),
+            csr_min_rsa_bits=max(1024, int(e.get("CSMS_CSR_MIN_RSA_BITS", "2048"))),
+            ocsp_responder_url=e.get("CSMS_OCSP_RESPONDER_URL", ""),
+            contract_cert_provider=e.get("CSMS_CONTRACT_CERT_PROVIDER", "none").strip() or "none",
+            oidc_jwks_url=e.get("CSMS_OIDC_JWKS_URL", ""),
+            oidc_issuer=e.get("CSMS_OIDC_ISSUER", ""),
+            oidc_audience=e.get("CSMS_OIDC_AUDIENCE", ""),
+            oidc_role_claim=e.get("CSMS_OIDC_ROLE_CLAIM", "roles") or "roles",
+            api_auth_fail_limit=max(1, int(e.get("CSMS_API_AUTH_FAIL_LIMIT", "20"))),
+            audit_retention_days=max(0.0, float(e.get("CSMS_AUDIT_RETENTION_DAYS", "365"))),
         )
     except ValueError as exc:
         raise ConfigError(f"bad setting: {exc}") from exc

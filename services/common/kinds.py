@@ -10,7 +10,11 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "API_KEY",
+    "AUDIT",
     "CDR",
+    "CERTIFICATE",
+    "INSTALLED_CERTIFICATES",
     "COMMAND",
     "DEVICE_MODEL",
     "FIRMWARE_CAMPAIGN",
@@ -36,6 +40,10 @@ DEVICE_MODEL: Final = "device_model"      # stations processor (device model sta
 REPORT: Final = "report"                  # stations processor (device model stage): a report being assembled
 FIRMWARE_CAMPAIGN: Final = "firmware_campaign"  # API creates/cancels; the campaign controller moves it on
 LOG_UPLOAD: Final = "log_upload"          # API creates the one-time upload slot; the gateway's upload endpoint fills it
+CERTIFICATE: Final = "certificate"        # certificates processor: one per certificate the CA issued (id = serial hex, parent = station)
+INSTALLED_CERTIFICATES: Final = "installed_certificates"  # API: a station's trust anchors, from its last GetInstalledCertificateIds answer
+API_KEY: Final = "api_key"                # API: one per operator API key (hashed secret, role, revoked_at)
+AUDIT: Final = "audit"                    # API: one per mutating call (parent = UTC day), see ADR 017
 CDR: Final = "cdr"                        # billing: one per priced session
 TARIFF: Final = "tariff"                  # API (operators): prices
 SITE: Final = "site"                      # API (operators): a site and its grid limit

@@ -40,6 +40,7 @@ from services.common.timeutil import Clock
 __all__ = [
     "CommandRouter",
     "FENCE",
+    "REVOKE",
     "Offline",
     "OwnerLookup",
     "Routed",
@@ -50,6 +51,9 @@ __all__ = [
 log = logging.getLogger("csms.routing")
 
 FENCE = "_Fence"              # command_type of a fence (its epoch is `Command.fence_epoch`)
+REVOKE = "_Revoke"            # command_type of a revocation, sent to every partition (ADR 017):
+                              # params {"reason": ..., "close": bool}; every gateway drops the
+                              # station from its auth caches, the one holding its socket closes it
 FENCE_TTL = timedelta(seconds=60)
 
 

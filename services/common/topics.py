@@ -15,6 +15,7 @@ CDRS = f"{_PREFIX}csms.cdrs.v1"           # key = station id
 METER_VALUES = f"{_PREFIX}csms.meter-values.v1"  # key = station id (ADR 015)
 SITES = f"{_PREFIX}csms.sites.v1"         # key = site id (ADR 015)
 DATATRANSFER = f"{_PREFIX}csms.datatransfer.v1"  # key = station id: DataTransfer of configured vendors (ADR 016)
+AUDIT = f"{_PREFIX}csms.audit.v1"         # key = actor (API key id or OIDC subject): every mutating API call (ADR 017)
 
 
 def group(name: str) -> str:

@@ -28,7 +28,7 @@ from tests.architecture.imports import Graph, Import, cycles, read_graph
 
 ROOT = Path(__file__).resolve().parents[2] / "services"
 GENERATED = ("services.common.gen",)
-SERVICES = ("api", "billing", "gateway", "sessions", "smart_charging", "simulator", "stations")
+SERVICES = ("api", "billing", "certificates", "gateway", "sessions", "smart_charging", "simulator", "stations")
 PUBLIC_TO_OTHER_SERVICES = ("domain", "documents", "codec")
 PURE_SHARED = tuple(f"services.common.{m}" for m in ("events", "decimals", "timeutil", "ocpp_version", "kinds"))
 

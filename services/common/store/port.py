@@ -74,6 +74,15 @@ class Station:
     max_current_a: float | None = None
     phases: int | None = None
     priority: int = 0
+    # security (ADR 017): the profile the station must connect with (None: created before
+    # profiles were stored = 1), a raised profile not yet used by the station, the password
+    # being rotated to (accepted alongside the current one until the station uses it), and
+    # a per-station WebSocket ping period (None = CSMS_WS_PING_INTERVAL_S)
+    security_profile: int | None = None
+    pending_security_profile: int | None = None
+    pending_password_hash: str = ""
+    pending_password_fingerprint: str = ""
+    ws_ping_interval_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
