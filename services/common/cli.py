@@ -298,6 +298,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim_module = importlib.import_module("services.simulator.cli")
     sim_module.add_arguments(sim)
 
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw and raw[0] in TOOLS:
+        # a tool parses its own arguments: argparse's REMAINDER drops a leading option
+        # (`csms ca --dir D init`, `csms api-key --help`)
+        setup_logging(os.environ.get("CSMS_LOG_LEVEL", "WARNING"))
+        run_tool: Callable[[list[str]], int] = _load(TOOLS[raw[0]][0])
+        return int(run_tool(raw[1:]))
     args = parser.parse_args(argv)
     if args.command in TOOLS:
         setup_logging(os.environ.get("CSMS_LOG_LEVEL", "WARNING"))

@@ -67,7 +67,7 @@ class Settings:
     api_port: int = 8080
     metrics_port: int = 9100               # processors' /healthz /readyz /metrics (0 = off)
     gateway_id: str = "gateway-0"
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # bootstrap admin key: never in a repr or log
     open_registration: bool = False
     heartbeat_interval: int = 300
     max_frame_bytes: int = 1 << 20
@@ -151,9 +151,11 @@ class Settings:
     ca_url: str = ""                             # an external CA's signing endpoint instead of the built-in one
     cert_validity_days: int = 365                # lifetime of certificates the CA issues to stations
     cert_renew_before_days: int = 30             # ask a station for a new CSR this long before its certificate expires
+    cert_renew_interval_s: float = 3600.0        # how often the certificates processor looks for certificates to renew or expire
     csr_min_rsa_bits: int = 2048                 # smallest RSA key a CSR may carry (EC: P-256 and P-384)
     ocsp_responder_url: str = ""                 # GetCertificateStatus: forward to this OCSP responder ("" = the built-in CA's list)
     contract_cert_provider: str = "none"         # Get15118EVCertificate: "none", "test", or an http(s) URL
+    pki_timeout_s: float = 5.0                   # GetCertificateStatus / Get15118EVCertificate: OCSP, provider and store calls, each
     oidc_jwks_url: str = ""                      # operator API: accept OIDC bearer tokens signed by these keys ("" = API keys only)
     oidc_issuer: str = ""
     oidc_audience: str = ""
@@ -244,9 +246,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             ca_url=e.get("CSMS_CA_URL", ""),
             cert_validity_days=max(1, int(e.get("CSMS_CERT_VALIDITY_DAYS", "365"))),
             cert_renew_before_days=max(0, int(e.get("CSMS_CERT_RENEW_BEFORE_DAYS", "30"))),
+            cert_renew_interval_s=max(1.0, float(e.get("CSMS_CERT_RENEW_INTERVAL_S", "3600"))),
             csr_min_rsa_bits=max(1024, int(e.get("CSMS_CSR_MIN_RSA_BITS", "2048"))),
             ocsp_responder_url=e.get("CSMS_OCSP_RESPONDER_URL", ""),
             contract_cert_provider=e.get("CSMS_CONTRACT_CERT_PROVIDER", "none").strip() or "none",
+            pki_timeout_s=max(0.1, float(e.get("CSMS_PKI_TIMEOUT_S", "5"))),
             oidc_jwks_url=e.get("CSMS_OIDC_JWKS_URL", ""),
             oidc_issuer=e.get("CSMS_OIDC_ISSUER", ""),
             oidc_audience=e.get("CSMS_OIDC_AUDIENCE", ""),

@@ -161,6 +161,9 @@ def new_cluster(
         "CSMS_AUTH_PEPPER": "integration-pepper",
         "CSMS_HOST": "127.0.0.1",
         "CSMS_COMMAND_TIMEOUT": "10",
+        # stations these tests create connect over plain ws:// (profile 1); the security tests
+        # create profile-2/3 stations explicitly
+        "CSMS_DEFAULT_SECURITY_PROFILE": "1",
         "CSMS_EVENTS_PARTITIONS": "6",
         "CSMS_COMMANDS_PARTITIONS": "4",
         "CSMS_LOG_LEVEL": "INFO",

@@ -15,6 +15,10 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
   value: {{ .Values.commandsPartitions | quote }}
 - name: CSMS_STATION_EVENTS_RETENTION_DAYS
   value: {{ .Values.stationEventsRetentionDays | quote }}
+- name: CSMS_METRICS_PORT
+  value: {{ .Values.metricsPort | quote }}
+- name: CSMS_DEFAULT_SECURITY_PROFILE
+  value: {{ .Values.security.defaultProfile | quote }}
 - name: CSMS_API_KEY
   valueFrom: { secretKeyRef: { name: {{ .Values.secretName }}, key: CSMS_API_KEY } }
 - name: CSMS_AUTH_PEPPER

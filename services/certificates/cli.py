@@ -1,0 +1,134 @@
+"""`csms ca ...`: the built-in certificate authority's operator tool (ADR 017).
+
+    csms ca init [--dir D] [--cn NAME] [--org NAME] [--days N]
+    csms ca issue-server-cert --host NAME [--ip ADDR ...] --out-cert F --out-key F [--days N]
+    csms ca issue-station-cert ID --out-cert F --out-key F [--days N]
+    csms ca show
+
+The directory is `--dir`, else CSMS_CA_DIR. Nothing is ever overwritten: `init` refuses a
+directory that already holds a CA, the issue commands refuse existing output files. Keys
+are written 0600 and never printed. `ensure_embedded_ca` is what `csms run` calls at start:
+it creates the CA of the single-machine mode the first time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from cryptography.hazmat.primitives import hashes
+
+from services.certificates import ca
+from services.common import pki
+from services.common.timeutil import to_ocpp
+
+__all__ = ["ensure_embedded_ca", "main"]
+
+log = logging.getLogger("csms.certificates")
+
+EMBEDDED_CA_CN = "CSMS embedded CA"
+EMBEDDED_CA_DAYS = 3650
+
+
+def ensure_embedded_ca(ca_dir: Path, settings: Any) -> None:
+    """Create a CA in `ca_dir` unless it holds one already (`csms run`'s first start)."""
+    ca_dir = Path(ca_dir)
+    if ca.has_ca(ca_dir):
+        if not (ca_dir / ca.OCSP_CERT).exists():
+            # a CA made elsewhere without an OCSP delegate: add one
+            ca.ensure_ocsp_delegate(ca_dir, days=EMBEDDED_CA_DAYS)
+        return
+    cert = ca.init_ca(ca_dir, cn=EMBEDDED_CA_CN, days=EMBEDDED_CA_DAYS)
+    log.info("created the embedded CA in %s (%s)", ca_dir, cert.subject.rfc4514_string())
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="csms ca", description="the built-in certificate authority (docs/security.md)")
+    p.add_argument("--dir", help="CA directory (default CSMS_CA_DIR)")
+    sub = p.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init", help="create a CA (refuses to overwrite one)")
+    init.add_argument("--cn", default="CSMS CA", help="CA subject CN (default 'CSMS CA')")
+    init.add_argument("--org", default="", help="CA subject O, copied into the certificates it issues")
+    init.add_argument("--days", type=int, default=EMBEDDED_CA_DAYS, help=f"CA lifetime (default {EMBEDDED_CA_DAYS})")
+    srv = sub.add_parser("issue-server-cert", help="a TLS server certificate for CSMS_TLS_CERT / CSMS_TLS_KEY")
+    srv.add_argument("--host", required=True, help="DNS name (CN and SAN)")
+    srv.add_argument("--ip", action="append", default=[], help="an IP address SAN (repeatable)")
+    srv.add_argument("--out-cert", required=True)
+    srv.add_argument("--out-key", required=True)
+    srv.add_argument("--days", type=int, default=365)
+    sta = sub.add_parser("issue-station-cert", help="a station client certificate without a CSR (profile 3 provisioning)")
+    sta.add_argument("station_id")
+    sta.add_argument("--out-cert", required=True)
+    sta.add_argument("--out-key", required=True)
+    sta.add_argument("--days", type=int, default=None, help="lifetime (default CSMS_CERT_VALIDITY_DAYS)")
+    show = sub.add_parser("show", help="the CA's subject, validity and fingerprints")
+    for sp in (init, srv, sta, show):
+        sp.add_argument("--dir", dest="sub_dir", help=argparse.SUPPRESS)
+    return p
+
+
+def _ca_dir(args: argparse.Namespace) -> Path | None:
+    chosen = getattr(args, "sub_dir", None) or args.dir or os.environ.get("CSMS_CA_DIR", "")
+    return Path(chosen) if chosen else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(list(argv) if argv is not None else None)
+    ca_dir = _ca_dir(args)
+    if ca_dir is None:
+        print("csms ca: give --dir or set CSMS_CA_DIR", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "init":
+            if args.days < 1:
+                print("csms ca init: --days must be at least 1", file=sys.stderr)
+                return 2
+            cert = ca.init_ca(ca_dir, cn=args.cn, organization=args.org, days=args.days)
+            print(f"created CA {cert.subject.rfc4514_string()} in {ca_dir}")
+            _show(ca_dir)
+            return 0
+        if not (ca_dir / ca.CA_CERT).exists():
+            print(f"csms ca: no CA in {ca_dir} (csms ca init --dir {ca_dir})", file=sys.stderr)
+            return 1
+        if args.command == "show":
+            _show(ca_dir)
+            return 0
+        if args.command == "issue-server-cert":
+            chain, key = ca.issue_server_certificate(ca_dir, args.host, args.ip, days=max(1, args.days))
+        else:
+            days = args.days if args.days is not None else int(os.environ.get("CSMS_CERT_VALIDITY_DAYS", "365"))
+            chain, key = ca.issue_station_certificate(ca_dir, args.station_id, days=max(1, days))
+        ca.write_pair(Path(args.out_cert), Path(args.out_key), chain, key)
+        leaf = pki.load_certificate(chain)
+        print(f"wrote {args.out_cert} (serial {pki.serial_hex(leaf)}, {leaf.subject.rfc4514_string()}, "
+              f"until {to_ocpp(leaf.not_valid_after_utc)}) and {args.out_key} (0600)")
+        return 0
+    except FileExistsError as exc:
+        print(f"csms ca: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"csms ca: {exc}", file=sys.stderr)
+        return 2
+    except (ca.CAError, OSError) as exc:
+        print(f"csms ca: {exc}", file=sys.stderr)
+        return 1
+
+
+def _show(ca_dir: Path) -> None:
+    for name in (ca.CA_CERT, ca.OCSP_CERT):
+        path = ca_dir / name
+        if not path.exists():
+            print(f"{name}: missing")
+            continue
+        cert = pki.load_certificate(path.read_bytes())
+        print(f"{name}:")
+        print(f"  subject     : {cert.subject.rfc4514_string()}")
+        print(f"  issuer      : {cert.issuer.rfc4514_string()}")
+        print(f"  serial      : {pki.serial_hex(cert)}")
+        print(f"  valid       : {to_ocpp(cert.not_valid_before_utc)} .. {to_ocpp(cert.not_valid_after_utc)}")
+        print(f"  sha256      : {cert.fingerprint(hashes.SHA256()).hex(':')}")
+        print(f"  sha1        : {cert.fingerprint(hashes.SHA1()).hex(':')}")
