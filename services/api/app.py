@@ -1,15 +1,25 @@
-"""The aiohttp application: middlewares (metrics, JSON errors, bearer auth) and routes."""
+"""The aiohttp application: middlewares (metrics, JSON errors, access: authentication, roles,
+audit, throttling — services/api/auth.py) and routes.
+
+At start every /api/v1 route without a rule in services/api/roles.py is logged once (it
+is admin-only until it gets one), and an hourly task prunes audit entries older than
+CSMS_AUDIT_RETENTION_DAYS.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from typing import Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from services.api import (
+    roles,
+    routes_api_keys,
+    routes_audit,
     routes_availability,
     routes_campaigns,
     routes_cdrs,
@@ -18,20 +28,24 @@ from services.api import (
     routes_device_model,
     routes_history,
     routes_operations,
+    routes_security,
     routes_sessions,
     routes_sites,
     routes_stations,
     routes_tariffs,
     routes_tokens,
 )
-from services.api.auth import API_PREFIX, auth_middleware
+from services.api.audit import AuditLog, prune
+from services.api.auth import API_PREFIX, PUBLIC_PATHS, Access, access_middleware
 from services.api.context import CTX, ApiContext
 from services.api.errors import ApiError
+from services.api.keys import KeyRing
 from services.api.metrics import REQUEST_SECONDS, REQUESTS
 from services.api.openapi import openapi_document
+from services.api.throttle import FailureCounter, TrustedNetworks
 from services.common.errors import BusUnavailable, StoreUnavailable
 
-__all__ = ["create_app", "json_error"]
+__all__ = ["access_of", "create_app", "json_error"]
 
 log = logging.getLogger("csms.api")
 
@@ -93,9 +107,53 @@ async def _openapi(request: web.Request) -> web.Response:
     return web.Response(text=_OPENAPI_TEXT, content_type="application/json")
 
 
+AUDIT_PRUNE_EVERY_S = 3600.0
+
+
+def access_of(ctx: ApiContext) -> Access:
+    """The access checks of `ctx`, filling in the key ring and audit log when the context
+    was built without them (tests that build their own context)."""
+    if ctx.keys is None:
+        ctx.keys = KeyRing(ctx.documents, ctx.pepper, ctx.clock)
+    if ctx.audit is None:
+        ctx.audit = AuditLog(ctx.documents, ctx.bus.publish, ctx.clock, retention_days=ctx.settings.audit_retention_days)
+    return Access(
+        bootstrap_key=ctx.settings.api_key,
+        keys=ctx.keys,
+        audit=ctx.audit,
+        oidc=ctx.oidc,
+        failures=FailureCounter(ctx.settings.api_auth_fail_limit),
+        trusted=TrustedNetworks.from_cidrs(ctx.settings.trusted_proxies),
+    )
+
+
+def _log_unruled(app: web.Application) -> None:
+    routes = [(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None]
+    for method, template in roles.unruled_routes(routes, PUBLIC_PATHS):
+        log.warning("route %s %s has no rule in services/api/roles.py: admin only", method, template)
+
+
+async def _audit_pruner(app: web.Application) -> AsyncIterator[None]:
+    ctx = app[CTX]
+
+    async def run() -> None:
+        while True:
+            try:
+                await prune(ctx.documents, ctx.clock, ctx.settings.audit_retention_days)
+            except Exception as exc:  # noqa: BLE001 - the next hour tries again
+                log.warning("audit prune failed: %s", exc)
+            await asyncio.sleep(AUDIT_PRUNE_EVERY_S)
+
+    task = asyncio.create_task(run(), name="audit-prune") if ctx.settings.audit_retention_days > 0 else None
+    yield
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def create_app(ctx: ApiContext) -> web.Application:
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, auth_middleware(ctx.settings.api_key)],
+        middlewares=[metrics_middleware, error_middleware, access_middleware(access_of(ctx))],
         client_max_size=1 << 20,
     )
     app[CTX] = ctx
@@ -114,6 +172,11 @@ def create_app(ctx: ApiContext) -> web.Application:
         routes_availability,
         routes_device_model,
         routes_campaigns,
+        routes_security,
+        routes_api_keys,
+        routes_audit,
     ):
         module.setup(app)
+    _log_unruled(app)
+    app.cleanup_ctx.append(_audit_pruner)
     return app

@@ -9,14 +9,17 @@ building one of their own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import AsyncIterator, Awaitable, Callable, Collection, Protocol
 
 from aiohttp import web
 
+from services.api.audit import AuditLog
 from services.api.commands import CommandWaiter
 from services.api.costs import PricingReads
+from services.api.keys import KeyRing
+from services.api.oidc import OidcVerifier
 from services.common.bus import Bus
 from services.common.routing import CommandRouter
 from services.common.store.port import (
@@ -61,7 +64,7 @@ class FileReader(Protocol):
 class ApiSettings:
     """The settings values the routes use (from `services.common.config.Settings`)."""
 
-    api_key: str | None  # None: every /api/v1 request is refused (fail closed)
+    api_key: str | None = field(repr=False)  # the bootstrap admin key (None: stored keys/OIDC only); never in a repr
     command_timeout_s: float
     ocpi_country_code: str = "DE"
     ocpi_party_id: str = "CSM"
@@ -71,6 +74,11 @@ class ApiSettings:
     upload_base_url: str = "http://127.0.0.1:9000"  # CSMS_UPLOAD_BASE_URL, else the gateway's port
     upload_max_bytes: int = 50 << 20
     upload_ttl_s: float = 3600.0
+    # operator access (ADR 017 §8, docs/security.md)
+    trusted_proxies: tuple[str, ...] = ()  # CSMS_TRUSTED_PROXIES: whose X-Forwarded-For is believed
+    api_auth_fail_limit: int = 20          # CSMS_API_AUTH_FAIL_LIMIT per source per minute
+    audit_retention_days: float = 365.0    # CSMS_AUDIT_RETENTION_DAYS (0 = for ever)
+    default_security_profile: int = 2  # CSMS_DEFAULT_SECURITY_PROFILE: of a station created without one
 
 
 @dataclass
@@ -90,6 +98,11 @@ class ApiContext:
     on_site_changed: Callable[[str], Awaitable[None]]
     history: HistoryReader  # a station's events, commands and outages
     files: FileReader  # uploaded log files
+    # operator access: stored keys, the audit log, OIDC tokens (None: create_app builds the
+    # first two from documents/bus/pepper/clock; no OIDC verifier = API keys only)
+    keys: KeyRing | None = None
+    audit: AuditLog | None = None
+    oidc: OidcVerifier | None = None
 
 
 CTX = web.AppKey("csms_api_context", ApiContext)

@@ -11,10 +11,21 @@ from typing import Any
 
 from services.api.command_schemas import COMMAND_PARAMS
 from services.api.commands import COMMAND_TYPES, MAX_TIMEOUT_S
+from services.api.openapi_access import PATHS as _ACCESS_PATHS
+from services.api.openapi_access import RESPONSES as _ACCESS_RESPONSES
+from services.api.openapi_access import SCHEMAS as _ACCESS_SCHEMAS
+from services.api.openapi_access import SECURITY_SCHEME as _ACCESS_SECURITY_SCHEME
+from services.api.openapi_access import TAGS as _ACCESS_TAGS
+from services.api.openapi_access import VIEW_SCHEMAS as _ACCESS_VIEWS
+from services.api.openapi_access import with_access_responses as _with_access_responses
 from services.api.openapi_operations import PATHS as _DEVICE_MODEL_PATHS
 from services.api.openapi_operations import SCHEMAS as _DEVICE_MODEL_SCHEMAS
 from services.api.openapi_operations import TAGS as _DEVICE_MODEL_TAGS
 from services.api.openapi_operations import VIEW_SCHEMAS as _DEVICE_MODEL_VIEWS
+from services.api.openapi_security import PATHS as _SECURITY_PATHS
+from services.api.openapi_security import SCHEMAS as _SECURITY_SCHEMAS
+from services.api.openapi_security import TAGS as _SECURITY_TAGS
+from services.api.openapi_security import VIEW_SCHEMAS as _SECURITY_VIEWS
 from services.api.routes_history import HISTORY_TYPES
 from services.api.routes_operations import LOG_TYPES
 from services.api.validation import DEFAULT_LIMIT, MAX_LIMIT
@@ -88,6 +99,10 @@ VIEW_SCHEMAS = (
     "OutageSpan", "AvailabilityKpis", "AvailabilityKpiItem",
     # device model and firmware campaigns (services/api/openapi_operations.py)
     *_DEVICE_MODEL_VIEWS,
+    # a station's credentials (services/api/openapi_security.py)
+    *_SECURITY_VIEWS,
+    # operator access: api keys, audit, whoami (services/api/openapi_access.py)
+    *_ACCESS_VIEWS,
 )
 
 _NULL_STR = {"type": ["string", "null"]}
@@ -121,6 +136,10 @@ _SCHEMAS: J = {
             "max_current_a": {**_NULL_NUM, "exclusiveMinimum": 0},
             "phases": {"type": ["integer", "null"], "enum": [1, 3, None]},
             "priority": {"type": "integer", "default": 0},
+            "security_profile": {"type": "integer", "enum": [1, 2, 3],
+                                 "description": "Profile the station must connect with (default CSMS_DEFAULT_SECURITY_PROFILE); "
+                                                "a profile-3 station created without a password gets none."},
+            "ws_ping_interval_s": {**_NULL_NUM, "minimum": 0, "description": "WebSocket ping period (0 = off; null = CSMS_WS_PING_INTERVAL_S)."},
         },
     },
     "StationPatch": {
@@ -135,6 +154,9 @@ _SCHEMAS: J = {
             "max_current_a": {**_NULL_NUM, "exclusiveMinimum": 0},
             "phases": {"type": ["integer", "null"], "enum": [1, 3, None]},
             "priority": {"type": "integer"},
+            "security_profile": {"type": "integer", "enum": [1, 2, 3],
+                                 "description": "Immediate; revokes the station's connection. Lowering needs role admin."},
+            "ws_ping_interval_s": {**_NULL_NUM, "minimum": 0},
         },
     },
     "Connector": {
@@ -178,7 +200,8 @@ _SCHEMAS: J = {
         "required": ["id", "site_id", "tariff_id", "enabled", "created_at", "connected", "ocpp_version", "gateway_id",
                      "last_boot", "connectors", "last_seen", "max_current_a", "phases", "priority", "has_password",
                      "connection", "last_heartbeat", "boot", "evses", "availability", "firmware", "log",
-                     "security_profile", "outage", "meters", "charging_limits", "last_disconnect"],
+                     "security_profile", "outage", "meters", "charging_limits", "last_disconnect",
+                     "pending_security_profile", "password_rotation_pending", "ws_ping_interval_s"],
         "additionalProperties": False,
         "properties": {
             "id": {"type": "string"},
@@ -205,7 +228,13 @@ _SCHEMAS: J = {
             "availability": _ref("StationAvailabilityRequested"),
             "firmware": {"oneOf": [_ref("StationFirmware"), {"type": "null"}]},
             "log": {"oneOf": [_ref("StationLog"), {"type": "null"}]},
-            "security_profile": {"type": ["integer", "null"], "description": "The security profile of the connection."},
+            "security_profile": {"type": "integer", "enum": [1, 2, 3],
+                                 "description": "The profile the station must connect with (ADR 017)."},
+            "pending_security_profile": {"type": ["integer", "null"],
+                                         "description": "A raised profile the station has not connected with yet."},
+            "password_rotation_pending": {"type": "boolean",
+                                          "description": "A rotated password waits for the station to use it."},
+            "ws_ping_interval_s": {**_NULL_NUM, "description": "The station's own ping period (null: the default)."},
             "outage": {"oneOf": [_ref("StationOutage"), {"type": "null"}], "description": "The open outage, if any."},
             "meters": {"type": "array", "items": _ref("StationMeter"),
                        "description": "Latest meter values sent outside transactions."},
@@ -741,6 +770,7 @@ _SCHEMAS.update({
         "gateway_id": _NULL_STR,
         "since": {**_NULL_TS, "description": "When it connected (connected) or disconnected (not connected)."},
         "remote": {**_NULL_STR, "description": "The station's address as the gateway saw it."},
+        "security_profile": {**_NULL_INT, "description": "The security profile the (last) connection proved."},
     }),
     "EvseConnector": _strict({
         "id": {"type": "integer"},
@@ -929,10 +959,12 @@ _SCHEMAS["CommandRequest"] = {
 }
 
 
-_CLASHES = set(_SCHEMAS) & set(_DEVICE_MODEL_SCHEMAS)
+_CLASHES = (set(_SCHEMAS) & set(_DEVICE_MODEL_SCHEMAS)) | (set(_SCHEMAS) & set(_SECURITY_SCHEMAS)) \
+    | (set(_DEVICE_MODEL_SCHEMAS) & set(_SECURITY_SCHEMAS))
 if _CLASHES:
     raise ValueError(f"schemas described twice: {sorted(_CLASHES)}")
 _SCHEMAS.update(_DEVICE_MODEL_SCHEMAS)
+_SCHEMAS.update(_SECURITY_SCHEMAS)
 
 
 def _operations_paths() -> J:
@@ -1043,12 +1075,15 @@ _DOCUMENT: J = {
     "servers": [{"url": "/"}],
     "security": [{"bearer": []}],
     "tags": [{"name": t} for t in dict.fromkeys(("stations", "tokens", "sessions", "commands", "tariffs", "cdrs", "sites",
-                                                "dead-letters", "kpis", *_DEVICE_MODEL_TAGS, "meta"))],
-    "paths": _merge_paths(_crud_paths(), _other_paths(), _operations_paths(), _DEVICE_MODEL_PATHS),
+                                                "dead-letters", "kpis", *_DEVICE_MODEL_TAGS, *_SECURITY_TAGS, *_ACCESS_TAGS,
+                                                "meta"))],
+    "paths": _with_access_responses(_merge_paths(_crud_paths(), _other_paths(), _operations_paths(), _DEVICE_MODEL_PATHS,
+                                                 _SECURITY_PATHS,
+                                                 _ACCESS_PATHS)),
     "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "CSMS_API_KEY"}},
-        "schemas": _SCHEMAS,
-        "responses": _RESPONSES,
+        "securitySchemes": {"bearer": _ACCESS_SECURITY_SCHEME},
+        "schemas": {**_SCHEMAS, **_ACCESS_SCHEMAS},
+        "responses": {**_RESPONSES, **_ACCESS_RESPONSES},
     },
 }
 

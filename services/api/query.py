@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from services.api.errors import query_error
-from services.api.validation import DEFAULT_LIMIT, MAX_LIMIT
+from services.api.validation import DEFAULT_LIMIT, MAX_LIMIT, bounded_time
 from services.common.timeutil import parse_ocpp
 
 __all__ = ["MAX_CURSOR_CHARS", "decode_cursor", "encode_cursor", "query_cursor", "query_limit_strict", "query_time"]
@@ -78,6 +78,9 @@ def query_time(request: web.Request, name: str) -> datetime | None:
     if raw is None or raw == "":
         return None
     try:
-        return parse_ocpp(raw)
+        at = parse_ocpp(raw) if len(raw) <= 64 else None
     except ValueError:
-        raise query_error({name: "must be an ISO 8601 time, e.g. 2026-11-28T12:00:00Z"}) from None
+        at = None
+    if at is None or not bounded_time(at):
+        raise query_error({name: "must be an ISO 8601 time from 1970 to 9999, e.g. 2026-11-28T12:00:00Z"})
+    return at

@@ -97,9 +97,9 @@ def _ocpi_party(request: web.Request) -> tuple[str, str]:
     country = request.query.get("country_code") or settings.ocpi_country_code
     party = request.query.get("party_id") or settings.ocpi_party_id
     errors = {}
-    if not _COUNTRY_RE.match(country):
+    if not _COUNTRY_RE.fullmatch(country):
         errors["country_code"] = "must be an ISO 3166-1 alpha-2 code (2 uppercase letters)"
-    if not _PARTY_RE.match(party):
+    if not _PARTY_RE.fullmatch(party):
         errors["party_id"] = "must be 3 uppercase letters or digits"
     if errors:
         raise validation_error(errors)

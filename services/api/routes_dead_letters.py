@@ -32,7 +32,7 @@ _TRUE = ("1", "true", "yes")
 
 def _topic(request: web.Request, default: str = topics.EVENTS) -> str:
     topic = request.query.get("topic") or default
-    if not _TOPIC_RE.match(topic):
+    if not _TOPIC_RE.fullmatch(topic):
         raise validation_error({"topic": "must be a topic name (letters, digits, '.', '_', '-')"})
     return topic
 

@@ -1,4 +1,12 @@
-"""Stations: /api/v1/stations[/{id}]. Passwords are hashed off the event loop (scrypt)."""
+"""Stations: /api/v1/stations[/{id}]. Passwords are hashed off the event loop (scrypt).
+
+Security (ADR 017, docs/security.md): a station has the profile it must connect with
+(1-3), optionally a WebSocket ping period of its own. A change that makes its current
+credentials or connection unacceptable (disabled, a password reset, a profile change,
+deletion) is stored first and then revoked on every gateway (`broadcast_revoke`): each
+drops the station from its auth caches, the one holding the socket closes it. Lowering a
+profile weakens a station's protection and needs the role `admin`.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +17,24 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api.auth import API_PREFIX
+from services.api.auth import API_PREFIX, role_of
 from services.api.context import ApiContext, ctx_of
-from services.api.errors import conflict, not_found, validation_error
+from services.api.errors import ApiError, conflict, not_found, validation_error
 from services.api.log_uploads import upload_of_log
 from services.api.ops_doc import read_station_ops
 from services.api.validation import MISSING, Validator, check_station_id, query_limit, read_json
-from services.api.views import StationView, station_view
+from services.api.views import StationView, station_security_profile, station_view
 from services.common import kinds, passwords
+from services.common.routing import broadcast_revoke
 from services.common.store.port import Owner, Station
 from services.sessions.documents import station_status_from_doc
 from services.sessions.domain import StationStatus
 
-__all__ = ["setup", "station_response", "hash_station_password"]
+__all__ = ["setup", "station_response", "hash_station_password", "revoke"]
 
 log = logging.getLogger("csms.api.stations")
 
-_FIELDS = ("site_id", "tariff_id", "max_current_a", "phases", "priority")
+_FIELDS = ("site_id", "tariff_id", "max_current_a", "phases", "priority", "security_profile", "ws_ping_interval_s")
 _CREATE = {"id", "password", "enabled", *_FIELDS}
 _PATCH = {"password", "enabled", *_FIELDS}
 _SMART_CHARGING_FIELDS = ("site_id", "max_current_a", "phases", "priority", "enabled")
@@ -95,6 +104,8 @@ def _common(v: Validator) -> dict[str, Any]:
         "priority": v.integer("priority", minimum=-1000, maximum=1000),
         "enabled": v.boolean("enabled"),
         "password": v.string("password", min_len=passwords.MIN_LENGTH, max_len=passwords.MAX_LENGTH),
+        "security_profile": v.integer("security_profile", choices=(1, 2, 3)),
+        "ws_ping_interval_s": v.number("ws_ping_interval_s", nullable=True, minimum=0, maximum=86_400),
     }
     return {k: val for k, val in values.items() if val is not MISSING}
 
@@ -105,7 +116,17 @@ async def _check_tariff(ctx: ApiContext, tariff_id: str | None) -> None:
 
 
 def _store_value(name: str, value: Any) -> Any:
-    return float(value) if name == "max_current_a" and value is not None else value
+    return float(value) if name in ("max_current_a", "ws_ping_interval_s") and value is not None else value
+
+
+async def revoke(ctx: ApiContext, station_id: str, reason: str) -> None:
+    """Every gateway forgets the station's cached credentials; the one holding its socket
+    closes it (ADR 017). The change is stored before (revoking first would let a station
+    that reconnects at once read the old record). A bus failure here is a 503 with the
+    change stored: repeating a PATCH revokes again; after a DELETE the gateways' caches
+    expire on their own and the socket stays open until the station reconnects."""
+    await broadcast_revoke(ctx.bus, station_id, reason=reason, close=True, issuer="api", clock=ctx.clock)
+    log.info("station revoked station=%s reason=%s", station_id, reason)
 
 
 async def create_station(request: web.Request) -> web.Response:
@@ -122,9 +143,11 @@ async def create_station(request: web.Request) -> web.Response:
     await _check_tariff(ctx, values.get("tariff_id"))
     if await ctx.stations.get_station(station_id) is not None:
         raise conflict(f"station {station_id!r} already exists")
-    generated = "password" not in values
-    password = passwords.generate_password() if generated else values.pop("password")
-    slow, fingerprint = await hash_station_password(ctx, station_id, password)
+    values.setdefault("security_profile", ctx.settings.default_security_profile)
+    # a profile-3 station authenticates with its certificate: no password unless one is given
+    generated = "password" not in values and values["security_profile"] != 3
+    password: str | None = passwords.generate_password() if generated else values.pop("password", None)
+    slow, fingerprint = ("", "") if password is None else await hash_station_password(ctx, station_id, password)
     station = Station(
         id=station_id,
         password_hash=slow,
@@ -173,18 +196,47 @@ async def patch_station(request: web.Request) -> web.Response:
     v.done()
     if "tariff_id" in values:
         await _check_tariff(ctx, values["tariff_id"])
+    profile = values.get("security_profile")
+    if profile is not None and profile < station_security_profile(station) and role_of(request) != "admin":
+        raise ApiError(403, f"role {role_of(request)} may not lower a station's security profile (admin only)")
     changes: dict[str, Any] = {k: _store_value(k, val) for k, val in values.items() if k != "password"}
     if "password" in values:
+        # an operator reset: immediate; a rotation under way is abandoned
         changes["password_hash"], changes["password_fingerprint"] = await hash_station_password(
             ctx, station.id, values["password"]
         )
+        changes["pending_password_hash"] = changes["pending_password_fingerprint"] = ""
+    if profile is not None:
+        changes["pending_security_profile"] = None  # the operator set the profile outright
     updated = dataclasses.replace(station, **changes)
+    if station_security_profile(updated) < 3 and not updated.password_hash:
+        raise validation_error({"password": "is required for a station below security profile 3 (it has none)"})
     await ctx.stations.put_station(updated)
     log.info("station updated station=%s fields=%s", station.id, ",".join(sorted(values)))
+    reason = _revocation(station, updated, values)
+    if reason is not None:
+        await revoke(ctx, station.id, reason)
+    elif (station.pending_security_profile, station.pending_password_hash) != (
+        updated.pending_security_profile, updated.pending_password_hash
+    ):  # nothing to close, but no gateway may act on the dropped pending value
+        await broadcast_revoke(ctx.bus, station.id, reason="pending_dropped", close=False, issuer="api", clock=ctx.clock)
     if any(getattr(station, f) != getattr(updated, f) for f in _SMART_CHARGING_FIELDS):
         for site in sorted({station.site_id or "", updated.site_id or ""} - {""}):
             await ctx.on_site_changed(site)
     return web.json_response(await station_response(ctx, updated))
+
+
+def _revocation(before: Station, after: Station, values: dict[str, Any]) -> str | None:
+    """Why a PATCH revokes the station's credentials, or None: disabled, a password set,
+    a profile changed (raising makes the current connection too weak; lowering changes
+    what gateways accept, so their caches must go too)."""
+    if values.get("enabled") is False:
+        return "disabled"
+    if "password" in values:
+        return "password"
+    if "security_profile" in values and station_security_profile(before) != station_security_profile(after):
+        return "security_profile"
+    return None
 
 
 async def delete_station(request: web.Request) -> web.Response:
@@ -192,6 +244,7 @@ async def delete_station(request: web.Request) -> web.Response:
     station = await _load(ctx, request.match_info["id"])
     await ctx.stations.delete_station(station.id)
     log.info("station deleted station=%s", station.id)
+    await revoke(ctx, station.id, "deleted")
     if station.site_id:
         await ctx.on_site_changed(station.site_id)
     return web.Response(status=204)

@@ -37,7 +37,7 @@ def _fields(v: Validator) -> dict[str, Any]:
 async def create_token(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     v = Validator(await read_json(request), allowed=_FIELDS)
-    id_token = v.string("id_token", required=True, max_len=MAX_TOKEN_LEN)
+    id_token = v.string("id_token", required=True, max_len=MAX_TOKEN_LEN, printable=True)
     fields = _fields(v)
     v.done()
     if await ctx.tokens.get_token(id_token) is not None:
@@ -75,6 +75,8 @@ async def put_token(request: web.Request) -> web.Response:
     v = Validator(await read_json(request), allowed=_FIELDS)
     if len(id_token) > MAX_TOKEN_LEN:
         v.fail("id_token", f"must be 1-{MAX_TOKEN_LEN} characters long")
+    elif not id_token.isprintable():
+        v.fail("id_token", "must not contain control characters")
     body_id = v.string("id_token", max_len=MAX_TOKEN_LEN)
     if body_id is not MISSING and body_id != id_token:
         v.fail("id_token", "must match the token in the path")

@@ -1,23 +1,32 @@
 """Request parsing and field validation: every problem is reported at once, per field.
 
-Numbers are bounded (`services.common.decimals`): a JSON number read exactly as a
-Decimal ("1e-999999", "1e400") is refused with a 400 naming the field, never carried
-into a megabyte document or an overflowing quantize. Money is validated by the billing
-codec (`tariff_from_dict`), which applies the same bound to decimal strings.
+No input gives a 500 (docs/security.md, errors). `read_json` refuses, with a 400 naming
+the field (`a.b[2].c`):
+- a body that is not a JSON object, not UTF-8, or nested deeper than MAX_DEPTH (json's
+  RecursionError included);
+- a non-integer number outside the API bound (`services.common.decimals.api_bounded`:
+  |value| < 10^12, at most 12 decimals: "1e-999999" and "1e400" never become a megabyte
+  document or an overflowing quantize), NaN and Infinity, an integer of more than
+  MAX_INT_DIGITS digits;
+- a string holding a lone surrogate (it cannot be stored as UTF-8).
+Field readers bound the rest: numbers (`Validator.number`, the same bound), timestamps
+(1970 to 9999, `bounded_time`), ids (matched in full: a trailing newline is refused).
+Money is validated by the billing codec (`tariff_from_dict`) for decimal strings.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Callable, Iterable
 
 from aiohttp import web
 
 from services.api.errors import bad_request, validation_error
-from services.common.decimals import MAX_ABS_EXPONENT, bounded, parse_decimal
+from services.common.decimals import API_MAX_EXPONENT, api_bounded
 from services.common.timeutil import parse_ocpp
 
 __all__ = [
@@ -29,13 +38,22 @@ __all__ = [
     "check_resource_id",
     "STATION_ID_RE",
     "DEFAULT_LIMIT",
+    "MAX_DEPTH",
+    "MAX_INT_DIGITS",
     "MAX_LIMIT",
+    "bounded_time",
 ]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 # The gateway's rule for an OCPP identity (it appears in the URL path /ocpp/{id}).
-STATION_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,48}$")
+STATION_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,48}")  # always fullmatch: "$" would let "CP-1\n" through
+MAX_DEPTH = 32        # JSON nesting of a request body (the deepest API body nests 5)
+_API_INT_LIMIT = int(10**API_MAX_EXPONENT)
+MAX_INT_DIGITS = 20   # an integer of more digits is beyond 64 bits: no field takes one
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MIN_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MAX_TIME = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
 
 
 class _Missing:
@@ -46,17 +64,104 @@ class _Missing:
 MISSING: Any = _Missing()
 
 
+class _Refused:
+    """A number `read_json` refuses, kept in place until the walk names its field."""
+
+    __slots__ = ("why",)
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+_OUT_OF_RANGE = (f"must be a finite number of magnitude below 1e{API_MAX_EXPONENT} "
+                 f"with at most {API_MAX_EXPONENT} decimal places")
+_NOT_FINITE = "must be a finite number (NaN and Infinity are not JSON numbers)"
+
+
+def _constant(text: str) -> _Refused:
+    return _Refused(_NOT_FINITE)
+
+
+def _integer(text: str) -> int | _Refused:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        return _Refused(f"must be an integer of at most {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _bounded_float(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        if not api_bounded(Decimal(text)):
+            return _Refused(_OUT_OF_RANGE)
+        return convert(text)
+
+    return parse
+
+
+def _field(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _refusals(data: Any) -> dict[str, str]:
+    """Walks the parsed body (iteratively: no recursion to exhaust) for refused numbers,
+    lone surrogates and nesting beyond MAX_DEPTH: top-level field -> problem (a nested
+    one's message starts with its path, `bands[0].price_per_kwh must be ...`)."""
+    errors: dict[str, str] = {}
+
+    def refuse(path: str, why: str) -> None:
+        top = re.split(r"[.\[]", path, maxsplit=1)[0] if path else "body"
+        errors.setdefault(top or "body", why if path in ("", top) else f"{path} {why}")
+
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, _Refused):
+            refuse(path, value.why)
+        elif isinstance(value, str):
+            if _surrogate(value):
+                refuse(path, "must be valid Unicode (a lone surrogate is not)")
+        elif isinstance(value, (dict, list)):
+            if depth >= MAX_DEPTH:
+                refuse(path, f"is nested deeper than {MAX_DEPTH} levels")
+                continue
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if _surrogate(key):
+                        refuse(path, "has a key that is not valid Unicode")
+                        continue
+                    stack.append((item, _field(path, key), depth + 1))
+            else:
+                stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+    return errors
+
+
 async def read_json(request: web.Request, *, parse_float: Callable[[str], Any] | None = None) -> dict[str, Any]:
-    """The request body as a JSON object; 400 for anything else."""
+    """The request body as a JSON object; 400 for anything else, naming the fields whose
+    values are refused (see the module docstring). `parse_float` reads the numbers that
+    are within the bound (default float; Decimal for money)."""
     raw = await request.read()
     if not raw:
         raise bad_request("request body must be a JSON object")
     try:
-        data = json.loads(raw, parse_float=parse_float)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}") from None
+        data = json.loads(
+            raw, parse_float=_bounded_float(parse_float or float), parse_int=_integer, parse_constant=_constant,
+        )
+    except RecursionError:
+        raise bad_request(f"request body is nested deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError, ArithmeticError) as exc:
+        raise bad_request(f"request body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise bad_request("request body must be a JSON object")
+    errors = _refusals(data)
+    if errors:
+        raise validation_error(errors)
     return data
 
 
@@ -77,21 +182,21 @@ def check_station_id(value: object) -> str | None:
     """None if acceptable, else why not."""
     if not isinstance(value, str):
         return "must be a string"
-    if not STATION_ID_RE.match(value):
+    if not STATION_ID_RE.fullmatch(value):
         return "must be 1-48 characters of A-Z a-z 0-9 . _ -"
     if ".." in value or value == ".":
         return "must not be '.' or contain '..'"
     return None
 
 
-_RESOURCE_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_RESOURCE_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # fullmatch
 
 
 def check_resource_id(value: object) -> str | None:
     """Ids of tariffs and sites (they appear in URL paths): None if acceptable, else why not."""
     if not isinstance(value, str):
         return "must be a string"
-    if not _RESOURCE_ID_RE.match(value) or ".." in value:
+    if not _RESOURCE_ID_RE.fullmatch(value) or ".." in value:
         return "must be 1-64 characters of A-Z a-z 0-9 . _ : - (no '..')"
     return None
 
@@ -101,18 +206,20 @@ def _is_number(value: object) -> bool:
 
 
 def _bounded_number(value: object) -> bool:
-    """A finite number within the bound of services.common.decimals (ints and floats are
-    compared by magnitude; a Decimal by its exponent and its text length)."""
+    """A finite number within the API bound (`services.common.decimals.api_bounded`; a
+    float by its shortest repr, so 0.1 is 0.1)."""
     if isinstance(value, Decimal):
-        return parse_decimal(str(value)) is not None
+        return api_bounded(value)
     if isinstance(value, float):
-        return value == value and value not in (float("inf"), float("-inf")) and bounded(Decimal(repr(value)))
+        return math.isfinite(value) and api_bounded(Decimal(repr(value)))
     if isinstance(value, int):
-        return parse_decimal(value) is not None
+        return abs(value) < _API_INT_LIMIT
     return False
 
 
-_OUT_OF_RANGE = f"must be a finite number of magnitude 1e-{MAX_ABS_EXPONENT} to 1e{MAX_ABS_EXPONENT}"
+def bounded_time(value: datetime) -> bool:
+    """An instant the API accepts: 1970-01-01 to 9999-12-31 UTC."""
+    return _MIN_TIME <= value <= _MAX_TIME
 
 
 class Validator:
@@ -153,12 +260,18 @@ class Validator:
         min_len: int = 1,
         max_len: int | None = None,
         choices: Iterable[str] | None = None,
+        printable: bool = False,
     ) -> Any:
+        """With `printable`, control characters (a newline too) are refused: for ids that
+        end up in URLs, headers and log lines."""
         value = self._get(name, required, nullable)
         if value is MISSING or value is None:
             return value
         if not isinstance(value, str):
             self.fail(name, "must be a string")
+            return MISSING
+        if printable and _CONTROL.search(value):
+            self.fail(name, "must not contain control characters")
             return MISSING
         if choices is not None:
             options = list(choices)
@@ -241,9 +354,14 @@ class Validator:
             self.fail(name, "must be an ISO 8601 timestamp string")
             return MISSING
         try:
+            if len(value) > 64:
+                raise ValueError("too long for a timestamp")
             parsed: datetime = parse_ocpp(value)
         except ValueError:
             self.fail(name, "must be an ISO 8601 timestamp, e.g. 2026-01-31T12:00:00Z")
+            return MISSING
+        if not bounded_time(parsed):
+            self.fail(name, "must be between 1970-01-01 and 9999-12-31 (UTC)")
             return MISSING
         return parsed
 

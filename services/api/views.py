@@ -36,6 +36,7 @@ __all__ = [
     "log_is_for",
     "outage_view",
     "station_event_view",
+    "station_security_profile",
     "cdr_view",
     "command_record_view",
     "connectors_view",
@@ -152,6 +153,9 @@ def _connection_view(owner: Owner | None, ops: StationOps | None) -> Json:
         "gateway_id": owner.gateway_id if connected and owner is not None else None,
         "since": _ts(since),
         "remote": (c.remote_addr or None) if c is not None else None,
+        # the profile the (last) connection proved (ADR 017); the station's required one is
+        # the view's top-level `security_profile`
+        "security_profile": (c.security_profile or None) if c is not None else None,
     }
 
 
@@ -234,12 +238,17 @@ def _charging_limits_view(ops: StationOps | None) -> list[Json]:
     ]
 
 
+def station_security_profile(station: Station) -> int:
+    """The profile a station must connect with: its stored one, 1 for a station stored
+    before profiles were (ADR 017)."""
+    return station.security_profile if station.security_profile is not None else 1
+
+
 def station_view(v: StationView) -> Json:
     station, owner, status, ops = v.station, v.owner, v.status, v.ops
     connected = bool(owner is not None and owner.connected)
     boot = boot_view(status.boot) if status is not None and status.boot is not None else None
     gone = status.last_disconnect if status is not None else None
-    security_profile = ops.connectivity.security_profile if ops is not None else 0
     out: Json = {
         "id": station.id,
         "site_id": station.site_id,
@@ -263,7 +272,12 @@ def station_view(v: StationView) -> Json:
         "availability": _availability_view(ops),
         "firmware": _firmware_view(ops),
         "log": _log_view(station.id, ops, v.log_upload),
-        "security_profile": security_profile or None,
+        # ADR 017: the profile the station must connect with (None stored: created before
+        # profiles were stored, profile 1), a raised one it has not used yet, a rotation
+        "security_profile": station_security_profile(station),
+        "pending_security_profile": station.pending_security_profile,
+        "password_rotation_pending": bool(station.pending_password_hash or station.pending_password_fingerprint),
+        "ws_ping_interval_s": station.ws_ping_interval_s,
         "outage": None if ops is None or ops.outage is None else {
             "cause": ops.outage.cause, "since": to_ocpp(ops.outage.since),
         },

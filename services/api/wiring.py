@@ -8,8 +8,11 @@ never as the whole store or runtime.
 
 from __future__ import annotations
 
+from services.api.audit import AuditLog
 from services.api.commands import CommandWaiter
 from services.api.context import ApiContext, ApiSettings
+from services.api.keys import KeyRing
+from services.api.oidc import OidcVerifier
 from services.api.service import ApiService
 from services.api.site_events import SiteNotifier
 from services.billing.domain.limits import billing_limits
@@ -18,7 +21,7 @@ from services.common.routing import CommandRouter
 from services.common.runtime import Runtime
 from services.sessions.domain import Plausibility
 
-__all__ = ["api_settings", "build_api"]
+__all__ = ["api_settings", "build_api", "oidc_verifier"]
 
 
 def api_settings(settings: Settings) -> ApiSettings:
@@ -34,7 +37,19 @@ def api_settings(settings: Settings) -> ApiSettings:
         upload_base_url=(settings.upload_base_url or f"http://127.0.0.1:{settings.ocpp_port}").rstrip("/"),
         upload_max_bytes=settings.upload_max_bytes,
         upload_ttl_s=settings.upload_ttl_s,
+        default_security_profile=settings.default_security_profile,
+        trusted_proxies=tuple(settings.trusted_proxies),
+        api_auth_fail_limit=settings.api_auth_fail_limit,
+        audit_retention_days=settings.audit_retention_days,
     )
+
+
+def oidc_verifier(settings: Settings) -> OidcVerifier | None:
+    """The OIDC token verifier when CSMS_OIDC_JWKS_URL is set (else API keys only)."""
+    if not settings.oidc_jwks_url:
+        return None
+    return OidcVerifier(settings.oidc_jwks_url, issuer=settings.oidc_issuer, audience=settings.oidc_audience,
+                        role_claim=settings.oidc_role_claim)
 
 
 def build_api(rt: Runtime) -> ApiService:
@@ -57,6 +72,9 @@ def build_api(rt: Runtime) -> ApiService:
         on_site_changed=sites.changed,
         history=store,
         files=rt.files,
+        keys=KeyRing(store, rt.pepper, rt.clock),
+        audit=AuditLog(store, bus.publish, rt.clock, retention_days=rt.settings.audit_retention_days),
+        oidc=oidc_verifier(rt.settings),
     )
     healthy = (lambda: bool(bus.healthy), lambda: bool(store.healthy))
     return ApiService(ctx, host=rt.settings.host, port=rt.settings.api_port, healthy=healthy)

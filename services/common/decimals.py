@@ -13,12 +13,38 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-__all__ = ["MAX_ABS_EXPONENT", "parse_decimal", "bounded"]
+__all__ = ["API_MAX_EXPONENT", "MAX_ABS_EXPONENT", "api_bounded", "parse_decimal", "bounded"]
 
 # |adjusted exponent| <= 15: 1e15 Wh is a terawatt-hour register; 1e-15 is far below any
 # currency's minor unit. Digits beyond that carry no meaning and only cost CPU.
 MAX_ABS_EXPONENT = 15
 _MAX_TEXT = 64  # a longer numeric string is not a meter reading or a price
+
+
+# What an operator may send through the API (docs/security.md): |value| < 10^12 and at most
+# 12 decimal places once trailing zeros are dropped ("1.500" is 1.5). Tighter than what
+# stations send (MAX_ABS_EXPONENT): an API number is a price, a current, a period, never a
+# meter register, and its exact arithmetic stays cheap.
+API_MAX_EXPONENT = 12
+
+
+def api_bounded(number: Decimal) -> bool:
+    """True if `number` is finite, |number| < 10^12, and its normalised exponent is at
+    least -12 (zero in any spelling, "0E-999999" too, is fine)."""
+    if not number.is_finite():
+        return False
+    if number.is_zero():
+        return True
+    if number.adjusted() >= API_MAX_EXPONENT:
+        return False
+    if number.adjusted() < -API_MAX_EXPONENT:
+        return False
+    _, digits, exponent = number.as_tuple()
+    if not isinstance(exponent, int):
+        return False
+    # normalised exponent, exactly (Decimal.normalize would round to the context's precision)
+    trailing = len(digits) - len(bytes(digits).rstrip(b"\x00")) if exponent < -API_MAX_EXPONENT else 0
+    return exponent + trailing >= -API_MAX_EXPONENT
 
 
 def bounded(number: Decimal) -> bool:

@@ -30,6 +30,7 @@ from tests.contract.builders import (
 from services.common.errors import ConfigError, StoreUnavailable
 from services.common.store import store_from_url
 from services.common.store.port import Owner, Store
+from tests.contract.conftest import INFRA, SESSION_TAG
 
 INT32_MAX = 2**31 - 1
 
@@ -82,6 +83,39 @@ async def test_putting_a_station_again_replaces_every_field_including_back_to_no
     await store.put_station(updated)
     await store.put_station(updated)
     assert await store.get_station(station.id) == updated
+
+
+async def test_a_station_with_its_security_fields_set_round_trips(store: Store) -> None:
+    station = a_station(
+        security_profile=3, pending_security_profile=2, pending_password_hash="scrypt$16384$8$1$cGVuZA==$eA==",
+        pending_password_fingerprint="hmac-sha256$aabbcc", ws_ping_interval_s=12.5,
+    )
+    await store.put_station(station)
+    assert await store.get_station(station.id) == station
+    assert [s for s in await store.list_stations(site_id=station.site_id)] == [station]
+
+
+async def test_a_bare_station_reads_its_security_fields_as_none_and_empty(store: Store) -> None:
+    station = a_bare_station()
+    await store.put_station(station)
+    got = await store.get_station(station.id)
+    assert got is not None
+    assert (got.security_profile, got.pending_security_profile, got.ws_ping_interval_s) == (None, None, None)
+    assert (got.pending_password_hash, got.pending_password_fingerprint) == ("", "")
+
+
+async def test_putting_a_station_again_clears_its_pending_security_fields(store: Store) -> None:
+    station = a_station(
+        security_profile=1, pending_security_profile=2, pending_password_hash="h", pending_password_fingerprint="f",
+        ws_ping_interval_s=0.0,
+    )
+    await store.put_station(station)
+    cleared = dataclasses.replace(
+        station, security_profile=2, pending_security_profile=None, pending_password_hash="",
+        pending_password_fingerprint="", ws_ping_interval_s=None,
+    )
+    await store.put_station(cleared)
+    assert await store.get_station(station.id) == cleared
 
 
 async def test_station_datetimes_come_back_as_the_same_utc_instant(store: Store) -> None:
@@ -541,3 +575,104 @@ async def test_sqlite_a_cancelled_allocation_leaves_the_store_usable(tmp_path: P
                 assert again[i] == d
     finally:
         await s.close()
+
+
+async def test_sqlite_database_files_are_created_private_and_loose_ones_are_tightened(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    fresh = tmp_path / "fresh.db"
+    s = store_from_url(f"sqlite:///{fresh}")
+    await s.start()
+    await s.migrate()
+    try:
+        await s.put_station(a_station())  # writes the -wal file
+        for name in (fresh, tmp_path / "fresh.db-wal", tmp_path / "fresh.db-shm"):
+            assert name.exists(), name
+            assert stat.S_IMODE(os.stat(name).st_mode) & 0o077 == 0, name
+    finally:
+        await s.close()
+
+    loose = tmp_path / "loose.db"
+    sqlite3.connect(loose).close()
+    os.chmod(loose, 0o644)
+    s = store_from_url(f"sqlite:///{loose}")
+    await s.start()
+    try:
+        assert stat.S_IMODE(os.stat(loose).st_mode) == 0o600
+    finally:
+        await s.close()
+
+
+async def test_sqlite_migration_4_reads_stations_stored_before_it_with_no_security_fields(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import services.common.store.sqlite.schema as sqlite_schema
+    from services.common.store.sqlite import SqliteStore
+
+    url = f"sqlite:///{tmp_path / 'before-017.db'}"
+    every = sqlite_schema.MIGRATIONS
+    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", tuple(m for m in every if m.version < 4))
+    old = SqliteStore(url)
+    await old.start()
+    await old.migrate()
+    await old.close()
+    with sqlite3.connect(tmp_path / "before-017.db") as raw:
+        raw.execute("INSERT INTO stations (id, password_hash, enabled, priority) VALUES ('CP-old', 'h', 1, 0)")
+
+    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", every)
+    new = SqliteStore(url)
+    await new.start()
+    try:
+        await new.migrate()
+        await new.migrate()
+        got = await new.get_station("CP-old")
+        assert got is not None and got.password_hash == "h"
+        assert (got.security_profile, got.pending_security_profile, got.ws_ping_interval_s) == (None, None, None)
+        assert (got.pending_password_hash, got.pending_password_fingerprint) == ("", "")
+        upgraded = dataclasses.replace(got, security_profile=2, ws_ping_interval_s=30.0)
+        await new.put_station(upgraded)
+        assert await new.get_station("CP-old") == upgraded
+    finally:
+        await new.close()
+
+
+if INFRA:
+
+    @pytest.mark.infra
+    async def test_cassandra_migration_4_adds_the_security_columns_and_reads_old_rows_as_none(
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        import secrets
+
+        import services.common.store.cassandra.schema as cassandra_schema
+        from services.common.store.cassandra import CassandraStore
+
+        keyspace = f"csms_m4_{SESSION_TAG}_{secrets.token_hex(2)}"
+        url = f"cassandra://127.0.0.1:9042/{keyspace}"
+        every = cassandra_schema.MIGRATIONS
+        monkeypatch.setattr(cassandra_schema, "MIGRATIONS", [m for m in every if m[0] < 4])
+        old = CassandraStore(url)
+        await asyncio.wait_for(old.start(), 180)
+        try:
+            await asyncio.wait_for(old.migrate(), 180)
+            await old._run(
+                "INSERT INTO stations (id, password_hash, enabled, priority) VALUES (%s, %s, %s, %s)",
+                ("CP-old", "h", True, 0),
+            )
+            monkeypatch.setattr(cassandra_schema, "MIGRATIONS", every)
+            await asyncio.wait_for(old.migrate(), 180)
+            # a half-done migration re-runs: the columns already there are not added again
+            await cassandra_schema._add_station_security_columns(old)
+            got = await old.get_station("CP-old")
+            assert got is not None and got.password_hash == "h"
+            assert (got.security_profile, got.pending_security_profile, got.ws_ping_interval_s) == (None, None, None)
+            assert (got.pending_password_hash, got.pending_password_fingerprint) == ("", "")
+            upgraded = dataclasses.replace(got, security_profile=3, pending_password_hash="p", ws_ping_interval_s=5.0)
+            await old.put_station(upgraded)
+            assert await old.get_station("CP-old") == upgraded
+        finally:
+            try:
+                await old._run(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+            finally:
+                await old.close()

@@ -27,6 +27,7 @@ from services.common.store.port import MeterRow, Owner, Station, Token
 
 __all__ = [
     "STATION_COLUMNS",
+    "STATION_COLUMN_COUNT",
     "TOKEN_COLUMNS",
     "OWNER_COLUMNS",
     "SAMPLE_COLUMNS",
@@ -45,8 +46,11 @@ __all__ = [
 
 STATION_COLUMNS = (
     "id, password_hash, password_fingerprint, site_id, tariff_id, enabled, created_at, "
-    "max_current_a, phases, priority"
+    "max_current_a, phases, priority, "
+    "security_profile, pending_security_profile, pending_password_hash, pending_password_fingerprint, "
+    "ws_ping_interval_s"
 )
+STATION_COLUMN_COUNT = STATION_COLUMNS.count(",") + 1
 TOKEN_COLUMNS = "id_token, status, expires_at, group_id, updated_at"
 OWNER_COLUMNS = "station_id, gateway_id, epoch, connected, updated_at"
 SAMPLE_COLUMNS = "ts, measurand, phase, value, unit, raw_value, station_time"
@@ -60,6 +64,8 @@ def station_values(s: Station, when: EncodeTime) -> tuple[Any, ...]:
     return (
         s.id, s.password_hash, s.password_fingerprint, s.site_id, s.tariff_id, s.enabled, when(s.created_at),
         s.max_current_a, s.phases, s.priority,
+        s.security_profile, s.pending_security_profile, s.pending_password_hash, s.pending_password_fingerprint,
+        s.ws_ping_interval_s,
     )
 
 
@@ -75,6 +81,12 @@ def station_from_row(row: Sequence[Any], when: DecodeTime) -> Station:
         max_current_a=row[7],
         phases=row[8],
         priority=row[9] or 0,
+        # ADR 017 columns: a row written before them (migration 4) reads as None / ""
+        security_profile=row[10],
+        pending_security_profile=row[11],
+        pending_password_hash=row[12] or "",
+        pending_password_fingerprint=row[13] or "",
+        ws_ping_interval_s=row[14],
     )
 
 

@@ -119,7 +119,7 @@ async def test_a_station_merges_ownership_status_and_operations(api: Api) -> Non
     _, station = await api.get("/api/v1/stations/CP-1")
     _valid(station, "Station")
     assert station["connection"] == {"connected": True, "gateway_id": "gateway-2", "since": ts(at),
-                                     "remote": "10.0.0.7"}
+                                     "remote": "10.0.0.7", "security_profile": 2}
     assert station["boot"] == station["last_boot"] and station["boot"]["firmware_version"] == "1.0"
     assert station["last_heartbeat"] == "2026-11-28T09:05:00.000Z"
     assert [e["id"] for e in station["evses"]] == [0, 1, 2]
@@ -130,7 +130,7 @@ async def test_a_station_merges_ownership_status_and_operations(api: Api) -> Non
     assert station["firmware"] == {"status": "Downloading", "request_id": None, "location": "https://fw/1.bin",
                                    "signed": False, "requested_at": ts(at), "updated_at": "2026-11-28T09:01:00.000Z"}
     assert station["log"]["file"] is None  # no upload slot holds the file
-    assert station["security_profile"] == 2
+    assert station["security_profile"] == 1  # stored (the builder's default); the connection's is above
     assert station["outage"] == {"cause": "faulted", "since": ts(at)}
     assert station["meters"] == [{"evse_id": 0, "measurand": "Voltage", "phase": "L1", "value": 230.5, "unit": "V",
                                   "at": ts(at)}]
@@ -144,11 +144,12 @@ async def test_a_station_merges_ownership_status_and_operations(api: Api) -> Non
 async def test_a_station_without_operations_shows_empty_parts(api: Api) -> None:
     created = await api.a_station("CP-2")
     _valid(created, "Station")
-    assert created["connection"] == {"connected": False, "gateway_id": None, "since": None, "remote": None}
+    assert created["connection"] == {"connected": False, "gateway_id": None, "since": None, "remote": None,
+                                     "security_profile": None}
     assert (created["firmware"], created["log"], created["outage"], created["boot"]) == (None, None, None, None)
     assert created["evses"] == [] and created["meters"] == [] and created["charging_limits"] == []
     assert created["availability"] == {"station": None, "evses": {}}
-    assert created["security_profile"] is None and created["last_heartbeat"] is None
+    assert created["connection"]["security_profile"] is None and created["last_heartbeat"] is None
 
 
 async def test_an_unreadable_operations_document_does_not_hide_the_station(api: Api) -> None:

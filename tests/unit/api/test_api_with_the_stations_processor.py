@@ -91,7 +91,7 @@ async def test_a_stations_operations_folded_by_the_stations_processor_are_served
     _, station = await api.get("/api/v1/stations/CP-9")
     _valid(station, "Station")
     assert station["connection"]["since"] == ts(T0) and station["connection"]["remote"] == "10.1.1.1"
-    assert station["security_profile"] == 2 and station["outage"] is None
+    assert station["connection"]["security_profile"] == 2 and station["outage"] is None
     assert station["log"]["status"] == "Uploaded" and station["log"]["request_id"] == accepted["request_id"]
     assert station["log"]["file"] == path
     async with api.http.get(api.base + path, headers={"Authorization": "Bearer k"}) as r:

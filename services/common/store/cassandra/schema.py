@@ -40,6 +40,22 @@ async def _copy_docs_by_kind(store: CassandraSchema) -> None:
     await store._copy_docs_by_kind()
 
 
+async def _add_station_security_columns(store: CassandraSchema) -> None:
+    """Migration 4 (ADR 017): the station security columns. ALTER ... ADD of an existing
+    column fails, so only the missing ones are added (a migration interrupted half-way
+    re-runs). Rows written before read the new cells as null: profile None (= 1), nothing
+    pending, the default ping period."""
+    await store._add_columns("stations", STATION_SECURITY_COLUMNS)
+
+
+STATION_SECURITY_COLUMNS = (
+    ("security_profile", "int"),
+    ("pending_security_profile", "int"),
+    ("pending_password_hash", "text"),
+    ("pending_password_fingerprint", "text"),
+    ("ws_ping_interval_s", "double"),
+)
+
 Step = str | Callable[["CassandraSchema"], Awaitable[None]]
 
 MIGRATIONS: list[tuple[int, list[Step]]] = [
@@ -87,6 +103,7 @@ MIGRATIONS: list[tuple[int, list[Step]]] = [
         """CREATE TABLE IF NOT EXISTS files (file_id text PRIMARY KEY, gen text, size bigint, sha256 text,
            content_type text, name text, created_at timestamp)""",
     ]),
+    (4, [_add_station_security_columns]),
 ]
 
 
@@ -110,6 +127,17 @@ class CassandraSchema(CassandraConnection):
             )
             log.info("cassandra keyspace %s migrated to version %d", self.keyspace, version)
         self._forget_prepared()  # tables may have changed under prepared statements
+
+    async def _add_columns(self, table: str, columns: tuple[tuple[str, str], ...]) -> None:
+        rows = await self._run(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s AND table_name = %s",
+            (self.keyspace, table), keys=NO_KEYS, timeout=60,
+        )
+        present = {r.column_name for r in rows}
+        for name, cql_type in columns:
+            if name not in present:
+                await self._run(f"ALTER TABLE {self.keyspace}.{table} ADD {name} {cql_type}", keys=NO_KEYS, timeout=60)
+                log.info("cassandra keyspace %s: added %s.%s", self.keyspace, table, name)
 
     async def _copy_docs_by_kind(self) -> None:
         select = self._prep(

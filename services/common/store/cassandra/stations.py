@@ -7,7 +7,7 @@ from cassandra.query import SimpleStatement
 
 from services.common.store.cassandra.connection import CassandraConnection, time_in, time_out
 from services.common.store.port import Station
-from services.common.store.rows import STATION_COLUMNS, station_from_row, station_values
+from services.common.store.rows import STATION_COLUMN_COUNT, STATION_COLUMNS, station_from_row, station_values
 
 __all__ = ["CassandraStations"]
 
@@ -19,7 +19,8 @@ class CassandraStations(CassandraConnection):
         return station_from_row(row, time_in) if row else None
 
     async def put_station(self, station: Station) -> None:
-        ps = self._prep("put_station", f"INSERT INTO stations ({STATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)")
+        marks = ",".join("?" * STATION_COLUMN_COUNT)
+        ps = self._prep("put_station", f"INSERT INTO stations ({STATION_COLUMNS}) VALUES ({marks})")
         await self._run(ps, station_values(station, time_out))
 
     async def delete_station(self, station_id: str) -> bool:

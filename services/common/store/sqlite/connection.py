@@ -10,6 +10,7 @@ Every operation runs under one asyncio.Lock, so a multi-statement transaction
 on the shared connection, and BEGIN IMMEDIATE also serializes against other
 processes using the same file. With `durable`, a transaction commits with
 synchronous=FULL (transaction ids: an id handed to a charger must survive a power loss).
+The database file is private (0600, `private_files`): it holds credentials.
 
 Errors: SQLite failures that mean "the database did not answer" (busy/locked, I/O,
 disk full, cannot open, out of memory) raise `StoreUnavailable` (retriable) and make
@@ -21,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
+import stat
 from collections import Counter
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
@@ -34,7 +37,7 @@ from services.common.errors import ConfigError, ConflictError, StoreError, Store
 from services.common.store.metrics import OpKey, count_op, statement_ops
 from services.common.timeutil import Clock, to_iso_us, utcnow
 
-__all__ = ["SqliteConnection", "parse_sqlite_url", "time_in", "time_out"]
+__all__ = ["SqliteConnection", "parse_sqlite_url", "private_files", "time_in", "time_out"]
 
 log = logging.getLogger("csms.store.sqlite")
 
@@ -78,6 +81,37 @@ def time_in(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.rstrip("Z")).replace(tzinfo=UTC)
 
 
+PRIVATE_MODE = 0o600
+_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def private_files(path: str) -> None:
+    """The database holds password hashes, API key HMACs and certificates: its file is
+    created 0600 before SQLite opens it (SQLite gives the -wal/-shm files it creates the
+    database file's mode), and an existing file, or side file, readable by group or others
+    is tightened to 0600. Failing to do so (another owner, a read-only mount) is logged,
+    not fatal: opening then fails, or not, exactly as before."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_MODE)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        log.warning("sqlite store %s: cannot create the file 0600: %s", path, e)
+    else:
+        os.close(fd)
+    for suffix in _SIDE_FILES:
+        name = path + suffix
+        try:
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+            if mode & 0o077:
+                os.chmod(name, mode & 0o700)
+                log.info("sqlite store %s: file mode %o tightened to %o", name, mode, mode & 0o700)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            log.warning("sqlite store %s: cannot make the file private: %s", name, e)
+
+
 async def _quietly(db: aiosqlite.Connection, sql: str) -> bool:
     """Clean-up statement on an error path: never masks the original exception."""
     try:
@@ -111,6 +145,7 @@ class SqliteConnection:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise StoreUnavailable(f"sqlite: cannot create the directory of {self.path}: {e}") from e
+            private_files(self.path)
         pending = aiosqlite.connect(
             self.path, isolation_level=None, timeout=self._busy_timeout_ms / 1000, uri=self.path.startswith("file:")
         )

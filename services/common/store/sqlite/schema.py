@@ -171,6 +171,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,  # a rowid table: WITHOUT ROWID suits small rows, not 256 KiB ones
         ),
     ),
+    Migration(
+        4,
+        "ADR 017: station security profile, password rotation, ping interval",
+        (
+            # Rows written before read as: profile None (= 1), no pending profile or password,
+            # the default ping period.
+            "ALTER TABLE stations ADD COLUMN security_profile INTEGER",
+            "ALTER TABLE stations ADD COLUMN pending_security_profile INTEGER",
+            "ALTER TABLE stations ADD COLUMN pending_password_hash TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE stations ADD COLUMN pending_password_fingerprint TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE stations ADD COLUMN ws_ping_interval_s REAL",
+        ),
+    ),
 )
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from services.common.store.port import Station
-from services.common.store.rows import STATION_COLUMNS, station_from_row, station_values
+from services.common.store.rows import STATION_COLUMN_COUNT, STATION_COLUMNS, station_from_row, station_values
 from services.common.store.sqlite.connection import SqliteConnection, time_in, time_out
 
 __all__ = ["SqliteStations"]
 
 _GET = f"SELECT {STATION_COLUMNS} FROM stations WHERE id = ?"
-_PUT = f"""INSERT INTO stations ({STATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+_PUT = f"""INSERT INTO stations ({STATION_COLUMNS}) VALUES ({", ".join("?" * STATION_COLUMN_COUNT)})
             ON CONFLICT (id) DO UPDATE SET
                 password_hash = excluded.password_hash,
                 password_fingerprint = excluded.password_fingerprint,
@@ -21,7 +21,12 @@ _PUT = f"""INSERT INTO stations ({STATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?,
                 created_at = excluded.created_at,
                 max_current_a = excluded.max_current_a,
                 phases = excluded.phases,
-                priority = excluded.priority"""
+                priority = excluded.priority,
+                security_profile = excluded.security_profile,
+                pending_security_profile = excluded.pending_security_profile,
+                pending_password_hash = excluded.pending_password_hash,
+                pending_password_fingerprint = excluded.pending_password_fingerprint,
+                ws_ping_interval_s = excluded.ws_ping_interval_s"""
 _LIST = f"SELECT {STATION_COLUMNS} FROM stations ORDER BY id LIMIT ?"
 _LIST_SITE = f"SELECT {STATION_COLUMNS} FROM stations WHERE site_id = ? ORDER BY id LIMIT ?"
 
