@@ -231,7 +231,9 @@ async def rotate_password(request: web.Request) -> web.Response:
         dataclasses.replace(station, pending_password_hash=slow, pending_password_fingerprint=fingerprint)
     )
     await _refresh(ctx, station.id, "password_rotation")  # before the station can use it
-    v16: Step = ("ChangeConfiguration", {"key": "AuthorizationKey", "value": password})
+    # 1.6 security whitepaper: AuthorizationKey is sent hex-encoded; the station decodes it and
+    # uses the decoded text as its Basic-auth password
+    v16: Step = ("ChangeConfiguration", {"key": "AuthorizationKey", "value": password.encode().hex()})
     v2x: Step = ("SetVariables", {"variables": [
         {"component": "SecurityCtrlr", "variable": "BasicAuthPassword", "value": password},
     ]})

@@ -11,6 +11,13 @@ ones (reports, firmware updates with a reboot, log uploads, TriggerMessage):
 
     csms simulate --stations 2 --hold 600 --firmware-step-s 0.5
     csms simulate --stations 1 --prefix BAD --hold 600 --firmware-outcome old_version
+
+Over TLS (security profiles 2 and 3, docs/security.md): a `wss://` URL, the CA that signed
+the CSMS's server certificate, and for profile 3 a client certificate (or none: asked for
+a CSR, a station gets one from the CSMS's CA and presents it from its next connection):
+
+    csms simulate --url wss://127.0.0.1:9443/ocpp --tls-ca ca.pem --hold 600
+    csms simulate --url wss://127.0.0.1:9443/ocpp --tls-ca ca.pem --client-cert cp.pem --client-key cp.key
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from services.simulator.operations import FIRMWARE_OUTCOMES
 from services.simulator.station import StationSpec, run_station
 from services.simulator.stats import Stats
 
-__all__ = ["add_arguments", "run", "station_password", "register", "build_specs", "parse_data_transfer"]
+__all__ = ["add_arguments", "run", "station_password", "register", "build_specs", "parse_data_transfer", "check_tls_arguments"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -62,6 +69,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--firmware-version", default=None, help="firmware version at power-up (default 1.0.0 / 2.0.1-sim)")
     p.add_argument("--report-items-per-part", type=int, default=4, help="reportData entries per NotifyReport (2.0.1 reports)")
     p.add_argument("--data-transfer", default=None, metavar="VENDOR[:MESSAGE[:DATA]]", help="send this DataTransfer after boot")
+    p.add_argument("--tls-ca", default=None, help="wss://: PEM file of the CA the CSMS's server certificate chains to (default: system CAs)")
+    p.add_argument("--client-cert", default=None, help="wss://: client certificate PEM file (security profile 3)")
+    p.add_argument("--client-key", default=None, help="wss://: the client certificate's private key PEM file")
 
 
 def station_password(seed: str, station_id: str) -> str:
@@ -133,11 +143,31 @@ def build_specs(args: argparse.Namespace) -> list[StationSpec]:
             firmware_version=args.firmware_version,
             report_items_per_part=max(1, args.report_items_per_part),
             data_transfer=parse_data_transfer(args.data_transfer),
+            tls_ca=args.tls_ca,
+            client_cert=args.client_cert,
+            client_key=args.client_key or args.client_cert,
         ))
     return specs
 
 
+def check_tls_arguments(args: argparse.Namespace) -> str | None:
+    """Why the TLS options do not fit together, or None."""
+    tls_given = bool(args.tls_ca or args.client_cert or args.client_key)
+    if tls_given and not str(args.url).startswith("wss://"):
+        return "--tls-ca/--client-cert/--client-key need a wss:// --url"
+    if args.client_key and not args.client_cert:
+        return "--client-key needs --client-cert"
+    for name in ("tls_ca", "client_cert", "client_key"):
+        path = getattr(args, name)
+        if path and not Path(path).is_file():
+            return f"--{name.replace('_', '-')}: no such file: {path}"
+    return None
+
+
 async def run(args: argparse.Namespace) -> int:
+    if (problem := check_tls_arguments(args)) is not None:
+        print(f"csms simulate: {problem}", file=sys.stderr)
+        return 2
     specs = build_specs(args)
     if not args.no_register:
         key = _api_key(args)

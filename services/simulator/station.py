@@ -16,7 +16,11 @@ README's tour and the end-to-end tests can show them:
 - logs: 1.6 GetDiagnostics / GetLog, 2.0.1 GetLog: Uploading, an HTTP PUT of
   `operations.log_bytes` to `<location><filename>`, Uploaded or the failure status;
 - TriggerMessage (and 1.6 ExtendedTriggerMessage) for every message it can send;
-- an optional DataTransfer after boot.
+- an optional DataTransfer after boot;
+- security (issue 11, services/simulator/security.py): TLS for `wss://` URLs (a CA to
+  trust, a client certificate), a new Basic-auth password from the CSMS used from the next
+  connection on, and a CSR when asked (SignCertificate), the CertificateSigned that
+  follows checked and stored, its certificate then presented on the next `wss://` connect.
 
 Follow-up messages (a report, a status, a triggered message) are sent only after the reply
 to the command has gone out: handlers queue them with `_after_reply`, `route_message` starts
@@ -29,6 +33,7 @@ import asyncio
 import base64
 import logging
 import random
+import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +57,7 @@ from services.simulator.device_model import DeviceModel, Variable, chunks, defau
 from services.simulator.operations import (
     FIRMWARE_OUTCOMES, firmware_plan, firmware_version_from_location, log_bytes, log_filename, upload, upload_url,
 )
+from services.simulator.security import Credentials, check_signed, new_csr, password_acceptable, tls_context
 from services.simulator.stats import Stats
 
 __all__ = ["StationSpec", "StationState", "Station16", "Station201", "run_station", "now_z"]
@@ -93,6 +99,9 @@ class StationSpec:
     firmware_installed_before_reboot: bool = False  # Installed, reboot (instead of reboot, boot, Installed)
     report_items_per_part: int = 4     # reportData entries per NotifyReport
     data_transfer: tuple[str, str | None, str | None] | None = None  # (vendor id, message id, data) sent after boot
+    tls_ca: str | None = None          # wss://: PEM file of the CA the CSMS's certificate chains to (None: system CAs)
+    client_cert: str | None = None     # wss://: client certificate (profile 3) and its key, PEM files
+    client_key: str | None = None
     received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # CSMS -> station calls
 
     def __post_init__(self) -> None:
@@ -121,6 +130,7 @@ class StationState:
     after_boot: list[PostBoot] = field(default_factory=list)
     boots: int = 0                                     # accepted BootNotifications so far
     data_transfer_status: str | None = None            # the CSMS's answer to our DataTransfer
+    credentials: Credentials = field(default_factory=Credentials)  # password, CSR key, certificate
 
     def power_up_status(self, connector: int) -> str:
         """A connector's status after a boot: availability survives a reboot."""
@@ -226,6 +236,39 @@ class _Common:
             vendor, message, data = self.spec.data_transfer
             reply = await self.timed(self._data_transfer(vendor, message, data))
             self.state.data_transfer_status = str(reply.status)
+
+    # --- security ----------------------------------------------------------------------
+    def _new_password(self, value: object) -> str:
+        """The CSMS sets a new Basic-auth password: used from the next connection on."""
+        if not password_acceptable(value):
+            return "Rejected"
+        assert isinstance(value, str)
+        self.state.credentials.next_password = value
+        log.info("station %s: new password stored, used from the next connection", self.spec.station_id)
+        return "Accepted"
+
+    def _certificate_signed(self, chain: str) -> str:
+        creds = self.state.credentials
+        why = check_signed(chain, creds.csr_key_pem, self.spec.station_id)
+        if why is not None:
+            log.info("station %s: CertificateSigned rejected: %s", self.spec.station_id, why)
+            creds.signed_status = "Rejected"
+            return "Rejected"
+        creds.certificate_pem, creds.certificate_key_pem, creds.csr_key_pem = chain, creds.csr_key_pem, None
+        creds.signed_status = "Accepted"
+        log.info("station %s: certificate installed", self.spec.station_id)
+        return "Accepted"
+
+    def _send_csr_job(self) -> Callable[[], Coroutine[Any, Any, None]]:
+        async def job() -> None:
+            csr, key = new_csr(self.spec.station_id)
+            self.state.credentials.csr_key_pem = key
+            reply = await self.timed(self._sign_certificate(csr))
+            self.state.credentials.sign_status = str(reply.status)
+        return job
+
+    def _sign_certificate(self, csr: str) -> Any:
+        raise NotImplementedError
 
     # --- availability ------------------------------------------------------------------
     def _change_availability(self, connectors: list[int], operative: bool, whole: bool) -> str:
@@ -421,7 +464,9 @@ class Station16(_Common, Cp16):  # type: ignore[misc]  # Cp16 is untyped (the oc
         elif requested == "LogStatusNotification" and extended:
             async def job() -> None:
                 await self.timed(call16.LogStatusNotification(status=st.log_status, request_id=None if st.log_status == "Idle" else st.log_request_id))
-        else:  # SignChargePointCertificate: no certificate handling in the simulator
+        elif requested == "SignChargePointCertificate" and extended:
+            job = self._send_csr_job()
+        else:
             return "NotImplemented" if extended else "Rejected"
         self._after_reply(job)
         return "Accepted"
@@ -445,8 +490,25 @@ class Station16(_Common, Cp16):  # type: ignore[misc]  # Cp16 is untyped (the oc
 
     @on("ChangeConfiguration")
     async def on_change_configuration(self, key: str, value: str) -> Any:
+        if key == "AuthorizationKey":   # write-only: never recorded, never in GetConfiguration
+            self._note("ChangeConfiguration", {"key": key, "value": "***"})
+            # 1.6 security whitepaper: the value is the password, hex-encoded
+            try:
+                password = bytes.fromhex(value).decode()
+            except ValueError:
+                return result16.ChangeConfiguration(status="Rejected")
+            return result16.ChangeConfiguration(status=self._new_password(password))
         self._note("ChangeConfiguration", {"key": key, "value": value})
         return result16.ChangeConfiguration(status=self.state.model.change_configuration(key, value))
+
+    # --- certificates (security whitepaper) ----------------------------------------------
+    @on("CertificateSigned")
+    async def on_certificate_signed(self, certificate_chain: str, **kw: Any) -> Any:
+        self._note("CertificateSigned", {"certificate_chain": certificate_chain})
+        return result16.CertificateSigned(status=self._certificate_signed(certificate_chain))
+
+    def _sign_certificate(self, csr: str) -> Any:
+        return call16.SignCertificate(csr=csr)
 
     @on("SetChargingProfile")
     async def on_set_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any]) -> Any:
@@ -625,7 +687,9 @@ class Station201(_Common, Cp201):  # type: ignore[misc]  # Cp201 is untyped (the
             async def job() -> None:
                 status = st.log_status
                 await self.timed(call201.LogStatusNotification(status=status, request_id=None if status == "Idle" else st.log_request_id))
-        else:  # Sign*Certificate, PublishFirmwareStatusNotification: not simulated
+        elif requested == "SignChargingStationCertificate":
+            job = self._send_csr_job()
+        else:  # SignV2GCertificate, SignCombinedCertificate, PublishFirmwareStatusNotification: not simulated
             return "NotImplemented"
         self._after_reply(job)
         return "Accepted"
@@ -643,8 +707,26 @@ class Station201(_Common, Cp201):  # type: ignore[misc]  # Cp201 is untyped (the
 
     @on("SetVariables")
     async def on_set_variables(self, set_variable_data: list[dict[str, Any]], **kw: Any) -> Any:
-        self._note("SetVariables", {"set_variable_data": set_variable_data})
-        return result201.SetVariables(set_variable_result=[self.state.model.set_variable(d) for d in set_variable_data])
+        self._note("SetVariables", {"set_variable_data": [_masked(d) for d in set_variable_data]})
+        return result201.SetVariables(set_variable_result=[self._set_variable(d) for d in set_variable_data])
+
+    def _set_variable(self, item: dict[str, Any]) -> dict[str, Any]:
+        if not _is_password(item):
+            return self.state.model.set_variable(item)
+        out: dict[str, Any] = {"component": item["component"], "variable": item["variable"]}
+        if item.get("attribute_type") is not None:
+            out["attribute_type"] = item["attribute_type"]
+        return {**out, "attribute_status": self._new_password(item.get("attribute_value"))}
+
+    @on("CertificateSigned")
+    async def on_certificate_signed(self, certificate_chain: str, certificate_type: str | None = None, **kw: Any) -> Any:
+        self._note("CertificateSigned", {"certificate_chain": certificate_chain, "certificate_type": certificate_type})
+        if certificate_type not in (None, "ChargingStationCertificate"):
+            return result201.CertificateSigned(status="Rejected")   # no V2G certificates here
+        return result201.CertificateSigned(status=self._certificate_signed(certificate_chain))
+
+    def _sign_certificate(self, csr: str) -> Any:
+        return call201.SignCertificate(csr=csr, certificate_type="ChargingStationCertificate")
 
     def _report(self, request_id: int, variables: list[Variable]) -> str:
         if not variables:
@@ -779,21 +861,46 @@ class Station201(_Common, Cp201):  # type: ignore[misc]  # Cp201 is untyped (the
         return meter
 
 
+def _is_password(item: dict[str, Any]) -> bool:
+    return bool(item.get("component", {}).get("name") == "SecurityCtrlr" and item.get("variable", {}).get("name") == "BasicAuthPassword")
+
+
+def _masked(item: dict[str, Any]) -> dict[str, Any]:
+    """A SetVariables item as recorded: a password never is."""
+    return {**item, "attribute_value": "***"} if _is_password(item) else item
+
+
 def _basic(station_id: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{station_id}:{password}".encode()).decode()
 
 
-async def _connect(spec: StationSpec, subprotocol: str, attempts: int) -> ClientConnection:
+def client_tls(spec: StationSpec, state: StationState) -> ssl.SSLContext | None:
+    """The TLS context of a `wss://` connection (None for `ws://`): the certificate the CSMS
+    signed last, else the spec's client certificate, else none (profile 2)."""
+    if not spec.url.startswith("wss://"):
+        return None
+    creds = state.credentials
+    return tls_context(spec.tls_ca, spec.client_cert, spec.client_key,
+                       cert_pem=creds.certificate_pem, key_pem=creds.certificate_key_pem)
+
+
+async def _connect(spec: StationSpec, subprotocol: str, attempts: int, state: StationState | None = None) -> ClientConnection:
+    state = state if state is not None else StationState.for_spec(spec)
     for attempt in range(1, attempts + 1):
+        password = state.credentials.password_for_connect(spec.password)
+        headers = {"Authorization": _basic(spec.station_id, password)} if password else {}
         try:
-            return await websockets.connect(
+            ws = await websockets.connect(
                 f"{spec.url.rstrip('/')}/{spec.station_id}",
                 subprotocols=[Subprotocol(subprotocol)],
-                additional_headers={"Authorization": _basic(spec.station_id, spec.password)},
+                additional_headers=headers,
                 open_timeout=30,
                 ping_interval=None,
                 max_size=1 << 20,
+                ssl=client_tls(spec, state),
             )
+            state.credentials.connected_with(password)
+            return ws
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             if attempt >= attempts:
                 raise
@@ -817,7 +924,7 @@ async def run_station(spec: StationSpec, stats: Stats, state: StationState | Non
             state.reboot.clear()
             # after a reboot the station keeps trying, as chargers do; at power-up one try
             # (a load run counts a refused connection as a failed station)
-            async with await _connect(spec, subprotocol, attempts=1 if state.boots == 0 else 5) as ws:
+            async with await _connect(spec, subprotocol, attempts=1 if state.boots == 0 else 5, state=state) as ws:
                 cls: type[Station16] | type[Station201] = Station16 if is_16 else Station201
                 cp = cls(spec, ws, stats, state)
                 reader = asyncio.create_task(cp.start())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ _REPLIES: dict[str, dict[str, Any]] = {
     "MeterValues": {},
     "TransactionEvent": {},
     "DataTransfer": {"status": "Accepted"},
+    "SignCertificate": {"status": "Accepted"},
 }
 
 
@@ -51,6 +53,8 @@ class Connection:
     frames: list[tuple[str, str, str]]            # the FakeCsms's log, shared
     pending: dict[str, tuple[str, asyncio.Future[list[Any]]]] = field(default_factory=dict)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    authorization: str | None = None              # the Authorization header of the upgrade
+    peer_cn: str | None = None                    # wss://: the CN of the client certificate presented
 
     async def call(self, action: str, payload: dict[str, Any], timeout: float = 10.0) -> list[Any]:
         """Send a raw CALL; the raw CALLRESULT / CALLERROR frame."""
@@ -68,6 +72,18 @@ class Connection:
         return result
 
 
+def _peer_cn(request: web.Request) -> str | None:
+    transport = request.transport
+    cert = transport.get_extra_info("peercert") if transport is not None else None
+    if not cert:
+        return None
+    for rdn in cert.get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName":
+                return str(value)
+    return None
+
+
 class FakeCsms:
     def __init__(self) -> None:
         self.received: list[Received] = []
@@ -83,11 +99,14 @@ class FakeCsms:
         self.app.router.add_put("/toolarge/{name:.*}", self._too_large)
         self.runner: web.AppRunner | None = None
         self.base = ""
+        self.tls = False
 
-    async def start(self) -> None:
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Serve on a free loopback port; with `ssl_context`, over TLS (wss://)."""
         self.runner = web.AppRunner(self.app)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.tls = ssl_context is not None
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.base = f"127.0.0.1:{port}"
@@ -101,7 +120,7 @@ class FakeCsms:
 
     @property
     def ocpp_url(self) -> str:
-        return f"ws://{self.base}/ocpp"
+        return f"{'wss' if self.tls else 'ws'}://{self.base}/ocpp"
 
     @property
     def http_url(self) -> str:
@@ -131,7 +150,8 @@ class FakeCsms:
         ws = web.WebSocketResponse(protocols=("ocpp2.0.1", "ocpp1.6"))
         await ws.prepare(request)
         conns = self.connections.setdefault(station, [])
-        conn = Connection(station, len(conns), ws.ws_protocol or "", ws, self.frames)
+        conn = Connection(station, len(conns), ws.ws_protocol or "", ws, self.frames,
+                          authorization=request.headers.get("Authorization"), peer_cn=_peer_cn(request))
         conns.append(conn)
         try:
             async for msg in ws:

@@ -41,7 +41,7 @@ async def test_201_trigger_sends_the_message(csms: FakeCsms, station: StartStati
 @pytest.mark.parametrize(("requested", "status"), [
     ("BootNotification", "Rejected"),          # F06.FR.17: its boot was accepted already
     ("TransactionEvent", "Rejected"),          # no transaction running
-    ("SignChargingStationCertificate", "NotImplemented"),
+    ("SignV2GCertificate", "NotImplemented"),
     ("PublishFirmwareStatusNotification", "NotImplemented"),
 ])
 async def test_201_trigger_refuses_what_it_cannot_send(csms: FakeCsms, station: StartStation, requested: str, status: str) -> None:
@@ -97,4 +97,6 @@ async def test_16_extended_trigger(csms: FakeCsms, station: StartStation) -> Non
     assert await triggered(csms, sim.id, "LogStatusNotification", 0) == {"status": "Idle"}
     assert await sim.result("ExtendedTriggerMessage", {"requestedMessage": "FirmwareStatusNotification"}) == {"status": "Accepted"}
     assert await triggered(csms, sim.id, "SignedFirmwareStatusNotification", 0) == {"status": "Idle"}
-    assert await sim.result("ExtendedTriggerMessage", {"requestedMessage": "SignChargePointCertificate"}) == {"status": "NotImplemented"}
+    # a CSR when asked: tests/simulator/test_security.py
+    assert await sim.result("ExtendedTriggerMessage", {"requestedMessage": "SignChargePointCertificate"}) == {"status": "Accepted"}
+    await triggered(csms, sim.id, "SignCertificate", 0)

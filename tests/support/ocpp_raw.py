@@ -11,6 +11,13 @@ async function of the payload returning the answer payload), else by a plausible
 once the answer has gone out, so it may itself `call()` the CSMS (a NotifyReport after a
 GetBaseReport, an upload and a LogStatusNotification after a GetLog) the way a station
 does.
+
+Security tests (issue 11) give it `ssl=` (an `ssl.SSLContext` trusting the CSMS's server
+certificate, with a client certificate loaded for profile 3), `headers=` (extra handshake
+headers: X-Forwarded-For and the like) and `password=None` (no Authorization header, as a
+profile-3 station without a password connects). `handshake_status()` sends one upgrade request
+and returns what the CSMS answered (status, headers, body; 101 when it would upgrade), for
+the refusal tests.
 """
 
 from __future__ import annotations
@@ -20,11 +27,15 @@ import base64
 import contextvars
 import itertools
 import json
+import os
+import ssl as ssl_module
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 
-__all__ = ["RawStation", "CallErrorReceived", "Handler", "Job", "DEFAULT_ANSWERS"]
+__all__ = ["RawStation", "CallErrorReceived", "Handler", "Job", "DEFAULT_ANSWERS", "Answer", "basic_auth", "handshake_status"]
 
 Json = dict[str, Any]
 Handler = Callable[[Json], Awaitable[Json]]
@@ -46,6 +57,74 @@ DEFAULT_ANSWERS: dict[str, Json] = {
 }
 
 
+def basic_auth(station_id: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{station_id}:{password}".encode()).decode()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the CSMS answered to one upgrade request."""
+    status: int
+    headers: dict[str, str]      # lower-case names
+    body: str
+
+
+async def handshake_status(
+    url: str,
+    *,
+    protocol: str = "ocpp1.6",
+    authorization: str | None = None,
+    headers: dict[str, str] | None = None,
+    ssl: ssl_module.SSLContext | None = None,
+    timeout: float = 10.0,
+) -> Answer:
+    """Send one WebSocket upgrade request for `url` (ws:// or wss://) over a bare stream and
+    read the answer: status, headers and (for a refusal) the body; 101 = it would upgrade
+    (the connection is dropped at once). A TLS handshake the server refuses raises
+    (`ssl.SSLError`, `ConnectionError`; with TLS 1.3 the refusal of a client certificate
+    arrives on the first read, so it raises here too, never as an HTTP status)."""
+    parts = urlsplit(url)
+    tls = parts.scheme == "wss"
+    port = parts.port or (443 if tls else 80)
+    host = parts.hostname or "127.0.0.1"
+    hdrs = {
+        "Host": f"{host}:{port}",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Protocol": protocol,
+        **(headers or {}),
+    }
+    if authorization is not None:
+        hdrs["Authorization"] = authorization
+    if tls and ssl is None:
+        ssl = ssl_module.create_default_context()
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, ssl=ssl if tls else None, server_hostname=host if tls else None), timeout,
+    )
+    try:
+        request = f"GET {parts.path or '/'} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
+        writer.write(request.encode("latin-1"))
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        answer_headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+        body = b""
+        if status != 101 and "content-length" in answer_headers:
+            body = await asyncio.wait_for(reader.readexactly(int(answer_headers["content-length"])), timeout)
+        return Answer(status, answer_headers, body.decode("utf-8", "replace"))
+    except asyncio.IncompleteReadError as exc:
+        raise ConnectionError(f"closed before answering ({exc.partial!r})") from exc
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (OSError, ssl_module.SSLError):
+            pass
+
+
 class CallErrorReceived(Exception):
     def __init__(self, frame: list[Any]) -> None:
         super().__init__(frame)
@@ -53,8 +132,18 @@ class CallErrorReceived(Exception):
 
 
 class RawStation:
-    def __init__(self, base_url: str, station_id: str, password: str, protocol: str = "ocpp1.6") -> None:
+    def __init__(
+        self,
+        base_url: str,
+        station_id: str,
+        password: str | None,
+        protocol: str = "ocpp1.6",
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.base_url, self.station_id, self.password, self.protocol = base_url.rstrip("/"), station_id, password, protocol
+        self.ssl, self.headers = ssl, dict(headers or {})
         self.received: list[tuple[str, Json]] = []
         self.handlers: dict[str, Handler] = {}
         self.closed = asyncio.Event()
@@ -70,10 +159,18 @@ class RawStation:
         if base_url:
             self.base_url = base_url.rstrip("/")
         self._http = aiohttp.ClientSession()
-        auth = "Basic " + base64.b64encode(f"{self.station_id}:{self.password}".encode()).decode()
-        self._ws = await self._http.ws_connect(
-            f"{self.base_url}/{self.station_id}", protocols=(self.protocol,), headers={"Authorization": auth},
-        )
+        headers = dict(self.headers)
+        if self.password is not None:
+            headers["Authorization"] = basic_auth(self.station_id, self.password)
+        try:
+            self._ws = await self._http.ws_connect(
+                f"{self.base_url}/{self.station_id}", protocols=(self.protocol,), headers=headers,
+                ssl=self.ssl if self.ssl is not None else True,
+            )
+        except BaseException:
+            await self._http.close()
+            self._http = None
+            raise
         assert self._ws.protocol == self.protocol, f"negotiated {self._ws.protocol!r}, asked {self.protocol!r}"
         self.closed = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
@@ -147,6 +244,11 @@ class RawStation:
         result = frame[2]
         assert isinstance(result, dict), frame
         return result
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code the CSMS sent (None while open, or before connect)."""
+        return None if self._ws is None else self._ws.close_code
 
     def actions_received(self) -> list[str]:
         return [a for a, _ in self.received]

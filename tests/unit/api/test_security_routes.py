@@ -224,7 +224,7 @@ async def test_a_rotation_stores_the_pending_password_and_sends_it_the_16_way(ap
     valid(body, "PasswordRotation")
     [cmd] = commands(gw)
     assert cmd.command_type == "ChangeConfiguration"
-    assert json.loads(cmd.params_json) == {"key": "AuthorizationKey", "value": "r" * 24}
+    assert json.loads(cmd.params_json) == {"key": "AuthorizationKey", "value": ("r" * 24).encode().hex()}  # whitepaper: hex
     after = await api.rt.store.get_station("CP-1")
     assert after is not None and before is not None
     assert after.password_hash == before.password_hash  # the current one still works
