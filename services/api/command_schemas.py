@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.common.ocpp.commands import COMMAND_TYPES, TRIGGER_MESSAGES
+from services.common.ocpp.commands import (
+    CERTIFICATE_TYPES,
+    COMMAND_TYPES,
+    HASH_ALGORITHMS,
+    INSTALLED_CERTIFICATE_TYPES,
+    SIGNED_CERTIFICATE_TYPES,
+    TRIGGER_MESSAGES,
+)
 
 __all__ = ["COMMAND_PARAMS", "COMMAND_SUMMARIES"]
 
@@ -206,6 +213,36 @@ _ALL: dict[str, J] = {
              description="The 2.x NetworkConnectionProfileType in snake_case.")},
         ["configuration_slot", "connection_data"], description="2.x only: a network connection profile."),
 }
+
+_CERT_TYPE_NOTE = ("2.0.1 names; 1.6 is sent CentralSystemRootCertificate for CSMSRootCertificate (either "
+                   "spelling accepted) and has no V2G/MO types.")
+_ALL.update({
+    "CertificateSigned": _obj(
+        {"certificate_chain": {"type": "string", "maxLength": 10000,
+                               "description": "The signed certificate (PEM), followed by its sub-CA certificates."},
+         "certificate_type": {"type": "string", "enum": list(SIGNED_CERTIFICATE_TYPES),
+                              "description": "2.x only (1.6 signs the charge point certificate alone)."}},
+        ["certificate_chain"], description="Sends a signed certificate (the certificates processor does this "
+                                           "after a SignCertificate)."),
+    "InstallCertificate": _obj(
+        {"certificate_type": {"type": "string", "enum": [*CERTIFICATE_TYPES, "CentralSystemRootCertificate"],
+                              "description": _CERT_TYPE_NOTE},
+         "certificate": {"type": "string", "maxLength": 5500, "description": "A PEM certificate."}},
+        ["certificate_type", "certificate"], description="Installs a trust anchor on the station."),
+    "DeleteCertificate": _obj(
+        {"hash_algorithm": {"type": "string", "enum": list(HASH_ALGORITHMS)},
+         "issuer_name_hash": {"type": "string", "maxLength": 128, "description": "Hex, as the station listed it."},
+         "issuer_key_hash": {"type": "string", "maxLength": 128, "description": "Hex, as the station listed it."},
+         "serial_number": {"type": "string", "maxLength": 40, "description": "Hex, as the station listed it."}},
+        ["hash_algorithm", "issuer_name_hash", "issuer_key_hash", "serial_number"],
+        description="Deletes an installed certificate by its hash data (GetInstalledCertificateIds)."),
+    "GetInstalledCertificateIds": _obj(
+        {"certificate_types": {"type": "array", "items": {
+            "type": "string", "enum": [*INSTALLED_CERTIFICATE_TYPES, "CentralSystemRootCertificate"]},
+            "description": "2.x: none = every type. 1.6: exactly one (CSMSRootCertificate or "
+                           "ManufacturerRootCertificate), else the command is refused as invalid."}},
+        description="Lists the station's installed certificates (status and certificate hash data)."),
+})
 
 # Only the command types the vocabulary has (a schema written ahead of its builder waits).
 COMMAND_PARAMS: dict[str, J] = {t: _ALL[t] for t in COMMAND_TYPES if t in _ALL}

@@ -25,7 +25,15 @@ from services.common.bus import Bus, Record, Subscription
 from services.common.codec import decode_event
 from services.common.decimals import parse_decimal
 from services.common.events import CommandResult
-from services.common.ocpp.commands import COMMAND_TYPES, SET_CHARGING_LIMIT, TRIGGER_MESSAGES
+from services.common.ocpp.commands import (
+    CERTIFICATE_TYPES,
+    COMMAND_TYPES,
+    HASH_ALGORITHMS,
+    INSTALLED_CERTIFICATE_TYPES,
+    SET_CHARGING_LIMIT,
+    SIGNED_CERTIFICATE_TYPES,
+    TRIGGER_MESSAGES,
+)
 
 __all__ = [
     "WaiterClosed",
@@ -43,6 +51,7 @@ MAX_TIMEOUT_S = 120.0
 
 
 _ENVELOPE_KEYS = {"type", "timeout"}
+_CSMS_ROOT_16 = "CentralSystemRootCertificate"  # 1.6's name of CSMSRootCertificate, accepted too
 
 
 def _is_scalar(value: object) -> bool:
@@ -123,6 +132,24 @@ def _params(v: Validator, command_type: str) -> None:
             not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys)
         ):
             v.fail("keys", "must be a list of configuration key names")
+    elif command_type == "CertificateSigned":
+        v.string("certificate_chain", required=True, max_len=10000)
+        v.string("certificate_type", choices=SIGNED_CERTIFICATE_TYPES)
+    elif command_type == "InstallCertificate":
+        v.string("certificate_type", required=True, choices=(*CERTIFICATE_TYPES, _CSMS_ROOT_16))
+        v.string("certificate", required=True, max_len=5500)
+    elif command_type == "DeleteCertificate":
+        v.string("hash_algorithm", required=True, choices=HASH_ALGORITHMS)
+        v.string("issuer_name_hash", required=True, max_len=128)
+        v.string("issuer_key_hash", required=True, max_len=128)
+        v.string("serial_number", required=True, max_len=40)
+    elif command_type == "GetInstalledCertificateIds":
+        types = v.data.get("certificate_types", MISSING)
+        allowed = (*INSTALLED_CERTIFICATE_TYPES, _CSMS_ROOT_16)
+        if types is not MISSING and types is not None and (
+            not isinstance(types, list) or not all(isinstance(t, str) and t in allowed for t in types)
+        ):
+            v.fail("certificate_types", "must be a list of " + ", ".join(INSTALLED_CERTIFICATE_TYPES))
     elif command_type == "SetVariables":
         _variables(v, with_value=True)
     elif command_type == "GetVariables":

@@ -154,6 +154,7 @@ class Settings:
     cert_renew_interval_s: float = 3600.0        # how often the certificates processor looks for certificates to renew or expire
     csr_min_rsa_bits: int = 2048                 # smallest RSA key a CSR may carry (EC: P-256 and P-384)
     ocsp_responder_url: str = ""                 # GetCertificateStatus: forward to this OCSP responder ("" = the built-in CA's list)
+    ocsp_follow_station_url: bool = False        # GetCertificateStatus for other issuers: POST to the responderURL the station names
     contract_cert_provider: str = "none"         # Get15118EVCertificate: "none", "test", or an http(s) URL
     pki_timeout_s: float = 5.0                   # GetCertificateStatus / Get15118EVCertificate: OCSP, provider and store calls, each
     oidc_jwks_url: str = ""                      # operator API: accept OIDC bearer tokens signed by these keys ("" = API keys only)
@@ -249,6 +250,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             cert_renew_interval_s=max(1.0, float(e.get("CSMS_CERT_RENEW_INTERVAL_S", "3600"))),
             csr_min_rsa_bits=max(1024, int(e.get("CSMS_CSR_MIN_RSA_BITS", "2048"))),
             ocsp_responder_url=e.get("CSMS_OCSP_RESPONDER_URL", ""),
+            ocsp_follow_station_url=_bool(e.get("CSMS_OCSP_FOLLOW_STATION_URL")),
             contract_cert_provider=e.get("CSMS_CONTRACT_CERT_PROVIDER", "none").strip() or "none",
             pki_timeout_s=max(0.1, float(e.get("CSMS_PKI_TIMEOUT_S", "5"))),
             oidc_jwks_url=e.get("CSMS_OIDC_JWKS_URL", ""),

@@ -314,7 +314,7 @@ def more_201(t0: str) -> list[Case]:
              {}, "PublishFirmwareStatus", {"status": "Published", "request_id": 61, "locations": ["http://local/fw.bin"]}),
         Case("GetCertificateStatus", {"ocspRequestData": {"hashAlgorithm": "SHA256", "issuerNameHash": "a" * 64,
                                                           "issuerKeyHash": "b" * 64, "serialNumber": "01",
-                                                          "responderURL": "http://ocsp.example"}},
+                                                          "responderURL": ""}},  # no URL: nothing to ask
              {"status": "Failed"}, "CertificateStatusRequest", {"hash_algorithm": "SHA256", "serial_number": "01", "status": "Failed"}),
         Case("Get15118EVCertificate", {"iso15118SchemaVersion": "urn:iso:15118:2:2013:MsgDef", "action": "Install",
                                        "exiRequest": "AAAA"}, {"status": "Failed"}, "EvCertificateRequest",

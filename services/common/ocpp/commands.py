@@ -15,6 +15,16 @@ Ids: 1.6 has connectors only (connector N is EVSE N), 2.x has EVSEs with connect
 So a 1.6 station takes `connector_id` (or `evse_id` as the same number) and a 2.x
 station takes `evse_id` (or `connector_id` when that is all the caller gave).
 
+Certificates (docs/security.md): types go by their 2.0.1 names; a 1.6 station (security
+whitepaper) is sent `CentralSystemRootCertificate` for `CSMSRootCertificate` (either
+spelling is accepted), and the ISO 15118 types (V2G, MO) are 2.x only: InvalidCommand for
+1.6. 1.6's GetInstalledCertificateIds asks for exactly one type, so a 1.6 command must
+name one (`certificate_types: ["CSMSRootCertificate"]`); with none or several it is an
+InvalidCommand whose message says so, and a caller that wants every type (the API's
+trust-anchor route) asks once per type. 2.x takes any list, none meaning every type.
+Answers pass through `from_ocpp` as sent (1.6 `certificate_hash_data`, 2.x
+`certificate_hash_data_chain`).
+
 `SetChargingLimit` is version-neutral (smart charging sends it): a current limit in A
 per phase for one transaction (`purpose: "tx"`, a TxProfile, Absolute from `start`) or
 as the station's fail-safe (`purpose: "default"`, a TxDefaultProfile, Relative); the
@@ -44,7 +54,11 @@ from services.common.ocpp.wire import json_default
 from services.common.ocpp_version import OcppVersion
 
 __all__ = [
+    "CERTIFICATE_TYPES",
     "COMMAND_TYPES",
+    "HASH_ALGORITHMS",
+    "INSTALLED_CERTIFICATE_TYPES",
+    "SIGNED_CERTIFICATE_TYPES",
     "SET_CHARGING_LIMIT",
     "TRIGGER_MESSAGES",
     "InvalidCommand",
@@ -512,6 +526,79 @@ def _set_network_profile(p: _Params, v: OcppVersion) -> Frame:
     return "SetNetworkProfile", {"configurationSlot": p.required_int("configuration_slot"), "connectionData": connection}
 
 
+# Certificate types in the API's (2.0.1) names. InstallCertificate: the trust anchors;
+# GetInstalledCertificateIds also lists the V2G chain; CertificateSigned: what was signed.
+CERTIFICATE_TYPES = ("CSMSRootCertificate", "ManufacturerRootCertificate", "V2GRootCertificate", "MORootCertificate")
+INSTALLED_CERTIFICATE_TYPES = (*CERTIFICATE_TYPES, "V2GCertificateChain")
+SIGNED_CERTIFICATE_TYPES = ("ChargingStationCertificate", "V2GCertificate")
+HASH_ALGORITHMS = ("SHA256", "SHA384", "SHA512")
+_CSMS_ROOT_16 = "CentralSystemRootCertificate"
+# 1.6 (security whitepaper) has two trust anchor types; the CSMS root under its 1.6 name.
+_CERT_TYPES_16 = {"CSMSRootCertificate": _CSMS_ROOT_16, _CSMS_ROOT_16: _CSMS_ROOT_16,
+                  "ManufacturerRootCertificate": "ManufacturerRootCertificate"}
+
+
+def _text(p: _Params, name: str) -> str:
+    """A required string parameter (certificates, hashes: no silent str() of a list)."""
+    value = p.require(name)
+    if not isinstance(value, str) or not value:
+        raise InvalidCommand(f"{p.command_type}: {name!r} must be a non-empty string")
+    return value
+
+
+def _certificate_type(p: _Params, value: Any, v: OcppVersion) -> str:
+    """A certificate type in the station's version's name (see the module docstring)."""
+    if not isinstance(value, str):
+        raise InvalidCommand(f"{p.command_type}: a certificate type must be a string, got {value!r}")
+    if v.is_16:
+        if value not in _CERT_TYPES_16:
+            raise InvalidCommand(f"{p.command_type}: OCPP 1.6 has no certificate type {value!r} "
+                                 "(only CSMSRootCertificate and ManufacturerRootCertificate)")
+        return _CERT_TYPES_16[value]
+    return "CSMSRootCertificate" if value == _CSMS_ROOT_16 else value  # the schema checks the rest
+
+
+def _certificate_signed(p: _Params, v: OcppVersion) -> Frame:
+    """The signed chain (PEM, leaf first). 1.6 has no type: it signs only the charge point
+    certificate, so a V2G type cannot go to a 1.6 station."""
+    payload: dict[str, Any] = {"certificateChain": _text(p, "certificate_chain")}
+    kind = p.get("certificate_type")
+    if v.is_16:
+        if kind not in (None, "ChargingStationCertificate", "ChargePointCertificate"):
+            raise InvalidCommand(f"CertificateSigned: OCPP 1.6 takes only the charge point certificate, not {kind!r}")
+        return "CertificateSigned", payload
+    return "CertificateSigned", _put(payload, "certificateType", kind)
+
+
+def _install_certificate(p: _Params, v: OcppVersion) -> Frame:
+    return "InstallCertificate", {"certificateType": _certificate_type(p, p.require("certificate_type"), v),
+                                  "certificate": _text(p, "certificate")}
+
+
+def _delete_certificate(p: _Params, v: OcppVersion) -> Frame:
+    """The station's certificate by its CertificateHashDataType (as GetInstalledCertificateIds
+    listed it: the same hashes, the serial as the station wrote it)."""
+    data = {"hashAlgorithm": _text(p, "hash_algorithm"), "issuerNameHash": _text(p, "issuer_name_hash"),
+            "issuerKeyHash": _text(p, "issuer_key_hash"), "serialNumber": _text(p, "serial_number")}
+    return "DeleteCertificate", {"certificateHashData": data}
+
+
+def _get_installed_certificate_ids(p: _Params, v: OcppVersion) -> Frame:
+    kinds = p.get("certificate_types")
+    if isinstance(kinds, str):
+        kinds = [kinds]
+    if kinds is not None and not isinstance(kinds, list):
+        raise InvalidCommand("GetInstalledCertificateIds: 'certificate_types' must be a list of certificate types")
+    if v.is_16:
+        if not kinds or len(kinds) != 1:
+            raise InvalidCommand("GetInstalledCertificateIds: OCPP 1.6 asks for exactly one certificate type per call "
+                                 "(CSMSRootCertificate or ManufacturerRootCertificate); send one command per type")
+        return "GetInstalledCertificateIds", {"certificateType": _certificate_type(p, kinds[0], v)}
+    # 2.x: a list (deduplicated, in order); none or empty = every type.
+    names = list(dict.fromkeys(_certificate_type(p, k, v) for k in kinds or ()))
+    return "GetInstalledCertificateIds", _put({}, "certificateType", names or None)
+
+
 def _fixed(action: str) -> Builder:
     return lambda p, v: (action, {})
 
@@ -535,6 +622,10 @@ _BOTH: dict[str, Builder] = {
     "ReserveNow": _reserve_now,
     "CancelReservation": _cancel_reservation,
     "GetCompositeSchedule": _composite_schedule,
+    "CertificateSigned": _certificate_signed,
+    "InstallCertificate": _install_certificate,
+    "DeleteCertificate": _delete_certificate,
+    "GetInstalledCertificateIds": _get_installed_certificate_ids,
 }
 _ONLY_16: dict[str, Builder] = {
     "GetConfiguration": _get_configuration,

@@ -2,7 +2,8 @@
 
 A handler is built once per gateway by a factory that takes the ports it uses (a
 `Clock`, the `TokenStatus` lookup, the `TransactionIdAllocator`, the `BootDecider`, the
-running-cost port, the DataTransfer vendors); `ActionPorts` bundles them for the tables
+running-cost port, the DataTransfer vendors); the certificate ports (CSR
+signing rules, the OCSP answerer, the contract-certificate provider); `ActionPorts` bundles them for the tables
 in `actions/__init__.py`, which pick each handler's own. `recorded` and `answered` build
 the handlers of station operations from their pure mappings (`actions/operations.py`);
 `track_fault` keeps the connection's faulted connectors for the gateway's gauge.
@@ -29,13 +30,16 @@ from services.common.store.port import Station, TransactionIdAllocator
 from services.common.timeutil import Clock, to_ocpp
 from services.gateway import metrics
 from services.gateway.context import CallContext
+from services.gateway.contract_certs import ContractCertificateProvider
 from services.gateway.meter import station_time
+from services.gateway.ocsp import CertificateStatus
 from services.gateway.running_cost import RunningCosts
 
 __all__ = [
     "ActionPorts",
     "BootDecider",
     "BootGate",
+    "CsrSigning",
     "Factory",
     "Handler",
     "PENDING_INTERVAL_S",
@@ -140,6 +144,16 @@ class BootDecider:
 
 
 @dataclass(frozen=True, slots=True)
+class CsrSigning:
+    """SignCertificate's rules (actions/security.py): whether a CA will sign (asked per
+    call, so a CA created after the gateway started counts: `ca.pem` in CSMS_CA_DIR, or
+    CSMS_CA_URL) and the smallest RSA key a CSR may carry (CSMS_CSR_MIN_RSA_BITS)."""
+
+    ca_configured: Callable[[], bool]
+    min_rsa_bits: int = 2048
+
+
+@dataclass(frozen=True, slots=True)
 class ActionPorts:
     """Everything the station -> CSMS handlers use beyond their call, built once (wiring)."""
 
@@ -151,6 +165,11 @@ class ActionPorts:
     # DataTransfer vendor ids answered Accepted (CSMS_DATATRANSFER_VENDORS), casefolded:
     # vendorId is a CiString (case-insensitive). Every other vendor: UnknownVendorId.
     datatransfer_vendors: frozenset[str] = frozenset()
+    # Certificates (ADR 017 §3). None: no CA (SignCertificate Rejected, NoCA), no OCSP
+    # (GetCertificateStatus Failed), no contract certificate provider (Get15118EVCertificate Failed).
+    signing: CsrSigning | None = None
+    certificate_status: CertificateStatus | None = None
+    contract_certs: ContractCertificateProvider | None = None
 
 
 # A handler's factory: picks the ports the handler uses from `ActionPorts`.

@@ -68,6 +68,7 @@ from services.common.events import (
     VariableCharacteristics,
     VariableMonitor,
 )
+from services.common import pki
 from services.common.ocpp.wire import json_default
 from services.gateway.actions.common import strict_int
 from services.gateway.meter import station_time
@@ -95,6 +96,7 @@ __all__ = [
     "reservation_status",
     "schedule",
     "security_event",
+    "sign_certificate_decision",
     "station_time_of",
     "variable",
 ]
@@ -243,6 +245,27 @@ def log_status(p: dict[str, Any], *, diagnostics: bool = False) -> LogStatus:
 
 def security_event(p: dict[str, Any]) -> SecurityEvent:
     return SecurityEvent(type=_str(p.get("type")), timestamp=_instant(p.get("timestamp")), tech_info=_str(p.get("techInfo")))
+
+
+# The certificate types the CSMS CA signs: the station's own (1.6 sends no type). A V2G
+# certificate belongs to the ISO 15118 PKI, not to the CSMS's CA.
+SIGNABLE_TYPES = frozenset({"ChargingStationCertificate"})
+
+
+def sign_certificate_decision(p: dict[str, Any], station_id: str, *, ca_configured: bool,
+                              min_rsa_bits: int) -> tuple[str, str | None, str | None]:
+    """SignCertificate's answer: ("Accepted", None, None), or ("Rejected", reasonCode,
+    additionalInfo) with reasonCode `UnsupportedType`, `NoCA` or `InvalidCSR` (the
+    `pki.check_csr` reason as the info), checked in that order."""
+    kind = p.get("certificateType")
+    if kind is not None and kind not in SIGNABLE_TYPES:
+        return "Rejected", "UnsupportedType", f"the CSMS CA does not sign {kind}"
+    if not ca_configured:
+        return "Rejected", "NoCA", "no certificate authority is configured"
+    problem = pki.check_csr(_str(p.get("csr")), station_id, min_rsa_bits=min_rsa_bits)
+    if problem is not None:
+        return "Rejected", "InvalidCSR", problem
+    return "Accepted", None, None
 
 
 def certificate_signing_request(p: dict[str, Any], status: str) -> CertificateSigningRequest:

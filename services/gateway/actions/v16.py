@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import services.gateway.actions.operations as ops
+import services.gateway.actions.security as security
 from services.common.events import (
     Authorization,
     ConnectorStatus,
@@ -177,8 +178,8 @@ _RECORDED: dict[str, Factory] = {
     "SecurityEventNotification": fixed(recorded(ops.security_event)),
     "LogStatusNotification": fixed(recorded(ops.log_status)),
     "SignedFirmwareStatusNotification": fixed(recorded(ops.firmware_status)),
-    # No CA signs station certificates yet (security issue): Rejected, and the record says so.
-    "SignCertificate": fixed(answered(ops.certificate_signing_request, "Rejected")),
+    # Accepted only with a CA and a CSR it may sign (actions/security.py); the record says which.
+    "SignCertificate": lambda ports: security.sign_certificate(ports.signing),
 }
 
 HANDLERS: dict[str, Factory] = {

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import services.gateway.actions.operations as ops
+import services.gateway.actions.security as security
 from services.common.events import (
     Authorization,
     ConnectorStatus,
@@ -192,10 +193,10 @@ _RECORDED: dict[str, Factory] = {
     # Accepted only for a configured vendor (CSMS_DATATRANSFER_VENDORS), else UnknownVendorId.
     "DataTransfer": lambda ports: answered(ops.data_transfer, ops.datatransfer_status(ports.datatransfer_vendors)),
     "FirmwareStatusNotification": fixed(recorded(ops.firmware_status)),
-    # No ISO 15118 PKI / contract certificate service yet: Failed (exiResponse is required).
-    "Get15118EVCertificate": fixed(answered(ops.ev_certificate_request, "Failed", {"exiResponse": ""})),
-    # No OCSP responder is configured yet: Failed.
-    "GetCertificateStatus": fixed(answered(ops.certificate_status_request, "Failed")),
+    # The contract-certificate provider answers (CSMS_CONTRACT_CERT_PROVIDER; none: Failed).
+    "Get15118EVCertificate": lambda ports: security.ev_certificate(ports.contract_certs),
+    # An OCSP responder or the built-in CA's records answer (services/gateway/ocsp.py).
+    "GetCertificateStatus": lambda ports: security.certificate_status(ports.certificate_status),
     "LogStatusNotification": fixed(recorded(ops.log_status)),
     "NotifyChargingLimit": fixed(recorded(ops.charging_limit_set)),
     "NotifyCustomerInformation": fixed(recorded(ops.customer_information_part)),
@@ -212,8 +213,8 @@ _RECORDED: dict[str, Factory] = {
     "ReportChargingProfiles": fixed(recorded(ops.charging_profiles_report)),
     "ReservationStatusUpdate": fixed(recorded(ops.reservation_status)),
     "SecurityEventNotification": fixed(recorded(ops.security_event)),
-    # No CA signs station certificates yet (security issue): Rejected, and the record says so.
-    "SignCertificate": fixed(answered(ops.certificate_signing_request, "Rejected")),
+    # Accepted only with a CA and a CSR it may sign (actions/security.py); the record says which.
+    "SignCertificate": lambda ports: security.sign_certificate(ports.signing),
 }
 
 HANDLERS: dict[str, Factory] = {

@@ -38,7 +38,7 @@ from services.common.events import (
 )
 from services.common.timeutil import parse_ocpp
 from services.gateway import auth
-from services.gateway.app import _security_profile
+from services.gateway.app import direct_tls
 from tests.integration_inproc.gateway.harness import PW, Gateway, basic, call
 from tests.support.waiting import eventually
 from tests.unit.gateway_actions.test_operations import REPORT, SCHEDULE
@@ -60,10 +60,11 @@ CASES: list[tuple[tuple[str, ...], str, dict[str, Any], dict[str, Any], type, bo
     (P201, "DataTransfer", {"vendorId": "com.acme", "data": {"k": 1}}, {"status": "UnknownVendorId"}, DataTransfer, False),
     (P201, "FirmwareStatusNotification", {"status": "Installed", "requestId": 3}, {}, FirmwareStatus, False),
     (P201, "Get15118EVCertificate", {"iso15118SchemaVersion": "urn:iso:15118:2:2013:MsgDef", "action": "Install",
-                                     "exiRequest": "gAB="}, {"status": "Failed", "exiResponse": ""}, EvCertificateRequest, False),
+                                     "exiRequest": "gAB="},
+     {"status": "Failed", "exiResponse": "", "statusInfo": {"reasonCode": "NoProvider"}}, EvCertificateRequest, False),
     (P201, "GetCertificateStatus", {"ocspRequestData": {"hashAlgorithm": "SHA256", "issuerNameHash": "a", "issuerKeyHash": "b",
-                                                        "serialNumber": "c", "responderURL": "http://ocsp"}},
-     {"status": "Failed"}, CertificateStatusRequest, False),
+                                                        "serialNumber": "c", "responderURL": ""}},
+     {"status": "Failed", "statusInfo": {"reasonCode": "NoResponder"}}, CertificateStatusRequest, False),
     (P201, "LogStatusNotification", {"status": "UploadFailure", "requestId": 2}, {}, LogStatus, False),
     (P201, "NotifyChargingLimit", {"chargingLimit": {"chargingLimitSource": "EMS", "isGridCritical": True},
                                    "chargingSchedule": [SCHEDULE]}, {}, ChargingLimitSet, False),
@@ -91,7 +92,8 @@ CASES: list[tuple[tuple[str, ...], str, dict[str, Any], dict[str, Any], type, bo
     (P201, "ReservationStatusUpdate", {"reservationId": 1, "reservationUpdateStatus": "Expired"}, {}, ReservationStatus, False),
     (P201, "SecurityEventNotification", {"type": "TamperDetectionActivated", "timestamp": T, "techInfo": "lid"}, {},
      SecurityEvent, True),
-    (P201, "SignCertificate", {"csr": "MIIB", "certificateType": "ChargingStationCertificate"}, {"status": "Rejected"},
+    (P201, "SignCertificate", {"csr": "MIIB", "certificateType": "ChargingStationCertificate"},
+     {"status": "Rejected", "statusInfo": {"reasonCode": "NoCA", "additionalInfo": "no certificate authority is configured"}},
      CertificateSigningRequest, False),
 ]
 
@@ -213,12 +215,12 @@ async def test_a_plain_ws_connection_with_basic_auth_is_security_profile_1(gw: G
     assert env.body.security_profile == 1  # type: ignore[union-attr]
 
 
-async def test_behind_a_proxy_the_profile_is_unknown(gw: Gateway) -> None:
+async def test_x_forwarded_proto_from_an_untrusted_peer_is_ignored(gw: Gateway) -> None:
     await gw.add_station("CP1")
     headers = {"Authorization": basic("CP1", PW), "X-Forwarded-Proto": "https"}
     gw.sockets.append(await gw.session.ws_connect(gw.url("CP1"), protocols=P16, headers=headers))
     env = await gw.wait_event(lambda e: isinstance(e.body, StationConnected))
-    assert env.body.security_profile == 0  # type: ignore[union-attr]
+    assert env.body.security_profile == 1  # type: ignore[union-attr]
 
 
 class _Transport:
@@ -229,21 +231,29 @@ class _Transport:
         return self.extra.get(name)
 
 
+class _SslObject:
+    def __init__(self, der: bytes | None) -> None:
+        self.der = der
+
+    def getpeercert(self, binary_form: bool = False) -> bytes | None:
+        assert binary_form
+        return self.der
+
+
 class _Request:
     def __init__(self, transport: _Transport | None, headers: dict[str, str] | None = None) -> None:
         self.transport = transport
         self.headers = headers or {}
 
 
-@pytest.mark.parametrize("transport, profile", [
-    (_Transport(), 1),
-    (_Transport(ssl_object=object()), 2),
-    (_Transport(ssl_object=object(), peercert={}), 2),           # TLS, no verified client certificate
-    (_Transport(ssl_object=object(), peercert={"subject": ((("commonName", "CP1"),),)}), 3),
-    (None, 0),
+@pytest.mark.parametrize("transport, seen", [
+    (_Transport(), (False, None)),
+    (_Transport(ssl_object=_SslObject(None)), (True, None)),          # TLS, no client certificate
+    (_Transport(ssl_object=_SslObject(b"DER")), (True, b"DER")),      # TLS, OpenSSL verified one
+    (None, (False, None)),
 ])
-def test_the_profile_follows_the_transport(transport: _Transport | None, profile: int) -> None:
-    assert _security_profile(_Request(transport)) == profile  # type: ignore[arg-type]
+def test_what_the_socket_proves(transport: _Transport | None, seen: tuple[bool, bytes | None]) -> None:
+    assert direct_tls(_Request(transport)) == seen  # type: ignore[arg-type]
 
 
 def test_the_profile_rules() -> None:

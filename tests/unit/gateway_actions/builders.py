@@ -11,7 +11,9 @@ from services.common.events import Body
 from services.common.ocpp_version import OcppVersion
 from services.common.store.port import Station
 from services.gateway.actions import ActionPorts, Actions
-from services.gateway.actions.common import BootDecider, RunningCost
+from services.gateway.actions.common import BootDecider, CsrSigning, RunningCost
+from services.gateway.contract_certs import ContractCertificateProvider
+from services.gateway.ocsp import CertificateStatus
 from services.gateway.context import CallContext, ConnectionState
 
 UTC = timezone.utc
@@ -120,6 +122,9 @@ def a_harness(
     store: FakeStore | None = None,
     heartbeat_interval: int = 300,
     running_cost: RunningCost | None = None,
+    signing: CsrSigning | None = None,
+    certificate_status: CertificateStatus | None = None,
+    contract_certs: ContractCertificateProvider | None = None,
 ) -> Harness:
     events = Recorder()
     store = store or FakeStore(stations)
@@ -131,6 +136,9 @@ def a_harness(
         tokens=known,
         tx_ids=store,
         running_cost=running_cost,
+        signing=signing,
+        certificate_status=certificate_status,
+        contract_certs=contract_certs,
     )
     ctx = CallContext(
         station_id="CS-1",

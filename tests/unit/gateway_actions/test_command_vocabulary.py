@@ -28,6 +28,9 @@ PROFILE_2X = {"id": 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProf
               "chargingSchedule": [{"id": 1, "chargingRateUnit": "A",
                                     "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.3}]}]}
 
+PEM = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n"
+HASH_DATA = {"hash_algorithm": "SHA256", "issuer_name_hash": "a1" * 32, "issuer_key_hash": "b2" * 32, "serial_number": "1f2e"}
+
 # Parameters an operator could send for each command type, valid for every version.
 EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "RemoteStart": [{"id_token": "TAG-1"}, {"id_token": "TAG-1", "connector_id": 2}, {"id_token": "TAG-1", "evse_id": 2}],
@@ -54,6 +57,13 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "ReserveNow": [{"reservation_id": 5, "expiry_date": "2026-11-28T05:00:00Z", "id_token": "TAG-1", "connector_id": 1}],
     "CancelReservation": [{"reservation_id": 5}],
     "GetCompositeSchedule": [{"duration": 3600, "connector_id": 1}, {"duration": 60, "charging_rate_unit": "A"}],
+    "CertificateSigned": [{"certificate_chain": PEM}, {"certificate_chain": PEM + PEM,
+                                                       "certificate_type": "ChargingStationCertificate"}],
+    "InstallCertificate": [{"certificate_type": "CSMSRootCertificate", "certificate": PEM},
+                           {"certificate_type": "ManufacturerRootCertificate", "certificate": PEM}],
+    "DeleteCertificate": [HASH_DATA],
+    "GetInstalledCertificateIds": [{"certificate_types": ["CSMSRootCertificate"]},
+                                   {"certificate_types": ["ManufacturerRootCertificate"]}],
     "SetChargingLimit": [
         {"purpose": "tx", "evse_id": 1, "transaction_id": "4711", "limit_a": "10.66", "profile_id": 7101,
          "start": "2026-11-28T04:21:16.004Z"},

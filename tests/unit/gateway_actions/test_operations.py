@@ -139,22 +139,28 @@ async def test_a_security_event_keeps_its_type_time_and_tech_info_and_the_statio
     assert h.events.station_time == at(-5)
 
 
-@pytest.mark.parametrize("version, payload, certificate_type", [
-    ("1.6", {"csr": "MIIB..."}, ""),
-    ("2.0.1", {"csr": "MIIB...", "certificateType": "V2GCertificate"}, "V2GCertificate"),
+@pytest.mark.parametrize("version, payload, certificate_type, answer", [
+    ("1.6", {"csr": "MIIB..."}, "", {"status": "Rejected"}),
+    ("2.0.1", {"csr": "MIIB...", "certificateType": "ChargingStationCertificate"}, "ChargingStationCertificate",
+     {"status": "Rejected", "statusInfo": {"reasonCode": "NoCA", "additionalInfo": "no certificate authority is configured"}}),
+    ("2.0.1", {"csr": "MIIB...", "certificateType": "V2GCertificate"}, "V2GCertificate",
+     {"status": "Rejected", "statusInfo": {"reasonCode": "UnsupportedType",
+                                           "additionalInfo": "the CSMS CA does not sign V2GCertificate"}}),
 ])
-async def test_sign_certificate_is_rejected_until_a_ca_exists_and_the_record_says_so(
-        version: str, payload: dict[str, Any], certificate_type: str) -> None:
+async def test_sign_certificate_without_a_ca_is_rejected_and_the_record_says_so(
+        version: str, payload: dict[str, Any], certificate_type: str, answer: dict[str, Any]) -> None:
+    # (with a CA: tests/unit/gateway_actions/test_security_actions.py)
     h = a_harness(version)
-    assert await h.call("SignCertificate", payload) == {"status": "Rejected"}
+    assert await h.call("SignCertificate", payload) == answer
     assert h.events.body == CertificateSigningRequest(csr="MIIB...", certificate_type=certificate_type, status="Rejected")
 
 
-async def test_certificate_status_and_ev_certificate_requests_fail_and_are_recorded() -> None:
+async def test_certificate_status_and_ev_certificate_requests_without_ports_fail_and_are_recorded() -> None:
     h = a_harness("2.0.1")
     ocsp = {"hashAlgorithm": "SHA384", "issuerNameHash": "aa11", "issuerKeyHash": "bb22", "serialNumber": "0f",
             "responderURL": "http://ocsp.example.com"}
-    assert await h.call("GetCertificateStatus", {"ocspRequestData": ocsp}) == {"status": "Failed"}
+    assert await h.call("GetCertificateStatus", {"ocspRequestData": ocsp}) == {
+        "status": "Failed", "statusInfo": {"reasonCode": "NoResponder"}}
     assert h.events.body == CertificateStatusRequest(
         hash_algorithm="SHA384", issuer_name_hash="aa11", issuer_key_hash="bb22", serial_number="0f",
         responder_url="http://ocsp.example.com", status="Failed",
@@ -162,7 +168,7 @@ async def test_certificate_status_and_ev_certificate_requests_fail_and_are_recor
     h.events.published.clear()
     answer = await h.call("Get15118EVCertificate", {"iso15118SchemaVersion": "urn:iso:15118:2:2013:MsgDef",
                                                     "action": "Update", "exiRequest": "gAB="})
-    assert answer == {"status": "Failed", "exiResponse": ""}
+    assert answer == {"status": "Failed", "exiResponse": "", "statusInfo": {"reasonCode": "NoProvider"}}
     assert h.events.body == EvCertificateRequest(
         iso15118_schema_version="urn:iso:15118:2:2013:MsgDef", action="Update", exi_request="gAB=", status="Failed",
     )

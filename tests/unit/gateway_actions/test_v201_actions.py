@@ -206,14 +206,21 @@ async def test_meter_values_apply_the_multiplier(version: str) -> None:
     assert h.events.station_time == at(2)
 
 
+# Without certificate ports (no CA, no OCSP, no contract provider) the answers say why.
+# (With them: tests/unit/gateway_actions/test_security_actions.py.)
+NO_PROVIDER = {"reasonCode": "NoProvider"}
+NO_RESPONDER = {"reasonCode": "NoResponder"}
+NO_CA = {"reasonCode": "NoCA", "additionalInfo": "no certificate authority is configured"}
+
 NOTIFICATIONS_201: list[tuple[str, dict, dict]] = [
     ("ClearedChargingLimit", {"chargingLimitSource": "EMS", "evseId": 1}, {}),
     ("DataTransfer", {"vendorId": "ACME", "data": {"any": ["json"]}}, {"status": "UnknownVendorId"}),
     ("FirmwareStatusNotification", {"status": "Installed", "requestId": 1}, {}),
     ("Get15118EVCertificate", {"iso15118SchemaVersion": "urn:iso:15118:2:2013:MsgDef", "action": "Install",
-                               "exiRequest": "AAAA"}, {"status": "Failed", "exiResponse": ""}),
+                               "exiRequest": "AAAA"}, {"status": "Failed", "exiResponse": "", "statusInfo": NO_PROVIDER}),
     ("GetCertificateStatus", {"ocspRequestData": {"hashAlgorithm": "SHA256", "issuerNameHash": "a", "issuerKeyHash": "b",
-                                                  "serialNumber": "c", "responderURL": "http://ocsp"}}, {"status": "Failed"}),
+                                                  "serialNumber": "c", "responderURL": "http://ocsp"}},
+     {"status": "Failed", "statusInfo": NO_RESPONDER}),
     ("LogStatusNotification", {"status": "Uploaded", "requestId": 2}, {}),
     ("NotifyChargingLimit", {"chargingLimit": {"chargingLimitSource": "SO"}}, {}),
     ("NotifyCustomerInformation", {"data": "x", "seqNo": 0, "generatedAt": ts(), "requestId": 1}, {}),
@@ -235,7 +242,7 @@ NOTIFICATIONS_201: list[tuple[str, dict, dict]] = [
      {}),
     ("ReservationStatusUpdate", {"reservationId": 1, "reservationUpdateStatus": "Expired"}, {}),
     ("SecurityEventNotification", {"type": "StartupOfTheDevice", "timestamp": ts()}, {}),
-    ("SignCertificate", {"csr": "-----BEGIN CERTIFICATE REQUEST-----"}, {"status": "Rejected"}),
+    ("SignCertificate", {"csr": "-----BEGIN CERTIFICATE REQUEST-----"}, {"status": "Rejected", "statusInfo": NO_CA}),
 ]
 
 
