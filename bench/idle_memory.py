@@ -13,7 +13,14 @@ Kernel socket buffers are not in RSS. Clients offer no permessage-deflate (a sta
 that sends compressed frames costs ~40 KiB more: aiohttp keeps a zlib inflate window).
 Loopback settings (Settings.extra): upgrade_rate_per_ip/upgrade_burst_per_ip 1e9; CSMS_BOOT_RATE 100000.
 
+Keepalive (ADR 017): `--ping-interval S` sets the server's CSMS_WS_PING_INTERVAL_S (0 = off;
+default: the server's own, 60 s, which never fires within a run); when it is set above 0
+every client also reads its socket (one reader task per client, in this process) and
+answers the pings, so the server's timer, ping and liveness flag are all in use while RSS
+is read. An A/B of the keepalive's memory: `--ping-interval 0` against `--ping-interval 1`.
+
     .venv/bin/python bench/idle_memory.py --levels 2000,5000
+    .venv/bin/python bench/idle_memory.py --levels 2000,5000 --ping-interval 1
 """
 
 from __future__ import annotations
@@ -49,6 +56,15 @@ async def open_booted(port: int, sid: str, pw: str) -> RawWs:
     return ws
 
 
+async def answer_pings(ws: RawWs) -> None:
+    """Read the socket for as long as it is open: `recv_text` answers pings (nothing else is sent)."""
+    try:
+        while True:
+            await ws.recv_text()
+    except (ConnectionError, asyncio.IncompleteReadError, OSError):
+        pass
+
+
 async def measure(server: Server, settle: float) -> tuple[int, int]:
     await asyncio.sleep(settle)
     raw = server.rss_kib()
@@ -63,6 +79,9 @@ async def amain(a: argparse.Namespace, wd: Path) -> dict[str, Any]:
     pepper = new_pepper()
     creds = provision(wd / "csms.db", ids, pepper)
     env = {"CSMS_AUTH_PEPPER": pepper, "CSMS_BOOT_RATE": "100000", "CSMS_GATEWAY_ID": "gateway-0"}
+    if a.ping_interval is not None:
+        env["CSMS_WS_PING_INTERVAL_S"] = str(a.ping_interval)
+    readers: list[asyncio.Task[None]] = []
     points: list[dict[str, Any]] = []
     with Server(a.server, wd, env=env, extra=LOOPBACK_EXTRA, log_level=a.log_level) as server:
         raw0, trim0 = await measure(server, a.settle)
@@ -72,19 +91,29 @@ async def amain(a: argparse.Namespace, wd: Path) -> dict[str, Any]:
         for level in levels:
             while len(conns) < level:
                 batch = ids[len(conns):min(level, len(conns) + a.batch)]
-                conns += await asyncio.gather(*(open_booted(server.port, sid, creds[sid]) for sid in batch))
+                opened = await asyncio.gather(*(open_booted(server.port, sid, creds[sid]) for sid in batch))
+                conns += opened
+                if a.ping_interval:
+                    readers += [asyncio.create_task(answer_pings(c)) for c in opened]
             raw, trim = await measure(server, a.settle)
+            if a.ping_interval:
+                # every connection still open: none was closed for a missing pong
+                alive = sum(not t.done() for t in readers)
+                if alive != level:
+                    raise RuntimeError(f"{level - alive} of {level} connections closed by the server")
             points.append({"connections": level, "rss_kib": raw, "rss_trimmed_kib": trim,
                            "kib_per_conn": round((raw - raw0) / level, 1), "kib_per_conn_trimmed": round((trim - trim0) / level, 1)})
             print(f"  {level} connections: RSS {raw} KiB ({trim} after gc+trim)", file=sys.stderr)
         a0, a1 = points[-2], points[-1]
         marginal = round((a1["rss_kib"] - a0["rss_kib"]) / (a1["connections"] - a0["connections"]), 1)
         marginal_t = round((a1["rss_trimmed_kib"] - a0["rss_trimmed_kib"]) / (a1["connections"] - a0["connections"]), 1)
+        for t in readers:
+            t.cancel()
         await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
         await asyncio.sleep(1.0)
     return {"bench": "idle_memory", "server": a.server, "goal_kib": GOAL_KIB, "points": points, "marginal_kib_per_conn": marginal,
             "marginal_kib_per_conn_trimmed": marginal_t, "marginal_between": [a0["connections"], a1["connections"]],
-            "batch": a.batch, "extra": LOOPBACK_EXTRA}
+            "batch": a.batch, "extra": LOOPBACK_EXTRA, "ping_interval_s": a.ping_interval}
 
 
 def report(r: dict[str, Any]) -> str:
@@ -107,6 +136,8 @@ def main() -> None:
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--server", choices=["gateway", "echo"], default="gateway",
                    help="echo: a bare aiohttp WebSocket server (the transport's own memory per connection)")
+    p.add_argument("--ping-interval", type=float, default=None,
+                   help="server CSMS_WS_PING_INTERVAL_S (0 = off); above 0 the clients answer the pings")
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--keep")
     p.add_argument("--json-out")
@@ -125,7 +156,8 @@ def main() -> None:
     finally:
         if not isinstance(tmp, Path):
             tmp.cleanup()
-    print(f"\nidle memory ({a.server} server): server VmRSS with N idle, booted 1.6 connections (opened {a.batch} at a time)")
+    pings = "server default" if a.ping_interval is None else (f"every {a.ping_interval:g} s" if a.ping_interval else "off")
+    print(f"\nidle memory ({a.server} server, pings {pings}): server VmRSS with N idle, booted 1.6 connections (opened {a.batch} at a time)")
     print(report(r))
     emit({**r, "machine": machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}, a.json_out)
 

@@ -14,12 +14,16 @@ and produces it. The outcome is a value, never an exception for "not connected":
   topic's partitions (CSMS_COMMANDS_PARTITIONS lower than the gateway count): a
   deployment error, logged as one.
 
+A revocation (`broadcast_revoke`) is not routed: every gateway must drop the station from
+its auth caches, so it goes to every command partition, whoever owns the station.
+
 Bus failures (BusUnavailable, RecordTooLarge) propagate: the caller decides whether that
 is a retry (a processor's record is redelivered) or an error answer (the API's 503).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import uuid
@@ -46,6 +50,7 @@ __all__ = [
     "Routed",
     "Sent",
     "Unroutable",
+    "broadcast_revoke",
 ]
 
 log = logging.getLogger("csms.routing")
@@ -55,6 +60,7 @@ REVOKE = "_Revoke"            # command_type of a revocation, sent to every part
                               # params {"reason": ..., "close": bool}; every gateway drops the
                               # station from its auth caches, the one holding its socket closes it
 FENCE_TTL = timedelta(seconds=60)
+REVOKE_TTL = timedelta(seconds=60)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,3 +207,41 @@ class CommandRouter:
         return ordinal
 
 
+
+
+class _RevokeBus(Protocol):
+    async def partitions(self, topic: str) -> int: ...
+
+    async def publish(
+        self, topic: str, key: str, value: bytes, headers: Any = (), partition: int | None = None
+    ) -> None: ...
+
+
+async def broadcast_revoke(
+    bus: _RevokeBus, station_id: str, *, reason: str, close: bool, issuer: str, clock: Clock,
+    topic: str = topics.COMMANDS,
+) -> None:
+    """Tell every gateway that the station's credentials changed (ADR 017): each drops the
+    station from its auth caches, the one holding its socket closes it (1008) if `close`.
+
+    One `_Revoke` command (params `{"reason", "close"}`, expiring in `REVOKE_TTL`) per
+    partition of csms.commands.v1, keyed by the station, explicit partition: the owner
+    lookup is skipped on purpose (a station mid-reconnect may be owned by no one yet, and
+    every gateway's caches must hear it anyway). Every partition is produced concurrently;
+    a bus failure on any propagates (the caller answers 503; the change itself is stored,
+    so a retry of the revoke is harmless). `topic`: csms.commands.v1 but in tests."""
+    count = await bus.partitions(topic)
+    now = clock()
+    cmd = codec.Command(
+        command_id=str(uuid.uuid4()),
+        station_id=station_id,
+        command_type=REVOKE,
+        params_json=orjson.dumps({"reason": reason, "close": bool(close)}).decode(),
+        issued_at=now,
+        expires_at=now + REVOKE_TTL,
+        issuer=issuer,
+    )
+    value, headers = codec.encode_command(cmd), codec.command_headers(cmd)
+    await asyncio.gather(
+        *(bus.publish(topic, station_id, value, headers, partition=p) for p in range(count))
+    )

@@ -71,8 +71,10 @@ def setup_logging(level: str = "INFO") -> None:
     logging.getLogger("cassandra").setLevel(logging.WARNING)
 
 
-def add_health_routes(app: web.Application, ready: Callable[[], bool]) -> None:
-    """GET /healthz (process alive), /readyz (dependencies usable), /metrics."""
+def add_health_routes(app: web.Application, ready: Callable[[], bool], *, metrics: bool = True) -> None:
+    """GET /healthz (process alive), /readyz (dependencies usable) and, unless `metrics` is
+    false, /metrics (the gateway's station port leaves it out: metrics are for the
+    operator's scraper, not for whoever can reach the OCPP port)."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -81,10 +83,11 @@ def add_health_routes(app: web.Application, ready: Callable[[], bool]) -> None:
         ok = ready()
         return web.json_response({"status": "ready" if ok else "not ready"}, status=200 if ok else 503)
 
-    async def metrics(_: web.Request) -> web.Response:
+    async def metrics_(_: web.Request) -> web.Response:
         body = generate_latest(REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    if metrics:
+        app.router.add_get("/metrics", metrics_)

@@ -1,12 +1,22 @@
 """The aiohttp application: `GET /ocpp/{station_id}` handshake, then the connection (rows 1-14).
 
+The same application serves the `ws://` and the `wss://` listener (service.py); what a
+connection proves (TLS, a verified client certificate: tls.py) decides the security
+profile it may use. The source address is the TCP peer, or what a trusted proxy forwarded
+(proxies.py); it is the address every limit, log line and StationConnected.remote uses.
+
 Order of checks before the upgrade (cheapest first; nothing slow happens for a request
 that a cheap check already refuses):
-  upgrade flood per remote address (delayed up to a bound, then 429) -> measured overload
+  upgrade flood per source address (delayed up to a bound, then 429) -> measured overload
   (503 + Retry-After from the backlog; admission.py) -> identity syntax on the raw path (400) ->
-  WebSocket upgrade headers (400) -> lockout (401) -> known station (404) ->
-  Basic credentials (401) -> enabled (403) -> subprotocol.
+  WebSocket upgrade headers (400) -> a client certificate from a trusted proxy's header that
+  does not verify (403 certificate_invalid) -> auth.py: certificate CN (403
+  certificate_identity) -> lockout (401/429) -> known station (404) -> connection profile
+  below the station's (403 security_profile) -> certificate revoked (403) -> Basic
+  credentials (401) -> enabled (403) -> subprotocol.
 No acceptable subprotocol: the handshake completes without the header, then close 1002.
+A refusal is logged with the station, the source address, the status and the reason;
+never with the Authorization header or a certificate.
 """
 
 from __future__ import annotations
@@ -22,11 +32,12 @@ from aiohttp import web
 from services.common.errors import StoreError
 from services.common.ocpp_version import OcppVersion
 from services.common.telemetry import add_health_routes
-from services.gateway import auth, metrics
+from services.gateway import auth, metrics, tls, wsio
 from services.gateway.admission import Admission, UpgradeLimits
 from services.gateway.connection import Connection, ConnectionShared
 from services.gateway.limits import KeyedBuckets
 from services.gateway.ownership import Ownership
+from services.gateway.proxies import Forwarded, TrustedProxies, forwarded
 from services.gateway.registry import Registry
 
 __all__ = ["SUBPROTOCOLS", "choose_subprotocol", "is_upgrade", "OcppWebSocket", "GatewayApp"]
@@ -55,7 +66,17 @@ class OcppWebSocket(web.WebSocketResponse):
     (RFC 7692 lets each message choose, RSV1 unset): aiohttp's compressor keeps a
     ~256 KiB zlib context per socket for the life of the connection, which would make
     idle connections cost ~320 KiB instead of ~20 KiB. Our answers are small anyway.
-    (aiohttp has no public switch for this; `_pre_start` is where the writer is built.)"""
+    (aiohttp has no public switch for this; `_pre_start` is where the writer is built.)
+
+    Every close is bounded (ADR 017), whoever starts it (a fence, a revocation, shutdown,
+    a ping timeout, aiohttp itself after a protocol error): writing the close frame and
+    waiting for the peer's answer take at most `close_timeout_s` (CSMS_WS_CLOSE_TIMEOUT_S,
+    set by the connection when it differs from this default), then the TCP connection is
+    aborted. Bytes still unsent once the close is over get the same time, then the
+    connection is aborted too: a peer that stops reading cannot keep a closed socket and
+    its buffer alive (`transport.close()` alone waits for the peer to read them)."""
+
+    close_timeout_s: float = 5.0
 
     def _pre_start(self, request: web.BaseRequest) -> Any:
         protocol, writer = super()._pre_start(request)
@@ -63,6 +84,21 @@ class OcppWebSocket(web.WebSocketResponse):
         return protocol, writer
 
     async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.close_timeout_s):
+                return await self._close(code, message, drain)
+        except TimeoutError:
+            log.info("close %s not finished within %.1f s; connection aborted", code, self.close_timeout_s)
+            wsio.abort(self)
+            self._close_code = code  # what we closed with (aiohttp says 1006: the peer never answered)
+            return True
+        finally:
+            transport = wsio.transport_of(self)
+            if transport is not None and wsio.buffered(self) > 0:
+                loop.call_later(self.close_timeout_s, _abort_if_open, transport)
+
+    async def _close(self, code: int, message: bytes, drain: bool) -> bool:
         """After a protocol error (1007 bad UTF-8, 1009 too big, ...) aiohttp sends its close
         frame and drops the TCP connection at once; the peer's close reply then meets a
         closed socket and many clients (aiohttp's among them) report 1006 instead of our
@@ -89,6 +125,15 @@ class OcppWebSocket(web.WebSocketResponse):
         return True
 
 
+def _abort_if_open(transport: asyncio.Transport) -> None:
+    """The end of a closed socket's grace for unsent bytes."""
+    try:
+        if transport.get_write_buffer_size() > 0:
+            transport.abort()
+    except Exception as exc:  # already gone
+        log.debug("abort after close: %s", exc)
+
+
 def is_upgrade(request: web.BaseRequest) -> bool:
     """A well-formed WebSocket upgrade request (RFC 6455 §4.2.1), checked before any work."""
     h = request.headers
@@ -100,22 +145,23 @@ def is_upgrade(request: web.BaseRequest) -> bool:
     )
 
 
-def _security_profile(request: web.BaseRequest) -> int:
-    """How the station reached us (auth.security_profile): TLS when the socket is TLS, a client
-    certificate when TLS verified one."""
+def direct_tls(request: web.BaseRequest) -> tuple[bool, bytes | None]:
+    """Whether the request came over a TLS socket of ours, and the client certificate OpenSSL
+    verified during that handshake (DER), if the client presented one."""
     transport = request.transport
-    if transport is None:
-        return 0
-    ssl_object = transport.get_extra_info("ssl_object")
-    certificate = transport.get_extra_info("peercert") if ssl_object is not None else None
-    return auth.security_profile(
-        tls=ssl_object is not None, client_certificate=bool(certificate),
-        forwarded_proto=request.headers.get("X-Forwarded-Proto"),
-    )
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    if ssl_object is None:
+        return False, None
+    der: bytes | None = ssl_object.getpeercert(binary_form=True)
+    return True, der
 
 
 class GatewayApp:
-    """`shared`: what every connection is given; `ready`: the gateway's readiness."""
+    """`shared`: what every connection is given; `ready`: the gateway's readiness;
+    `metrics_on_port`: serve /metrics here too (CSMS_METRICS_ON_OCPP_PORT);
+    `trusted_proxies`, `client_cert_header`: whose forwarded headers count
+    (services/gateway/proxies.py); `client_trust`: the CA bundle a forwarded client
+    certificate must chain to (tls.py)."""
 
     def __init__(
         self,
@@ -129,6 +175,10 @@ class GatewayApp:
         max_frame_bytes: int,
         ocpp21: bool,
         ready: Callable[[], bool],
+        metrics_on_port: bool = False,
+        trusted_proxies: TrustedProxies = TrustedProxies(),
+        client_cert_header: str = "",
+        client_trust: tls.ClientTrust = tls.ClientTrust(),
     ) -> None:
         self.registry = registry
         self.ownership = ownership
@@ -137,21 +187,29 @@ class GatewayApp:
         self.shared = shared
         self.max_frame_bytes = max_frame_bytes
         self.ocpp21 = ocpp21
+        self.proxies = trusted_proxies
+        self.client_cert_header = client_cert_header
+        self.client_trust = client_trust
         up = upgrade_limits  # per address: slow a site's chargers, refuse a flood
         self.upgrades: KeyedBuckets[str] = KeyedBuckets(up.rate, up.burst)
         self.upgrade_max_wait_s = up.max_wait_s
         self.handlers: set[asyncio.Task[object]] = set()
         self.app = web.Application()
         self.app.router.add_get("/ocpp/{tail:.*}", self.handle)
-        add_health_routes(self.app, ready)
+        add_health_routes(self.app, ready, metrics=metrics_on_port)
 
     @staticmethod
     def _refuse(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
         metrics.rejected(reason)
         return web.Response(status=status, text=reason.replace("_", " ") + "\n", headers=headers)
 
+    def forwarded(self, request: web.BaseRequest) -> Forwarded:
+        """Who the client is: the TCP peer, or what a trusted proxy says (proxies.py)."""
+        return forwarded(request.remote or "", request.headers, self.proxies, self.client_cert_header)
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        remote = request.remote or ""
+        fwd = self.forwarded(request)
+        remote = fwd.remote
         if self.registry.stopping:
             return self._refuse(503, "shutting_down")
         admitted, wait = self.upgrades.reserve(remote, self.upgrade_max_wait_s)
@@ -168,16 +226,22 @@ class GatewayApp:
             return self._refuse(400, "bad_station_id")
         if not is_upgrade(request):
             return self._refuse(400, "not_websocket")
+        is_tls, peer_der = direct_tls(request)
+        transport = tls.transport_of(peer_der, is_tls, fwd, self.client_trust, self.shared.clock())
+        if isinstance(transport, tls.Refusal):
+            log.info("station=%s from %s refused: 403 %s (%s)", station_id, remote, transport.reason, transport.detail)
+            return self._refuse(403, transport.reason)
         try:
             async with asyncio.timeout(self.shared.limits.open_timeout_s):
                 with self.admission.track():
-                    outcome = await self.auth.authenticate(station_id, request.headers.get("Authorization"), remote)
+                    outcome = await self.auth.authenticate(station_id, request.headers.get("Authorization"), remote, transport)
         except (StoreError, TimeoutError) as exc:
             log.warning("station=%s handshake: store unavailable (%s)", station_id, exc)
             return self._refuse(503, "store_unavailable", {"Retry-After": "5"})
         if not outcome.ok:
             log.info("station=%s from %s refused: %d %s", station_id, remote, outcome.status, outcome.reason)
             return self._refuse(outcome.status, outcome.reason, outcome.headers)
+        ping_s = outcome.station.ws_ping_interval_s if outcome.station is not None else None
         proto = choose_subprotocol(request.headers.get("Sec-WebSocket-Protocol"), self.ocpp21)
         ws = OcppWebSocket(
             protocols=(proto,) if proto else (),
@@ -196,14 +260,14 @@ class GatewayApp:
         if task is not None:
             self.handlers.add(task)
         try:
-            await self._serve(ws, station_id, SUBPROTOCOLS[proto], proto, remote, _security_profile(request))
+            await self._serve(ws, station_id, SUBPROTOCOLS[proto], proto, remote, outcome.profile, ping_s)
         finally:
             if task is not None:
                 self.handlers.discard(task)
         return ws
 
     async def _serve(self, ws: web.WebSocketResponse, station_id: str, version: OcppVersion, proto: str, remote: str,
-                     profile: int = 0) -> None:
+                     profile: int = 0, ping_interval_s: float | None = None) -> None:
         ownership = self.ownership
         try:
             with self.admission.track(store=True, completes=True):
@@ -212,7 +276,7 @@ class GatewayApp:
             log.warning("station=%s ownership claim failed (%s); closing 1011", station_id, exc)
             await ws.close(code=1011, message=b"try again later")
             return
-        conn = Connection(self.shared, ws, station_id, version, epoch, remote, proto, profile)
+        conn = Connection(self.shared, ws, station_id, version, epoch, remote, proto, profile, ping_interval_s=ping_interval_s)
         if not await ownership.adopt(conn, prev):
             await ws.close(code=1008, message=b"replaced by a newer connection")
             return

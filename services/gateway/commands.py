@@ -9,6 +9,14 @@ vocabulary (services/common/ocpp/commands.py); one for a station that is not con
 here is re-routed once through the `CommandRouter`. A fence (the typed `Command.fence_epoch`,
 or from a gateway before it, command type "_Fence" with the epoch in its params) closes
 this gateway's socket of the station if that socket is older.
+
+A revocation (`_Revoke`, ADR 017; `routing.broadcast_revoke` sends one to every
+partition) is handled in the reader itself, never queued behind the station's command
+chain nor re-routed: `on_revoke(station_id)` (the authenticator's `invalidate`: this
+gateway's auth caches forget the station) on every gateway; with `close`, the gateway
+holding the station's socket closes it 1008 "revoked: <reason>" at once (in the
+background, bounded by CSMS_WS_CLOSE_TIMEOUT_S, then aborted: a peer that never reads
+cannot delay it). An expired revocation is ignored.
 """
 
 from __future__ import annotations
@@ -16,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from dataclasses import dataclass
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
@@ -30,17 +40,19 @@ from services.common.errors import ConfigError, RecordTooLarge
 from services.common.events import Body, CommandIssued, CommandResult, Envelope
 from services.common.ocpp import commands as vocabulary
 from services.common.ocpp.wire import json_default
-from services.common.routing import FENCE, CommandRouter, Sent
+from services.common.routing import FENCE, REVOKE, CommandRouter, Sent
 from services.common.timeutil import Clock
 from services.gateway import frames, metrics
 from services.gateway.publisher import ConnectionGone, Publisher, new_event_id
 from services.gateway.registry import Registry
 
-__all__ = ["CommandRunner", "PartitionReader", "fence_epoch"]
+__all__ = ["CommandRunner", "PartitionReader", "Revocation", "fence_epoch", "revocation"]
 
 log = logging.getLogger("csms.gateway.commands")
 
 _RESULT_GRACE_S = 30.0   # how long a result may be withheld by a bus outage
+CLOSE_POLICY = 1008
+_REASON_MAX = 100        # close reasons are at most 123 bytes (RFC 6455); "revoked: " + this
 
 
 class PartitionReader(Protocol):
@@ -64,7 +76,34 @@ def fence_epoch(cmd: codec.Command) -> int | None:
         return cmd.target_epoch
 
 
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    reason: str
+    close: bool
+
+
+def revocation(cmd: codec.Command) -> Revocation | None:
+    """The revocation a `_Revoke` command carries, None for any other command. Unreadable
+    params still revoke (close=True: the safe reading of a credential change)."""
+    if cmd.command_type != REVOKE:
+        return None
+    try:
+        params = orjson.loads(cmd.params_json or "{}")
+    except ValueError:
+        params = None
+    if not isinstance(params, dict):
+        return Revocation("revoked", True)
+    return Revocation(str(params.get("reason") or "revoked"), bool(params.get("close", True)))
+
+
+def _nothing(station_id: str) -> None:
+    return None
+
+
 class CommandRunner:
+    """`on_revoke(station_id)`: drop the station from this gateway's auth caches (wired to
+    `Authenticator.invalidate`), called for every revocation this gateway reads."""
+
     def __init__(
         self,
         *,
@@ -77,8 +116,10 @@ class CommandRunner:
         concurrency: int,
         command_timeout_s: float,
         call_timeout_s: float,
+        on_revoke: Callable[[str], None] = _nothing,
     ) -> None:
         self.gateway_id = gateway_id
+        self._on_revoke = on_revoke
         self._reader = reader
         self._registry = registry
         self._router = router
@@ -115,6 +156,10 @@ class CommandRunner:
         epoch = fence_epoch(cmd)
         if epoch is not None:
             self._fence(cmd.station_id, epoch)  # fences go by epoch: whoever holds an older socket closes it
+            return
+        revoked = revocation(cmd)
+        if revoked is not None:
+            self.revoke(cmd, revoked)  # every gateway, whoever it was addressed to, ahead of the chain
             return
         if not self._addressed_to_us(cmd):
             return
@@ -171,6 +216,26 @@ class CommandRunner:
             metrics.FENCED.inc()
             log.warning("station=%s fenced by epoch %d (ours %d); closing 1008", station_id, epoch, conn.epoch)
             self._registry.close_later(conn, 1008, "connected to another gateway")
+
+    def revoke(self, cmd: codec.Command, revoked: Revocation) -> None:
+        """Apply a revocation now (synchronously: nothing queued can delay it)."""
+        station_id = cmd.station_id
+        if cmd.expires_at <= self._clock():
+            log.info("station=%s revocation %s (%s) expired before delivery; ignored", station_id, cmd.command_id, revoked.reason)
+            metrics.COMMANDS.labels(command_type=REVOKE, status="Expired").inc()
+            return
+        try:
+            self._on_revoke(station_id)
+        except Exception:  # the close below must still happen
+            log.exception("station=%s auth cache invalidation failed", station_id)
+        conn = self._registry.get(station_id)
+        if revoked.close and conn is not None:
+            metrics.COMMANDS.labels(command_type=REVOKE, status="Closed").inc()
+            log.warning("station=%s credentials revoked (%s, by %s); closing 1008", station_id, revoked.reason, cmd.issuer)
+            self._registry.close_later(conn, CLOSE_POLICY, f"revoked: {revoked.reason[:_REASON_MAX]}")
+        else:
+            metrics.COMMANDS.labels(command_type=REVOKE, status="Invalidated").inc()
+            log.info("station=%s credentials revoked (%s, by %s); auth caches invalidated", station_id, revoked.reason, cmd.issuer)
 
     # -- one command -----------------------------------------------------------
     async def execute(self, cmd: codec.Command) -> None:

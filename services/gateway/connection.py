@@ -16,6 +16,19 @@
   is an outage. Transaction messages are validated leniently; every field accepted that
   way is counted (`csms_gateway_lenient_fields_total`) and logged once per connection.
 - At most one CSMS -> station CALL is outstanding (`call()` holds a lock until answered).
+
+Keepalive and slow peers (ADR 017; settings in `SocketPolicy`):
+- No task and no timer handle per connection: the gateway's one timing wheel (wheel.py,
+  `ConnectionShared.wheel`) runs each connection's tick. When nothing at all arrived from
+  the station for `ping_interval_s` (any bytes count: a frame, a pong), it sends a ping;
+  if nothing arrives within `pong_timeout_s` after it, the socket is closed 1011 "ping
+  timeout" (bounded, then aborted). A busy station is never pinged. Liveness is one flag
+  set per TCP read (wsio.on_data), so the per-message cost is a store.
+- The transport pauses writers only beyond `send_buffer_bytes` unsent; a send that would
+  go beyond it, or a timer tick that finds it exceeded, aborts the TCP connection (a peer
+  that stopped reading cannot pin the buffer); sends to such a socket fail at once
+  (`send` -> False, `call` -> ConnectionGone) instead of waiting on a drain.
+- Every close is bounded by `close_timeout_s`, then the connection is aborted.
 """
 
 from __future__ import annotations
@@ -26,7 +39,7 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -41,19 +54,33 @@ from services.common.ocpp.wire import json_default
 from services.common.ocpp_version import OcppVersion
 from services.common.telemetry import tracer
 from services.common.timeutil import Clock
-from services.gateway import errors, frames, metrics, validation
+from prometheus_client import Counter
+
+from services.gateway import errors, frames, metrics, validation, wsio
 from services.gateway.actions import Actions, Handler, is_csms_to_station
 from services.gateway.context import CallContext, ConnectionState
 from services.gateway.limits import Limits, TokenBucket
 from services.gateway.publisher import ConnectionGone, Publisher, new_event_id
+from services.gateway.wheel import Wheel
 
-__all__ = ["Connection", "ConnectionShared"]
+__all__ = ["Connection", "ConnectionShared", "SocketPolicy"]
 
 log = logging.getLogger("csms.gateway.connection")
 
 _GATED = frozenset({"Pending", "Rejected"})
 CLOSE_POLICY = 1008
 CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_INTERNAL = 1011
+
+DEAD_SOCKETS = Counter(
+    "csms_gateway_dead_sockets_total",
+    "Station sockets the gateway dropped for a dead or stuck peer (send_buffer: it stopped reading, aborted; "
+    "ping_timeout: no pong in time, closed 1011; close_timeout: it did not finish a close, aborted)",
+    ["reason"],
+)
+_ABORT_REASONS = ("send_buffer", "ping_timeout", "close_timeout")
+_ABORTED = {r: DEAD_SOCKETS.labels(reason=r) for r in _ABORT_REASONS}
+_background: set[asyncio.Task[None]] = set()  # closes started from the keepalive wheel
 
 
 _UNKNOWN: Any = object()
@@ -82,6 +109,29 @@ _NO_SPAN = contextlib.nullcontext()
 
 
 @dataclass(frozen=True, slots=True)
+class SocketPolicy:
+    """Keepalive and slow-peer bounds of every socket (CSMS_WS_*; docs/security.md)."""
+
+    ping_interval_s: float = 60.0     # 0 = no pings (a station's ws_ping_interval_s overrides it)
+    pong_timeout_s: float = 30.0
+    close_timeout_s: float = 5.0
+    send_buffer_bytes: int = 256 << 10
+
+    @property
+    def tick_s(self) -> float:
+        """The keepalive wheel's resolution: an eighth of the shortest period, at most 1 s."""
+        ping = self.ping_interval_s if self.ping_interval_s > 0 else 1.0
+        return max(0.01, min(1.0, ping / 8, self.pong_timeout_s / 8))
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "SocketPolicy":
+        return cls(
+            ping_interval_s=float(settings.ws_ping_interval_s), pong_timeout_s=float(settings.ws_pong_timeout_s),
+            close_timeout_s=float(settings.ws_close_timeout_s), send_buffer_bytes=int(settings.ws_send_buffer_bytes),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionShared:
     """What all connections of one gateway share. Each connection holds this one reference
     (memory per idle connection stays small)."""
@@ -93,16 +143,23 @@ class ConnectionShared:
     clock: Clock
     publisher: Publisher
     actions: Actions
+    sockets: SocketPolicy = SocketPolicy()
+    wheel: Wheel = field(init=False)  # every connection's keepalive tick (one loop timer)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wheel", Wheel(self.sockets.tick_s))
 
 
 class Connection:
     __slots__ = (
         "shared", "ws", "station_id", "version", "epoch", "remote", "subprotocol", "security_profile", "state",
         "queue", "current", "worker", "bucket", "strikes", "pending_id", "pending", "call_lock", "closing",
+        "ping_s", "due", "heard", "pinged", "sent_code",
     )
 
     def __init__(self, shared: ConnectionShared, ws: web.WebSocketResponse, station_id: str, version: OcppVersion, epoch: int,
-                 remote: str = "", subprotocol: str = "", security_profile: int = 0) -> None:
+                 remote: str = "", subprotocol: str = "", security_profile: int = 0, *,
+                 ping_interval_s: float | None = None) -> None:
         self.shared, self.ws, self.station_id, self.version, self.epoch = shared, ws, station_id, version, epoch
         self.remote, self.subprotocol, self.security_profile = remote, subprotocol, security_profile
         # A Connection exists only after the handshake authenticated an enabled station.
@@ -117,11 +174,22 @@ class Connection:
         self.pending: asyncio.Future[frames.Result | frames.Error] | None = None
         self.call_lock: asyncio.Lock | None = None
         self.closing = False
+        policy = shared.sockets
+        # None: the gateway's CSMS_WS_PING_INTERVAL_S; 0 (either): no pings
+        self.ping_s = policy.ping_interval_s if ping_interval_s is None else max(0.0, float(ping_interval_s))
+        self.due = 0  # the keepalive wheel's bucket (0: not scheduled)
+        self.heard = False
+        self.pinged = False
+        self.sent_code: int | None = None  # the code of a close the gateway started
+        if getattr(ws, "close_timeout_s", policy.close_timeout_s) != policy.close_timeout_s:
+            setattr(ws, "close_timeout_s", policy.close_timeout_s)  # OcppWebSocket: only when not its default
+        wsio.limit_send_buffer(ws, policy.send_buffer_bytes)
 
     # -- reader ----------------------------------------------------------------
     async def run(self) -> None:
         """Read until the socket closes. Never raises for anything a station sends."""
         ws, max_depth = self.ws, self.shared.max_json_depth
+        self._start_keepalive()
         try:
             async for msg in ws:
                 if msg.type == web.WSMsgType.TEXT:
@@ -325,7 +393,8 @@ class Connection:
                 self.pending_id, self.pending = mid, fut
                 try:
                     metrics.message(action, "out")
-                    await self.send(orjson.dumps([2, mid, action, payload], default=json_default).decode())
+                    if not await self.send(orjson.dumps([2, mid, action, payload], default=json_default).decode()):
+                        raise ConnectionGone(self.station_id)
                     return mid, await fut
                 finally:
                     self.pending_id = self.pending = None
@@ -342,30 +411,107 @@ class Connection:
     # -- sending and closing -----------------------------------------------------
     @property
     def close_code(self) -> int | None:
-        return self.ws.close_code
+        """The code the gateway closed with (a fence, a revocation, a ping timeout: what
+        StationDisconnected reports, also when the peer never answered), else the peer's."""
+        return self.sent_code if self.sent_code is not None else self.ws.close_code
 
     def alive(self) -> bool:
         return not self.closing and not self.ws.closed
 
-    async def send(self, text: str) -> None:
-        if self.ws.closed:
-            return
+    async def send(self, text: str) -> bool:
+        """Write one text frame; False (never an exception, never a long wait) if the socket
+        is gone or the peer stopped reading: a frame that would take the unsent bytes past
+        `send_buffer_bytes` aborts the connection instead of queueing behind them. (A first
+        frame larger than the bound still goes out: the peer may be reading.)"""
+        ws = self.ws
+        if ws.closed:
+            return False
+        pending = wsio.buffered(ws)
+        if pending and pending + len(text) > self.shared.sockets.send_buffer_bytes:
+            self._abort("send_buffer", f"{pending} bytes unsent")
+            return False
         try:
-            await self.ws.send_str(text)
+            await ws.send_str(text)
         except (ConnectionError, RuntimeError) as exc:
             log.info("station=%s send failed: %s", self.station_id, exc)
+            return False
+        return True
 
     async def close(self, code: int, reason: str) -> None:
+        """Close with `code`; bounded by `close_timeout_s` (OcppWebSocket bounds it too, this
+        is the guard for any socket), then the connection is aborted."""
         if self.closing and self.ws.closed:
             return
         self.closing = True
+        if self.sent_code is None:
+            self.sent_code = code
+        timeout = self.shared.sockets.close_timeout_s
         try:
-            await self.ws.close(code=code, message=reason.encode()[:120])
+            async with asyncio.timeout(timeout + 0.5):
+                await self.ws.close(code=code, message=reason.encode()[:120])
+        except TimeoutError:
+            self._abort("close_timeout", f"close {code} not finished within {timeout:.1f} s")
         except Exception as exc:  # already gone
             log.debug("station=%s close: %s", self.station_id, exc)
 
+    def close_soon(self, code: int, reason: str) -> None:
+        """`close` from synchronous code (the keepalive tick); the task is kept until it ends."""
+        task = asyncio.get_running_loop().create_task(self.close(code, reason))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    def _abort(self, reason: str, detail: str) -> None:
+        """Drop the TCP connection now (counted and logged once per connection)."""
+        transport = wsio.transport_of(self.ws)
+        if transport is not None and (not transport.is_closing() or wsio.buffered(self.ws) > 0):
+            _ABORTED[reason].inc()
+            log.warning("station=%s %s (%s); connection aborted", self.station_id, reason.replace("_", " "), detail)
+        self.closing = True
+        wsio.abort(self.ws)
+
+    # -- keepalive -----------------------------------------------------------------
+    def _start_keepalive(self) -> None:
+        if self.ping_s > 0 and not self.due and wsio.on_data(self.ws, self._heard):
+            self.shared.wheel.schedule(self, self.ping_s)
+
+    def _heard(self) -> None:
+        self.heard = True
+
+    def on_due(self) -> None:
+        """Every `ping_s` of silence: ping; `pong_timeout_s` more of silence: close 1011.
+        Anything heard since the last tick resets it. Also the slow-reader check for a
+        socket that is sending nothing more itself (its writer stuck on a drain)."""
+        ws = self.ws
+        if self.closing or ws.closed:
+            return
+        policy = self.shared.sockets
+        if wsio.buffered(ws) > policy.send_buffer_bytes:
+            self._abort("send_buffer", f"{wsio.buffered(ws)} bytes unsent")
+            return
+        wheel = self.shared.wheel
+        if self.heard:
+            self.heard = False
+            # after a ping, the next one is due `ping_s` after it, not after this tick
+            delay = max(0.0, self.ping_s - policy.pong_timeout_s) if self.pinged else self.ping_s
+            self.pinged = False
+            wheel.schedule(self, delay)
+            return
+        if self.pinged:
+            _ABORTED["ping_timeout"].inc()
+            log.warning("station=%s no pong within %.0f s; closing 1011", self.station_id, policy.pong_timeout_s)
+            self.close_soon(CLOSE_INTERNAL, "ping timeout")
+            return
+        if not wsio.ping_nowait(ws):
+            return
+        self.pinged = True
+        wheel.schedule(self, policy.pong_timeout_s)
+
     def _shutdown(self) -> None:
         self.closing = True
+        if self.due:
+            self.shared.wheel.cancel(self)
+        if self.ping_s > 0:
+            wsio.off_data(self.ws)
         if self.state.clear_faults():  # a disconnected station no longer counts as faulted here
             metrics.station_faulted(False)
         self.queue.clear()

@@ -6,15 +6,23 @@ order at `rate`), as long as that wait stays within a bound; beyond it nothing i
 and the caller answers 429 with the wait as Retry-After. So at most `rate x max_wait`
 requests per key are ever waiting: a site's chargers behind one NAT address are delayed
 by seconds, a flood from one address is still refused (its Retry-After values spread at
-`rate`, so the refused come back as a trickle the bucket can take)."""
+`rate`, so the refused come back as a trickle the bucket can take).
+
+`AuthLockout` is the station-authentication failure policy (issue 11, ADR 002 amendment):
+per (station, source) lockout, and slowing, never locking, per station and per source
+address; see its docstring."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Generic, Hashable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Hashable, Mapping, TypeVar
 
-__all__ = ["Limits", "TokenBucket", "KeyedBuckets", "Lockouts", "TTLCache"]
+if TYPE_CHECKING:
+    from services.common.config import Settings
+
+__all__ = ["Limits", "TokenBucket", "KeyedBuckets", "Lockouts", "TTLCache", "AuthLimits", "AuthLockout", "Gate"]
 
 Now = Callable[[], float]
 K = TypeVar("K", bound=Hashable)
@@ -189,3 +197,154 @@ class TTLCache(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthLimits:
+    """Station authentication tunables: the lockout ones are CSMS_AUTH_* settings
+    (docs/security.md); caches and concurrency keep their defaults."""
+
+    fail_limit: int = 5                  # failures per (station, source) within fail_window_s ...
+    fail_window_s: float = 60.0
+    lock_s: float = 60.0                 # ... lock that pair this long
+    station_fail_limit: int = 50         # decaying failure count per station (all sources)
+    ip_fail_limit: int = 30              # decaying failure count per source address
+    slow_max_s: float = 60.0             # longest Retry-After of a slowed source
+    max_tracked: int = 100_000           # entries per table (pairs, stations, addresses); oldest evicted
+    station_cache_size: int = 200_000
+    station_cache_ttl_s: float = 10.0    # a load shield only: revocations invalidate (ADR 017 §4)
+    station_negative_ttl_s: float = 2.0
+    reread_interval_s: float = 1.0       # a failed check re-reads the station at most this often
+    certificate_cache_ttl_s: float = 10.0
+    verified_ttl_s: float = 3600.0       # remembered scrypt successes
+    scrypt_concurrency: int = 4
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "AuthLimits":
+        return cls(
+            fail_limit=settings.auth_fail_limit,
+            fail_window_s=settings.auth_fail_window_s,
+            lock_s=settings.auth_lock_s,
+            station_fail_limit=settings.auth_station_fail_limit,
+            ip_fail_limit=settings.auth_ip_fail_limit,
+            slow_max_s=settings.auth_slow_max_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """What the failure policy says before any credential is looked at: status 0 = go on;
+    else answer `status` (401 locked / 429 slowed) with Retry-After `retry_after` seconds."""
+
+    status: int = 0
+    reason: str = ""
+    retry_after: int = 0
+
+
+_OPEN = Gate()
+
+
+def backoff_s(excess: float, max_s: float) -> float:
+    """1 s at the limit, doubling with every failure past it, at most `max_s`."""
+    return min(max_s, math.pow(2.0, min(max(excess, 0.0), 32.0)))
+
+
+class AuthLockout:
+    """Failures of station authentication, so that nobody can turn them on a victim:
+
+    - A request without credentials is never recorded (the caller does not call `fail`).
+    - (station, source): `fail_limit` failures within `fail_window_s` lock the pair for
+      `lock_s` (401 + Retry-After, the password is not looked at). Another source of the
+      same station, or the same source for another station, is not affected.
+    - station (all sources): a failure count that decays exponentially with time constant
+      `fail_window_s` (a burst of N counts N, a steady rate r counts r x window). At or past
+      `station_fail_limit`, each further failure slows the station's *failing* sources for
+      backoff_s(count - limit) (1 s, doubling per failure, capped at `slow_max_s`): a
+      source that has failed for this station within the window is answered 429 +
+      Retry-After until then; a source without failures for it is checked as usual.
+    - source address (all stations): the same decaying count against `ip_fail_limit`;
+      past it the address is slowed the same way, but only for the stations it has failed
+      on within the window: a correct password from that address for a station it has not
+      failed on still gets in, and a wrong one is answered 401 and recorded (extending the
+      address's back-off). So a site behind one NAT address keeps connecting while one
+      misconfigured charger (or an attacker) there is slowed.
+    A success clears the pair; the decaying counts are left to decay. Each table keeps at
+    most `max_tracked` entries, least recently failed evicted first. `now`: monotonic clock.
+    """
+
+    def __init__(self, limits: AuthLimits, now: Now = time.monotonic) -> None:
+        self.limits, self._now = limits, now
+        # (station, source) -> [failures in window, window start, locked until, last failure]
+        self._pairs: dict[tuple[str, str], list[float]] = {}
+        # station / address -> [decaying count, its time, slowed until]
+        self._stations: dict[str, list[float]] = {}
+        self._sources: dict[str, list[float]] = {}
+
+    def _recent(self, pair: list[float] | None, t: float) -> bool:
+        return pair is not None and t - pair[3] <= self.limits.fail_window_s
+
+    def gate(self, station_id: str, source: str) -> Gate:
+        """May this attempt be checked? (Three dict lookups; nothing is recorded.)"""
+        if not self._pairs:
+            return _OPEN
+        pair = self._pairs.get((station_id, source))
+        if pair is None:
+            return _OPEN  # a source that has not failed for this station is never held back
+        t = self._now()
+        if pair[2] > t:
+            return Gate(401, "locked", math.ceil(pair[2] - t))
+        if not self._recent(pair, t):
+            return _OPEN
+        wait = 0.0
+        reason = ""
+        st = self._stations.get(station_id)
+        if st is not None and st[2] > t:
+            wait, reason = st[2] - t, "station_slowed"
+        src = self._sources.get(source)
+        if src is not None and src[2] - t > wait:
+            wait, reason = src[2] - t, "source_slowed"
+        if wait > 0:
+            return Gate(429, reason, max(1, math.ceil(wait)))
+        return _OPEN
+
+    def _count(self, table: dict[str, list[float]], key: str, t: float, limit: int) -> None:
+        st = table.pop(key, None)  # re-inserted at the end: least recently failed evicted first
+        if st is None:
+            if len(table) >= self.limits.max_tracked:
+                table.pop(next(iter(table)))
+            st = [0.0, t, 0.0]
+        st[0] = st[0] * math.exp(-(t - st[1]) / self.limits.fail_window_s) + 1.0
+        st[1] = t
+        if st[0] >= limit:
+            st[2] = t + backoff_s(st[0] - limit, self.limits.slow_max_s)
+        table[key] = st
+
+    def fail(self, station_id: str, source: str) -> bool:
+        """Record a failed attempt; True if it locked the pair."""
+        t = self._now()
+        lim = self.limits
+        key = (station_id, source)
+        pair = self._pairs.pop(key, None)
+        if pair is None:
+            if len(self._pairs) >= lim.max_tracked:
+                self._pairs.pop(next(iter(self._pairs)))
+            pair = [0.0, t, 0.0, t]
+        if t - pair[1] > lim.fail_window_s:
+            pair[0], pair[1] = 0.0, t
+        pair[0] += 1.0
+        pair[3] = t
+        locked = pair[0] >= lim.fail_limit
+        if locked:
+            pair[2] = t + lim.lock_s
+            pair[0], pair[1] = 0.0, t
+        self._pairs[key] = pair
+        self._count(self._stations, station_id, t, lim.station_fail_limit)
+        self._count(self._sources, source, t, lim.ip_fail_limit)
+        return locked
+
+    def succeed(self, station_id: str, source: str) -> None:
+        if self._pairs:
+            self._pairs.pop((station_id, source), None)
+
+    def sizes(self) -> tuple[int, int, int]:
+        return len(self._pairs), len(self._stations), len(self._sources)

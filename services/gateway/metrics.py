@@ -16,7 +16,7 @@ __all__ = [
     "connection_opened", "connection_closed", "open_connections", "station_faulted", "stations_faulted", "HANDSHAKE_REJECTIONS", "MESSAGES", "CALLERRORS",
     "HANDLING_SECONDS", "FENCED", "PUBLISH_FAILURES", "WITHHELD", "BOOT_PENDING",
     "AUTH_FAILURES", "CLOCK_SKEW", "COMMANDS", "LENIENT_FIELDS", "RECORDS_TOO_LARGE", "callerror", "message",
-    "handling", "rejected", "lenient",
+    "handling", "rejected", "lenient", "AUTH_SLOW_CHECKS", "AUTH_UPDATES", "auth_failure", "auth_update",
 ]
 
 
@@ -95,6 +95,15 @@ PUBLISH_FAILURES = Counter("csms_gateway_publish_failures_total", "Failed attemp
 WITHHELD = Gauge("csms_gateway_bus_withheld_replies", "Replies currently withheld because the bus is failing")
 BOOT_PENDING = Counter("csms_gateway_boot_pending_total", "BootNotifications answered Pending by admission control")
 AUTH_FAILURES = Counter("csms_gateway_auth_failures_total", "Failed station authentications", ["reason"])
+AUTH_SLOW_CHECKS = Counter(
+    "csms_gateway_auth_slow_checks_total",
+    "Station password checks that needed scrypt (no fingerprint for the current pepper; successes are remembered)",
+)
+AUTH_UPDATES = Counter(
+    "csms_gateway_auth_station_updates_total",
+    "Once-only station updates at login (password_promoted, profile_promoted, fingerprint_upgraded)",
+    ["change"],
+)
 CLOCK_SKEW = Histogram(
     "csms_gateway_clock_skew_seconds",
     "|receive time - station time| of messages carrying a station timestamp",
@@ -116,6 +125,19 @@ _callerror_children: dict[str, Counter] = {}
 _message_children: dict[tuple[str, str], Counter] = {}
 _handling_children: dict[str, Histogram] = {}
 _lenient_children: dict[tuple[str, str], Counter] = {}
+_auth_failure_children: dict[str, Counter] = {}
+
+
+def auth_failure(reason: str) -> None:
+    """`reason`: one of the authenticator's fixed refusal reasons (a bounded label set)."""
+    child = _auth_failure_children.get(reason)
+    if child is None:
+        child = _auth_failure_children[reason] = AUTH_FAILURES.labels(reason=reason)
+    child.inc()
+
+
+def auth_update(change: str) -> None:
+    AUTH_UPDATES.labels(change=change).inc()
 
 
 def callerror(code: str) -> None:

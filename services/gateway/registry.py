@@ -3,8 +3,10 @@
 The registry knows a connection only through `StationSocket`, the few things the rest
 of the gateway asks of one (its epoch for fencing, `call` for commands, `close`), so it
 does not import the connection module (which imports what the registry's users provide:
-no import circle). Closing a socket waits for the peer's close handshake, which a dead
-peer never sends: `close_later` runs it in the background and keeps the task alive.
+no import circle). Closing a socket waits for the peer's close handshake (at most
+CSMS_WS_CLOSE_TIMEOUT_S, then the connection is aborted: a dead peer never answers), so
+`close_later` runs it in the background and keeps the task alive; fences and revocations
+close this way, never holding up the command partition's reader.
 """
 
 from __future__ import annotations

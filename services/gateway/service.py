@@ -1,8 +1,11 @@
 """GatewayService: the OCPP WebSocket gateway as a `Service` (start/stop/ready).
 
-Serves `ws://host:ocpp_port/ocpp/{station_id}` plus /healthz, /readyz, /metrics and the
-log upload endpoint `/uploads/{token}[/{filename}]` (services/gateway/uploads.py), and
-consumes its own partition of csms.commands.v1. Stop: refuse new upgrades, stop the
+Serves `ws://host:ocpp_port/ocpp/{station_id}` and, with a TLS context,
+`wss://host:ocpp_tls_port/ocpp/{station_id}` (one application on both: docs/security.md
+"Station connections"), plus /healthz, /readyz (and /metrics when CSMS_METRICS_ON_OCPP_PORT)
+and the log upload endpoint `/uploads/{token}[/{filename}]` (services/gateway/uploads.py) on
+them; /healthz /readyz /metrics on CSMS_METRICS_PORT when it is set; and consumes its own
+partition of csms.commands.v1. Stop: refuse new upgrades, stop the
 command reader, close every socket 1001 (going away) and release ownership. Built from
 its parts by `services/gateway/wiring.py`.
 """
@@ -11,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from services.common.telemetry import add_health_routes
 from services.gateway.app import GatewayApp
 from services.gateway.commands import CommandRunner
 from services.gateway.registry import Registry
@@ -42,14 +47,33 @@ class _HttpLog(logging.LoggerAdapter[logging.Logger]):
 
 @dataclass(frozen=True, slots=True)
 class Listen:
-    """Where the gateway serves OCPP (CSMS_HOST, CSMS_OCPP_PORT, CSMS_TLS_*)."""
+    """Where the gateway serves OCPP and its health (CSMS_HOST, CSMS_OCPP_PORT,
+    CSMS_OCPP_TLS_PORT, CSMS_METRICS_PORT). `ssl_context` (services/gateway/tls.py) turns on
+    the `wss://` listener on `tls_port`. `port` 0: no `ws://` listener when `wss://` is on;
+    without TLS, any free port (tests, benchmarks). `tls_port` 0: no `wss://` listener.
+    `metrics_port` 0: no separate /healthz /readyz /metrics listener."""
 
     host: str
     port: int
-    tls_cert: str = ""
-    tls_key: str = ""
-    reuse_port: bool = False      # CSMS_GATEWAY_WORKERS > 1: every worker binds the same port
+    tls_port: int = 0
+    ssl_context: ssl.SSLContext | None = None
+    metrics_port: int = 0
+    reuse_port: bool = False      # CSMS_GATEWAY_WORKERS > 1: every worker binds the same ports
     keepalive_timeout_s: float = 10.0
+
+    @property
+    def plain(self) -> bool:
+        return self.port != 0 or not self.tls
+
+    @property
+    def tls(self) -> bool:
+        return self.ssl_context is not None and self.tls_port != 0
+
+
+def _bound_port(site: web.TCPSite, fallback: int) -> int:
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else fallback
 
 
 class GatewayService:
@@ -64,9 +88,12 @@ class GatewayService:
         self.registry = registry
         self.listen = listen
         self._healthy = healthy
-        self.port: int = 0
+        self.port: int = 0            # the ws:// port (0: none)
+        self.tls_port: int = 0        # the wss:// port (0: none)
+        self.metrics_port: int = 0    # the health/metrics listener (0: none)
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._sites: list[web.TCPSite] = []
+        self._metrics_runner: web.AppRunner | None = None
         self._started = False
 
     async def start(self) -> None:
@@ -78,29 +105,57 @@ class GatewayService:
             logger=_HttpLog(logging.getLogger("csms.gateway.http"), {}),
         )
         await self._runner.setup()
-        ssl_context = None
-        if listen.tls_cert and listen.tls_key:
-            import ssl
-
-            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
-            ssl_context.load_cert_chain(listen.tls_cert, listen.tls_key)
-        # CSMS_GATEWAY_WORKERS > 1: every worker binds the same port (services/gateway/workers.py)
-        self._site = web.TCPSite(self._runner, listen.host, listen.port, ssl_context=ssl_context, backlog=4096,
-                                 reuse_port=listen.reuse_port or None)
-        await self._site.start()
-        server = self._site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else listen.port
+        reuse = listen.reuse_port or None  # CSMS_GATEWAY_WORKERS > 1 (services/gateway/workers.py)
+        try:
+            # one application, two sites: ws:// and wss:// differ only in what a connection proves
+            if listen.plain:
+                site = web.TCPSite(self._runner, listen.host, listen.port, backlog=4096, reuse_port=reuse)
+                await site.start()
+                self._sites.append(site)
+                self.port = _bound_port(site, listen.port)
+            if listen.tls:
+                site = web.TCPSite(self._runner, listen.host, listen.tls_port, ssl_context=listen.ssl_context, backlog=4096,
+                                   reuse_port=reuse)
+                await site.start()
+                self._sites.append(site)
+                self.tls_port = _bound_port(site, listen.tls_port)
+            if listen.metrics_port:
+                self._metrics_runner = await self._serve_metrics(listen, reuse)
+        except BaseException:
+            await self._cleanup()
+            raise
         await self.commands.start()
         self._started = True
-        log.info("gateway %s listening on %s:%d (%s)", self.gateway_id, listen.host, self.port, "wss" if ssl_context else "ws")
+        where = ", ".join(f"{scheme}://{listen.host}:{port}" for scheme, port in (("ws", self.port), ("wss", self.tls_port)) if port)
+        log.info("gateway %s listening on %s%s", self.gateway_id, where,
+                 f" (health and metrics on :{self.metrics_port})" if self.metrics_port else "")
+
+    async def _serve_metrics(self, listen: Listen, reuse: bool | None) -> web.AppRunner:
+        """/healthz /readyz /metrics on their own port, as the processors serve them
+        (services/common/cli.py): probes and Prometheus never share the station port."""
+        app = web.Application()
+        add_health_routes(app, self.ready)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, listen.host, listen.metrics_port, reuse_port=reuse)
+        await site.start()
+        self.metrics_port = _bound_port(site, listen.metrics_port)
+        return runner
+
+    async def _cleanup(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._sites = []
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+            self._metrics_runner = None
 
     async def stop(self) -> None:
         self.registry.stopping = True
         await self.commands.stop()
-        if self._site is not None:
-            server = self._site._server
+        for site in self._sites:
+            server = site._server
             if server is not None:
                 server.close()  # stop accepting; open sockets stay until closed below
         conns = list(self.registry)
@@ -110,9 +165,7 @@ class GatewayService:
         handlers = list(self.web.handlers)
         if handlers:  # let them publish StationDisconnected and release ownership
             await asyncio.wait(handlers, timeout=15.0)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._cleanup()
         self._started = False
 
     def ready(self) -> bool:

@@ -28,7 +28,7 @@ import hashlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -111,10 +111,14 @@ def _name(value: str | None) -> str:
 class Uploads:
     """The endpoint's handlers; `register(app)` adds its routes to the gateway's app."""
 
-    def __init__(self, *, slots: SlotStore, files: FileStore, clock: Clock) -> None:
+    def __init__(self, *, slots: SlotStore, files: FileStore, clock: Clock,
+                 source: Callable[[web.BaseRequest], str] | None = None) -> None:
+        """`source`: the client's address for the logs (the gateway's: a trusted proxy's
+        X-Forwarded-For, services/gateway/proxies.py); default the TCP peer."""
         self._slots = slots
         self._files = files
         self._clock = clock
+        self._source = source or (lambda request: request.remote or "")
 
     def register(self, app: web.Application) -> None:
         for method in ("PUT", "POST"):
@@ -123,7 +127,7 @@ class Uploads:
 
     async def handle(self, request: web.Request) -> web.Response:
         token = request.match_info["token"]
-        remote = request.remote or ""
+        remote = self._source(request)
         if not _TOKEN.fullmatch(token):
             return self._refuse(404, "unknown_token", "not a token", remote)
         slot = slot_id(token)

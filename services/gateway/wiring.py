@@ -18,16 +18,18 @@ from services.common import kinds
 from services.common.routing import CommandRouter
 from services.common.runtime import Runtime
 from services.common.store.port import Store
-from services.gateway import sizes
+from services.gateway import sizes, tls
 from services.gateway.actions import ActionPorts, Actions
 from services.gateway.actions.common import BootDecider
+from services.gateway.actions.security import certificate_ports
 from services.gateway.admission import Admission, BootAdmission, Thresholds, UpgradeLimits
 from services.gateway.app import GatewayApp
 from services.gateway.auth import Authenticator
 from services.gateway.commands import CommandRunner
-from services.gateway.connection import ConnectionShared
-from services.gateway.limits import Limits
+from services.gateway.connection import ConnectionShared, SocketPolicy
+from services.gateway.limits import AuthLimits, Limits
 from services.gateway.ownership import Ownership
+from services.gateway.proxies import TrustedProxies
 from services.gateway.publisher import Publisher
 from services.gateway.registry import Registry
 from services.gateway.running_cost import RunningCostPricer
@@ -54,6 +56,7 @@ def running_cost_pricer(store: Store, *, max_span: timedelta | None = None) -> R
 
 def build_gateway(rt: Runtime) -> GatewayService:
     settings, bus, store, clock = rt.settings, rt.bus, rt.store, rt.clock
+    ssl_context = tls.listener_context(settings)  # first: bad TLS files stop the process here
     gateway_id = settings.gateway_id
     limits = Limits.from_extra(settings.extra)
     registry = Registry()
@@ -64,6 +67,7 @@ def build_gateway(rt: Runtime) -> GatewayService:
     pricer = None
     if settings.extra.get("running_cost", True):
         pricer = running_cost_pricer(store, max_span=timedelta(hours=settings.session_max_duration_h))
+    certs = certificate_ports(settings, store, clock)  # SignCertificate, GetCertificateStatus, 15118 (ADR 017 §3)
     actions = Actions(ActionPorts(
         clock=clock,
         boot=BootDecider(store, BootAdmission(admission, settings.boot_rate_per_s), settings.heartbeat_interval),
@@ -71,6 +75,9 @@ def build_gateway(rt: Runtime) -> GatewayService:
         tx_ids=store,
         running_cost=pricer,
         datatransfer_vendors=frozenset(v.casefold() for v in settings.datatransfer_vendors),
+        signing=certs.signing,
+        certificate_status=certs.certificate_status,
+        contract_certs=certs.contract_certs,
     ))
     shared = ConnectionShared(
         gateway_id=gateway_id,
@@ -80,6 +87,7 @@ def build_gateway(rt: Runtime) -> GatewayService:
         clock=clock,
         publisher=publisher,
         actions=actions,
+        sockets=SocketPolicy.from_settings(settings),
     )
 
     def healthy() -> bool:
@@ -93,17 +101,22 @@ def build_gateway(rt: Runtime) -> GatewayService:
         ownership=Ownership(store=store, registry=registry, router=router, publisher=publisher, gateway_id=gateway_id,
                             clock=clock),
         authenticator=Authenticator(store, pepper=rt.pepper, clock=clock, open_registration=settings.open_registration,
-                                    extra=settings.extra),
+                                    limits=AuthLimits.from_settings(settings)),
         admission=admission,
         shared=shared,
         upgrade_limits=UpgradeLimits.from_settings(settings),
         max_frame_bytes=settings.max_frame_bytes,
         ocpp21=settings.ocpp21,
         ready=ready,
+        metrics_on_port=settings.metrics_on_ocpp_port,
+        trusted_proxies=TrustedProxies.from_cidrs(settings.trusted_proxies),
+        client_cert_header=settings.client_cert_header,
+        client_trust=tls.client_trust(settings),
     )
     # The log upload endpoint (ADR 016 §4) on the same port: slots are the store's
     # log_upload documents, files go to the runtime's file store.
-    Uploads(slots=DocumentSlots(store), files=rt.files, clock=clock).register(web_app.app)
+    Uploads(slots=DocumentSlots(store), files=rt.files, clock=clock,
+            source=lambda request: web_app.forwarded(request).remote).register(web_app.app)
     commands = CommandRunner(
         gateway_id=gateway_id,
         reader=bus,
@@ -114,12 +127,16 @@ def build_gateway(rt: Runtime) -> GatewayService:
         concurrency=limits.command_concurrency,
         command_timeout_s=settings.command_timeout_s,
         call_timeout_s=limits.call_timeout_s,
+        on_revoke=web_app.auth.invalidate,  # a revocation: every gateway forgets the station (ADR 017)
     )
     listen = Listen(
         host=settings.host,
         port=settings.ocpp_port,
-        tls_cert=settings.tls_cert or "",
-        tls_key=settings.tls_key or "",
+        tls_port=settings.ocpp_tls_port,
+        ssl_context=ssl_context,
+        # its own /healthz /readyz /metrics listener, as every role but the embedded
+        # `csms run` has (there the API port serves the one process's metrics)
+        metrics_port=0 if settings.bus_url.startswith("memory:") else settings.metrics_port,
         reuse_port=settings.gateway_workers > 1,
         keepalive_timeout_s=limits.open_timeout_s,
     )

@@ -193,8 +193,8 @@ async def test_a_201_station_sees_the_running_cost_in_transaction_event_response
 async def _metric(csms: Server, name: str) -> float:
     import urllib.request
 
-    base = csms.ocpp_url.rsplit("/ocpp", 1)[0].replace("ws://", "http://")
-    text = await asyncio.to_thread(lambda: urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode())
+    # csms run: the API port serves the process's metrics
+    text = await asyncio.to_thread(lambda: urllib.request.urlopen(f"{csms.api_url}/metrics", timeout=5).read().decode())
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 

@@ -676,7 +676,7 @@ async def test_gateway_gauges_count_connected_stations_without_station_labels(op
     st = await raw_station(ops, unique_id, V16)
     try:
         await boot(st)
-        metrics_url = ops.ocpp_url.replace("ws://", "http://").rsplit("/ocpp", 1)[0] + "/metrics"
+        metrics_url = ops.api_url + "/metrics"  # csms run: the API port serves the process's metrics
         async with aiohttp.ClientSession() as http:
             async with http.get(metrics_url) as r:
                 text = await r.text()

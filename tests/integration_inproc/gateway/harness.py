@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,6 +33,16 @@ PEPPER = b"test-pepper"
 PW = "station-password-0123456789"
 
 
+FREE: Any = object()   # start_gateway(ocpp_tls_port=FREE): any free port
+
+
+def free_port() -> int:
+    """A port nothing listens on now (for listeners where 0 means "none")."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
@@ -54,6 +66,10 @@ class Gateway:
 
     def url(self, station_id: str) -> str:
         return f"http://127.0.0.1:{self.port}/ocpp/{station_id}"
+
+    def tls_url(self, station_id: str) -> str:
+        """The `wss://` listener (started with tls_cert, tls_key and an ocpp_tls_port)."""
+        return f"https://127.0.0.1:{self.svc.tls_port}/ocpp/{station_id}"
 
     async def add_station(self, station_id: str, password: str = PW, **kw: Any) -> Station:
         st = Station(
@@ -109,7 +125,21 @@ class Gateway:
 
 async def start_gateway(tmp: Path, *, bus_options: dict[str, Any] | None = None, **settings: Any) -> Gateway:
     """`bus_options`: MemoryBus keyword arguments (e.g. a smaller `max_record_bytes` than the
-    settings', to exercise the bus's own size check behind the gateway's)."""
+    settings', to exercise the bus's own size check behind the gateway's). A port setting
+    given as `FREE` (ocpp_port, ocpp_tls_port, metrics_port: where 0 means "none") gets a
+    free port, picked again if another process takes it before the gateway binds it."""
+    for attempt in range(5):
+        chosen = {k: (free_port() if v is FREE else v) for k, v in settings.items()}
+        try:
+            return await _start_gateway(tmp / str(attempt), bus_options, chosen)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or not any(v is FREE for v in settings.values()) or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _start_gateway(tmp: Path, bus_options: dict[str, Any] | None, settings: dict[str, Any]) -> Gateway:
+    tmp.mkdir(parents=True, exist_ok=True)
     extra = {"open_timeout_s": 2.0, **settings.pop("extra", {})}
     base: dict[str, Any] = dict(
         host="127.0.0.1", ocpp_port=0, gateway_id="gateway-0", max_frame_bytes=64 * 1024,
@@ -123,7 +153,11 @@ async def start_gateway(tmp: Path, *, bus_options: dict[str, Any] | None = None,
     await store.migrate()
     await rt.start()
     svc = build_gateway(rt)
-    await svc.start()
+    try:
+        await svc.start()
+    except BaseException:
+        await rt.close()
+        raise
     return Gateway(rt, svc, bus, store, aiohttp.ClientSession())
 
 

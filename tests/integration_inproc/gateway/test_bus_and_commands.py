@@ -180,3 +180,16 @@ async def test_a_slow_station_does_not_hold_up_commands_for_others(gw: Gateway) 
 async def test_the_handshake_and_a_call_need_no_more_than_the_bus_and_store(gw: Gateway) -> None:
     ws = await gw.connect("CP1")
     assert (await call(ws, "Authorize", {"idTag": "UNKNOWN"}))[2]["idTagInfo"]["status"] == "Invalid"
+
+
+async def test_a_revocation_on_the_command_topic_clears_the_gateways_auth_cache(gw: Gateway) -> None:
+    from services.common.routing import broadcast_revoke
+    from tests.support.waiting import eventually
+
+    ws = await gw.connect("CP-RV")
+    await gw.wait_connected("CP-RV")
+    auth = gw.svc.web.auth
+    assert auth.stations.get("CP-RV") is not None  # the handshake cached the station
+    await broadcast_revoke(gw.bus, "CP-RV", reason="rotated", close=False, issuer="api", clock=gw.rt.clock)
+    await eventually(lambda: auth.stations.get("CP-RV") is None, 2.0, what="the auth cache to forget the station")
+    assert not ws.closed  # close=False: only the caches

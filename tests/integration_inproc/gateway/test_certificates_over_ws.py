@@ -180,7 +180,7 @@ async def test_a_configured_responder_answers_through_the_gateway(make_gateway: 
 
 async def test_another_issuers_certificate_goes_to_the_responder_the_station_names(
         make_gateway: MakeGateway, ca_dir: Path, responder: Responder) -> None:
-    gw = await make_gateway(ca_dir=str(ca_dir))
+    gw = await make_gateway(ca_dir=str(ca_dir), ocsp_follow_station_url=True)
     evse = issue(responder.ca, "EVSE-CERT")
     ws = await gw.connect("CP1", protocols=P201)
     response = ocsp_of(await call(ws, "GetCertificateStatus", status_request(evse.cert, responder.ca.cert, responder.url)))
@@ -193,7 +193,7 @@ async def test_a_responder_that_answers_no_ocsp_is_failed_and_its_body_is_not_pa
 
     runner, base = await serve(lambda app: app.router.add_post("/", page))
     try:
-        gw = await make_gateway()
+        gw = await make_gateway(ocsp_follow_station_url=True)
         other = make_ca("Other")
         ws = await gw.connect("CP1", protocols=P201)
         frame = await call(ws, "GetCertificateStatus", status_request(issue(other, "X").cert, other.cert, base + "/"),

@@ -78,12 +78,12 @@ async def test_a_wrong_password_is_401(gw: Gateway) -> None:
     assert await status(gw, "CP1", password="not-the-password-xx") == 401
 
 
-async def test_password_brute_force_locks_the_identity_out(gw: Gateway) -> None:
+async def test_password_brute_force_locks_the_identity_out_for_that_source(gw: Gateway) -> None:
     await gw.add_station("CP1")
     for i in range(5):
         assert await status(gw, "CP1", password=f"guess-{i}-xxxxxxxxxxx") == 401
-    assert await status(gw, "CP1") == 401  # even the right password, while locked
-    assert gw.svc.web.auth.id_locks.locked_for("CP1") > 0
+    assert await status(gw, "CP1") == 401  # even the right password, while locked (same source)
+    assert gw.svc.web.auth.lockout.gate("CP1", "127.0.0.1").reason == "locked"
 
 
 async def test_a_disabled_station_is_refused(gw: Gateway) -> None:
@@ -209,10 +209,15 @@ async def test_an_upgrade_flood_from_one_address_gets_429_and_others_are_unaffec
     assert not ok.closed
 
 
-async def test_health_endpoints_are_served_on_the_ocpp_port(gw: Gateway) -> None:
-    for path in ("/healthz", "/readyz", "/metrics"):
+async def test_health_endpoints_are_served_on_the_ocpp_port_and_metrics_are_not_by_default(gw: Gateway) -> None:
+    for path in ("/healthz", "/readyz"):
         resp = await gw.session.get(f"http://127.0.0.1:{gw.port}{path}")
         assert resp.status == 200, path
+    assert (await gw.session.get(f"http://127.0.0.1:{gw.port}/metrics")).status == 404
+
+
+async def test_metrics_are_served_on_the_ocpp_port_when_asked_for(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    gw = await make_gateway(metrics_on_ocpp_port=True)
     body = await (await gw.session.get(f"http://127.0.0.1:{gw.port}/metrics")).text()
     assert "csms_gateway_connections_total" in body and "csms_gateway_callerrors_total" in body
 

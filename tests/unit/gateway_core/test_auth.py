@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -14,56 +14,10 @@ from services.common.config import Settings
 from services.common.errors import StoreUnavailable
 from services.common.store.port import Station, Token
 from services.gateway.app import choose_subprotocol
-from services.gateway.auth import Authenticator, parse_basic, station_id_from_path
-from services.gateway.limits import Limits
+from services.gateway.auth import parse_basic, station_id_from_path
+from services.gateway.limits import AuthLimits, Limits
 from services.gateway.tokens import TokenCache, token_status_of
-
-PEPPER = b"test-pepper"
-PW = "correct-horse-battery-staple"
-UTC = timezone.utc
-
-
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-class Store:
-    def __init__(self) -> None:
-        self.stations: dict[str, Station] = {}
-        self.tokens: dict[str, Token] = {}
-        self.reads = 0
-        self.fail: Exception | None = None
-
-    async def get_station(self, sid: str) -> Station | None:
-        self.reads += 1
-        if self.fail:
-            raise self.fail
-        return self.stations.get(sid)
-
-    async def put_station(self, st: Station) -> None:
-        self.stations[st.id] = st
-
-    async def get_token(self, id_token: str) -> Token | None:
-        self.reads += 1
-        if self.fail:
-            raise self.fail
-        return self.tokens.get(id_token)
-
-
-def authenticator(store: Store, **settings: object) -> Authenticator:
-    s = Settings(**settings)  # type: ignore[arg-type]
-    return Authenticator(store, pepper=PEPPER, clock=lambda: datetime.now(UTC), open_registration=s.open_registration,
-                         extra=s.extra)
-
-
-def station(sid: str = "CP1", *, fingerprint: bool = True, **kw: object) -> Station:
-    return Station(
-        id=sid,
-        password_hash=passwords.hash_password(PW),
-        password_fingerprint=passwords.fingerprint(PEPPER, sid, PW) if fingerprint else "",
-        **kw,  # type: ignore[arg-type]
-    )
-
+from tests.unit.gateway_core.auth_support import PEPPER, PW, UTC, Clock, Store, authenticator, basic, station
 
 @pytest.mark.parametrize("path,expected", [
     ("/ocpp/CP1", "CP1"), ("/ocpp/CP-1_a.b", "CP-1_a.b"), ("/ocpp/CP1?x=1", "CP1"), ("/ocpp/" + "A" * 48, "A" * 48),
@@ -98,17 +52,32 @@ async def test_a_station_with_a_fingerprint_authenticates_without_scrypt() -> No
     store = Store()
     store.stations["CP1"] = replace(station(), password_hash="scrypt$broken")
     out = await authenticator(store).authenticate("CP1", basic("CP1", PW), "10.0.0.1")
-    assert out.ok and out.station is not None and out.station.id == "CP1"
+    assert out.ok and out.station is not None and out.station.id == "CP1" and out.profile == 1
+    assert store.writes == []  # a normal login writes nothing
 
 
-async def test_a_station_without_a_fingerprint_verifies_scrypt_once_then_from_memory() -> None:
+async def test_a_station_without_a_fingerprint_verifies_scrypt_once_then_stores_a_current_fingerprint() -> None:
     store = Store()
     store.stations["CP1"] = station(fingerprint=False)
     a = authenticator(store)
     assert (await a.authenticate("CP1", basic("CP1", PW), "10.0.0.1")).ok
+    assert passwords.fingerprint_is_current(PEPPER, store.stations["CP1"].password_fingerprint)
+    assert len(store.writes) == 1
     t = time.perf_counter()
     assert (await a.authenticate("CP1", basic("CP1", PW), "10.0.0.1")).ok
     assert time.perf_counter() - t < 0.01  # scrypt takes tens of ms
+    assert len(store.writes) == 1
+
+
+async def test_a_scrypt_success_is_remembered_when_the_fingerprint_cannot_be_stored() -> None:
+    store = Store()
+    store.stations["CP1"] = station(fingerprint=False)
+    store.fail_writes = StoreUnavailable("down")
+    a = authenticator(store)
+    assert (await a.authenticate("CP1", basic("CP1", PW), "10.0.0.1")).ok
+    t = time.perf_counter()
+    assert (await a.authenticate("CP1", basic("CP1", PW), "10.0.0.1")).ok
+    assert time.perf_counter() - t < 0.01
 
 
 @pytest.mark.parametrize("header,reason", [
@@ -136,11 +105,26 @@ async def test_open_registration_creates_an_unknown_station_with_hash_and_finger
     st = store.stations["NEW1"]
     assert passwords.verify_password_slow(PW, st.password_hash)
     assert passwords.verify_fingerprint(PEPPER, "NEW1", PW, st.password_fingerprint)
+    assert st.security_profile == 1
 
 
 async def test_open_registration_still_needs_credentials() -> None:
     out = await authenticator(Store(), open_registration=True).authenticate("NEW1", None, "10.0.0.1")
     assert out.status == 401
+
+
+@pytest.mark.parametrize("password", ["x" * 15, "x" * 41])
+async def test_open_registration_enforces_the_ocpp_password_length(password: str) -> None:
+    store = Store()
+    out = await authenticator(store, open_registration=True).authenticate("NEW1", basic("NEW1", password), "10.0.0.1")
+    assert (out.status, out.reason) == (401, "bad_password_length")
+    assert store.stations == {}
+
+
+@pytest.mark.parametrize("password", ["x" * 16, "x" * 40])
+async def test_open_registration_accepts_16_to_40_characters(password: str) -> None:
+    out = await authenticator(Store(), open_registration=True).authenticate("NEW1", basic("NEW1", password), "10.0.0.1")
+    assert out.ok
 
 
 async def test_a_disabled_station_is_refused_with_403() -> None:
@@ -149,34 +133,62 @@ async def test_a_disabled_station_is_refused_with_403() -> None:
     assert (await authenticator(store).authenticate("CP1", basic("CP1", PW), "10.0.0.1")).status == 403
 
 
-async def test_five_failures_lock_the_station_id_even_for_the_right_password() -> None:
+async def test_five_failures_lock_the_station_for_that_source_only() -> None:
     store = Store()
     store.stations["CP1"] = station()
     a = authenticator(store)
     for i in range(5):
-        assert (await a.authenticate("CP1", basic("CP1", f"wrong-{i}-xxxxxxxxxx"), f"10.0.0.{i}")).reason == "bad_password"
-    out = await a.authenticate("CP1", basic("CP1", PW), "10.0.0.99")
+        assert (await a.authenticate("CP1", basic("CP1", f"wrong-{i}-xxxxxxxxxx"), "10.6.6.6")).reason == "bad_password"
+    out = await a.authenticate("CP1", basic("CP1", PW), "10.6.6.6")
     assert (out.status, out.reason) == (401, "locked") and int(out.headers["Retry-After"]) > 0
+    assert (await a.authenticate("CP1", basic("CP1", PW), "10.0.0.99")).ok
 
 
-async def test_failures_from_one_address_lock_that_address_for_every_station() -> None:
+async def test_requests_without_credentials_never_lock_a_station() -> None:
+    store = Store()
+    store.stations["CP1"] = station()
+    a = authenticator(store)
+    for _ in range(100):
+        assert (await a.authenticate("CP1", None, "10.0.0.1")).reason == "missing_credentials"
+    assert (await a.authenticate("CP1", basic("CP1", PW), "10.0.0.1")).ok
+
+
+async def test_failures_from_one_address_do_not_lock_the_other_stations_behind_it() -> None:
     store = Store()
     store.stations.update({f"CP{i}": station(f"CP{i}") for i in range(40)})
     a = authenticator(store)
-    for i in range(30):
+    for i in range(35):
         await a.authenticate(f"CP{i}", basic(f"CP{i}", "wrong-password-xxxx"), "10.6.6.6")
-    assert (await a.authenticate("CP39", basic("CP39", PW), "10.6.6.6")).reason == "locked"
-    assert (await a.authenticate("CP39", basic("CP39", PW), "10.0.0.1")).ok
+    assert (await a.authenticate("CP39", basic("CP39", PW), "10.6.6.6")).ok  # same NAT address, never failed
+    slowed = await a.authenticate("CP0", basic("CP0", PW), "10.6.6.6")  # this address failed for CP0
+    assert (slowed.status, slowed.reason) == (429, "source_slowed") and int(slowed.headers["Retry-After"]) >= 1
+    assert (await a.authenticate("CP0", basic("CP0", PW), "10.0.0.1")).ok
 
 
 async def test_a_password_changed_moments_ago_is_picked_up_despite_the_cache() -> None:
     store = Store()
     store.stations["CP1"] = station()
-    a = authenticator(store)
+    clock = Clock()
+    a = authenticator(store, clock=clock)
     assert (await a.authenticate("CP1", basic("CP1", PW), "10.0.0.1")).ok
     new = "another-password-1234"
     store.stations["CP1"] = Station("CP1", "", passwords.fingerprint(PEPPER, "CP1", new))
+    clock.t += 1.5  # past the re-read interval, within the station cache's lifetime
     assert (await a.authenticate("CP1", basic("CP1", new), "10.0.0.1")).ok
+
+
+async def test_wrong_passwords_re_read_the_station_at_most_once_per_interval() -> None:
+    store = Store()
+    store.stations["CP1"] = station()
+    clock = Clock()
+    a = authenticator(store, clock=clock, fail_limit=1000)
+    for i in range(20):
+        await a.authenticate("CP1", basic("CP1", f"wrong-{i}-xxxxxxxxxxxx"), f"10.0.{i}.1")
+    assert store.reads == 1
+    clock.t += 1.5
+    for i in range(20):
+        await a.authenticate("CP1", basic("CP1", f"wrong-{i}-xxxxxxxxxxxx"), f"10.0.{i}.1")
+    assert store.reads == 2
 
 
 async def test_station_lookups_are_cached() -> None:
@@ -186,6 +198,14 @@ async def test_station_lookups_are_cached() -> None:
     for _ in range(5):
         assert (await a.authenticate("CP1", basic("CP1", PW), "10.0.0.1")).ok
     assert store.reads == 1
+
+
+def test_auth_limits_come_from_the_typed_settings() -> None:
+    s = Settings(auth_fail_limit=3, auth_fail_window_s=30.0, auth_lock_s=90.0, auth_station_fail_limit=7,
+                 auth_ip_fail_limit=9, auth_slow_max_s=20.0)
+    lim = AuthLimits.from_settings(s)
+    assert (lim.fail_limit, lim.fail_window_s, lim.lock_s, lim.station_fail_limit, lim.ip_fail_limit, lim.slow_max_s) == (
+        3, 30.0, 90.0, 7, 9, 20.0)
 
 
 def test_token_status_maps_unknown_expired_and_odd_statuses() -> None:

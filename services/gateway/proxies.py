@@ -1,0 +1,202 @@
+"""Who is really connecting: forwarded headers believed only from trusted proxies (issue 11).
+
+Behind a load balancer or a TLS-terminating proxy the TCP peer is the proxy, and what the
+station's address was, whether it used TLS and which client certificate it presented arrive
+as request headers. Anyone can write those headers, so they count only when the TCP peer
+is in `CSMS_TRUSTED_PROXIES`:
+
+- the client address is the TCP peer, or, from a trusted peer, the right-most
+  `X-Forwarded-For` entry that is not itself a trusted proxy. Each proxy appends the
+  address it saw, so entries are believed from the right for as long as they were written
+  by trusted hops; the left-most entries are whatever the client sent (a client that puts
+  a victim's address there would otherwise lock the victim out or escape its own limits);
+- `X-Forwarded-Proto: https` means TLS to the proxy (every listed value must be `https`:
+  a hop that spoke plain HTTP makes the whole path plain);
+- the client-certificate header (`CSMS_CLIENT_CERT_HEADER`) carries the station's
+  certificate as URL-encoded PEM (nginx `$ssl_client_escaped_cert`) or as Envoy's
+  `X-Forwarded-Client-Cert` with a `Cert="..."` field (the right-most element: what our
+  peer's own client presented). The gateway still verifies it (services/gateway/tls.py).
+
+Everything here is pure; `forwarded(...)` is what the handshake calls.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import unquote
+
+__all__ = ["TrustedProxies", "Forwarded", "client_address", "forwarded_https", "client_cert_pem", "forwarded"]
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+_MAX_HEADER_CERT = 16 * 1024   # a certificate chain from a proxy; more is not a certificate
+
+
+def _address(text: str) -> _Address | None:
+    """An IP address from an X-Forwarded-For entry or a peer name: `1.2.3.4`, `1.2.3.4:80`,
+    `::1`, `[::1]:80`; IPv4-mapped IPv6 addresses as IPv4. None if it is none of these."""
+    item = text.strip()
+    if item.startswith("["):
+        item = item[1:].split("]", 1)[0]
+    elif item.count(":") == 1:
+        item = item.split(":", 1)[0]
+    try:
+        addr = ipaddress.ip_address(item)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedProxies:
+    """The networks whose forwarded headers are believed (CSMS_TRUSTED_PROXIES)."""
+
+    networks: tuple[_Network, ...] = ()
+
+    @classmethod
+    def from_cidrs(cls, cidrs: Iterable[str]) -> TrustedProxies:
+        return cls(tuple(ipaddress.ip_network(c.strip(), strict=False) for c in cidrs if c.strip()))
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def trusts(self, address: str) -> bool:
+        if not self.networks:
+            return False
+        addr = _address(address)
+        return addr is not None and any(addr.version == n.version and addr in n for n in self.networks)
+
+
+def _entries(values: Sequence[str]) -> list[str]:
+    """All X-Forwarded-For entries in order, over repeated headers (which join with ',')."""
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+def client_address(peer: str, forwarded_for: Sequence[str], proxies: TrustedProxies) -> str:
+    """The client's address: `peer` unless it is a trusted proxy; then the right-most
+    X-Forwarded-For entry that is not a trusted proxy (or the left-most entry when all are
+    trusted). An entry that is not an address stops the walk at the last trusted hop."""
+    current = peer
+    if not proxies.trusts(current):
+        return current
+    for entry in reversed(_entries(forwarded_for)):
+        addr = _address(entry)
+        if addr is None:
+            break
+        current = str(addr)
+        if not proxies.trusts(current):
+            break
+    return current
+
+
+def forwarded_https(peer: str, forwarded_proto: Sequence[str], proxies: TrustedProxies) -> bool:
+    """A trusted proxy says the client reached it over TLS (every hop listed `https`)."""
+    if not proxies.trusts(peer):
+        return False
+    values = [v.strip().lower() for v in _entries(forwarded_proto)]
+    return bool(values) and all(v == "https" for v in values)
+
+
+def _xfcc_elements(value: str) -> list[str]:
+    """Split an XFCC header into its comma-separated elements, keeping quoted commas."""
+    out, cur, quoted, escaped = [], [], False, False
+    for ch in value:
+        if escaped:
+            cur.append(ch)
+            escaped = False
+        elif ch == "\\" and quoted:
+            cur.append(ch)
+            escaped = True
+        elif ch == '"':
+            cur.append(ch)
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur))
+    return [e.strip() for e in out if e.strip()]
+
+
+def _xfcc_field(element: str, name: str) -> str | None:
+    """The value of `name=` in one XFCC element (`key=value;key="quoted"`)."""
+    quoted = False
+    cur: list[str] = []
+    parts: list[str] = []
+    for ch in element:
+        if ch == '"':
+            quoted = not quoted
+        if ch == ";" and not quoted:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    for part in parts:
+        key, sep, val = part.strip().partition("=")
+        if sep and key.strip().lower() == name.lower():
+            val = val.strip()
+            if len(val) >= 2 and val[0] == val[-1] == '"':
+                val = val[1:-1].replace('\\"', '"')
+            return val
+    return None
+
+
+def client_cert_pem(value: str | None) -> bytes | None:
+    """The PEM text of a client-certificate header: URL-encoded PEM, or an Envoy XFCC
+    header (`Cert="<URL-encoded PEM>"`, right-most element). None when it holds none."""
+    if not value or len(value) > 3 * _MAX_HEADER_CERT:
+        return None
+    text = value.strip()
+    if not text.startswith(("-----", "%2D", "%2d")) and "cert=" in text.lower():
+        found = None
+        for element in reversed(_xfcc_elements(text)):
+            found = _xfcc_field(element, "Cert")
+            if found:
+                break
+        if not found:
+            return None
+        text = found
+    pem = unquote(text)   # not unquote_plus: '+' is base64, proxies escape it as %2B
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        return None
+    return pem.encode("ascii", "replace")
+
+
+class _Headers(Protocol):
+    """The part of a (multi-)mapping of headers `forwarded` reads (aiohttp's CIMultiDictProxy)."""
+
+    def get(self, key: str) -> str | None: ...
+
+    def getall(self, key: str, default: list[str]) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """What the handshake believes about the client: its address, whether it used TLS to a
+    trusted proxy, the certificate such a proxy passed on (PEM), and whether the TCP peer
+    was a trusted proxy at all."""
+
+    remote: str
+    https: bool = False
+    client_cert: bytes | None = None
+    via_proxy: bool = False
+
+
+def forwarded(peer: str, headers: _Headers, proxies: TrustedProxies, cert_header: str = "") -> Forwarded:
+    """The `Forwarded` view of one request from TCP peer `peer`."""
+    if not proxies.trusts(peer):
+        return Forwarded(peer)
+    cert = client_cert_pem(headers.get(cert_header)) if cert_header else None
+    return Forwarded(
+        remote=client_address(peer, headers.getall("X-Forwarded-For", []), proxies),
+        https=forwarded_https(peer, headers.getall("X-Forwarded-Proto", []), proxies),
+        client_cert=cert,
+        via_proxy=True,
+    )
