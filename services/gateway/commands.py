@@ -39,6 +39,7 @@ from services.common.config import gateway_ordinal
 from services.common.errors import ConfigError, RecordTooLarge
 from services.common.events import Body, CommandIssued, CommandResult, Envelope
 from services.common.ocpp import commands as vocabulary
+from services.common.ocpp.redact import redact, redact_response
 from services.common.ocpp.wire import json_default
 from services.common.routing import FENCE, REVOKE, CommandRouter, Sent
 from services.common.timeutil import Clock
@@ -261,29 +262,32 @@ class CommandRunner:
         except ValueError as exc:  # InvalidCommand, bad JSON
             await self._result(cmd, "Rejected", remaining, code="InvalidCommand", description=str(exc), version=version)
             return
-        await self._publish(cmd, CommandIssued(cmd.command_id, cmd.command_type, action, orjson.dumps(payload).decode(), cmd.issuer), remaining, version=version, action=action)
+        # the station gets `payload`; every record made of it gets `recorded`, without credentials
+        # (a rotated password, network passwords: services/common/ocpp/redact.py)
+        recorded = redact(action, payload)
+        await self._publish(cmd, CommandIssued(cmd.command_id, cmd.command_type, action, orjson.dumps(recorded).decode(), cmd.issuer), remaining, version=version, action=action)
         timeout = min(remaining, self._timeout_s)
         try:
             mid, answer = await conn.call(action, payload, timeout)
         except TimeoutError:
             await self._result(cmd, "Timeout", remaining, description=f"no answer within {timeout:.0f} s", version=version, action=action,
-                               request=payload)
+                               request=recorded)
             return
         except ConnectionGone:
             await self._result(cmd, "Timeout", remaining, description="station disconnected before answering", version=version, action=action,
-                               request=payload)
+                               request=recorded)
             return
         if isinstance(answer, frames.Error):
             await self._result(cmd, "Rejected", remaining, code=answer.code, description=answer.description, version=version, action=action, mid=mid,
-                               request=payload)
+                               request=recorded)
             return
-        response = answer.payload if isinstance(answer.payload, dict) else {}
+        response = redact_response(action, answer.payload if isinstance(answer.payload, dict) else {})
         try:
             status, normalized = vocabulary.from_ocpp(cmd.command_type, action, response, version)
         except Exception:
             log.exception("station=%s cannot read the answer to %s", cmd.station_id, action)
             status, normalized = "Unknown", response
-        await self._result(cmd, status, remaining, response=normalized, version=version, action=action, mid=mid, request=payload)
+        await self._result(cmd, status, remaining, response=normalized, version=version, action=action, mid=mid, request=recorded)
 
     async def _reroute(self, cmd: codec.Command, remaining: float) -> None:
         try:

@@ -492,6 +492,20 @@ async def test_password_rotation_keeps_the_session_and_the_next_connection_uses_
     _, shown = await sec.server.api("GET", f"/api/v1/stations/{sid}", expect=200)
     assert shown["password_rotation_pending"] is False
 
+    # the new password went to the station, but no record made of the command holds it: the
+    # command record, the station history and the device model show it redacted
+    async def rotation_recorded() -> bool:
+        _, commands = await sec.server.api("GET", f"/api/v1/stations/{sid}/commands", expect=200)
+        return any(c.get("ocpp_action") in ("ChangeConfiguration", "SetVariables") and c.get("status") == "Accepted"
+                   for c in commands["items"])
+
+    await eventually(rotation_recorded, 10, what="the rotation's command record")
+    for path in (f"/api/v1/stations/{sid}/commands", f"/api/v1/stations/{sid}/events?limit=1000",
+                 f"/api/v1/stations/{sid}/variables"):
+        status, body = await sec.server.api("GET", path)
+        text = json.dumps(body)
+        assert new not in text and new.encode().hex() not in text, f"{path} shows the rotated password"
+
 
 async def test_a_rotation_the_station_rejects_keeps_the_old_password(sec: Secure) -> None:
     sid = _id("ROTNO")
