@@ -24,8 +24,9 @@ The parent only supervises: SIGTERM/SIGINT are passed on to the workers (each dr
 sockets as a single gateway does); when one worker exits, the others are stopped and the
 parent exits with that worker's code, so the orchestrator restarts the pod as a whole
 (a pod never runs with fewer workers than configured). Workers die with the parent
-(PR_SET_PDEATHSIG). /healthz, /readyz and /metrics on the OCPP port answer for the worker
-the connection lands on.
+(PR_SET_PDEATHSIG). /healthz and /readyz on the OCPP port, and /metrics on CSMS_METRICS_PORT
+(bound with SO_REUSEPORT like the OCPP port), answer for the worker the connection lands on:
+with several workers a scrape sees one worker's counters, as before issue 11.
 """
 
 from __future__ import annotations

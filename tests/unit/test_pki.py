@@ -17,7 +17,9 @@ from services.common import pki
 from tests.unit.certificates.builders import csr_pem, ec_key, new_ca_dir, rsa_key, tampered
 
 UTC = timezone.utc
-NOW = datetime.now(UTC)
+def now() -> datetime:
+    """Now, when asked (a module-level constant goes stale in a long test run)."""
+    return datetime.now(UTC)
 
 
 # -- check_csr ---------------------------------------------------------------------------
@@ -113,14 +115,14 @@ def test_hash_data_is_the_ocsp_cert_id(ca_dir: Path) -> None:
 def test_verify_chain(ca_dir: Path, tmp_path: Path) -> None:
     cert = _station_cert(ca_dir, days=10)
     ca_cert = LocalCA(ca_dir).ca_certificate()
-    assert pki.verify_chain(cert, [ca_cert], NOW) is None
-    assert pki.verify_chain(cert, [ca_cert], NOW + timedelta(days=11)) == "expired"
-    assert pki.verify_chain(cert, [ca_cert], NOW - timedelta(days=1)) == "not yet valid"
-    assert pki.verify_chain(cert, [], NOW) == "unknown issuer"
+    assert pki.verify_chain(cert, [ca_cert], now()) is None
+    assert pki.verify_chain(cert, [ca_cert], now() + timedelta(days=11)) == "expired"
+    assert pki.verify_chain(cert, [ca_cert], now() - timedelta(days=1)) == "not yet valid"
+    assert pki.verify_chain(cert, [], now()) == "unknown issuer"
     # another CA with the same name: the name matches, the signature does not
     impostor = init_ca(tmp_path / "other", cn="Test CA")
-    assert pki.verify_chain(cert, [impostor], NOW) == "bad signature"
-    assert pki.verify_chain(cert, [impostor, ca_cert], NOW) is None
+    assert pki.verify_chain(cert, [impostor], now()) == "bad signature"
+    assert pki.verify_chain(cert, [impostor, ca_cert], now()) is None
 
 
 # -- OCSP --------------------------------------------------------------------------------
@@ -129,7 +131,7 @@ def _ocsp(ca_dir: Path, request: dict[str, object], status: str) -> ocsp.OCSPRes
     responder_cert, responder_key = local.ocsp_responder()
     der = pki.ocsp_response(
         request, status_of=lambda serial: status, issuer=local.ca_certificate(),
-        responder_cert=responder_cert, responder_key=responder_key, now=NOW,
+        responder_cert=responder_cert, responder_key=responder_key, now=now(),
     )
     return ocsp.load_der_ocsp_response(der)
 
@@ -147,7 +149,7 @@ def test_ocsp_response_says_good_or_revoked_signed_by_the_delegate(ca_dir: Path)
 
     good = ocsp.load_der_ocsp_response(pki.ocsp_response(
         request, status_of=status_of, issuer=local.ca_certificate(),
-        responder_cert=responder_cert, responder_key=responder_key, now=NOW))
+        responder_cert=responder_cert, responder_key=responder_key, now=now()))
     assert seen == [pki.serial_hex(cert)]
     assert good.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
     assert good.certificate_status is ocsp.OCSPCertStatus.GOOD
@@ -158,7 +160,7 @@ def test_ocsp_response_says_good_or_revoked_signed_by_the_delegate(ca_dir: Path)
     responder_cert.public_key().verify(good.signature, good.tbs_response_bytes, ec.ECDSA(hashes.SHA256()))  # type: ignore[call-arg, union-attr]
     eku = responder_cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert x509.oid.ExtendedKeyUsageOID.OCSP_SIGNING in eku
-    assert pki.verify_chain(responder_cert, [local.ca_certificate()], NOW) is None
+    assert pki.verify_chain(responder_cert, [local.ca_certificate()], now()) is None
 
     revoked = _ocsp(ca_dir, request, "revoked")
     assert revoked.certificate_status is ocsp.OCSPCertStatus.REVOKED
@@ -200,5 +202,5 @@ def test_an_ocsp_serial_with_leading_zeros_and_upper_case_is_the_same_serial(ca_
     local = LocalCA(ca_dir)
     responder_cert, responder_key = local.ocsp_responder()
     pki.ocsp_response(request, status_of=lambda s: seen.append(s) or "good", issuer=local.ca_certificate(),
-                      responder_cert=responder_cert, responder_key=responder_key, now=NOW)
+                      responder_cert=responder_cert, responder_key=responder_key, now=now())
     assert seen == [pki.serial_hex(cert)]

@@ -18,7 +18,9 @@ from services.certificates.cli import ensure_embedded_ca, main
 from services.common import pki
 from tests.unit.certificates.builders import csr_pem, ec_key, new_ca_dir, rsa_key
 
-NOW = datetime.now(timezone.utc)
+def now() -> datetime:
+    """Now, when asked (a module-level constant goes stale in a long test run)."""
+    return datetime.now(timezone.utc)
 
 
 def _mode(path: Path) -> int:
@@ -45,7 +47,7 @@ async def test_local_ca_signs_only_the_csr_key_and_cn_and_the_chain_verifies(tmp
     chain = pki.load_certificates(issued.chain_pem.encode())
     leaf, root = chain
     assert root == local.ca_certificate()
-    assert pki.verify_chain(leaf, [root], NOW) is None
+    assert pki.verify_chain(leaf, [root], now()) is None
     assert leaf.public_key() == key.public_key()
     assert leaf.subject == x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "CS-1"),
                                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example CPO")])
@@ -160,7 +162,7 @@ def test_cli_init_show_and_issue(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["issue-station-cert", "CS-7", "--out-cert", str(st_cert), "--out-key", str(st_key)]) == 0
     station = pki.load_certificates(st_cert.read_bytes())
     assert pki.certificate_identity(station[0]) == "CS-7" and len(station) == 2
-    assert pki.verify_chain(station[0], [station[1]], NOW) is None
+    assert pki.verify_chain(station[0], [station[1]], now()) is None
     assert "PRIVATE KEY" in st_key.read_text() and _mode(st_key) == 0o600
     out = capsys.readouterr().out
     assert "PRIVATE" not in out and json.dumps(out)  # no key material printed
