@@ -90,13 +90,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return json_error(exc.status, {"error": exc.reason}, headers)
     except BusUnavailable as exc:
-        log.warning("bus unavailable on %s %s: %s", request.method, request.path, exc)
+        log.warning("bus unavailable on %s %r: %s", request.method, request.path, exc)
         return json_error(503, {"error": "message bus unavailable, retry later"}, {"Retry-After": "1"})
     except StoreUnavailable as exc:
-        log.warning("store unavailable on %s %s: %s", request.method, request.path, exc)
+        log.warning("store unavailable on %s %r: %s", request.method, request.path, exc)
         return json_error(503, {"error": "store unavailable, retry later"}, {"Retry-After": "1"})
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %r", request.method, request.path)
         return json_error(500, {"error": "internal error"})
 
 

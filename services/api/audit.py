@@ -185,14 +185,14 @@ class AuditLog:
         except Exception as exc:  # noqa: BLE001 - see the module doc: fail open, counted
             ok = False
             AUDIT_WRITE_FAILURES.labels("store").inc()
-            log.warning("audit entry %s (%s %s) not stored: %s", entry.id, entry.actor, entry.action, exc)
+            log.warning("audit entry %s (%r %r) not stored: %s", entry.id, entry.actor, entry.action, exc)
         try:
             topic, key, value, headers = audit_record(entry)
             await asyncio.wait_for(self._publish(topic, key, value, headers), PUBLISH_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 (asyncio.TimeoutError included)
             ok = False
             AUDIT_WRITE_FAILURES.labels("bus").inc()
-            log.warning("audit entry %s (%s %s) not published: %s", entry.id, entry.actor, entry.action, exc)
+            log.warning("audit entry %s (%r %r) not published: %s", entry.id, entry.actor, entry.action, exc)
         return ok
 
     async def list(self, flt: AuditFilter, *, limit: int, cursor: str | None = None) -> tuple[list[AuditEntry], str | None]:

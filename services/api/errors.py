@@ -2,8 +2,10 @@
 
     ApiError(status, error, details=?, body=?)
       400 validation (details = {field: message}), 401, 404, 409, 503, 504 ...
-      422 a query parameter of the station history, logs and uptime routes that cannot be
-          read (bad cursor, time, limit, type; details name the parameters)
+      422 a query parameter of a cursor-paged or windowed route that cannot be read (station
+          history, logs, uptime, device model, firmware campaigns, audit: bad cursor, time,
+          limit, type, filter; details name the parameters; services/api/query.py). The
+          older unpaged lists (stations, tokens, ...) answer a bad `limit` 400.
 
 Every error answer is a JSON object with at least `"error"` (a sentence for a
 human); `details` names offending fields; command answers add `"status"`.

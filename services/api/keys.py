@@ -36,6 +36,7 @@ from services.common.timeutil import Clock, parse_ocpp, to_ocpp
 __all__ = [
     "KEY_CACHE_S",
     "LAST_USED_EVERY_S",
+    "MAX_NAME",
     "ApiKey",
     "KeyRing",
     "create_key",
@@ -45,6 +46,7 @@ __all__ = [
     "list_keys",
     "parse_key",
     "revoke_key",
+    "check_name",
     "secret_hmac",
 ]
 
@@ -56,6 +58,7 @@ LAST_USED_EVERY_S: Final = 60.0   # last_used_at is written at most this often p
 _ID = re.compile(r"[0-9a-f]{16}\Z")
 _SECRET = re.compile(r"[A-Za-z0-9_-]{40,64}\Z")
 _CACHE_MAX = 10_000
+MAX_NAME: Final = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,18 +142,35 @@ def key_view(key: ApiKey) -> dict[str, Any]:
     return doc
 
 
+def check_name(name: str) -> str | None:
+    """Why `name` cannot name a key, or None. A name is shown in lists, the CLI's table and
+    log lines: 1-100 printable characters (`str.isprintable`: no control characters, no
+    line or paragraph separators, no invisible format characters such as bidi overrides),
+    not only spaces."""
+    if not name.strip():
+        return "must not be empty or only spaces"
+    if len(name) > MAX_NAME:
+        return f"must be at most {MAX_NAME} characters"
+    if not name.isprintable():
+        return "must be printable (no control characters or line breaks)"
+    return None
+
+
 async def create_key(
     docs: DocumentStore, pepper: bytes, *, name: str, role: str, created_by: str, now: datetime,
     expires_at: datetime | None = None,
 ) -> tuple[ApiKey, str]:
-    """A new key, stored; returns it and its text (shown once, never stored)."""
+    """A new key, stored; returns it and its text (shown once, never stored). ValueError
+    for a name `check_name` refuses or an unknown role (callers check both first)."""
     if role not in ALL_ROLES:
         raise ValueError(f"unknown role {role!r}")
+    if (why := check_name(name)) is not None:
+        raise ValueError(f"key name {why}")
     for _ in range(3):
         key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         key = ApiKey(key_id, name, role, secret_hmac(pepper, secret), now, created_by, expires_at)
         if await docs.put_doc_if(kinds.API_KEY, key_id, key_to_doc(key), expected_version=None, version=1):
-            log.info("api key %s (%s, role %s) created by %s", key_id, name, role, created_by)
+            log.info("api key %s (%r, role %s) created by %r", key_id, name, role, created_by)
             return key, f"{KEY_PREFIX}{key_id}_{secret}"
     raise RuntimeError("could not find a free api key id")  # 2^64 ids: never in practice
 
@@ -173,7 +193,7 @@ async def revoke_key(docs: DocumentStore, key_id: str, now: datetime) -> ApiKey 
         revoked = replace(key, revoked_at=now, revision=key.revision + 1)
         if await docs.put_doc_if(kinds.API_KEY, key_id, key_to_doc(revoked),
                                  expected_version=key.revision, version=revoked.revision):
-            log.info("api key %s (%s) revoked", key_id, key.name)
+            log.info("api key %s (%r) revoked", key_id, key.name)
             return revoked
     raise RuntimeError(f"api key {key_id} kept changing while being revoked")
 

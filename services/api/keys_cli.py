@@ -19,7 +19,7 @@ import sys
 from datetime import datetime
 from typing import Sequence
 
-from services.api.keys import KEY_CACHE_S, create_key, list_keys, revoke_key
+from services.api.keys import KEY_CACHE_S, check_name, create_key, list_keys, revoke_key
 from services.api.roles import ALL_ROLES
 from services.common.config import Settings, load_settings
 from services.common.errors import StoreUnavailable
@@ -61,8 +61,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 print("csms api-key create: --expires-at must be in the future", file=sys.stderr)
                 return 2
             name = args.name.strip()
-            if not name or len(name) > 100:
-                print("csms api-key create: --name must be 1-100 characters", file=sys.stderr)
+            if (why := check_name(name)) is not None:
+                print(f"csms api-key create: --name {why}", file=sys.stderr)
                 return 2
             key, text = await create_key(store, load_pepper(), name=name, role=args.role,
                                          created_by="cli", now=now, expires_at=expires)

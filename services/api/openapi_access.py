@@ -13,9 +13,8 @@ import copy
 from typing import Any
 
 from services.api.audit import DAYS_PER_PAGE
-from services.api.keys import KEY_CACHE_S
+from services.api.keys import KEY_CACHE_S, MAX_NAME
 from services.api.roles import ALL_ROLES
-from services.api.routes_api_keys import MAX_NAME
 from services.api.routes_audit import RESULTS
 from services.api.validation import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -93,7 +92,9 @@ SCHEMAS: J = {
     "ApiKeyCreate": {
         "type": "object", "required": ["name", "role"], "additionalProperties": False,
         "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME},
+            "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME,
+                     "description": "Printable characters only (no control characters or line breaks), "
+                                    "not only spaces."},
             "role": _ROLE,
             "expires_at": {**_NULL_TS, "description": "After this time the key is refused (must be in the future)."},
         },

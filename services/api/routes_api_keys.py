@@ -17,15 +17,12 @@ from aiohttp import web
 from services.api.auth import API_PREFIX, actor_of, role_of
 from services.api.context import ApiContext, ctx_of
 from services.api.errors import ApiError, not_found
-from services.api.keys import KeyRing, create_key, key_view, list_keys, revoke_key
+from services.api.keys import MAX_NAME, KeyRing, check_name, create_key, key_view, list_keys, revoke_key
 from services.api.roles import ALL_ROLES
 from services.api.validation import MISSING, Validator, read_json
 from services.common.timeutil import to_ocpp
 
 __all__ = ["setup"]
-
-MAX_NAME = 100
-
 
 def _ring(ctx: ApiContext) -> KeyRing:
     if ctx.keys is None:  # create_app always sets one; a context built by hand may not
@@ -37,6 +34,8 @@ async def create(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     v = Validator(await read_json(request), allowed=("name", "role", "expires_at"))
     name = v.string("name", required=True, max_len=MAX_NAME)
+    if isinstance(name, str) and (why := check_name(name)) is not None:
+        v.fail("name", why)
     role = v.string("role", required=True, choices=ALL_ROLES)
     expires_at = v.timestamp("expires_at", nullable=True)
     now = ctx.clock()

@@ -136,7 +136,7 @@ async def create_campaign(request: web.Request) -> web.Response:
     if not await ctx.documents.put_doc_if(kinds.FIRMWARE_CAMPAIGN, c.id, campaign_to_doc(c), parent=campaign_parent(c),
                                           expected_version=None, version=c.revision):
         raise conflict(f"firmware campaign {c.id!r} already exists")
-    log.info("firmware campaign %s created: %d stations, max_in_flight=%d, location=%s", c.id, len(c.stations),
+    log.info("firmware campaign %r created: %d stations, max_in_flight=%d, location=%r", c.id, len(c.stations),
              c.max_in_flight, c.location)
     return web.json_response(campaign_view(c), status=201,
                              headers={"Location": f"{API_PREFIX}/firmware-campaigns/{c.id}"})
@@ -178,7 +178,7 @@ async def cancel_campaign(request: web.Request) -> web.Response:
         if await ctx.documents.put_doc_if(kinds.FIRMWARE_CAMPAIGN, c.id, campaign_to_doc(moved),
                                           parent=campaign_parent(moved), expected_version=c.revision,
                                           version=moved.revision):
-            log.info("firmware campaign %s cancelled (was %s)", c.id, c.status)
+            log.info("firmware campaign %r cancelled (was %s)", c.id, c.status)
             return web.json_response(campaign_view(moved))
     raise ApiError(503, "the campaign kept changing; retry", headers={"Retry-After": "1"})
 

@@ -78,7 +78,7 @@ async def send_and_wait(
         COMMANDS.labels(command_type, "Unroutable").inc()
         raise ApiError(503, routed.reason)
     cmd = routed.command
-    log.info("command %s %s sent station=%s gateway=%s", cmd.command_id, command_type, station_id, routed.gateway_id)
+    log.info("command %s %s sent station=%r gateway=%s", cmd.command_id, command_type, station_id, routed.gateway_id)
     [fut] = waiting
     try:
         result = await ctx.waiter.wait(cmd.command_id, fut, timeout_s)
@@ -93,7 +93,7 @@ async def send_and_wait(
         ) from None
     if result is None:
         COMMANDS.labels(command_type, "Timeout").inc()
-        log.info("command %s %s timed out after %.1fs station=%s", cmd.command_id, command_type, timeout_s, station_id)
+        log.info("command %s %s timed out after %.1fs station=%r", cmd.command_id, command_type, timeout_s, station_id)
         raise ApiError(
             504,
             f"the station did not answer within {timeout_s:g} s; a late answer appears at "

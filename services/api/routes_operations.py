@@ -112,7 +112,7 @@ async def post_firmware(request: web.Request) -> web.Response:
             params[name] = value
     result = await send_and_wait(ctx, station_id, "UpdateFirmware", params, ctx.settings.command_timeout_s)
     out = _answer("UpdateFirmware", result, _sent_request_id(result, picked))
-    log.info("firmware update %s station=%s request=%s status=%s", result.command_id, station_id, out["request_id"],
+    log.info("firmware update %s station=%r request=%s status=%s", result.command_id, station_id, out["request_id"],
              result.status)
     return web.json_response(out, status=202)
 
@@ -156,7 +156,7 @@ async def post_logs(request: web.Request) -> web.Response:
             await ctx.documents.delete_doc(kinds.LOG_UPLOAD, slot.token_sha256)
         raise
     out["upload_expires_at"] = to_ocpp(slot.expires_at)
-    log.info("log request %s station=%s request=%s type=%s status=%s", command_id, station_id, request_id, log_type,
+    log.info("log request %s station=%r request=%s type=%r status=%s", command_id, station_id, request_id, log_type,
              result.status)
     return web.json_response(out, status=202)
 

@@ -355,7 +355,7 @@ async def revoke_certificate(request: web.Request) -> web.Response:
     else:
         raise conflict(f"certificate {serial!r} kept changing; retry")
     await revoke(ctx, station.id, "certificate")
-    log.info("station certificate revoked station=%s serial=%s", station.id, serial)
+    log.info("station certificate revoked station=%r serial=%r", station.id, serial)
     return web.json_response(_shown(c, ctx.clock()))
 
 
@@ -405,7 +405,7 @@ async def install_trust_anchor(request: web.Request) -> web.Response:
         v.fail("certificate", "must be a PEM certificate (-----BEGIN CERTIFICATE-----)")
     v.done()
     status, _ = await _command(ctx, station.id, "InstallCertificate", {"certificate_type": kind, "certificate": pem})
-    log.info("station trust anchor install station=%s type=%s status=%s", station.id, kind, status)
+    log.info("station trust anchor install station=%r type=%r status=%r", station.id, kind, status)
     return web.json_response({"status": status})
 
 
@@ -420,7 +420,7 @@ async def delete_trust_anchor(request: web.Request) -> web.Response:
     if entry is None:
         raise not_found("trust anchor", serial)
     status, _ = await _command(ctx, station.id, "DeleteCertificate", {k: entry[k] for k in _HASH_FIELDS})
-    log.info("station trust anchor delete station=%s serial=%s status=%s", station.id, serial, status)
+    log.info("station trust anchor delete station=%r serial=%r status=%r", station.id, serial, status)
     if status == "Accepted" and doc is not None:
         rest = [i for i in items if i is not entry]
         await ctx.documents.put_doc(kinds.INSTALLED_CERTIFICATES, station.id,

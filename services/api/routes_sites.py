@@ -82,7 +82,7 @@ async def create_site(request: web.Request) -> web.Response:
         updated_at=now,
     )
     response = await _save(ctx, site)
-    log.info("site created %s grid_limit_a=%s phases=%s", site_id, site.grid_limit_a, site.phases)
+    log.info("site created %r grid_limit_a=%s phases=%s", site_id, site.grid_limit_a, site.phases)
     response.set_status(201)
     response.headers["Location"] = f"{API_PREFIX}/sites/{site_id}"
     return response
@@ -108,7 +108,7 @@ async def patch_site(request: web.Request) -> web.Response:
         await _check_tariff(ctx, values["tariff_id"])
     site = dataclasses.replace(site, **values, updated_at=to_ocpp(ctx.clock()))
     response = await _save(ctx, site)
-    log.info("site updated %s fields=%s", site.id, ",".join(sorted(values)))
+    log.info("site updated %r fields=%s", site.id, ",".join(sorted(values)))
     return response
 
 
@@ -121,7 +121,7 @@ async def put_limit(request: web.Request) -> web.Response:
     v.done()
     site = dataclasses.replace(site, external_limit_a=limit, updated_at=to_ocpp(ctx.clock()))
     response = await _save(ctx, site)
-    log.info("site %s external limit %s", site.id, "lifted" if limit is None else f"{limit} A")
+    log.info("site %r external limit %s", site.id, "lifted" if limit is None else f"{limit} A")
     return response
 
 
@@ -130,7 +130,7 @@ async def delete_site(request: web.Request) -> web.Response:
     site_id = request.match_info["id"]
     if not await ctx.documents.delete_doc(kinds.SITE, site_id):
         raise not_found("site", site_id)
-    log.info("site deleted %s", site_id)
+    log.info("site deleted %r", site_id)
     await ctx.on_site_changed(site_id)
     return web.Response(status=204)
 

@@ -4,8 +4,13 @@ Security (ADR 017, docs/security.md): a station has the profile it must connect 
 (1-3), optionally a WebSocket ping period of its own. A change that makes its current
 credentials or connection unacceptable (disabled, a password reset, a profile change,
 deletion) is stored first and then revoked on every gateway (`broadcast_revoke`): each
-drops the station from its auth caches, the one holding the socket closes it. Lowering a
-profile weakens a station's protection and needs the role `admin`.
+drops the station from its auth caches, the one holding the socket closes it. A change the
+gateways check but that leaves the connection acceptable (re-enabled, a new ping period, a
+dropped pending value) and a new station (gateways cache unknown ids for 2 s) are
+announced the same way without closing anything, so it applies at once instead of when
+the caches expire. Lowering a profile weakens a station's protection and needs the role
+`admin`; a PATCH of `password` or `security_profile` is a credential change and needs
+`admin` or `installer`, as the password and security-profile routes do.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ from services.api.ops_doc import read_station_ops
 from services.api.validation import MISSING, Validator, check_station_id, query_limit, read_json
 from services.api.views import StationView, station_security_profile, station_view
 from services.common import kinds, passwords
+from services.common.errors import BusUnavailable
 from services.common.routing import broadcast_revoke
 from services.common.store.port import Owner, Station
 from services.sessions.documents import station_status_from_doc
 from services.sessions.domain import StationStatus
 
-__all__ = ["setup", "station_response", "hash_station_password", "revoke"]
+__all__ = ["setup", "station_response", "hash_station_password", "refresh", "revoke"]
 
 log = logging.getLogger("csms.api.stations")
 
@@ -38,6 +44,9 @@ _FIELDS = ("site_id", "tariff_id", "max_current_a", "phases", "priority", "secur
 _CREATE = {"id", "password", "enabled", *_FIELDS}
 _PATCH = {"password", "enabled", *_FIELDS}
 _SMART_CHARGING_FIELDS = ("site_id", "max_current_a", "phases", "priority", "enabled")
+# PATCH fields that are station credentials (docs/security.md, Roles)
+_CREDENTIAL_FIELDS = ("password", "security_profile")
+CREDENTIAL_ROLES = ("admin", "installer")
 
 
 async def station_response(ctx: ApiContext, station: Station, *, password: str | None = None) -> dict[str, Any]:
@@ -86,7 +95,7 @@ def _status(station_id: str, doc: dict[str, Any] | None) -> StationStatus | None
     try:
         return station_status_from_doc(doc)
     except (KeyError, TypeError, ValueError) as exc:
-        log.error("station %s: status document cannot be read: %r", station_id, exc)
+        log.error("station %r: status document cannot be read: %r", station_id, exc)
         return None
 
 
@@ -126,7 +135,13 @@ async def revoke(ctx: ApiContext, station_id: str, reason: str) -> None:
     change stored: repeating a PATCH revokes again; after a DELETE the gateways' caches
     expire on their own and the socket stays open until the station reconnects."""
     await broadcast_revoke(ctx.bus, station_id, reason=reason, close=True, issuer="api", clock=ctx.clock)
-    log.info("station revoked station=%s reason=%s", station_id, reason)
+    log.info("station revoked station=%r reason=%s", station_id, reason)
+
+
+async def refresh(ctx: ApiContext, station_id: str, reason: str) -> None:
+    """Every gateway forgets what it cached of the station (a negative entry too) and
+    re-reads it at the next attempt; no socket is closed (`_Revoke` with close false)."""
+    await broadcast_revoke(ctx.bus, station_id, reason=reason, close=False, issuer="api", clock=ctx.clock)
 
 
 async def create_station(request: web.Request) -> web.Response:
@@ -158,7 +173,10 @@ async def create_station(request: web.Request) -> web.Response:
     if await ctx.stations.get_station(station_id) is not None:  # lost a race while hashing
         raise conflict(f"station {station_id!r} already exists")
     await ctx.stations.put_station(station)
-    log.info("station created station=%s site=%s", station_id, station.site_id)
+    log.info("station created station=%r site=%r", station_id, station.site_id)
+    # Not announced to the gateways: one that refused the id a moment ago caches "unknown"
+    # for 2 s only, and announcing every creation would put a record on every command
+    # partition per station (bulk provisioning of 10,000 stations x 64 partitions).
     # a generated password is shown once; only its hash is kept
     out = await station_response(ctx, station, password=password if generated else None)
     if station.site_id:
@@ -196,6 +214,12 @@ async def patch_station(request: web.Request) -> web.Response:
     v.done()
     if "tariff_id" in values:
         await _check_tariff(ctx, values["tariff_id"])
+    credentials = [f for f in _CREDENTIAL_FIELDS if f in values]
+    if credentials and role_of(request) not in CREDENTIAL_ROLES:
+        raise ApiError(
+            403, f"role {role_of(request)} may not change {credentials[0]} (admin or installer only)",
+            details={f: "admin or installer only" for f in credentials},
+        )
     profile = values.get("security_profile")
     if profile is not None and profile < station_security_profile(station) and role_of(request) != "admin":
         raise ApiError(403, f"role {role_of(request)} may not lower a station's security profile (admin only)")
@@ -212,14 +236,12 @@ async def patch_station(request: web.Request) -> web.Response:
     if station_security_profile(updated) < 3 and not updated.password_hash:
         raise validation_error({"password": "is required for a station below security profile 3 (it has none)"})
     await ctx.stations.put_station(updated)
-    log.info("station updated station=%s fields=%s", station.id, ",".join(sorted(values)))
+    log.info("station updated station=%r fields=%s", station.id, ",".join(sorted(values)))
     reason = _revocation(station, updated, values)
     if reason is not None:
         await revoke(ctx, station.id, reason)
-    elif (station.pending_security_profile, station.pending_password_hash) != (
-        updated.pending_security_profile, updated.pending_password_hash
-    ):  # nothing to close, but no gateway may act on the dropped pending value
-        await broadcast_revoke(ctx.bus, station.id, reason="pending_dropped", close=False, issuer="api", clock=ctx.clock)
+    elif (why := _refresh_reason(station, updated)) is not None:
+        await refresh(ctx, station.id, why)
     if any(getattr(station, f) != getattr(updated, f) for f in _SMART_CHARGING_FIELDS):
         for site in sorted({station.site_id or "", updated.site_id or ""} - {""}):
             await ctx.on_site_changed(site)
@@ -239,11 +261,27 @@ def _revocation(before: Station, after: Station, values: dict[str, Any]) -> str 
     return None
 
 
+def _refresh_reason(before: Station, after: Station) -> str | None:
+    """Why a PATCH that closes nothing must still reach every gateway, or None: a field
+    the gateways check changed (their cached record would refuse a re-enabled station
+    for up to 10 s, or keep the old ping period), or a pending value was dropped (no
+    gateway may act on it)."""
+    if before.enabled != after.enabled:
+        return "enabled"
+    if before.ws_ping_interval_s != after.ws_ping_interval_s:
+        return "ws_ping_interval_s"
+    if (before.pending_security_profile, before.pending_password_hash) != (
+        after.pending_security_profile, after.pending_password_hash
+    ):
+        return "pending_dropped"
+    return None
+
+
 async def delete_station(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     station = await _load(ctx, request.match_info["id"])
     await ctx.stations.delete_station(station.id)
-    log.info("station deleted station=%s", station.id)
+    log.info("station deleted station=%r", station.id)
     await revoke(ctx, station.id, "deleted")
     if station.site_id:
         await ctx.on_site_changed(station.site_id)

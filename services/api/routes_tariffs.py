@@ -59,7 +59,7 @@ async def _clear_other_defaults(ctx: ApiContext, keep_id: str) -> None:
     for doc in await ctx.documents.list_docs(kinds.TARIFF, limit=MAX_LIMIT):
         if doc.get("default") is True and doc.get("id") != keep_id:
             await ctx.documents.put_doc(kinds.TARIFF, str(doc["id"]), {**doc, "default": False})
-            log.info("tariff %s is no longer the default (now %s)", doc.get("id"), keep_id)
+            log.info("tariff %r is no longer the default (now %r)", doc.get("id"), keep_id)
 
 
 async def _save(ctx: ApiContext, tariff: Tariff) -> None:
@@ -74,7 +74,7 @@ async def create_tariff(request: web.Request) -> web.Response:
     if await ctx.documents.get_doc(kinds.TARIFF, tariff.id) is not None:
         raise conflict(f"tariff {tariff.id!r} already exists")
     await _save(ctx, tariff)
-    log.info("tariff created %s (%s)", tariff.id, tariff.currency)
+    log.info("tariff created %r (%r)", tariff.id, tariff.currency)
     return web.json_response(
         tariff_view(tariff), status=201, headers={"Location": f"{API_PREFIX}/tariffs/{tariff.id}"}
     )
@@ -104,7 +104,7 @@ async def put_tariff(request: web.Request) -> web.Response:
     tariff = parse_tariff({**body, "id": tariff_id})
     existed = await ctx.documents.get_doc(kinds.TARIFF, tariff_id) is not None
     await _save(ctx, tariff)
-    log.info("tariff %s %s", tariff_id, "replaced" if existed else "created")
+    log.info("tariff %r %s", tariff_id, "replaced" if existed else "created")
     return web.json_response(tariff_view(tariff), status=200 if existed else 201)
 
 
@@ -113,7 +113,7 @@ async def delete_tariff(request: web.Request) -> web.Response:
     tariff_id = request.match_info["id"]
     if not await ctx.documents.delete_doc(kinds.TARIFF, tariff_id):
         raise not_found("tariff", tariff_id)
-    log.info("tariff deleted %s", tariff_id)
+    log.info("tariff deleted %r", tariff_id)
     return web.Response(status=204)
 
 

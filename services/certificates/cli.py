@@ -2,31 +2,45 @@
 
     csms ca init [--dir D] [--cn NAME] [--org NAME] [--days N]
     csms ca issue-server-cert --host NAME [--ip ADDR ...] --out-cert F --out-key F [--days N]
-    csms ca issue-station-cert ID --out-cert F --out-key F [--days N]
+    csms ca issue-station-cert ID --out-cert F --out-key F [--days N] [--no-record]
     csms ca show
 
 The directory is `--dir`, else CSMS_CA_DIR. Nothing is ever overwritten: `init` refuses a
 directory that already holds a CA, the issue commands refuse existing output files. Keys
 are written 0600 and never printed. `ensure_embedded_ca` is what `csms run` calls at start:
 it creates the CA of the single-machine mode the first time.
+
+A station certificate is recorded, before its files are written, as a `certificate`
+document (status `installed`: it is provisioned by hand, no CertificateSigned follows) in
+the store of CSMS_STORE_URL, so `GET /stations/{id}/certificates` lists it and it can be
+revoked like one the CSMS signed from a CSR; a SQLite store is migrated first, as
+`csms api-key` does. An unreachable store is an error (nothing is written) unless
+`--no-record`; without CSMS_STORE_URL the certificate is not recorded and the tool says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
 from cryptography.hazmat.primitives import hashes
 
 from services.certificates import ca
+from services.certificates.documents import CHARGING_STATION_CERTIFICATE, INSTALLED, Certificate, Certificates
 from services.common import pki
-from services.common.timeutil import to_ocpp
+from services.common.config import Settings, load_settings
+from services.common.errors import CsmsError
+from services.common.runtime import store_options
+from services.common.store import store_from_url
+from services.common.timeutil import to_ocpp, utcnow
 
-__all__ = ["ensure_embedded_ca", "main"]
+__all__ = ["ensure_embedded_ca", "main", "provisioned_certificate"]
 
 log = logging.getLogger("csms.certificates")
 
@@ -65,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     sta.add_argument("--out-cert", required=True)
     sta.add_argument("--out-key", required=True)
     sta.add_argument("--days", type=int, default=None, help="lifetime (default CSMS_CERT_VALIDITY_DAYS)")
+    sta.add_argument("--no-record", action="store_true",
+                     help="do not record it in the store of CSMS_STORE_URL (it cannot be listed or revoked then)")
     show = sub.add_parser("show", help="the CA's subject, validity and fingerprints")
     for sp in (init, srv, sta, show):
         sp.add_argument("--dir", dest="sub_dir", help=argparse.SUPPRESS)
@@ -97,16 +113,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "show":
             _show(ca_dir)
             return 0
+        out_cert, out_key = Path(args.out_cert), Path(args.out_key)
         if args.command == "issue-server-cert":
             chain, key = ca.issue_server_certificate(ca_dir, args.host, args.ip, days=max(1, args.days))
+            ca.write_pair(out_cert, out_key, chain, key)
         else:
             days = args.days if args.days is not None else int(os.environ.get("CSMS_CERT_VALIDITY_DAYS", "365"))
-            chain, key = ca.issue_station_certificate(ca_dir, args.station_id, days=max(1, days))
-        ca.write_pair(Path(args.out_cert), Path(args.out_key), chain, key)
+            record = not args.no_record and bool(os.environ.get("CSMS_STORE_URL"))
+            if not args.no_record and not record:
+                print("csms ca: CSMS_STORE_URL is not set: the certificate is not recorded (it will not be listed "
+                      "under GET /stations/{id}/certificates and cannot be revoked there)", file=sys.stderr)
+            for path in (out_cert, out_key):  # before anything is signed or recorded
+                if path.exists():
+                    raise FileExistsError(f"{path} exists; not overwriting it")
+            if record:
+                chain = asyncio.run(_issue_recorded(ca_dir, args.station_id, max(1, days), out_cert, out_key,
+                                                    load_settings()))
+            else:
+                chain, key = ca.issue_station_certificate(ca_dir, args.station_id, days=max(1, days))
+                ca.write_pair(out_cert, out_key, chain, key)
         leaf = pki.load_certificate(chain)
         print(f"wrote {args.out_cert} (serial {pki.serial_hex(leaf)}, {leaf.subject.rfc4514_string()}, "
               f"until {to_ocpp(leaf.not_valid_after_utc)}) and {args.out_key} (0600)")
         return 0
+    except CsmsError as exc:  # the store: unreachable, or refused the write
+        print(f"csms ca: the certificate could not be recorded ({exc}); nothing was written "
+              "(--no-record issues it untracked)", file=sys.stderr)
+        return 1
     except FileExistsError as exc:
         print(f"csms ca: {exc}", file=sys.stderr)
         return 1
@@ -116,6 +149,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ca.CAError, OSError) as exc:
         print(f"csms ca: {exc}", file=sys.stderr)
         return 1
+
+
+def provisioned_certificate(issued: ca.Issued, station_id: str, now: datetime) -> Certificate:
+    """The `certificate` document of a station certificate issued by `csms ca` (no CSR, no
+    CertificateSigned: it is installed by hand, so `installed` with no command)."""
+    return Certificate(
+        serial=issued.serial,
+        station_id=station_id,
+        certificate_type=CHARGING_STATION_CERTIFICATE,
+        status=INSTALLED,
+        subject=issued.subject,
+        not_before=issued.not_before,
+        not_after=issued.not_after,
+        fingerprint_sha256=issued.fingerprint_sha256,
+        pem=issued.pem,
+        issued_at=now,
+        chain_pem=issued.chain_pem,
+    )
+
+
+async def _issue_recorded(ca_dir: Path, station_id: str, days: int, out_cert: Path, out_key: Path,
+                          settings: Settings) -> bytes:
+    """Issue, record, then write the files; the store is reached before anything is signed,
+    so an unreachable store leaves nothing behind. The chain PEM."""
+    store = store_from_url(settings.store_url, **store_options(settings))
+    await store.start()
+    try:
+        if settings.store_url.startswith("sqlite://"):
+            await store.migrate()
+        chain, key = ca.issue_station_certificate(ca_dir, station_id, days=days)
+        cert = provisioned_certificate(ca.issued_from_chain(chain.decode()), station_id, utcnow())
+        if await Certificates(store).put(cert) is None:
+            raise ca.CAError(f"a certificate with serial {cert.serial} is already recorded")  # 2^159 serials: never
+        ca.write_pair(out_cert, out_key, chain, key)
+        log.info("station certificate issued by the CLI station=%r serial=%s (recorded)", station_id, cert.serial)
+        return chain
+    finally:
+        await store.close()
 
 
 def _show(ca_dir: Path) -> None:

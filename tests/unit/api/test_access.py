@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from services.api import roles
 from services.api.auth import PUBLIC_PATHS
-from services.api.keys import KeyRing, parse_key
+from services.api.keys import KeyRing, check_name, parse_key
 from services.api.throttle import FailureCounter, TrustedNetworks, source_address
 from services.common import kinds
 from services.common.timeutil import to_ocpp, utcnow
@@ -182,6 +182,31 @@ async def test_key_creation_is_validated(tmp_path: Path) -> None:
             assert status == 400, (body, answer)
 
 
+@pytest.mark.parametrize("name", ["a\x00b", "night\nshift", "x\r", "tab\there", "del\x7f", "c1\x85",
+                                  "line\u2028sep", "bidi\u202eflip", "   ", "n" * 101])
+def test_a_key_name_must_be_1_to_100_printable_characters(name: str) -> None:
+    assert check_name(name) is not None
+
+
+def test_ordinary_key_names_are_accepted() -> None:
+    assert [check_name(n) for n in ("x", "night shift (Zürich) #2", "n" * 100, "夜勤")] == [None] * 4
+
+
+async def test_a_key_name_with_control_characters_is_400_and_never_reaches_the_log(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with access_api(tmp_path) as api:
+        for name in ("evil\nINFO forged line", "nul\x00", "\u2028", " "):
+            status, answer = await api.post("/api/v1/api-keys", {"name": name, "role": "viewer"}, key=BOOTSTRAP)
+            assert status == 400 and "name" in answer["details"], (name, answer)
+        status, created = await api.post("/api/v1/api-keys", {"name": "quoted 'name'", "role": "viewer"},
+                                         key=BOOTSTRAP)
+        assert status == 201
+        assert (await api.call("DELETE", f"/api/v1/api-keys/{created['id']}", key=BOOTSTRAP))[0] == 200
+    assert "forged line" not in caplog.text and "\x00" not in caplog.text
+    assert repr("quoted 'name'") in caplog.text  # a user string is logged as its repr
+
+
 async def test_a_key_lookup_is_cached_briefly_and_last_used_is_written_at_most_once_a_minute(tmp_path: Path) -> None:
     async with access_api(tmp_path) as api:
         key = await a_key(api, "viewer")
@@ -322,3 +347,6 @@ def test_the_cli_creates_lists_and_revokes_keys_the_api_accepts(
     assert main(["revoke", "0123456789abcdef"]) == 1
     assert main(["create", "--name", "x", "--role", "viewer", "--expires-at", "2001-01-01T00:00:00Z"]) == 2
     assert main(["create", "--name", "x", "--role", "viewer", "--expires-at", "tomorrow"]) == 2
+    capsys.readouterr()
+    assert main(["create", "--name", "two\nlines", "--role", "viewer"]) == 2
+    assert "--name must be printable" in capsys.readouterr().err

@@ -32,29 +32,29 @@ async def _entries(api: Any, **query: str) -> list[dict[str, Any]]:
 
 async def test_a_patch_is_audited_in_the_store_and_on_the_bus(tmp_path: Path) -> None:
     async with access_api(tmp_path) as api:
-        operator = await a_key(api, "operator")
+        installer = await a_key(api, "installer")  # a password is admin/installer only
         seen: list[Any] = []
         await api.rt.bus.subscribe(topics.AUDIT, "audit-test", lambda rec: _append(seen, rec))
         assert (await api.post("/api/v1/stations", {"id": "CP-1", "password": "p" * 20}, key=BOOTSTRAP))[0] == 201
         status, _ = await api.call("PATCH", "/api/v1/stations/CP-1", {"enabled": False, "password": "q" * 20},
-                                   key=operator)
+                                   key=installer)
         assert status == 200
-        assert (await api.call("PATCH", "/api/v1/stations/NOPE", {"enabled": False}, key=operator))[0] == 404
-        assert (await api.get("/api/v1/stations", key=operator))[0] == 200  # reads are not audited
+        assert (await api.call("PATCH", "/api/v1/stations/NOPE", {"enabled": False}, key=installer))[0] == 404
+        assert (await api.get("/api/v1/stations", key=installer))[0] == 200  # reads are not audited
 
         items = await _entries(api, action="PATCH%20/api/v1/stations/%7Bid%7D")
         assert [(e["target"], e["status"], e["result"]) for e in items] == [
             ("station:NOPE", 404, "error"), ("station:CP-1", 200, "ok")]
         ok = items[1]
-        operator_id = operator.split("_")[1]
-        assert ok["actor"] == f"key:{operator_id}" and ok["role"] == "operator" and ok["source"] == "127.0.0.1"
+        installer_id = installer.split("_")[1]
+        assert ok["actor"] == f"key:{installer_id}" and ok["role"] == "installer" and ok["source"] == "127.0.0.1"
         assert ok["request_id"]
         created = await _entries(api, action="POST%20/api/v1/stations")
         assert [(e["actor"], e["target"], e["status"]) for e in created] == [("bootstrap", "station:CP-1", 201)]
         # no credential anywhere in the log
         everything = str(await _entries(api, limit="500"))
         assert "q" * 20 not in everything and "p" * 20 not in everything and BOOTSTRAP not in everything
-        assert operator.split("_", 2)[2] not in everything
+        assert installer.split("_", 2)[2] not in everything
 
         await eventually(lambda: len(seen) >= 4, what="the audit entries on csms.audit.v1")
         rec = seen[0]
@@ -212,3 +212,20 @@ async def test_the_audit_query_is_validated(tmp_path: Path) -> None:
         for q in ("result=maybe", "cursor=nope", "since=yesterday", "limit=0"):
             status, body = await api.get(f"/api/v1/audit?{q}", key=BOOTSTRAP)
             assert status == 422, (q, body)
+
+
+async def test_the_audit_query_errors_follow_the_paged_routes_convention(tmp_path: Path) -> None:
+    """services/api/query.py: a query parameter of a cursor-paged route that cannot be read is
+    a 422 naming it (400 is for request bodies); /audit answers as the history and campaign
+    routes do."""
+    async with access_api(tmp_path) as api:
+        assert (await api.post("/api/v1/stations", {"id": "CP-1", "password": "p" * 20}, key=BOOTSTRAP))[0] == 201
+        for q, name in (("limit=0", "limit"), ("limit=x", "limit"), ("cursor=nope", "cursor"),
+                        ("since=yesterday", "since")):
+            answers = []
+            for path in ("/api/v1/audit", "/api/v1/stations/CP-1/events", "/api/v1/firmware-campaigns"):
+                if name == "since" and "campaigns" in path:
+                    continue  # campaigns take no time filter
+                status, body = await api.get(f"{path}?{q}", key=BOOTSTRAP)
+                answers.append((path, status, name in body.get("details", {})))
+            assert {(s, named) for _, s, named in answers} == {(422, True)}, (q, answers)

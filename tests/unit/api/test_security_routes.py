@@ -8,9 +8,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Callable
 
 import jsonschema
+import pytest
 
 from services.api.openapi import openapi_document
 from services.certificates.documents import Certificate, Certificates
@@ -175,17 +177,59 @@ async def test_a_profile_change_revokes_and_deleting_revokes(api: Api) -> None:
     assert len(revokes(gateways, "CP-1")) == 2 * PARTITIONS  # one per partition per change, nothing else
 
 
-async def test_changes_that_keep_the_credentials_do_not_revoke(api: Api) -> None:
+async def refreshed_everywhere(gateways: list[FakeGateway], station_id: str, reason: str) -> bool:
+    async def check() -> bool:
+        got = [p for p, params in revokes(gateways, station_id) if params == {"reason": reason, "close": False}]
+        return sorted(got) == list(range(PARTITIONS))
+
+    return await eventually(check)
+
+
+async def test_changes_the_gateways_do_not_check_send_nothing(api: Api) -> None:
     await api.a_station("CP-1")
+    before = api.rt.bus.end_offsets(topics.COMMANDS)  # type: ignore[attr-defined]
     gateways = await every_partition(api)
     try:
-        status, body = await api.call("PATCH", "/api/v1/stations/CP-1", {"priority": 3, "ws_ping_interval_s": 0,
+        # enabled and the profile as they are, the ping period as it is: nothing changes for a gateway
+        status, body = await api.call("PATCH", "/api/v1/stations/CP-1", {"priority": 3, "ws_ping_interval_s": None,
                                                                          "enabled": True, "security_profile": 1})
-        assert status == 200 and body["ws_ping_interval_s"] == 0.0
+        assert status == 200 and body["priority"] == 3
     finally:
         await stop(gateways)
     assert revokes(gateways, "CP-1") == []
-    assert api.rt.bus.end_offsets(topics.COMMANDS) == [0] * PARTITIONS  # type: ignore[attr-defined]
+    assert api.rt.bus.end_offsets(topics.COMMANDS) == before  # type: ignore[attr-defined]
+
+
+async def test_re_enabling_and_a_new_ping_period_refresh_every_gateway_without_closing(api: Api) -> None:
+    await api.a_station("CP-1", enabled=False)
+    gateways = await every_partition(api)
+    try:
+        status, body = await api.call("PATCH", "/api/v1/stations/CP-1", {"enabled": True})
+        assert status == 200 and body["enabled"] is True
+        assert await refreshed_everywhere(gateways, "CP-1", "enabled")
+        status, body = await api.call("PATCH", "/api/v1/stations/CP-1", {"ws_ping_interval_s": 0})
+        assert status == 200 and body["ws_ping_interval_s"] == 0.0
+        assert await refreshed_everywhere(gateways, "CP-1", "ws_ping_interval_s")
+    finally:
+        await stop(gateways)
+    assert len(revokes(gateways, "CP-1")) == 2 * PARTITIONS
+    assert all(not params["close"] for _, params in revokes(gateways, "CP-1"))
+
+
+async def test_only_admin_and_installer_may_patch_a_stations_credentials(api: Api) -> None:
+    await api.a_station("CP-1")
+    operator, installer = await a_key(api, "operator"), await a_key(api, "installer")
+    stored = await api.rt.store.get_station("CP-1")
+    for change, field in (({"password": "n" * 20}, "password"), ({"security_profile": 2}, "security_profile"),
+                          ({"priority": 1, "password": "n" * 20}, "password")):
+        status, body = await api.call("PATCH", "/api/v1/stations/CP-1", change, key=operator)
+        assert status == 403 and field in body["error"] and body["details"][field], (change, body)
+    assert await api.rt.store.get_station("CP-1") == stored  # nothing stored
+    status, body = await api.call("PATCH", "/api/v1/stations/CP-1", {"priority": 2}, key=operator)
+    assert status == 200 and body["priority"] == 2
+    status, body = await api.call("PATCH", "/api/v1/stations/CP-1", {"password": "n" * 20, "security_profile": 2},
+                                  key=installer)
+    assert status == 200 and body["security_profile"] == 2
 
 
 async def test_lowering_a_profile_needs_the_admin_role(api: Api) -> None:
@@ -335,6 +379,7 @@ async def test_a_rotation_is_validated_and_never_closes_the_connection(api: Api)
     status, body = await api.post("/api/v1/stations/CP-1/password", {"pass": "r" * 20})
     assert status == 400 and "pass" in body["details"]
     assert (await api.post("/api/v1/stations/NOPE/password", {}))[0] == 404
+    # only the creation's announcement (one per partition)
     assert api.rt.bus.end_offsets(topics.COMMANDS) == [0] * PARTITIONS  # type: ignore[attr-defined]
 
 
@@ -467,6 +512,28 @@ async def test_revoking_a_certificate_stores_it_and_revokes_the_station_everywhe
     await certs.put(a_certificate("CP-OTHER", "2f"))
     assert (await api.post("/api/v1/stations/CP-1/certificates/2f/revoke"))[0] == 404
     assert (await api.post("/api/v1/stations/CP-1/certificates/nope/revoke"))[0] == 404
+
+
+async def test_a_certificate_csms_ca_issued_is_listed_and_can_be_revoked(
+        api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from services.certificates.ca import init_ca
+    from services.certificates.cli import main as csms_ca
+    from services.common import pki
+
+    await api.a_station("CP-1", security_profile=3)
+    init_ca(tmp_path / "ca", cn="Test CA", days=30)
+    monkeypatch.setenv("CSMS_STORE_URL", f"sqlite:///{tmp_path}/a.db")  # the fixture's store
+    out = tmp_path / "cs.pem"
+    rc = await asyncio.to_thread(csms_ca, ["--dir", str(tmp_path / "ca"), "issue-station-cert", "CP-1",
+                                           "--out-cert", str(out), "--out-key", str(tmp_path / "cs.key")])
+    assert rc == 0
+    serial = pki.serial_hex(pki.load_certificate(out.read_bytes()))
+    status, body = await api.get("/api/v1/stations/CP-1/certificates")
+    assert status == 200 and [(c["serial"], c["status"]) for c in body["items"]] == [(serial, "installed")]
+    status, body = await api.post(f"/api/v1/stations/CP-1/certificates/{serial}/revoke", {"reason": "keyCompromise"})
+    assert status == 200 and body["status"] == "revoked"
 
 
 async def test_renewal_triggers_a_new_csr(api: Api) -> None:

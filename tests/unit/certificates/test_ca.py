@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from services.certificates import ca
-from services.certificates.cli import ensure_embedded_ca, main
+from services.certificates.cli import ensure_embedded_ca, main, provisioned_certificate
 from services.common import pki
 from tests.unit.certificates.builders import csr_pem, ec_key, new_ca_dir, rsa_key
 
@@ -137,6 +137,7 @@ def test_ensure_embedded_ca_creates_once(tmp_path: Path) -> None:
 
 def test_cli_init_show_and_issue(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CSMS_CA_DIR", raising=False)
+    monkeypatch.delenv("CSMS_STORE_URL", raising=False)  # not recorded (see below)
     ca_dir = tmp_path / "ca"
     assert main(["init"]) == 2  # no directory
     assert main(["--dir", str(ca_dir), "init", "--cn", "My CA", "--org", "CPO"]) == 0
@@ -180,3 +181,72 @@ def test_csms_ca_takes_its_options_before_or_after_the_subcommand(tmp_path: Path
     assert csms(["ca", "init", "--dir", str(tmp_path / "b")]) == 0
     assert csms(["ca", "show", "--dir", str(tmp_path / "a")]) == 0
     assert (tmp_path / "a" / "ca.pem").exists() and (tmp_path / "b" / "ca.pem").exists()
+
+
+# -- csms ca issue-station-cert records what it issues ---------------------------------------
+
+def test_a_provisioned_certificate_is_an_installed_charging_station_certificate_without_a_command(
+        tmp_path: Path) -> None:
+    ca_dir = new_ca_dir(tmp_path)
+    chain, _key = ca.issue_station_certificate(ca_dir, "CS-7", days=30)
+    issued = ca.issued_from_chain(chain.decode())
+    at = now()
+    cert = provisioned_certificate(issued, "CS-7", at)
+    assert (cert.serial, cert.station_id, cert.status, cert.certificate_type) == (
+        issued.serial, "CS-7", "installed", "ChargingStationCertificate")
+    assert cert.issued_at == at and cert.not_after == issued.not_after and cert.pem == issued.pem
+    assert cert.command_id == "" and cert.revision == 0
+
+
+def test_the_cli_records_a_station_certificate_in_the_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from services.certificates.documents import Certificates
+    from services.common.store.sqlite import SqliteStore
+
+    ca_dir = new_ca_dir(tmp_path)
+    monkeypatch.setenv("CSMS_STORE_URL", f"sqlite:///{tmp_path}/store.db")
+    cert_f, key_f = tmp_path / "cs.pem", tmp_path / "cs.key"
+    assert main(["--dir", str(ca_dir), "issue-station-cert", "CS-7", "--out-cert", str(cert_f),
+                 "--out-key", str(key_f)]) == 0
+    serial = pki.serial_hex(pki.load_certificate(cert_f.read_bytes()))
+
+    async def recorded() -> list[Any]:
+        store = SqliteStore(f"sqlite:///{tmp_path}/store.db")
+        await store.start()
+        try:
+            return list(await Certificates(store).of_station("CS-7"))
+        finally:
+            await store.close()
+
+    [cert] = asyncio.run(recorded())
+    assert (cert.serial, cert.status, cert.certificate_type) == (serial, "installed", "ChargingStationCertificate")
+    # --no-record: issued, not recorded
+    assert main(["--dir", str(ca_dir), "issue-station-cert", "CS-7", "--out-cert", str(tmp_path / "b.pem"),
+                 "--out-key", str(tmp_path / "b.key"), "--no-record"]) == 0
+    assert len(asyncio.run(recorded())) == 1
+
+
+def test_an_unreachable_store_fails_the_issue_and_writes_nothing_unless_no_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    ca_dir = new_ca_dir(tmp_path)
+    (tmp_path / "a-file").write_text("x")
+    monkeypatch.setenv("CSMS_STORE_URL", f"sqlite:///{tmp_path}/a-file/store.db")  # its directory cannot be made
+    cert_f, key_f = tmp_path / "cs.pem", tmp_path / "cs.key"
+    args = ["--dir", str(ca_dir), "issue-station-cert", "CS-7", "--out-cert", str(cert_f), "--out-key", str(key_f)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "could not be recorded" in err and "--no-record" in err
+    assert not cert_f.exists() and not key_f.exists()
+    assert main([*args, "--no-record"]) == 0
+    assert cert_f.exists() and key_f.exists()
+
+
+def test_without_a_store_url_the_cli_says_the_certificate_is_not_recorded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("CSMS_STORE_URL", raising=False)
+    ca_dir = new_ca_dir(tmp_path)
+    assert main(["--dir", str(ca_dir), "issue-station-cert", "CS-7", "--out-cert", str(tmp_path / "c.pem"),
+                 "--out-key", str(tmp_path / "c.key")]) == 0
+    assert "not recorded" in capsys.readouterr().err
