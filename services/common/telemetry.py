@@ -7,6 +7,7 @@ on counters). Station ids never become labels (cardinality); they go on spans an
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Callable
 
@@ -14,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, disable_created_metrics, generate_latest
 from opentelemetry import trace
 
-__all__ = ["setup_logging", "setup_tracing", "add_health_routes", "tracer"]
+__all__ = ["RedactingFormatter", "redact", "setup_logging", "setup_tracing", "add_health_routes", "tracer"]
 
 tracer = trace.get_tracer("csms")
 # no *_created series: they double the exposition for nothing (prometheus_client leaves
@@ -61,12 +62,62 @@ def setup_tracing(role: str, env: dict[str, str] | None = None) -> None:
     trace.set_tracer_provider(provider)
 
 
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+# Credentials that can reach a log line without our code logging them: aiohttp's "Error
+# handling request" quotes the start of an over-long header (`b'Basic <b64>...'`) in the
+# exception text, on the OCPP port and the API port alike; a repr of request headers
+# shows `'Authorization': '...'`. Redacted: the value after an `Authorization` header name
+# (to the end of the line, a quote or a backslash: bytes reprs print CRLF as `\r\n`),
+# `Basic`/`Bearer`/`Digest` followed by something credential-like (at least one digit,
+# capital, `+`, `/` or `=`, so "Basic auth" in prose stays), and `csms_<id>_<secret>` API
+# keys anywhere.
+_SECRET = re.compile(
+    r"""(?P<header>(?i:authorization)['"]?\s*[:=]\s*['"]?)[^\r\n'"\\]+"""
+    r"""|(?P<scheme>\b(?i:basic|bearer|digest)\s+)(?=[A-Za-z0-9._~+/=-]*[A-Z0-9+/=])[A-Za-z0-9._~+/=-]+"""
+    r"""|(?P<key>\bcsms_)[0-9a-f]{16}_[A-Za-z0-9_-]+"""
+)
+# A line is searched only when it holds one of these (cheap `in` tests first).
+_MARKERS = ("uthorization", "UTHORIZATION", "asic", "ASIC", "earer", "EARER", "igest", "IGEST", "csms_")
+_REDACTED = "[redacted]"
+
+
+def _hide(match: re.Match[str]) -> str:
+    return (match.group("header") or match.group("scheme") or match.group("key")) + _REDACTED
+
+
+def redact(text: str) -> str:
+    """`text` with credentials replaced by `[redacted]` (unchanged when it holds no marker)."""
+    if not any(marker in text for marker in _MARKERS):
+        return text
+    return _SECRET.sub(_hide, text)
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats with `inner` (or the standard format), then redacts credentials from the
+    whole line: the message, the exception text and the stack."""
+
+    def __init__(self, inner: logging.Formatter | None = None) -> None:
+        super().__init__(_LOG_FORMAT)
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record) if self.inner is not None else super().format(record))
+
+
 def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    """Log to stderr through a `RedactingFormatter`. Handlers someone installed on the root
+    logger before us (plain stream/file handlers) get their formatter wrapped in one."""
+    root = logging.getLogger()
+    if not root.handlers:
+        stderr = logging.StreamHandler(sys.stderr)
+        stderr.setFormatter(RedactingFormatter())
+        root.addHandler(stderr)
+    else:
+        for handler in root.handlers:
+            if type(handler) in (logging.StreamHandler, logging.FileHandler) and not isinstance(handler.formatter, RedactingFormatter):
+                handler.setFormatter(RedactingFormatter(handler.formatter))
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("cassandra").setLevel(logging.WARNING)
 

@@ -22,6 +22,7 @@ never with the Authorization header or a certificate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from services.common.ocpp_version import OcppVersion
 from services.common.telemetry import add_health_routes
 from services.gateway import auth, metrics, tls, wsio
 from services.gateway.admission import Admission, UpgradeLimits
-from services.gateway.connection import Connection, ConnectionShared
+from services.gateway.connection import Connection, ConnectionShared, count_dead
 from services.gateway.limits import KeyedBuckets
 from services.gateway.ownership import Ownership
 from services.gateway.proxies import Forwarded, TrustedProxies, forwarded
@@ -77,6 +78,8 @@ class OcppWebSocket(web.WebSocketResponse):
     its buffer alive (`transport.close()` alone waits for the peer to read them)."""
 
     close_timeout_s: float = 5.0
+    _peer_closed: asyncio.Future[None] | None = None  # a close started beside a reading task
+    dead_counted: bool = False  # counted in csms_gateway_dead_sockets_total (connection.count_dead)
 
     def _pre_start(self, request: web.BaseRequest) -> Any:
         protocol, writer = super()._pre_start(request)
@@ -85,11 +88,16 @@ class OcppWebSocket(web.WebSocketResponse):
 
     async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
         loop = asyncio.get_running_loop()
+        if self._peer_closed is not None:
+            return await self._close_again()
+        if self._waiting and not self._closed and not self._closing and self._writer is not None:
+            return await self._close_beside_reader(code, message)
         try:
             async with asyncio.timeout(self.close_timeout_s):
                 return await self._close(code, message, drain)
         except TimeoutError:
             log.info("close %s not finished within %.1f s; connection aborted", code, self.close_timeout_s)
+            count_dead(self, "close_timeout")
             wsio.abort(self)
             self._close_code = code  # what we closed with (aiohttp says 1006: the peer never answered)
             return True
@@ -97,6 +105,59 @@ class OcppWebSocket(web.WebSocketResponse):
             transport = wsio.transport_of(self)
             if transport is not None and wsio.buffered(self) > 0:
                 loop.call_later(self.close_timeout_s, _abort_if_open, transport)
+
+    async def _close_beside_reader(self, code: int, message: bytes) -> bool:
+        """A close from another task (a fence, a revocation, shutdown) while the handler reads.
+
+        aiohttp's own `close` breaks the reader's wait and, the reader having seen that,
+        closes the transport at once, without waiting for the peer's close frame: over
+        TLS the peer's reply then meets a closed socket, its TCP stack resets, and the
+        peer may lose our close frame and report 1006 instead of our code. Here the close
+        frame goes out and the reader keeps reading until the peer's close frame (or the
+        end of the connection) reaches it; aiohttp's reader then calls `close` again,
+        which (`_close_again`) closes the transport and ends this wait. A peer that does
+        not answer within `close_timeout_s` is aborted."""
+        assert self._writer is not None
+        done = self._peer_closed = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(self.close_timeout_s):
+                await self._writer.close(code, message)
+                if self._payload_writer is not None:
+                    await self._payload_writer.drain()
+                await asyncio.shield(done)
+        except TimeoutError:
+            log.info("close %s not answered within %.1f s; connection aborted", code, self.close_timeout_s)
+            count_dead(self, "close_timeout")
+            wsio.abort(self)
+        except Exception as exc:  # the peer is gone already
+            log.debug("close %s: %s", code, exc)
+            wsio.abort(self)
+        return True
+
+    async def _close_again(self) -> bool:
+        """`close` after `_close_beside_reader` started: from the reader (the peer's close
+        frame, the end of the stream, an error) it finishes the close; from any other task
+        it waits for that (bounded by the first close's timeout)."""
+        done = self._peer_closed
+        assert done is not None
+        if self._waiting and not done.done():  # another task; the reader is still reading
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.close_timeout_s):
+                    await asyncio.shield(done)
+            return False
+        if not self._closed:
+            self._set_closed()
+            self._close_transport()
+        if not done.done():
+            done.set_result(None)
+        return True
+
+    async def pong(self, message: bytes = b"") -> None:
+        """aiohttp answers pings inside `receive`; a ping that arrives after our close frame
+        must not raise out of the reader (nothing may follow a close frame: no pong)."""
+        if self._peer_closed is not None:
+            return
+        await super().pong(message)
 
     async def _close(self, code: int, message: bytes, drain: bool) -> bool:
         """After a protocol error (1007 bad UTF-8, 1009 too big, ...) aiohttp sends its close
@@ -288,5 +349,5 @@ class GatewayApp:
         finally:
             conn._shutdown()
             metrics.connection_closed(version)
-            log.info("station=%s disconnected (close code %s)", station_id, ws.close_code)
+            log.info("station=%s disconnected (close code %s)", station_id, conn.close_code)
             await ownership.release(conn)

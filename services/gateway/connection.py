@@ -63,7 +63,7 @@ from services.gateway.limits import Limits, TokenBucket
 from services.gateway.publisher import ConnectionGone, Publisher, new_event_id
 from services.gateway.wheel import Wheel
 
-__all__ = ["Connection", "ConnectionShared", "SocketPolicy"]
+__all__ = ["Connection", "ConnectionShared", "SocketPolicy", "count_dead"]
 
 log = logging.getLogger("csms.gateway.connection")
 
@@ -81,6 +81,16 @@ DEAD_SOCKETS = Counter(
 _ABORT_REASONS = ("send_buffer", "ping_timeout", "close_timeout")
 _ABORTED = {r: DEAD_SOCKETS.labels(reason=r) for r in _ABORT_REASONS}
 _background: set[asyncio.Task[None]] = set()  # closes started from the keepalive wheel
+
+
+def count_dead(ws: Any, reason: str) -> None:
+    """Count one dropped socket, once per socket: a ping timeout whose close then times out
+    as well is one dead socket (OcppWebSocket counts `close_timeout` itself)."""
+    if getattr(ws, "dead_counted", False):
+        return
+    with contextlib.suppress(AttributeError):
+        ws.dead_counted = True
+    _ABORTED[reason].inc()
 
 
 _UNKNOWN: Any = object()
@@ -464,7 +474,7 @@ class Connection:
         """Drop the TCP connection now (counted and logged once per connection)."""
         transport = wsio.transport_of(self.ws)
         if transport is not None and (not transport.is_closing() or wsio.buffered(self.ws) > 0):
-            _ABORTED[reason].inc()
+            count_dead(self.ws, reason)
             log.warning("station=%s %s (%s); connection aborted", self.station_id, reason.replace("_", " "), detail)
         self.closing = True
         wsio.abort(self.ws)
@@ -497,7 +507,7 @@ class Connection:
             wheel.schedule(self, delay)
             return
         if self.pinged:
-            _ABORTED["ping_timeout"].inc()
+            count_dead(ws, "ping_timeout")
             log.warning("station=%s no pong within %.0f s; closing 1011", self.station_id, policy.pong_timeout_s)
             self.close_soon(CLOSE_INTERNAL, "ping timeout")
             return

@@ -15,7 +15,14 @@ is in `CSMS_TRUSTED_PROXIES`:
 - the client-certificate header (`CSMS_CLIENT_CERT_HEADER`) carries the station's
   certificate as URL-encoded PEM (nginx `$ssl_client_escaped_cert`) or as Envoy's
   `X-Forwarded-Client-Cert` with a `Cert="..."` field (the right-most element: what our
-  peer's own client presented). The gateway still verifies it (services/gateway/tls.py).
+  peer's own client presented). Like X-Forwarded-For, what the proxy wrote is what comes
+  last: of several such header lines only the last counts (a proxy that appends its own
+  line must not let a client's line in front of it win), and of an XFCC value only the
+  right-most element. An empty header is "no certificate"; anything else that holds no
+  certificate (garbage, a CSR, more than a chain's worth of bytes) is a certificate that
+  cannot be believed: the handshake refuses it (403 `certificate_invalid`) rather than
+  carry on as if none had been sent. The gateway still verifies a certificate it can read
+  (services/gateway/tls.py).
 
 Everything here is pure; `forwarded(...)` is what the handshake calls.
 """
@@ -23,6 +30,7 @@ Everything here is pure; `forwarded(...)` is what the handshake calls.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -33,6 +41,7 @@ __all__ = ["TrustedProxies", "Forwarded", "client_address", "forwarded_https", "
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 _MAX_HEADER_CERT = 16 * 1024   # a certificate chain from a proxy; more is not a certificate
+_XFCC_KEY = re.compile(r"(?i)(by|hash|cert|chain|subject|uri|dns)=")   # an Envoy XFCC value starts so
 
 
 def _address(text: str) -> _Address | None:
@@ -150,22 +159,24 @@ def _xfcc_field(element: str, name: str) -> str | None:
 
 def client_cert_pem(value: str | None) -> bytes | None:
     """The PEM text of a client-certificate header: URL-encoded PEM, or an Envoy XFCC
-    header (`Cert="<URL-encoded PEM>"`, right-most element). None when it holds none."""
-    if not value or len(value) > 3 * _MAX_HEADER_CERT:
+    header (`Cert="<URL-encoded PEM>"` of the right-most element). None when the header
+    is absent or empty, or its right-most XFCC element has no `Cert` field (the proxy
+    passes no certificate); ValueError (the reason) when it holds something else than a
+    certificate."""
+    if value is None or not value.strip():
         return None
+    if len(value) > 3 * _MAX_HEADER_CERT:
+        raise ValueError("header too large")
     text = value.strip()
-    if not text.startswith(("-----", "%2D", "%2d")) and "cert=" in text.lower():
-        found = None
-        for element in reversed(_xfcc_elements(text)):
-            found = _xfcc_field(element, "Cert")
-            if found:
-                break
+    if _XFCC_KEY.match(text):
+        elements = _xfcc_elements(text)
+        found = _xfcc_field(elements[-1], "Cert") if elements else None
         if not found:
             return None
         text = found
     pem = unquote(text)   # not unquote_plus: '+' is base64, proxies escape it as %2B
     if "-----BEGIN CERTIFICATE-----" not in pem:
-        return None
+        raise ValueError("not a PEM certificate")
     return pem.encode("ascii", "replace")
 
 
@@ -181,22 +192,31 @@ class _Headers(Protocol):
 class Forwarded:
     """What the handshake believes about the client: its address, whether it used TLS to a
     trusted proxy, the certificate such a proxy passed on (PEM), and whether the TCP peer
-    was a trusted proxy at all."""
+    was a trusted proxy at all (`client_cert_error`: the proxy's certificate header could
+    not be read)."""
 
     remote: str
     https: bool = False
     client_cert: bytes | None = None
     via_proxy: bool = False
+    client_cert_error: str = ""   # the certificate header held no certificate: why
 
 
 def forwarded(peer: str, headers: _Headers, proxies: TrustedProxies, cert_header: str = "") -> Forwarded:
     """The `Forwarded` view of one request from TCP peer `peer`."""
     if not proxies.trusts(peer):
         return Forwarded(peer)
-    cert = client_cert_pem(headers.get(cert_header)) if cert_header else None
+    cert, error = None, ""
+    if cert_header:
+        lines = headers.getall(cert_header, [])
+        try:
+            cert = client_cert_pem(lines[-1] if lines else None)   # the last line: the proxy's
+        except ValueError as exc:
+            error = str(exc)
     return Forwarded(
         remote=client_address(peer, headers.getall("X-Forwarded-For", []), proxies),
         https=forwarded_https(peer, headers.getall("X-Forwarded-Proto", []), proxies),
         client_cert=cert,
         via_proxy=True,
+        client_cert_error=error,
     )

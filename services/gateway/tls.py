@@ -13,8 +13,8 @@ TLS must not start and quietly serve `ws://` only.
 `X-Forwarded-Proto: https` from a trusted proxy) and the client certificate's CN and
 serial. A certificate passed on by a trusted proxy in `CSMS_CLIENT_CERT_HEADER` was
 verified by the proxy, but the gateway checks it again against the same bundle and the
-clock (`pki.verify_chain`); one that fails is refused (403 `certificate_invalid`), never
-silently downgraded to Basic auth.
+clock (`pki.verify_chain`); one that fails, or a header that holds no certificate at
+all, is refused (403 `certificate_invalid`), never silently downgraded to Basic auth.
 """
 
 from __future__ import annotations
@@ -149,7 +149,10 @@ def transport_of(peer_der: bytes | None, direct_tls: bool, fwd: Forwarded, trust
     """What the connection proves. `peer_der`: the certificate OpenSSL verified on a direct
     TLS socket (None without one); `fwd`: the forwarded view (services/gateway/proxies.py),
     whose `client_cert` is set only when a trusted proxy passed one on (that certificate is
-    the station's; a certificate on the direct socket would then be the proxy's own)."""
+    the station's; a certificate on the direct socket would then be the proxy's own) and
+    whose `client_cert_error` says that header held something else than a certificate."""
+    if fwd.client_cert_error:
+        return Refusal("certificate_invalid", fwd.client_cert_error)
     if fwd.client_cert is not None:
         try:
             cert = pki.load_certificate(fwd.client_cert)

@@ -45,6 +45,25 @@ class Deaf:
         masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
         await asyncio.get_running_loop().sock_sendall(self.sock, head + key + masked)
 
+    async def send_close(self, code: int) -> None:
+        """A (masked) close frame: the client's half of the close handshake."""
+        key = os.urandom(4)
+        payload = struct.pack("!H", code)
+        masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+        await asyncio.get_running_loop().sock_sendall(self.sock, struct.pack("!BB", 0x88, 0x80 | len(payload)) + key + masked)
+
+    async def read_until_close(self, timeout: float) -> bytes:
+        """Read (this station does read, here) until a whole close frame has arrived."""
+        loop = asyncio.get_running_loop()
+        data = b""
+        async with asyncio.timeout(timeout):
+            while not close_frames(data):
+                chunk = await loop.sock_recv(self.sock, 65536)
+                if not chunk:
+                    raise ConnectionError(f"EOF before a close frame: {data!r}")
+                data += chunk
+        return data
+
     async def gone(self, timeout: float) -> tuple[bool, bytes]:
         """Read until EOF or reset (True) or `timeout` (False); the bytes read."""
         loop = asyncio.get_running_loop()

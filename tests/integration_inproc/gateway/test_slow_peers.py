@@ -6,10 +6,12 @@ sends stays on the gateway's side unless the gateway bounds it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Awaitable, Callable
 
 import aiohttp
+import pytest
 
 from services.common.events import StationDisconnected
 from services.common.routing import broadcast_revoke
@@ -214,3 +216,40 @@ async def test_a_stations_own_ping_interval_overrides_the_gateways(make_gateway:
     assert Connection(shared, conn.ws, "X", conn.version, 1, ping_interval_s=0).ping_s == 0.0
     assert Connection(shared, conn.ws, "X", conn.version, 1, ping_interval_s=7.5).ping_s == 7.5
     await ws_probe.close()
+
+
+async def test_a_revocation_waits_for_the_stations_close_reply(make_gateway: MakeGateway, caplog: pytest.LogCaptureFixture) -> None:
+    """The close frame goes out at once, and the TCP connection stays open until the
+    station's close reply (a station that answers late still completes the handshake and
+    sees our code, not 1006); then the gateway ends the connection promptly."""
+    gw = await make_gateway(**dict(NO_PINGS, ws_close_timeout_s=3.0))
+    deaf, conn = await deaf_station(gw, "CP-LATE")
+    caplog.set_level(logging.INFO, logger="csms.gateway")
+    await broadcast_revoke(gw.bus, "CP-LATE", reason="disabled", close=True, issuer="api", clock=gw.rt.clock)
+    data = await deaf.read_until_close(1.0)
+    assert close_frames(data) == [(1008, "revoked: disabled")]
+    gone, _ = await deaf.gone(0.4)  # the station takes its time to answer
+    assert not gone, "the gateway dropped the TCP connection before the station's close reply"
+    await deaf.send_close(1008)
+    replied = time.monotonic()
+    gone, _ = await deaf.gone(1.0)
+    assert gone and time.monotonic() - replied < 0.5
+    ended = await gw.wait_event(lambda e: e.station_id == "CP-LATE" and isinstance(e.body, StationDisconnected))
+    assert ended.body.close_code == 1008
+    await eventually(lambda: "station=CP-LATE disconnected (close code 1008)" in caplog.text, 2.0, what="the disconnect line")
+    deaf.close()
+
+
+async def test_a_close_the_peer_never_answers_is_aborted_counted_and_logged_with_our_code(
+        make_gateway: MakeGateway, caplog: pytest.LogCaptureFixture) -> None:
+    gw = await make_gateway(**NO_PINGS)  # close timeout 0.5 s
+    deaf, conn = await deaf_station(gw, "CP-NOREPLY")
+    before = dead("close_timeout")
+    caplog.set_level(logging.INFO, logger="csms.gateway")
+    await broadcast_revoke(gw.bus, "CP-NOREPLY", reason="disabled", close=True, issuer="api", clock=gw.rt.clock)
+    gone, _ = await deaf.gone(2.0)
+    assert gone
+    await eventually(lambda: "CP-NOREPLY" not in gw.svc.registry, 2.0, what="the socket to be unregistered")
+    assert dead("close_timeout") == before + 1
+    await eventually(lambda: "station=CP-NOREPLY disconnected (close code 1008)" in caplog.text, 2.0, what="the disconnect line")
+    deaf.close()

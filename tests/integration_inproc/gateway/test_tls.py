@@ -11,6 +11,7 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
 import aiohttp
+import multidict
 import pytest
 
 from services.common.events import StationConnected
@@ -225,6 +226,41 @@ async def test_a_bad_header_certificate_from_a_trusted_proxy_is_403_certificate_
         "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
         "Sec-WebSocket-Version": "13", "Sec-WebSocket-Protocol": "ocpp1.6", **proxied(cert)})
     assert (resp.status, (await resp.text()).strip()) == (403, "certificate invalid")
+
+
+async def upgrade_status(gw: Gateway, station_id: str, headers: Any) -> tuple[int, str]:
+    h = multidict.CIMultiDict({"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                               "Sec-WebSocket-Version": "13", "Sec-WebSocket-Protocol": "ocpp1.6"})
+    h.extend(headers)
+    async with gw.session.get(gw.url(station_id), headers=h) as resp:
+        return resp.status, (await resp.text()).strip()
+
+
+@pytest.mark.parametrize("value", ["garbage", "%20", "CSR"])
+async def test_an_unreadable_certificate_header_from_a_trusted_proxy_is_403_certificate_invalid(
+        make_gateway: MakeGateway, pki: Pki, value: str) -> None:
+    gw = await make_gateway(**pki.tls_settings(trusted_proxies=("127.0.0.0/8",), client_cert_header=HEADER))
+    await gw.add_station("CP2", security_profile=2)
+    if value == "CSR":
+        value = quote("-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n", safe="")
+    # even with a good password: a certificate that cannot be read is not "no certificate"
+    answer = await upgrade_status(gw, "CP2", [(HEADER, value), ("X-Forwarded-Proto", "https"), ("Authorization", basic("CP2", PW))])
+    assert answer == (403, "certificate invalid")
+    # an empty header is "no certificate": Basic auth decides
+    await ws_plain(gw, "CP2", headers={HEADER: "", "X-Forwarded-Proto": "https"})
+    assert (await connected(gw, "CP2")).security_profile == 2
+
+
+async def test_of_two_certificate_headers_the_proxys_last_one_counts(make_gateway: MakeGateway, pki: Pki) -> None:
+    gw = await make_gateway(**pki.tls_settings(trusted_proxies=("127.0.0.0/8",), client_cert_header=HEADER))
+    await gw.add_station("CP3", security_profile=3)
+    good, foreign = issue(pki.ca, "CP3"), issue(pki.other, "CP3")
+    # the client's own line first (a good certificate it holds no key for), the proxy's last
+    injected = [(HEADER, quote(good.pem, safe="")), (HEADER, quote(foreign.pem, safe="")), ("X-Forwarded-Proto", "https")]
+    assert await upgrade_status(gw, "CP3", injected) == (403, "certificate invalid")
+    ok = [(HEADER, quote(foreign.pem, safe="")), (HEADER, quote(good.pem, safe="")), ("X-Forwarded-Proto", "https")]
+    gw.sockets.append(await gw.session.ws_connect(gw.url("CP3"), protocols=P16, headers=multidict.CIMultiDict(ok)))
+    assert (await connected(gw, "CP3")).security_profile == 3
 
 
 async def test_the_same_header_from_an_untrusted_peer_is_ignored(make_gateway: MakeGateway, pki: Pki) -> None:

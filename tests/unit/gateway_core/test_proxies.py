@@ -119,9 +119,25 @@ def test_envoy_xfcc_cert_field_is_used_right_most_element(cert_pem: str) -> None
     assert client_cert_pem(value) == cert_pem.encode()
 
 
-@pytest.mark.parametrize("value", [None, "", "Hash=00;Subject=\"CN=x\"", "not a certificate", "%2D%2D%2D%2D%2DBEGIN%20KEY"])
+@pytest.mark.parametrize("value", [None, "", "  ", "Hash=00;Subject=\"CN=x\""])
 def test_no_certificate_is_none(value: str | None) -> None:
     assert client_cert_pem(value) is None
+
+
+def test_only_the_right_most_xfcc_element_counts(cert_pem: str) -> None:
+    # a client's element in front of a right-most one without a certificate is not used
+    value = f'Hash=00;Cert="{quote(cert_pem, safe="")}",Hash=11;Subject="CN=x"'
+    assert client_cert_pem(value) is None
+
+
+CSR = "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n"
+
+
+@pytest.mark.parametrize("value", ["garbage", "%20", "not a certificate", "%2D%2D%2D%2D%2DBEGIN%20KEY",
+                                   quote(CSR, safe=""), 'Cert="garbage"', "x" * 60_000])
+def test_a_header_that_holds_something_else_is_an_error(value: str) -> None:
+    with pytest.raises(ValueError):
+        client_cert_pem(value)
 
 
 # -- the whole view ----------------------------------------------------------------
@@ -139,3 +155,21 @@ def test_a_trusted_peer_gets_all_of_them(cert_pem: str) -> None:
 def test_the_certificate_header_is_read_only_when_configured(cert_pem: str) -> None:
     h = headers(("X-Client-Cert", quote(cert_pem, safe="")))
     assert forwarded("10.0.0.5", h, PROXIES, "").client_cert is None
+
+
+def test_of_several_certificate_headers_the_last_one_counts(cert_pem: str) -> None:
+    """A proxy that appends its line after the client's: the client's must not win."""
+    injected = issue(make_ca("Client's own"), "CP-1").pem
+    h = headers(("X-Client-Cert", quote(injected, safe="")), ("X-Client-Cert", quote(cert_pem, safe="")))
+    assert forwarded("10.0.0.5", h, PROXIES, "X-Client-Cert").client_cert == cert_pem.encode()
+    # the proxy's (last) line is empty: no certificate, whatever the client put in front of it
+    h = headers(("X-Client-Cert", quote(injected, safe="")), ("X-Client-Cert", ""))
+    fwd = forwarded("10.0.0.5", h, PROXIES, "X-Client-Cert")
+    assert fwd.client_cert is None and fwd.client_cert_error == ""
+
+
+def test_an_unreadable_certificate_header_is_reported(cert_pem: str) -> None:
+    fwd = forwarded("10.0.0.5", headers(("X-Client-Cert", "garbage")), PROXIES, "X-Client-Cert")
+    assert fwd.client_cert is None and fwd.client_cert_error == "not a PEM certificate"
+    # from an untrusted peer the header is not read at all
+    assert forwarded("203.0.113.7", headers(("X-Client-Cert", "garbage")), PROXIES, "X-Client-Cert") == Forwarded("203.0.113.7")

@@ -157,3 +157,8 @@ def test_a_header_certificate_wins_over_the_proxys_own_socket_certificate() -> N
 def test_a_header_certificate_that_does_not_verify_is_refused(cert_pem: str, trust: ClientTrust, reason: str) -> None:
     fwd = Forwarded("1.2.3.4", https=True, client_cert=cert_pem.encode(), via_proxy=True)
     assert transport_of(None, False, fwd, trust, NOW) == Refusal("certificate_invalid", reason)
+
+
+def test_a_certificate_header_that_held_no_certificate_is_refused() -> None:
+    fwd = Forwarded("1.2.3.4", https=True, via_proxy=True, client_cert_error="not a PEM certificate")
+    assert transport_of(None, False, fwd, TRUST, NOW) == Refusal("certificate_invalid", "not a PEM certificate")

@@ -101,3 +101,14 @@ async def test_a_close_the_peer_never_answers_is_aborted_after_the_timeout(serve
         assert 0.25 <= elapsed < 1.0
     finally:
         sock.close()
+
+
+def test_the_internals_a_close_beside_the_reader_relies_on_exist() -> None:
+    """OcppWebSocket._close_beside_reader (a close from another task that waits for the
+    peer's reply, tests/integration_inproc/gateway/test_slow_peers.py) reads these."""
+    ws = OcppWebSocket()
+    for name in ("_waiting", "_closing", "_closed", "_writer", "_payload_writer", "_reader"):
+        assert hasattr(ws, name), name
+    for name in ("_set_closed", "_close_transport"):
+        assert callable(getattr(ws, name, None)), name
+    assert ws._waiting is False and ws._closing is False and ws._closed is False
