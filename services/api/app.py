@@ -42,7 +42,7 @@ from services.api.errors import ApiError
 from services.api.keys import KeyRing
 from services.api.metrics import REQUEST_SECONDS, REQUESTS
 from services.api.openapi import openapi_document
-from services.api.throttle import FailureCounter, TrustedNetworks
+from services.api.throttle import FailureCounter, TrustedProxies
 from services.common.errors import BusUnavailable, StoreUnavailable
 
 __all__ = ["access_of", "create_app", "json_error"]
@@ -123,7 +123,7 @@ def access_of(ctx: ApiContext) -> Access:
         audit=ctx.audit,
         oidc=ctx.oidc,
         failures=FailureCounter(ctx.settings.api_auth_fail_limit),
-        trusted=TrustedNetworks.from_cidrs(ctx.settings.trusted_proxies),
+        trusted=TrustedProxies.from_cidrs(ctx.settings.trusted_proxies),
     )
 
 

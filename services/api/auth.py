@@ -54,7 +54,7 @@ from services.api.audit import AuditEntry, AuditLog, new_entry_id, result_of
 from services.api.errors import ApiError
 from services.api.keys import KeyRing, parse_key
 from services.api.oidc import OidcVerifier, looks_like_jwt
-from services.api.throttle import FailureCounter, TrustedNetworks, source_address
+from services.api.throttle import FailureCounter, TrustedProxies, source_address
 from services.common.errors import BusUnavailable, StoreUnavailable
 
 __all__ = [
@@ -140,7 +140,7 @@ class Access:
     audit: AuditLog
     oidc: OidcVerifier | None
     failures: FailureCounter
-    trusted: TrustedNetworks
+    trusted: TrustedProxies
     monotonic: Callable[[], float] = time.monotonic
     # requests without credentials are not throttled; their audit entries are limited to
     # one per source per window so an anonymous flood cannot flood the audit log

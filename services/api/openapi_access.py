@@ -4,7 +4,7 @@ the answers every secured operation can give (401, 403, 429).
 `PATHS`, `SCHEMAS`, `VIEW_SCHEMAS`, `TAGS` as in openapi_operations.py; `RESPONSES`
 (component responses) and `with_access_responses(paths)` (adds 403 and 429 to every
 operation that needs a credential) are merged by services/api/openapi.py. This module
-imports nothing of openapi.py (no cycle), so it repeats the few helpers it needs.
+imports nothing of openapi.py (no cycle); the shared pieces are in openapi_parts.py.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ from services.api.keys import KEY_CACHE_S, MAX_NAME
 from services.api.roles import ALL_ROLES
 from services.api.routes_audit import RESULTS
 from services.api.validation import DEFAULT_LIMIT, MAX_LIMIT
+from services.api.openapi_parts import (  # the shared pieces, under this module's old names
+    R400 as _R400, R401 as _R401, R403 as _R403, R404 as _R404, R422 as _R422, R429 as _R429, TS as _TS,
+    NULL_TS as _NULL_TS, ref as _ref, json_content as _json, query as _query,
+)
 
 __all__ = ["PATHS", "RESPONSES", "SCHEMAS", "SECURITY_SCHEME", "TAGS", "VIEW_SCHEMAS", "with_access_responses"]
 
@@ -25,15 +29,6 @@ J = dict[str, Any]
 TAGS = ("access",)
 VIEW_SCHEMAS = ("ApiKey", "ApiKeyCreated", "ApiKeyList", "AuditEntry", "AuditPage", "WhoAmI")
 
-_ERR = "#/components/responses/"
-_R400 = {"$ref": _ERR + "BadRequest"}
-_R401 = {"$ref": _ERR + "Unauthorized"}
-_R403 = {"$ref": _ERR + "Forbidden"}
-_R404 = {"$ref": _ERR + "NotFound"}
-_R422 = {"$ref": _ERR + "UnprocessableQuery"}
-_R429 = {"$ref": _ERR + "TooManyFailures"}
-_TS = {"type": "string", "format": "date-time", "examples": ["2026-11-28T04:21:16.004Z"]}
-_NULL_TS = {"type": ["string", "null"], "format": "date-time"}
 _ROLE = {"type": "string", "enum": list(ALL_ROLES)}
 
 SECURITY_SCHEME: J = {
@@ -45,19 +40,6 @@ SECURITY_SCHEME: J = {
         "whose CSMS_OIDC_ROLE_CLAIM names a role. Roles: " + ", ".join(ALL_ROLES) + " (docs/security.md)."
     ),
 }
-
-
-def _ref(name: str) -> J:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: J, description: str) -> J:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _query(name: str, description: str, schema: J | None = None) -> J:
-    return {"name": name, "in": "query", "required": False, "schema": schema or {"type": "string"},
-            "description": description}
 
 
 def _op(summary: str, responses: J, *, op_id: str, params: list[J] | None = None, body: J | None = None,

@@ -2,7 +2,7 @@
 `PATHS` (path items), `SCHEMAS` (component schemas), `VIEW_SCHEMAS` (the names of the
 schemas of views, `additionalProperties: false`, checked against real responses) and
 `TAGS`. services/api/openapi.py merges them into the document; this module imports
-nothing of it (no cycle), so it repeats the few helpers it needs.
+nothing of it (no cycle); the shared pieces are in openapi_parts.py.
 """
 
 from __future__ import annotations
@@ -14,6 +14,11 @@ from services.api.routes_device_model import COMPONENT_CRITERIA, REPORT_BASES
 from services.api.validation import DEFAULT_LIMIT, MAX_LIMIT
 from services.stations.domain.campaigns import CAMPAIGN_STATUSES, STATION_STATUSES
 from services.stations.domain.device_model import SOURCES
+from services.api.openapi_parts import (  # the shared pieces, under this module's old names
+    R400 as _R400, R401 as _R401, R404 as _R404, R409 as _R409, R422 as _R422, TS as _TS, NULL_TS as
+    _NULL_TS, NULL_STR as _NULL_STR, NULL_NUM as _NULL_NUM, NULL_INT as _NULL_INT, ref as _ref,
+    json_content as _json, error as _error, path_param as _path, query as _query,
+)
 
 __all__ = ["PATHS", "SCHEMAS", "TAGS", "VIEW_SCHEMAS"]
 
@@ -23,38 +28,6 @@ TAGS = ("firmware-campaigns",)
 VIEW_SCHEMAS = ("ReportAccepted", "Report", "Variable", "VariablePage", "FirmwareCampaign", "FirmwareCampaignPage",
                 "FirmwareCampaignStation", "FirmwareCampaignProgress")
 
-_ERR = "#/components/responses/"
-_R400 = {"$ref": _ERR + "BadRequest"}
-_R401 = {"$ref": _ERR + "Unauthorized"}
-_R404 = {"$ref": _ERR + "NotFound"}
-_R409 = {"$ref": _ERR + "Conflict"}
-_R422 = {"$ref": _ERR + "UnprocessableQuery"}
-_TS = {"type": "string", "format": "date-time", "examples": ["2026-11-28T04:21:16.004Z"]}
-_NULL_TS = {"type": ["string", "null"], "format": "date-time"}
-_NULL_STR = {"type": ["string", "null"]}
-_NULL_NUM = {"type": ["number", "null"]}
-_NULL_INT = {"type": ["integer", "null"]}
-
-
-def _ref(name: str) -> J:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: J, description: str) -> J:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _error(description: str) -> J:
-    return _json(_ref("Error"), description)
-
-
-def _path(name: str, description: str) -> J:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": description}
-
-
-def _query(name: str, description: str, schema: J | None = None) -> J:
-    return {"name": name, "in": "query", "required": False, "schema": schema or {"type": "string"},
-            "description": description}
 
 
 _LIMIT = _query("limit", f"Maximum number of items (default {DEFAULT_LIMIT}).",

@@ -2,7 +2,7 @@
 `PATHS` (path items), `SCHEMAS` (component schemas), `VIEW_SCHEMAS` (schemas of views,
 `additionalProperties: false`, checked against real responses) and `TAGS`.
 services/api/openapi.py merges them into the document; this module imports nothing of it
-(no cycle), so it repeats the few helpers it needs.
+(no cycle); the shared pieces are in openapi_parts.py.
 """
 
 from __future__ import annotations
@@ -12,6 +12,10 @@ from typing import Any
 from services.certificates.documents import CERTIFICATE_STATUSES
 from services.common.ocpp.commands import CERTIFICATE_TYPES, INSTALLED_CERTIFICATE_TYPES
 from services.common.passwords import MAX_LENGTH, MIN_LENGTH
+from services.api.openapi_parts import (  # the shared pieces, under this module's old names
+    R400 as _R400, R401 as _R401, R404 as _R404, TS as _TS, NULL_TS as _NULL_TS, NULL_STR as _NULL_STR,
+    ref as _ref, json_content as _json, error as _error, path_param as _path,
+)
 
 __all__ = ["PATHS", "SCHEMAS", "TAGS", "VIEW_SCHEMAS"]
 
@@ -21,29 +25,6 @@ TAGS = ("station-security",)
 VIEW_SCHEMAS = ("PasswordRotation", "SecurityProfileChange", "Certificate", "CertificateList", "TrustAnchor",
                 "TrustAnchorList", "StationAnswer")
 
-_ERR = "#/components/responses/"
-_R400 = {"$ref": _ERR + "BadRequest"}
-_R401 = {"$ref": _ERR + "Unauthorized"}
-_R404 = {"$ref": _ERR + "NotFound"}
-_NULL_TS = {"type": ["string", "null"], "format": "date-time"}
-_TS = {"type": "string", "format": "date-time", "examples": ["2026-11-28T04:21:16.004Z"]}
-_NULL_STR = {"type": ["string", "null"]}
-
-
-def _ref(name: str) -> J:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: J, description: str) -> J:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _error(description: str) -> J:
-    return _json(_ref("Error"), description)
-
-
-def _path(name: str, description: str) -> J:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": description}
 
 
 def _obj(required: list[str], properties: J, *, description: str = "") -> J:

@@ -4,8 +4,7 @@
 `CSMS_TRUSTED_PROXIES`, the right-most `X-Forwarded-For` entry that is not itself a
 trusted proxy (entries left of the trusted hops are whatever the client wrote, so they
 are never believed: a client could otherwise blame a victim or escape its own limit).
-This mirrors the gateway's rule (services/gateway/proxies.py); services do not import
-each other's internals, and the rule is a dozen lines.
+The rule is the gateway's, shared: services/common/forwarded.py.
 
 `FailureCounter` counts failures per source in fixed one-minute windows, in memory (per
 API pod: with N pods behind a balancer an attacker gets up to N × the limit; the limit is
@@ -16,61 +15,21 @@ first refusal of a window is logged, the rest only counted.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from dataclasses import dataclass, field
-from typing import Final, Iterable, Sequence
+from typing import Final, Sequence
 
-__all__ = ["FailureCounter", "TrustedNetworks", "source_address"]
+from services.common.forwarded import TrustedProxies, client_address
+
+__all__ = ["FailureCounter", "TrustedProxies", "source_address"]
 
 WINDOW_S: Final = 60.0
 _MAX_SOURCES = 50_000
 
-_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-
-def _address(text: str) -> _Address | None:
-    item = text.strip()
-    if item.startswith("["):
-        item = item[1:].split("]", 1)[0]
-    elif item.count(":") == 1:
-        item = item.split(":", 1)[0]
-    try:
-        addr = ipaddress.ip_address(item)
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
-
-
-@dataclass(frozen=True, slots=True)
-class TrustedNetworks:
-    networks: tuple[_Network, ...] = ()
-
-    @classmethod
-    def from_cidrs(cls, cidrs: Iterable[str]) -> TrustedNetworks:
-        return cls(tuple(ipaddress.ip_network(c.strip(), strict=False) for c in cidrs if c.strip()))
-
-    def trusts(self, address: str) -> bool:
-        addr = _address(address) if self.networks else None
-        return addr is not None and any(addr.version == n.version and addr in n for n in self.networks)
-
-
-def source_address(peer: str | None, forwarded_for: Sequence[str], trusted: TrustedNetworks) -> str:
+def source_address(peer: str | None, forwarded_for: Sequence[str], trusted: TrustedProxies) -> str:
     """The caller's address (see the module doc); "" when the peer is unknown."""
-    peer = peer or ""
-    if not forwarded_for or not trusted.trusts(peer):
-        return peer
-    entries = [item.strip() for value in forwarded_for for item in value.split(",") if item.strip()]
-    for entry in reversed(entries):
-        addr = _address(entry)
-        if addr is None:
-            return peer  # a hop wrote garbage: believe nothing further left
-        if not trusted.trusts(entry):
-            return str(addr)
-    return str(_address(entries[0])) if entries else peer
+    return client_address(peer or "", forwarded_for, trusted)
 
 
 @dataclass

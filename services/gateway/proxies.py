@@ -29,78 +29,21 @@ Everything here is pure; `forwarded(...)` is what the handshake calls.
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote
 
+from services.common.forwarded import TrustedProxies, client_address
+from services.common.forwarded import entries as _entries
+
 __all__ = ["TrustedProxies", "Forwarded", "client_address", "forwarded_https", "client_cert_pem", "forwarded"]
 
-_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+# the address rule is shared with the API (services/common/forwarded.py)
+
 _MAX_HEADER_CERT = 16 * 1024   # a certificate chain from a proxy; more is not a certificate
 _XFCC_KEY = re.compile(r"(?i)(by|hash|cert|chain|subject|uri|dns)=")   # an Envoy XFCC value starts so
-
-
-def _address(text: str) -> _Address | None:
-    """An IP address from an X-Forwarded-For entry or a peer name: `1.2.3.4`, `1.2.3.4:80`,
-    `::1`, `[::1]:80`; IPv4-mapped IPv6 addresses as IPv4. None if it is none of these."""
-    item = text.strip()
-    if item.startswith("["):
-        item = item[1:].split("]", 1)[0]
-    elif item.count(":") == 1:
-        item = item.split(":", 1)[0]
-    try:
-        addr = ipaddress.ip_address(item)
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
-
-
-@dataclass(frozen=True, slots=True)
-class TrustedProxies:
-    """The networks whose forwarded headers are believed (CSMS_TRUSTED_PROXIES)."""
-
-    networks: tuple[_Network, ...] = ()
-
-    @classmethod
-    def from_cidrs(cls, cidrs: Iterable[str]) -> TrustedProxies:
-        return cls(tuple(ipaddress.ip_network(c.strip(), strict=False) for c in cidrs if c.strip()))
-
-    def __bool__(self) -> bool:
-        return bool(self.networks)
-
-    def trusts(self, address: str) -> bool:
-        if not self.networks:
-            return False
-        addr = _address(address)
-        return addr is not None and any(addr.version == n.version and addr in n for n in self.networks)
-
-
-def _entries(values: Sequence[str]) -> list[str]:
-    """All X-Forwarded-For entries in order, over repeated headers (which join with ',')."""
-    return [item.strip() for value in values for item in value.split(",") if item.strip()]
-
-
-def client_address(peer: str, forwarded_for: Sequence[str], proxies: TrustedProxies) -> str:
-    """The client's address: `peer` unless it is a trusted proxy; then the right-most
-    X-Forwarded-For entry that is not a trusted proxy (or the left-most entry when all are
-    trusted). An entry that is not an address stops the walk at the last trusted hop."""
-    current = peer
-    if not proxies.trusts(current):
-        return current
-    for entry in reversed(_entries(forwarded_for)):
-        addr = _address(entry)
-        if addr is None:
-            break
-        current = str(addr)
-        if not proxies.trusts(current):
-            break
-    return current
 
 
 def forwarded_https(peer: str, forwarded_proto: Sequence[str], proxies: TrustedProxies) -> bool:

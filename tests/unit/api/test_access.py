@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from services.api import roles
 from services.api.auth import PUBLIC_PATHS
 from services.api.keys import KeyRing, check_name, parse_key
-from services.api.throttle import FailureCounter, TrustedNetworks, source_address
+from services.api.throttle import FailureCounter, TrustedProxies, source_address
 from services.common import kinds
 from services.common.timeutil import to_ocpp, utcnow
 
@@ -266,13 +266,13 @@ def test_the_failure_window_resets_after_a_minute() -> None:
 
 
 def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
-    trusted = TrustedNetworks.from_cidrs(["10.0.0.0/8"])
+    trusted = TrustedProxies.from_cidrs(["10.0.0.0/8"])
     assert source_address("203.0.113.9", ["1.2.3.4"], trusted) == "203.0.113.9"
     assert source_address("10.0.0.2", ["1.2.3.4"], trusted) == "1.2.3.4"
     # a client-written left part is not believed past the trusted hops
     assert source_address("10.0.0.2", ["6.6.6.6, 1.2.3.4, 10.0.0.7"], trusted) == "1.2.3.4"
     assert source_address("10.0.0.2", ["garbage"], trusted) == "10.0.0.2"
-    assert source_address("10.0.0.2", [], TrustedNetworks()) == "10.0.0.2"
+    assert source_address("10.0.0.2", [], TrustedProxies()) == "10.0.0.2"
 
 
 async def test_throttling_counts_the_forwarded_address_behind_a_trusted_proxy(tmp_path: Path) -> None:
