@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes
 
 from services.certificates import ca
 from services.certificates.documents import CHARGING_STATION_CERTIFICATE, INSTALLED, Certificate, Certificates
+from services.certificates.lifecycle import certificate_of
 from services.common import pki
 from services.common.config import Settings, load_settings
 from services.common.errors import CsmsError
@@ -154,19 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def provisioned_certificate(issued: ca.Issued, station_id: str, now: datetime) -> Certificate:
     """The `certificate` document of a station certificate issued by `csms ca` (no CSR, no
     CertificateSigned: it is installed by hand, so `installed` with no command)."""
-    return Certificate(
-        serial=issued.serial,
-        station_id=station_id,
-        certificate_type=CHARGING_STATION_CERTIFICATE,
-        status=INSTALLED,
-        subject=issued.subject,
-        not_before=issued.not_before,
-        not_after=issued.not_after,
-        fingerprint_sha256=issued.fingerprint_sha256,
-        pem=issued.pem,
-        issued_at=now,
-        chain_pem=issued.chain_pem,
-    )
+    return certificate_of(issued, station_id=station_id, certificate_type=CHARGING_STATION_CERTIFICATE, status=INSTALLED,
+                          now=now)
 
 
 async def _issue_recorded(ca_dir: Path, station_id: str, days: int, out_cert: Path, out_key: Path,

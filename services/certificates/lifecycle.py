@@ -69,22 +69,30 @@ def serial_of_command(command_id: str) -> str | None:
     return serial if serial and all(ch in "0123456789abcdef" for ch in serial) else None
 
 
-def new_certificate(issued: Issued, *, station_id: str, certificate_type: str, event_id: str, now: datetime) -> Certificate:
+def certificate_of(issued: Issued, *, station_id: str, certificate_type: str, status: str, now: datetime,
+                   command_id: str = "", event_id: str = "") -> Certificate:
+    """The `certificate` document of what the CA just issued."""
     return Certificate(
         serial=issued.serial,
         station_id=station_id,
         certificate_type=certificate_type,
-        status=ISSUED,
+        status=status,
         subject=issued.subject,
         not_before=issued.not_before,
         not_after=issued.not_after,
         fingerprint_sha256=issued.fingerprint_sha256,
         pem=issued.pem,
         issued_at=now,
-        command_id=command_id_for(issued.serial),
+        command_id=command_id,
         chain_pem=issued.chain_pem,
         event_id=event_id,
     )
+
+
+def new_certificate(issued: Issued, *, station_id: str, certificate_type: str, event_id: str, now: datetime) -> Certificate:
+    """Signed from a station's CSR: `issued` until the station answers its CertificateSigned."""
+    return certificate_of(issued, station_id=station_id, certificate_type=certificate_type, status=ISSUED, now=now,
+                          command_id=command_id_for(issued.serial), event_id=event_id)
 
 
 def apply_result(cert: Certificate, status: str) -> Certificate:
