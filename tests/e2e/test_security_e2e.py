@@ -226,6 +226,18 @@ async def test_a_certificate_for_another_station_is_refused_403(sec: Secure) -> 
 
 # --- CSR round trip ------------------------------------------------------------------------
 
+def _accepting_certificates(st: RawStation) -> tuple[RawStation, list[dict[str, Any]]]:
+    """`st` answering CertificateSigned Accepted, and the payloads it was sent."""
+    signed: list[dict[str, Any]] = []
+
+    async def on_signed(payload: dict[str, Any]) -> dict[str, Any]:
+        signed.append(payload)
+        return {"status": "Accepted"}
+
+    st.handlers["CertificateSigned"] = on_signed
+    return st, signed
+
+
 def _chain(pem_text: str) -> list[x509.Certificate]:
     return x509.load_pem_x509_certificates(pem_text.encode())
 
@@ -234,14 +246,7 @@ def _chain(pem_text: str) -> list[x509.Certificate]:
 async def test_a_csr_round_trip_then_the_station_connects_as_profile_3(sec: Secure, protocol: str) -> None:
     sid = _id("CSR")
     pw = await sec.station(sid, profile=2)
-    st = RawStation(sec.wss_url, sid, pw, protocol, ssl=sec.tls())
-    signed: list[dict[str, Any]] = []
-
-    async def on_signed(payload: dict[str, Any]) -> dict[str, Any]:
-        signed.append(payload)
-        return {"status": "Accepted"}
-
-    st.handlers["CertificateSigned"] = on_signed
+    st, signed = _accepting_certificates(RawStation(sec.wss_url, sid, pw, protocol, ssl=sec.tls()))
     await st.connect()
     csr, key = make_csr(sid)
     try:
@@ -377,14 +382,7 @@ async def test_get_certificate_status_is_answered_from_the_csms_ca(sec: Secure) 
     the CSMS answers from its own records with a signed OCSP response: good, then revoked."""
     sid = _id("OCSP")
     pw = await sec.station(sid, profile=2)
-    st = RawStation(sec.wss_url, sid, pw, V201, ssl=sec.tls())
-    signed: list[dict[str, Any]] = []
-
-    async def on_signed(payload: dict[str, Any]) -> dict[str, Any]:
-        signed.append(payload)
-        return {"status": "Accepted"}
-
-    st.handlers["CertificateSigned"] = on_signed
+    st, signed = _accepting_certificates(RawStation(sec.wss_url, sid, pw, V201, ssl=sec.tls()))
     await st.connect()
     try:
         await _boot(st)
