@@ -33,6 +33,7 @@ from tests.integration_inproc.gateway.harness import Gateway, call, start_gatewa
 
 EXAMPLES = 120
 ANSWER_TIMEOUT_S = 5.0
+RECONNECT_ATTEMPTS = 5
 SPEC_CLOSE_CODES = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1013}
 
 ACTIONS = [
@@ -118,8 +119,22 @@ class Fuzzer:
     async def socket(self) -> aiohttp.ClientWebSocketResponse:
         if self.ws is None or self.ws.closed:
             self.connects += 1
-            self.ws = await self.gw.connect("FUZZ1", protocols=(self.protocol,))
+            self.ws = await self._connect_like_a_charger()
         return self.ws
+
+    async def _connect_like_a_charger(self) -> aiohttp.ClientWebSocketResponse:
+        """The fuzzer reconnects after every close, hundreds of times; on a loaded machine
+        the gateway's measured admission may answer 503 (or 429) with Retry-After, which a
+        real charger honours. Bounded: a gateway that keeps refusing fails the test."""
+        for _ in range(RECONNECT_ATTEMPTS):
+            try:
+                return await self.gw.connect("FUZZ1", protocols=(self.protocol,))
+            except aiohttp.WSServerHandshakeError as exc:
+                retry_after = (exc.headers or {}).get("Retry-After")
+                if exc.status not in (429, 503) or retry_after is None:
+                    raise
+                await asyncio.sleep(min(float(retry_after), 5.0))
+        return await self.gw.connect("FUZZ1", protocols=(self.protocol,))
 
 
 @pytest.fixture(params=["ocpp1.6", "ocpp2.0.1"])
