@@ -244,6 +244,48 @@ _ALL.update({
         description="Lists the station's installed certificates (status and certificate hash data)."),
 })
 
+_LOCAL_ENTRY = _obj(
+    {"id_token": {"type": "string", "maxLength": 36},
+     "status": {"type": "string", "enum": ["Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"],
+                "description": "Absent: the entry removes the token (Differential)."},
+     "expires_at": _TS, "group_id": {"type": "string", "maxLength": 36}, "id_token_type": _ID_TOKEN_TYPE},
+    ["id_token"])
+_ALL.update({
+    "SendLocalList": _obj(
+        {"list_version": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+         "update_type": {"type": "string", "enum": ["Full", "Differential"]},
+         "local_authorization_list": {"type": "array", "items": _LOCAL_ENTRY}},
+        ["list_version", "update_type"],
+        description="One SendLocalList message (the local-list sync loop chunks and versions lists itself: "
+                    "PUT /api/v1/stations/{id}/local-list)."),
+    "GetChargingProfiles": _obj(
+        {"request_id": _REQUEST_ID, "evse_id": _EVSE,
+         "charging_profile": {"type": "object", "description": "ChargingProfileCriterionType in snake_case "
+                              "(charging_profile_purpose, stack_level, charging_profile_id, charging_limit_source); "
+                              "{} = every profile."}},
+        description="2.x only; the station answers with ReportChargingProfiles."),
+    "SetDisplayMessage": _obj(
+        {"message": {"type": "object", "description": "MessageInfoType in snake_case: id, priority, state?, "
+                     "start_date_time?, end_date_time?, transaction_id?, message {format, content, language?}."}},
+        ["message"], description="2.x only."),
+    "GetDisplayMessages": _obj(
+        {"request_id": _REQUEST_ID, "id": {"type": "array", "items": _INT32},
+         "priority": {"type": "string", "enum": ["AlwaysFront", "InFront", "NormalCycle"]},
+         "state": {"type": "string", "enum": ["Charging", "Faulted", "Idle", "Unavailable"]}},
+        description="2.x only; the station answers with NotifyDisplayMessages."),
+    "ClearDisplayMessage": _obj({"id": _INT32}, ["id"], description="2.x only."),
+    "CustomerInformation": _obj(
+        {"request_id": _REQUEST_ID, "report": {"type": "boolean"}, "clear": {"type": "boolean"},
+         "id_token": {"type": "string", "maxLength": 36}, "id_token_type": _ID_TOKEN_TYPE,
+         "customer_identifier": {"type": "string", "maxLength": 64},
+         "customer_certificate": {"type": "object", "description": "CertificateHashDataType in snake_case."}},
+        ["report", "clear"], description="2.x only; the station answers with NotifyCustomerInformation."),
+    "CostUpdated": _obj(
+        {"total_cost": {"type": ["string", "number"], "description": "Decimal, incl. tax."},
+         "transaction_id": {"type": "string", "maxLength": 36}},
+        ["total_cost", "transaction_id"], description="2.x only (1.6: the costmsg DataTransfer extension)."),
+})
+
 # Only the command types the vocabulary has (a schema written ahead of its builder waits).
 COMMAND_PARAMS: dict[str, J] = {t: _ALL[t] for t in COMMAND_TYPES if t in _ALL}
 COMMAND_SUMMARIES: dict[str, str] = {t: str(s.get("description", "")) for t, s in COMMAND_PARAMS.items()}

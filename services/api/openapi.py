@@ -22,6 +22,10 @@ from services.api.openapi_operations import PATHS as _DEVICE_MODEL_PATHS
 from services.api.openapi_operations import SCHEMAS as _DEVICE_MODEL_SCHEMAS
 from services.api.openapi_operations import TAGS as _DEVICE_MODEL_TAGS
 from services.api.openapi_operations import VIEW_SCHEMAS as _DEVICE_MODEL_VIEWS
+from services.api.openapi_drivers import PATHS as _DRIVERS_PATHS
+from services.api.openapi_drivers import SCHEMAS as _DRIVERS_SCHEMAS
+from services.api.openapi_drivers import TAGS as _DRIVERS_TAGS
+from services.api.openapi_drivers import VIEW_SCHEMAS as _DRIVERS_VIEWS
 from services.api.openapi_security import PATHS as _SECURITY_PATHS
 from services.api.openapi_security import SCHEMAS as _SECURITY_SCHEMAS
 from services.api.openapi_security import TAGS as _SECURITY_TAGS
@@ -103,6 +107,8 @@ VIEW_SCHEMAS = (
     *_SECURITY_VIEWS,
     # operator access: api keys, audit, whoami (services/api/openapi_access.py)
     *_ACCESS_VIEWS,
+    # drivers and energy (services/api/openapi_drivers.py, ADR 018)
+    *_DRIVERS_VIEWS,
 )
 
 _NULL_STR = {"type": ["string", "null"]}
@@ -960,11 +966,13 @@ _SCHEMAS["CommandRequest"] = {
 
 
 _CLASHES = (set(_SCHEMAS) & set(_DEVICE_MODEL_SCHEMAS)) | (set(_SCHEMAS) & set(_SECURITY_SCHEMAS)) \
-    | (set(_DEVICE_MODEL_SCHEMAS) & set(_SECURITY_SCHEMAS))
+    | (set(_DEVICE_MODEL_SCHEMAS) & set(_SECURITY_SCHEMAS)) \
+    | ((set(_SCHEMAS) | set(_DEVICE_MODEL_SCHEMAS) | set(_SECURITY_SCHEMAS)) & set(_DRIVERS_SCHEMAS))
 if _CLASHES:
     raise ValueError(f"schemas described twice: {sorted(_CLASHES)}")
 _SCHEMAS.update(_DEVICE_MODEL_SCHEMAS)
 _SCHEMAS.update(_SECURITY_SCHEMAS)
+_SCHEMAS.update(_DRIVERS_SCHEMAS)
 
 
 def _operations_paths() -> J:
@@ -1075,10 +1083,10 @@ _DOCUMENT: J = {
     "servers": [{"url": "/"}],
     "security": [{"bearer": []}],
     "tags": [{"name": t} for t in dict.fromkeys(("stations", "tokens", "sessions", "commands", "tariffs", "cdrs", "sites",
-                                                "dead-letters", "kpis", *_DEVICE_MODEL_TAGS, *_SECURITY_TAGS, *_ACCESS_TAGS,
+                                                "dead-letters", "kpis", *_DEVICE_MODEL_TAGS, *_SECURITY_TAGS, *_DRIVERS_TAGS, *_ACCESS_TAGS,
                                                 "meta"))],
     "paths": _with_access_responses(_merge_paths(_crud_paths(), _other_paths(), _operations_paths(), _DEVICE_MODEL_PATHS,
-                                                 _SECURITY_PATHS,
+                                                 _SECURITY_PATHS, _DRIVERS_PATHS,
                                                  _ACCESS_PATHS)),
     "components": {
         "securitySchemes": {"bearer": _ACCESS_SECURITY_SCHEME},

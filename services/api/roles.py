@@ -77,12 +77,16 @@ RULES: Final[tuple[Rule, ...]] = (
     _rule("station credentials",
           r"/stations/\{[^}/]+\}/(password|security-profile|certificates|trust-anchors)(/.*)?",
           [ADMIN, OPERATOR, INSTALLER], [ADMIN, INSTALLER]),
+    # tokens on a station's local list, and a driver's personal data (ADR 018)
+    _rule("local lists", r"/stations/\{[^}/]+\}/local-list(/.*)?", [ADMIN, OPERATOR, VIEWER], [ADMIN, OPERATOR]),
+    _rule("customer information", r"/stations/\{[^}/]+\}/customer-information(/.*)?", [ADMIN, OPERATOR], [ADMIN, OPERATOR]),
     # installers: only the types in INSTALLER_COMMANDS (checked with the body, see module doc)
     _rule("station commands", r"/stations/\{[^}/]+\}/commands", (), [ADMIN, OPERATOR, INSTALLER], ["POST"]),
     _rule("stations", r"/stations(/.*)?", _ALL, [ADMIN, OPERATOR, INSTALLER]),
     _rule("stations", r"/commands(/.*)?", _ALL, [ADMIN, OPERATOR, INSTALLER]),
     _rule("stations", r"/firmware-campaigns(/.*)?", _ALL, [ADMIN, OPERATOR, INSTALLER]),
     _rule("stations", r"/kpis/availability(/.*)?", _ALL, [ADMIN, OPERATOR, INSTALLER]),
+    _rule("reservations", r"/reservations(/.*)?", [ADMIN, OPERATOR, VIEWER], [ADMIN, OPERATOR]),
     _rule("tokens", r"/tokens(/.*)?", [ADMIN, OPERATOR, VIEWER], [ADMIN, OPERATOR]),
     _rule("sessions", r"/sessions(/.*)?", [ADMIN, OPERATOR, BILLING, VIEWER], [ADMIN, OPERATOR]),
     _rule("tariffs", r"/tariffs(/.*)?", [ADMIN, OPERATOR, BILLING, VIEWER], [ADMIN, BILLING]),

@@ -163,6 +163,13 @@ class Settings:
     oidc_role_claim: str = "roles"               # claim holding the caller's role(s)
     api_auth_fail_limit: int = 20                # wrong API credentials per source address per minute before 429
     audit_retention_days: float = 365.0         # audit entries kept this long (0 = forever)
+    # Drivers and energy (ADR 018, docs/drivers-and-energy.md).
+    local_list_tick_s: float = 5.0               # the local-list sync loop looks for stations to sync this often
+    local_list_default_chunk: int = 100          # entries per SendLocalList when the station reported no maximum
+    local_list_retry_s: float = 60.0             # a failed or unconfirmed sync is tried again after this (doubling, at most 1 h)
+    reservation_tick_s: float = 10.0             # reservations past their expiry are marked Expired this often
+    cost_update_interval_s: float = 60.0         # at most one CostUpdated / RunningCost per transaction this often (0 = never)
+    ev_voltage_v: float = 230.0                  # phase voltage assumed to turn an EV's energy need into a current
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, **kw: Any) -> "Settings":
@@ -259,6 +266,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             oidc_role_claim=e.get("CSMS_OIDC_ROLE_CLAIM", "roles") or "roles",
             api_auth_fail_limit=max(1, int(e.get("CSMS_API_AUTH_FAIL_LIMIT", "20"))),
             audit_retention_days=max(0.0, float(e.get("CSMS_AUDIT_RETENTION_DAYS", "365"))),
+            local_list_tick_s=max(0.1, float(e.get("CSMS_LOCAL_LIST_TICK_S", "5"))),
+            local_list_default_chunk=max(1, int(e.get("CSMS_LOCAL_LIST_DEFAULT_CHUNK", "100"))),
+            local_list_retry_s=max(1.0, float(e.get("CSMS_LOCAL_LIST_RETRY_S", "60"))),
+            reservation_tick_s=max(0.1, float(e.get("CSMS_RESERVATION_TICK_S", "10"))),
+            cost_update_interval_s=max(0.0, float(e.get("CSMS_COST_UPDATE_INTERVAL_S", "60"))),
+            ev_voltage_v=max(1.0, float(e.get("CSMS_EV_VOLTAGE_V", "230"))),
         )
     except ValueError as exc:
         raise ConfigError(f"bad setting: {exc}") from exc

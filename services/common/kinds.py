@@ -28,6 +28,18 @@ __all__ = [
     "STATION_OPS",
     "STATION_STATUS",
     "TARIFF",
+    "LOCAL_LIST",
+    "LOCAL_LIST_SYNC",
+    "TOKENS_REVISION",
+    "RESERVATION",
+    "CHARGING_PROFILES",
+    "CHARGING_PROFILES_REPORT",
+    "DISPLAY_MESSAGES",
+    "DISPLAY_MESSAGES_REPORT",
+    "CUSTOMER_INFORMATION",
+    "CHARGING_CAPABILITY",
+    "COST_UPDATE",
+    "TOKEN_SESSION",
 ]
 
 SESSION: Final = "session"                # sessions processor: one per charging session
@@ -48,3 +60,16 @@ CDR: Final = "cdr"                        # billing: one per priced session
 TARIFF: Final = "tariff"                  # API (operators): prices
 SITE: Final = "site"                      # API (operators): a site and its grid limit
 SITE_STATE: Final = "site_state"          # smart charging: a site's allocation state
+# drivers and energy (ADR 018)
+LOCAL_LIST: Final = "local_list"  # API: a station's desired local authorization list (id = station; ADR 018)
+LOCAL_LIST_SYNC: Final = "local_list_sync"  # stations-drivers: what was sent to / confirmed by the station (id = station)
+TOKENS_REVISION: Final = "tokens_revision"  # API: bumped on every token change (one document, id 'tokens'): synced local lists follow it
+RESERVATION: Final = "reservation"  # API creates/cancels, stations-drivers moves it on (versioned writes; parent = station)
+CHARGING_PROFILES: Final = "charging_profiles"  # stations-drivers: the profiles the CSMS installed on a station (id = station)
+CHARGING_PROFILES_REPORT: Final = "charging_profiles_report"  # stations-drivers: a ReportChargingProfiles answer assembled (parent = station)
+DISPLAY_MESSAGES: Final = "display_messages"  # stations-drivers: messages the CSMS set on a station (id = station)
+DISPLAY_MESSAGES_REPORT: Final = "display_messages_report"  # stations-drivers: a NotifyDisplayMessages answer assembled (parent = station)
+CUSTOMER_INFORMATION: Final = "customer_information"  # stations-drivers: a NotifyCustomerInformation answer assembled (parent = station)
+CHARGING_CAPABILITY: Final = "charging_capability"  # smart charging: whether a station takes charging profiles (id = station)
+COST_UPDATE: Final = "cost_update"  # billing: the last running cost sent to a station for a session (id = session)
+TOKEN_SESSION: Final = "token_session"  # sessions processor: index of a token's sessions (id = session, parent = id token)

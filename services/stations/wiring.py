@@ -11,6 +11,8 @@ never holds another back:
   rows older than CSMS_STATION_EVENTS_RETENTION_DAYS once an hour (SQLite; Cassandra rows
   expire by TTL and the job deletes nothing there).
 - `stations-device-model` (services/stations/device_model.py `build_device_model`).
+- `stations-drivers` (services/stations/drivers/: local lists, reservations, charging
+  profiles, display messages, customer information; ADR 018).
 - the firmware campaign controller (services/stations/campaigns.py `build_campaigns`).
 
 Started in that order, stopped in the reverse.
@@ -25,6 +27,7 @@ from services.common.processor import Periodic, Processor, ProcessorGroup
 from services.common.runtime import Runtime
 from services.stations.campaigns import build_campaigns
 from services.stations.device_model import build_device_model
+from services.stations.drivers import build_drivers
 from services.stations.handlers import StationsStateHandler, observe_batch, prune_history
 from services.stations.repository import StoreRepository
 
@@ -72,5 +75,5 @@ def build_state(rt: Runtime) -> Processor:
 
 def build_stations(rt: Runtime) -> ProcessorGroup:
     """The CLI role "stations": the processor as a service."""
-    stages = [build_state(rt), build_device_model(rt), build_campaigns(rt)]
+    stages = [build_state(rt), build_device_model(rt), build_drivers(rt), build_campaigns(rt)]
     return ProcessorGroup(NAME, stages, stop_order=list(reversed(stages)))

@@ -599,6 +599,111 @@ def _get_installed_certificate_ids(p: _Params, v: OcppVersion) -> Frame:
     return "GetInstalledCertificateIds", _put({}, "certificateType", names or None)
 
 
+# --- drivers and energy (issue 10, ADR 018) -------------------------------------------------
+
+def _local_list_entry(entry: Any, v: OcppVersion) -> dict[str, Any]:
+    """One `{"id_token", "status"?, "expires_at"?, "group_id"?, "id_token_type"?}` entry.
+    Without `status` the entry removes the token (a Differential update's deletion)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("id_token"), str) or not entry["id_token"]:
+        raise InvalidCommand("SendLocalList: every entry needs an 'id_token' string")
+    p = _Params("SendLocalList", entry)
+    status = p.get("status")
+    expires = p.instant("expires_at")
+    group = p.get("group_id")
+    if v.is_16:
+        out: dict[str, Any] = {"idTag": entry["id_token"]}
+        if status is not None:
+            info = _put({"status": str(status)}, "expiryDate", expires)
+            out["idTagInfo"] = _put(info, "parentIdTag", group)
+        return out
+    token = {"idToken": entry["id_token"], "type": str(p.get("id_token_type", "Central"))}
+    out = {"idToken": token}
+    if status is not None:
+        info = _put({"status": str(status)}, "cacheExpiryDateTime", expires)
+        if group is not None:
+            info["groupIdToken"] = {"idToken": str(group), "type": "Central"}
+        out["idTokenInfo"] = info
+    return out
+
+
+def _send_local_list(p: _Params, v: OcppVersion) -> Frame:
+    """`list_version` (> 0), `update_type` (Full | Differential) and
+    `local_authorization_list` (entries, see `_local_list_entry`; may be empty)."""
+    version = p.required_int("list_version")
+    update = str(p.require("update_type"))
+    entries = p.get("local_authorization_list", [])
+    if not isinstance(entries, list):
+        raise InvalidCommand("SendLocalList: 'local_authorization_list' must be a list")
+    items = [_local_list_entry(e, v) for e in entries]
+    if v.is_16:
+        payload: dict[str, Any] = {"listVersion": version, "updateType": update}
+        return "SendLocalList", _put(payload, "localAuthorizationList", items or None)
+    payload = {"versionNumber": version, "updateType": update}
+    return "SendLocalList", _put(payload, "localAuthorizationList", items or None)
+
+
+def _object_param(p: _Params, name: str) -> dict[str, Any]:
+    value = p.require(name)
+    if not isinstance(value, dict):
+        raise InvalidCommand(f"{p.command_type}: {name!r} must be an object")
+    return value
+
+
+def _get_charging_profiles(p: _Params, v: OcppVersion) -> Frame:
+    """2.x GetChargingProfiles: `request_id`? (generated), `evse_id`?, `charging_profile`:
+    the ChargingProfileCriterionType in snake_case (purpose, stack level, ids, sources;
+    `{}` = every profile)."""
+    criterion = p.get("charging_profile", {})
+    if not isinstance(criterion, dict):
+        raise InvalidCommand("GetChargingProfiles: 'charging_profile' must be an object")
+    payload = {"requestId": p.integer("request_id") or _new_id(), "chargingProfile": _camel_keys(criterion)}
+    return "GetChargingProfiles", _put(payload, "evseId", p.integer("evse_id"))
+
+
+def _set_display_message(p: _Params, v: OcppVersion) -> Frame:
+    """2.x SetDisplayMessage: `message` is the MessageInfoType in snake_case (id, priority,
+    state?, start_date_time?, end_date_time?, transaction_id?, message: {format, content,
+    language?}, display?)."""
+    return "SetDisplayMessage", {"message": _camel_keys(_object_param(p, "message"))}
+
+
+def _get_display_messages(p: _Params, v: OcppVersion) -> Frame:
+    """2.x GetDisplayMessages: `request_id`? (generated), `id`? (list), `priority`?, `state`?."""
+    payload: dict[str, Any] = {"requestId": p.integer("request_id") or _new_id()}
+    ids = p.get("id")
+    if ids is not None and not isinstance(ids, list):
+        raise InvalidCommand("GetDisplayMessages: 'id' must be a list of message ids")
+    _put(payload, "id", ids or None)
+    _put(payload, "priority", p.get("priority"))
+    return "GetDisplayMessages", _put(payload, "state", p.get("state"))
+
+
+def _clear_display_message(p: _Params, v: OcppVersion) -> Frame:
+    return "ClearDisplayMessage", {"id": p.required_int("id")}
+
+
+def _customer_information(p: _Params, v: OcppVersion) -> Frame:
+    """2.x CustomerInformation: `request_id`? (generated), `report`, `clear` (booleans), and
+    one of `id_token` (+ `id_token_type`), `customer_identifier`, `customer_certificate`
+    (CertificateHashDataType in snake_case)."""
+    report, clear = p.require("report"), p.require("clear")
+    if not isinstance(report, bool) or not isinstance(clear, bool):
+        raise InvalidCommand("CustomerInformation: 'report' and 'clear' must be booleans")
+    payload: dict[str, Any] = {"requestId": p.integer("request_id") or _new_id(), "report": report, "clear": clear}
+    if p.has("id_token"):
+        payload["idToken"] = _id_token_2x(p)
+    _put(payload, "customerIdentifier", p.get("customer_identifier"))
+    if p.has("customer_certificate"):
+        payload["customerCertificate"] = _camel_keys(_object_param(p, "customer_certificate"))
+    return "CustomerInformation", payload
+
+
+def _cost_updated(p: _Params, v: OcppVersion) -> Frame:
+    """2.x CostUpdated: `total_cost` (a decimal, incl. tax, the currency of the station's
+    tariff) and `transaction_id`."""
+    return "CostUpdated", {"totalCost": p.decimal("total_cost"), "transactionId": str(p.require("transaction_id"))}
+
+
 def _fixed(action: str) -> Builder:
     return lambda p, v: (action, {})
 
@@ -626,6 +731,7 @@ _BOTH: dict[str, Builder] = {
     "InstallCertificate": _install_certificate,
     "DeleteCertificate": _delete_certificate,
     "GetInstalledCertificateIds": _get_installed_certificate_ids,
+    "SendLocalList": _send_local_list,
 }
 _ONLY_16: dict[str, Builder] = {
     "GetConfiguration": _get_configuration,
@@ -638,6 +744,12 @@ _ONLY_2X: dict[str, Builder] = {
     "GetReport": _get_report,
     "GetTransactionStatus": _get_transaction_status,
     "SetNetworkProfile": _set_network_profile,
+    "GetChargingProfiles": _get_charging_profiles,
+    "SetDisplayMessage": _set_display_message,
+    "GetDisplayMessages": _get_display_messages,
+    "ClearDisplayMessage": _clear_display_message,
+    "CustomerInformation": _customer_information,
+    "CostUpdated": _cost_updated,
 }
 _BY_VERSION: dict[OcppVersion, dict[str, Builder]] = {
     v: {**_BOTH, **(_ONLY_16 if v.is_16 else _ONLY_2X)} for v in OcppVersion

@@ -37,4 +37,11 @@ def response_validator(version: str, action: str) -> Any:
 
 def wire(payload: dict[str, Any]) -> Any:
     """The payload as the station would parse it (floats as Decimal, for multipleOf)."""
-    return json.loads(json.dumps(payload), parse_float=Decimal)
+    return json.loads(json.dumps(payload, default=_decimal_as_number), parse_float=Decimal)
+
+
+def _decimal_as_number(value: object) -> object:
+    """Money goes out as a JSON number (the gateway's orjson default does the same)."""
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(type(value).__name__)

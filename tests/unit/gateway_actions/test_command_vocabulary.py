@@ -72,6 +72,13 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
         {"purpose": "default", "evse_id": 0, "limit_a": "6.0", "number_phases": None, "profile_id": 7000},
         {"purpose": "default", "limit_a": "32", "number_phases": 1, "profile_id": 7000, "start": "2026-11-28T04:21:16Z"},
     ],
+    "SendLocalList": [
+        {"list_version": 1, "update_type": "Full"},
+        {"list_version": 2, "update_type": "Full", "local_authorization_list": [
+            {"id_token": "TAG-1", "status": "Accepted", "expires_at": "2027-01-01T00:00:00Z", "group_id": "FLEET"},
+            {"id_token": "TAG-2", "status": "Blocked"}]},
+        {"list_version": 3, "update_type": "Differential", "local_authorization_list": [{"id_token": "TAG-2"}]},
+    ],
 }
 EXAMPLES_16 = {
     "GetConfiguration": [{}, {"keys": ["HeartbeatInterval"]}, {"keys": "MeterValueSampleInterval"}],
@@ -93,6 +100,15 @@ EXAMPLES_2X = {
     "SetNetworkProfile": [{"configuration_slot": 1, "connection_data": {
         "ocpp_csms_url": "wss://csms.example/ocpp", "security_profile": 2, "ocpp_interface": "Wired0",
         "message_timeout": 30, "apn": {"apn": "internet", "apn_authentication": "AUTO"}}}],
+    "GetChargingProfiles": [{}, {"request_id": 9, "evse_id": 1, "charging_profile": {
+        "charging_profile_purpose": "TxProfile", "stack_level": 1, "charging_limit_source": ["CSO"]}}],
+    "SetDisplayMessage": [{"message": {"id": 1, "priority": "NormalCycle", "start_date_time": "2026-11-28T05:00:00.000Z",
+                                       "message": {"format": "UTF8", "content": "Welcome", "language": "en"}}}],
+    "GetDisplayMessages": [{}, {"request_id": 4, "id": [1, 2], "priority": "InFront", "state": "Charging"}],
+    "ClearDisplayMessage": [{"id": 1}],
+    "CustomerInformation": [{"report": True, "clear": False, "id_token": "TAG-1", "id_token_type": "ISO14443"},
+                            {"request_id": 5, "report": False, "clear": True, "customer_identifier": "cust-1"}],
+    "CostUpdated": [{"total_cost": "1.23", "transaction_id": "tx-1"}, {"total_cost": 0, "transaction_id": "tx-2"}],
 }
 
 

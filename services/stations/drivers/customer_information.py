@@ -1,0 +1,19 @@
+"""Stub: filled in by the customer information work (ADR 018)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from services.common import events as ev
+from services.common.runtime import Runtime
+from services.stations.drivers import Fold
+
+__all__ = ["build"]
+
+
+async def _nothing(envs: Sequence[ev.Envelope]) -> None:
+    return None
+
+
+def build(rt: Runtime) -> Fold:
+    return Fold("customer_information", frozenset(), _nothing)
