@@ -30,6 +30,7 @@ from services.common.store.port import (
     StationEventRow,
     StationStore,
     TokenStore,
+    TransactionIdAllocator,
 )
 from services.common.timeutil import Clock
 from services.sessions.domain import Plausibility
@@ -103,6 +104,8 @@ class ApiContext:
     keys: KeyRing | None = None
     audit: AuditLog | None = None
     oidc: OidcVerifier | None = None
+    # the store's integer allocator: reservation ids (ADR 018 §3; None: reservations cannot be made)
+    id_allocator: TransactionIdAllocator | None = None
 
 
 CTX = web.AppKey("csms_api_context", ApiContext)

@@ -146,6 +146,8 @@ _SCHEMAS: J = {
                                  "description": "Profile the station must connect with (default CSMS_DEFAULT_SECURITY_PROFILE); "
                                                 "a profile-3 station created without a password gets none."},
             "ws_ping_interval_s": {**_NULL_NUM, "minimum": 0, "description": "WebSocket ping period (0 = off; null = CSMS_WS_PING_INTERVAL_S)."},
+            "cost_messages": {"type": "boolean", "default": False,
+                              "description": "1.6: send the OCA pricing extension (DataTransfer org.openchargealliance.costmsg)."},
         },
     },
     "StationPatch": {
@@ -163,6 +165,8 @@ _SCHEMAS: J = {
             "security_profile": {"type": "integer", "enum": [1, 2, 3],
                                  "description": "Immediate; revokes the station's connection. Lowering needs role admin."},
             "ws_ping_interval_s": {**_NULL_NUM, "minimum": 0},
+            "cost_messages": {"type": "boolean",
+                              "description": "1.6: send the OCA pricing extension (RunningCost, FinalCost) to this station."},
         },
     },
     "Connector": {
@@ -207,7 +211,7 @@ _SCHEMAS: J = {
                      "last_boot", "connectors", "last_seen", "max_current_a", "phases", "priority", "has_password",
                      "connection", "last_heartbeat", "boot", "evses", "availability", "firmware", "log",
                      "security_profile", "outage", "meters", "charging_limits", "last_disconnect",
-                     "pending_security_profile", "password_rotation_pending", "ws_ping_interval_s"],
+                     "pending_security_profile", "password_rotation_pending", "ws_ping_interval_s", "cost_messages"],
         "additionalProperties": False,
         "properties": {
             "id": {"type": "string"},
@@ -241,6 +245,8 @@ _SCHEMAS: J = {
             "password_rotation_pending": {"type": "boolean",
                                           "description": "A rotated password waits for the station to use it."},
             "ws_ping_interval_s": {**_NULL_NUM, "description": "The station's own ping period (null: the default)."},
+            "cost_messages": {"type": "boolean",
+                              "description": "1.6: the OCA pricing extension (costmsg RunningCost / FinalCost) is enabled."},
             "outage": {"oneOf": [_ref("StationOutage"), {"type": "null"}], "description": "The open outage, if any."},
             "meters": {"type": "array", "items": _ref("StationMeter"),
                        "description": "Latest meter values sent outside transactions."},
@@ -310,10 +316,11 @@ _SCHEMAS: J = {
             "id", "station_id", "transaction_id", "id_token", "authorization", "status", "energy_wh", "started_at",
             "stopped_at", "station_started_at", "station_stopped_at", "received_at", "charging_ended_at",
             "abandoned_at", "abandon_reason", "evse_id", "connector_id", "meter_start_wh", "meter_stop_wh",
-            "stop_reason", "ocpp_version", "remote_start_id", "issued_by", "orphan", "suspect", "suspect_reasons",
+            "stop_reason", "ocpp_version", "remote_start_id", "issued_by", "reservation_id", "ev_charging_needs",
+            "ev_charging_schedule", "orphan", "suspect", "suspect_reasons",
             "clock_suspect", "hold", "hold_reasons", "seq_gaps", "sample_count", "excluded_count", "first_sample_at",
             "last_sample_at", "first_register", "last_register", "peak_power_w", "energy_anchor_wh", "version",
-            "updated_at", "cost",
+            "updated_at", "cost", "cost_update",
         ],
         "additionalProperties": False,
         "properties": {
@@ -340,6 +347,12 @@ _SCHEMAS: J = {
             "ocpp_version": {"type": "string"},
             "remote_start_id": {"type": "integer"},
             "issued_by": {"type": "string"},
+            "reservation_id": {"type": ["integer", "null"],
+                               "description": "The reservation the transaction started with (reservationId); null: none."},
+            "ev_charging_needs": {"oneOf": [_ref("EvChargingNeeds"), {"type": "null"}],
+                                  "description": "2.0.1: the latest NotifyEVChargingNeeds of the session's EVSE."},
+            "ev_charging_schedule": {"oneOf": [_ref("EvChargingSchedule"), {"type": "null"}],
+                                     "description": "2.0.1: the latest NotifyEVChargingSchedule of the session's EVSE."},
             "orphan": {"type": "boolean", "description": "No start was seen (yet)."},
             "suspect": {"type": "boolean"},
             "suspect_reasons": {"type": "array", "items": {"type": "string"}},
@@ -362,6 +375,20 @@ _SCHEMAS: J = {
             "version": {"type": "integer"},
             "updated_at": _TS,
             "cost": _ref("SessionCost"),
+            "cost_update": {  # ADR 018 §6 (services/billing/cost_updates.py cost_update_view)
+                "oneOf": [{
+                    "type": "object", "additionalProperties": False,
+                    "required": ["total_cost", "sent_at", "kind", "count", "state"],
+                    "properties": {
+                        "total_cost": _ref("Money"),
+                        "sent_at": {**_TS, "description": "When the last one was sent (or tried)."},
+                        "kind": {"type": "string", "enum": ["CostUpdated", "RunningCost", "FinalCost"]},
+                        "count": {"type": "integer", "description": "Cost messages routed to the station so far."},
+                        "state": {"type": "string", "enum": ["sent", "sending", "offline", "unroutable"]},
+                    },
+                }, {"type": "null"}],
+                "description": "The last running / final cost billing sent the station; null: none.",
+            },
         },
         "description": ("A session's facts and bounded aggregates; its samples are paged by "
                         "GET /api/v1/sessions/{id}/meter-values (ADR 015)."),

@@ -6,7 +6,8 @@ register reading, peak power, ...), never its samples nor the processor's bookke
 Samples are paged by GET /api/v1/sessions/{id}/meter-values?limit=&cursor= from the
 samples table, in (timestamp, measurand, phase) order, each with `excluded` as the
 sessions domain judges it over the session's stored samples; the response is
-{"items": [...], "next": cursor or null}.
+{"items": [...], "next": cursor or null}. `cost_update` is the last running or final cost
+billing sent the station for the session (ADR 018 §6; billing's `cost_update` document).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from services.api.costs import TariffCache, session_cost
 from services.api.errors import ApiError, not_found, validation_error
 from services.api.validation import MAX_LIMIT, query_limit
 from services.api.views import session_view
+from services.billing.documents import cost_update_view
 from services.common import kinds
 from services.sessions.documents import decode_cursor, page, session_from_doc
 from services.sessions.domain import Session
@@ -51,12 +53,16 @@ async def _load(ctx: ApiContext, session_id: str) -> tuple[Session, dict[str, An
     return s, doc
 
 
-async def _view(ctx: ApiContext, s: Session, doc: dict[str, Any], tariffs: TariffCache) -> dict[str, Any]:
+async def _view(
+    ctx: ApiContext, s: Session, doc: dict[str, Any], tariffs: TariffCache, cost_update: dict[str, Any] | None
+) -> dict[str, Any]:
     cost = await session_cost(
         ctx.pricing, s, doc, ctx.clock(), tariffs,
         max_duration=ctx.settings.max_priced_duration, rules=ctx.settings.plausibility,
     )
-    return session_view(s, cost)
+    out = session_view(s, cost)
+    out["cost_update"] = cost_update_view(cost_update)  # ADR 018 §6: the last cost sent to the station
+    return out
 
 
 async def list_sessions(request: web.Request) -> web.Response:
@@ -69,14 +75,17 @@ async def list_sessions(request: web.Request) -> web.Response:
     docs = await ctx.documents.list_docs(kinds.SESSION, parent=station_id, limit=fetch)
     read = [(s, d) for d in docs if (s := _read(d)) is not None and (status is None or s.status == status)]
     tariffs = TariffCache(ctx.pricing)
-    items = [await _view(ctx, s, d, tariffs) for s, d in read[:limit]]
+    shown = read[:limit]
+    updates = await ctx.documents.get_docs(kinds.COST_UPDATE, [s.id for s, _ in shown]) if shown else {}
+    items = [await _view(ctx, s, d, tariffs, updates.get(s.id)) for s, d in shown]
     return web.json_response({"items": items})
 
 
 async def get_session(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     s, doc = await _load(ctx, request.match_info["id"])
-    return web.json_response(await _view(ctx, s, doc, TariffCache(ctx.pricing)))
+    cost_update = await ctx.documents.get_doc(kinds.COST_UPDATE, s.id)
+    return web.json_response(await _view(ctx, s, doc, TariffCache(ctx.pricing), cost_update))
 
 
 async def get_meter_values(request: web.Request) -> web.Response:

@@ -40,7 +40,8 @@ __all__ = ["setup", "station_response", "hash_station_password", "refresh", "rev
 
 log = logging.getLogger("csms.api.stations")
 
-_FIELDS = ("site_id", "tariff_id", "max_current_a", "phases", "priority", "security_profile", "ws_ping_interval_s")
+_FIELDS = ("site_id", "tariff_id", "max_current_a", "phases", "priority", "security_profile", "ws_ping_interval_s",
+           "cost_messages")
 _CREATE = {"id", "password", "enabled", *_FIELDS}
 _PATCH = {"password", "enabled", *_FIELDS}
 _SMART_CHARGING_FIELDS = ("site_id", "max_current_a", "phases", "priority", "enabled")
@@ -115,6 +116,7 @@ def _common(v: Validator) -> dict[str, Any]:
         "password": v.string("password", min_len=passwords.MIN_LENGTH, max_len=passwords.MAX_LENGTH),
         "security_profile": v.integer("security_profile", choices=(1, 2, 3)),
         "ws_ping_interval_s": v.number("ws_ping_interval_s", nullable=True, minimum=0, maximum=86_400),
+        "cost_messages": v.boolean("cost_messages"),  # ADR 018 §6: the 1.6 pricing extension
     }
     return {k: val for k, val in values.items() if val is not MISSING}
 

@@ -13,6 +13,7 @@ from services.api.errors import conflict, not_found
 from services.api.validation import MISSING, Validator, query_limit, read_json
 from services.api.views import token_view
 from services.common.store.port import Token
+from services.stations.documents import bump_tokens_revision
 
 __all__ = ["setup", "TOKEN_STATUSES"]
 
@@ -44,6 +45,7 @@ async def create_token(request: web.Request) -> web.Response:
         raise conflict(f"token {id_token!r} already exists")
     token = Token(id_token=id_token, updated_at=ctx.clock(), **fields)
     await ctx.tokens.put_token(token)
+    await bump_tokens_revision(ctx.documents, ctx.clock)  # local lists that follow the tokens (ADR 018 §2)
     log.info("token created status=%s", token.status)
     return web.json_response(
         token_view(token), status=201, headers={"Location": f"{API_PREFIX}/tokens/{id_token}"}
@@ -85,6 +87,7 @@ async def put_token(request: web.Request) -> web.Response:
     existed = await ctx.tokens.get_token(id_token) is not None
     token = Token(id_token=id_token, updated_at=ctx.clock(), **fields)
     await ctx.tokens.put_token(token)
+    await bump_tokens_revision(ctx.documents, ctx.clock)
     log.info("token %s status=%s", "replaced" if existed else "created", token.status)
     return web.json_response(token_view(token), status=200 if existed else 201)
 
@@ -93,6 +96,7 @@ async def delete_token(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     token = await _load(ctx, request.match_info["id"])
     await ctx.tokens.delete_token(token.id_token)
+    await bump_tokens_revision(ctx.documents, ctx.clock)
     return web.Response(status=204)
 
 

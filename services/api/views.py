@@ -21,6 +21,7 @@ from services.billing.domain import Cdr, Tariff
 from services.billing.codec import tariff_to_dict
 from services.common.store.port import Owner, Station, StationEventRow, Token
 from services.common.timeutil import to_ocpp
+from services.sessions.documents import ev_needs_view, ev_schedule_view
 from services.sessions.domain import Boot, ConnectorState, Session, StationStatus
 from services.stations.domain.availability import AvailabilityFigures, OutageSpan
 from services.stations.domain.commands import CommandRecord
@@ -278,6 +279,7 @@ def station_view(v: StationView) -> Json:
         "pending_security_profile": station.pending_security_profile,
         "password_rotation_pending": bool(station.pending_password_hash or station.pending_password_fingerprint),
         "ws_ping_interval_s": station.ws_ping_interval_s,
+        "cost_messages": station.cost_messages,  # ADR 018 §6: 1.6 pricing extension enabled
         "outage": None if ops is None or ops.outage is None else {
             "cause": ops.outage.cause, "since": to_ocpp(ops.outage.since),
         },
@@ -418,6 +420,9 @@ def session_view(s: Session, cost: Json | None) -> Json:
         "ocpp_version": s.ocpp_version,
         "remote_start_id": s.remote_start_id,
         "issued_by": s.issued_by,
+        "reservation_id": s.reservation_id or None,  # ADR 018: the reservation it started with
+        "ev_charging_needs": ev_needs_view(s.ev_needs),
+        "ev_charging_schedule": ev_schedule_view(s.ev_schedule),
         "orphan": s.orphan,
         "suspect": s.suspect,
         "suspect_reasons": sorted(s.suspect_reasons),

@@ -75,6 +75,7 @@ def build_api(rt: Runtime) -> ApiService:
         keys=KeyRing(store, rt.pepper, rt.clock),
         audit=AuditLog(store, bus.publish, rt.clock, retention_days=rt.settings.audit_retention_days),
         oidc=oidc_verifier(rt.settings),
+        id_allocator=store,
     )
     healthy = (lambda: bool(bus.healthy), lambda: bool(store.healthy))
     return ApiService(ctx, host=rt.settings.host, port=rt.settings.api_port, healthy=healthy)

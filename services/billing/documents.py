@@ -52,7 +52,9 @@ from services.common.timeutil import parse_ocpp, to_iso_us, to_ocpp
 from services.sessions.documents import sample_from_row, session_from_doc
 from services.sessions.domain import Plausibility, kept_register_readings
 
+
 __all__ = [
+    "cost_update_view",
     "ResolvedTariff",
     "TariffLookup",
     "TariffSource",
@@ -637,3 +639,17 @@ class SessionReadings:
 
     async def __call__(self, session_id: str) -> list[Reading]:
         return await stored_readings(self._store, session_id, self._rules)
+
+
+def cost_update_view(doc: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The session answer's `cost_update` (None: nothing sent for the session)."""
+    if not doc or not isinstance(doc.get("total_cost"), Mapping):
+        return None
+    total = doc["total_cost"]
+    return {
+        "total_cost": {"amount": str(total.get("amount") or "0"), "currency": str(total.get("currency") or "")},
+        "sent_at": doc.get("sent_at"),
+        "kind": str(doc.get("kind") or ""),
+        "count": int(doc.get("count") or 0),
+        "state": str(doc.get("state") or ""),
+    }

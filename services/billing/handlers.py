@@ -27,6 +27,10 @@ csms.cdrs.v1 (outcome "held", csms_billing_cdrs_held_total{reason}). The outbox 
 re-publishes a held document; a later, plausible version of the session's CDR (a real
 stop arrived, the session's hold was lifted) is published normally.
 
+Cost updates (ADR 018 §6, `services.billing.cost_updates`): after a batch is billed, the
+latest snapshot of each session goes to `CostUpdates` (running costs to the station of an
+active session at most every CSMS_COST_UPDATE_INTERVAL_S, a 1.6 FinalCost at the end).
+
 Delivery is at-least-once and may be out of order, so:
 - active sessions are ignored (their running cost is computed on read by the API);
 - a snapshot whose version is not newer than the one the latest CDR priced is stale
@@ -49,6 +53,7 @@ from typing import Any, Protocol, Sequence
 from prometheus_client import Counter, Histogram
 
 from services.billing.codec import SESSION_CE_TYPE, SessionSnapshot, cdr_headers, decode_session, encode_cdr
+from services.billing.cost_updates import CostUpdates
 from services.billing.documents import (
     CdrHead,
     CdrRepository,
@@ -189,6 +194,7 @@ class BillingHandler:
         limits: BillingLimits,
         reported: ReportedOnce | None = None,
         concurrency: int = _BILL_CONCURRENCY,
+        cost_updates: CostUpdates | None = None,
     ) -> None:
         self._cdrs = cdrs
         self._tariffs = tariffs
@@ -199,6 +205,7 @@ class BillingHandler:
         self._max_energy_wh = limits.max_energy_wh
         self._reported = reported if reported is not None else ReportedOnce()
         self._concurrency = max(1, concurrency)
+        self._costs = cost_updates  # ADR 018 §6: running / final costs to the stations (None: off)
 
     async def handle_record(self, record: Record) -> str:
         """Handle one record; returns the outcome (also counted in csms_billing_snapshots_total)."""
@@ -209,6 +216,8 @@ class BillingHandler:
         finally:
             HANDLER_SECONDS.observe(time.perf_counter() - t0)
         SNAPSHOTS_TOTAL.labels(outcome).inc()
+        if self._costs is not None and not isinstance(decoded, str):
+            await self._costs.handle([decoded])
         return outcome
 
     async def handle_batch(self, records: Sequence[Record]) -> list[str]:
@@ -222,6 +231,7 @@ class BillingHandler:
         t0 = time.perf_counter()
         outcomes: list[str] = []
         billable: list[SessionSnapshot] = []
+        snapshots: list[SessionSnapshot] = []  # every decoded one: cost updates look at all of them
         trace: dict[str, str | None] = {}
         try:
             for record in records:
@@ -229,6 +239,7 @@ class BillingHandler:
                 if isinstance(decoded, str):
                     outcomes.append(decoded)
                     continue
+                snapshots.append(decoded)
                 dropped = self._not_billed(decoded)
                 if dropped is not None:
                     outcomes.append(dropped)
@@ -250,6 +261,10 @@ class BillingHandler:
             outcomes.extend(r for r in results if isinstance(r, str))
             if failed is not None:
                 raise failed  # the bus retries the batch: what was billed is `stale`/`unchanged` then
+            if self._costs is not None and snapshots:
+                # After billing (a FinalCost tells the CDR's total); its own outcomes are counted
+                # in csms_billing_cost_updates_total. Raises only a FinalCost's transient failure.
+                await self._costs.handle(latest_per_session(snapshots)[0])
         finally:
             HANDLER_SECONDS.observe(time.perf_counter() - t0)
             for outcome in outcomes:

@@ -10,7 +10,8 @@ What is decided here, once per process:
   duration is logged here, once, and replaced by the default;
 - the sessions processor's plausibility rules from the same settings, so billing judges
   stored samples the way it does when it re-prices from them (unusable: its defaults);
-- the set of sessions already reported as unbilled (one log line and count each).
+- the set of sessions already reported as unbilled (one log line and count each);
+- the cost updates (ADR 018 §6): a `CommandRouter` of issuer "billing" and the interval.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from services.billing.cost_updates import ISSUER as COST_ISSUER
+from services.billing.cost_updates import CostUpdates
 from services.billing.documents import CdrDocuments, SessionReadings, StoreTariffs
 from services.billing.domain.limits import BillingLimits, billing_limits
 from services.billing.handlers import BillingHandler, ReportedOnce
@@ -25,10 +28,11 @@ from services.common import topics
 from services.common.bus.port import Record
 from services.common.config import Settings
 from services.common.processor import Processor
+from services.common.routing import CommandRouter
 from services.common.runtime import Runtime
 from services.sessions.domain import Plausibility
 
-__all__ = ["CONSUMER_GROUP", "billing_handler", "build_billing", "limits_of", "rules_of"]
+__all__ = ["CONSUMER_GROUP", "billing_handler", "build_billing", "cost_updates_of", "limits_of", "rules_of"]
 
 log = logging.getLogger("csms.billing.wiring")
 
@@ -55,16 +59,30 @@ def rules_of(settings: Settings) -> Plausibility | None:
         return None
 
 
+def cost_updates_of(rt: Runtime, readings: SessionReadings, limits: BillingLimits) -> CostUpdates:
+    """Cost updates (ADR 018 §6) over the runtime's store, sending through a `CommandRouter`
+    of issuer "billing"; running costs every CSMS_COST_UPDATE_INTERVAL_S (0: none)."""
+    router = CommandRouter(owners=rt.store, publish=rt.bus.publish, partitions=rt.bus.partitions, clock=rt.clock,
+                           issuer=COST_ISSUER)
+    return CostUpdates(
+        store=rt.store, readings=readings, sender=router, clock=rt.clock,
+        interval_s=rt.settings.cost_update_interval_s, max_duration=limits.max_duration,
+    )
+
+
 def billing_handler(rt: Runtime) -> BillingHandler:
     """The billing handler with its ports over the runtime's store, bus and clock."""
+    readings = SessionReadings(rt.store, rules_of(rt.settings))
+    limits = limits_of(rt.settings)
     return BillingHandler(
         cdrs=CdrDocuments(rt.store),
         tariffs=StoreTariffs(rt.store),
-        readings=SessionReadings(rt.store, rules_of(rt.settings)),
+        readings=readings,
         publish=rt.bus.publish,
         clock=rt.clock,
-        limits=limits_of(rt.settings),
+        limits=limits,
         reported=ReportedOnce(),
+        cost_updates=cost_updates_of(rt, readings, limits),
     )
 
 

@@ -32,6 +32,8 @@ __all__ = [
     "LOCAL_LIST_SYNC",
     "TOKENS_REVISION",
     "RESERVATION",
+    "RESERVATION_TOKEN",
+    "RESERVATION_OPEN",
     "CHARGING_PROFILES",
     "CHARGING_PROFILES_REPORT",
     "DISPLAY_MESSAGES",
@@ -65,6 +67,8 @@ LOCAL_LIST: Final = "local_list"  # API: a station's desired local authorization
 LOCAL_LIST_SYNC: Final = "local_list_sync"  # stations-drivers: what was sent to / confirmed by the station (id = station)
 TOKENS_REVISION: Final = "tokens_revision"  # API: bumped on every token change (one document, id 'tokens'): synced local lists follow it
 RESERVATION: Final = "reservation"  # API creates/cancels, stations-drivers moves it on (versioned writes; parent = station)
+RESERVATION_TOKEN: Final = "reservation_token"  # API: index of a token's reservations (id = reservation id, parent = id token; written once)
+RESERVATION_OPEN: Final = "reservation_open"  # API writes, whoever makes the reservation final deletes: the open reservations (parent = "open")
 CHARGING_PROFILES: Final = "charging_profiles"  # stations-drivers: the profiles the CSMS installed on a station (id = station)
 CHARGING_PROFILES_REPORT: Final = "charging_profiles_report"  # stations-drivers: a ReportChargingProfiles answer assembled (parent = station)
 DISPLAY_MESSAGES: Final = "display_messages"  # stations-drivers: messages the CSMS set on a station (id = station)

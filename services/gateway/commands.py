@@ -265,7 +265,7 @@ class CommandRunner:
         # the station gets `payload`; every record made of it gets `recorded`, without credentials
         # (a rotated password, network passwords: services/common/ocpp/redact.py)
         recorded = redact(action, payload)
-        await self._publish(cmd, CommandIssued(cmd.command_id, cmd.command_type, action, orjson.dumps(recorded).decode(), cmd.issuer), remaining, version=version, action=action)
+        await self._publish(cmd, CommandIssued(cmd.command_id, cmd.command_type, action, orjson.dumps(recorded, default=json_default).decode(), cmd.issuer), remaining, version=version, action=action)
         timeout = min(remaining, self._timeout_s)
         try:
             mid, answer = await conn.call(action, payload, timeout)

@@ -21,6 +21,7 @@ from services.common.store.port import Store
 from services.gateway import sizes, tls
 from services.gateway.actions import ActionPorts, Actions
 from services.gateway.actions.common import BootDecider
+from services.gateway.actions.ev_needs import EvNeedsDecider
 from services.gateway.actions.security import certificate_ports
 from services.gateway.admission import Admission, BootAdmission, Thresholds, UpgradeLimits
 from services.gateway.app import GatewayApp
@@ -78,6 +79,7 @@ def build_gateway(rt: Runtime) -> GatewayService:
         signing=certs.signing,
         certificate_status=certs.certificate_status,
         contract_certs=certs.contract_certs,
+        ev_needs=EvNeedsDecider(store, store),  # NotifyEVChargingNeeds (ADR 018 §5)
     ))
     shared = ConnectionShared(
         gateway_id=gateway_id,

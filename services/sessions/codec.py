@@ -13,7 +13,9 @@
   f"{event id}:{session id}": a redelivered event publishes the same id again.
 
 The plausibility and lifecycle fields (docs/plausibility.md) travel with the same names
-as in the session document.
+as in the session document, and so does `reservation_id` (0 on the wire, None decoded:
+none). What an ISO 15118 EV said (`ev_charging_needs`, `ev_charging_schedule`) is on
+the session document and the REST API only, not in the snapshot.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def session_to_pb(s: Session, *, site_id: str = "", running_total: str = "") -> 
         abandon_reason=s.abandon_reason,
         remote_start_id=s.remote_start_id,
         issued_by=s.issued_by,
+        reservation_id=s.reservation_id,
         sample_count=s.sample_count,
         excluded_count=s.excluded_count,
     )
@@ -166,6 +169,7 @@ def decode_session(data: bytes) -> dict[str, Any]:
         "station_stopped_at": iso(pb, "station_stopped_at"),
         "remote_start_id": pb.remote_start_id,
         "issued_by": pb.issued_by,
+        "reservation_id": pb.reservation_id or None,
         "sample_count": pb.sample_count,
         "excluded_count": pb.excluded_count,
         "first_sample_at": iso(pb, "first_sample_at"),

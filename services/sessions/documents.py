@@ -9,6 +9,9 @@ other services read them through this module only (ADR 010, consolidation):
   milliseconds, the price accumulator's as microseconds, samples and keys as short
   lists), so loading parses no text. A document of the version before ADR 015 (with
   `meter_samples`) still loads: `is_legacy_doc`, `legacy_samples`.
+- TOKEN_SESSION (`token_session_to_doc`): the index of a token's sessions (id = session
+  id, parent = the id token), written next to the session when it opens or its token,
+  start or status changes (GET /api/v1/tokens/{id}/sessions).
 - meter samples (`sample_to_row` / `sample_from_row`): a session's samples in the sample
   store (`services.common.store.port.MeterRow`), outside the session document; `page`
   reads one page of them for the REST API, judged by the domain.
@@ -35,6 +38,7 @@ from services.billing.codec import accumulator_from_dict, accumulator_to_dict
 from services.billing.domain.running import PriceAccumulator
 from services.common.store.port import MeterRow, SampleStore
 from services.common.timeutil import parse_ocpp, to_ocpp
+from services.sessions.domain.ev_needs import EvNeeds, EvPeriod, EvSchedule
 from services.sessions.domain.lifecycle import IndexEntry, OpenSessions, RemoteStartCommand
 from services.sessions.domain.session import (
     DEFAULT_RULES,
@@ -61,6 +65,10 @@ __all__ = [
     "legacy_samples",
     "sample_to_row",
     "sample_from_row",
+    "ev_needs_view",
+    "ev_schedule_view",
+    "token_session_to_doc",
+    "token_session_inputs",
     # station status
     "StationStatus",
     "station_status_to_doc",
@@ -114,6 +122,8 @@ def session_to_doc(s: Session) -> dict[str, Any]:
     """The stored document, also the REST API's view: facts, derived fields and the
     aggregates, never the samples (they are in the sample store). Keys starting with "_"
     are bookkeeping (the API drops them). Its size does not grow with the session.
+    `reservation_id`, `ev_charging_needs` and `ev_charging_schedule` (ADR 018) are there
+    only when the session has them.
 
     `_state` is the compact internal form (`"v": 2`): every instant as integer epoch
     milliseconds (the accumulator's as microseconds), samples and keys as short lists, so
@@ -122,7 +132,7 @@ def session_to_doc(s: Session) -> dict[str, Any]:
     pb = s.price_basis
     pp = s.phase_power
     acc = s.price
-    return {
+    doc: dict[str, Any] = {
         "id": s.id,
         "station_id": s.station_id,
         "transaction_id": s.transaction_id,
@@ -198,6 +208,14 @@ def session_to_doc(s: Session) -> dict[str, Any]:
             "applied": list(s.applied) if s.applied is not None else None,
         },
     }
+    # ADR 018, only when set (a document without them stays as it was written)
+    if s.reservation_id:
+        doc["reservation_id"] = s.reservation_id
+    if s.ev_needs is not None or s.ev_schedule is not None:
+        doc["ev_charging_needs"] = ev_needs_view(s.ev_needs)
+        doc["ev_charging_schedule"] = ev_schedule_view(s.ev_schedule)
+        doc["_state"]["ev"] = [_cneeds_out(s.ev_needs), _cschedule_out(s.ev_schedule)]
+    return doc
 
 
 # -- the compact internal form: integers for instants, lists for records -------------------
@@ -283,6 +301,80 @@ def _cacc_in(v: list[Any] | None) -> PriceAccumulator | None:
     )
 
 
+def _cneeds_out(n: EvNeeds | None) -> list[Any] | None:
+    if n is None:
+        return None
+    return [_ms_of(n.received_at), n.event_id, n.requested_energy_transfer, _ms_or_none(n.departure_time),
+            n.energy_amount_wh, n.ev_min_current_a, n.ev_max_current_a, n.ev_max_voltage_v, n.status,
+            1 if n.dc else 0, n.ev_max_power_w, n.state_of_charge, n.ev_energy_capacity_wh, n.full_soc, n.bulk_soc]
+
+
+def _cneeds_in(v: list[Any] | None) -> EvNeeds | None:
+    if not v:
+        return None
+    return EvNeeds(
+        received_at=_at_ms(v[0]), event_id=str(v[1]), requested_energy_transfer=str(v[2]),
+        departure_time=_at_ms_or_none(v[3]), energy_amount_wh=v[4], ev_min_current_a=v[5], ev_max_current_a=v[6],
+        ev_max_voltage_v=v[7], status=str(v[8]), dc=bool(v[9]), ev_max_power_w=v[10], state_of_charge=v[11],
+        ev_energy_capacity_wh=v[12], full_soc=v[13], bulk_soc=v[14],
+    )
+
+
+def _cschedule_out(x: EvSchedule | None) -> list[Any] | None:
+    if x is None:
+        return None
+    return [_ms_of(x.received_at), x.event_id, _ms_or_none(x.time_base), x.charging_rate_unit,
+            [[p.start_period, p.limit, p.number_phases] for p in x.periods], 1 if x.truncated else 0]
+
+
+def _cschedule_in(v: list[Any] | None) -> EvSchedule | None:
+    if not v:
+        return None
+    return EvSchedule(
+        received_at=_at_ms(v[0]), event_id=str(v[1]), time_base=_at_ms_or_none(v[2]), charging_rate_unit=str(v[3]),
+        periods=tuple(EvPeriod(int(a), float(b), None if c is None else int(c)) for a, b, c in v[4]),
+        truncated=bool(v[5]),
+    )
+
+
+def ev_needs_view(n: EvNeeds | None) -> dict[str, Any] | None:
+    """What the session document and the REST API show of the EV's charging needs."""
+    if n is None:
+        return None
+    return {
+        "departure_time": _iso(n.departure_time),
+        "requested_energy_transfer": n.requested_energy_transfer,
+        "energy_amount_wh": n.energy_amount_wh,
+        "ev_min_current_a": n.ev_min_current_a,
+        "ev_max_current_a": n.ev_max_current_a,
+        "ev_max_voltage_v": n.ev_max_voltage_v,
+        "dc": {
+            "ev_max_power_w": n.ev_max_power_w,
+            "state_of_charge": n.state_of_charge,
+            "ev_energy_capacity_wh": n.ev_energy_capacity_wh,
+            "full_soc": n.full_soc,
+            "bulk_soc": n.bulk_soc,
+        } if n.dc else None,
+        "status": n.status,
+        "received_at": to_ocpp(n.received_at),
+    }
+
+
+def ev_schedule_view(x: EvSchedule | None) -> dict[str, Any] | None:
+    """What the session document and the REST API show of the schedule the EV chose."""
+    if x is None:
+        return None
+    return {
+        "time_base": _iso(x.time_base),
+        "charging_rate_unit": x.charging_rate_unit,
+        "periods": [
+            {"start_period": p.start_period, "limit": p.limit, "number_phases": p.number_phases} for p in x.periods
+        ],
+        "truncated": x.truncated,
+        "received_at": to_ocpp(x.received_at),
+    }
+
+
 def _session_from_compact(d: dict[str, Any], st: dict[str, Any]) -> Session:
     """The session of a document this version wrote (`_state` v2): no text parsed."""
     t = st["t"]
@@ -290,6 +382,7 @@ def _session_from_compact(d: dict[str, Any], st: dict[str, Any]) -> Session:
     pp = st.get("pp")
     pb = st.get("pb")
     applied = st.get("applied")
+    evs = st.get("ev")
     return Session(
         id=d["id"],
         station_id=d["station_id"],
@@ -326,6 +419,9 @@ def _session_from_compact(d: dict[str, Any], st: dict[str, Any]) -> Session:
         remote_start_id=int(d.get("remote_start_id", 0)),
         remote_token=st.get("remote_token", ""),
         issued_by=d.get("issued_by", ""),
+        reservation_id=int(d.get("reservation_id") or 0),
+        ev_needs=_cneeds_in(evs[0]) if evs else None,
+        ev_schedule=_cschedule_in(evs[1]) if evs else None,
         abandoned_at=_at_ms_or_none(t[7]),
         abandon_reason=d.get("abandon_reason", ""),
         last_charging_key=_ckey_in(k[4]),
@@ -438,6 +534,7 @@ def session_from_doc(d: dict[str, Any]) -> Session:
         remote_start_id=int(d.get("remote_start_id", 0)),
         remote_token=st.get("remote_token", ""),
         issued_by=d.get("issued_by", ""),
+        reservation_id=int(d.get("reservation_id") or 0),
         abandoned_at=_dt(d.get("abandoned_at")),
         abandon_reason=d.get("abandon_reason", ""),
         last_charging_key=_key_in(st.get("last_charging_key")),
@@ -469,6 +566,31 @@ def session_from_doc(d: dict[str, Any]) -> Session:
         # The previous version derived everything from its samples: fold them once.
         s = refold(s, legacy_samples(d), DEFAULT_RULES)  # keeps the version
     return s
+
+
+# -- the token index (kind TOKEN_SESSION) ------------------------------------------------
+def token_session_inputs(s: Session | None) -> tuple[Any, ...] | None:
+    """What a session's TOKEN_SESSION document is made of (equal inputs, equal documents);
+    None when the session has no token (no document)."""
+    if s is None or not s.id_token:
+        return None
+    return (s.id_token, s.station_id, s.transaction_id, s.started_at, s.status)
+
+
+def token_session_to_doc(s: Session) -> dict[str, Any]:
+    """One entry of a token's sessions (id = session id, parent = the id token), written
+    with the session's version when it opens and when its token, start or status
+    changes. Readers check it against the session document (the session decides)."""
+    return {
+        "session_id": s.id,
+        "id_token": s.id_token,
+        "station_id": s.station_id,
+        "transaction_id": s.transaction_id,
+        "started_at": _iso(s.started_at),
+        "received_at": to_ocpp(s.received_at),
+        "status": s.status,
+        "version": s.version,
+    }
 
 
 # -- meter samples -------------------------------------------------------------------

@@ -48,6 +48,12 @@ A batch, in record order (each station's records arrive in offset order):
   sessions'. Command records (kind COMMAND) are the stations processor's (ADR 016); of
   the command events only a RequestStartTransaction's CommandIssued is read here (its
   REMOTE_START document).
+- What an ISO 15118 EV said (EvChargingNeeds, EvChargingSchedule: 2.0.1 only, naming an
+  EVSE) is kept on the EVSE's active session, found in the open-sessions index (read
+  only for these); without one it is logged and counted
+  (`csms_sessions_events_skipped_total{reason="no_active_session"}`) and skipped.
+- The token index (kind TOKEN_SESSION, ADR 018): a session whose token, start or status
+  changed gets its entry written (versioned, no read) before the session documents.
 - A legacy session document (before ADR 015, with `meter_samples`) is upgraded on first
   touch: its samples are appended to the samples table and the session rebuilt from them.
 
@@ -101,6 +107,8 @@ from services.sessions.domain.lifecycle import (
     remote_start_of,
     remote_start_ref,
 )
+from services.sessions.documents import token_session_inputs
+from services.sessions.domain.ev_needs import EV_BODIES
 from services.sessions.domain.session import (
     CLOCK_REASONS,
     Plausibility,
@@ -108,6 +116,7 @@ from services.sessions.domain.session import (
     Sample,
     Session,
     apply,
+    apply_ev_event,
     rebuild,
     session_ref,
 )
@@ -406,6 +415,8 @@ class _Batch:
                 await self._status_event(env)
             elif isinstance(env.body, ev.CommandIssued) and env.body.ocpp_action == "RequestStartTransaction":
                 await self._remote_start_issued(env)
+            elif isinstance(env.body, EV_BODIES):
+                await self._ev_event(record, env, traceparent)
         await self._flush()
 
     # -- sessions --
@@ -468,6 +479,29 @@ class _Batch:
                     self.meter_out.append(meter_values.outgoing(new, env, again, traceparent=traceparent))
         assert slot.cur is not None
         await self._index_after(env, prev, slot.cur, step.changed)
+
+    async def _ev_event(self, record: Record | None, env: ev.Envelope, traceparent: str | None) -> None:
+        """NotifyEVChargingNeeds / NotifyEVChargingSchedule: kept on the active session of
+        its EVSE (found in the station's open-sessions index); without one it is logged,
+        counted and skipped."""
+        evse_id = int(getattr(env.body, "evse_id", 0) or 0)
+        sid = _session_on_evse(await self._index(env.station_id), evse_id)
+        slot = None
+        if sid is not None:
+            if sid not in self.slots and sid not in self.loaded:
+                self.loaded.update(await self.sessions.get_sessions([sid]))
+            slot = await self._slot(sid, env.station_id)
+        if slot is None or slot.cur is None or slot.cur.status != "active":
+            EVENTS_SKIPPED.labels(reason="no_active_session").inc()
+            log.info("%s for evse %d without an active session skipped station=%s event=%s",
+                     env.type_name, evse_id, env.station_id, env.event_id)
+            return
+        position = (record.partition, record.offset) if record is not None else None
+        new = _guarded(env, apply_ev_event, slot.cur, env, self.now, position=position)
+        slot.touched = True
+        slot.traceparent = traceparent or slot.traceparent
+        if new is not slot.cur:
+            slot.cur, slot.changed = new, True
 
     async def _rebuild(self, slot: _Slot) -> None:
         """Append the pending samples, read all of the session's samples (one partition
@@ -627,6 +661,15 @@ class _Batch:
             await asyncio.gather(*appends)
         changed = [s for s in slots if s.changed]
         changed_sessions = [s.cur for s in changed if s.cur is not None]
+        # the token index first: a batch that fails after it is redelivered, and its
+        # sessions then differ from the stored ones again (the same versioned entries)
+        indexed = [
+            s.cur for s in changed
+            if s.cur is not None and (entry := token_session_inputs(s.cur)) is not None
+            and entry != token_session_inputs(s.stored)
+        ]
+        if indexed:
+            await self.sessions.put_token_sessions(indexed)
         writes = []
         if changed_sessions:
             writes.append(self.sessions.put_sessions(changed_sessions))
@@ -664,6 +707,19 @@ def _redelivered(s: Session, position: tuple[int, int]) -> bool:
     """The domain's rule: at or below the session's applied mark on the same partition."""
     applied = s.applied
     return applied is not None and applied[0] == position[0] and position[1] <= applied[1]
+
+
+def _session_on_evse(index: OpenSessions | None, evse_id: int) -> str | None:
+    """The open session on the EVSE (the latest started when the index holds several)."""
+    if index is None or evse_id <= 0:
+        return None
+    best: tuple[datetime, str] | None = None
+    for sid, e in index.sessions.items():
+        if e.evse_id == evse_id:
+            key = (e.started_at or e.received_at, sid)
+            if best is None or key > best:
+                best = key
+    return None if best is None else best[1]
 
 
 def _entry_inputs(s: Session | None) -> tuple[Any, ...] | None:

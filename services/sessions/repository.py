@@ -4,7 +4,8 @@ The handlers (services/sessions/handlers.py) see the documents they own as domai
 through three narrow Protocols, never the `Store` itself:
 
 - `SessionRepository`: session documents (read many at once, written many at once,
-  versioned, no read-before-write) and their samples (appended, read back for a rebuild).
+  versioned, no read-before-write), the token index next to them (kind TOKEN_SESSION)
+  and their samples (appended, read back for a rebuild).
 - `StationRecords`: station status documents (command records are the stations
   processor's, ADR 016).
 - `LifecycleRepository`: the open-sessions index of each station and the remote start
@@ -25,7 +26,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from services.common.kinds import OPEN_SESSIONS, REMOTE_START, SESSION, STATION_STATUS
+from services.common.kinds import OPEN_SESSIONS, REMOTE_START, SESSION, STATION_STATUS, TOKEN_SESSION
 from services.common.store.port import DocumentStore, DocWrite, SampleStore
 from services.sessions.documents import (
     is_legacy_doc,
@@ -40,6 +41,7 @@ from services.sessions.documents import (
     session_to_doc,
     station_status_from_doc,
     station_status_to_doc,
+    token_session_to_doc,
 )
 from services.sessions.domain.lifecycle import OpenSessions, RemoteStartCommand
 from services.sessions.domain.session import Sample, Session
@@ -74,6 +76,11 @@ class SessionRepository(Protocol):
 
     async def put_sessions(self, sessions: Sequence[Session]) -> None:
         """Write many sessions without reading first: each keeps the highest version."""
+        ...
+
+    async def put_token_sessions(self, sessions: Sequence[Session]) -> None:
+        """The token index entries of these sessions (kind TOKEN_SESSION, parent = the id
+        token), versioned like the sessions (no read)."""
         ...
 
     async def append_samples(self, session_id: str, samples: Sequence[Sample]) -> None:
@@ -192,6 +199,12 @@ class StoreRepository:
         if cache.max_entries:
             for s, doc in zip(sessions, docs):
                 cache.put(s, orjson.dumps(doc))
+
+    async def put_token_sessions(self, sessions: Sequence[Session]) -> None:
+        if sessions:
+            await self._store.put_docs(TOKEN_SESSION, [
+                DocWrite(s.id, token_session_to_doc(s), parent=s.id_token, version=s.version) for s in sessions
+            ])
 
     async def append_samples(self, session_id: str, samples: Sequence[Sample]) -> None:
         await self._store.append_samples(session_id, [sample_to_row(x) for x in samples])

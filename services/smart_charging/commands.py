@@ -11,7 +11,8 @@ Two kinds:
   `FAILSAFE_PROFILE_ID`), sent when a station of a site boots.
 
 The schedule's `start` is the decision time, fixed in the command, so a re-sent outbox
-entry builds the same frame. Upgrade order: the gateways first (a gateway that does not
+entry builds the same frame. A session whose EV gave a departure time (ADR 018 §5) gets
+`duration_s` up to it: the schedule ends at the departure. Upgrade order: the gateways first (a gateway that does not
 know `SetChargingLimit` answers NotSupported, which this processor takes as a station
 refusing the profile).
 
@@ -118,6 +119,10 @@ def tx_limit_command(command: ProfileCommand, now: datetime) -> PlannedCommand:
         "profile_id": tx_profile_id(command.evse_id),
         "start": to_ocpp(now),
     }
+    if command.until is not None:
+        seconds = int((command.until - now).total_seconds())
+        if seconds > 0:  # the schedule ends at the EV's departure (ISO 15118 needs)
+            params["duration_s"] = seconds
     return PlannedCommand(
         command_id=str(uuid.uuid4()),
         station_id=command.station_id,
@@ -149,20 +154,25 @@ def fail_safe_command(station_id: str, limit_a: Decimal, now: datetime) -> Plann
 
 
 def merge_commands(batch: Sequence[ProfileCommand]) -> list[ProfileCommand]:
-    """Several applies in one step: keep each session's last limit; lower before raise."""
+    """Several applies in one step: keep each session's last limit; lower before raise.
+    A session one of them forced (its EV waits for a schedule) is sent even if its limit
+    ended where it was."""
     last: dict[str, ProfileCommand] = {}
     first_previous: dict[str, Decimal | None] = {}
+    forced: set[str] = set()
     for c in batch:
         key = session_key(c.station_id, c.evse_id)
         first_previous.setdefault(key, c.previous_a)
         last[key] = c
+        if c.forced:
+            forced.add(key)
     lowering: list[ProfileCommand] = []
     raising: list[ProfileCommand] = []
     for key, c in last.items():
         previous = first_previous[key]
-        if previous is not None and c.limit_a == previous:
+        if previous is not None and c.limit_a == previous and key not in forced:
             continue  # back where it was: nothing to send
-        merged = replace(c, previous_a=previous)
+        merged = replace(c, previous_a=previous, forced=key in forced)
         (lowering if previous is None or c.limit_a < previous else raising).append(merged)
     return lowering + raising
 

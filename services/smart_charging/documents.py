@@ -2,7 +2,10 @@
 "site" documents it reads (the API writes them).
 
 A site's state document is `state_to_doc(state)` (the pure `SiteState`: limits,
-configuration, sessions; the allocation is not stored, it is recomputed on reading)
+configuration, sessions (with their EV's charging needs), the outside limits the stations
+reported (`external_limits`), the stations that do not take profiles (`no_profiles`) and
+the needs waiting for their session (`pending_needs`): the last three absent from
+documents written before ADR 018, read as empty; the allocation is not stored, it is recomputed on reading)
 plus the processor's own fields: `version` (the versioned write that keeps one writer
 per site, ADR 006), `site_phases`, `site_version` (the last SiteUpdated version
 applied), `outbox` (planned commands not yet known as sent), `issued` (recent TxProfile
@@ -30,7 +33,15 @@ from services.common import kinds
 from services.common.store.port import DocumentStore, DocWrite
 from services.common.timeutil import parse_ocpp, to_ocpp
 from services.smart_charging.commands import LEGACY_COMMAND_TYPE, PlannedCommand
-from services.smart_charging.domain import ActiveSession, SiteConfig, SiteState, allocate
+from services.smart_charging.domain import (
+    ActiveSession,
+    ChargingNeeds,
+    NoProfiles,
+    PendingNeeds,
+    SiteConfig,
+    SiteState,
+)
+from services.smart_charging.domain.site_state import allocate_site
 
 __all__ = [
     "SiteDoc",
@@ -97,10 +108,53 @@ def state_to_doc(state: SiteState) -> dict[str, Any]:
                 "controllable": s.controllable,
                 "limit_a": _dec(s.limit_a),
                 "limit_set_at": _time(s.limit_set_at),
+                "ev_cap_a": _dec(s.ev_cap_a),
+                "ev_min_a": _dec(s.ev_min_a),
+                "ev_max_a": _dec(s.ev_max_a),
+                "energy_wh": s.energy_wh,
+                "departure_at": _time(s.departure_at),
+                "needs_at": _time(s.needs_at),
             }
             for _, s in sorted(state.sessions.items())
         ],
+        "external_limits": [
+            {"station_id": station_id, "evse_id": evse_id, "source": source, "limit_a": str(limit)}
+            for (station_id, evse_id, source), limit in sorted(state.external_limits.items())
+        ],
+        "no_profiles": [
+            {"station_id": station_id, "since": to_ocpp(mark.since), "reason": mark.reason}
+            for station_id, mark in sorted(state.no_profiles.items())
+        ],
+        "pending_needs": [_pending_to_doc(key, p) for key, p in state.pending_needs.items()],
     }
+
+
+def _pending_to_doc(key: str, pending: PendingNeeds) -> dict[str, Any]:
+    n = pending.needs
+    return {
+        "key": key,
+        "station_id": n.station_id,
+        "evse_id": n.evse_id,
+        "voltage_v": str(n.voltage_v),
+        "ev_min_a": _dec(n.ev_min_a),
+        "ev_max_a": _dec(n.ev_max_a),
+        "energy_wh": n.energy_wh,
+        "departure_at": _time(n.departure_at),
+        "received_at": to_ocpp(pending.received_at),
+    }
+
+
+def _pending_from_doc(raw: Mapping[str, Any]) -> PendingNeeds:
+    needs = ChargingNeeds(
+        station_id=str(raw["station_id"]),
+        evse_id=int(raw["evse_id"]),
+        voltage_v=Decimal(raw["voltage_v"]),
+        ev_min_a=_undec(raw.get("ev_min_a")),
+        ev_max_a=_undec(raw.get("ev_max_a")),
+        energy_wh=raw.get("energy_wh"),
+        departure_at=_untime(raw.get("departure_at")),
+    )
+    return PendingNeeds(needs=needs, received_at=parse_ocpp(raw["received_at"]))
 
 
 def state_from_doc(doc: Mapping[str, Any]) -> SiteState:
@@ -129,21 +183,35 @@ def state_from_doc(doc: Mapping[str, Any]) -> SiteState:
             controllable=bool(raw.get("controllable", True)),
             limit_a=_undec(raw.get("limit_a")),
             limit_set_at=_untime(raw.get("limit_set_at")),
+            ev_cap_a=_undec(raw.get("ev_cap_a")),
+            ev_min_a=_undec(raw.get("ev_min_a")),
+            ev_max_a=_undec(raw.get("ev_max_a")),
+            energy_wh=raw.get("energy_wh"),
+            departure_at=_untime(raw.get("departure_at")),
+            needs_at=_untime(raw.get("needs_at")),
         )
         sessions[session.key] = session
+    # Documents written before ADR 018 have none of the three below.
+    external = {
+        (str(r["station_id"]), int(r["evse_id"]), str(r.get("source", ""))): Decimal(r["limit_a"])
+        for r in doc.get("external_limits") or []
+    }
+    marks = {
+        str(r["station_id"]): NoProfiles(since=parse_ocpp(r["since"]), reason=str(r.get("reason", "")))
+        for r in doc.get("no_profiles") or []
+    }
+    pending = {str(r["key"]): _pending_from_doc(r) for r in doc.get("pending_needs") or []}
     state = SiteState(
         site_id=doc["site_id"],
         limit_a=Decimal(doc["limit_a"]),
         external_cap_a=_undec(doc.get("external_cap_a")),
         sessions=sessions,
         config=config,
+        external_limits=external,
+        no_profiles=marks,
+        pending_needs=pending,
     )
-    allocation = allocate(
-        state.effective_limit_a,
-        [s.demand() for _, s in sorted(sessions.items())],
-        step_a=config.step_a,
-        headroom_a=config.headroom_a,
-    )
+    allocation = allocate_site(state, sessions)
     return replace(state, allocation=allocation)
 
 

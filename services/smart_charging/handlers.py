@@ -32,6 +32,16 @@ A `SessionAbandoned` (the sessions processor closed a session its station never
 ended) releases the session's current at once, exactly like a stop; a transaction
 start whose token was refused is never managed (see repartition).
 
+ADR 018 §5 (issue 10): `ChargingLimitSet` / `ChargingLimitCleared` (2.0.1
+NotifyChargingLimit / ClearedChargingLimit) set and clear an outside limit on a station
+or one EVSE: the limit in force now is read off the schedule (the last period started at
+or before now; W -> A with the site's phases and CSMS_EV_VOLTAGE_V). An answer Rejected
+or a CALLERROR (other than our own InvalidCommand) to one of our limits marks the
+station as not taking profiles (`StationRejectsProfiles`, and the `charging_capability`
+document, services/smart_charging/capability.py) until its next accepted boot
+(`StationRebooted`, the document set back). An `EvChargingNeeds` the gateway answered
+Accepted becomes `ChargingNeeds` (AC/DC currents, energy, departure).
+
 Delivery is at-least-once. The domain makes a replayed event a no-op; the state
 write is versioned (a zombie owner after a rebalance cannot overwrite a newer
 state: its write fails and the record is redelivered against the fresh state);
@@ -46,11 +56,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge
@@ -63,11 +74,15 @@ from services.common.store.port import Station
 from services.common.telemetry import tracer
 from services.common.timeutil import Clock, parse_ocpp, to_ocpp
 from services.smart_charging import commands as cmds
+from services.smart_charging.capability import Capabilities
 from services.smart_charging.documents import SiteDoc, Sites, SiteStates, valid_phases
 from services.smart_charging.domain import (
     DEFAULT_MIN_A,
     ActiveSession,
+    ChargingNeeds,
     Event,
+    ExternalLimitCleared,
+    ExternalLimitSet,
     LimitChanged,
     MeterReading,
     ProfileCommand,
@@ -75,6 +90,8 @@ from services.smart_charging.domain import (
     SessionStarted,
     SessionStopped,
     SiteState,
+    StationRebooted,
+    StationRejectsProfiles,
     apply,
     session_key,
 )
@@ -104,6 +121,11 @@ SITE_RECHECK_S = 30.0  # re-read the site document this often (a SiteUpdated may
 ISSUED_TTL = timedelta(minutes=15)
 ISSUED_MAX = 500
 REJECTED = frozenset({"Rejected", "NotSupported"})
+# A Rejected with this code is our own fault (the gateway could not build the profile for
+# this transaction): only that session is given up on, the station is not marked.
+OUR_FAULT = "InvalidCommand"
+DEFAULT_VOLTAGE_V = Decimal(230)
+_NO_LIMIT_A = Decimal(100_000)
 
 ALLOCATIONS = Counter("csms_smart_charging_allocations_total", "Site allocations computed (a site's limits re-decided)")
 SITE_LIMIT_AMPS = Gauge(
@@ -204,6 +226,60 @@ def _forget_limit(sd: SiteDoc, station_id: str, evse_id: int, transaction_id: st
     return True
 
 
+
+def _in_force(schedule: ev.ChargingSchedule, received_at: datetime, now: datetime) -> float | None:
+    """The schedule's limit at `now`: its last period started at or before now (a schedule
+    without a start runs from when it was received); None when none is (yet, or any more)."""
+    base = schedule.start_schedule or received_at
+    elapsed = (now - base).total_seconds()
+    if elapsed < 0 or (schedule.duration and elapsed > schedule.duration):
+        return None
+    started = [p for p in schedule.periods if p.start_period <= elapsed]
+    if not started:
+        return None
+    return max(started, key=lambda p: p.start_period).limit
+
+
+def _limit_amps(env: ev.Envelope, body: ev.ChargingLimitSet, phases: int, voltage_v: Decimal, now: datetime) -> Decimal | None:
+    """The lowest limit in force now over the message's schedules, in A per phase (W
+    -> A = W / (V x phases)); None when no schedule gives one (logged)."""
+    found: list[Decimal] = []
+    for schedule in body.schedules:
+        value = _in_force(schedule, env.received_at, now)
+        if value is None or not math.isfinite(value) or value < 0:
+            continue
+        unit = schedule.charging_rate_unit.upper()
+        if unit == "W":
+            found.append(Decimal(str(value)) / (voltage_v * phases))
+        elif unit == "A":
+            found.append(Decimal(str(value)))
+        else:
+            log.warning("station=%s NotifyChargingLimit: unknown unit %r ignored", env.station_id, schedule.charging_rate_unit)
+    if not found:
+        return None
+    # a limit beyond any grid connection limits nothing (and must not overflow the quantize)
+    return min(min(found), _NO_LIMIT_A).quantize(Decimal("0.1"), rounding=ROUND_DOWN)
+
+
+def _needs_event(env: ev.Envelope, body: ev.EvChargingNeeds, voltage_v: Decimal) -> ChargingNeeds | None:
+    def amps(value: int) -> Decimal | None:
+        return Decimal(value) if value > 0 else None
+
+    ev_min = ev_max = None
+    energy = 0
+    if body.ac is not None:
+        ev_min, ev_max, energy = amps(body.ac.ev_min_current), amps(body.ac.ev_max_current), body.ac.energy_amount
+    elif body.dc is not None:
+        ev_max, energy = amps(body.dc.ev_max_current), body.dc.energy_amount
+    if body.evse_id <= 0:
+        log.warning("station=%s EV charging needs without an EVSE: ignored", env.station_id)
+        return None
+    return ChargingNeeds(
+        station_id=env.station_id, evse_id=body.evse_id, voltage_v=voltage_v, ev_min_a=ev_min, ev_max_a=ev_max,
+        energy_wh=energy if energy > 0 else None, departure_at=body.departure_time,
+    )
+
+
 # ------------------------------------------------------------------------- handling
 
 
@@ -216,6 +292,8 @@ class _Step:
     commands: list[ProfileCommand] = field(default_factory=list)
     dirty: bool = False
     failsafes: list[cmds.PlannedCommand] = field(default_factory=list)
+
+    marks: list[tuple[str, str]] = field(default_factory=list)  # (station, reason): write its capability
 
     def apply(self, event: Event) -> None:
         before = self.sd.state
@@ -244,12 +322,23 @@ def _on_command_result(env: ev.Envelope, body: ev.CommandResult, step: _Step) ->
     del sd.issued[body.command_id]
     step.dirty = True
     evse_id, tx = int(issued["evse_id"]), str(issued["transaction_id"])
-    if body.status in REJECTED:
+    if body.status in REJECTED and body.error_code == OUR_FAULT:
         log.warning(
-            "station=%s rejected TxProfile %s (%s): session %s is uncontrollable from now on",
-            env.station_id, body.command_id, body.status, tx,
+            "station=%s TxProfile %s could not be built (%s): session %s is uncontrollable from now on",
+            env.station_id, body.command_id, body.error_description, tx,
         )
         step.apply(ProfileRejected(env.station_id, evse_id, tx))
+    elif body.status in REJECTED:
+        reason = body.status + (f" ({body.error_code})" if body.error_code else "")
+        already = env.station_id in sd.state.no_profiles
+        step.apply(StationRejectsProfiles(env.station_id, reason))
+        if not already and env.station_id in sd.state.no_profiles:
+            log.warning(
+                "station=%s rejected TxProfile %s: %s; it is sent no profile until its next boot, "
+                "its sessions are reserved at their measured draw",
+                env.station_id, body.command_id, reason,
+            )
+            step.marks.append((env.station_id, reason))
     elif _forget_limit(sd, env.station_id, evse_id, tx, str(issued.get("limit_a", ""))):
         log.info("station=%s TxProfile %s not applied (%s): re-sent at the next allocation", env.station_id, body.command_id, body.status)
 
@@ -418,7 +507,11 @@ class SiteStage:
         sender: cmds.LimitSender,
         clock: Clock,
         recheck_s: float = SITE_RECHECK_S,
+        capabilities: Capabilities | None = None,
+        voltage_v: Decimal = DEFAULT_VOLTAGE_V,
     ) -> None:
+        self._capabilities = capabilities
+        self._voltage_v = voltage_v
         self._states = states
         self._sites = sites
         self._stations = stations
@@ -560,8 +653,55 @@ class SiteStage:
                 step.apply(reading)
         elif isinstance(body, ev.CommandResult):
             _on_command_result(env, body, step)
+            while step.marks:
+                station_id, reason = step.marks.pop(0)
+                if self._capabilities is not None:
+                    await self._capabilities.mark_rejecting(station_id, step.now, reason)
         elif isinstance(body, ev.StationBooted) and body.registration_status == "Accepted":
-            step.failsafes.append(await self._fail_safe(site_id, env, step))
+            await self._on_booted(site_id, env, step)
+        elif isinstance(body, ev.ChargingLimitSet):
+            self._on_limit_set(site_id, env, body, step)
+        elif isinstance(body, ev.ChargingLimitCleared):
+            step.apply(ExternalLimitCleared(env.station_id, body.evse_id, body.source or "Other"))
+        elif isinstance(body, ev.EvChargingNeeds):
+            if body.status != "Accepted":
+                return  # the gateway promised nothing: no schedule is owed
+            needs = _needs_event(env, body, self._voltage_v)
+            if needs is not None:
+                log.info(
+                    "site=%s station=%s EVSE %d EV needs: max %s A, min %s A, %s Wh by %s",
+                    site_id, env.station_id, needs.evse_id, needs.ev_max_a, needs.ev_min_a, needs.energy_wh,
+                    to_ocpp(needs.departure_at) if needs.departure_at is not None else "-",
+                )
+                step.apply(needs)
+
+    async def _on_booted(self, site_id: str, env: ev.Envelope, step: _Step) -> None:
+        """An accepted boot: the fail-safe, and the station takes profiles again."""
+        marked = env.station_id in step.sd.state.no_profiles
+        step.apply(StationRebooted(env.station_id))
+        cleared = False
+        if self._capabilities is not None:
+            cleared = await self._capabilities.clear_on_boot(env.station_id, step.now)
+        if marked or cleared:
+            log.info("site=%s station=%s booted: it is sent profiles again", site_id, env.station_id)
+        step.failsafes.append(await self._fail_safe(site_id, env, step))
+
+    def _on_limit_set(self, site_id: str, env: ev.Envelope, body: ev.ChargingLimitSet, step: _Step) -> None:
+        if body.evse_id < 0:
+            log.warning("station=%s NotifyChargingLimit with EVSE %d: ignored", env.station_id, body.evse_id)
+            return
+        amps = _limit_amps(env, body, step.sd.phases, self._voltage_v, step.now)
+        if amps is None:
+            log.warning(
+                "station=%s NotifyChargingLimit (%s, EVSE %d) has no limit in force now: ignored",
+                env.station_id, body.source, body.evse_id,
+            )
+            return
+        log.info(
+            "site=%s station=%s outside limit %s A on %s (source %s)",
+            site_id, env.station_id, amps, f"EVSE {body.evse_id}" if body.evse_id else "the station", body.source,
+        )
+        step.apply(ExternalLimitSet(env.station_id, body.evse_id, body.source or "Other", amps))
 
     async def _on_site_updated(self, site_id: str, notice: _SiteNotice, step: _Step) -> None:
         sd = step.sd

@@ -23,7 +23,9 @@ Events of stations without a site are dropped, and so are transaction starts who
 token the CSMS refused (`id_token_status` not "" / "Accepted"): such a session is
 never limited nor reserved (issue 7: a ghost Invalid session kept 32 A of a site).
 `SessionAbandoned` (decided by the sessions processor) is forwarded: it releases the
-session's current at once, like a stop.
+session's current at once, like a stop. So are (ADR 018 §5) the outside limits
+(`ChargingLimitSet`, `ChargingLimitCleared`) and the EV charging needs the gateway
+answered Accepted (`EvChargingNeeds`).
 
 Cost (ADR 015, bench/smart_charging_processor.py): the worker hands this stage a poll's
 records at a time (`Regrouper.handle_event_batch`). Most of csms.events.v1 is not for smart
@@ -98,6 +100,9 @@ _RELEVANT_TYPES = frozenset(
         "Notification",
         "StationBooted",
         "SessionAbandoned",
+        "ChargingLimitSet",  # ADR 018 §5: outside limits and EV charging needs (rare)
+        "ChargingLimitCleared",
+        "EvChargingNeeds",
     )
 )
 _RELEVANT_TYPE_BYTES = frozenset(t.encode() for t in _RELEVANT_TYPES)
@@ -211,6 +216,10 @@ def is_relevant(env: ev.Envelope) -> bool:
         return body.registration_status == "Accepted"
     if isinstance(body, ev.Notification):
         return site_of_notification(env) is not None
+    if isinstance(body, (ev.ChargingLimitSet, ev.ChargingLimitCleared)):
+        return True
+    if isinstance(body, ev.EvChargingNeeds):
+        return body.status == "Accepted"  # answered Rejected: no schedule is owed
     return False
 
 

@@ -27,11 +27,13 @@ bench drive them directly); the CLI's "smart-charging" role is `build_smart_char
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from services.common import topics
 from services.common.processor import Processor, ProcessorGroup
 from services.common.routing import CommandRouter
 from services.common.runtime import Runtime
+from services.smart_charging.capability import Capabilities
 from services.smart_charging.commands import ISSUER, LimitSender
 from services.smart_charging.documents import Sites, SiteStates
 from services.smart_charging.handlers import CONSUMER_GROUP, SiteStage
@@ -63,6 +65,8 @@ def wire_stages(rt: Runtime) -> SmartCharging:
         stations=rt.store,
         sender=LimitSender(router),
         clock=rt.clock,
+        capabilities=Capabilities(rt.store),
+        voltage_v=Decimal(str(rt.settings.ev_voltage_v)),
     )
     regroup = Regrouper(stations=rt.store, publish=rt.bus.publish, publish_many=rt.bus.publish_many)
     batch = rt.settings.batch_max_records

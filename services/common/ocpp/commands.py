@@ -29,7 +29,8 @@ Answers pass through `from_ocpp` as sent (1.6 `certificate_hash_data`, 2.x
 per phase for one transaction (`purpose: "tx"`, a TxProfile, Absolute from `start`) or
 as the station's fail-safe (`purpose: "default"`, a TxDefaultProfile, Relative); the
 profile is built here for the station's version (`profiles`). `start` is chosen by the
-sender, so a re-sent command builds the same frame. `SetChargingProfile` stays the
+sender, so a re-sent command builds the same frame. An optional `duration_s` ends a
+TxProfile's schedule (an EV's departure, ADR 018 §5). `SetChargingProfile` stays the
 operator's raw, already version-specific profile.
 """
 
@@ -348,10 +349,11 @@ def _set_charging_limit(p: _Params, v: OcppVersion) -> Frame:
         if purpose == "tx":
             start = timeutil.parse_ocpp(str(p.instant("start", required=True)))
             tx_id = str(p.require("transaction_id"))
+            duration = p.integer("duration_s")  # optional: the schedule ends (an EV's departure)
             if v.is_16:
-                payload = profiles.tx_profile_16(evse, tx_id, limit_a, profile_id, start, number_phases=phases)
+                payload = profiles.tx_profile_16(evse, tx_id, limit_a, profile_id, start, number_phases=phases, duration_s=duration)
             else:
-                payload = profiles.tx_profile_201(evse, tx_id, limit_a, profile_id, start, number_phases=phases)
+                payload = profiles.tx_profile_201(evse, tx_id, limit_a, profile_id, start, number_phases=phases, duration_s=duration)
         else:
             # Relative: the schedule starts with each transaction, so `start` is not on the wire.
             at = timeutil.parse_ocpp(str(p.instant("start", default_now=True)))

@@ -61,9 +61,13 @@ def _period(limit_a: Decimal, number_phases: int | None) -> dict[str, Any]:
 
 
 def _schedule_16(
-    limit_a: Decimal, now: datetime, kind: ProfileKind, number_phases: int | None
+    limit_a: Decimal, now: datetime, kind: ProfileKind, number_phases: int | None, duration_s: int | None = None
 ) -> dict[str, Any]:
     schedule: dict[str, Any] = {}
+    if duration_s is not None:
+        if duration_s <= 0:
+            raise ValueError(f"duration must be > 0 s, got {duration_s}")
+        schedule["duration"] = duration_s
     if kind == "Absolute":
         schedule["startSchedule"] = to_ocpp(now)
     schedule["chargingRateUnit"] = "A"
@@ -72,9 +76,10 @@ def _schedule_16(
 
 
 def _schedule_201(
-    schedule_id: int, limit_a: Decimal, now: datetime, kind: ProfileKind, number_phases: int | None
+    schedule_id: int, limit_a: Decimal, now: datetime, kind: ProfileKind, number_phases: int | None,
+    duration_s: int | None = None,
 ) -> dict[str, Any]:
-    return {"id": schedule_id, **_schedule_16(limit_a, now, kind, number_phases)}
+    return {"id": schedule_id, **_schedule_16(limit_a, now, kind, number_phases, duration_s)}
 
 
 def tx_profile_16(
@@ -87,8 +92,10 @@ def tx_profile_16(
     stack_level: int = 0,
     kind: ProfileKind = "Absolute",
     number_phases: int | None = None,
+    duration_s: int | None = None,
 ) -> dict[str, Any]:
-    """OCPP 1.6 ``SetChargingProfile`` payload limiting one transaction (TxProfile)."""
+    """OCPP 1.6 ``SetChargingProfile`` payload limiting one transaction (TxProfile);
+    ``duration_s`` ends the schedule (an EV's departure), else it lasts."""
     _check_kind(kind)
     if connector_id <= 0:
         raise ValueError(f"a TxProfile needs a connector > 0, got {connector_id}")
@@ -100,7 +107,7 @@ def tx_profile_16(
             "stackLevel": stack_level,
             "chargingProfilePurpose": "TxProfile",
             "chargingProfileKind": kind,
-            "chargingSchedule": _schedule_16(limit_a, now, kind, number_phases),
+            "chargingSchedule": _schedule_16(limit_a, now, kind, number_phases, duration_s),
         },
     }
 
@@ -146,8 +153,10 @@ def tx_profile_201(
     schedule_id: int | None = None,
     kind: ProfileKind = "Absolute",
     number_phases: int | None = None,
+    duration_s: int | None = None,
 ) -> dict[str, Any]:
-    """OCPP 2.0.1 ``SetChargingProfileRequest`` payload limiting one transaction."""
+    """OCPP 2.0.1 ``SetChargingProfileRequest`` payload limiting one transaction;
+    ``duration_s`` ends the schedule (an EV's departure), else it lasts."""
     _check_kind(kind)
     if evse_id <= 0:
         raise ValueError(f"a TxProfile needs an EVSE > 0, got {evse_id}")
@@ -169,6 +178,7 @@ def tx_profile_201(
                     now,
                     kind,
                     number_phases,
+                    duration_s,
                 )
             ],
         },

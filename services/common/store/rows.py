@@ -48,7 +48,7 @@ STATION_COLUMNS = (
     "id, password_hash, password_fingerprint, site_id, tariff_id, enabled, created_at, "
     "max_current_a, phases, priority, "
     "security_profile, pending_security_profile, pending_password_hash, pending_password_fingerprint, "
-    "ws_ping_interval_s"
+    "ws_ping_interval_s, cost_messages"
 )
 STATION_COLUMN_COUNT = STATION_COLUMNS.count(",") + 1
 TOKEN_COLUMNS = "id_token, status, expires_at, group_id, updated_at"
@@ -65,7 +65,7 @@ def station_values(s: Station, when: EncodeTime) -> tuple[Any, ...]:
         s.id, s.password_hash, s.password_fingerprint, s.site_id, s.tariff_id, s.enabled, when(s.created_at),
         s.max_current_a, s.phases, s.priority,
         s.security_profile, s.pending_security_profile, s.pending_password_hash, s.pending_password_fingerprint,
-        s.ws_ping_interval_s,
+        s.ws_ping_interval_s, s.cost_messages,
     )
 
 
@@ -87,6 +87,8 @@ def station_from_row(row: Sequence[Any], when: DecodeTime) -> Station:
         pending_password_hash=row[12] or "",
         pending_password_fingerprint=row[13] or "",
         ws_ping_interval_s=row[14],
+        # ADR 018 column: a row written before it (migration 5) reads as False
+        cost_messages=bool(row[15]) if len(row) > 15 and row[15] is not None else False,
     )
 
 

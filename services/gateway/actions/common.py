@@ -40,6 +40,7 @@ __all__ = [
     "BootDecider",
     "BootGate",
     "CsrSigning",
+    "EvNeedsStatus",
     "Factory",
     "Handler",
     "PENDING_INTERVAL_S",
@@ -69,6 +70,12 @@ TokenStatus = Callable[[str], Awaitable[str]]
 
 class StationLookup(Protocol):
     async def get_station(self, station_id: str) -> Station | None: ...
+
+
+class EvNeedsStatus(Protocol):
+    """NotifyEVChargingNeeds' answer for a station (actions/ev_needs.py)."""
+
+    async def status(self, station_id: str) -> str: ...
 
 
 class BootGate(Protocol):
@@ -170,6 +177,8 @@ class ActionPorts:
     signing: CsrSigning | None = None
     certificate_status: CertificateStatus | None = None
     contract_certs: ContractCertificateProvider | None = None
+    # NotifyEVChargingNeeds' answer (actions/ev_needs.py `EvNeedsDecider`); None: Rejected.
+    ev_needs: EvNeedsStatus | None = None
 
 
 # A handler's factory: picks the ports the handler uses from `ActionPorts`.

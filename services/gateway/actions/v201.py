@@ -12,6 +12,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import services.gateway.actions.ev_needs as ev_needs
 import services.gateway.actions.operations as ops
 import services.gateway.actions.security as security
 from services.common.events import (
@@ -201,9 +202,9 @@ _RECORDED: dict[str, Factory] = {
     "NotifyChargingLimit": fixed(recorded(ops.charging_limit_set)),
     "NotifyCustomerInformation": fixed(recorded(ops.customer_information_part)),
     "NotifyDisplayMessages": fixed(recorded(ops.display_messages_report)),
-    # The CSMS computes no ISO 15118 charging schedule from the EV's needs: Rejected, so the
-    # station does not wait for a SetChargingProfile that never comes.
-    "NotifyEVChargingNeeds": fixed(answered(ops.ev_charging_needs, "Rejected")),
+    # Accepted only when smart charging will send a schedule (the station is in a site and
+    # takes profiles, ADR 018 §5), else Rejected: actions/ev_needs.py.
+    "NotifyEVChargingNeeds": lambda ports: ev_needs.ev_charging_needs(ports.ev_needs),
     # The EV's chosen schedule is recorded (nothing to object to): Accepted.
     "NotifyEVChargingSchedule": fixed(answered(ops.ev_charging_schedule, "Accepted")),
     "NotifyEvent": fixed(recorded(ops.event_report)),

@@ -22,6 +22,7 @@ from .lifecycle import (
     remote_start_of,
     remote_start_ref,
 )
+from .ev_needs import MAX_EV_SCHEDULE_PERIODS, EvNeeds, EvPeriod, EvSchedule
 from .session import (
     CLOCK_REASONS,
     DEFAULT_RULES,
@@ -40,6 +41,7 @@ from .session import (
     Session,
     Step,
     apply,
+    apply_ev_event,
     effective_time,
     event_samples,
     is_session_event,
@@ -83,6 +85,11 @@ __all__ = [
     "Session",
     "Step",
     "apply",
+    "apply_ev_event",
+    "EvNeeds",
+    "EvPeriod",
+    "EvSchedule",
+    "MAX_EV_SCHEDULE_PERIODS",
     "effective_time",
     "event_samples",
     "is_session_event",

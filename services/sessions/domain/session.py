@@ -29,6 +29,10 @@ Merge rules of the facts (see docs/adr/007-sessions-model.md and docs/plausibili
   sample's `station_time`) and the sticky flag "clock_before_floor" / "clock_ahead"
   (`clock_suspect`).
 - received_at = earliest CSMS receive time.
+- reservation: the lowest non-zero reservationId of a TransactionStarted (0: none).
+- what the EV said (2.0.1 NotifyEVChargingNeeds / NotifyEVChargingSchedule): not session
+  events (they name an EVSE); the processor finds the EVSE's active session and
+  `apply_ev_event` keeps the latest of each (domain/ev_needs.py).
 - abandoned: a SessionAbandoned (decided by the CSMS, see lifecycle.py) sets
   abandoned_at / abandon_reason (the earliest (time, reason) wins); status is derived:
   an end → "completed", else abandoned → "abandoned", else "active".
@@ -93,6 +97,7 @@ from services.billing.domain.running import (
 from services.common import events as ev
 from services.common.decimals import bounded
 from services.common.timeutil import parse_ocpp, to_ocpp
+from services.sessions.domain.ev_needs import EV_BODIES, EvNeeds, EvSchedule, ev_needs_of, ev_schedule_of
 
 if TYPE_CHECKING:
     from services.billing.domain.tariff import Tariff
@@ -109,6 +114,7 @@ __all__ = [
     "RemoteStart",
     "DEFAULT_RULES",
     "apply",
+    "apply_ev_event",
     "rebuild",
     "refold",
     "bounded_idle",
@@ -325,6 +331,11 @@ class Session:
     remote_start_id: int = 0
     remote_token: str = ""
     issued_by: str = ""
+    # facts: the reservation the transaction started with (the lowest non-zero id; 0: none)
+    reservation_id: int = 0
+    # facts: what an ISO 15118 EV said (2.0.1 K15-K17): the latest of each (`apply_ev_event`)
+    ev_needs: EvNeeds | None = None
+    ev_schedule: EvSchedule | None = None
     # facts: abandoned by the CSMS (earliest (time, reason))
     abandoned_at: datetime | None = None
     abandon_reason: str = ""
@@ -490,6 +501,38 @@ def apply(
     return Step(merged, True, new_samples, why)
 
 
+def apply_ev_event(
+    session: Session, env: ev.Envelope, now: datetime, *, position: tuple[int, int] | None = None
+) -> Session:
+    """Keep an EvChargingNeeds / EvChargingSchedule on the session of its EVSE (the caller
+    found it): the latest by (receive time, event id) wins. The same object when nothing
+    changes (a redelivery at or below `applied`, an older notification, another body);
+    else version + 1, `updated_at` = `now`, `applied` = `position`."""
+    body = env.body
+    if not isinstance(body, EV_BODIES):
+        return session
+    if position is not None and _redelivered(session.applied, position):
+        return session
+    changes: dict[str, Any]
+    if isinstance(body, ev.EvChargingNeeds):
+        needs = ev_needs_of(body, env.received_at, env.event_id)
+        if not _newer(needs, session.ev_needs):
+            return session
+        changes = {"ev_needs": needs}
+    else:
+        schedule = ev_schedule_of(body, env.received_at, env.event_id)
+        if not _newer(schedule, session.ev_schedule):
+            return session
+        changes = {"ev_schedule": schedule}
+    out = _with(session, **changes)
+    _stamp(out, session.version + 1, _ms(now), position or session.applied)
+    return out
+
+
+def _newer(new: EvNeeds | EvSchedule, old: EvNeeds | EvSchedule | None) -> bool:
+    return old is None or (new.received_at, new.event_id) > (old.received_at, old.event_id)
+
+
 _set = object.__setattr__
 
 
@@ -580,6 +623,10 @@ def _merge(
         or (where[1] == 0, key, where) < (s.connector_id == 0, s.location_key, (s.evse_id, s.connector_id))
     ):
         ch.update(location_key=key, evse_id=where[0], connector_id=where[1])
+
+    reservation = int(getattr(body, "reservation_id", 0) or 0)
+    if reservation and (s.reservation_id == 0 or reservation < s.reservation_id):
+        ch["reservation_id"] = reservation
 
     remote_id = int(getattr(body, "remote_start_id", 0) or 0)
     if remote_id and (s.remote_start_id == 0 or remote_id < s.remote_start_id):

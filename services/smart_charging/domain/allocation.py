@@ -9,7 +9,9 @@ Model
   the same per-phase budget, whether it charges on 1 or 3 phases:
   ``sum(allocations) <= limit_a``.
 * Sessions the station refused to limit (``controllable=False``) are reserved at
-  their ``max_a`` and never changed.
+  their ``max_a``, or at their measured draw plus ``headroom_a`` (rounded up to a step,
+  at most ``max_a``) once a reading exists, and never changed (ADR 006, amended by
+  ADR 018 §5).
 * Controllable sessions are ranked by ``priority`` (higher first), then by
   ``session_key`` (ascending). The running set is the longest prefix of that ranking
   whose minimum currents fit into the budget; everything after it is paused (0 A).
@@ -53,7 +55,8 @@ class Demand:
     """What one charging session can take.
 
     ``measured_a`` is the current the session actually draws (per phase), if known.
-    ``controllable=False`` means the station rejected our profile: we reserve ``max_a``.
+    ``controllable=False`` means the station rejected our profile: we reserve ``max_a``,
+    or ``measured_a`` plus the headroom when it is known.
     """
 
     session_key: str
@@ -85,8 +88,9 @@ class Demand:
 class Allocation:
     """Result of :func:`allocate`.
 
-    ``limits`` maps every session key to its current in A: 0 when paused, ``max_a``
-    for an uncontrollable (reserved) session. ``total_a`` includes the reservations.
+    ``limits`` maps every session key to its current in A: 0 when paused, its
+    reservation for an uncontrollable session (``max_a``, or the measured draw plus
+    the headroom). ``total_a`` includes the reservations.
     ``over_limit`` is set when the reservations alone exceed the limit (then every
     controllable session is paused and ``total_a > limit_a``). ``trace`` explains the
     decision, one line per step, for logs and closing notes.
@@ -174,6 +178,17 @@ def _water_fill(slots: Sequence[_Slot], budget: int) -> int:
     return level
 
 
+def _reservation(d: Demand, step: Decimal, headroom: Decimal) -> tuple[Decimal, str]:
+    """What an uncontrollable session keeps: its max, or its measured draw plus the
+    headroom rounded up to a step (never above its max), and why."""
+    if d.measured_a is None:
+        return d.max_a, ""
+    measured = _ceil_units(d.measured_a + headroom, step) * step
+    if measured >= d.max_a:
+        return d.max_a, f", measured {_fmt(d.measured_a)} A"
+    return measured, f", measured {_fmt(d.measured_a)} A + {_fmt(headroom)} A headroom"
+
+
 def allocate(
     limit_a: Decimal,
     sessions: Sequence[Demand],
@@ -213,9 +228,10 @@ def _allocate(
 
     reserved = _ZERO
     for d in reserved_demands:
-        limits[d.session_key] = d.max_a
-        reserved += d.max_a
-        trace.append(f"reserve {_fmt(d.max_a)} A for {d.session_key} (uncontrollable)")
+        amps, why = _reservation(d, step, headroom)
+        limits[d.session_key] = amps
+        reserved += amps
+        trace.append(f"reserve {_fmt(amps)} A for {d.session_key} (uncontrollable{why})")
 
     ranked = sorted(controllable, key=lambda d: (-d.priority, d.session_key))
 

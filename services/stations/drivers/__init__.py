@@ -36,6 +36,7 @@ from services.common import events as ev
 from services.common.bus.port import Record
 from services.common.processor import Periodic, Processor
 from services.common.runtime import Runtime
+from services.stations.drivers.fold import CE_TYPE_PREFIX, Fold, ce_type
 
 __all__ = ["CE_TYPE_PREFIX", "Fold", "GROUP", "NAME", "build_drivers", "ce_type", "DriversStage"]
 
@@ -43,29 +44,12 @@ log = logging.getLogger("csms.stations.drivers")
 
 NAME = "stations-drivers"
 GROUP = topics.group("csms-stations-drivers")
-CE_TYPE_PREFIX = "csms.events.v1."
 
 EVENTS_SKIPPED = Counter(
     "csms_stations_drivers_skipped_total",
     "csms.events.v1 records the stations-drivers stage skipped, by reason (undecodable)",
     ["reason"],
 )
-
-
-def ce_type(body: type[ev.Body] | str) -> str:
-    """The ce_type header of an event body (`ce_type(ev.CommandResult)`)."""
-    return CE_TYPE_PREFIX + (body if isinstance(body, str) else body.__name__)
-
-
-@dataclass(frozen=True)
-class Fold:
-    """One feature of the stage: the event types it wants (ce_type headers), what it does
-    with a batch's events of those types (in record order), and its periodic jobs."""
-
-    name: str
-    ce_types: frozenset[str]
-    apply: Callable[[Sequence[ev.Envelope]], Awaitable[None]]
-    periodic: tuple[Periodic, ...] = field(default=())
 
 
 class DriversStage:

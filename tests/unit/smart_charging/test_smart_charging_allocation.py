@@ -239,6 +239,14 @@ def _bounds(demand: Demand, step: Decimal) -> tuple[Decimal, Decimal, bool]:
     return lo, hi, False
 
 
+def _reservation(demand: Demand, step: Decimal) -> Decimal:
+    """What an uncontrollable session keeps (ADR 018 §5): its max, or its measured draw
+    plus the 1 A headroom rounded up to a step, never above its max."""
+    if demand.measured_a is None:
+        return demand.max_a
+    return min(demand.max_a, _units(demand.measured_a + 1, step, ROUND_CEILING) * step)
+
+
 def _servable(demand: Demand, step: Decimal) -> bool:
     lo, hi, _ = _bounds(demand, step)
     return lo <= hi
@@ -257,7 +265,7 @@ def test_the_site_limit_is_never_exceeded_while_reservations_fit(
 
     assert set(result.limits) == {d.session_key for d in sessions}
     assert result.total_a == sum(result.limits.values(), D(0))
-    reserved = sum((d.max_a for d in sessions if not d.controllable), D(0))
+    reserved = sum((_reservation(d, step) for d in sessions if not d.controllable), D(0))
     assert result.reserved_a == reserved
     assert result.over_limit == (reserved > limit)
     if reserved <= limit:
@@ -274,7 +282,8 @@ def test_every_session_is_paused_or_between_its_min_and_max(
     for demand in sessions:
         amps = result.limits[demand.session_key]
         if not demand.controllable:
-            assert amps == demand.max_a
+            assert amps == _reservation(demand, step)
+            assert amps <= demand.max_a
         elif amps == 0:
             assert demand.session_key in result.paused
         else:

@@ -331,8 +331,10 @@ def test_random_event_runs_keep_commands_consistent_safe_and_idempotent(
         for key, session in state.sessions.items():
             if session.controllable:
                 assert session.limit_a == state.allocation.limits[key]
-        # And it fits under the effective limit unless rejected profiles alone exceed it.
-        reserved = sum((s.max_a for s in state.sessions.values() if not s.controllable), D(0))
+        # And it fits under the effective limit unless rejected profiles alone exceed it
+        # (reserved at their max, or at their measured draw plus headroom: ADR 018 §5).
+        reserved = state.allocation.reserved_a
+        assert reserved <= sum((s.max_a for s in state.sessions.values() if not s.controllable), D(0))
         commanded = sum((s.limit_a or D(0) for s in state.sessions.values() if s.controllable), D(0))
         if reserved <= state.effective_limit_a:
             assert commanded + reserved <= state.effective_limit_a

@@ -56,6 +56,15 @@ STATION_SECURITY_COLUMNS = (
     ("ws_ping_interval_s", "double"),
 )
 
+
+async def _add_station_cost_messages_column(store: CassandraSchema) -> None:
+    """Migration 5 (ADR 018 §6): the station's 1.6 pricing extension flag. Only added when
+    missing (re-runnable); rows written before read the cell as null: not enabled."""
+    await store._add_columns("stations", STATION_COST_COLUMNS)
+
+
+STATION_COST_COLUMNS = (("cost_messages", "boolean"),)
+
 Step = str | Callable[["CassandraSchema"], Awaitable[None]]
 
 MIGRATIONS: list[tuple[int, list[Step]]] = [
@@ -104,6 +113,7 @@ MIGRATIONS: list[tuple[int, list[Step]]] = [
            content_type text, name text, created_at timestamp)""",
     ]),
     (4, [_add_station_security_columns]),
+    (5, [_add_station_cost_messages_column]),
 ]
 
 

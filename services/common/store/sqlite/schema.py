@@ -184,6 +184,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE stations ADD COLUMN ws_ping_interval_s REAL",
         ),
     ),
+    Migration(
+        5,
+        "ADR 018: station cost messages (1.6 pricing extension)",
+        (
+            # Rows written before read as: the extension not enabled.
+            "ALTER TABLE stations ADD COLUMN cost_messages INTEGER NOT NULL DEFAULT 0",
+        ),
+    ),
 )
 
 

@@ -26,7 +26,8 @@ _PUT = f"""INSERT INTO stations ({STATION_COLUMNS}) VALUES ({", ".join("?" * STA
                 pending_security_profile = excluded.pending_security_profile,
                 pending_password_hash = excluded.pending_password_hash,
                 pending_password_fingerprint = excluded.pending_password_fingerprint,
-                ws_ping_interval_s = excluded.ws_ping_interval_s"""
+                ws_ping_interval_s = excluded.ws_ping_interval_s,
+                cost_messages = excluded.cost_messages"""
 _LIST = f"SELECT {STATION_COLUMNS} FROM stations ORDER BY id LIMIT ?"
 _LIST_SITE = f"SELECT {STATION_COLUMNS} FROM stations WHERE site_id = ? ORDER BY id LIMIT ?"
 
