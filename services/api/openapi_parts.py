@@ -8,7 +8,7 @@ from typing import Any, Final
 
 __all__ = [
     "J", "ERR", "R400", "R401", "R403", "R404", "R409", "R422", "R429", "TS", "NULL_TS", "NULL_STR", "NULL_NUM", "NULL_INT",
-    "ref", "json_content", "error", "path_param", "query",
+    "ref", "json_content", "error", "path_param", "query", "closed_object", "operation",
 ]
 
 J = dict[str, Any]
@@ -48,3 +48,24 @@ def path_param(name: str, description: str) -> J:
 def query(name: str, description: str, schema: J | None = None) -> J:
     return {"name": name, "in": "query", "required": False, "schema": schema or {"type": "string"},
             "description": description}
+
+
+def closed_object(required: list[str], properties: J, description: str = "") -> J:
+    """An object schema that allows no other keys (a view the tests check real answers against)."""
+    out: J = {"type": "object", "required": required, "additionalProperties": False, "properties": properties}
+    if description:
+        out["description"] = description
+    return out
+
+
+def operation(tag: str, summary: str, responses: J, *, op_id: str, params: list[J] | None = None,
+              body: J | None = None, description: str = "") -> J:
+    """One operation of a path: JSON request body (when given), the 401 answer added."""
+    op: J = {"summary": summary, "operationId": op_id, "tags": [tag], "responses": {**responses, "401": R401}}
+    if description:
+        op["description"] = description
+    if params:
+        op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return op

@@ -33,6 +33,7 @@ from services.api.auth import API_PREFIX
 from services.api.context import ApiContext, ctx_of
 from services.api.errors import ApiError, not_found, validation_error
 from services.api.openapi_parts import (
+    closed_object,
     NULL_INT, NULL_NUM, NULL_STR, NULL_TS, R400, R401, R404, error, json_content, path_param, query, ref,
 )
 from services.api.routes_commands import answered, result_error, send_and_wait
@@ -302,11 +303,7 @@ OPENAPI_VIEWS: tuple[str, ...] = ("StationChargingProfile", "StationChargingProf
                                   "CompositeScheduleAnswer")
 
 
-def _obj(required: list[str], properties: J, *, description: str = "") -> J:
-    out: J = {"type": "object", "required": required, "additionalProperties": False, "properties": properties}
-    if description:
-        out["description"] = description
-    return out
+_obj = closed_object
 
 
 _PERIOD = _obj(["start_period", "limit", "number_phases", "phase_to_use"], {

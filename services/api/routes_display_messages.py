@@ -23,6 +23,8 @@ A gateway outcome is the HTTP error of the commands API (offline 409, timeout 50
 
 from __future__ import annotations
 
+import functools
+
 import asyncio
 import logging
 import secrets
@@ -36,7 +38,8 @@ from services.api.auth import API_PREFIX
 from services.api.context import ApiContext, ctx_of
 from services.api.errors import ApiError, not_found, validation_error
 from services.api.openapi_parts import (
-    NULL_STR, NULL_TS, R401, R404, TS, error, json_content, path_param, query, ref,
+    closed_object, operation,
+    NULL_STR, NULL_TS, R404, TS, error, json_content, path_param, query, ref,
 )
 from services.api.routes_commands import answered, send_and_wait
 from services.api.validation import MISSING, Validator, query_limit, read_json
@@ -333,23 +336,10 @@ OPENAPI_TAGS: tuple[str, ...] = ("display-messages",)
 OPENAPI_VIEWS: tuple[str, ...] = ("DisplayMessage", "DisplayMessageList", "DisplayMessageSet", "DisplayMessageCleared")
 
 
-def _obj(required: list[str], properties: J, *, description: str = "") -> J:
-    out: J = {"type": "object", "required": required, "additionalProperties": False, "properties": properties}
-    if description:
-        out["description"] = description
-    return out
+_obj = closed_object
 
 
-def _op(summary: str, responses: J, *, op_id: str, params: list[J] | None = None, body: J | None = None,
-        description: str = "") -> J:
-    op: J = {"summary": summary, "operationId": op_id, "tags": [OPENAPI_TAGS[0]], "responses": {**responses, "401": R401}}
-    if description:
-        op["description"] = description
-    if params:
-        op["parameters"] = params
-    if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
-    return op
+_op = functools.partial(operation, OPENAPI_TAGS[0])
 
 
 _CONTENT = _obj(["format", "content"], {

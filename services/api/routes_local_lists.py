@@ -29,6 +29,7 @@ from services.api.auth import API_PREFIX
 from services.api.context import ApiContext, ctx_of
 from services.api.errors import ApiError, conflict, not_found, validation_error
 from services.api.openapi_parts import (
+    closed_object,
     R400, R401, R404, NULL_INT, NULL_STR, NULL_TS, TS, json_content, path_param, query, ref,
 )
 from services.api.validation import DEFAULT_LIMIT, MAX_LIMIT, Validator, query_limit, read_json
@@ -276,11 +277,7 @@ J = dict[str, Any]
 _TAG = "local-lists"
 
 
-def _obj(required: list[str], properties: J, *, description: str = "") -> J:
-    out: J = {"type": "object", "required": required, "additionalProperties": False, "properties": properties}
-    if description:
-        out["description"] = description
-    return out
+_obj = closed_object
 
 
 def _op(summary: str, responses: J, *, op_id: str, params: list[J] | None = None, body: J | None = None,

@@ -31,6 +31,8 @@ the newest `SCAN` reservations of that scope.
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import uuid
 from collections.abc import Callable
@@ -43,7 +45,8 @@ from services.api.auth import API_PREFIX
 from services.api.context import ApiContext, ctx_of
 from services.api.errors import ApiError, not_found, validation_error
 from services.api.openapi_parts import (
-    NULL_INT, NULL_STR, NULL_TS, R400, R401, R404, TS, error, json_content, path_param, query, ref,
+    closed_object, operation,
+    NULL_INT, NULL_STR, NULL_TS, R400, R404, TS, error, json_content, path_param, query, ref,
 )
 from services.api.routes_commands import result_error, send_and_wait
 from services.api.validation import (
@@ -362,24 +365,10 @@ OPENAPI_TAGS: tuple[str, ...] = ("reservations",)
 OPENAPI_VIEWS: tuple[str, ...] = ("Reservation", "ReservationList")
 
 
-def _obj(required: list[str], properties: _J, *, description: str = "") -> _J:
-    out: _J = {"type": "object", "required": required, "additionalProperties": False, "properties": properties}
-    if description:
-        out["description"] = description
-    return out
+_obj = closed_object
 
 
-def _op(summary: str, responses: _J, *, op_id: str, params: list[_J] | None = None, body: _J | None = None,
-        description: str = "") -> _J:
-    op: _J = {"summary": summary, "operationId": op_id, "tags": [OPENAPI_TAGS[0]],
-              "responses": {**responses, "401": R401}}
-    if description:
-        op["description"] = description
-    if params:
-        op["parameters"] = params
-    if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
-    return op
+_op = functools.partial(operation, OPENAPI_TAGS[0])
 
 
 _STATUS = {"type": "string", "enum": list(STATUSES)}
