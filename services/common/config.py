@@ -170,6 +170,45 @@ class Settings:
     reservation_tick_s: float = 10.0             # reservations past their expiry are marked Expired this often
     cost_update_interval_s: float = 60.0         # at most one CostUpdated / RunningCost per transaction this often (0 = never)
     ev_voltage_v: float = 230.0                  # phase voltage assumed to turn an EV's energy need into a current
+    # Gateway limits (formerly Settings.extra; services/gateway/limits.py Limits).
+    handshake_timeout_s: float = 10.0            # whole WebSocket handshake, and slowloris on the upgrade request
+    connection_queue_cap: int = 16               # queued CALLs per connection before "message flood"
+    msg_rate_per_s: float = 20.0                 # CALLs per second per connection (token bucket)
+    msg_burst: float = 60.0                      # ... and the burst it saves up
+    command_concurrency: int = 256               # commands in flight per gateway
+    token_cache_ttl_s: float = 30.0              # gateway: authorization answers cached this long
+    token_cache_size: int = 100_000              # ... and at most this many
+    call_timeout_s: float = 30.0                 # CSMS -> station CALL, upper bound
+    running_cost: bool = True                    # gateway answers running-cost DataTransfers / keeps the running cost
+    ocpi_country_code: str = "DE"                # OCPI CDR export: our country code
+    ocpi_party_id: str = "CSM"                   # OCPI CDR export: our party id
+    # Kafka on a real cluster (ADR 019, docs/configuration.md).
+    kafka_replication_factor: int = 1            # replication factor of topics the CSMS creates (chart: 3)
+    kafka_min_insync_replicas: int = 1           # min.insync.replicas of topics the CSMS creates (chart: 2)
+    kafka_security_protocol: str = "PLAINTEXT"   # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    kafka_sasl_mechanism: str = ""               # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL_* protocols)
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_ssl_cafile: str = ""                   # PEM bundle the brokers' certificates must chain to ("" = system CAs)
+    kafka_ssl_certfile: str = ""                 # client certificate (mutual TLS), PEM
+    kafka_ssl_keyfile: str = ""                  # its key, PEM
+    kafka_ssl_check_hostname: bool = True
+    # Cassandra on a real cluster.
+    cassandra_username: str = ""                 # PasswordAuthenticator credentials ("" = none)
+    cassandra_password: str = field(default="", repr=False)
+    cassandra_ssl: bool = False                  # TLS to the nodes
+    cassandra_ssl_cafile: str = ""               # PEM bundle the nodes' certificates must chain to ("" = system CAs)
+    cassandra_ssl_certfile: str = ""             # client certificate (require_client_auth), PEM
+    cassandra_ssl_keyfile: str = ""
+    cassandra_ssl_check_hostname: bool = True
+    cassandra_replication_factor: int = 0        # keyspace replication factor (0 = the URL's ?replication=, else 1)
+    cassandra_local_dc: str = ""                 # NetworkTopologyStrategy in this data centre, DC-aware routing ("" = SimpleStrategy)
+    # Operations (ADR 019): readiness, drain, loop and lag measurement.
+    readiness_probe_interval_s: float = 5.0      # API/processors: the store and bus are probed this often; /readyz reports the last probe
+    readiness_probe_timeout_s: float = 2.0       # a probe slower than this counts as failed
+    drain_window_s: float = 30.0                 # gateway on SIGTERM: sockets are closed spread over this window (with jitter)
+    loop_lag_interval_s: float = 0.5             # event-loop lag is sampled this often (csms_event_loop_lag_seconds)
+    consumer_lag_interval_s: float = 5.0         # consumer lag is measured this often, whether or not handlers make progress
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, **kw: Any) -> "Settings":
@@ -272,6 +311,41 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             reservation_tick_s=max(0.1, float(e.get("CSMS_RESERVATION_TICK_S", "10"))),
             cost_update_interval_s=max(0.0, float(e.get("CSMS_COST_UPDATE_INTERVAL_S", "60"))),
             ev_voltage_v=max(1.0, float(e.get("CSMS_EV_VOLTAGE_V", "230"))),
+            handshake_timeout_s=float(e.get("CSMS_HANDSHAKE_TIMEOUT_S", "10")),
+            connection_queue_cap=int(e.get("CSMS_CONNECTION_QUEUE_CAP", "16")),
+            msg_rate_per_s=float(e.get("CSMS_MSG_RATE_PER_S", "20")),
+            msg_burst=float(e.get("CSMS_MSG_BURST", "60")),
+            command_concurrency=int(e.get("CSMS_COMMAND_CONCURRENCY", "256")),
+            token_cache_ttl_s=float(e.get("CSMS_TOKEN_CACHE_TTL_S", "30")),
+            token_cache_size=int(e.get("CSMS_TOKEN_CACHE_SIZE", "100000")),
+            call_timeout_s=float(e.get("CSMS_CALL_TIMEOUT_S", "30")),
+            running_cost=_bool(e.get("CSMS_RUNNING_COST"), True),
+            ocpi_country_code=e.get("CSMS_OCPI_COUNTRY_CODE", "DE"),
+            ocpi_party_id=e.get("CSMS_OCPI_PARTY_ID", "CSM"),
+            kafka_replication_factor=int(e.get("CSMS_KAFKA_REPLICATION_FACTOR", "1")),
+            kafka_min_insync_replicas=int(e.get("CSMS_KAFKA_MIN_INSYNC_REPLICAS", "1")),
+            kafka_security_protocol=e.get("CSMS_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+            kafka_sasl_mechanism=e.get("CSMS_KAFKA_SASL_MECHANISM", ""),
+            kafka_sasl_username=e.get("CSMS_KAFKA_SASL_USERNAME", ""),
+            kafka_sasl_password=e.get("CSMS_KAFKA_SASL_PASSWORD", ""),
+            kafka_ssl_cafile=e.get("CSMS_KAFKA_SSL_CAFILE", ""),
+            kafka_ssl_certfile=e.get("CSMS_KAFKA_SSL_CERTFILE", ""),
+            kafka_ssl_keyfile=e.get("CSMS_KAFKA_SSL_KEYFILE", ""),
+            kafka_ssl_check_hostname=_bool(e.get("CSMS_KAFKA_SSL_CHECK_HOSTNAME"), True),
+            cassandra_username=e.get("CSMS_CASSANDRA_USERNAME", ""),
+            cassandra_password=e.get("CSMS_CASSANDRA_PASSWORD", ""),
+            cassandra_ssl=_bool(e.get("CSMS_CASSANDRA_SSL")),
+            cassandra_ssl_cafile=e.get("CSMS_CASSANDRA_SSL_CAFILE", ""),
+            cassandra_ssl_certfile=e.get("CSMS_CASSANDRA_SSL_CERTFILE", ""),
+            cassandra_ssl_keyfile=e.get("CSMS_CASSANDRA_SSL_KEYFILE", ""),
+            cassandra_ssl_check_hostname=_bool(e.get("CSMS_CASSANDRA_SSL_CHECK_HOSTNAME"), True),
+            cassandra_replication_factor=int(e.get("CSMS_CASSANDRA_REPLICATION_FACTOR", "0")),
+            cassandra_local_dc=e.get("CSMS_CASSANDRA_LOCAL_DC", ""),
+            readiness_probe_interval_s=float(e.get("CSMS_READINESS_PROBE_INTERVAL_S", "5")),
+            readiness_probe_timeout_s=float(e.get("CSMS_READINESS_PROBE_TIMEOUT_S", "2")),
+            drain_window_s=float(e.get("CSMS_DRAIN_WINDOW_S", "30")),
+            loop_lag_interval_s=float(e.get("CSMS_LOOP_LAG_INTERVAL_S", "0.5")),
+            consumer_lag_interval_s=float(e.get("CSMS_CONSUMER_LAG_INTERVAL_S", "5")),
         )
     except ValueError as exc:
         raise ConfigError(f"bad setting: {exc}") from exc
