@@ -211,16 +211,17 @@ class Server:
     """bench/gateway_server.py in its own process (its own session, so it can be killed
     with everything it started). Use as a context manager."""
 
-    def __init__(self, mode: str, workdir: Path, *, env: dict[str, str] | None = None, extra: dict[str, Any] | None = None,
+    def __init__(self, mode: str, workdir: Path, *, env: dict[str, str] | None = None,
                  retention: int = 64, tracing: bool = True, log_level: str = "INFO", profile: str | None = None,
                  gc: str = "default") -> None:
         self.mode, self.workdir = mode, workdir
         self.ready_file = workdir / f"{mode}.ready"
         self.log_path = workdir / f"{mode}.log"
-        self.env = {**os.environ, **(env or {})}
+        # A benchmark's server stops at once: no rolling-update drain (CSMS_DRAIN_WINDOW_S).
+        self.env = {"CSMS_DRAIN_WINDOW_S": "0", **os.environ, **(env or {})}
         self.args = [
             str(BENCH / "gateway_server.py"), "--mode", mode, "--store-url", f"sqlite:///{workdir / 'csms.db'}",
-            "--ready-file", str(self.ready_file), "--extra", json.dumps(extra or {}), "--bus-retention", str(retention),
+            "--ready-file", str(self.ready_file), "--bus-retention", str(retention),
             "--log-level", log_level, "--gc", gc,
         ]
         if not tracing:

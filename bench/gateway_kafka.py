@@ -63,10 +63,10 @@ GOAL_MS = 0.1          # issue 8: gateway CPU per call on Kafka
 GOAL_P99_MS = 25.0     # issue 8: reply p99 at half capacity
 ID_TOKEN = "BENCHTOKEN01"
 MARK_BEGIN, MARK_END = "<!-- gateway-kafka:begin -->", "<!-- gateway-kafka:end -->"
-# Settings.extra for a loopback run: every station connects from 127.0.0.1, so the per-address
+# Settings of a loopback run: every station connects from 127.0.0.1, so the per-address
 # upgrade limit (200/s, burst 1000) would refuse a fleet's connects. Per-connection CALL pacing
 # (20/s, burst 60) stays at the product default.
-LOOPBACK_EXTRA = {"upgrade_rate_per_ip": 1e9, "upgrade_burst_per_ip": 1e9}
+LOOPBACK_ENV = {"CSMS_UPGRADE_RATE_PER_IP": "1e9", "CSMS_UPGRADE_BURST_PER_IP": "1e9"}
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -371,7 +371,7 @@ def bench(a: argparse.Namespace, wd: Path) -> dict[str, Any]:
         "CSMS_EVENTS_PARTITIONS": str(a.partitions), "CSMS_COMMANDS_PARTITIONS": str(max(16, 2 * a.workers)),
     }
     res: dict[str, Any] = {}
-    server = Server("gateway", wd, env=env, extra=LOOPBACK_EXTRA, tracing=True, log_level=a.log_level)
+    server = Server("gateway", wd, env={**env, **LOOPBACK_ENV}, tracing=True, log_level=a.log_level)
     server.args += ["--bus-url", a.bus_url] + (["--producer-kw", a.producer_kw] if a.producer_kw else [])
     with server:
         time.sleep(1.0 if a.workers > 1 else 0.0)  # workers start after the launcher wrote its ready file

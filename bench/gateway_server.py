@@ -1,12 +1,12 @@
 """Benchmark launcher: ONLY the gateway (GatewayService) on the memory bus (or Kafka with
 --bus-url, as bench/gateway_kafka.py runs it) + SQLite, set up
 the way `csms gateway` sets itself up (load_settings() from CSMS_* env, setup_logging,
-setup_tracing("gateway"), uvloop), plus the `Settings.extra` tunables a loopback
-benchmark needs (they have no environment variable). Or `--mode echo`: a bare aiohttp
+setup_tracing("gateway"), uvloop); a loopback benchmark sets the per-address limits
+through their CSMS_* variables like any deployment (docs/configuration.md). Or `--mode echo`: a bare aiohttp
 WebSocket server answering every text frame with one fixed CALLRESULT (the transport floor).
 
     .venv/bin/python bench/gateway_server.py --store-url sqlite:////tmp/x/csms.db \
-        --ready-file /tmp/x/ready --extra '{"msg_rate": 1e9}'
+        --ready-file /tmp/x/ready   # with e.g. CSMS_MSG_RATE_PER_S=1e9 in the environment
 
 Writes {"port", "pid"} to --ready-file once listening; SIGTERM stops it cleanly; SIGUSR1
 runs gc.collect() + malloc_trim(0) (used by idle_memory.py to separate allocator slack
@@ -100,7 +100,6 @@ async def run_gateway(args: argparse.Namespace, gateway_id: str | None = None, w
 
     settings = load_settings().with_overrides(store_url=args.store_url, host=args.host, ocpp_port=args.port, bus_url=args.bus_url,
                                               gateway_id=gateway_id)
-    settings = type(settings)(**{**settings.__dict__, "extra": json.loads(args.extra)})
     if args.producer_kw:  # diagnostics: try aiokafka producer settings the bus does not expose yet
         import aiokafka
 
@@ -188,7 +187,6 @@ def main() -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--ready-file", required=True)
-    p.add_argument("--extra", default="{}", help="JSON object for Settings.extra (hub.Limits, Authenticator keys)")
     p.add_argument("--bus-url", default="memory://", help="memory:// (default) or kafka://host:9092 (bench/gateway_kafka.py)")
     p.add_argument("--producer-kw", help="diagnostics: JSON keywords added to every AIOKafkaProducer (e.g. max_batch_size)")
     p.add_argument("--bus-retention", type=int, default=64, help="memory-bus KiB kept per partition")
@@ -211,7 +209,7 @@ def main() -> None:
     from services.common.telemetry import setup_logging, setup_tracing
 
     setup_logging(args.log_level)
-    logging.getLogger("csms.gateway").info("bench launcher: mode=%s extra=%s", args.mode, args.extra)
+    logging.getLogger("csms.gateway").info("bench launcher: mode=%s", args.mode)
     if args.mode == "gateway" and not args.no_tracing:
         setup_tracing("gateway")
     install_uvloop()

@@ -11,7 +11,7 @@ KiB per connection = (RSS at N - RSS at 0) / N, and marginal = between the last 
 levels (excludes one-time costs: lazily built schemas, first-use imports, caches).
 Kernel socket buffers are not in RSS. Clients offer no permessage-deflate (a station
 that sends compressed frames costs ~40 KiB more: aiohttp keeps a zlib inflate window).
-Loopback settings (Settings.extra): upgrade_rate_per_ip/upgrade_burst_per_ip 1e9; CSMS_BOOT_RATE 100000.
+Loopback settings: CSMS_UPGRADE_RATE_PER_IP/CSMS_UPGRADE_BURST_PER_IP 1e9; CSMS_BOOT_RATE 100000.
 
 Keepalive (ADR 017): `--ping-interval S` sets the server's CSMS_WS_PING_INTERVAL_S (0 = off;
 default: the server's own, 60 s, which never fires within a run); when it is set above 0
@@ -43,7 +43,7 @@ from _util import Server, emit, install_uvloop, machine, new_pepper, provision, 
 from _wsclient import RawWs, basic  # noqa: E402
 
 GOAL_KIB = 16.0
-LOOPBACK_EXTRA = {"upgrade_rate_per_ip": 1e9, "upgrade_burst_per_ip": 1e9}
+LOOPBACK_ENV = {"CSMS_UPGRADE_RATE_PER_IP": "1e9", "CSMS_UPGRADE_BURST_PER_IP": "1e9"}
 BOOT = {"chargePointVendor": "Bench", "chargePointModel": "Idle-1", "chargePointSerialNumber": "SN", "firmwareVersion": "1.2.3"}
 
 
@@ -83,7 +83,7 @@ async def amain(a: argparse.Namespace, wd: Path) -> dict[str, Any]:
         env["CSMS_WS_PING_INTERVAL_S"] = str(a.ping_interval)
     readers: list[asyncio.Task[None]] = []
     points: list[dict[str, Any]] = []
-    with Server(a.server, wd, env=env, extra=LOOPBACK_EXTRA, log_level=a.log_level) as server:
+    with Server(a.server, wd, env={**env, **LOOPBACK_ENV}, log_level=a.log_level) as server:
         raw0, trim0 = await measure(server, a.settle)
         points.append({"connections": 0, "rss_kib": raw0, "rss_trimmed_kib": trim0})
         print(f"  0 connections: RSS {raw0} KiB ({trim0} after gc+trim)", file=sys.stderr)
@@ -113,7 +113,7 @@ async def amain(a: argparse.Namespace, wd: Path) -> dict[str, Any]:
         await asyncio.sleep(1.0)
     return {"bench": "idle_memory", "server": a.server, "goal_kib": GOAL_KIB, "points": points, "marginal_kib_per_conn": marginal,
             "marginal_kib_per_conn_trimmed": marginal_t, "marginal_between": [a0["connections"], a1["connections"]],
-            "batch": a.batch, "extra": LOOPBACK_EXTRA, "ping_interval_s": a.ping_interval}
+            "batch": a.batch, "loopback_env": LOOPBACK_ENV, "ping_interval_s": a.ping_interval}
 
 
 def report(r: dict[str, Any]) -> str:

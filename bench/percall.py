@@ -13,9 +13,9 @@ transactionId), 2.0.1 TransactionEvent Updated (2 sampled values; the connection
 its Started first, as a real station does, so the running cost is priced from it; a
 default tariff exists unless --no-tariff).
 
-Loopback settings (Settings.extra; all clients share 127.0.0.1 and pipeline far above a
-real station's rate): msg_rate/msg_burst 1e9 (per-connection CALL pacing, default 20/s),
-upgrade_rate_per_ip/upgrade_burst_per_ip 1e9 (default 200/s, burst 1000), CSMS_BOOT_RATE
+Loopback settings (all clients share 127.0.0.1 and pipeline far above a
+real station's rate): CSMS_MSG_RATE_PER_S/CSMS_MSG_BURST 1e9 (per-connection CALL pacing, default 20/s),
+CSMS_UPGRADE_RATE_PER_IP/CSMS_UPGRADE_BURST_PER_IP 1e9 (default 200/s, burst 1000), CSMS_BOOT_RATE
 100000 (every boot Accepted, so no call is gated as Pending).
 
     .venv/bin/python bench/percall.py --connections 50 --calls 1000
@@ -40,8 +40,8 @@ from _util import Server, emit, install_uvloop, machine, new_pepper, now_z, pct,
 from _wsclient import RawWs, basic  # noqa: E402
 
 GOAL_US = 100.0
-LOOPBACK_EXTRA = {
-    "msg_rate": 1e9, "msg_burst": 1e9, "upgrade_rate_per_ip": 1e9, "upgrade_burst_per_ip": 1e9,
+LOOPBACK_ENV = {
+    "CSMS_MSG_RATE_PER_S": "1e9", "CSMS_MSG_BURST": "1e9", "CSMS_UPGRADE_RATE_PER_IP": "1e9", "CSMS_UPGRADE_BURST_PER_IP": "1e9",
 }
 ID_TOKEN = "BENCHTOKEN01"
 
@@ -207,7 +207,7 @@ async def bench_gateway(args: argparse.Namespace, wd: Path) -> dict[str, Any]:
     creds = provision(wd / "csms.db", ids16 + ids201, pepper, tariff=not args.no_tariff, tokens=[ID_TOKEN])
     env = {"CSMS_AUTH_PEPPER": pepper, "CSMS_BOOT_RATE": "100000", "CSMS_GATEWAY_ID": "gateway-0"}
     out: dict[str, Any] = {}
-    with Server("gateway", wd, env=env, extra=LOOPBACK_EXTRA, tracing=not args.no_tracing, profile=args.profile, log_level=args.log_level, gc=args.server_gc) as server:
+    with Server("gateway", wd, env={**env, **LOOPBACK_ENV}, tracing=not args.no_tracing, profile=args.profile, log_level=args.log_level, gc=args.server_gc) as server:
         conns = {
             "1.6": await open_all(server.port, creds, ids16[:k], "1.6", True),
             "2.0.1": await open_all(server.port, creds, ids201[:k], "2.0.1", True),
@@ -279,7 +279,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             tmp.cleanup()
     return {
         "bench": "percall", "connections": args.connections, "calls_per_connection": args.calls, "warmup": args.warmup,
-        "tariff": not args.no_tariff, "tracing": not args.no_tracing, "server_gc": args.server_gc, "goal_us": GOAL_US, "extra": LOOPBACK_EXTRA,
+        "tariff": not args.no_tariff, "tracing": not args.no_tracing, "server_gc": args.server_gc, "goal_us": GOAL_US, "loopback_env": LOOPBACK_ENV,
         "gateway": gw, "transport_floor": floor, "machine": machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -168,6 +168,7 @@ def cluster_env(tag: str, api_key: str) -> dict[str, str]:
         "CSMS_COMMANDS_PARTITIONS": "4",
         "CSMS_LOG_LEVEL": "INFO",
         "CSMS_BOOT_RATE": "100000",
+        "CSMS_DRAIN_WINDOW_S": "0",  # the gateway stops at once (no rolling-update drain)
     })
     return env
 

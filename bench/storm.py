@@ -26,7 +26,7 @@ storm's events), so the load generator never appears in it.
 
 Other servers (the earlier gateway-only figures): `--server gateway` runs
 bench/gateway_server.py (GatewayService only, memory bus, SQLite) with loopback
-settings (Settings.extra) upgrade_rate_per_ip and upgrade_burst_per_ip 1e9 (a storm
+settings CSMS_UPGRADE_RATE_PER_IP and CSMS_UPGRADE_BURST_PER_IP 1e9 (a storm
 authenticates correctly, so the failure limits of ADR 002's issue-11 amendment never apply); `--server echo` a bare aiohttp WebSocket server (the
 handshake floor). --boot-rate sets CSMS_BOOT_RATE (a fixed cap on Accepted boots/s; unset:
 the server's default, admission by measured overload only).
@@ -61,7 +61,7 @@ from _util import (  # noqa: E402
     proc_thread_cpu_s, provision, raise_nofile, self_cpu_s, table, workdir,
 )
 
-LOOPBACK_EXTRA = {"upgrade_rate_per_ip": 1e9, "upgrade_burst_per_ip": 1e9}
+LOOPBACK_ENV = {"CSMS_UPGRADE_RATE_PER_IP": "1e9", "CSMS_UPGRADE_BURST_PER_IP": "1e9"}
 BOOT = {"chargePointVendor": "Bench", "chargePointModel": "Storm-1", "chargePointSerialNumber": "SN", "firmwareVersion": "1.2.3"}
 
 
@@ -304,7 +304,7 @@ class CsmsRun:
                  log_level: str = "INFO") -> None:
         self.wd, self.profile = wd, profile
         self.port, self.api_port = _free_port(), _free_port()
-        self.env = {**os.environ, **env, "CSMS_STORE_URL": f"sqlite:///{wd / 'csms.db'}", "CSMS_BUS_URL": "memory://",
+        self.env = {"CSMS_DRAIN_WINDOW_S": "0", **os.environ, **env, "CSMS_STORE_URL": f"sqlite:///{wd / 'csms.db'}", "CSMS_BUS_URL": "memory://",
                     "CSMS_HOST": "127.0.0.1", "CSMS_OCPP_PORT": str(self.port), "CSMS_API_PORT": str(self.api_port),
                     "CSMS_METRICS_PORT": "0", "CSMS_STATE_DIR": str(wd / "state"), "CSMS_LOG_LEVEL": log_level}
         if code_root:
@@ -408,7 +408,7 @@ def run_storm(a: argparse.Namespace, wd: Path) -> dict[str, Any]:
     workers: list[subprocess.Popen[str]] = []
     per = -(-n // a.clients)
     server_cm: Any = (CsmsRun(wd, env, code_root=a.code_root, profile=a.profile, log_level=a.log_level) if a.server == "run" else
-                      Server(a.server, wd, env=env, extra=LOOPBACK_EXTRA, tracing=not a.no_tracing, profile=a.profile, log_level=a.log_level, gc=a.server_gc))
+                      Server(a.server, wd, env={**env, **LOOPBACK_ENV}, tracing=not a.no_tracing, profile=a.profile, log_level=a.log_level, gc=a.server_gc))
     with server_cm as server:
         try:
             for i in range(a.clients):
@@ -659,7 +659,7 @@ def main() -> None:
         print("\n" + section)
         if not a.no_results:
             write_section(BENCH / "RESULTS.md", section)
-    emit({"bench": "storm", "server": a.server, **r, "extra": LOOPBACK_EXTRA if a.server == "gateway" else {}, "tracing": not a.no_tracing,
+    emit({"bench": "storm", "server": a.server, **r, "loopback_env": LOOPBACK_ENV if a.server == "gateway" else {}, "tracing": not a.no_tracing,
           "server_gc": a.server_gc, "log_level": a.log_level, "machine": machine(),
           "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}, a.json_out)
 

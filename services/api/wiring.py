@@ -25,13 +25,12 @@ __all__ = ["api_settings", "build_api", "oidc_verifier"]
 
 
 def api_settings(settings: Settings) -> ApiSettings:
-    extra = settings.extra
     limits = billing_limits(settings.session_max_duration_h, settings.session_max_energy_wh)
     return ApiSettings(
         api_key=settings.api_key,
         command_timeout_s=settings.command_timeout_s,
-        ocpi_country_code=str(extra.get("ocpi_country_code", "DE")),
-        ocpi_party_id=str(extra.get("ocpi_party_id", "CSM")),
+        ocpi_country_code=settings.ocpi_country_code,
+        ocpi_party_id=settings.ocpi_party_id,
         max_priced_duration=limits.max_duration,
         plausibility=Plausibility.from_settings(settings),
         upload_base_url=(settings.upload_base_url or f"http://127.0.0.1:{settings.ocpp_port}").rstrip("/"),
@@ -77,5 +76,6 @@ def build_api(rt: Runtime) -> ApiService:
         oidc=oidc_verifier(rt.settings),
         id_allocator=store,
     )
-    healthy = (lambda: bool(bus.healthy), lambda: bool(store.healthy))
-    return ApiService(ctx, host=rt.settings.host, port=rt.settings.api_port, healthy=healthy)
+    # /readyz: the last periodic probe of the store and bus (services/common/readiness.py), never
+    # a flag left by one failed request (that pod would get no traffic to clear it)
+    return ApiService(ctx, host=rt.settings.host, port=rt.settings.api_port, healthy=(rt.readiness.ready,))

@@ -35,7 +35,7 @@ from services.certificates import ca
 from services.certificates.documents import CHARGING_STATION_CERTIFICATE, INSTALLED, Certificate, Certificates
 from services.certificates.lifecycle import certificate_of
 from services.common import pki
-from services.common.config import Settings, load_settings
+from services.common.config import Settings, env_value, load_settings
 from services.common.errors import CsmsError
 from services.common.runtime import store_options
 from services.common.store import store_from_url
@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _ca_dir(args: argparse.Namespace) -> Path | None:
-    chosen = getattr(args, "sub_dir", None) or args.dir or os.environ.get("CSMS_CA_DIR", "")
+    chosen = getattr(args, "sub_dir", None) or args.dir or str(env_value("CSMS_CA_DIR"))
     return Path(chosen) if chosen else None
 
 
@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             chain, key = ca.issue_server_certificate(ca_dir, args.host, args.ip, days=max(1, args.days))
             ca.write_pair(out_cert, out_key, chain, key)
         else:
-            days = args.days if args.days is not None else int(os.environ.get("CSMS_CERT_VALIDITY_DAYS", "365"))
+            days = args.days if args.days is not None else int(env_value("CSMS_CERT_VALIDITY_DAYS"))
             record = not args.no_record and bool(os.environ.get("CSMS_STORE_URL"))
             if not args.no_record and not record:
                 print("csms ca: CSMS_STORE_URL is not set: the certificate is not recorded (it will not be listed "

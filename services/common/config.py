@@ -1,44 +1,42 @@
-"""Settings from the environment (and matching CLI flags). Names are a public contract."""
+"""Settings from the environment (and matching CLI flags). Names are a public contract.
+
+Every tunable is declared once in `TABLE` (ADR 019 §1): its `CSMS_*` variable, type,
+default, bounds or choices, one line of documentation and the section it is documented
+in. `Settings` is the frozen dataclass the processes read (`settings.<field>`);
+`load_settings(env)` is driven by the table and fails at start with one `ConfigError`
+naming every bad variable (`CSMS_OCPP_PORT: 'abc' is not an integer`). A few variables
+are read before `Settings` exists (the topic prefix at import, the pepper, tracing, the
+simulator's defaults): they are rows without a field, read with `env_value(variable)`,
+so they are validated and documented the same way.
+
+`docs/configuration.md` is generated from the table:
+
+    python -m services.common.config --markdown > docs/configuration.md
+
+and tests/unit/common/test_config_table.py fails when it differs, when the code, the
+chart or the docs name a `CSMS_*` variable the table does not know, or when the table and
+the dataclass disagree on a field, its type or its default.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import logging
+import math
 import os
 import re
 import socket
+import sys
 from dataclasses import dataclass, field, replace
-from typing import Any
+from datetime import datetime
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 from services.common.errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "gateway_ordinal"]
+__all__ = ["Settings", "Setting", "TABLE", "SECTIONS", "load_settings", "env_value", "gateway_ordinal", "markdown",
+           "unknown_variables"]
 
-
-def _bool(value: str | None, default: bool = False) -> bool:
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _profile(value: str) -> int:
-    p = int(value)
-    if p not in (1, 2, 3):
-        raise ConfigError(f"CSMS_DEFAULT_SECURITY_PROFILE must be 1, 2 or 3, not {value!r}")
-    return p
-
-
-def _cidrs(value: str) -> tuple[str, ...]:
-    """Comma-separated CIDRs (or addresses), checked now so a typo fails at start."""
-    out = []
-    for item in value.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            out.append(str(ipaddress.ip_network(item, strict=False)))
-        except ValueError as exc:
-            raise ConfigError(f"CSMS_TRUSTED_PROXIES: {item!r} is not an address or CIDR") from exc
-    return tuple(out)
+log = logging.getLogger("csms.config")
 
 
 def _default_gateway_id() -> str:
@@ -60,12 +58,15 @@ def gateway_ordinal(gateway_id: str) -> int:
 
 @dataclass(frozen=True)
 class Settings:
+    """What a process runs with. The defaults are the table's (`TABLE`, docs/configuration.md),
+    except where `load_settings` documents another one (default_security_profile, gateway_id)."""
+
     bus_url: str = "memory://"
     store_url: str = "sqlite:///./csms.db"
     host: str = "0.0.0.0"
     ocpp_port: int = 9000
     api_port: int = 8080
-    metrics_port: int = 9100               # processors' /healthz /readyz /metrics (0 = off)
+    metrics_port: int = 9100
     gateway_id: str = "gateway-0"
     api_key: str | None = field(default=None, repr=False)  # bootstrap admin key: never in a repr or log
     open_registration: bool = False
@@ -75,277 +76,581 @@ class Settings:
     command_timeout_s: float = 30.0
     events_partitions: int = 12
     commands_partitions: int = 16          # >= gateway pods x gateway_workers (ADR 001)
-    gateway_workers: int = 1               # SO_REUSEPORT gateway processes per pod, gateway role only (services/gateway/workers.py)
-    boot_rate_per_s: float = 0.0           # optional fixed cap on Accepted boots per second per pod (0 = none)
-    # Admission by measured overload (services/gateway/admission.py): upgrades answered 503
-    # and boots Pending while one signal is past its threshold (0 switches a signal off).
+    gateway_workers: int = 1
+    boot_rate_per_s: float = 0.0
     admit_max_loop_lag_s: float = 0.25
-    admit_max_publishes: int = 5000        # bus publishes in flight
-    admit_max_store_s: float = 2.0         # EWMA of the handshake's store round trip (handshake timeout: 10 s)
-    admit_retry_max_s: int = 120           # longest Retry-After / Pending interval handed out
-    # Per remote address: rate and burst of upgrades; past the burst an upgrade waits up
-    # to upgrade_max_wait_s (a site's chargers behind one NAT address), beyond it 429.
+    admit_max_publishes: int = 5000
+    admit_max_store_s: float = 2.0
+    admit_retry_max_s: int = 120
     upgrade_rate_per_ip: float = 200.0
     upgrade_burst_per_ip: float = 1000.0
     upgrade_max_wait_s: float = 10.0
-    ocpp21: bool = False                   # offer ocpp2.1 (library schemas; handled like 2.0.1)
+    ocpp21: bool = False
     tls_cert: str | None = None
     tls_key: str | None = None
     log_level: str = "INFO"
-    # Dead letters (docs/dead-letters.md): tries per record before it is dead-lettered,
-    # and the first back-off between tries (doubles, capped at 5 s).
     dlq_max_attempts: int = 5
     dlq_backoff_s: float = 0.2
-    # memory:// keeps a bounded window per partition, like Kafka's retention.
     memory_retention_bytes: int = 8 << 20
     memory_retention_s: float = 86_400.0
-    # Largest record the bus accepts (Kafka producer max_request_size; topics we create
-    # get max.message.bytes to match). The gateway sizes per-action frame limits from it.
     bus_max_record_bytes: int = 1 << 20
-    # Batch consumption (ADR 015): records per batch handed to a processor, and how long
-    # a batch that is not full may wait for more (both buses; bench/bus_batches.py --live-rate).
     batch_max_records: int = 500
     batch_linger_ms: float = 50.0
-    # Kafka producer (bus adapter defaults): linger before a produce request, and the
-    # largest produce batch per partition.
     kafka_linger_ms: int = 2
     kafka_batch_bytes: int = 64 << 10
-    # Plausibility (docs/plausibility.md)
-    clock_floor: str = "2010-01-01T00:00:00Z"   # station times before this are suspect
-    clock_max_ahead_s: float = 300.0             # ... and so are times this far ahead of ours
-    meter_max_power_kw: float = 1000.0           # energy jumps beyond kW x elapsed are implausible
-    session_max_duration_h: float = 72.0         # longer sessions' CDRs are held from export
-    session_max_energy_wh: int = 1_000_000       # ... and so are CDRs of more energy
-    session_idle_timeout_h: float = 24.0         # open sessions with no event this long are abandoned
-    session_sweep_interval_s: float = 300.0      # how often the sweeper looks
-    tariff_cache_s: float = 30.0                 # sessions processor: station tariff/site cached this long
-    sessions_cache_entries: int = 10_000         # sessions processor: sessions it wrote, kept decoded
-    # Station operations (ADR 016): history retention, where files go, the log upload slots.
-    station_events_retention_days: float = 90.0  # station history rows kept this long (0 = forever)
-    files_dir: str = ""                          # uploaded files in this directory ("" = in the store)
-    upload_max_bytes: int = 50 << 20             # largest upload a slot takes
-    upload_ttl_s: float = 3600.0                 # how long an upload slot stays open
-    upload_base_url: str = ""                    # stations upload here ("" = http://127.0.0.1:<ocpp_port>)
-    campaign_tick_s: float = 5.0                 # the firmware campaign controller runs this often
-    campaign_station_timeout_s: float = 3600.0   # a campaign's station with no progress this long has failed
-    device_model_cache_stations: int = 500       # device model stage: inventories it wrote, kept decoded (0 = none)
-    datatransfer_vendors: tuple[str, ...] = ()   # DataTransfer vendor ids answered Accepted (and republished); others UnknownVendorId
-    # Security (ADR 017, docs/security.md).
-    default_security_profile: int = 1            # profile given to stations created without one (load_settings: 2; csms run: 1)
-    ocpp_tls_port: int = 9443                    # wss:// listener when CSMS_TLS_CERT/KEY are set (0 = none)
-    tls_client_ca: str = ""                      # PEM bundle that client certificates (profile 3) must chain to ("" = the CA in ca_dir)
-    trusted_proxies: tuple[str, ...] = ()        # CIDRs whose X-Forwarded-For / client-certificate header are believed
-    client_cert_header: str = ""                 # header a trusted TLS-terminating proxy puts the client certificate in (URL-encoded PEM)
-    metrics_on_ocpp_port: bool = False           # serve /metrics on the OCPP port too (default: only on metrics_port)
-    ws_ping_interval_s: float = 60.0             # server WebSocket ping period (0 = none); a station may override it
-    ws_pong_timeout_s: float = 30.0              # no pong this long after a ping: the socket is closed
-    ws_close_timeout_s: float = 5.0              # a close handshake the peer does not finish is aborted after this
-    ws_send_buffer_bytes: int = 256 << 10        # unsent bytes a socket may hold before it is aborted (a peer that stops reading)
-    auth_fail_limit: int = 5                     # failures per (station, source) within auth_fail_window_s before that pair is locked
+    clock_floor: str = "2010-01-01T00:00:00Z"
+    clock_max_ahead_s: float = 300.0
+    meter_max_power_kw: float = 1000.0
+    session_max_duration_h: float = 72.0
+    session_max_energy_wh: int = 1_000_000
+    session_idle_timeout_h: float = 24.0
+    session_sweep_interval_s: float = 300.0
+    tariff_cache_s: float = 30.0
+    sessions_cache_entries: int = 10_000
+    station_events_retention_days: float = 90.0
+    files_dir: str = ""
+    upload_max_bytes: int = 50 << 20
+    upload_ttl_s: float = 3600.0
+    upload_base_url: str = ""
+    campaign_tick_s: float = 5.0
+    campaign_station_timeout_s: float = 3600.0
+    device_model_cache_stations: int = 500
+    datatransfer_vendors: tuple[str, ...] = ()
+    default_security_profile: int = 1            # load_settings: 2; csms run: 1
+    ocpp_tls_port: int = 9443
+    tls_client_ca: str = ""
+    trusted_proxies: tuple[str, ...] = ()
+    client_cert_header: str = ""
+    metrics_on_ocpp_port: bool = False
+    ws_ping_interval_s: float = 60.0
+    ws_pong_timeout_s: float = 30.0
+    ws_close_timeout_s: float = 5.0
+    ws_send_buffer_bytes: int = 256 << 10
+    auth_fail_limit: int = 5
     auth_fail_window_s: float = 60.0
-    auth_lock_s: float = 60.0                    # how long a (station, source) pair stays locked
-    auth_station_fail_limit: int = 50            # failures per station (all sources) in the window before failing sources are slowed
-    auth_ip_fail_limit: int = 30                 # failures per source address in the window before it is slowed
-    auth_slow_max_s: float = 60.0                # longest Retry-After a slowed source is given
-    ca_dir: str = ""                             # built-in CA material (ca.pem, ca.key, ocsp.pem, ocsp.key); "" = no built-in CA
-    ca_url: str = ""                             # an external CA's signing endpoint instead of the built-in one
-    cert_validity_days: int = 365                # lifetime of certificates the CA issues to stations
-    cert_renew_before_days: int = 30             # ask a station for a new CSR this long before its certificate expires
-    cert_renew_interval_s: float = 3600.0        # how often the certificates processor looks for certificates to renew or expire
-    csr_min_rsa_bits: int = 2048                 # smallest RSA key a CSR may carry (EC: P-256 and P-384)
-    ocsp_responder_url: str = ""                 # GetCertificateStatus: forward to this OCSP responder ("" = the built-in CA's list)
-    ocsp_follow_station_url: bool = False        # GetCertificateStatus for other issuers: POST to the responderURL the station names
-    contract_cert_provider: str = "none"         # Get15118EVCertificate: "none", "test", or an http(s) URL
-    pki_timeout_s: float = 5.0                   # GetCertificateStatus / Get15118EVCertificate: OCSP, provider and store calls, each
-    oidc_jwks_url: str = ""                      # operator API: accept OIDC bearer tokens signed by these keys ("" = API keys only)
+    auth_lock_s: float = 60.0
+    auth_station_fail_limit: int = 50
+    auth_ip_fail_limit: int = 30
+    auth_slow_max_s: float = 60.0
+    auth_max_tracked: int = 100_000
+    auth_station_cache_size: int = 200_000
+    auth_station_cache_ttl_s: float = 10.0
+    auth_station_negative_ttl_s: float = 2.0
+    auth_reread_interval_s: float = 1.0
+    auth_certificate_cache_ttl_s: float = 10.0
+    auth_verified_ttl_s: float = 3600.0
+    auth_scrypt_concurrency: int = 4
+    ca_dir: str = ""
+    ca_url: str = ""
+    cert_validity_days: int = 365
+    cert_renew_before_days: int = 30
+    cert_renew_interval_s: float = 3600.0
+    csr_min_rsa_bits: int = 2048
+    ocsp_responder_url: str = ""
+    ocsp_follow_station_url: bool = False
+    contract_cert_provider: str = "none"
+    pki_timeout_s: float = 5.0
+    oidc_jwks_url: str = ""
     oidc_issuer: str = ""
     oidc_audience: str = ""
-    oidc_role_claim: str = "roles"               # claim holding the caller's role(s)
-    api_auth_fail_limit: int = 20                # wrong API credentials per source address per minute before 429
-    audit_retention_days: float = 365.0         # audit entries kept this long (0 = forever)
-    # Drivers and energy (ADR 018, docs/drivers-and-energy.md).
-    local_list_tick_s: float = 5.0               # the local-list sync loop looks for stations to sync this often
-    local_list_default_chunk: int = 100          # entries per SendLocalList when the station reported no maximum
-    local_list_retry_s: float = 60.0             # a failed or unconfirmed sync is tried again after this (doubling, at most 1 h)
-    reservation_tick_s: float = 10.0             # reservations past their expiry are marked Expired this often
-    cost_update_interval_s: float = 60.0         # at most one CostUpdated / RunningCost per transaction this often (0 = never)
-    ev_voltage_v: float = 230.0                  # phase voltage assumed to turn an EV's energy need into a current
-    # Gateway limits (formerly Settings.extra; services/gateway/limits.py Limits).
-    handshake_timeout_s: float = 10.0            # whole WebSocket handshake, and slowloris on the upgrade request
-    connection_queue_cap: int = 16               # queued CALLs per connection before "message flood"
-    msg_rate_per_s: float = 20.0                 # CALLs per second per connection (token bucket)
-    msg_burst: float = 60.0                      # ... and the burst it saves up
-    command_concurrency: int = 256               # commands in flight per gateway
-    token_cache_ttl_s: float = 30.0              # gateway: authorization answers cached this long
-    token_cache_size: int = 100_000              # ... and at most this many
-    call_timeout_s: float = 30.0                 # CSMS -> station CALL, upper bound
-    running_cost: bool = True                    # gateway answers running-cost DataTransfers / keeps the running cost
-    ocpi_country_code: str = "DE"                # OCPI CDR export: our country code
-    ocpi_party_id: str = "CSM"                   # OCPI CDR export: our party id
-    # Kafka on a real cluster (ADR 019, docs/configuration.md).
-    kafka_replication_factor: int = 1            # replication factor of topics the CSMS creates (chart: 3)
-    kafka_min_insync_replicas: int = 1           # min.insync.replicas of topics the CSMS creates (chart: 2)
-    kafka_security_protocol: str = "PLAINTEXT"   # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
-    kafka_sasl_mechanism: str = ""               # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL_* protocols)
+    oidc_role_claim: str = "roles"
+    api_auth_fail_limit: int = 20
+    audit_retention_days: float = 365.0
+    local_list_tick_s: float = 5.0
+    local_list_default_chunk: int = 100
+    local_list_retry_s: float = 60.0
+    reservation_tick_s: float = 10.0
+    cost_update_interval_s: float = 60.0
+    ev_voltage_v: float = 230.0
+    handshake_timeout_s: float = 10.0
+    connection_queue_cap: int = 16
+    msg_rate_per_s: float = 20.0
+    msg_burst: float = 60.0
+    command_concurrency: int = 256
+    token_cache_ttl_s: float = 30.0
+    token_cache_size: int = 100_000
+    call_timeout_s: float = 30.0
+    running_cost: bool = True
+    ocpi_country_code: str = "DE"
+    ocpi_party_id: str = "CSM"
+    kafka_replication_factor: int = 1
+    kafka_min_insync_replicas: int = 1
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = ""
     kafka_sasl_username: str = ""
     kafka_sasl_password: str = field(default="", repr=False)
-    kafka_ssl_cafile: str = ""                   # PEM bundle the brokers' certificates must chain to ("" = system CAs)
-    kafka_ssl_certfile: str = ""                 # client certificate (mutual TLS), PEM
-    kafka_ssl_keyfile: str = ""                  # its key, PEM
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
     kafka_ssl_check_hostname: bool = True
-    # Cassandra on a real cluster.
-    cassandra_username: str = ""                 # PasswordAuthenticator credentials ("" = none)
+    cassandra_username: str = ""
     cassandra_password: str = field(default="", repr=False)
-    cassandra_ssl: bool = False                  # TLS to the nodes
-    cassandra_ssl_cafile: str = ""               # PEM bundle the nodes' certificates must chain to ("" = system CAs)
-    cassandra_ssl_certfile: str = ""             # client certificate (require_client_auth), PEM
+    cassandra_ssl: bool = False
+    cassandra_ssl_cafile: str = ""
+    cassandra_ssl_certfile: str = ""
     cassandra_ssl_keyfile: str = ""
     cassandra_ssl_check_hostname: bool = True
-    cassandra_replication_factor: int = 0        # keyspace replication factor (0 = the URL's ?replication=, else 1)
-    cassandra_local_dc: str = ""                 # NetworkTopologyStrategy in this data centre, DC-aware routing ("" = SimpleStrategy)
-    # Operations (ADR 019): readiness, drain, loop and lag measurement.
-    readiness_probe_interval_s: float = 5.0      # API/processors: the store and bus are probed this often; /readyz reports the last probe
-    readiness_probe_timeout_s: float = 2.0       # a probe slower than this counts as failed
-    drain_window_s: float = 30.0                 # gateway on SIGTERM: sockets are closed spread over this window (with jitter)
-    loop_lag_interval_s: float = 0.5             # event-loop lag is sampled this often (csms_event_loop_lag_seconds)
-    consumer_lag_interval_s: float = 5.0         # consumer lag is measured this often, whether or not handlers make progress
-    extra: dict[str, Any] = field(default_factory=dict)
+    cassandra_replication_factor: int = 0
+    cassandra_local_dc: str = ""
+    readiness_probe_interval_s: float = 5.0
+    readiness_probe_timeout_s: float = 2.0
+    drain_window_s: float = 30.0
+    loop_lag_interval_s: float = 0.5
+    consumer_lag_interval_s: float = 5.0
 
     def with_overrides(self, **kw: Any) -> "Settings":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
 
-def load_settings(env: dict[str, str] | None = None) -> Settings:
-    e = os.environ if env is None else env
+# -- the table ---------------------------------------------------------------------------
+# kind: how a value is read. "str?" = a string whose empty value is None; "list" = comma-
+# separated names (empty items dropped); "cidrs" = comma-separated addresses or networks.
+Kind = Literal["str", "str?", "int", "float", "bool", "list", "cidrs"]
+_SAME: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One row of the table. `field` None: read where it is used (`env_value`), before any
+    `Settings` exists. `env_default`: what `load_settings` uses when the variable is unset,
+    when it differs from the dataclass default (a callable: computed at load). `shown` is the
+    docs' default when the value is computed. `empty_is_default`: an empty value means unset
+    (always so for numbers and booleans). `check` returns an error text for a bad value."""
+
+    variable: str
+    field: str | None
+    kind: Kind
+    default: Any
+    doc: str
+    section: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[Any, ...] = ()
+    pattern: str = ""
+    secret: bool = False
+    env_default: Any = _SAME
+    shown: str = ""
+    empty_is_default: bool = False
+    check: Callable[[Any], str | None] | None = None
+
+    def load_default(self) -> Any:
+        d = self.default if self.env_default is _SAME else self.env_default
+        return d() if callable(d) else d
+
+
+def _timestamp(value: Any) -> str | None:
     try:
-        return Settings(
-            bus_url=e.get("CSMS_BUS_URL", "memory://"),
-            store_url=e.get("CSMS_STORE_URL", "sqlite:///./csms.db"),
-            host=e.get("CSMS_HOST", "0.0.0.0"),
-            ocpp_port=int(e.get("CSMS_OCPP_PORT", "9000")),
-            api_port=int(e.get("CSMS_API_PORT", "8080")),
-            metrics_port=int(e.get("CSMS_METRICS_PORT", "9100")),
-            gateway_id=e.get("CSMS_GATEWAY_ID") or _default_gateway_id(),
-            api_key=e.get("CSMS_API_KEY") or None,
-            open_registration=_bool(e.get("CSMS_OPEN_REGISTRATION")),
-            heartbeat_interval=int(e.get("CSMS_HEARTBEAT_INTERVAL", "300")),
-            max_frame_bytes=int(e.get("CSMS_MAX_FRAME_BYTES", str(1 << 20))),
-            command_timeout_s=float(e.get("CSMS_COMMAND_TIMEOUT", "30")),
-            events_partitions=int(e.get("CSMS_EVENTS_PARTITIONS", "12")),
-            commands_partitions=int(e.get("CSMS_COMMANDS_PARTITIONS", "16")),
-            gateway_workers=max(1, int(e.get("CSMS_GATEWAY_WORKERS", "1") or 1)),
-            boot_rate_per_s=float(e.get("CSMS_BOOT_RATE", "0")),
-            admit_max_loop_lag_s=float(e.get("CSMS_ADMIT_MAX_LOOP_LAG_S", "0.25")),
-            admit_max_publishes=int(e.get("CSMS_ADMIT_MAX_PUBLISHES", "5000")),
-            admit_max_store_s=float(e.get("CSMS_ADMIT_MAX_STORE_S", "2.0")),
-            admit_retry_max_s=int(e.get("CSMS_ADMIT_RETRY_MAX_S", "120")),
-            upgrade_rate_per_ip=float(e.get("CSMS_UPGRADE_RATE_PER_IP", "200")),
-            upgrade_burst_per_ip=float(e.get("CSMS_UPGRADE_BURST_PER_IP", "1000")),
-            upgrade_max_wait_s=float(e.get("CSMS_UPGRADE_MAX_WAIT_S", "10")),
-            ocpp21=_bool(e.get("CSMS_OCPP21")),
-            tls_cert=e.get("CSMS_TLS_CERT") or None,
-            tls_key=e.get("CSMS_TLS_KEY") or None,
-            log_level=e.get("CSMS_LOG_LEVEL", "INFO"),
-            dlq_max_attempts=max(1, int(e.get("CSMS_DLQ_MAX_ATTEMPTS", "5"))),
-            dlq_backoff_s=float(e.get("CSMS_DLQ_BACKOFF_S", "0.2")),
-            memory_retention_bytes=int(e.get("CSMS_MEMORY_RETENTION_BYTES", str(8 << 20))),
-            memory_retention_s=float(e.get("CSMS_MEMORY_RETENTION_S", "86400")),
-            bus_max_record_bytes=int(e.get("CSMS_BUS_MAX_RECORD_BYTES", str(1 << 20))),
-            batch_max_records=max(1, int(e.get("CSMS_BATCH_MAX_RECORDS", "500"))),
-            batch_linger_ms=max(0.0, float(e.get("CSMS_BATCH_LINGER_MS", "50"))),
-            kafka_linger_ms=max(0, int(e.get("CSMS_KAFKA_LINGER_MS", "2"))),
-            kafka_batch_bytes=max(1024, int(e.get("CSMS_KAFKA_BATCH_BYTES", str(64 << 10)))),
-            clock_floor=e.get("CSMS_CLOCK_FLOOR", "2010-01-01T00:00:00Z"),
-            clock_max_ahead_s=float(e.get("CSMS_CLOCK_MAX_AHEAD_S", "300")),
-            meter_max_power_kw=float(e.get("CSMS_METER_MAX_POWER_KW", "1000")),
-            session_max_duration_h=float(e.get("CSMS_SESSION_MAX_DURATION_H", "72")),
-            session_max_energy_wh=int(e.get("CSMS_SESSION_MAX_ENERGY_WH", "1000000")),
-            session_idle_timeout_h=float(e.get("CSMS_SESSION_IDLE_TIMEOUT_H", "24")),
-            session_sweep_interval_s=float(e.get("CSMS_SESSION_SWEEP_INTERVAL_S", "300")),
-            tariff_cache_s=max(0.0, float(e.get("CSMS_TARIFF_CACHE_S", "30"))),
-            sessions_cache_entries=max(0, int(e.get("CSMS_SESSIONS_CACHE_ENTRIES", "10000"))),
-            station_events_retention_days=max(0.0, float(e.get("CSMS_STATION_EVENTS_RETENTION_DAYS", "90"))),
-            files_dir=e.get("CSMS_FILES_DIR", ""),
-            upload_max_bytes=max(0, int(e.get("CSMS_UPLOAD_MAX_BYTES", str(50 << 20)))),
-            upload_ttl_s=max(0.0, float(e.get("CSMS_UPLOAD_TTL_S", "3600"))),
-            upload_base_url=e.get("CSMS_UPLOAD_BASE_URL", ""),
-            campaign_tick_s=max(0.1, float(e.get("CSMS_CAMPAIGN_TICK_S", "5"))),
-            campaign_station_timeout_s=max(1.0, float(e.get("CSMS_CAMPAIGN_STATION_TIMEOUT_S", "3600"))),
-            device_model_cache_stations=max(0, int(e.get("CSMS_DEVICE_MODEL_CACHE_STATIONS", "500"))),
-            datatransfer_vendors=tuple(v.strip() for v in e.get("CSMS_DATATRANSFER_VENDORS", "").split(",") if v.strip()),
-            default_security_profile=_profile(e.get("CSMS_DEFAULT_SECURITY_PROFILE", "2")),
-            ocpp_tls_port=int(e.get("CSMS_OCPP_TLS_PORT", "9443")),
-            tls_client_ca=e.get("CSMS_TLS_CLIENT_CA", ""),
-            trusted_proxies=_cidrs(e.get("CSMS_TRUSTED_PROXIES", "")),
-            client_cert_header=e.get("CSMS_CLIENT_CERT_HEADER", "").strip(),
-            metrics_on_ocpp_port=_bool(e.get("CSMS_METRICS_ON_OCPP_PORT")),
-            ws_ping_interval_s=max(0.0, float(e.get("CSMS_WS_PING_INTERVAL_S", "60"))),
-            ws_pong_timeout_s=max(1.0, float(e.get("CSMS_WS_PONG_TIMEOUT_S", "30"))),
-            ws_close_timeout_s=max(0.1, float(e.get("CSMS_WS_CLOSE_TIMEOUT_S", "5"))),
-            ws_send_buffer_bytes=max(16 << 10, int(e.get("CSMS_WS_SEND_BUFFER_BYTES", str(256 << 10)))),
-            auth_fail_limit=max(1, int(e.get("CSMS_AUTH_FAIL_LIMIT", "5"))),
-            auth_fail_window_s=max(1.0, float(e.get("CSMS_AUTH_FAIL_WINDOW_S", "60"))),
-            auth_lock_s=max(0.0, float(e.get("CSMS_AUTH_LOCK_S", "60"))),
-            auth_station_fail_limit=max(1, int(e.get("CSMS_AUTH_STATION_FAIL_LIMIT", "50"))),
-            auth_ip_fail_limit=max(1, int(e.get("CSMS_AUTH_IP_FAIL_LIMIT", "30"))),
-            auth_slow_max_s=max(1.0, float(e.get("CSMS_AUTH_SLOW_MAX_S", "60"))),
-            ca_dir=e.get("CSMS_CA_DIR", ""),
-            ca_url=e.get("CSMS_CA_URL", ""),
-            cert_validity_days=max(1, int(e.get("CSMS_CERT_VALIDITY_DAYS", "365"))),
-            cert_renew_before_days=max(0, int(e.get("CSMS_CERT_RENEW_BEFORE_DAYS", "30"))),
-            cert_renew_interval_s=max(1.0, float(e.get("CSMS_CERT_RENEW_INTERVAL_S", "3600"))),
-            csr_min_rsa_bits=max(1024, int(e.get("CSMS_CSR_MIN_RSA_BITS", "2048"))),
-            ocsp_responder_url=e.get("CSMS_OCSP_RESPONDER_URL", ""),
-            ocsp_follow_station_url=_bool(e.get("CSMS_OCSP_FOLLOW_STATION_URL")),
-            contract_cert_provider=e.get("CSMS_CONTRACT_CERT_PROVIDER", "none").strip() or "none",
-            pki_timeout_s=max(0.1, float(e.get("CSMS_PKI_TIMEOUT_S", "5"))),
-            oidc_jwks_url=e.get("CSMS_OIDC_JWKS_URL", ""),
-            oidc_issuer=e.get("CSMS_OIDC_ISSUER", ""),
-            oidc_audience=e.get("CSMS_OIDC_AUDIENCE", ""),
-            oidc_role_claim=e.get("CSMS_OIDC_ROLE_CLAIM", "roles") or "roles",
-            api_auth_fail_limit=max(1, int(e.get("CSMS_API_AUTH_FAIL_LIMIT", "20"))),
-            audit_retention_days=max(0.0, float(e.get("CSMS_AUDIT_RETENTION_DAYS", "365"))),
-            local_list_tick_s=max(0.1, float(e.get("CSMS_LOCAL_LIST_TICK_S", "5"))),
-            local_list_default_chunk=max(1, int(e.get("CSMS_LOCAL_LIST_DEFAULT_CHUNK", "100"))),
-            local_list_retry_s=max(1.0, float(e.get("CSMS_LOCAL_LIST_RETRY_S", "60"))),
-            reservation_tick_s=max(0.1, float(e.get("CSMS_RESERVATION_TICK_S", "10"))),
-            cost_update_interval_s=max(0.0, float(e.get("CSMS_COST_UPDATE_INTERVAL_S", "60"))),
-            ev_voltage_v=max(1.0, float(e.get("CSMS_EV_VOLTAGE_V", "230"))),
-            handshake_timeout_s=float(e.get("CSMS_HANDSHAKE_TIMEOUT_S", "10")),
-            connection_queue_cap=int(e.get("CSMS_CONNECTION_QUEUE_CAP", "16")),
-            msg_rate_per_s=float(e.get("CSMS_MSG_RATE_PER_S", "20")),
-            msg_burst=float(e.get("CSMS_MSG_BURST", "60")),
-            command_concurrency=int(e.get("CSMS_COMMAND_CONCURRENCY", "256")),
-            token_cache_ttl_s=float(e.get("CSMS_TOKEN_CACHE_TTL_S", "30")),
-            token_cache_size=int(e.get("CSMS_TOKEN_CACHE_SIZE", "100000")),
-            call_timeout_s=float(e.get("CSMS_CALL_TIMEOUT_S", "30")),
-            running_cost=_bool(e.get("CSMS_RUNNING_COST"), True),
-            ocpi_country_code=e.get("CSMS_OCPI_COUNTRY_CODE", "DE"),
-            ocpi_party_id=e.get("CSMS_OCPI_PARTY_ID", "CSM"),
-            kafka_replication_factor=int(e.get("CSMS_KAFKA_REPLICATION_FACTOR", "1")),
-            kafka_min_insync_replicas=int(e.get("CSMS_KAFKA_MIN_INSYNC_REPLICAS", "1")),
-            kafka_security_protocol=e.get("CSMS_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
-            kafka_sasl_mechanism=e.get("CSMS_KAFKA_SASL_MECHANISM", ""),
-            kafka_sasl_username=e.get("CSMS_KAFKA_SASL_USERNAME", ""),
-            kafka_sasl_password=e.get("CSMS_KAFKA_SASL_PASSWORD", ""),
-            kafka_ssl_cafile=e.get("CSMS_KAFKA_SSL_CAFILE", ""),
-            kafka_ssl_certfile=e.get("CSMS_KAFKA_SSL_CERTFILE", ""),
-            kafka_ssl_keyfile=e.get("CSMS_KAFKA_SSL_KEYFILE", ""),
-            kafka_ssl_check_hostname=_bool(e.get("CSMS_KAFKA_SSL_CHECK_HOSTNAME"), True),
-            cassandra_username=e.get("CSMS_CASSANDRA_USERNAME", ""),
-            cassandra_password=e.get("CSMS_CASSANDRA_PASSWORD", ""),
-            cassandra_ssl=_bool(e.get("CSMS_CASSANDRA_SSL")),
-            cassandra_ssl_cafile=e.get("CSMS_CASSANDRA_SSL_CAFILE", ""),
-            cassandra_ssl_certfile=e.get("CSMS_CASSANDRA_SSL_CERTFILE", ""),
-            cassandra_ssl_keyfile=e.get("CSMS_CASSANDRA_SSL_KEYFILE", ""),
-            cassandra_ssl_check_hostname=_bool(e.get("CSMS_CASSANDRA_SSL_CHECK_HOSTNAME"), True),
-            cassandra_replication_factor=int(e.get("CSMS_CASSANDRA_REPLICATION_FACTOR", "0")),
-            cassandra_local_dc=e.get("CSMS_CASSANDRA_LOCAL_DC", ""),
-            readiness_probe_interval_s=float(e.get("CSMS_READINESS_PROBE_INTERVAL_S", "5")),
-            readiness_probe_timeout_s=float(e.get("CSMS_READINESS_PROBE_TIMEOUT_S", "2")),
-            drain_window_s=float(e.get("CSMS_DRAIN_WINDOW_S", "30")),
-            loop_lag_interval_s=float(e.get("CSMS_LOOP_LAG_INTERVAL_S", "0.5")),
-            consumer_lag_interval_s=float(e.get("CSMS_CONSUMER_LAG_INTERVAL_S", "5")),
-        )
-    except ValueError as exc:
-        raise ConfigError(f"bad setting: {exc}") from exc
+        datetime.fromisoformat(str(value))
+    except ValueError:
+        return f"{value!r} is not an ISO 8601 timestamp"
+    return None
+
+
+def _provider(value: Any) -> str | None:
+    v = str(value)
+    if v in ("none", "test") or re.match(r"^https?://\S+$", v):
+        return None
+    return f"{v!r} is not none, test or an http(s) URL"
+
+
+# Sections in the order docs/configuration.md shows them.
+SECTIONS: tuple[str, ...] = (
+    "Processes and ports", "Bus and Kafka", "Kafka security", "Store and Cassandra", "Cassandra security",
+    "Gateway", "Gateway limits", "Admission", "WebSockets", "Station authentication", "TLS and proxies",
+    "Certificates", "Operator API", "Sessions and plausibility", "Station operations", "Drivers and energy",
+    "Operations", "Logging and tracing", "Tests and tools",
+)
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _rows() -> tuple[Setting, ...]:
+    rows: list[Setting] = []
+
+    def add(section: str, variable: str, fld: str | None, kind: Kind, default: Any, doc: str, **kw: Any) -> None:
+        rows.append(Setting(variable, fld, kind, default, doc, section, **kw))
+
+    s = "Processes and ports"
+    add(s, "CSMS_HOST", "host", "str", "0.0.0.0", "listen address (`csms run`: 127.0.0.1 unless set)")
+    add(s, "CSMS_OCPP_PORT", "ocpp_port", "int", 9000, "OCPP WebSocket port (also health and metrics of the gateway)", minimum=0, maximum=65535)
+    add(s, "CSMS_API_PORT", "api_port", "int", 8080, "REST API port (also health and metrics of the API)", minimum=0, maximum=65535)
+    add(s, "CSMS_METRICS_PORT", "metrics_port", "int", 9100, "processors' `/healthz` `/readyz` `/metrics` port (0 = off)", minimum=0, maximum=65535)
+    add(s, "CSMS_GATEWAY_ID", "gateway_id", "str", "gateway-0",
+        "stable gateway id `gateway-N`; N is its command partition (ADR 001)",
+        env_default=_default_gateway_id, shown="gateway-N from the host name's trailing -N, else gateway-0",
+        empty_is_default=True, pattern=r"^\S*\d$")
+    add(s, "CSMS_GATEWAY_WORKERS", "gateway_workers", "int", 1,
+        "SO_REUSEPORT gateway processes per pod (gateway role only); pods x workers <= CSMS_COMMANDS_PARTITIONS", minimum=1)
+    add(s, "CSMS_API_KEY", "api_key", "str?", None,
+        "bootstrap admin API key (`csms run` generates one into CSMS_STATE_DIR/api_key); never logged", secret=True)
+    add(s, "CSMS_STATE_DIR", None, "str", ".csms", "where `csms run` keeps its generated API key, pepper and built-in CA")
+
+    s = "Bus and Kafka"
+    add(s, "CSMS_BUS_URL", "bus_url", "str", "memory://", "`memory://` or `kafka://host:9092[,host2:9092]`", pattern=r"^(memory|kafka)://")
+    add(s, "CSMS_TOPIC_PREFIX", None, "str", "", "prefixes every topic and consumer group (test runs sharing a broker); empty in production")
+    add(s, "CSMS_EVENTS_PARTITIONS", "events_partitions", "int", 12, "partitions of csms.events.v1 and the topics created with it", minimum=1)
+    add(s, "CSMS_COMMANDS_PARTITIONS", "commands_partitions", "int", 16,
+        "partitions of csms.commands.v1; must be >= gateway pods x CSMS_GATEWAY_WORKERS", minimum=1)
+    add(s, "CSMS_KAFKA_REPLICATION_FACTOR", "kafka_replication_factor", "int", 1, "replication factor of topics the CSMS creates (chart: 3)", minimum=1)
+    add(s, "CSMS_KAFKA_MIN_INSYNC_REPLICAS", "kafka_min_insync_replicas", "int", 1, "min.insync.replicas of topics the CSMS creates (chart: 2)", minimum=1)
+    add(s, "CSMS_BUS_MAX_RECORD_BYTES", "bus_max_record_bytes", "int", 1 << 20,
+        "largest bus record (producer max_request_size, topics' max.message.bytes); frame limits follow it", minimum=1024)
+    add(s, "CSMS_BATCH_MAX_RECORDS", "batch_max_records", "int", 500, "records per batch handed to a processor (ADR 015)", minimum=1)
+    add(s, "CSMS_BATCH_LINGER_MS", "batch_linger_ms", "float", 50.0, "how long a batch that is not full waits for more records", minimum=0)
+    add(s, "CSMS_KAFKA_LINGER_MS", "kafka_linger_ms", "int", 2, "Kafka producer: linger before a produce request", minimum=0)
+    add(s, "CSMS_KAFKA_BATCH_BYTES", "kafka_batch_bytes", "int", 64 << 10, "Kafka producer: largest produce batch per partition", minimum=1024)
+    add(s, "CSMS_DLQ_MAX_ATTEMPTS", "dlq_max_attempts", "int", 5, "tries of a failing record before it is dead-lettered (docs/dead-letters.md)", minimum=1)
+    add(s, "CSMS_DLQ_BACKOFF_S", "dlq_backoff_s", "float", 0.2, "first pause between tries; doubles, at most 5 s", minimum=0)
+    add(s, "CSMS_MEMORY_RETENTION_BYTES", "memory_retention_bytes", "int", 8 << 20, "`memory://` keeps this many bytes per partition ...", minimum=0)
+    add(s, "CSMS_MEMORY_RETENTION_S", "memory_retention_s", "float", 86_400.0, "... and no record older than this", minimum=0)
+
+    s = "Kafka security"
+    add(s, "CSMS_KAFKA_SECURITY_PROTOCOL", "kafka_security_protocol", "str", "PLAINTEXT", "how the brokers are reached",
+        choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
+    add(s, "CSMS_KAFKA_SASL_MECHANISM", "kafka_sasl_mechanism", "str", "", "SASL mechanism of the SASL_* protocols",
+        choices=("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
+    add(s, "CSMS_KAFKA_SASL_USERNAME", "kafka_sasl_username", "str", "", "SASL user name")
+    add(s, "CSMS_KAFKA_SASL_PASSWORD", "kafka_sasl_password", "str", "", "SASL password (from a Kubernetes secret)", secret=True)
+    add(s, "CSMS_KAFKA_SSL_CAFILE", "kafka_ssl_cafile", "str", "", "PEM bundle the brokers' certificates must chain to (empty = system CAs)")
+    add(s, "CSMS_KAFKA_SSL_CERTFILE", "kafka_ssl_certfile", "str", "", "client certificate for mutual TLS, PEM")
+    add(s, "CSMS_KAFKA_SSL_KEYFILE", "kafka_ssl_keyfile", "str", "", "its private key, PEM")
+    add(s, "CSMS_KAFKA_SSL_CHECK_HOSTNAME", "kafka_ssl_check_hostname", "bool", True, "check the brokers' host names against their certificates")
+
+    s = "Store and Cassandra"
+    add(s, "CSMS_STORE_URL", "store_url", "str", "sqlite:///./csms.db", "`sqlite:///path.db` or `cassandra://host:9042/keyspace`",
+        pattern=r"^(sqlite|cassandra)://")
+    add(s, "CSMS_CASSANDRA_REPLICATION_FACTOR", "cassandra_replication_factor", "int", 0,
+        "keyspace replication factor (0 = the URL's ?replication=, else 1)", minimum=0)
+    add(s, "CSMS_CASSANDRA_LOCAL_DC", "cassandra_local_dc", "str", "",
+        "NetworkTopologyStrategy in this data centre and DC-aware routing (empty = SimpleStrategy)")
+    add(s, "CSMS_STATION_EVENTS_RETENTION_DAYS", "station_events_retention_days", "float", 90.0,
+        "station history rows are kept this long (0 = forever)", minimum=0)
+    add(s, "CSMS_AUDIT_RETENTION_DAYS", "audit_retention_days", "float", 365.0, "audit entries are kept this long (0 = forever)", minimum=0)
+
+    s = "Cassandra security"
+    add(s, "CSMS_CASSANDRA_USERNAME", "cassandra_username", "str", "", "PasswordAuthenticator user name (empty = none)")
+    add(s, "CSMS_CASSANDRA_PASSWORD", "cassandra_password", "str", "", "its password (from a Kubernetes secret)", secret=True)
+    add(s, "CSMS_CASSANDRA_SSL", "cassandra_ssl", "bool", False, "TLS to the nodes")
+    add(s, "CSMS_CASSANDRA_SSL_CAFILE", "cassandra_ssl_cafile", "str", "", "PEM bundle the nodes' certificates must chain to (empty = system CAs)")
+    add(s, "CSMS_CASSANDRA_SSL_CERTFILE", "cassandra_ssl_certfile", "str", "", "client certificate (require_client_auth), PEM")
+    add(s, "CSMS_CASSANDRA_SSL_KEYFILE", "cassandra_ssl_keyfile", "str", "", "its private key, PEM")
+    add(s, "CSMS_CASSANDRA_SSL_CHECK_HOSTNAME", "cassandra_ssl_check_hostname", "bool", True, "check the nodes' host names against their certificates")
+
+    s = "Gateway"
+    add(s, "CSMS_OPEN_REGISTRATION", "open_registration", "bool", False, "accept (and register) unknown stations at connect")
+    add(s, "CSMS_HEARTBEAT_INTERVAL", "heartbeat_interval", "int", 300, "heartbeat interval (s) given to accepted stations", minimum=1)
+    add(s, "CSMS_OCPP21", "ocpp21", "bool", False, "offer ocpp2.1 (handled like 2.0.1)")
+    add(s, "CSMS_MAX_FRAME_BYTES", "max_frame_bytes", "int", 1 << 20, "largest WebSocket frame; a larger one closes the socket (1009)", minimum=1024)
+    add(s, "CSMS_MAX_JSON_DEPTH", "max_json_depth", "int", 32, "deepest JSON nesting of an OCPP message", minimum=2)
+    add(s, "CSMS_COMMAND_TIMEOUT", "command_timeout_s", "float", 30.0, "seconds the API waits for a station's answer by default", minimum=0.1)
+    add(s, "CSMS_DATATRANSFER_VENDORS", "datatransfer_vendors", "list", (),
+        "DataTransfer vendor ids answered Accepted and republished; others get UnknownVendorId")
+    add(s, "CSMS_RUNNING_COST", "running_cost", "bool", True, "the gateway prices transactions as they run (2.0.1 totalCost, running-cost DataTransfer)")
+    add(s, "CSMS_METRICS_ON_OCPP_PORT", "metrics_on_ocpp_port", "bool", False, "serve /metrics on the OCPP port too (default: only on CSMS_METRICS_PORT)")
+
+    s = "Gateway limits"
+    add(s, "CSMS_HANDSHAKE_TIMEOUT_S", "handshake_timeout_s", "float", 10.0, "whole WebSocket handshake, and slowloris on the upgrade request", minimum=0.1)
+    add(s, "CSMS_CONNECTION_QUEUE_CAP", "connection_queue_cap", "int", 16, "queued CALLs per connection before \"message flood\"", minimum=1)
+    add(s, "CSMS_MSG_RATE_PER_S", "msg_rate_per_s", "float", 20.0, "CALLs per second per connection (token bucket)", minimum=0.01)
+    add(s, "CSMS_MSG_BURST", "msg_burst", "float", 60.0, "... and the burst it saves up", minimum=1)
+    add(s, "CSMS_COMMAND_CONCURRENCY", "command_concurrency", "int", 256, "commands in flight per gateway", minimum=1)
+    add(s, "CSMS_TOKEN_CACHE_TTL_S", "token_cache_ttl_s", "float", 30.0, "authorization answers are cached this long ...", minimum=0)
+    add(s, "CSMS_TOKEN_CACHE_SIZE", "token_cache_size", "int", 100_000, "... and at most this many", minimum=1)
+    add(s, "CSMS_CALL_TIMEOUT_S", "call_timeout_s", "float", 30.0, "upper bound of a CSMS -> station CALL", minimum=0.1)
+
+    s = "Admission"
+    add(s, "CSMS_BOOT_RATE", "boot_rate_per_s", "float", 0.0, "optional fixed cap on accepted BootNotifications per second per gateway (0 = none)", minimum=0)
+    add(s, "CSMS_ADMIT_MAX_LOOP_LAG_S", "admit_max_loop_lag_s", "float", 0.25, "overload: event-loop lag past which upgrades get 503 and boots Pending (0 = off)", minimum=0)
+    add(s, "CSMS_ADMIT_MAX_PUBLISHES", "admit_max_publishes", "int", 5000, "overload: bus publishes in flight (0 = off)", minimum=0)
+    add(s, "CSMS_ADMIT_MAX_STORE_S", "admit_max_store_s", "float", 2.0, "overload: average store round trip of a handshake (0 = off)", minimum=0)
+    add(s, "CSMS_ADMIT_RETRY_MAX_S", "admit_retry_max_s", "int", 120, "longest Retry-After / Pending interval handed out", minimum=1)
+    add(s, "CSMS_UPGRADE_RATE_PER_IP", "upgrade_rate_per_ip", "float", 200.0, "WebSocket upgrades per second per remote address ...", minimum=0)
+    add(s, "CSMS_UPGRADE_BURST_PER_IP", "upgrade_burst_per_ip", "float", 1000.0, "... the burst saved up ...", minimum=0)
+    add(s, "CSMS_UPGRADE_MAX_WAIT_S", "upgrade_max_wait_s", "float", 10.0, "... and the longest wait past the burst before 429", minimum=0)
+
+    s = "WebSockets"
+    add(s, "CSMS_WS_PING_INTERVAL_S", "ws_ping_interval_s", "float", 60.0, "server ping period (0 = none); a station may override it", minimum=0)
+    add(s, "CSMS_WS_PONG_TIMEOUT_S", "ws_pong_timeout_s", "float", 30.0, "no pong this long after a ping closes the socket", minimum=1)
+    add(s, "CSMS_WS_CLOSE_TIMEOUT_S", "ws_close_timeout_s", "float", 5.0, "a close handshake the peer does not finish is aborted after this", minimum=0.1)
+    add(s, "CSMS_WS_SEND_BUFFER_BYTES", "ws_send_buffer_bytes", "int", 256 << 10, "unsent bytes a socket may hold before it is aborted", minimum=16 << 10)
+
+    s = "Station authentication"
+    add(s, "CSMS_AUTH_PEPPER", None, "str", "", "secret key of the password fingerprints (empty: random, kept in CSMS_STATE_DIR/pepper)", secret=True)
+    add(s, "CSMS_DEFAULT_SECURITY_PROFILE", "default_security_profile", "int", 1,
+        "security profile of stations created without one (`csms run`: 1)", choices=(1, 2, 3), env_default=2)
+    add(s, "CSMS_AUTH_FAIL_LIMIT", "auth_fail_limit", "int", 5, "failures per (station, source) within the window before that pair is locked", minimum=1)
+    add(s, "CSMS_AUTH_FAIL_WINDOW_S", "auth_fail_window_s", "float", 60.0, "the failure window", minimum=1)
+    add(s, "CSMS_AUTH_LOCK_S", "auth_lock_s", "float", 60.0, "how long a (station, source) pair stays locked", minimum=0)
+    add(s, "CSMS_AUTH_STATION_FAIL_LIMIT", "auth_station_fail_limit", "int", 50, "failures per station (all sources) before its failing sources are slowed", minimum=1)
+    add(s, "CSMS_AUTH_IP_FAIL_LIMIT", "auth_ip_fail_limit", "int", 30, "failures per source address before it is slowed", minimum=1)
+    add(s, "CSMS_AUTH_SLOW_MAX_S", "auth_slow_max_s", "float", 60.0, "longest Retry-After a slowed source is given", minimum=1)
+    add(s, "CSMS_AUTH_MAX_TRACKED", "auth_max_tracked", "int", 100_000, "entries per failure table (pairs, stations, addresses); the oldest are evicted", minimum=1)
+    add(s, "CSMS_AUTH_STATION_CACHE_SIZE", "auth_station_cache_size", "int", 200_000, "gateway: stations (and their verified passwords and certificates) cached", minimum=1)
+    add(s, "CSMS_AUTH_STATION_CACHE_TTL_S", "auth_station_cache_ttl_s", "float", 10.0, "... for this long (a load shield: revocations invalidate at once)", minimum=0)
+    add(s, "CSMS_AUTH_STATION_NEGATIVE_TTL_S", "auth_station_negative_ttl_s", "float", 2.0, "an unknown station id is remembered this long", minimum=0)
+    add(s, "CSMS_AUTH_REREAD_INTERVAL_S", "auth_reread_interval_s", "float", 1.0, "a failed check re-reads the station at most this often", minimum=0)
+    add(s, "CSMS_AUTH_CERTIFICATE_CACHE_TTL_S", "auth_certificate_cache_ttl_s", "float", 10.0, "client-certificate checks are cached this long", minimum=0)
+    add(s, "CSMS_AUTH_VERIFIED_TTL_S", "auth_verified_ttl_s", "float", 3600.0, "successful password checks (scrypt) are remembered this long", minimum=0)
+    add(s, "CSMS_AUTH_SCRYPT_CONCURRENCY", "auth_scrypt_concurrency", "int", 4, "scrypt password checks run at once per gateway", minimum=1)
+
+    s = "TLS and proxies"
+    add(s, "CSMS_TLS_CERT", "tls_cert", "str?", None, "server certificate chain (PEM) of the wss:// listener")
+    add(s, "CSMS_TLS_KEY", "tls_key", "str?", None, "its private key (PEM)")
+    add(s, "CSMS_OCPP_TLS_PORT", "ocpp_tls_port", "int", 9443, "wss:// port when CSMS_TLS_CERT/KEY are set (0 = none)", minimum=0, maximum=65535)
+    add(s, "CSMS_TLS_CLIENT_CA", "tls_client_ca", "str", "", "PEM bundle client certificates (profile 3) must chain to (empty = the CA in CSMS_CA_DIR)")
+    add(s, "CSMS_TRUSTED_PROXIES", "trusted_proxies", "cidrs", (), "CIDRs whose X-Forwarded-For and client-certificate header are believed")
+    add(s, "CSMS_CLIENT_CERT_HEADER", "client_cert_header", "str", "", "header in which a trusted TLS-terminating proxy passes the client certificate (URL-encoded PEM)")
+
+    s = "Certificates"
+    add(s, "CSMS_CA_DIR", "ca_dir", "str", "", "built-in CA material (ca.pem, ca.key, ocsp.pem, ocsp.key); empty = no built-in CA")
+    add(s, "CSMS_CA_URL", "ca_url", "str", "", "an external CA's signing endpoint instead of the built-in one")
+    add(s, "CSMS_CERT_VALIDITY_DAYS", "cert_validity_days", "int", 365, "lifetime of certificates issued to stations", minimum=1)
+    add(s, "CSMS_CERT_RENEW_BEFORE_DAYS", "cert_renew_before_days", "int", 30, "a station is asked for a new CSR this long before its certificate expires", minimum=0)
+    add(s, "CSMS_CERT_RENEW_INTERVAL_S", "cert_renew_interval_s", "float", 3600.0, "how often certificates to renew or expire are looked for", minimum=1)
+    add(s, "CSMS_CSR_MIN_RSA_BITS", "csr_min_rsa_bits", "int", 2048, "smallest RSA key a CSR may carry (EC: P-256 and P-384)", minimum=1024)
+    add(s, "CSMS_OCSP_RESPONDER_URL", "ocsp_responder_url", "str", "", "GetCertificateStatus is forwarded to this OCSP responder (empty = the built-in CA's list)")
+    add(s, "CSMS_OCSP_FOLLOW_STATION_URL", "ocsp_follow_station_url", "bool", False, "for other issuers, POST to the responder URL the station names")
+    add(s, "CSMS_CONTRACT_CERT_PROVIDER", "contract_cert_provider", "str", "none", "Get15118EVCertificate: none, test, or an http(s) URL",
+        empty_is_default=True, check=_provider)
+    add(s, "CSMS_PKI_TIMEOUT_S", "pki_timeout_s", "float", 5.0, "each OCSP, provider and store call of those requests", minimum=0.1)
+
+    s = "Operator API"
+    add(s, "CSMS_OIDC_JWKS_URL", "oidc_jwks_url", "str", "", "accept OIDC bearer tokens signed by these keys (empty = API keys only)")
+    add(s, "CSMS_OIDC_ISSUER", "oidc_issuer", "str", "", "required `iss` of OIDC tokens")
+    add(s, "CSMS_OIDC_AUDIENCE", "oidc_audience", "str", "", "required `aud` of OIDC tokens")
+    add(s, "CSMS_OIDC_ROLE_CLAIM", "oidc_role_claim", "str", "roles", "claim holding the caller's role(s)", empty_is_default=True)
+    add(s, "CSMS_API_AUTH_FAIL_LIMIT", "api_auth_fail_limit", "int", 20, "wrong API credentials per source address per minute before 429", minimum=1)
+    add(s, "CSMS_OCPI_COUNTRY_CODE", "ocpi_country_code", "str", "DE", "OCPI CDR export: our country code (ISO 3166-1 alpha-2)", pattern=r"^[A-Za-z]{2}$")
+    add(s, "CSMS_OCPI_PARTY_ID", "ocpi_party_id", "str", "CSM", "OCPI CDR export: our party id", pattern=r"^[A-Za-z0-9]{3}$")
+
+    s = "Sessions and plausibility"
+    add(s, "CSMS_CLOCK_FLOOR", "clock_floor", "str", "2010-01-01T00:00:00Z", "station times before this are implausible", check=_timestamp)
+    add(s, "CSMS_CLOCK_MAX_AHEAD_S", "clock_max_ahead_s", "float", 300.0, "... and so are times this far ahead of the receive time", minimum=0)
+    add(s, "CSMS_METER_MAX_POWER_KW", "meter_max_power_kw", "float", 1000.0, "energy rising faster than this is implausible", minimum=0)
+    add(s, "CSMS_SESSION_MAX_DURATION_H", "session_max_duration_h", "float", 72.0,
+        "longer sessions' CDRs are held; time-based prices stop here (not above 0: billing uses 72 and logs it)")
+    add(s, "CSMS_SESSION_MAX_ENERGY_WH", "session_max_energy_wh", "int", 1_000_000, "sessions with more energy are held from export", minimum=0)
+    add(s, "CSMS_SESSION_IDLE_TIMEOUT_H", "session_idle_timeout_h", "float", 24.0, "open sessions with no event this long are abandoned", minimum=0)
+    add(s, "CSMS_SESSION_SWEEP_INTERVAL_S", "session_sweep_interval_s", "float", 300.0, "how often the sessions processor looks for them", minimum=0.1)
+    add(s, "CSMS_TARIFF_CACHE_S", "tariff_cache_s", "float", 30.0, "sessions processor: a station's tariff and site are cached this long", minimum=0)
+    add(s, "CSMS_SESSIONS_CACHE_ENTRIES", "sessions_cache_entries", "int", 10_000, "sessions processor: sessions it wrote, kept decoded", minimum=0)
+
+    s = "Station operations"
+    add(s, "CSMS_FILES_DIR", "files_dir", "str", "", "uploaded files go to this directory (empty = the store; `csms run`: ./csms-files)")
+    add(s, "CSMS_UPLOAD_MAX_BYTES", "upload_max_bytes", "int", 50 << 20, "largest upload a slot takes", minimum=0)
+    add(s, "CSMS_UPLOAD_TTL_S", "upload_ttl_s", "float", 3600.0, "how long an upload slot stays open", minimum=0)
+    add(s, "CSMS_UPLOAD_BASE_URL", "upload_base_url", "str", "", "stations upload here (empty = http://127.0.0.1:<CSMS_OCPP_PORT>)")
+    add(s, "CSMS_CAMPAIGN_TICK_S", "campaign_tick_s", "float", 5.0, "the firmware campaign controller runs this often", minimum=0.1)
+    add(s, "CSMS_CAMPAIGN_STATION_TIMEOUT_S", "campaign_station_timeout_s", "float", 3600.0, "a campaign's station without progress this long has failed", minimum=1)
+    add(s, "CSMS_DEVICE_MODEL_CACHE_STATIONS", "device_model_cache_stations", "int", 500, "device model stage: inventories it wrote, kept decoded (0 = none)", minimum=0)
+
+    s = "Drivers and energy"
+    add(s, "CSMS_LOCAL_LIST_TICK_S", "local_list_tick_s", "float", 5.0, "the local-list sync loop looks for stations to sync this often", minimum=0.1)
+    add(s, "CSMS_LOCAL_LIST_DEFAULT_CHUNK", "local_list_default_chunk", "int", 100, "entries per SendLocalList when the station names no maximum", minimum=1)
+    add(s, "CSMS_LOCAL_LIST_RETRY_S", "local_list_retry_s", "float", 60.0, "a failed sync is tried again after this (doubling, at most 1 h)", minimum=1)
+    add(s, "CSMS_RESERVATION_TICK_S", "reservation_tick_s", "float", 10.0, "reservations past their expiry are marked Expired this often", minimum=0.1)
+    add(s, "CSMS_COST_UPDATE_INTERVAL_S", "cost_update_interval_s", "float", 60.0, "at most one CostUpdated / RunningCost per transaction this often (0 = never)", minimum=0)
+    add(s, "CSMS_EV_VOLTAGE_V", "ev_voltage_v", "float", 230.0, "phase voltage that turns power and energy needs into a current", minimum=1)
+
+    s = "Operations"
+    add(s, "CSMS_READINESS_PROBE_INTERVAL_S", "readiness_probe_interval_s", "float", 5.0, "API and processors probe the store and bus this often; /readyz reports the last probe", minimum=0.1)
+    add(s, "CSMS_READINESS_PROBE_TIMEOUT_S", "readiness_probe_timeout_s", "float", 2.0, "a probe slower than this has failed", minimum=0.1)
+    add(s, "CSMS_DRAIN_WINDOW_S", "drain_window_s", "float", 30.0, "gateway on SIGTERM: sockets are closed spread over this window, with jitter", minimum=0)
+    add(s, "CSMS_LOOP_LAG_INTERVAL_S", "loop_lag_interval_s", "float", 0.5, "event-loop lag is sampled this often (csms_event_loop_lag_seconds)", minimum=0.01)
+    add(s, "CSMS_CONSUMER_LAG_INTERVAL_S", "consumer_lag_interval_s", "float", 5.0, "consumer lag is measured this often, even while a handler is stuck", minimum=0.1)
+
+    s = "Logging and tracing"
+    add(s, "CSMS_LOG_LEVEL", "log_level", "str", "INFO", "log level (operator tools and the simulator: WARNING when unset)", choices=_LOG_LEVELS)
+    add(s, "CSMS_TRACE_SAMPLE_RATIO", None, "float", 0.01, "share of traces sampled when tracing is on", minimum=0, maximum=1)
+    add(s, "CSMS_TRACE_CONSOLE", None, "bool", False, "turn tracing on with spans printed on stderr")
+    add(s, "OTEL_EXPORTER_OTLP_ENDPOINT", None, "str", "", "turn tracing on with spans exported over OTLP/HTTP here (needs opentelemetry-exporter-otlp)")
+
+    s = "Tests and tools"
+    add(s, "CSMS_INFRA", None, "bool", False, "tests: run the tests that need the local Kafka and Cassandra (`make test` sets it)")
+    add(s, "CSMS_SIM_URL", None, "str", "ws://127.0.0.1:9000/ocpp", "`csms simulate`: the OCPP endpoint base")
+    add(s, "CSMS_SIM_API_URL", None, "str", "http://127.0.0.1:8080", "`csms simulate`: the REST API base (station registration)")
+    return tuple(rows)
+
+
+TABLE: tuple[Setting, ...] = _rows()
+_BY_VARIABLE: dict[str, Setting] = {row.variable: row for row in TABLE}
+_FIELD_ROWS: tuple[Setting, ...] = tuple(row for row in TABLE if row.field is not None)
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _range(row: Setting) -> str:
+    lo, hi = row.minimum, row.maximum
+    if lo is not None and hi is not None:
+        return f"{_num(lo)} to {_num(hi)}"
+    return f">= {_num(lo)}" if lo is not None else f"<= {_num(hi)}"
+
+
+def _num(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _parse(row: Setting, raw: str) -> Any:
+    """The typed value of one variable, or ConfigError naming it."""
+    name, kind = row.variable, row.kind
+    value: Any
+    text = raw if row.secret else raw.strip()
+    if text == "" and (kind in ("int", "float", "bool") or row.empty_is_default):
+        return row.load_default()
+    if kind == "int":
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"{name}: {raw!r} is not an integer") from None
+    elif kind == "float":
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"{name}: {raw!r} is not a number") from None
+        if math.isnan(value):
+            raise ConfigError(f"{name}: {raw!r} is not a number")
+    elif kind == "bool":
+        low = text.lower()
+        if low not in _TRUE and low not in _FALSE:
+            raise ConfigError(f"{name}: {raw!r} is not a boolean (true/false, 1/0, yes/no, on/off)")
+        value = low in _TRUE
+    elif kind == "str?":
+        value = text or None
+    elif kind == "list":
+        value = tuple(v.strip() for v in text.split(",") if v.strip())
+    elif kind == "cidrs":
+        out = []
+        for item in (v.strip() for v in text.split(",")):
+            if not item:
+                continue
+            try:
+                out.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ConfigError(f"{name}: {item!r} is not an address or CIDR") from None
+        value = tuple(out)
+    else:
+        value = text
+    if row.choices:
+        canonical = {str(c).casefold(): c for c in row.choices}
+        key = str(value).casefold()
+        if key not in canonical:
+            shown = ", ".join(repr(c) if c == "" else str(c) for c in row.choices)
+            raise ConfigError(f"{name}: {raw!r} is not one of {shown}")
+        value = canonical[key]
+    if (row.minimum is not None and value < row.minimum) or (row.maximum is not None and value > row.maximum):
+        raise ConfigError(f"{name}: {raw!r} is out of range (allowed: {_range(row)})")
+    if row.pattern and value and not re.search(row.pattern, str(value)):
+        raise ConfigError(f"{name}: {raw!r} does not match {row.pattern}")
+    if row.check is not None and (problem := row.check(value)) is not None:
+        raise ConfigError(f"{name}: {problem}")
+    return value
+
+
+def env_value(variable: str, env: Mapping[str, str] | None = None) -> Any:
+    """One declared variable's typed value (its default when unset); ConfigError when bad.
+    For the rows read before `Settings` exists; a variable the table lacks is a KeyError."""
+    row = _BY_VARIABLE[variable]
+    raw = (os.environ if env is None else env).get(variable)
+    return row.load_default() if raw is None else _parse(row, raw)
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """`CSMS_*` names in `env` the table does not declare (typos)."""
+    return sorted(k for k in env if k.startswith("CSMS_") and k not in _BY_VARIABLE)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `env` (default: the process environment). Every bad variable is named
+    in one ConfigError; unknown `CSMS_*` names are logged (a typo is otherwise silent)."""
+    e = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    errors: list[str] = []
+    for row in _FIELD_ROWS:
+        assert row.field is not None
+        raw = e.get(row.variable)
+        try:
+            values[row.field] = row.load_default() if raw is None else _parse(row, raw)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise ConfigError(errors[0] if len(errors) == 1 else "bad settings: " + "; ".join(errors))
+    for name in unknown_variables(e):
+        log.warning("%s is not a setting of this version (docs/configuration.md); ignored", name)
+    return Settings(**values)
+
+
+# -- docs/configuration.md ---------------------------------------------------------------
+_TYPES = {"str": "string", "str?": "string", "int": "integer", "float": "number", "bool": "boolean",
+          "list": "list (comma-separated)", "cidrs": "CIDRs (comma-separated)"}
+
+_INTRO = """\
+# Configuration
+
+Every setting of the CSMS is an environment variable, read and checked when a process
+starts: a bad value stops it with a message naming the variable (for example
+`CSMS_OCPP_PORT: 'abc' is not an integer`), and an unknown `CSMS_*` name is logged as a
+warning. Numbers and booleans left empty take their default. Booleans are `true`/`false`,
+`1`/`0`, `yes`/`no` or `on`/`off`; choices are not case-sensitive. Secrets are never
+logged; in Kubernetes they come from secrets (see the chart's values). A few settings also
+have a command-line flag of the same name (`csms run --ocpp-port 9000`), which wins.
+
+Generated from the table in `services/common/config.py` by
+`python -m services.common.config --markdown > docs/configuration.md`; do not edit by hand
+(tests/unit/common/test_config_table.py checks that it is current).
+"""
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _shown_default(row: Setting) -> str:
+    if row.secret:
+        return "(secret)"
+    if row.shown:
+        return row.shown
+    d = row.default if row.env_default is _SAME else row.env_default
+    if d is None or d == "" or d == ():
+        return "(empty)"
+    if isinstance(d, bool):
+        return "`true`" if d else "`false`"
+    if isinstance(d, tuple):
+        return "`" + ",".join(d) + "`"
+    return f"`{_num(d)}`"
+
+
+def _shown_type(row: Setting) -> str:
+    if row.choices:
+        return "one of " + ", ".join("(empty)" if c == "" else f"`{c}`" for c in row.choices)
+    text = _TYPES[row.kind]
+    if row.minimum is not None or row.maximum is not None:
+        text += ", " + _range(row).replace(">=", "≥").replace("<=", "≤")
+    return text
+
+
+def markdown() -> str:
+    """docs/configuration.md: the introduction, then one table per section."""
+    out = [_INTRO]
+    for section in SECTIONS:
+        rows = [r for r in TABLE if r.section == section]
+        if not rows:
+            continue
+        out.append(f"\n## {section}\n\n| Variable | Type | Default | Description |\n|---|---|---|---|\n")
+        for r in rows:
+            out.append(f"| `{r.variable}` | {_cell(_shown_type(r))} | {_cell(_shown_default(r))} | {_cell(r.doc)} |\n")
+    return "".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args != ["--markdown"]:
+        print("usage: python -m services.common.config --markdown", file=sys.stderr)
+        return 2
+    sys.stdout.write(markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

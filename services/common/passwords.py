@@ -33,6 +33,8 @@ import secrets
 import stat
 from pathlib import Path
 
+from services.common.config import env_value
+
 __all__ = [
     "hash_password",
     "verify_password_slow",
@@ -144,10 +146,10 @@ def load_pepper(env: dict[str, str] | None = None) -> bytes:
     (first writer wins when two processes start at once); a pepper file another version
     left readable by others is tightened to 0600."""
     e = os.environ if env is None else env
-    value = e.get("CSMS_AUTH_PEPPER")
+    value = str(env_value("CSMS_AUTH_PEPPER", e))
     if value:
         return value.encode()
-    path = Path(e.get("CSMS_STATE_DIR", ".csms")) / "pepper"
+    path = Path(str(env_value("CSMS_STATE_DIR", e))) / "pepper"
     if not path.exists():
         _private_dir(path.parent)
         tmp = path.with_name(f".pepper.{os.getpid()}.{secrets.token_hex(4)}.tmp")

@@ -15,6 +15,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, disable_created_metrics, generate_latest
 from opentelemetry import trace
 
+from services.common.config import env_value
+
 __all__ = ["RedactingFormatter", "redact", "setup_logging", "setup_tracing", "add_health_routes", "tracer"]
 
 tracer = trace.get_tracer("csms")
@@ -39,11 +41,12 @@ def setup_tracing(role: str, env: dict[str, str] | None = None) -> None:
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     e = os.environ if env is None else env
-    if not (e.get("OTEL_EXPORTER_OTLP_ENDPOINT") or e.get("CSMS_TRACE_CONSOLE") == "1"):
+    console = bool(env_value("CSMS_TRACE_CONSOLE", e))  # declared settings (docs/configuration.md)
+    if not (e.get("OTEL_EXPORTER_OTLP_ENDPOINT") or console):
         # No exporter: keep the API's no-op tracer. An SDK span costs ~20 us per OCPP call
         # even unsampled (bench/README.md), which buys nothing when nobody collects spans.
         return
-    ratio = float(e.get("CSMS_TRACE_SAMPLE_RATIO", "0.01"))
+    ratio = float(env_value("CSMS_TRACE_SAMPLE_RATIO", e))
     provider = TracerProvider(
         resource=Resource.create({"service.name": f"csms-{role}"}),
         sampler=ParentBased(TraceIdRatioBased(ratio)),
@@ -57,7 +60,7 @@ def setup_tracing(role: str, env: dict[str, str] | None = None) -> None:
             logging.getLogger("csms.telemetry").warning(
                 "OTEL_EXPORTER_OTLP_ENDPOINT is set but opentelemetry-exporter-otlp is not installed"
             )
-    if e.get("CSMS_TRACE_CONSOLE") == "1":
+    if console:
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     trace.set_tracer_provider(provider)
 

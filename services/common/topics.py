@@ -4,9 +4,9 @@
 one broker; production leaves it empty so the names below are what consumers see.
 """
 
-import os
+from services.common.config import env_value
 
-_PREFIX = os.environ.get("CSMS_TOPIC_PREFIX", "")
+_PREFIX = str(env_value("CSMS_TOPIC_PREFIX"))  # read at import: topic names are module constants
 
 EVENTS = f"{_PREFIX}csms.events.v1"       # key = station id
 COMMANDS = f"{_PREFIX}csms.commands.v1"   # key = station id, partition = owning gateway's ordinal

@@ -30,12 +30,15 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from prometheus_client import Counter, Gauge
 
 from services.gateway.limits import TokenBucket
 from services.gateway.metrics import BOOT_PENDING
+
+if TYPE_CHECKING:
+    from services.common.config import Settings
 
 __all__ = [
     "Signals", "Thresholds", "UpgradeLimits", "load", "overloaded", "boot_overloaded", "retry_after", "ewma", "next_capacity", "Admission", "PROBE_S",
@@ -73,20 +76,13 @@ class Thresholds:
     retry_max_s: int = 120
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "Thresholds":
-        """From the CSMS_ADMIT_* settings; `settings.extra` (benchmarks, tests) overrides."""
-        extra = getattr(settings, "extra", {}) or {}
-
-        def pick(name: str, kind: type, default: Any) -> Any:
-            return kind(extra.get(name, getattr(settings, name, default)))
-
-        d = cls()
+    def from_settings(cls, settings: "Settings") -> "Thresholds":
+        """From the CSMS_ADMIT_* settings (docs/configuration.md, "Admission")."""
         return cls(
-            max_loop_lag_s=pick("admit_max_loop_lag_s", float, d.max_loop_lag_s),
-            max_publishes=pick("admit_max_publishes", int, d.max_publishes),
-            max_store_s=pick("admit_max_store_s", float, d.max_store_s),
-            retry_min_s=d.retry_min_s,
-            retry_max_s=pick("admit_retry_max_s", int, d.retry_max_s),
+            max_loop_lag_s=settings.admit_max_loop_lag_s,
+            max_publishes=settings.admit_max_publishes,
+            max_store_s=settings.admit_max_store_s,
+            retry_max_s=settings.admit_retry_max_s,
         )
 
 
@@ -325,12 +321,6 @@ class UpgradeLimits:
     max_wait_s: float = 10.0
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "UpgradeLimits":
-        """From CSMS_UPGRADE_*; `settings.extra` (benchmarks, tests) overrides."""
-        extra = getattr(settings, "extra", {}) or {}
-        d = cls()
-
-        def pick(name: str, default: float) -> float:
-            return float(extra.get(name, getattr(settings, name, default)))
-
-        return cls(pick("upgrade_rate_per_ip", d.rate), pick("upgrade_burst_per_ip", d.burst), pick("upgrade_max_wait_s", d.max_wait_s))
+    def from_settings(cls, settings: "Settings") -> "UpgradeLimits":
+        """From the CSMS_UPGRADE_* settings (docs/configuration.md, "Admission")."""
+        return cls(settings.upgrade_rate_per_ip, settings.upgrade_burst_per_ip, settings.upgrade_max_wait_s)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Callable, Generic, Hashable, Mapping, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Generic, Hashable, TypeVar
 
 if TYPE_CHECKING:
     from services.common.config import Settings
@@ -31,27 +31,30 @@ V = TypeVar("V")
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The gateway's tunables, read from `settings.extra` (defaults in brackets)."""
+    """The gateway's per-connection and per-gateway tunables: the "Gateway limits" settings
+    (docs/configuration.md), under the names the connection code uses."""
 
     open_timeout_s: float = 10.0         # whole handshake, and slowloris on the upgrade request
     queue_cap: int = 16                  # queued CALLs per connection before "message flood"
     msg_rate: float = 20.0               # CALLs per second per connection (token bucket)
     msg_burst: float = 60.0
-    upgrade_rate_per_ip: float = 200.0   # upgrades per second per remote address
-    upgrade_burst_per_ip: float = 1000.0
     command_concurrency: int = 256       # commands in flight per gateway
     token_cache_ttl_s: float = 30.0
     token_cache_size: int = 100_000
     call_timeout_s: float = 30.0         # CSMS -> station CALL, upper bound
 
     @classmethod
-    def from_extra(cls, extra: Mapping[str, Any]) -> "Limits":
-        kw: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name in extra:
-                default: Any = f.default  # every field has a default: its type converts the setting
-                kw[f.name] = type(default)(extra[f.name])
-        return cls(**kw)
+    def from_settings(cls, settings: "Settings") -> "Limits":
+        return cls(
+            open_timeout_s=settings.handshake_timeout_s,
+            queue_cap=settings.connection_queue_cap,
+            msg_rate=settings.msg_rate_per_s,
+            msg_burst=settings.msg_burst,
+            command_concurrency=settings.command_concurrency,
+            token_cache_ttl_s=settings.token_cache_ttl_s,
+            token_cache_size=settings.token_cache_size,
+            call_timeout_s=settings.call_timeout_s,
+        )
 
 
 class TokenBucket:
@@ -201,8 +204,8 @@ class TTLCache(Generic[K, V]):
 
 @dataclass(frozen=True, slots=True)
 class AuthLimits:
-    """Station authentication tunables: the lockout ones are CSMS_AUTH_* settings
-    (docs/security.md); caches and concurrency keep their defaults."""
+    """Station authentication tunables: the CSMS_AUTH_* settings (docs/configuration.md,
+    docs/security.md)."""
 
     fail_limit: int = 5                  # failures per (station, source) within fail_window_s ...
     fail_window_s: float = 60.0
@@ -228,6 +231,14 @@ class AuthLimits:
             station_fail_limit=settings.auth_station_fail_limit,
             ip_fail_limit=settings.auth_ip_fail_limit,
             slow_max_s=settings.auth_slow_max_s,
+            max_tracked=settings.auth_max_tracked,
+            station_cache_size=settings.auth_station_cache_size,
+            station_cache_ttl_s=settings.auth_station_cache_ttl_s,
+            station_negative_ttl_s=settings.auth_station_negative_ttl_s,
+            reread_interval_s=settings.auth_reread_interval_s,
+            certificate_cache_ttl_s=settings.auth_certificate_cache_ttl_s,
+            verified_ttl_s=settings.auth_verified_ttl_s,
+            scrypt_concurrency=settings.auth_scrypt_concurrency,
         )
 
 

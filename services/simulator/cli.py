@@ -34,6 +34,7 @@ from typing import Any
 
 import aiohttp
 
+from services.common.config import env_value
 from services.common.ocpp_version import OcppVersion
 from services.simulator.operations import FIRMWARE_OUTCOMES
 from services.simulator.station import StationSpec, run_station
@@ -43,8 +44,8 @@ __all__ = ["add_arguments", "run", "station_password", "register", "build_specs"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default=os.environ.get("CSMS_SIM_URL", "ws://127.0.0.1:9000/ocpp"), help="OCPP endpoint base")
-    p.add_argument("--api-url", default=os.environ.get("CSMS_SIM_API_URL", "http://127.0.0.1:8080"), help="REST API base (registration)")
+    p.add_argument("--url", default=str(env_value("CSMS_SIM_URL")), help="OCPP endpoint base")
+    p.add_argument("--api-url", default=str(env_value("CSMS_SIM_API_URL")), help="REST API base (registration)")
     p.add_argument("--api-key", default=None, help="admin API key (default: CSMS_API_KEY or ./.csms/api_key)")
     p.add_argument("--no-register", action="store_true", help="stations and token already exist")
     p.add_argument("--stations", type=int, default=3)
@@ -83,7 +84,7 @@ def _api_key(args: argparse.Namespace) -> str | None:
         return str(args.api_key)
     if os.environ.get("CSMS_API_KEY"):
         return os.environ["CSMS_API_KEY"]
-    path = Path(os.environ.get("CSMS_STATE_DIR", ".csms")) / "api_key"
+    path = Path(str(env_value("CSMS_STATE_DIR"))) / "api_key"
     return path.read_text().strip() if path.exists() else None
 
 

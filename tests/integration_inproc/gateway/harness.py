@@ -140,10 +140,10 @@ async def start_gateway(tmp: Path, *, bus_options: dict[str, Any] | None = None,
 
 async def _start_gateway(tmp: Path, bus_options: dict[str, Any] | None, settings: dict[str, Any]) -> Gateway:
     tmp.mkdir(parents=True, exist_ok=True)
-    extra = {"open_timeout_s": 2.0, **settings.pop("extra", {})}
     base: dict[str, Any] = dict(
         host="127.0.0.1", ocpp_port=0, gateway_id="gateway-0", max_frame_bytes=64 * 1024,
-        events_partitions=4, commands_partitions=4, extra=extra,
+        events_partitions=4, commands_partitions=4, handshake_timeout_s=2.0,
+        drain_window_s=0.0,  # stop() closes every socket at once (the drain has its own tests)
     )
     base.update(settings)
     store = SqliteStore(f"sqlite:///{tmp}/t.db")

@@ -168,7 +168,7 @@ async def test_connect_and_disconnect_are_published_and_ownership_released(gw: G
 
 
 async def test_slowloris_on_the_upgrade_is_dropped_at_the_open_timeout(make_gateway) -> None:  # type: ignore[no-untyped-def]
-    gw = await make_gateway(extra={"open_timeout_s": 0.5})
+    gw = await make_gateway(handshake_timeout_s=0.5)
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
@@ -202,7 +202,7 @@ async def test_an_oversized_header_line_is_refused_with_4xx(gw: Gateway) -> None
 
 async def test_an_upgrade_flood_from_one_address_gets_429_and_others_are_unaffected(make_gateway) -> None:  # type: ignore[no-untyped-def]
     # upgrade_max_wait_s 0: past the burst refuse at once (by default it waits its turn up to a bound)
-    gw = await make_gateway(extra={"upgrade_rate_per_ip": 1, "upgrade_burst_per_ip": 3, "upgrade_max_wait_s": 0})
+    gw = await make_gateway(upgrade_rate_per_ip=1.0, upgrade_burst_per_ip=3.0, upgrade_max_wait_s=0.0)
     ok = await gw.connect("CP1")
     codes = [status_of(await raw_http(gw.port, upgrade_request("/ocpp/CP1"))) for _ in range(5)]
     assert 429 in codes

@@ -3,9 +3,6 @@ runtime shell's bookkeeping, with injected clocks and signals (no wall clock).""
 
 from __future__ import annotations
 
-import math
-from types import SimpleNamespace
-
 import pytest
 
 from services.gateway.admission import (
@@ -160,15 +157,19 @@ async def test_the_lag_probe_reports_an_overdue_loop() -> None:
 
 
 # -- settings ------------------------------------------------------------------------------
-def test_thresholds_and_upgrade_limits_come_from_settings_with_extra_overriding() -> None:
-    settings = SimpleNamespace(admit_max_loop_lag_s=0.5, admit_max_publishes=10, admit_max_store_s=1.0, admit_retry_max_s=60,
-                               upgrade_rate_per_ip=5.0, upgrade_burst_per_ip=50.0, upgrade_max_wait_s=3.0,
-                               extra={"admit_max_publishes": 99, "upgrade_max_wait_s": 0})
+def test_thresholds_and_upgrade_limits_come_from_the_typed_settings() -> None:
+    from services.common.config import Settings, load_settings
+
+    settings = Settings(admit_max_loop_lag_s=0.5, admit_max_publishes=99, admit_max_store_s=1.0, admit_retry_max_s=60,
+                        upgrade_rate_per_ip=5.0, upgrade_burst_per_ip=50.0, upgrade_max_wait_s=0.0)
     th = Thresholds.from_settings(settings)
     assert (th.max_loop_lag_s, th.max_publishes, th.max_store_s, th.retry_max_s) == (0.5, 99, 1.0, 60)
     up = UpgradeLimits.from_settings(settings)
     assert (up.rate, up.burst, up.max_wait_s) == (5.0, 50.0, 0.0)
-    assert not math.isnan(up.rate)
+    # ... and from their CSMS_* variables
+    env = load_settings({"CSMS_ADMIT_MAX_PUBLISHES": "7", "CSMS_ADMIT_MAX_LOOP_LAG_S": "0", "CSMS_UPGRADE_BURST_PER_IP": "3"})
+    assert (Thresholds.from_settings(env).max_publishes, Thresholds.from_settings(env).max_loop_lag_s) == (7, 0.0)
+    assert UpgradeLimits.from_settings(env) == UpgradeLimits(200.0, 3.0, 10.0)
 
 
 async def test_the_probe_stops_when_nobody_asks_and_restarts_on_the_next_decision() -> None:

@@ -227,6 +227,27 @@ async def test_token_status_is_cached_and_served_stale_when_the_store_is_down() 
         await tokens.status("T2")
 
 
-def test_limits_are_read_from_settings_extra() -> None:
-    assert Limits.from_extra({"queue_cap": "4", "msg_rate": 1}).queue_cap == 4
-    assert Limits.from_extra({}).queue_cap == 16
+def test_limits_are_read_from_the_gateway_limit_settings() -> None:
+    from services.common.config import load_settings
+
+    assert Limits.from_settings(Settings()) == Limits()
+    lim = Limits.from_settings(load_settings({
+        "CSMS_HANDSHAKE_TIMEOUT_S": "2.5", "CSMS_CONNECTION_QUEUE_CAP": "4", "CSMS_MSG_RATE_PER_S": "1", "CSMS_MSG_BURST": "3",
+        "CSMS_COMMAND_CONCURRENCY": "8", "CSMS_TOKEN_CACHE_TTL_S": "0", "CSMS_TOKEN_CACHE_SIZE": "10", "CSMS_CALL_TIMEOUT_S": "9",
+    }))
+    assert lim == Limits(open_timeout_s=2.5, queue_cap=4, msg_rate=1.0, msg_burst=3.0, command_concurrency=8,
+                         token_cache_ttl_s=0.0, token_cache_size=10, call_timeout_s=9.0)
+
+
+def test_auth_limits_are_read_from_the_auth_settings() -> None:
+    from services.common.config import load_settings
+
+    assert AuthLimits.from_settings(Settings()) == AuthLimits()
+    lim = AuthLimits.from_settings(load_settings({
+        "CSMS_AUTH_FAIL_LIMIT": "3", "CSMS_AUTH_MAX_TRACKED": "7", "CSMS_AUTH_STATION_CACHE_SIZE": "11",
+        "CSMS_AUTH_STATION_CACHE_TTL_S": "0", "CSMS_AUTH_STATION_NEGATIVE_TTL_S": "0.5", "CSMS_AUTH_REREAD_INTERVAL_S": "2",
+        "CSMS_AUTH_CERTIFICATE_CACHE_TTL_S": "3", "CSMS_AUTH_VERIFIED_TTL_S": "60", "CSMS_AUTH_SCRYPT_CONCURRENCY": "2",
+    }))
+    assert (lim.fail_limit, lim.max_tracked, lim.station_cache_size, lim.station_cache_ttl_s, lim.station_negative_ttl_s) == (
+        3, 7, 11, 0.0, 0.5)
+    assert (lim.reread_interval_s, lim.certificate_cache_ttl_s, lim.verified_ttl_s, lim.scrypt_concurrency) == (2.0, 3.0, 60.0, 2)
