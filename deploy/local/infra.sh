@@ -2,43 +2,73 @@
 # Real Apache Kafka (KRaft, single node) and Apache Cassandra (single node) for local
 # development and tests, run from Maven Central jars with Java 17 - no Docker.
 #
-#   deploy/local/infra.sh up     [kafka|cassandra|all]   fetch jars once, start, wait until serving
-#   deploy/local/infra.sh down   [kafka|cassandra|all]   SIGTERM, wait, SIGKILL after a timeout
-#   deploy/local/infra.sh status [kafka|cassandra|all]   exit 0 only if every named engine serves
-#   deploy/local/infra.sh reset  [kafka|cassandra|all]   down + wipe data (and logs); jars are kept
-#   deploy/local/infra.sh fetch  [kafka|cassandra|all]   only fetch the jars
+#   deploy/local/infra.sh up     [ENGINE|all]   fetch jars once, start, wait until serving
+#   deploy/local/infra.sh down   [ENGINE|all]   SIGTERM, wait, SIGKILL after a timeout
+#   deploy/local/infra.sh status [ENGINE|all]   exit 0 only if every named engine serves
+#   deploy/local/infra.sh reset  [ENGINE|all]   down + wipe data (and logs); jars are kept
+#   deploy/local/infra.sh fetch  [ENGINE|all]   only fetch the jars
+#   ENGINE: kafka, cassandra or cassandra-secure; all = the three.
 #
-# Endpoints: Kafka PLAINTEXT 127.0.0.1:9092 (controller 127.0.0.1:9093);
-#            Cassandra CQL 127.0.0.1:9042 (storage 127.0.0.1:7000, local JMX 127.0.0.1:7199).
-# State: deploy/local/<engine>/{lib,data,logs,<engine>.pid} (all git-ignored). `down kafka`
-# then `up kafka` keeps the topics and messages (that is how tests simulate a Kafka outage).
+# Endpoints: Kafka PLAINTEXT 127.0.0.1:9092 (controller 127.0.0.1:9093), and on the same
+#              broker SASL_SSL 127.0.0.1:9094 and SASL_PLAINTEXT 127.0.0.1:9095 (PLAIN,
+#              SCRAM-SHA-256 and SCRAM-SHA-512 on both);
+#            Cassandra CQL 127.0.0.1:9042 (storage 127.0.0.1:7000, local JMX 127.0.0.1:7199);
+#            cassandra-secure: a second, small Cassandra with TLS and PasswordAuthenticator,
+#              CQL 127.0.0.1:9142 (storage 127.0.0.1:7100, local JMX 127.0.0.1:7299).
+# Secured endpoints (tests/integration/test_secured_engines.py): user `csms`, password
+#   `csms-local-secret` (Kafka SASL and Cassandra role); TLS with a throwaway CA made at the
+#   first `up` with openssl: deploy/local/tls/ca.pem (CSMS_KAFKA_SSL_CAFILE and
+#   CSMS_CASSANDRA_SSL_CAFILE of the clients); the certificate names localhost and
+#   127.0.0.1. Loopback only: never reuse these elsewhere.
+# State: deploy/local/<engine>/{lib,data,logs,<engine>.pid} and deploy/local/tls (all
+# git-ignored; cassandra-secure runs on cassandra's jars). `down kafka` then `up kafka`
+# keeps the topics and messages (that is how tests simulate a Kafka outage).
 #
-# Tunables (environment): KAFKA_HEAP (512m), CASSANDRA_HEAP (1g), KAFKA_START_TIMEOUT (90),
-# CASSANDRA_START_TIMEOUT (240), KAFKA_STOP_TIMEOUT (30), CASSANDRA_STOP_TIMEOUT (60),
-# JAVA_HOME (java on PATH otherwise), PYTHON (python3; stdlib only, used for the wire probes).
+# Tunables (environment): KAFKA_HEAP (512m), CASSANDRA_HEAP (1g), CASSANDRA_SECURE_HEAP
+# (512m), KAFKA_START_TIMEOUT (90), CASSANDRA_START_TIMEOUT (240), KAFKA_STOP_TIMEOUT (30),
+# CASSANDRA_STOP_TIMEOUT (60), JAVA_HOME (java on PATH otherwise), PYTHON (python3; stdlib
+# only, used for the wire probes).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 KDIR="$HERE/kafka"
 CDIR="$HERE/cassandra"
+SDIR="$HERE/cassandra-secure"
+TLS_DIR="$HERE/tls"
 if [ -n "${JAVA_HOME:-}" ] && [ -x "$JAVA_HOME/bin/java" ]; then JAVA="$JAVA_HOME/bin/java"; else JAVA=java; fi
 PYTHON="${PYTHON:-python3}"
 KAFKA_HEAP="${KAFKA_HEAP:-512m}"
 CASSANDRA_HEAP="${CASSANDRA_HEAP:-1g}"
+CASSANDRA_SECURE_HEAP="${CASSANDRA_SECURE_HEAP:-512m}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 CASSANDRA_START_TIMEOUT="${CASSANDRA_START_TIMEOUT:-240}"
 KAFKA_STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 CASSANDRA_STOP_TIMEOUT="${CASSANDRA_STOP_TIMEOUT:-60}"
 KAFKA_PORT=9092
+KAFKA_SASL_SSL_PORT=9094
+KAFKA_SASL_PLAINTEXT_PORT=9095
 CASSANDRA_PORT=9042
+CASSANDRA_SECURE_PORT=9142
+# the secured endpoints' one user (Kafka SASL PLAIN/SCRAM, Cassandra role) and the
+# password of the broker's and node's PKCS#12 key store: local test values only
+SECURE_USER=csms
+SECURE_PASSWORD=csms-local-secret
+TLS_STORE_PASSWORD=csms-local-store
 
 log() { printf '%s\n' "$*"; }
 err() { printf '%s\n' "$*" >&2; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-engine_dir() { case "$1" in kafka) echo "$KDIR" ;; cassandra) echo "$CDIR" ;; esac; }
-engine_port() { case "$1" in kafka) echo "$KAFKA_PORT" ;; cassandra) echo "$CASSANDRA_PORT" ;; esac; }
+engine_dir() { case "$1" in kafka) echo "$KDIR" ;; cassandra) echo "$CDIR" ;; cassandra-secure) echo "$SDIR" ;; esac; }
+engine_port() {
+  case "$1" in kafka) echo "$KAFKA_PORT" ;; cassandra) echo "$CASSANDRA_PORT" ;; cassandra-secure) echo "$CASSANDRA_SECURE_PORT" ;; esac
+}
+engine_heap() { case "$1" in kafka) echo "$KAFKA_HEAP" ;; cassandra) echo "$CASSANDRA_HEAP" ;; cassandra-secure) echo "$CASSANDRA_SECURE_HEAP" ;; esac; }
+# the engine whose jars it runs on
+engine_jars() { case "$1" in cassandra-secure) echo cassandra ;; *) echo "$1" ;; esac; }
+# the engine's name as part of a shell variable name
+engine_var() { echo "${1//-/_}"; }
 # every JVM we start carries this marker, so a pid is only ever taken for ours
 engine_marker() { echo "-Dcsms.infra.home=$(engine_dir "$1")"; }
 pidfile() { echo "$(engine_dir "$1")/$1.pid"; }
@@ -84,6 +114,39 @@ fetch() {
     rm -rf "${d:?}/lib"; err "$e: mvn dependency:copy-dependencies failed:"; err "$out"; return 1
   fi
   echo "$sum" >"$d/lib/.fetched"
+}
+
+# ---------------------------------------------------------------- TLS material
+
+# A throwaway CA and one server certificate (localhost, 127.0.0.1) for the secured Kafka
+# listener and cassandra-secure, made once: ca.pem for clients, server.p12 for the JVMs.
+ensure_tls() {
+  [ -s "$TLS_DIR/server.p12" ] && [ -s "$TLS_DIR/ca.pem" ] && return 0
+  command -v openssl >/dev/null || { err "openssl not found (needed once to make deploy/local/tls)"; return 1; }
+  local t out
+  t="$(mktemp -d "$HERE/.tls.XXXXXX")"
+  # (a chain of &&: `set -e` does not apply inside a tested command substitution)
+  if ! out="$({
+    cd "$t" &&
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout ca.key -out ca.pem \
+      -subj "/CN=csms local test CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost" &&
+    printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=critical,CA:FALSE" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
+      "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid,issuer" >server.ext &&
+    openssl x509 -req -days 3650 -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -extfile server.ext -out server.pem &&
+    openssl pkcs12 -export -in server.pem -inkey server.key -certfile ca.pem -name server \
+      -passout "pass:$TLS_STORE_PASSWORD" -out server.p12 &&
+    rm -f server.csr server.ext ca.srl &&
+    chmod 644 ca.pem
+  } 2>&1)"; then
+    rm -rf "$t"; err "tls: making the test CA and certificate failed:"; err "$out"; return 1
+  fi
+  rm -rf "$TLS_DIR"
+  mv "$t" "$TLS_DIR"
+  log "tls: made a test CA and a certificate for localhost/127.0.0.1 in ${TLS_DIR#"$HERE"/}"
 }
 
 # ---------------------------------------------------------------- wire probes (python3 stdlib)
@@ -172,9 +235,13 @@ def kafka(host, port, topic):
         raise RuntimeError("probe topic %s has no leader yet (error %s)" % (topic, terr))
     print("brokers=%d controller=%d topics=%d" % (len(brokers), controller, len(topics)))
 
-def cassandra(host, port, query):
-    # CQL native protocol v4: STARTUP, then one QUERY at consistency ONE
+def cassandra(host, port, query, cafile=None, user=None, password=None, setup=()):
+    # CQL native protocol v4: STARTUP (over TLS, and AUTH_RESPONSE with PasswordAuthenticator,
+    # for cassandra-secure), then one QUERY at consistency ONE, then the `setup` statements
     s = socket.create_connection((host, port), timeout=5)
+    if cafile:
+        import ssl
+        s = ssl.create_default_context(cafile=cafile).wrap_socket(s, server_hostname=host)
     def frame(op, body, stream):
         s.sendall(struct.pack(">BBhBi", 0x04, 0, stream, op, len(body)) + body)
         _ver, flags, _st, rop, n = struct.unpack(">BBhBi", recvn(s, 9))
@@ -189,8 +256,18 @@ def cassandra(host, port, query):
     opts = {"CQL_VERSION": "3.0.0"}
     body = struct.pack(">H", len(opts)) + b"".join(kstr(k) + kstr(v) for k, v in opts.items())
     op, _ = frame(0x01, body, 1)
-    if op != 0x02:
+    if op == 0x03 and user:  # AUTHENTICATE: SASL PLAIN token for PasswordAuthenticator
+        token = b"\0" + user.encode() + b"\0" + password.encode()
+        op, _ = frame(0x0F, struct.pack(">i", len(token)) + token, 1)
+        if op != 0x10:
+            raise RuntimeError("AUTH_RESPONSE answered opcode 0x%02x, not AUTH_SUCCESS" % op)
+    elif op != 0x02:
         raise RuntimeError("STARTUP answered opcode 0x%02x, not READY" % op)
+    for i, stmt in enumerate(setup):
+        q = stmt.encode()
+        op, _ = frame(0x07, struct.pack(">i", len(q)) + q + struct.pack(">HB", 0x0001, 0), 3 + i)
+        if op != 0x08:
+            raise RuntimeError("%s: answered opcode 0x%02x" % (stmt.split(" WITH")[0], op))
     q = query.encode()
     op, r = frame(0x07, struct.pack(">i", len(q)) + q + struct.pack(">HB", 0x0001, 0), 2)
     if op != 0x08 or r.i32() != 2:
@@ -211,8 +288,15 @@ def cassandra(host, port, query):
 try:
     if sys.argv[1] == "kafka":
         kafka("127.0.0.1", int(sys.argv[2]), "_infra_probe")
-    else:
+    elif sys.argv[1] == "cassandra":
         cassandra("127.0.0.1", int(sys.argv[2]), "SELECT release_version FROM system.local")
+    else:  # cassandra-secure PORT CAFILE USER PASSWORD [setup]: as the default superuser;
+        # `setup` makes the test role USER (PasswordAuthenticator, AllowAllAuthorizer)
+        _, _, port, cafile, user, password = sys.argv[:6]
+        setup = () if sys.argv[6:] != ["setup"] else (
+            "CREATE ROLE IF NOT EXISTS %s WITH PASSWORD = '%s' AND LOGIN = true" % (user, password),)
+        cassandra("127.0.0.1", int(port), "SELECT release_version FROM system.local", cafile,
+                  "cassandra", "cassandra", setup)
 except Exception as e:  # not serving (yet)
     print("%s: %s" % (type(e).__name__, e))
     sys.exit(1)
@@ -224,9 +308,20 @@ PY
 # launch_<engine> are called indirectly ("launch_$e")
 # shellcheck disable=SC2317
 launch_kafka() {
-  local d="$KDIR" cp="$KDIR/lib/*" opts cid
+  local d="$KDIR" cp="$KDIR/lib/*" opts cid l
   mkdir -p "$d/data" "$d/logs"
-  { cat "$d/server.properties"; echo; echo "log.dirs=$d/data"; } >"$d/logs/server.effective.properties"
+  ensure_tls
+  {
+    cat "$d/server.properties"; echo; echo "log.dirs=$d/data"
+    # the SASL_SSL listener's key store (made by ensure_tls), and the PLAIN users of both
+    # SASL listeners (SCRAM users live in the cluster metadata: see kafka_scram_users)
+    echo "listener.name.sasl_ssl.ssl.keystore.type=PKCS12"
+    echo "listener.name.sasl_ssl.ssl.keystore.location=$TLS_DIR/server.p12"
+    echo "listener.name.sasl_ssl.ssl.keystore.password=$TLS_STORE_PASSWORD"
+    for l in sasl_ssl sasl_plaintext; do
+      echo "listener.name.$l.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SECURE_USER=\"$SECURE_PASSWORD\";"
+    done
+  } >"$d/logs/server.effective.properties"
   opts=(-Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:MaxDirectMemorySize=256m -XX:+UseG1GC
         -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent
         -XX:MaxInlineLevel=15 -XX:+PerfDisableSharedMem -Djava.awt.headless=true
@@ -234,8 +329,11 @@ launch_kafka() {
   if [ ! -f "$d/data/meta.properties" ]; then
     cid="$("$JAVA" -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null)"
     "$JAVA" "${opts[@]}" -cp "$cp" kafka.tools.StorageTool format --ignore-formatted \
-      -t "$cid" -c "$d/logs/server.effective.properties" >>"$d/logs/kafka.out" 2>&1 \
+      -t "$cid" -c "$d/logs/server.effective.properties" \
+      --add-scram "SCRAM-SHA-256=[name=$SECURE_USER,password=$SECURE_PASSWORD]" \
+      --add-scram "SCRAM-SHA-512=[name=$SECURE_USER,password=$SECURE_PASSWORD]" >>"$d/logs/kafka.out" 2>&1 \
       || { err "kafka: storage format failed"; tail -n 30 "$d/logs/kafka.out" >&2; return 1; }
+    echo "$SECURE_USER" >"$d/data/.scram-users"
   fi
   # setsid: own session, so a Ctrl-C in the calling terminal/test runner does not reach it
   setsid "$JAVA" "$(engine_marker kafka)" "${opts[@]}" -cp "$cp" \
@@ -243,14 +341,70 @@ launch_kafka() {
   echo $! >"$(pidfile kafka)"
 }
 
+# A broker whose data was formatted before the SCRAM users existed gets them once through
+# the PLAINTEXT listener (kafka-configs; one request per mechanism).
+kafka_scram_users() {
+  local d="$KDIR" m out
+  [ "$(cat "$d/data/.scram-users" 2>/dev/null)" = "$SECURE_USER" ] && return 0
+  for m in SCRAM-SHA-256 SCRAM-SHA-512; do
+    if ! out="$("$JAVA" -Xmx128m -cp "$d/lib/*" "-Dlog4j.configuration=file:$d/log4j.properties" \
+        "-Dkafka.logs.dir=$d/logs" kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+        --alter --entity-type users --entity-name "$SECURE_USER" \
+        --add-config "$m=[password=$SECURE_PASSWORD]" 2>&1)"; then
+      err "kafka: adding the $m user $SECURE_USER failed:"; err "$out"; return 1
+    fi
+  done
+  echo "$SECURE_USER" >"$d/data/.scram-users"
+  log "kafka: SCRAM user $SECURE_USER added"
+}
+
 # shellcheck disable=SC2317
 launch_cassandra() {
-  local d="$CDIR" jamm
+  run_cassandra cassandra "$CDIR/conf" 7199
+}
+
+# The secured instance: cassandra's configuration with its own cluster name, ports and
+# data, PasswordAuthenticator, and TLS required on its CQL port (ensure_tls).
+# shellcheck disable=SC2317
+launch_cassandra-secure() {
+  local d="$SDIR"
+  ensure_tls
+  mkdir -p "$d/conf"
+  cp "$CDIR/conf/logback.xml" "$d/conf/logback.xml"
+  sed -e "s/^cluster_name: .*/cluster_name: 'csms-local-secure'/" \
+      -e "s/127\.0\.0\.1:7000/127.0.0.1:7100/" \
+      -e "s/^storage_port: .*/storage_port: 7100/" \
+      -e "s/^native_transport_port: .*/native_transport_port: $CASSANDRA_SECURE_PORT/" \
+      -e "s/^authenticator: .*/authenticator: PasswordAuthenticator/" \
+      "$CDIR/conf/cassandra.yaml" >"$d/conf/cassandra.yaml"
+  cat >>"$d/conf/cassandra.yaml" <<EOF
+
+# cassandra-secure (written by infra.sh): TLS required on the CQL port
+client_encryption_options:
+  enabled: true
+  optional: false
+  keystore: $TLS_DIR/server.p12
+  keystore_password: $TLS_STORE_PASSWORD
+  store_type: PKCS12
+  require_client_auth: false
+EOF
+  # the default superuser (cassandra/cassandra) at once, not after 10 s; a smaller heap
+  run_cassandra cassandra-secure "$d/conf" 7299 -Dcassandra.superuser_setup_delay_ms=0 \
+    -XX:G1HeapRegionSize=4m -XX:MaxDirectMemorySize=256m
+}
+
+# run_cassandra ENGINE CONF_DIR JMX_PORT [JVM options ...]: on cassandra's jars, the
+# ENGINE's data and logs; options given last win over the ones here
+run_cassandra() {
+  local e="$1" conf="$2" jmx="$3" d jamm heap
+  shift 3
+  d="$(engine_dir "$e")"
+  heap="$(engine_heap "$e")"
   mkdir -p "$d/data" "$d/logs"
-  jamm="$(find "$d/lib" -name 'jamm-*.jar' | head -n 1)"
-  [ -n "$jamm" ] || { err "cassandra: no jamm-*.jar in ${d#"$HERE"/}/lib (needed as -javaagent)"; return 1; }
+  jamm="$(find "$CDIR/lib" -name 'jamm-*.jar' | head -n 1)"
+  [ -n "$jamm" ] || { err "$e: no jamm-*.jar in ${CDIR#"$HERE"/}/lib (needed as -javaagent)"; return 1; }
   local opts=(
-    -Xms"$CASSANDRA_HEAP" -Xmx"$CASSANDRA_HEAP" -XX:MaxDirectMemorySize=512m -Xss256k
+    -Xms"$heap" -Xmx"$heap" -XX:MaxDirectMemorySize=512m -Xss256k
     -XX:+UseG1GC -XX:+ParallelRefProcEnabled -XX:MaxTenuringThreshold=1 -XX:G1HeapRegionSize=16m
     -XX:G1RSetUpdatingPauseTimePercent=5 -XX:MaxGCPauseMillis=300 -XX:InitiatingHeapOccupancyPercent=70
     -XX:+UseThreadPriorities -XX:+UseTLAB -XX:+ResizeTLAB -XX:+PerfDisableSharedMem
@@ -286,17 +440,18 @@ launch_cassandra() {
     -Dio.netty.allocator.maxOrder=11
     -Djava.net.preferIPv4Stack=true
     -Djdk.nio.maxCachedBufferSize=1048576
-    "-Dcassandra.config=file://$d/conf/cassandra.yaml"
-    "-Dlogback.configurationFile=file://$d/conf/logback.xml"
+    "-Dcassandra.config=file://$conf/cassandra.yaml"
+    "-Dlogback.configurationFile=file://$conf/logback.xml"
     "-Dcassandra.storagedir=$d/data"
     "-Dcassandra.logdir=$d/logs"
     -Dcassandra-foreground=yes
-    -Dcassandra.jmx.local.port=7199
+    "-Dcassandra.jmx.local.port=$jmx"
     -Dcassandra.skip_wait_for_gossip_to_settle=0
+    "$@"
   )
-  setsid "$JAVA" "$(engine_marker cassandra)" "${opts[@]}" -cp "$d/conf:$d/lib/*" \
-    org.apache.cassandra.service.CassandraDaemon >>"$d/logs/cassandra.out" 2>&1 </dev/null 9>&- &
-  echo $! >"$(pidfile cassandra)"
+  setsid "$JAVA" "$(engine_marker "$e")" "${opts[@]}" -cp "$conf:$CDIR/lib/*" \
+    org.apache.cassandra.service.CassandraDaemon >>"$d/logs/$e.out" 2>&1 </dev/null 9>&- &
+  echo $! >"$(pidfile "$e")"
 }
 
 engine_logs() { local d; d="$(engine_dir "$1")/logs"; echo "$d/$1.out" "$d/server.log" "$d/system.log"; }
@@ -305,12 +460,12 @@ engine_logs() { local d; d="$(engine_dir "$1")/logs"; echo "$d/$1.out" "$d/serve
 mark_logs() {
   local e="$1" f marks=""
   for f in $(engine_logs "$e"); do marks+="$(stat -c %s "$f" 2>/dev/null || echo 0) "; done
-  printf -v "LOGMARK_$e" '%s' "$marks"
+  printf -v "LOGMARK_$(engine_var "$e")" '%s' "$marks"
 }
 
 engine_log_tail() {
   local e="$1" var f from
-  var="LOGMARK_$e"
+  var="LOGMARK_$(engine_var "$e")"
   local marks=()
   read -r -a marks <<<"${!var:-}"
   local i=0
@@ -332,25 +487,49 @@ start_engine() {
     err "$e: port 127.0.0.1:$port is taken by a process this script did not start; not starting"
     return 1
   fi
-  fetch "$e"
+  fetch "$(engine_jars "$e")"
   mkdir -p "$(engine_dir "$e")/logs"
   echo "===== $(date -Is) start" >>"$(engine_dir "$e")/logs/$e.out"
-  printf -v "STARTED_$e" '%s' "$(now)"
+  printf -v "STARTED_$(engine_var "$e")" '%s' "$(now)"
   mark_logs "$e"
   "launch_$e"
-  log "$e: starting (pid $(cat "$(pidfile "$e")"), heap $( [ "$e" = kafka ] && echo "$KAFKA_HEAP" || echo "$CASSANDRA_HEAP"))"
+  log "$e: starting (pid $(cat "$(pidfile "$e")"), heap $(engine_heap "$e"))"
+}
+
+# probe_engine ENGINE [setup]: exit 0 and one line of facts if the engine serves on all of
+# its endpoints; `setup` (cassandra-secure) also creates the test role
+probe_engine() {
+  local e="$1" out
+  case "$e" in
+    kafka)
+      out="$(probe kafka "$KAFKA_PORT")" || { echo "$out"; return 1; }
+      if ! port_open "$KAFKA_SASL_SSL_PORT" || ! port_open "$KAFKA_SASL_PLAINTEXT_PORT"; then
+        echo "no SASL listeners on 127.0.0.1:$KAFKA_SASL_SSL_PORT and :$KAFKA_SASL_PLAINTEXT_PORT yet"; return 1
+      fi
+      echo "$out, SASL_SSL :$KAFKA_SASL_SSL_PORT, SASL_PLAINTEXT :$KAFKA_SASL_PLAINTEXT_PORT" ;;
+    cassandra-secure)
+      probe cassandra-secure "$CASSANDRA_SECURE_PORT" "$TLS_DIR/ca.pem" "$SECURE_USER" "$SECURE_PASSWORD" ${2:+"$2"} ;;
+    *) probe "$e" "$(engine_port "$e")" ;;
+  esac
 }
 
 # wait until the engine serves; report start-up time (or that it was already up)
 wait_engine() {
   local e="$1" port limit t0 var pid out
   port="$(engine_port "$e")"
-  var="STARTED_$e"; t0="${!var:-}"
+  var="STARTED_$(engine_var "$e")"; t0="${!var:-}"
   if [ "$e" = kafka ]; then limit="$KAFKA_START_TIMEOUT"; else limit="$CASSANDRA_START_TIMEOUT"; fi
   if [ -z "$t0" ]; then  # was already running (maybe still starting from another call)
     pid="$(engine_pid "$e")" || { err "$e: not running"; return 1; }
-    if out="$(probe "$e" "$port")"; then
-      log "$e: already up (pid $pid, rss $(rss_mib "$pid") MiB, $out)"; return 0
+    if out="$(probe_engine "$e" setup)"; then
+      log "$e: already up (pid $pid, rss $(rss_mib "$pid") MiB, $out)"
+      if [ "$e" = kafka ]; then kafka_scram_users || return 1; fi
+      return 0
+    fi
+    if [ "$e" = kafka ] && probe kafka "$KAFKA_PORT" >/dev/null; then
+      err "kafka: running (pid $pid) without the SASL listeners of this infra.sh; restart it:" \
+        "deploy/local/infra.sh down kafka && deploy/local/infra.sh up kafka"
+      return 1
     fi
     t0="$(now)"
   fi
@@ -358,8 +537,9 @@ wait_engine() {
     if ! pid="$(engine_pid "$e")"; then
       err "$e: FAILED - the process exited during start-up"; engine_log_tail "$e"; return 1
     fi
-    if out="$(probe "$e" "$port")"; then
+    if out="$(probe_engine "$e" setup)"; then
       log "$e: UP in $(elapsed "$t0") s (pid $pid, rss $(rss_mib "$pid") MiB, 127.0.0.1:$port, $out)"
+      if [ "$e" = kafka ]; then kafka_scram_users || return 1; fi
       return 0
     fi
     if awk -v a="$t0" -v b="$(now)" -v l="$limit" 'BEGIN { exit !(b - a > l) }'; then
@@ -397,7 +577,7 @@ status_engine() {
   local e="$1" pid out port
   port="$(engine_port "$e")"
   if pid="$(engine_pid "$e")"; then
-    if out="$(probe "$e" "$port")"; then
+    if out="$(probe_engine "$e")"; then
       log "$e: UP (pid $pid, rss $(rss_mib "$pid") MiB, 127.0.0.1:$port, $out)"; return 0
     fi
     log "$e: RUNNING but not serving yet (pid $pid, rss $(rss_mib "$pid") MiB; $out)"; return 1
@@ -409,12 +589,12 @@ status_engine() {
 
 # ---------------------------------------------------------------- main
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { awk 'NR > 1 && /^set -euo/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 cmd="${1:-}"; target="${2:-all}"
 case "$target" in
-  all) engines=(cassandra kafka) ;;  # Cassandra first: it is the slow one
-  kafka|cassandra) engines=("$target") ;;
+  all) engines=(cassandra cassandra-secure kafka) ;;  # Cassandra first: it is the slow one
+  kafka|cassandra|cassandra-secure) engines=("$target") ;;
   *) usage ;;
 esac
 
@@ -434,7 +614,7 @@ case "$cmd" in
     done
     ;;
   down)
-    for e in kafka cassandra; do
+    for e in kafka cassandra-secure cassandra; do
       [[ " ${engines[*]} " == *" $e "* ]] && { stop_engine "$e" || rc=1; }
     done
     ;;
@@ -450,7 +630,7 @@ case "$cmd" in
     done
     ;;
   fetch)
-    for e in "${engines[@]}"; do fetch "$e" || rc=1; done
+    for e in "${engines[@]}"; do fetch "$(engine_jars "$e")" || rc=1; done
     ;;
   *) usage ;;
 esac

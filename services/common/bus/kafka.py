@@ -26,8 +26,18 @@
 - `publish_many`: every record handed to the producer first, then all acks awaited
   together (acks=all, idempotent: a partition's records stay in order).
 - `assign`: manual assignment of one partition, no group (the gateway's commands).
+- Consumer lag (`csms_bus_consumer_lag_records{topic,group}`): set as records finish and,
+  every `consumer_lag_interval_s`, from the broker's end offsets of the assigned partitions
+  minus the next record to handle, so it grows while a handler is stuck (ADR 019 §6).
 - Startup tolerates a broker that is not up yet: the producer connects in the
-  background and `healthy` stays False until it has.
+  background and `healthy` stays False until it has. A broker that answers but refuses
+  us (wrong SASL credentials or mechanism, a certificate we do not trust) is not an
+  outage: `start` raises `ConfigError` with the broker's reason (`csms` exits 2).
+- Secured clusters (ADR 019 §2): every client (producer, consumers, admin) connects with
+  the same `KafkaSecurity` (services/common/engine_security.py: PLAINTEXT, SSL,
+  SASL_PLAINTEXT or SASL_SSL; PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512). Topics we create get
+  `replication_factor` and `min.insync.replicas` (CSMS_KAFKA_REPLICATION_FACTOR,
+  CSMS_KAFKA_MIN_INSYNC_REPLICAS); an existing topic's configuration is left alone.
 """
 
 from __future__ import annotations
@@ -35,25 +45,32 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl
 import time
 from collections import deque
 from typing import Any, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
     CommitFailedError,
     KafkaError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
     RecordTooLargeError,
+    SaslAuthenticationFailed,
     TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
 )
 from aiokafka.partitioner import DefaultPartitioner
 
 import services.common.bus.metrics as metrics
 from services.common.bus.delivery import DLQ_HEADROOM_BYTES, DeliveryPolicy, Outcome, deliver, deliver_batch
 from services.common.bus.port import BatchHandler, Handler, Header, Outgoing, Record, murmur2, record_size
+from services.common.engine_security import KafkaSecurity
 from services.common.errors import BusUnavailable, ConfigError, RecordTooLarge
 
 __all__ = ["KafkaBus"]
@@ -66,6 +83,9 @@ _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeE
 _READ_TIMEOUT_S = 30.0
 # A lingering batch consumer's fetch returns early once the broker has this much for it.
 _FETCH_MIN_BYTES = 1 << 20
+# A broker that answers and refuses us: our configuration, not an outage.
+_REFUSALS = (AuthenticationFailedError, AuthenticationMethodNotSupported, SaslAuthenticationFailed,
+             UnsupportedSaslMechanismError, ssl.SSLCertVerificationError)
 
 
 def _servers(url: str) -> str:
@@ -187,7 +207,11 @@ class _Loop:
         self.bus, self.consumer, self.handler, self.commit, self.name = bus, consumer, handler, commit, name
         self.group = group
         self.task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
         self._lag: dict[TopicPartition, int] = {}
+        # the next offset to hand to the handler, per partition: the first record of the last
+        # fetch until the handler is done with it (the lag timer counts from there)
+        self._next: dict[TopicPartition, int] = {}
         # Never commit below our own last commit: after a rebalance hands the same partition
         # back, the position resets to the committed offset and records are replayed.
         self._committed: dict[TopicPartition, int] = {}
@@ -198,6 +222,45 @@ class _Loop:
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"kafka-{self.name}")
+        if self.bus.consumer_lag_interval_s > 0:
+            self._lag_task = asyncio.create_task(self._lag_every(), name=f"kafka-lag-{self.name}")
+
+    async def _lag_every(self) -> None:
+        """Consumer lag on a timer, from the broker's end offsets: the gauge keeps growing
+        while the handler is stuck on a record (retries, the store down), when no record
+        finishes to refresh it."""
+        while True:
+            await asyncio.sleep(self.bus.consumer_lag_interval_s)
+            try:
+                await asyncio.wait_for(self.refresh_lag(), max(1.0, self.bus.consumer_lag_interval_s))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the broker is away: try again at the next interval
+                log.debug("%s: measuring consumer lag failed: %r", self.name, exc)
+
+    def assigned(self) -> frozenset[int]:
+        return frozenset(tp.partition for tp in self.consumer.assignment())
+
+    async def refresh_lag(self) -> None:
+        """Lag of the assigned partitions now: end offset minus the next record to handle
+        (known from the last fetch, else the consumer's position)."""
+        consumer = self.consumer
+        assigned = list(consumer.assignment())
+        if not assigned:
+            self._lag.clear()
+            self._lag_gauge.set(0)
+            return
+        for tp in [tp for tp in self._next if tp not in assigned]:
+            del self._next[tp]  # moved to another member: its next record is theirs
+        ends = await consumer.end_offsets(assigned)
+        lag: dict[TopicPartition, int] = {}
+        for tp in assigned:
+            nxt = self._next.get(tp)
+            if nxt is None:
+                nxt = await consumer.position(tp)
+            lag[tp] = max(0, ends.get(tp, nxt) - nxt)
+        self._lag = lag
+        self._lag_gauge.set(sum(lag.values()))
 
     async def _run(self) -> None:
         consumer, commit = self.consumer, self.commit
@@ -218,6 +281,8 @@ class _Loop:
                 owned = functools.partial(_assigned, consumer, tp) if commit else _always
                 done = None
                 handled = 0
+                if msgs:
+                    self._next[tp] = msgs[0].offset
                 for msg in msgs:
                     if commit and tp not in consumer.assignment():
                         break
@@ -234,6 +299,7 @@ class _Loop:
                         break
                     handled += outcome is Outcome.HANDLED
                     done = msg.offset
+                    self._next[tp] = done + 1
                 if handled:
                     self._records.inc(handled)
                 if done is not None:
@@ -261,12 +327,13 @@ class _Loop:
             log.warning("%s: commit of %s failed (%s)", self.name, offsets, exc)
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except asyncio.CancelledError:
-                pass
+        for task in (self._lag_task, self.task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         await self.consumer.stop()
 
 
@@ -292,6 +359,9 @@ class _BatchLoop(_Loop):
         # The linger is the broker's (fetch_max_wait_ms with a large fetch_min_bytes, see
         # KafkaBus._group_consumer): a client-side wait would not save fetch requests.
         fetched = await self.consumer.getmany(timeout_ms=500, max_records=self.max_records)
+        for tp, msgs in fetched.items():
+            if msgs:  # each partition's records come in offset order: the next to handle
+                self._next[tp] = msgs[0].offset
         return [m for msgs in fetched.values() for m in msgs]
 
     async def _run(self) -> None:
@@ -308,6 +378,7 @@ class _BatchLoop(_Loop):
             if not msgs:
                 continue
             self._sizes.observe(len(msgs))
+
             result = await deliver_batch(
                 [_record(m) for m in msgs],
                 self.batch_handler,
@@ -323,6 +394,7 @@ class _BatchLoop(_Loop):
             offsets: dict[TopicPartition, int] = {}
             for (topic, partition), offset in result.done.items():
                 tp = TopicPartition(topic, partition)
+                self._next[tp] = offset
                 high = consumer.highwater(tp)
                 if high is not None:
                     self._lag[tp] = max(0, high - offset)
@@ -363,8 +435,25 @@ class KafkaBus:
         dlq_backoff_s: float = 0.2,
         batch_linger_ms: float = 50.0,
         batch_bytes: int = 64 << 10,
+        consumer_lag_interval_s: float = 5.0,
+        min_insync_replicas: int = 1,
+        security: KafkaSecurity | None = None,
     ) -> None:
+        """`replication_factor`, `min_insync_replicas`: of the topics this bus creates.
+        `security`: how every client connects (PLAINTEXT when left out)."""
         self.servers = _servers(url)
+        if replication_factor < 1:
+            raise ConfigError(f"CSMS_KAFKA_REPLICATION_FACTOR={replication_factor}: must be at least 1")
+        if not 1 <= min_insync_replicas <= replication_factor:
+            raise ConfigError(
+                f"CSMS_KAFKA_MIN_INSYNC_REPLICAS={min_insync_replicas}: must be between 1 and "
+                f"CSMS_KAFKA_REPLICATION_FACTOR={replication_factor} (acks=all could never be met)"
+            )
+        self.min_insync_replicas = min_insync_replicas
+        self.security = security if security is not None else KafkaSecurity()
+        # the keywords every client of this bus takes (one TLS context for all of them)
+        self._client_options = self.security.client_options()
+        self.consumer_lag_interval_s = consumer_lag_interval_s
         self.batch_bytes = batch_bytes
         self.batch_linger_ms = batch_linger_ms
         self.max_record_bytes = max_record_bytes
@@ -394,6 +483,7 @@ class KafkaBus:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.servers,
                 client_id=self.client_id,
+                **self._client_options,
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=self.linger_ms,
@@ -410,18 +500,48 @@ class KafkaBus:
                 producer.client.cluster.add_listener(self._metadata_updated)
                 self._partition_counts.clear()
                 self._producer, self._connected = producer, True
-                log.info("kafka producer connected to %s", self.servers)
+                log.info("kafka producer connected to %s (%s)", self.servers, self.security.describe())
                 return
             except Exception as exc:
                 await producer.stop()
+                refusal = await self._refusal()
+                if refusal is not None:
+                    raise ConfigError(refusal) from exc
                 delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
                 attempt += 1
                 if attempt == 1 or attempt % 30 == 0:
                     log.warning("kafka at %s unreachable (%s); retrying", self.servers, exc)
                 await asyncio.sleep(delay)
 
+    async def _refusal(self) -> str | None:
+        """After a failed connect: why the first broker refuses us, when it answers and the
+        cause is our configuration (credentials, SASL mechanism, TLS trust); None for an
+        outage (aiokafka's bootstrap error does not say which it was)."""
+        host, _, port = self.servers.split(",")[0].strip().rpartition(":")
+        try:
+            conn = await asyncio.wait_for(create_conn(
+                host or "127.0.0.1", int(port or 9092), client_id=f"{self.client_id}-check",
+                request_timeout_ms=int(self.publish_timeout_s * 1000), **self._client_options,
+            ), min(5.0, self.publish_timeout_s))
+        except _REFUSALS as exc:
+            hint = ("check CSMS_KAFKA_SSL_CAFILE and CSMS_KAFKA_SSL_CHECK_HOSTNAME"
+                    if isinstance(exc, ssl.SSLError) else
+                    "check CSMS_KAFKA_SASL_MECHANISM, CSMS_KAFKA_SASL_USERNAME and CSMS_KAFKA_SASL_PASSWORD")
+            return f"kafka at {host}:{port} refused the connection ({self.security.describe()}): {exc}; {hint}"
+        except Exception:  # unreachable, or no answer: an outage, retried
+            return None
+        conn.close()
+        return None
+
+    def _connector_done(self, task: "asyncio.Task[None]") -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("kafka: %s; the bus stays unavailable", task.exception())
+
     async def start(self, *, wait_s: float = 15.0) -> None:
+        """Connect the producer; returns after `wait_s` even if the broker is not up yet
+        (not ready until it is). Raises ConfigError when the broker refuses us."""
         self._connector = asyncio.create_task(self._connect_producer())
+        self._connector.add_done_callback(self._connector_done)
         try:
             await asyncio.wait_for(asyncio.shield(self._connector), wait_s)
         except asyncio.TimeoutError:
@@ -447,7 +567,7 @@ class KafkaBus:
 
     # -- topics --------------------------------------------------------------------
     async def ensure_topic(self, topic: str, partitions: int) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.servers, client_id=f"{self.client_id}-admin")
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.servers, client_id=f"{self.client_id}-admin", **self._client_options)
         try:
             await admin.start()
             try:
@@ -455,9 +575,13 @@ class KafkaBus:
                     topic,
                     num_partitions=partitions,
                     replication_factor=self.replication_factor,
-                    topic_configs={"max.message.bytes": str(self.max_message_bytes)},
+                    topic_configs={
+                        "max.message.bytes": str(self.max_message_bytes),
+                        "min.insync.replicas": str(self.min_insync_replicas),
+                    },
                 )])
-                log.info("created topic %s (%d partitions)", topic, partitions)
+                log.info("created topic %s (%d partitions, replication factor %d, min.insync.replicas %d)",
+                         topic, partitions, self.replication_factor, self.min_insync_replicas)
             except TopicAlreadyExistsError:
                 pass
         except KafkaError as exc:
@@ -598,6 +722,7 @@ class KafkaBus:
             topic,
             bootstrap_servers=self.servers,
             client_id=f"{self.client_id}-{group}",
+            **self._client_options,
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",
@@ -633,6 +758,7 @@ class KafkaBus:
         return AIOKafkaConsumer(
             bootstrap_servers=self.servers,
             client_id=f"{self.client_id}-{role}",
+            **self._client_options,
             group_id=None,
             enable_auto_commit=False,
             max_partition_fetch_bytes=max(1 << 20, self.max_message_bytes),

@@ -16,6 +16,7 @@ one write per table it touches, a paged read one read per page.
 
 from __future__ import annotations
 
+from services.common.engine_security import CassandraAuth
 from services.common.store.cassandra.connection import parse_cassandra_url
 from services.common.store.cassandra.documents import DOCS_PER_BATCH, CassandraDocuments
 from services.common.store.cassandra.files import CassandraFiles
@@ -52,11 +53,16 @@ class CassandraStore(
         docs_per_batch: int = DOCS_PER_BATCH,
         get_docs_in: bool = True,
         station_events_retention_days: float = 90,
+        auth: CassandraAuth | None = None,
+        replication_factor: int = 0,
+        local_dc: str = "",
     ) -> None:
         """`batch_docs`, `docs_per_batch`, `get_docs_in`: tuning switches for
         bench/store_ops.py (see documents.py). `station_events_retention_days`: the TTL of
-        station history rows (CSMS_STATION_EVENTS_RETENTION_DAYS; 0 = kept forever)."""
-        super().__init__(url, request_timeout_s=request_timeout_s)
+        station history rows (CSMS_STATION_EVENTS_RETENTION_DAYS; 0 = kept forever). `auth`,
+        `replication_factor`, `local_dc`: secured clusters (connection.py)."""
+        super().__init__(url, request_timeout_s=request_timeout_s, auth=auth, replication_factor=replication_factor,
+                         local_dc=local_dc)
         self._init_tx_ids()
         self._init_documents(batch_docs=batch_docs, docs_per_batch=docs_per_batch, get_docs_in=get_docs_in)
         self._init_samples()

@@ -13,24 +13,37 @@ names (services/common/store/metrics.py `statement_ops`), a batch the keys it is
   few requests (batches), reuse prepared statements and build no CQL per call.
 - "Cassandra did not answer" errors raise `StoreUnavailable` and make `healthy` False
   until a request succeeds again.
+- Secured clusters (ADR 019 §2): `CassandraAuth` (services/common/engine_security.py)
+  gives the driver a PlainTextAuthProvider (PasswordAuthenticator) and a TLS context.
+  Nodes that answer but refuse us (wrong credentials, a certificate we do not trust) make
+  `start` raise `ConfigError`, not `StoreUnavailable`: retrying cannot help.
+- The keyspace is created (if it does not exist; an existing one is left alone) with
+  `replication_factor` (CSMS_CASSANDRA_REPLICATION_FACTOR; 0 = the URL's ?replication=,
+  else 1): `NetworkTopologyStrategy {local_dc: rf}` and DC-aware routing with `local_dc`
+  as the local data centre when one is named (CSMS_CASSANDRA_LOCAL_DC), else
+  `SimpleStrategy`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import ssl
+import time
 from collections import Counter, deque
 from datetime import datetime, timezone
 from typing import Any, Sequence
 from urllib.parse import parse_qs, urlparse
 
-from cassandra import ConsistencyLevel, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+from cassandra import AuthenticationFailed, ConsistencyLevel, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import PreparedStatement, SimpleStatement
 
+from services.common.engine_security import CassandraAuth
 from services.common.errors import ConfigError, StoreUnavailable
-from services.common.store.metrics import OpKey, count_op, statement_ops
+from services.common.store.metrics import OpKey, count_op, statement_ops, time_op
 
 __all__ = ["CassandraConnection", "parse_cassandra_url", "NO_KEYS", "time_in", "time_out", "utc_naive"]
 
@@ -123,11 +136,40 @@ class _Completions:
                 fut.set_exception(exc)
 
 
+def _refusal(exc: NoHostAvailable) -> str | None:
+    """The hint when the nodes answered and refused us (credentials, TLS trust): retrying
+    cannot help. None when they did not answer (an outage)."""
+    errors = list(getattr(exc, "errors", {}).values())
+    for err in errors:
+        if isinstance(err, AuthenticationFailed):
+            return f"{err}; check CSMS_CASSANDRA_USERNAME and CSMS_CASSANDRA_PASSWORD"
+    for err in errors:
+        if isinstance(err, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(err):
+            return f"{err}; check CSMS_CASSANDRA_SSL_CAFILE and CSMS_CASSANDRA_SSL_CHECK_HOSTNAME"
+    return None
+
+
 class CassandraConnection:
     """Lifecycle, requests and counting of the store's driver session."""
 
-    def __init__(self, url: str, *, request_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        request_timeout_s: float = 10.0,
+        auth: CassandraAuth | None = None,
+        replication_factor: int = 0,
+        local_dc: str = "",
+    ) -> None:
+        """`auth`: credentials and TLS (none when left out). `replication_factor` (0 = the
+        URL's) and `local_dc`: the keyspace's replication, see the module docstring."""
         self.hosts, self.port, self.keyspace, self.replication = parse_cassandra_url(url)
+        if replication_factor < 0:
+            raise ConfigError(f"CSMS_CASSANDRA_REPLICATION_FACTOR={replication_factor}: must be 0 (the URL's) or more")
+        if replication_factor:
+            self.replication = replication_factor
+        self.local_dc = local_dc.strip()
+        self.auth = auth if auth is not None else CassandraAuth()
         self.request_timeout_s = request_timeout_s
         self._cluster: Cluster | None = None
         self._session: Session | None = None
@@ -144,25 +186,38 @@ class CassandraConnection:
 
         def connect() -> Session:
             profile = ExecutionProfile(
-                load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+                # no local DC named: the driver takes the first contact point's
+                load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=self.local_dc or None)),
                 request_timeout=self.request_timeout_s,
                 consistency_level=ConsistencyLevel.LOCAL_QUORUM,
             )
+            auth = self.auth
             self._cluster = Cluster(
                 self.hosts, port=self.port, protocol_version=5,
                 execution_profiles={EXEC_PROFILE_DEFAULT: profile}, connect_timeout=10,
+                auth_provider=PlainTextAuthProvider(auth.username, auth.password) if auth.username else None,
+                ssl_context=auth.ssl_context,
             )
             return self._cluster.connect()
 
         try:
             self._session = await loop.run_in_executor(None, connect)
         except NoHostAvailable as exc:
+            refused = _refusal(exc)
+            if refused is not None:
+                raise ConfigError(
+                    f"cassandra at {self.hosts}:{self.port} refused the connection ({self.auth.describe()}): {refused}"
+                ) from exc
             raise StoreUnavailable(f"cassandra at {self.hosts}:{self.port} unreachable: {exc}") from exc
-        await self._run(
-            f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
-            f"{{'class': 'SimpleStrategy', 'replication_factor': {self.replication}}}", timeout=60
-        )
+        await self._run(f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = {self.replication_map()}", timeout=60)
         self._healthy = True
+
+    def replication_map(self) -> str:
+        """The keyspace's replication as CQL (module docstring)."""
+        if self.local_dc:
+            dc = self.local_dc.replace("'", "''")
+            return f"{{'class': 'NetworkTopologyStrategy', '{dc}': {self.replication}}}"
+        return f"{{'class': 'SimpleStrategy', 'replication_factor': {self.replication}}}"
 
     async def close(self) -> None:
         self._healthy = False
@@ -202,7 +257,8 @@ class CassandraConnection:
         when not given; a batch must say)."""
         if self._session is None:
             raise StoreUnavailable("cassandra session not started")
-        for key in self._keys_of(stmt) if keys is None else keys:
+        counted = self._keys_of(stmt) if keys is None else keys
+        for key in counted:
             count_op(self.ops, key)
         if isinstance(stmt, str):
             stmt = self._q(stmt)
@@ -213,6 +269,7 @@ class CassandraConnection:
         if done is None or done.loop is not loop:
             done = self._done = _Completions(loop)
         fut: asyncio.Future[Any] = loop.create_future()
+        started = time.perf_counter()
         rf = self._session.execute_async(stmt, params, timeout=timeout or self.request_timeout_s, paging_state=paging_state)
         rf.add_callbacks(done.ok, done.err, callback_args=(fut, rf), errback_args=(fut,))
         try:
@@ -220,6 +277,10 @@ class CassandraConnection:
         except (NoHostAvailable, Unavailable, OperationTimedOut, ReadTimeout) as exc:
             self._healthy = False
             raise StoreUnavailable(f"cassandra: {exc!r}") from exc
+        finally:  # csms_store_op_seconds: the request's round trip, failed ones too
+            elapsed = time.perf_counter() - started
+            for key in counted:
+                time_op(key, elapsed)
         self._healthy = True
         return result.result()
 
