@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from services.common.config import Settings, load_settings
+from services.common.config import Settings, env_value, load_settings
 from services.common.errors import ConfigError, CsmsError
+from services.common.looplag import LoopLagMonitor
 from services.common.runtime import Runtime, Service, bootstrap, bus_options, tune_gc
 from services.common.telemetry import setup_logging, setup_tracing
 
@@ -37,6 +38,9 @@ ROLES["run"] = (
     ROLES["sessions"] + ROLES["billing"] + ROLES["smart-charging"] + ROLES["stations"] + ROLES["certificates"] + ROLES["gateway"]
     + ROLES["api"]
 )
+
+# Roles that are stream processors only: health and metrics on CSMS_METRICS_PORT.
+PROCESSOR_ROLES = ("sessions", "billing", "smart-charging", "stations", "certificates")
 
 # The gateway role's pre-fork supervisor (CSMS_GATEWAY_WORKERS > 1), loaded by name like the
 # roles: services/common imports no service (tests/architecture).
@@ -89,7 +93,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _embedded_api_key(settings: Settings) -> Settings:
     if settings.api_key:
         return settings
-    path = Path(os.environ.get("CSMS_STATE_DIR", ".csms")) / "api_key"
+    path = Path(str(env_value("CSMS_STATE_DIR"))) / "api_key"
     if path.exists():
         key = path.read_text().strip()
     else:
@@ -103,15 +107,20 @@ def _embedded_api_key(settings: Settings) -> Settings:
 def _embedded_network(settings: Settings) -> Settings:
     """`csms run` listens on 127.0.0.1 unless CSMS_HOST (or --host) says otherwise, and gives
     stations created without a security profile profile 1 (Basic auth over plain ws) unless
-    CSMS_DEFAULT_SECURITY_PROFILE says otherwise: it is the single-machine mode. The distributed
+    CSMS_DEFAULT_SECURITY_PROFILE says otherwise, and stops without a drain window unless
+    CSMS_DRAIN_WINDOW_S says otherwise: it is the single-machine mode. The distributed
     roles listen on every interface (pods) and default to profile 2 (docs/security.md)."""
     if "CSMS_HOST" not in os.environ and settings.host == "0.0.0.0":
         settings = settings.with_overrides(host="127.0.0.1")
     if "CSMS_DEFAULT_SECURITY_PROFILE" not in os.environ:
         settings = settings.with_overrides(default_security_profile=1)
+    if "CSMS_DRAIN_WINDOW_S" not in os.environ:
+        # Ctrl-C closes the stations' sockets at once: the gradual drain is for rolling
+        # updates of a gateway fleet (docs/deploying.md)
+        settings = settings.with_overrides(drain_window_s=0.0)
     if "CSMS_CA_DIR" not in os.environ:
         # the built-in CA of the single-machine mode, created on first start (csms ca init)
-        ca_dir = Path(os.environ.get("CSMS_STATE_DIR", ".csms")) / "ca"
+        ca_dir = Path(str(env_value("CSMS_STATE_DIR"))) / "ca"
         ensure_ca: Callable[[Path, Settings], None] = _load(EMBEDDED_CA)
         ensure_ca(ca_dir, settings)
         settings = settings.with_overrides(ca_dir=str(ca_dir))
@@ -122,7 +131,7 @@ def _masked(key: str | None) -> str:
     """The bootstrap key as shown at start-up: enough to tell keys apart, never the key."""
     if not key:
         return "(none)"
-    return f"{key[:9]}… (full key in {Path(os.environ.get('CSMS_STATE_DIR', '.csms')) / 'api_key'} or CSMS_API_KEY)"
+    return f"{key[:9]}… (full key in {Path(str(env_value('CSMS_STATE_DIR'))) / 'api_key'} or CSMS_API_KEY)"
 
 
 def _embedded_files_dir(settings: Settings) -> Settings:
@@ -144,7 +153,7 @@ async def _serve(role: str, settings: Settings) -> None:
     if role == "run":
         # Embedded mode owns its SQLite file. Distributed roles never migrate on start:
         # concurrent schema changes from many pods are unsafe on Cassandra; run
-        # `csms migrate` once (the Helm chart's init container does).
+        # `csms migrate` once (the Helm chart runs it as a pre-install/pre-upgrade hook Job).
         await rt.store.migrate()
     services: list[Service] = [_load(path)(rt) for path in ROLES[role]]
     started: list[Service] = []
@@ -152,15 +161,24 @@ async def _serve(role: str, settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    lag = LoopLagMonitor(settings.loop_lag_interval_s)  # csms_event_loop_lag_seconds, every role
+    lag.start()
+    runner = None
     try:
+        if role != "gateway":
+            # /readyz of the API and the processors: the last periodic store and bus probe
+            await rt.readiness.start()
         for svc in services:
             await svc.start()
             started.append(svc)
         tune_gc()
-        runner = None
-        if role in ("sessions", "billing", "smart-charging", "stations", "certificates") and settings.metrics_port:
+        if role in PROCESSOR_ROLES and settings.metrics_port:
             # processors have no API of their own: serve health and metrics for probes and Prometheus
-            runner = await _serve_health(settings, lambda: all(s.ready() for s in started) and rt.bus.healthy)
+            # (the services' own checks read the adapters' flags, which the probe's reads refresh)
+            runner = await _serve_health(settings, lambda: rt.readiness.ready() and all(s.ready() for s in started))
+        elif role == "api" and settings.metrics_port:
+            # the REST port keeps /healthz /readyz /metrics; Prometheus scrapes the port named `metrics`
+            runner = await _serve_health(settings, lambda: all(s.ready() for s in started))
         if role == "run":
             host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
             print(
@@ -176,14 +194,16 @@ async def _serve(role: str, settings: Settings) -> None:
         else:
             log.info("csms %s started (bus %s, store %s)", role, settings.bus_url, settings.store_url)
         await stop.wait()
+    finally:
         if runner is not None:
             await runner.cleanup()
-    finally:
         for svc in reversed(started):
             try:
                 await svc.stop()
             except Exception:  # keep stopping the others
                 log.exception("stopping %s failed", getattr(svc, "name", svc))
+        await rt.readiness.stop()
+        lag.stop()
         await rt.close()
 
 
@@ -325,7 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except CsmsError as exc:
             print(f"csms dlq: {exc}", file=sys.stderr)
             return 1
-    settings = _settings(args)
+    try:
+        settings = _settings(args)  # every bad CSMS_* variable named, before anything starts
+    except ConfigError as exc:
+        print(f"csms: {exc}", file=sys.stderr)
+        return 2
     setup_logging(settings.log_level)
     if args.command != "migrate":
         setup_tracing(args.command)

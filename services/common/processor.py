@@ -4,6 +4,9 @@ Every stream processor (sessions, billing, the smart-charging stages) is the sam
 around a different handler: subscribe `group` to `topic` in batches of up to
 `max_records` (or one record at a time), call the handler, let the bus commit after it
 returns (ADR 015), and report ready while subscribed and the bus and store are healthy.
+`csms` serves a processor's /readyz from the process's periodic store and bus probe
+(services/common/readiness.py) and the processors' own checks; the probe's reads also
+refresh the store adapter's `healthy` flag, so no failed call leaves it stuck.
 The handlers are plain functions of their records with their ports bound in
 (`functools.partial` or a small class), wired once by the service's `wire(rt)`.
 
@@ -136,6 +139,10 @@ class Processor:
         if sub is not None:
             await sub.stop()
             log.info("%s stopped", self.name)
+
+    def assigned(self) -> frozenset[int] | None:
+        """The partitions of `topic` this member holds now; None when not consuming."""
+        return self._sub.assigned() if self._sub is not None else None
 
     def ready(self) -> bool:
         running = self._sub is not None or (self._handler is None and self._started)

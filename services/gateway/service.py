@@ -8,29 +8,51 @@ them; /healthz /readyz /metrics on CSMS_METRICS_PORT when it is set; and consume
 partition of csms.commands.v1. Stop: refuse new upgrades, stop the
 command reader, close every socket 1001 (going away) and release ownership. Built from
 its parts by `services/gateway/wiring.py`.
+
+Drain (ADR 019 §4, a rolling update): `stop()` reports not ready and stops accepting at
+once (`csms_gateway_draining` 1), stops consuming commands, then closes the station
+sockets spread over `CSMS_DRAIN_WINDOW_S` (each in its own slot of the window, at a
+random point of it: the stations of a pod do not all reconnect in the same second) with
+1001 going away; a socket that closed by itself meanwhile is skipped. Window 0: every
+socket at once (tests; `csms run` stops on Ctrl-C without a drain unless the variable is
+set). The health/metrics listener stays up until the end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from prometheus_client import Gauge
 
 from services.common.telemetry import add_health_routes
 from services.gateway.app import GatewayApp
 from services.gateway.commands import CommandRunner
-from services.gateway.registry import Registry
+from services.gateway.registry import Registry, StationSocket
 
 __all__ = ["GatewayService", "Listen"]
 
 log = logging.getLogger("csms.gateway")
 
 _CLOSE_GOING_AWAY = 1001
+
+DRAINING = Gauge("csms_gateway_draining", "1 while the gateway drains its station sockets before it stops (SIGTERM), else 0")
+
+
+def drain_schedule(n: int, window_s: float, rng: random.Random) -> list[float]:
+    """When (seconds from the drain's start) to close each of `n` sockets: socket i in its
+    own slot [i, i+1) * window / n, at a random point of it, so the closes are spread over
+    the whole window and still jittered."""
+    if n <= 0 or window_s <= 0:
+        return [0.0] * max(n, 0)
+    slot = window_s / n
+    return [(i + rng.random()) * slot for i in range(n)]
 
 
 class _HttpLog(logging.LoggerAdapter[logging.Logger]):
@@ -80,8 +102,12 @@ class GatewayService:
     name = "gateway"
 
     def __init__(self, *, gateway_id: str, web_app: GatewayApp, commands: CommandRunner, registry: Registry,
-                 listen: Listen, healthy: Callable[[], bool]) -> None:
-        """`healthy`: the bus is usable and no publish is being retried."""
+                 listen: Listen, healthy: Callable[[], bool], drain_window_s: float = 0.0,
+                 rng: random.Random | None = None) -> None:
+        """`healthy`: the bus is usable and no publish is being retried. `drain_window_s`:
+        `stop()` spreads the socket closes over this many seconds (0: all at once)."""
+        self.drain_window_s = max(0.0, float(drain_window_s))
+        self._rng = rng or random.Random()
         self.gateway_id = gateway_id
         self.web = web_app
         self.commands = commands
@@ -152,21 +178,46 @@ class GatewayService:
             self._metrics_runner = None
 
     async def stop(self) -> None:
-        self.registry.stopping = True
-        await self.commands.stop()
-        for site in self._sites:
-            server = site._server
-            if server is not None:
-                server.close()  # stop accepting; open sockets stay until closed below
-        conns = list(self.registry)
-        if conns:
-            log.info("gateway %s closing %d station sockets (1001)", self.gateway_id, len(conns))
+        self.registry.stopping = True  # not ready, upgrades refused (app.py)
+        DRAINING.set(1)
+        try:
+            await self.commands.stop()
+            for site in self._sites:
+                server = site._server
+                if server is not None:
+                    server.close()  # stop accepting; open sockets stay until closed below
+            await self._drain(list(self.registry))
+            handlers = list(self.web.handlers)
+            if handlers:  # let them publish StationDisconnected and release ownership
+                await asyncio.wait(handlers, timeout=15.0)
+            await self._cleanup()
+        finally:
+            DRAINING.set(0)
+            self._started = False
+
+    async def _drain(self, conns: list[StationSocket]) -> None:
+        """Close `conns` 1001, spread over the drain window (module docstring)."""
+        if not conns:
+            return
+        window = self.drain_window_s
+        log.info("gateway %s closing %d station sockets (1001)%s", self.gateway_id, len(conns),
+                 f" over {window:.0f} s" if window > 0 else "")
+        if window <= 0:
             await asyncio.gather(*(c.close(_CLOSE_GOING_AWAY, "gateway shutting down") for c in conns), return_exceptions=True)
-        handlers = list(self.web.handlers)
-        if handlers:  # let them publish StationDisconnected and release ownership
-            await asyncio.wait(handlers, timeout=15.0)
-        await self._cleanup()
-        self._started = False
+            return
+        order = list(conns)
+        self._rng.shuffle(order)  # not in connection order: who goes first is random
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        closing: list[asyncio.Task[None]] = []
+        for conn, at in zip(order, drain_schedule(len(order), window, self._rng)):
+            delay = start + at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if conn.alive():  # one that closed by itself meanwhile is skipped
+                closing.append(asyncio.create_task(conn.close(_CLOSE_GOING_AWAY, "gateway shutting down")))
+        if closing:
+            await asyncio.gather(*closing, return_exceptions=True)
 
     def ready(self) -> bool:
         return self._started and not self.registry.stopping and self._healthy()

@@ -59,14 +59,14 @@ def build_gateway(rt: Runtime) -> GatewayService:
     settings, bus, store, clock = rt.settings, rt.bus, rt.store, rt.clock
     ssl_context = tls.listener_context(settings)  # first: bad TLS files stop the process here
     gateway_id = settings.gateway_id
-    limits = Limits.from_extra(settings.extra)
+    limits = Limits.from_settings(settings)
     registry = Registry()
     publisher = Publisher(bus.publish, settings.bus_max_record_bytes)
     admission = Admission(Thresholds.from_settings(settings), lambda: publisher.in_flight)
     tokens = TokenCache(store, clock, size=limits.token_cache_size, ttl_s=limits.token_cache_ttl_s)
     router = CommandRouter(owners=store, publish=bus.publish, partitions=bus.partitions, clock=clock, issuer=gateway_id)
     pricer = None
-    if settings.extra.get("running_cost", True):
+    if settings.running_cost:
         pricer = running_cost_pricer(store, max_span=timedelta(hours=settings.session_max_duration_h))
     certs = certificate_ports(settings, store, clock)  # SignCertificate, GetCertificateStatus, 15118 (ADR 017 §3)
     actions = Actions(ActionPorts(
@@ -143,4 +143,4 @@ def build_gateway(rt: Runtime) -> GatewayService:
         keepalive_timeout_s=limits.open_timeout_s,
     )
     return GatewayService(gateway_id=gateway_id, web_app=web_app, commands=commands, registry=registry, listen=listen,
-                          healthy=healthy)
+                          healthy=healthy, drain_window_s=settings.drain_window_s)

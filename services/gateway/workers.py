@@ -21,7 +21,8 @@ side, two gateways can read one partition for that while: each executes only the
 commands addressed to it (services/gateway/commands.py).
 
 The parent only supervises: SIGTERM/SIGINT are passed on to the workers (each drains its
-sockets as a single gateway does); when one worker exits, the others are stopped and the
+sockets as a single gateway does: over CSMS_DRAIN_WINDOW_S, each worker with its own
+jitter, all at the same time, so a pod drains in one window); when one worker exits, the others are stopped and the
 parent exits with that worker's code, so the orchestrator restarts the pod as a whole
 (a pod never runs with fewer workers than configured). Workers die with the parent
 (PR_SET_PDEATHSIG). /healthz and /readyz on the OCPP port, and /metrics on CSMS_METRICS_PORT

@@ -28,6 +28,12 @@ and, during an upgrade, the older `site:<id>` Notification envelopes. Both becom
 `_SiteNotice`. A SiteUpdated carries the site's version: the state remembers the last
 applied one (`site_version`) and a redelivered or replayed older change is ignored.
 
+Gauges: `csms_smart_charging_site_limit_amps{site}` and `..._allocated_amps{site}` are
+exported only by a site's current owner: `forget_unowned` (a periodic job of the
+processor, services/smart_charging/wiring.py) removes them for the sites whose by-site
+partition moved to another member in a rebalance, so the over-allocation alert never
+compares a former owner's stale values.
+
 A `SessionAbandoned` (the sessions processor closed a session its station never
 ended) releases the session's current at once, exactly like a stop; a transaction
 start whose token was refused is never managed (see repartition).
@@ -58,7 +64,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
@@ -388,8 +394,17 @@ def _log_allocation(site_id: str, trigger: str, sd: SiteDoc, planned: Sequence[c
 
 def _set_gauges(site_id: str, state: SiteState) -> None:
     SITE_LIMIT_AMPS.labels(site_id).set(float(state.effective_limit_a))
-    if state.allocation is not None:
-        ALLOCATED_AMPS.labels(site_id).set(float(state.allocation.total_a))
+    # No allocation (no sessions yet) exports 0, never an earlier, higher value.
+    allocated = state.allocation.total_a if state.allocation is not None else 0
+    ALLOCATED_AMPS.labels(site_id).set(float(allocated))
+
+
+def _remove_gauges(site_id: str) -> None:
+    for gauge in (SITE_LIMIT_AMPS, ALLOCATED_AMPS):
+        try:
+            gauge.remove(site_id)
+        except KeyError:
+            pass
 
 
 def _legacy_notice(env: ev.Envelope) -> _SiteNotice | None:
@@ -519,6 +534,9 @@ class SiteStage:
         self._clock = clock
         self.recheck_s = recheck_s
         self._checked: dict[str, float] = {}  # site id -> when its site document was last read (monotonic)
+        # site id -> the by-site partition its records came from: the per-site gauges of a
+        # site whose partition moved to another member are removed (`forget_unowned`)
+        self._partition_of: dict[str, int] = {}
 
     async def consume(self, records: Sequence[Record]) -> None:
         """The processor shell's handler (it returns nothing)."""
@@ -552,7 +570,11 @@ class SiteStage:
             if item is None:
                 outcomes["undecodable"] = outcomes.get("undecodable", 0) + 1
                 continue
-            groups.setdefault(site_id, []).append(item)
+            group = groups.get(site_id)
+            if group is None:
+                group = groups[site_id] = []
+                self._partition_of[site_id] = record.partition
+            group.append(item)
         plain: dict[str, list[ev.Envelope]] = {}
         for site_id, items in groups.items():
             if any(item.notice is not None for item in items):
@@ -908,13 +930,23 @@ class SiteStage:
                 return "stale"
         await self._states.delete(site_id)
         self._checked.pop(site_id, None)
-        for gauge in (SITE_LIMIT_AMPS, ALLOCATED_AMPS):
-            try:
-                gauge.remove(site_id)
-            except KeyError:
-                pass
+        _remove_gauges(site_id)
         log.info("site=%s deleted: its smart-charging state is dropped", site_id)
         return "site_deleted"
+
+    def forget_unowned(self, owned: Collection[int] | None) -> list[str]:
+        """Remove the per-site gauges of the sites whose by-site partition this member no
+        longer holds (`owned`: its partitions now; None: it consumes nothing), so that
+        after a rebalance only the site's new owner exports its limit and allocation (the
+        over-allocation alert compares the two). Returns the sites forgotten."""
+        held = frozenset(owned or ())
+        gone = [site for site, partition in self._partition_of.items() if partition not in held]
+        for site_id in gone:
+            del self._partition_of[site_id]
+            _remove_gauges(site_id)
+        if gone:
+            log.info("%d site(s) moved to another member: their gauges are removed", len(gone))
+        return gone
 
     async def _send_all(self, sd: SiteDoc, outbox: Sequence[cmds.PlannedCommand]) -> None:
         for planned in outbox:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from services.common import topics
-from services.common.processor import Processor, ProcessorGroup
+from services.common.processor import Periodic, Processor, ProcessorGroup
 from services.common.routing import CommandRouter
 from services.common.runtime import Runtime
 from services.smart_charging.capability import Capabilities
@@ -74,9 +74,14 @@ def wire_stages(rt: Runtime) -> SmartCharging:
     def store_healthy() -> bool:
         return bool(rt.store.healthy)
 
+    async def forget_unowned() -> None:
+        # per-site gauges of sites a rebalance moved away (the over-allocation alert, ADR 019 §6)
+        stage.forget_unowned(by_site.assigned())
+
     by_site = Processor(
         "smart-charging by site", rt.bus, BY_SITE, CONSUMER_GROUP, stage.consume,
         max_records=batch, healthy=[store_healthy],
+        periodic=[Periodic("forget unowned sites", rt.settings.consumer_lag_interval_s, forget_unowned)],
     )
     events = Processor(
         "smart-charging regrouping", rt.bus, topics.EVENTS, REPARTITION_GROUP, regroup.consume_events,

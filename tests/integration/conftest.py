@@ -167,6 +167,7 @@ def new_cluster(
         "CSMS_EVENTS_PARTITIONS": "6",
         "CSMS_COMMANDS_PARTITIONS": "4",
         "CSMS_LOG_LEVEL": "INFO",
+        "CSMS_DRAIN_WINDOW_S": "0",  # a stopped gateway closes its sockets at once (Proc.kill waits 30 s)
     })
     env.update(extra_env or {})
     cluster = Cluster(tmp, env, api_key)

@@ -52,6 +52,7 @@ def settings_for_tests(**overrides: Any) -> Settings:
         events_partitions=4,
         commands_partitions=8,
         command_timeout_s=2.0,
+        drain_window_s=0.0,  # a stopped gateway closes its sockets at once
     )
     fields.update(overrides)
     return Settings(**fields)

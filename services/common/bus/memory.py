@@ -18,6 +18,11 @@ in offset order, the starting partition rotating so none starves), as a Kafka po
 does; `batch_linger_ms` lets a batch that is not full wait that long for more records
 (fewer, larger batches at a little latency). `delivery.deliver_batch` applies the
 dead-letter policy to a batch exactly as the Kafka bus does.
+
+Consumer lag (`csms_bus_consumer_lag_records{topic,group}`) is refreshed by the readers
+as they go and, every `consumer_lag_interval_s`, by a timer over every subscription
+(the end of each partition minus the group's committed offset), so the gauge grows while
+a handler is stuck on a record (ADR 019 §6).
 """
 
 from __future__ import annotations
@@ -211,6 +216,9 @@ class _Member:
         self.bus, self.group, self.handler = bus, group, handler
         self.readers: dict[int, _PartitionReader] = {}
 
+    def assigned(self) -> frozenset[int]:
+        return frozenset(self.readers)
+
     def take(self, partition: int) -> None:
         start = self.group.committed.get((self.group.topic, partition), 0)
         self.readers[partition] = _PartitionReader(self.bus, self.group.topic, partition, self.handler, self.group, start)
@@ -336,6 +344,9 @@ class _BatchMember(_Member):
         self.batch_handler, self.max_records, self.linger_s = handler, max_records, linger_s
         self.reader: _BatchReader | None = None
 
+    def assigned(self) -> frozenset[int]:
+        return frozenset(self.reader.partitions) if self.reader is not None else frozenset()
+
     def take(self, partition: int) -> None:
         if self.reader is None:
             self.reader = _BatchReader(self.bus, self.group, self.batch_handler, self.max_records, self.linger_s)
@@ -354,6 +365,9 @@ async def _unused_handler(record: Record) -> None:  # pragma: no cover - batch m
 class _Assignment:
     def __init__(self, reader: _PartitionReader) -> None:
         self.reader = reader
+
+    def assigned(self) -> frozenset[int]:
+        return frozenset() if self.reader._stopping else frozenset((self.reader.partition,))
 
     async def stop(self) -> None:
         await self.reader.stop()
@@ -374,8 +388,11 @@ class MemoryBus:
         dlq_max_attempts: int = 5,
         dlq_backoff_s: float = 0.2,
         batch_linger_ms: float = 50.0,
+        consumer_lag_interval_s: float = 5.0,
     ) -> None:
         self.default_partitions = default_partitions
+        self.consumer_lag_interval_s = consumer_lag_interval_s
+        self._lag_timer: asyncio.Task[None] | None = None
         self.batch_linger_ms = batch_linger_ms
         self.retention_bytes = retention_bytes
         self.retention_s = retention_s
@@ -391,9 +408,40 @@ class MemoryBus:
         return None
 
     async def close(self) -> None:
+        timer, self._lag_timer = self._lag_timer, None
+        if timer is not None:
+            timer.cancel()
+            try:
+                await timer
+            except asyncio.CancelledError:
+                pass
         subs, self._subs = self._subs, []
         for s in subs:
             await s.stop()
+
+    # -- consumer lag --------------------------------------------------------
+    def _watch_lag(self) -> None:
+        """Start the lag timer with the first subscription (a running loop is needed)."""
+        if self._lag_timer is None and self.consumer_lag_interval_s > 0:
+            self._lag_timer = asyncio.create_task(self._lag_every(), name="bus-consumer-lag")
+
+    async def _lag_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.consumer_lag_interval_s)
+            self.refresh_lag()
+
+    def refresh_lag(self) -> None:
+        """Set every live subscription's lag gauge from the partitions' ends now."""
+        for sub in self._subs:
+            if isinstance(sub, _Member):
+                g = sub.group
+                if sub in g.members:
+                    metrics.CONSUMER_LAG.labels(g.topic, g.name).set(self.lag(g.name, g.topic))
+            else:
+                r = sub.reader
+                if not r._stopping:
+                    end = self._topic(r.topic)[r.partition].end
+                    metrics.CONSUMER_LAG.labels(r.topic, r.group_name).set(max(0, end - r.position))
 
     @property
     def healthy(self) -> bool:
@@ -475,6 +523,7 @@ class MemoryBus:
             g.members.append(member)
             await g.rebalance()
         self._subs.append(member)
+        self._watch_lag()
         return member
 
     async def subscribe_batch(
@@ -494,6 +543,7 @@ class MemoryBus:
             g.members.append(member)
             await g.rebalance()
         self._subs.append(member)
+        self._watch_lag()
         return member
 
     def _group(self, topic: str, group: str, from_beginning: bool) -> _Group:
@@ -510,6 +560,7 @@ class MemoryBus:
         start = parts[partition].base if from_beginning else parts[partition].end
         sub = _Assignment(_PartitionReader(self, topic, partition, handler, None, start))
         self._subs.append(sub)
+        self._watch_lag()
         return sub
 
     async def read(

@@ -147,6 +147,11 @@ class Subscription(Protocol):
     async def stop(self) -> None:
         """Leave the group (or release the partition); uncommitted records go to others."""
 
+    def assigned(self) -> frozenset[int]:
+        """The partitions this member holds now (a rebalance changes them): per-partition
+        state of a former owner (e.g. per-site gauges) can be dropped."""
+        ...
+
 
 class Bus(Protocol):
     async def start(self) -> None: ...

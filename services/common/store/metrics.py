@@ -6,6 +6,11 @@ what one operation is), and feeds the process-wide Prometheus counter
 `csms_store_ops_total{op,table}`. Label children are bound once per (op, table) and
 cached, so a count costs a dict lookup and an `inc()`. `statement_ops` says what one
 statement counts as, for both engines (a Cassandra batch says its keys itself).
+
+Latency: `csms_store_op_seconds{op,table}` (Histogram) gets one observation per counted
+operation through `time_op` (children cached the same way): Cassandra, the request's round
+trip (failed ones too); SQLite, the statement's time on the connection (the lock wait not
+included; a transaction of several statements gives each its share of the transaction).
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from collections import Counter
 from typing import Any
 
 from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram
 
-__all__ = ["STORE_OPS", "OpKey", "count_op", "statement_ops"]
+__all__ = ["STORE_OPS", "STORE_OP_SECONDS", "OpKey", "count_op", "statement_ops", "time_op"]
 
 OpKey = tuple[str, str]  # ("read" | "write", table)
 
@@ -26,7 +32,14 @@ STORE_OPS = PromCounter(
     "Store operations sent (one per statement, query page or batch table), by op and table",
     ["op", "table"],
 )
+STORE_OP_SECONDS = Histogram(
+    "csms_store_op_seconds",
+    "Store operation latency (one observation per statement, query page or batch table), by op and table",
+    ["op", "table"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 _children: dict[OpKey, Any] = {}
+_timers: dict[OpKey, Any] = {}
 
 
 def count_op(ops: Counter[OpKey], key: OpKey, n: int = 1) -> None:
@@ -36,6 +49,14 @@ def count_op(ops: Counter[OpKey], key: OpKey, n: int = 1) -> None:
     if child is None:
         child = _children[key] = STORE_OPS.labels(*key)
     child.inc(n)
+
+
+def time_op(key: OpKey, seconds: float) -> None:
+    """One latency observation of `key` in `csms_store_op_seconds`."""
+    child = _timers.get(key)
+    if child is None:
+        child = _timers[key] = STORE_OP_SECONDS.labels(*key)
+    child.observe(seconds)
 
 
 _TABLE_NAMED = re.compile(r"\b(?:FROM|INTO|UPDATE)\s+(?:\w+\.)?(\w+)", re.IGNORECASE)

@@ -25,6 +25,7 @@ import logging
 import os
 import sqlite3
 import stat
+import time
 from collections import Counter
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
@@ -34,7 +35,7 @@ from typing import Any, AsyncIterator, Iterable
 import aiosqlite
 
 from services.common.errors import ConfigError, ConflictError, StoreError, StoreUnavailable
-from services.common.store.metrics import OpKey, count_op, statement_ops
+from services.common.store.metrics import OpKey, count_op, statement_ops, time_op
 from services.common.timeutil import Clock, to_iso_us, utcnow
 
 __all__ = ["SqliteConnection", "parse_sqlite_url", "private_files", "time_in", "time_out"]
@@ -135,6 +136,7 @@ class SqliteConnection:
         self._dirty = False  # a caller was interrupted mid-transaction; roll back before reuse
         # (op, table) -> statements sent; see services/common/store/metrics.py
         self.ops: Counter[OpKey] = Counter()
+        self._timed: list[OpKey] = []  # counted in the current session: timed when it ends
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
@@ -191,6 +193,7 @@ class SqliteConnection:
     def _count(self, sql: str) -> None:
         for key in statement_ops(sql):
             count_op(self.ops, key)
+            self._timed.append(key)
 
     async def _fetch(self, op: str, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         async with self._session(op) as db:
@@ -214,6 +217,8 @@ class SqliteConnection:
             db = self._db
             if db is None:
                 raise StoreUnavailable(f"sqlite {op}: store is not started (or closed)")
+            timed = self._timed = []
+            started = time.perf_counter()
             try:
                 if self._dirty:
                     await db.execute("SELECT 1")  # drain statements queued by the interrupted caller
@@ -244,6 +249,11 @@ class SqliteConnection:
                     self._healthy = False
                     raise StoreUnavailable(f"sqlite {op}: connection closed") from e
                 raise
+            finally:
+                if timed:  # csms_store_op_seconds: each statement its share of the session
+                    share = (time.perf_counter() - started) / len(timed)
+                    for key in timed:
+                        time_op(key, share)
             self._dirty = False
             self._healthy = True
 
