@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast typecheck infra-up infra-down proto bench bench-pipeline clean
+.PHONY: setup run test test-fast typecheck infra-up infra-down proto bench bench-pipeline image deploy-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,18 @@ bench-pipeline: setup
 	$(BIN)/python bench/pipeline.py $(PIPELINE_ARGS); rc=$$?; \
 	for e in $$started; do ./deploy/local/infra.sh down $$e; done; \
 	exit $$rc
+
+# The container image (Dockerfile): hadolint, then a build with buildah/podman/docker where one
+# works on this machine and can pull the base image; otherwise it says why it did not build.
+# Options: IMAGE=csms:tag PYTHON_IMAGE=mirror/python:3.11-slim IMAGE_BUILD=require|lint
+image:
+	./deploy/check/image.sh
+
+# Chart lint and render, kubeconform for Kubernetes 1.29-1.31, promtool rules and tests, the
+# dashboard's queries, the image lint/build and buf lint/breaking (deploy/check/run.sh), with
+# pinned tools installed into .tools/ on first use.
+deploy-check:
+	./deploy/check/run.sh
 
 clean:
 	rm -rf $(VENV) services/common/gen .pytest_cache csms.db* .csms
