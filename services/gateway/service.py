@@ -13,7 +13,8 @@ Drain (ADR 019 §4, a rolling update): `stop()` reports not ready and stops acce
 once (`csms_gateway_draining` 1), stops consuming commands, then closes the station
 sockets spread over `CSMS_DRAIN_WINDOW_S` (each in its own slot of the window, at a
 random point of it: the stations of a pod do not all reconnect in the same second) with
-1001 going away; a socket that closed by itself meanwhile is skipped. Window 0: every
+1001 going away; a socket that closed by itself meanwhile is skipped. Each wait counts
+from the previous close, so a stalled pod drains slower rather than in a burst. Window 0: every
 socket at once (tests; `csms run` stops on Ctrl-C without a drain unless the variable is
 set). The health/metrics listener stays up until the end.
 """
@@ -24,7 +25,7 @@ import asyncio
 import logging
 import random
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -108,6 +109,7 @@ class GatewayService:
         `stop()` spreads the socket closes over this many seconds (0: all at once)."""
         self.drain_window_s = max(0.0, float(drain_window_s))
         self._rng = rng or random.Random()
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # the drain's waits (tests record them)
         self.gateway_id = gateway_id
         self.web = web_app
         self.commands = commands
@@ -207,13 +209,14 @@ class GatewayService:
             return
         order = list(conns)
         self._rng.shuffle(order)  # not in connection order: who goes first is random
-        loop = asyncio.get_running_loop()
-        start = loop.time()
         closing: list[asyncio.Task[None]] = []
+        previous = 0.0
         for conn, at in zip(order, drain_schedule(len(order), window, self._rng)):
-            delay = start + at - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            # Each wait runs from the previous close, not from the drain's start: a pod
+            # starved of CPU for a moment takes longer to drain instead of catching up
+            # with a burst of closes (and a burst of reconnects elsewhere).
+            await self._sleep(at - previous)
+            previous = at
             if conn.alive():  # one that closed by itself meanwhile is skipped
                 closing.append(asyncio.create_task(conn.close(_CLOSE_GOING_AWAY, "gateway shutting down")))
         if closing:
