@@ -562,6 +562,48 @@ _SCHEMAS: J = {
         },
     },
 }
+_AMPS = {"type": "number", "description": "A per phase."}
+_NULL_AMPS = {"type": ["number", "null"], "description": "A per phase."}
+_SCHEMAS["SiteAllocation"] = {
+    "type": "object",
+    "required": ["site_id", "grid_limit_a", "external_limit_a", "limit_a", "total_a", "reserved_a", "over_limit",
+                 "sessions", "outside_limits", "stations_without_profiles", "updated_at"],
+    "additionalProperties": False,
+    "properties": {
+        "site_id": {"type": "string"},
+        "grid_limit_a": _AMPS,
+        "external_limit_a": _NULL_AMPS,
+        "limit_a": {**_AMPS, "description": "The limit in force: the grid limit, lowered by the outside cap."},
+        "total_a": {**_AMPS, "description": "Allocated in all, reservations included."},
+        "reserved_a": {**_AMPS, "description": "Held for sessions the CSMS cannot control."},
+        "over_limit": {"type": "boolean", "description": "The reservations alone exceed the limit."},
+        "sessions": {"type": "array", "items": {
+            "type": "object",
+            "required": ["station_id", "evse_id", "transaction_id", "allocated_a", "paused", "controllable", "last_sent_a",
+                         "measured_a", "min_a", "max_a", "ev_cap_a", "phases", "priority", "started_at", "departure_at"],
+            "properties": {
+                "station_id": {"type": "string"}, "evse_id": {"type": "integer"}, "transaction_id": {"type": "string"},
+                "allocated_a": _NULL_AMPS, "paused": {"type": "boolean"},
+                "controllable": {"type": "boolean", "description": "False: the station does not take profiles."},
+                "last_sent_a": {**_NULL_AMPS, "description": "The last limit sent to the station for this session."},
+                "measured_a": _NULL_AMPS, "min_a": _AMPS, "max_a": _AMPS,
+                "ev_cap_a": {**_NULL_AMPS, "description": "The EV's cap from its charging needs."},
+                "phases": {"type": "integer"}, "priority": {"type": "integer"},
+                "started_at": _NULL_TS, "departure_at": _NULL_TS,
+            },
+        }},
+        "outside_limits": {"type": "array", "items": {
+            "type": "object", "required": ["station_id", "evse_id", "source", "limit_a"],
+            "properties": {"station_id": {"type": "string"}, "evse_id": {"type": "integer", "description": "0: the station."},
+                           "source": {"type": "string"}, "limit_a": _AMPS},
+        }},
+        "stations_without_profiles": {"type": "array", "items": {
+            "type": "object", "required": ["station_id", "since", "reason"],
+            "properties": {"station_id": {"type": "string"}, "since": _NULL_TS, "reason": {"type": "string"}},
+        }},
+        "updated_at": {**_NULL_TS, "description": "When smart charging last wrote the site's state (null: never)."},
+    },
+}
 _SCHEMAS["DeadLetter"] = {
     "type": "object",
     "required": ["id", "topic", "partition", "offset", "group", "error", "attempts", "dead_lettered_at",
@@ -749,6 +791,12 @@ def _other_paths() -> J:
             "put": _op("Set or lift an outside cap (grid operator signal)",
                        {"200": _json(_ref("Site"), "The site."), "400": _R400, "404": _R404},
                        tag="sites", body=_ref("SiteLimit"), op_id="putSiteLimit"),
+        },
+        "/api/v1/sites/{id}/allocation": {
+            "parameters": id_param,
+            "get": _op("What smart charging allocated: limits, each session's current, outside limits, stations without profiles",
+                       {"200": _json(_ref("SiteAllocation"), "The site's allocation."), "404": _R404},
+                       tag="sites", op_id="getSiteAllocation"),
         },
         "/api/v1/dead-letters": {
             "get": _op(

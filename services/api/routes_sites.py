@@ -1,10 +1,19 @@
-"""Sites (a grid connection shared by stations): /api/v1/sites[/{id}[/limit]].
+"""Sites (a grid connection shared by stations): /api/v1/sites[/{id}[/limit|/allocation]].
 
 A site (services/api/documents.py): id, grid_limit_a, phases, tariff_id,
 external_limit_a, created_at, updated_at. After every change is stored (or the site
 deleted) the `on_site_changed` hook publishes a `SiteUpdated` on csms.sites.v1 (key =
 site id, ADR 015; services/api/site_events.py) for the smart-charging processor, which
 also re-reads sites from the store.
+
+`GET /sites/{id}/allocation` shows what smart charging decided for the site: its limits,
+each session's allocated current (and the last limit sent to the station), the outside
+limits stations reported (NotifyChargingLimit) and the stations marked as not taking
+profiles. It reads the processor's "site_state" document and recomputes the allocation
+from it with the processor's own allocator (services/smart_charging/documents.py): the
+document does not store the allocation, and the recomputation is deterministic, so this is
+the allocation the processor acted on when it last wrote the document (`updated_at`). A
+site with no state yet (no session since it was created) answers with no sessions.
 """
 
 from __future__ import annotations
@@ -12,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 from typing import Any
+
+from decimal import Decimal
 
 from aiohttp import web
 
@@ -23,6 +34,8 @@ from services.api.validation import MAX_LIMIT, MISSING, Validator, check_resourc
 from services.api.views import site_view
 from services.common import kinds
 from services.common.timeutil import to_ocpp
+from services.smart_charging.documents import site_doc_from_json
+from services.smart_charging.domain.site_state import allocate_site
 
 __all__ = ["setup"]
 
@@ -135,6 +148,69 @@ async def delete_site(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _amps(value: Decimal | None) -> int | float | None:
+    """Amps as a JSON number, like the site's own limits (an integer when whole)."""
+    if value is None:
+        return None
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+async def get_allocation(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    site = await _load(ctx, request.match_info["id"])
+    raw = await ctx.documents.get_doc(kinds.SITE_STATE, site.id)
+    if raw is None:
+        return web.json_response({
+            "site_id": site.id, "grid_limit_a": site.grid_limit_a, "external_limit_a": site.external_limit_a,
+            "limit_a": site.grid_limit_a if site.external_limit_a is None else min(site.grid_limit_a, site.external_limit_a),
+            "total_a": 0, "reserved_a": 0, "over_limit": False, "sessions": [], "outside_limits": [],
+            "stations_without_profiles": [], "updated_at": None,
+        })
+    sd = site_doc_from_json(raw)
+    state = sd.state
+    allocation = state.allocation if state.allocation is not None else allocate_site(state, state.sessions)
+    paused = set(allocation.paused)
+    sessions = [
+        {
+            "station_id": s.station_id,
+            "evse_id": s.evse_id,
+            "transaction_id": s.transaction_id,
+            "allocated_a": _amps(allocation.limits.get(key)),
+            "paused": key in paused,
+            "controllable": s.controllable,
+            "last_sent_a": _amps(s.limit_a),
+            "measured_a": _amps(s.measured_a),
+            "min_a": _amps(s.min_a),
+            "max_a": _amps(s.max_a),
+            "ev_cap_a": _amps(s.ev_cap_a),
+            "phases": s.phases,
+            "priority": s.priority,
+            "started_at": to_ocpp(s.started_at),
+            "departure_at": None if s.departure_at is None else to_ocpp(s.departure_at),
+        }
+        for key, s in sorted(state.sessions.items())
+    ]
+    return web.json_response({
+        "site_id": site.id,
+        "grid_limit_a": _amps(state.limit_a),
+        "external_limit_a": _amps(state.external_cap_a),
+        "limit_a": _amps(state.effective_limit_a),
+        "total_a": _amps(allocation.total_a),
+        "reserved_a": _amps(allocation.reserved_a),
+        "over_limit": allocation.over_limit,
+        "sessions": sessions,
+        "outside_limits": [
+            {"station_id": station_id, "evse_id": evse_id, "source": source, "limit_a": _amps(limit)}
+            for (station_id, evse_id, source), limit in sorted(state.external_limits.items())
+        ],
+        "stations_without_profiles": [
+            {"station_id": station_id, "since": to_ocpp(mark.since), "reason": mark.reason}
+            for station_id, mark in sorted(state.no_profiles.items())
+        ],
+        "updated_at": sd.updated_at,
+    })
+
+
 def setup(app: web.Application) -> None:
     app.router.add_post(f"{API_PREFIX}/sites", create_site)
     app.router.add_get(f"{API_PREFIX}/sites", list_sites)
@@ -142,3 +218,4 @@ def setup(app: web.Application) -> None:
     app.router.add_patch(f"{API_PREFIX}/sites/{{id}}", patch_site)
     app.router.add_delete(f"{API_PREFIX}/sites/{{id}}", delete_site)
     app.router.add_put(f"{API_PREFIX}/sites/{{id}}/limit", put_limit)
+    app.router.add_get(f"{API_PREFIX}/sites/{{id}}/allocation", get_allocation)

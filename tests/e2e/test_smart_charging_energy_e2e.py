@@ -153,6 +153,12 @@ async def test_an_outside_limit_lowers_the_sites_total_and_its_clear_restores_it
         # The site's allocation (logged with its trace) is 10 A in all.
         lines = await eventually(lambda: site_log(csms, site_id, "ChargingLimitSet"), 10, what="the allocation after the limit")
         assert "total 10 A of 32 A" in lines[-1], lines[-1]
+        # ... and so does the API's view of it.
+        _, view = await csms.api("GET", f"/api/v1/sites/{site_id}/allocation", expect=200)
+        assert (view["total_a"], view["limit_a"]) == (10, 32), view
+        assert [(s["station_id"], s["allocated_a"], s["last_sent_a"]) for s in view["sessions"]] == [(st.station_id, 10, 10)]
+        assert [(o["station_id"], o["evse_id"], o["source"], o["limit_a"]) for o in view["outside_limits"]] == [
+            (st.station_id, 1, "EMS", 10)]
 
         await st.call("ClearedChargingLimit", {"chargingLimitSource": "EMS", "evseId": 1})
         await eventually(lambda: latest_limit(st) == 32.0, 20, interval=0.05, what="32 A again after the clear",
@@ -180,6 +186,11 @@ async def test_a_station_that_rejects_profiles_does_not_push_the_site_over_its_l
         await eventually(lambda: latest_limit(c) == 23.0, 20, interval=0.05, what="C gets the 40 A less R's 17 A",
                          detail=lambda: (tx_profiles(c), csms.log()[-3000:]))
         assert all(0 < float(schedule_of(p)["chargingSchedulePeriod"][0]["limit"]) <= 23.0 for p in tx_profiles(c)[-1:])
+        _, view = await csms.api("GET", f"/api/v1/sites/{site_id}/allocation", expect=200)
+        allocated = {s["station_id"]: (s["allocated_a"], s["controllable"]) for s in view["sessions"]}
+        assert allocated == {r.station_id: (17, False), c.station_id: (23, True)}, view
+        assert [m["station_id"] for m in view["stations_without_profiles"]] == [r.station_id]
+        assert (view["total_a"], view["reserved_a"], view["over_limit"]) == (40, 17, False), view
 
         # A second session on R is not sent a profile (and, before a reading, reserves R's max).
         asked_r = len(tx_profiles(r))

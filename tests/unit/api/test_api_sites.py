@@ -3,14 +3,18 @@ smart charging (ADR 015: never a `site:` event on csms.events.v1)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from services.api.context import CTX
 from services.api.site_events import SiteNotifier
-from services.common import topics
+from services.common import kinds, topics
 from services.common.bus.port import Record
 from services.common.errors import BusUnavailable
 from services.common.sites_codec import CE_TYPE, SiteChange, decode_site_updated
+from services.smart_charging.documents import SiteDoc, site_doc_to_json
+from services.smart_charging.domain import ActiveSession, NoProfiles, SiteState
 
 from tests.support.clock import FixedClock
 
@@ -155,3 +159,49 @@ async def test_a_deleted_site_is_gone_and_announced(api: Api) -> None:
     assert (await api.get("/api/v1/sites/S1"))[0] == 404
     assert (await api.call("DELETE", "/api/v1/sites/S1"))[0] == 404
     assert await no_site_events(api)
+
+
+# ------------------------------------------------------------------ the allocation view
+
+
+def _session(station_id: str, *, controllable: bool = True, measured_a: str | None = None) -> ActiveSession:
+    return ActiveSession(
+        station_id=station_id, evse_id=1, transaction_id=f"tx-{station_id}", phases=3, min_a=Decimal(6),
+        max_a=Decimal(32), priority=0, started_at=NOW, controllable=controllable,
+        measured_a=None if measured_a is None else Decimal(measured_a),
+        limit_a=Decimal(32) if controllable else None,
+    )
+
+
+async def test_a_sites_allocation_is_what_the_allocator_decides_from_the_processors_state(api: Api) -> None:
+    """The view recomputes the allocation from smart charging's "site_state" document (the
+    processor's own writer is used to make it): a station's outside limit caps its session,
+    a station that does not take profiles is reserved its measured draw plus headroom, and
+    the rest of the limit goes to the other session."""
+    assert (await api.post("/api/v1/sites", {"id": "S1", "grid_limit_a": 40}))[0] == 201
+    status, empty = await api.get("/api/v1/sites/S1/allocation")
+    assert status == 200
+    assert (empty["sessions"], empty["total_a"], empty["limit_a"], empty["updated_at"]) == ([], 0, 40, None)
+
+    sessions = {s.key: s for s in (_session("A"), _session("B"), _session("R", controllable=False, measured_a="16"))}
+    state = SiteState(
+        site_id="S1", limit_a=Decimal(40), sessions=sessions,
+        external_limits={("B", 1, "EMS"): Decimal(5)},
+        no_profiles={"R": NoProfiles(since=NOW - timedelta(minutes=5), reason="NotImplemented")},
+    )
+    stamp = "2026-11-28T10:00:00.000Z"
+    await api.rt.store.put_doc(kinds.SITE_STATE, "S1", site_doc_to_json(SiteDoc(state=state, version=3), stamp))
+
+    status, body = await api.get("/api/v1/sites/S1/allocation")
+    assert status == 200
+    by_station = {s["station_id"]: s for s in body["sessions"]}
+    assert by_station["R"]["allocated_a"] == 17 and not by_station["R"]["controllable"]  # 16 A measured + 1 A headroom
+    assert by_station["B"]["allocated_a"] == 5  # its outside limit
+    assert by_station["A"]["allocated_a"] == 18  # 40 - 17 - 5
+    assert by_station["A"]["last_sent_a"] == 32 and by_station["R"]["last_sent_a"] is None
+    assert (body["total_a"], body["reserved_a"], body["over_limit"], body["limit_a"]) == (40, 17, False, 40)
+    assert body["outside_limits"] == [{"station_id": "B", "evse_id": 1, "source": "EMS", "limit_a": 5}]
+    assert [(m["station_id"], m["reason"]) for m in body["stations_without_profiles"]] == [("R", "NotImplemented")]
+    assert body["updated_at"] == stamp
+
+    assert (await api.get("/api/v1/sites/NOPE/allocation"))[0] == 404
