@@ -1,13 +1,16 @@
 """Settings from the environment (and matching CLI flags). Names are a public contract.
 
 Every tunable is declared once in `TABLE` (ADR 019 §1): its `CSMS_*` variable, type,
-default, bounds or choices, one line of documentation and the section it is documented
-in. `Settings` is the frozen dataclass the processes read (`settings.<field>`);
-`load_settings(env)` is driven by the table and fails at start with one `ConfigError`
-naming every bad variable (`CSMS_OCPP_PORT: 'abc' is not an integer`). A few variables
-are read before `Settings` exists (the topic prefix at import, the pepper, tracing, the
-simulator's defaults): they are rows without a field, read with `env_value(variable)`,
-so they are validated and documented the same way.
+bounds or choices, one line of documentation and the section it is documented in.
+`Settings` is the frozen dataclass the processes read (`settings.<field>`), and its field
+defaults are the settings' defaults: a row does not repeat them (two copies of a default
+only ever agree because a test makes them), the loader and the docs read them from the
+field. `load_settings(env)` is driven by the table and fails at start with one
+`ConfigError` naming every bad variable (`CSMS_OCPP_PORT: 'abc' is not an integer`). A few
+variables are read before `Settings` exists (the topic prefix at import, the pepper,
+tracing, the simulator's defaults): they are rows without a field, carrying their own
+default, read with `env_value(variable)`, so they are validated and documented the same
+way.
 
 `docs/configuration.md` is generated from the table:
 
@@ -15,7 +18,7 @@ so they are validated and documented the same way.
 
 and tests/unit/common/test_config_table.py fails when it differs, when the code, the
 chart or the docs name a `CSMS_*` variable the table does not know, or when the table and
-the dataclass disagree on a field, its type or its default.
+the dataclass disagree on a field or its type.
 """
 
 from __future__ import annotations
@@ -27,14 +30,14 @@ import os
 import re
 import socket
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 from services.common.errors import ConfigError
 
-__all__ = ["Settings", "Setting", "TABLE", "SECTIONS", "load_settings", "env_value", "gateway_ordinal", "markdown",
-           "unknown_variables"]
+__all__ = ["Settings", "Setting", "TABLE", "SECTIONS", "load_settings", "env_value", "field_default", "gateway_ordinal",
+           "markdown", "unknown_variables"]
 
 log = logging.getLogger("csms.config")
 
@@ -58,8 +61,9 @@ def gateway_ordinal(gateway_id: str) -> int:
 
 @dataclass(frozen=True)
 class Settings:
-    """What a process runs with. The defaults are the table's (`TABLE`, docs/configuration.md),
-    except where `load_settings` documents another one (default_security_profile, gateway_id)."""
+    """What a process runs with. A field's default is its setting's default, the one place it
+    is written: `TABLE`, `load_settings` and docs/configuration.md read it from here, except
+    where a row names another one for `load_settings` (default_security_profile, gateway_id)."""
 
     bus_url: str = "memory://"
     store_url: str = "sqlite:///./csms.db"
@@ -206,21 +210,33 @@ class Settings:
 # kind: how a value is read. "str?" = a string whose empty value is None; "list" = comma-
 # separated names (empty items dropped); "cidrs" = comma-separated addresses or networks.
 Kind = Literal["str", "str?", "int", "float", "bool", "list", "cidrs"]
-_SAME: Any = object()
+_FIELD: Any = object()  # env_default of a row that has none: its field's default
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def field_default(name: str) -> Any:
+    """The default of the `Settings` field `name` (its default_factory called); KeyError for
+    a field `Settings` does not have, ValueError for one without a default."""
+    f = _FIELDS[name]
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    raise ValueError(f"Settings.{name} has no default")
 
 
 @dataclass(frozen=True, slots=True)
 class Setting:
     """One row of the table. `field` None: read where it is used (`env_value`), before any
-    `Settings` exists. `env_default`: what `load_settings` uses when the variable is unset,
-    when it differs from the dataclass default (a callable: computed at load). `shown` is the
-    docs' default when the value is computed. `empty_is_default`: an empty value means unset
-    (always so for numbers and booleans). `check` returns an error text for a bad value."""
+    `Settings` exists. The default is the field's (`Settings`); `env_default` is what is used
+    when the variable is unset where that differs (a callable: computed at load), and the
+    only default of a row without a field. `shown` is the docs' default when the value is
+    computed. `empty_is_default`: an empty value means unset (always so for numbers and
+    booleans). `check` returns an error text for a bad value."""
 
     variable: str
     field: str | None
     kind: Kind
-    default: Any
     doc: str
     section: str
     minimum: float | None = None
@@ -228,13 +244,29 @@ class Setting:
     choices: tuple[Any, ...] = ()
     pattern: str = ""
     secret: bool = False
-    env_default: Any = _SAME
+    env_default: Any = _FIELD
     shown: str = ""
     empty_is_default: bool = False
     check: Callable[[Any], str | None] | None = None
 
+    def __post_init__(self) -> None:
+        if self.field is None and self.env_default is _FIELD:
+            raise ValueError(f"{self.variable}: a row without a field needs an env_default")
+        if self.field is not None:
+            if self.field not in _FIELDS:
+                raise ValueError(f"{self.variable}: Settings has no field {self.field!r}")
+            field_default(self.field)  # ValueError: a field without a default
+
+    @property
+    def default(self) -> Any:
+        """The default as declared: the field's, or `env_default` (a callable not yet called)."""
+        if self.env_default is not _FIELD:
+            return self.env_default
+        assert self.field is not None
+        return field_default(self.field)
+
     def load_default(self) -> Any:
-        d = self.default if self.env_default is _SAME else self.env_default
+        d = self.default
         return d() if callable(d) else d
 
 
@@ -267,208 +299,211 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 def _rows() -> tuple[Setting, ...]:
     rows: list[Setting] = []
 
-    def add(section: str, variable: str, fld: str | None, kind: Kind, default: Any, doc: str, **kw: Any) -> None:
-        rows.append(Setting(variable, fld, kind, default, doc, section, **kw))
+    def add(section: str, variable: str, fld: str, kind: Kind, doc: str, **kw: Any) -> None:
+        rows.append(Setting(variable, fld, kind, doc, section, **kw))  # default: Settings.<fld>
+
+    def early(section: str, variable: str, kind: Kind, default: Any, doc: str, **kw: Any) -> None:
+        rows.append(Setting(variable, None, kind, doc, section, env_default=default, **kw))
 
     s = "Processes and ports"
-    add(s, "CSMS_HOST", "host", "str", "0.0.0.0", "listen address (`csms run`: 127.0.0.1 unless set)")
-    add(s, "CSMS_OCPP_PORT", "ocpp_port", "int", 9000, "OCPP WebSocket port (also health and metrics of the gateway)", minimum=0, maximum=65535)
-    add(s, "CSMS_API_PORT", "api_port", "int", 8080, "REST API port (also health and metrics of the API)", minimum=0, maximum=65535)
-    add(s, "CSMS_METRICS_PORT", "metrics_port", "int", 9100, "processors' `/healthz` `/readyz` `/metrics` port (0 = off)", minimum=0, maximum=65535)
-    add(s, "CSMS_GATEWAY_ID", "gateway_id", "str", "gateway-0",
+    add(s, "CSMS_HOST", "host", "str", "listen address (`csms run`: 127.0.0.1 unless set)")
+    add(s, "CSMS_OCPP_PORT", "ocpp_port", "int", "OCPP WebSocket port (also health and metrics of the gateway)", minimum=0, maximum=65535)
+    add(s, "CSMS_API_PORT", "api_port", "int", "REST API port (also health and metrics of the API)", minimum=0, maximum=65535)
+    add(s, "CSMS_METRICS_PORT", "metrics_port", "int", "processors' `/healthz` `/readyz` `/metrics` port (0 = off)", minimum=0, maximum=65535)
+    add(s, "CSMS_GATEWAY_ID", "gateway_id", "str",
         "stable gateway id `gateway-N`; N is its command partition (ADR 001)",
         env_default=_default_gateway_id, shown="gateway-N from the host name's trailing -N, else gateway-0",
         empty_is_default=True, pattern=r"^\S*\d$")
-    add(s, "CSMS_GATEWAY_WORKERS", "gateway_workers", "int", 1,
+    add(s, "CSMS_GATEWAY_WORKERS", "gateway_workers", "int",
         "SO_REUSEPORT gateway processes per pod (gateway role only); pods x workers <= CSMS_COMMANDS_PARTITIONS", minimum=1)
-    add(s, "CSMS_API_KEY", "api_key", "str?", None,
+    add(s, "CSMS_API_KEY", "api_key", "str?",
         "bootstrap admin API key (`csms run` generates one into CSMS_STATE_DIR/api_key); never logged", secret=True)
-    add(s, "CSMS_STATE_DIR", None, "str", ".csms", "where `csms run` keeps its generated API key, pepper and built-in CA")
+    early(s, "CSMS_STATE_DIR", "str", ".csms", "where `csms run` keeps its generated API key, pepper and built-in CA")
 
     s = "Bus and Kafka"
-    add(s, "CSMS_BUS_URL", "bus_url", "str", "memory://", "`memory://` or `kafka://host:9092[,host2:9092]`", pattern=r"^(memory|kafka)://")
-    add(s, "CSMS_TOPIC_PREFIX", None, "str", "", "prefixes every topic and consumer group (test runs sharing a broker); empty in production")
-    add(s, "CSMS_EVENTS_PARTITIONS", "events_partitions", "int", 12, "partitions of csms.events.v1 and the topics created with it", minimum=1)
-    add(s, "CSMS_COMMANDS_PARTITIONS", "commands_partitions", "int", 16,
+    add(s, "CSMS_BUS_URL", "bus_url", "str", "`memory://` or `kafka://host:9092[,host2:9092]`", pattern=r"^(memory|kafka)://")
+    early(s, "CSMS_TOPIC_PREFIX", "str", "", "prefixes every topic and consumer group (test runs sharing a broker); empty in production")
+    add(s, "CSMS_EVENTS_PARTITIONS", "events_partitions", "int", "partitions of csms.events.v1 and the topics created with it", minimum=1)
+    add(s, "CSMS_COMMANDS_PARTITIONS", "commands_partitions", "int",
         "partitions of csms.commands.v1; must be >= gateway pods x CSMS_GATEWAY_WORKERS", minimum=1)
-    add(s, "CSMS_KAFKA_REPLICATION_FACTOR", "kafka_replication_factor", "int", 1, "replication factor of topics the CSMS creates (chart: 3)", minimum=1)
-    add(s, "CSMS_KAFKA_MIN_INSYNC_REPLICAS", "kafka_min_insync_replicas", "int", 1, "min.insync.replicas of topics the CSMS creates (chart: 2)", minimum=1)
-    add(s, "CSMS_BUS_MAX_RECORD_BYTES", "bus_max_record_bytes", "int", 1 << 20,
+    add(s, "CSMS_KAFKA_REPLICATION_FACTOR", "kafka_replication_factor", "int", "replication factor of topics the CSMS creates (chart: 3)", minimum=1)
+    add(s, "CSMS_KAFKA_MIN_INSYNC_REPLICAS", "kafka_min_insync_replicas", "int", "min.insync.replicas of topics the CSMS creates (chart: 2)", minimum=1)
+    add(s, "CSMS_BUS_MAX_RECORD_BYTES", "bus_max_record_bytes", "int",
         "largest bus record (producer max_request_size, topics' max.message.bytes); frame limits follow it", minimum=1024)
-    add(s, "CSMS_BATCH_MAX_RECORDS", "batch_max_records", "int", 500, "records per batch handed to a processor (ADR 015)", minimum=1)
-    add(s, "CSMS_BATCH_LINGER_MS", "batch_linger_ms", "float", 50.0, "how long a batch that is not full waits for more records", minimum=0)
-    add(s, "CSMS_KAFKA_LINGER_MS", "kafka_linger_ms", "int", 2, "Kafka producer: linger before a produce request", minimum=0)
-    add(s, "CSMS_KAFKA_BATCH_BYTES", "kafka_batch_bytes", "int", 64 << 10, "Kafka producer: largest produce batch per partition", minimum=1024)
-    add(s, "CSMS_DLQ_MAX_ATTEMPTS", "dlq_max_attempts", "int", 5, "tries of a failing record before it is dead-lettered (docs/dead-letters.md)", minimum=1)
-    add(s, "CSMS_DLQ_BACKOFF_S", "dlq_backoff_s", "float", 0.2, "first pause between tries; doubles, at most 5 s", minimum=0)
-    add(s, "CSMS_MEMORY_RETENTION_BYTES", "memory_retention_bytes", "int", 8 << 20, "`memory://` keeps this many bytes per partition ...", minimum=0)
-    add(s, "CSMS_MEMORY_RETENTION_S", "memory_retention_s", "float", 86_400.0, "... and no record older than this", minimum=0)
+    add(s, "CSMS_BATCH_MAX_RECORDS", "batch_max_records", "int", "records per batch handed to a processor (ADR 015)", minimum=1)
+    add(s, "CSMS_BATCH_LINGER_MS", "batch_linger_ms", "float", "how long a batch that is not full waits for more records", minimum=0)
+    add(s, "CSMS_KAFKA_LINGER_MS", "kafka_linger_ms", "int", "Kafka producer: linger before a produce request", minimum=0)
+    add(s, "CSMS_KAFKA_BATCH_BYTES", "kafka_batch_bytes", "int", "Kafka producer: largest produce batch per partition", minimum=1024)
+    add(s, "CSMS_DLQ_MAX_ATTEMPTS", "dlq_max_attempts", "int", "tries of a failing record before it is dead-lettered (docs/dead-letters.md)", minimum=1)
+    add(s, "CSMS_DLQ_BACKOFF_S", "dlq_backoff_s", "float", "first pause between tries; doubles, at most 5 s", minimum=0)
+    add(s, "CSMS_MEMORY_RETENTION_BYTES", "memory_retention_bytes", "int", "`memory://` keeps this many bytes per partition ...", minimum=0)
+    add(s, "CSMS_MEMORY_RETENTION_S", "memory_retention_s", "float", "... and no record older than this", minimum=0)
 
     s = "Kafka security"
-    add(s, "CSMS_KAFKA_SECURITY_PROTOCOL", "kafka_security_protocol", "str", "PLAINTEXT", "how the brokers are reached",
+    add(s, "CSMS_KAFKA_SECURITY_PROTOCOL", "kafka_security_protocol", "str", "how the brokers are reached",
         choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
-    add(s, "CSMS_KAFKA_SASL_MECHANISM", "kafka_sasl_mechanism", "str", "", "SASL mechanism of the SASL_* protocols",
+    add(s, "CSMS_KAFKA_SASL_MECHANISM", "kafka_sasl_mechanism", "str", "SASL mechanism of the SASL_* protocols",
         choices=("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
-    add(s, "CSMS_KAFKA_SASL_USERNAME", "kafka_sasl_username", "str", "", "SASL user name")
-    add(s, "CSMS_KAFKA_SASL_PASSWORD", "kafka_sasl_password", "str", "", "SASL password (from a Kubernetes secret)", secret=True)
-    add(s, "CSMS_KAFKA_SSL_CAFILE", "kafka_ssl_cafile", "str", "", "PEM bundle the brokers' certificates must chain to (empty = system CAs)")
-    add(s, "CSMS_KAFKA_SSL_CERTFILE", "kafka_ssl_certfile", "str", "", "client certificate for mutual TLS, PEM")
-    add(s, "CSMS_KAFKA_SSL_KEYFILE", "kafka_ssl_keyfile", "str", "", "its private key, PEM")
-    add(s, "CSMS_KAFKA_SSL_CHECK_HOSTNAME", "kafka_ssl_check_hostname", "bool", True, "check the brokers' host names against their certificates")
+    add(s, "CSMS_KAFKA_SASL_USERNAME", "kafka_sasl_username", "str", "SASL user name")
+    add(s, "CSMS_KAFKA_SASL_PASSWORD", "kafka_sasl_password", "str", "SASL password (from a Kubernetes secret)", secret=True)
+    add(s, "CSMS_KAFKA_SSL_CAFILE", "kafka_ssl_cafile", "str", "PEM bundle the brokers' certificates must chain to (empty = system CAs)")
+    add(s, "CSMS_KAFKA_SSL_CERTFILE", "kafka_ssl_certfile", "str", "client certificate for mutual TLS, PEM")
+    add(s, "CSMS_KAFKA_SSL_KEYFILE", "kafka_ssl_keyfile", "str", "its private key, PEM")
+    add(s, "CSMS_KAFKA_SSL_CHECK_HOSTNAME", "kafka_ssl_check_hostname", "bool", "check the brokers' host names against their certificates")
 
     s = "Store and Cassandra"
-    add(s, "CSMS_STORE_URL", "store_url", "str", "sqlite:///./csms.db", "`sqlite:///path.db` or `cassandra://host:9042/keyspace`",
+    add(s, "CSMS_STORE_URL", "store_url", "str", "`sqlite:///path.db` or `cassandra://host:9042/keyspace`",
         pattern=r"^(sqlite|cassandra)://")
-    add(s, "CSMS_CASSANDRA_REPLICATION_FACTOR", "cassandra_replication_factor", "int", 0,
+    add(s, "CSMS_CASSANDRA_REPLICATION_FACTOR", "cassandra_replication_factor", "int",
         "keyspace replication factor (0 = the URL's ?replication=, else 1)", minimum=0)
-    add(s, "CSMS_CASSANDRA_LOCAL_DC", "cassandra_local_dc", "str", "",
+    add(s, "CSMS_CASSANDRA_LOCAL_DC", "cassandra_local_dc", "str",
         "NetworkTopologyStrategy in this data centre and DC-aware routing (empty = SimpleStrategy)")
-    add(s, "CSMS_STATION_EVENTS_RETENTION_DAYS", "station_events_retention_days", "float", 90.0,
+    add(s, "CSMS_STATION_EVENTS_RETENTION_DAYS", "station_events_retention_days", "float",
         "station history rows are kept this long (0 = forever)", minimum=0)
-    add(s, "CSMS_AUDIT_RETENTION_DAYS", "audit_retention_days", "float", 365.0, "audit entries are kept this long (0 = forever)", minimum=0)
+    add(s, "CSMS_AUDIT_RETENTION_DAYS", "audit_retention_days", "float", "audit entries are kept this long (0 = forever)", minimum=0)
 
     s = "Cassandra security"
-    add(s, "CSMS_CASSANDRA_USERNAME", "cassandra_username", "str", "", "PasswordAuthenticator user name (empty = none)")
-    add(s, "CSMS_CASSANDRA_PASSWORD", "cassandra_password", "str", "", "its password (from a Kubernetes secret)", secret=True)
-    add(s, "CSMS_CASSANDRA_SSL", "cassandra_ssl", "bool", False, "TLS to the nodes")
-    add(s, "CSMS_CASSANDRA_SSL_CAFILE", "cassandra_ssl_cafile", "str", "", "PEM bundle the nodes' certificates must chain to (empty = system CAs)")
-    add(s, "CSMS_CASSANDRA_SSL_CERTFILE", "cassandra_ssl_certfile", "str", "", "client certificate (require_client_auth), PEM")
-    add(s, "CSMS_CASSANDRA_SSL_KEYFILE", "cassandra_ssl_keyfile", "str", "", "its private key, PEM")
-    add(s, "CSMS_CASSANDRA_SSL_CHECK_HOSTNAME", "cassandra_ssl_check_hostname", "bool", True, "check the nodes' host names against their certificates")
+    add(s, "CSMS_CASSANDRA_USERNAME", "cassandra_username", "str", "PasswordAuthenticator user name (empty = none)")
+    add(s, "CSMS_CASSANDRA_PASSWORD", "cassandra_password", "str", "its password (from a Kubernetes secret)", secret=True)
+    add(s, "CSMS_CASSANDRA_SSL", "cassandra_ssl", "bool", "TLS to the nodes")
+    add(s, "CSMS_CASSANDRA_SSL_CAFILE", "cassandra_ssl_cafile", "str", "PEM bundle the nodes' certificates must chain to (empty = system CAs)")
+    add(s, "CSMS_CASSANDRA_SSL_CERTFILE", "cassandra_ssl_certfile", "str", "client certificate (require_client_auth), PEM")
+    add(s, "CSMS_CASSANDRA_SSL_KEYFILE", "cassandra_ssl_keyfile", "str", "its private key, PEM")
+    add(s, "CSMS_CASSANDRA_SSL_CHECK_HOSTNAME", "cassandra_ssl_check_hostname", "bool", "check the nodes' host names against their certificates")
 
     s = "Gateway"
-    add(s, "CSMS_OPEN_REGISTRATION", "open_registration", "bool", False, "accept (and register) unknown stations at connect")
-    add(s, "CSMS_HEARTBEAT_INTERVAL", "heartbeat_interval", "int", 300, "heartbeat interval (s) given to accepted stations", minimum=1)
-    add(s, "CSMS_OCPP21", "ocpp21", "bool", False, "offer ocpp2.1 (handled like 2.0.1)")
-    add(s, "CSMS_MAX_FRAME_BYTES", "max_frame_bytes", "int", 1 << 20, "largest WebSocket frame; a larger one closes the socket (1009)", minimum=1024)
-    add(s, "CSMS_MAX_JSON_DEPTH", "max_json_depth", "int", 32, "deepest JSON nesting of an OCPP message", minimum=2)
-    add(s, "CSMS_COMMAND_TIMEOUT", "command_timeout_s", "float", 30.0, "seconds the API waits for a station's answer by default", minimum=0.1)
-    add(s, "CSMS_DATATRANSFER_VENDORS", "datatransfer_vendors", "list", (),
+    add(s, "CSMS_OPEN_REGISTRATION", "open_registration", "bool", "accept (and register) unknown stations at connect")
+    add(s, "CSMS_HEARTBEAT_INTERVAL", "heartbeat_interval", "int", "heartbeat interval (s) given to accepted stations", minimum=1)
+    add(s, "CSMS_OCPP21", "ocpp21", "bool", "offer ocpp2.1 (handled like 2.0.1)")
+    add(s, "CSMS_MAX_FRAME_BYTES", "max_frame_bytes", "int", "largest WebSocket frame; a larger one closes the socket (1009)", minimum=1024)
+    add(s, "CSMS_MAX_JSON_DEPTH", "max_json_depth", "int", "deepest JSON nesting of an OCPP message", minimum=2)
+    add(s, "CSMS_COMMAND_TIMEOUT", "command_timeout_s", "float", "seconds the API waits for a station's answer by default", minimum=0.1)
+    add(s, "CSMS_DATATRANSFER_VENDORS", "datatransfer_vendors", "list",
         "DataTransfer vendor ids answered Accepted and republished; others get UnknownVendorId")
-    add(s, "CSMS_RUNNING_COST", "running_cost", "bool", True, "the gateway prices transactions as they run (2.0.1 totalCost, running-cost DataTransfer)")
-    add(s, "CSMS_METRICS_ON_OCPP_PORT", "metrics_on_ocpp_port", "bool", False, "serve /metrics on the OCPP port too (default: only on CSMS_METRICS_PORT)")
+    add(s, "CSMS_RUNNING_COST", "running_cost", "bool", "the gateway prices transactions as they run (2.0.1 totalCost, running-cost DataTransfer)")
+    add(s, "CSMS_METRICS_ON_OCPP_PORT", "metrics_on_ocpp_port", "bool", "serve /metrics on the OCPP port too (default: only on CSMS_METRICS_PORT)")
 
     s = "Gateway limits"
-    add(s, "CSMS_HANDSHAKE_TIMEOUT_S", "handshake_timeout_s", "float", 10.0, "whole WebSocket handshake, and slowloris on the upgrade request", minimum=0.1)
-    add(s, "CSMS_CONNECTION_QUEUE_CAP", "connection_queue_cap", "int", 16, "queued CALLs per connection before \"message flood\"", minimum=1)
-    add(s, "CSMS_MSG_RATE_PER_S", "msg_rate_per_s", "float", 20.0, "CALLs per second per connection (token bucket)", minimum=0.01)
-    add(s, "CSMS_MSG_BURST", "msg_burst", "float", 60.0, "... and the burst it saves up", minimum=1)
-    add(s, "CSMS_COMMAND_CONCURRENCY", "command_concurrency", "int", 256, "commands in flight per gateway", minimum=1)
-    add(s, "CSMS_TOKEN_CACHE_TTL_S", "token_cache_ttl_s", "float", 30.0, "authorization answers are cached this long ...", minimum=0)
-    add(s, "CSMS_TOKEN_CACHE_SIZE", "token_cache_size", "int", 100_000, "... and at most this many", minimum=1)
-    add(s, "CSMS_CALL_TIMEOUT_S", "call_timeout_s", "float", 30.0, "upper bound of a CSMS -> station CALL", minimum=0.1)
+    add(s, "CSMS_HANDSHAKE_TIMEOUT_S", "handshake_timeout_s", "float", "whole WebSocket handshake, and slowloris on the upgrade request", minimum=0.1)
+    add(s, "CSMS_CONNECTION_QUEUE_CAP", "connection_queue_cap", "int", "queued CALLs per connection before \"message flood\"", minimum=1)
+    add(s, "CSMS_MSG_RATE_PER_S", "msg_rate_per_s", "float", "CALLs per second per connection (token bucket)", minimum=0.01)
+    add(s, "CSMS_MSG_BURST", "msg_burst", "float", "... and the burst it saves up", minimum=1)
+    add(s, "CSMS_COMMAND_CONCURRENCY", "command_concurrency", "int", "commands in flight per gateway", minimum=1)
+    add(s, "CSMS_TOKEN_CACHE_TTL_S", "token_cache_ttl_s", "float", "authorization answers are cached this long ...", minimum=0)
+    add(s, "CSMS_TOKEN_CACHE_SIZE", "token_cache_size", "int", "... and at most this many", minimum=1)
+    add(s, "CSMS_CALL_TIMEOUT_S", "call_timeout_s", "float", "upper bound of a CSMS -> station CALL", minimum=0.1)
 
     s = "Admission"
-    add(s, "CSMS_BOOT_RATE", "boot_rate_per_s", "float", 0.0, "optional fixed cap on accepted BootNotifications per second per gateway (0 = none)", minimum=0)
-    add(s, "CSMS_ADMIT_MAX_LOOP_LAG_S", "admit_max_loop_lag_s", "float", 0.25, "overload: event-loop lag past which upgrades get 503 and boots Pending (0 = off)", minimum=0)
-    add(s, "CSMS_ADMIT_MAX_PUBLISHES", "admit_max_publishes", "int", 5000, "overload: bus publishes in flight (0 = off)", minimum=0)
-    add(s, "CSMS_ADMIT_MAX_STORE_S", "admit_max_store_s", "float", 2.0, "overload: average store round trip of a handshake (0 = off)", minimum=0)
-    add(s, "CSMS_ADMIT_RETRY_MAX_S", "admit_retry_max_s", "int", 120, "longest Retry-After / Pending interval handed out", minimum=1)
-    add(s, "CSMS_UPGRADE_RATE_PER_IP", "upgrade_rate_per_ip", "float", 200.0, "WebSocket upgrades per second per remote address ...", minimum=0)
-    add(s, "CSMS_UPGRADE_BURST_PER_IP", "upgrade_burst_per_ip", "float", 1000.0, "... the burst saved up ...", minimum=0)
-    add(s, "CSMS_UPGRADE_MAX_WAIT_S", "upgrade_max_wait_s", "float", 10.0, "... and the longest wait past the burst before 429", minimum=0)
+    add(s, "CSMS_BOOT_RATE", "boot_rate_per_s", "float", "optional fixed cap on accepted BootNotifications per second per gateway (0 = none)", minimum=0)
+    add(s, "CSMS_ADMIT_MAX_LOOP_LAG_S", "admit_max_loop_lag_s", "float", "overload: event-loop lag past which upgrades get 503 and boots Pending (0 = off)", minimum=0)
+    add(s, "CSMS_ADMIT_MAX_PUBLISHES", "admit_max_publishes", "int", "overload: bus publishes in flight (0 = off)", minimum=0)
+    add(s, "CSMS_ADMIT_MAX_STORE_S", "admit_max_store_s", "float", "overload: average store round trip of a handshake (0 = off)", minimum=0)
+    add(s, "CSMS_ADMIT_RETRY_MAX_S", "admit_retry_max_s", "int", "longest Retry-After / Pending interval handed out", minimum=1)
+    add(s, "CSMS_UPGRADE_RATE_PER_IP", "upgrade_rate_per_ip", "float", "WebSocket upgrades per second per remote address ...", minimum=0)
+    add(s, "CSMS_UPGRADE_BURST_PER_IP", "upgrade_burst_per_ip", "float", "... the burst saved up ...", minimum=0)
+    add(s, "CSMS_UPGRADE_MAX_WAIT_S", "upgrade_max_wait_s", "float", "... and the longest wait past the burst before 429", minimum=0)
 
     s = "WebSockets"
-    add(s, "CSMS_WS_PING_INTERVAL_S", "ws_ping_interval_s", "float", 60.0, "server ping period (0 = none); a station may override it", minimum=0)
-    add(s, "CSMS_WS_PONG_TIMEOUT_S", "ws_pong_timeout_s", "float", 30.0, "no pong this long after a ping closes the socket", minimum=1)
-    add(s, "CSMS_WS_CLOSE_TIMEOUT_S", "ws_close_timeout_s", "float", 5.0, "a close handshake the peer does not finish is aborted after this", minimum=0.1)
-    add(s, "CSMS_WS_SEND_BUFFER_BYTES", "ws_send_buffer_bytes", "int", 256 << 10, "unsent bytes a socket may hold before it is aborted", minimum=16 << 10)
+    add(s, "CSMS_WS_PING_INTERVAL_S", "ws_ping_interval_s", "float", "server ping period (0 = none); a station may override it", minimum=0)
+    add(s, "CSMS_WS_PONG_TIMEOUT_S", "ws_pong_timeout_s", "float", "no pong this long after a ping closes the socket", minimum=1)
+    add(s, "CSMS_WS_CLOSE_TIMEOUT_S", "ws_close_timeout_s", "float", "a close handshake the peer does not finish is aborted after this", minimum=0.1)
+    add(s, "CSMS_WS_SEND_BUFFER_BYTES", "ws_send_buffer_bytes", "int", "unsent bytes a socket may hold before it is aborted", minimum=16 << 10)
 
     s = "Station authentication"
-    add(s, "CSMS_AUTH_PEPPER", None, "str", "", "secret key of the password fingerprints (empty: random, kept in CSMS_STATE_DIR/pepper)", secret=True)
-    add(s, "CSMS_DEFAULT_SECURITY_PROFILE", "default_security_profile", "int", 1,
+    early(s, "CSMS_AUTH_PEPPER", "str", "", "secret key of the password fingerprints (empty: random, kept in CSMS_STATE_DIR/pepper)", secret=True)
+    add(s, "CSMS_DEFAULT_SECURITY_PROFILE", "default_security_profile", "int",
         "security profile of stations created without one (`csms run`: 1)", choices=(1, 2, 3), env_default=2)
-    add(s, "CSMS_AUTH_FAIL_LIMIT", "auth_fail_limit", "int", 5, "failures per (station, source) within the window before that pair is locked", minimum=1)
-    add(s, "CSMS_AUTH_FAIL_WINDOW_S", "auth_fail_window_s", "float", 60.0, "the failure window", minimum=1)
-    add(s, "CSMS_AUTH_LOCK_S", "auth_lock_s", "float", 60.0, "how long a (station, source) pair stays locked", minimum=0)
-    add(s, "CSMS_AUTH_STATION_FAIL_LIMIT", "auth_station_fail_limit", "int", 50, "failures per station (all sources) before its failing sources are slowed", minimum=1)
-    add(s, "CSMS_AUTH_IP_FAIL_LIMIT", "auth_ip_fail_limit", "int", 30, "failures per source address before it is slowed", minimum=1)
-    add(s, "CSMS_AUTH_SLOW_MAX_S", "auth_slow_max_s", "float", 60.0, "longest Retry-After a slowed source is given", minimum=1)
-    add(s, "CSMS_AUTH_MAX_TRACKED", "auth_max_tracked", "int", 100_000, "entries per failure table (pairs, stations, addresses); the oldest are evicted", minimum=1)
-    add(s, "CSMS_AUTH_STATION_CACHE_SIZE", "auth_station_cache_size", "int", 200_000, "gateway: stations (and their verified passwords and certificates) cached", minimum=1)
-    add(s, "CSMS_AUTH_STATION_CACHE_TTL_S", "auth_station_cache_ttl_s", "float", 10.0, "... for this long (a load shield: revocations invalidate at once)", minimum=0)
-    add(s, "CSMS_AUTH_STATION_NEGATIVE_TTL_S", "auth_station_negative_ttl_s", "float", 2.0, "an unknown station id is remembered this long", minimum=0)
-    add(s, "CSMS_AUTH_REREAD_INTERVAL_S", "auth_reread_interval_s", "float", 1.0, "a failed check re-reads the station at most this often", minimum=0)
-    add(s, "CSMS_AUTH_CERTIFICATE_CACHE_TTL_S", "auth_certificate_cache_ttl_s", "float", 10.0, "client-certificate checks are cached this long", minimum=0)
-    add(s, "CSMS_AUTH_VERIFIED_TTL_S", "auth_verified_ttl_s", "float", 3600.0, "successful password checks (scrypt) are remembered this long", minimum=0)
-    add(s, "CSMS_AUTH_SCRYPT_CONCURRENCY", "auth_scrypt_concurrency", "int", 4, "scrypt password checks run at once per gateway", minimum=1)
+    add(s, "CSMS_AUTH_FAIL_LIMIT", "auth_fail_limit", "int", "failures per (station, source) within the window before that pair is locked", minimum=1)
+    add(s, "CSMS_AUTH_FAIL_WINDOW_S", "auth_fail_window_s", "float", "the failure window", minimum=1)
+    add(s, "CSMS_AUTH_LOCK_S", "auth_lock_s", "float", "how long a (station, source) pair stays locked", minimum=0)
+    add(s, "CSMS_AUTH_STATION_FAIL_LIMIT", "auth_station_fail_limit", "int", "failures per station (all sources) before its failing sources are slowed", minimum=1)
+    add(s, "CSMS_AUTH_IP_FAIL_LIMIT", "auth_ip_fail_limit", "int", "failures per source address before it is slowed", minimum=1)
+    add(s, "CSMS_AUTH_SLOW_MAX_S", "auth_slow_max_s", "float", "longest Retry-After a slowed source is given", minimum=1)
+    add(s, "CSMS_AUTH_MAX_TRACKED", "auth_max_tracked", "int", "entries per failure table (pairs, stations, addresses); the oldest are evicted", minimum=1)
+    add(s, "CSMS_AUTH_STATION_CACHE_SIZE", "auth_station_cache_size", "int", "gateway: stations (and their verified passwords and certificates) cached", minimum=1)
+    add(s, "CSMS_AUTH_STATION_CACHE_TTL_S", "auth_station_cache_ttl_s", "float", "... for this long (a load shield: revocations invalidate at once)", minimum=0)
+    add(s, "CSMS_AUTH_STATION_NEGATIVE_TTL_S", "auth_station_negative_ttl_s", "float", "an unknown station id is remembered this long", minimum=0)
+    add(s, "CSMS_AUTH_REREAD_INTERVAL_S", "auth_reread_interval_s", "float", "a failed check re-reads the station at most this often", minimum=0)
+    add(s, "CSMS_AUTH_CERTIFICATE_CACHE_TTL_S", "auth_certificate_cache_ttl_s", "float", "client-certificate checks are cached this long", minimum=0)
+    add(s, "CSMS_AUTH_VERIFIED_TTL_S", "auth_verified_ttl_s", "float", "successful password checks (scrypt) are remembered this long", minimum=0)
+    add(s, "CSMS_AUTH_SCRYPT_CONCURRENCY", "auth_scrypt_concurrency", "int", "scrypt password checks run at once per gateway", minimum=1)
 
     s = "TLS and proxies"
-    add(s, "CSMS_TLS_CERT", "tls_cert", "str?", None, "server certificate chain (PEM) of the wss:// listener")
-    add(s, "CSMS_TLS_KEY", "tls_key", "str?", None, "its private key (PEM)")
-    add(s, "CSMS_OCPP_TLS_PORT", "ocpp_tls_port", "int", 9443, "wss:// port when CSMS_TLS_CERT/KEY are set (0 = none)", minimum=0, maximum=65535)
-    add(s, "CSMS_TLS_CLIENT_CA", "tls_client_ca", "str", "", "PEM bundle client certificates (profile 3) must chain to (empty = the CA in CSMS_CA_DIR)")
-    add(s, "CSMS_TRUSTED_PROXIES", "trusted_proxies", "cidrs", (), "CIDRs whose X-Forwarded-For and client-certificate header are believed")
-    add(s, "CSMS_CLIENT_CERT_HEADER", "client_cert_header", "str", "", "header in which a trusted TLS-terminating proxy passes the client certificate (URL-encoded PEM)")
+    add(s, "CSMS_TLS_CERT", "tls_cert", "str?", "server certificate chain (PEM) of the wss:// listener")
+    add(s, "CSMS_TLS_KEY", "tls_key", "str?", "its private key (PEM)")
+    add(s, "CSMS_OCPP_TLS_PORT", "ocpp_tls_port", "int", "wss:// port when CSMS_TLS_CERT/KEY are set (0 = none)", minimum=0, maximum=65535)
+    add(s, "CSMS_TLS_CLIENT_CA", "tls_client_ca", "str", "PEM bundle client certificates (profile 3) must chain to (empty = the CA in CSMS_CA_DIR)")
+    add(s, "CSMS_TRUSTED_PROXIES", "trusted_proxies", "cidrs", "CIDRs whose X-Forwarded-For and client-certificate header are believed")
+    add(s, "CSMS_CLIENT_CERT_HEADER", "client_cert_header", "str", "header in which a trusted TLS-terminating proxy passes the client certificate (URL-encoded PEM)")
 
     s = "Certificates"
-    add(s, "CSMS_CA_DIR", "ca_dir", "str", "", "built-in CA material (ca.pem, ca.key, ocsp.pem, ocsp.key); empty = no built-in CA")
-    add(s, "CSMS_CA_URL", "ca_url", "str", "", "an external CA's signing endpoint instead of the built-in one")
-    add(s, "CSMS_CERT_VALIDITY_DAYS", "cert_validity_days", "int", 365, "lifetime of certificates issued to stations", minimum=1)
-    add(s, "CSMS_CERT_RENEW_BEFORE_DAYS", "cert_renew_before_days", "int", 30, "a station is asked for a new CSR this long before its certificate expires", minimum=0)
-    add(s, "CSMS_CERT_RENEW_INTERVAL_S", "cert_renew_interval_s", "float", 3600.0, "how often certificates to renew or expire are looked for", minimum=1)
-    add(s, "CSMS_CSR_MIN_RSA_BITS", "csr_min_rsa_bits", "int", 2048, "smallest RSA key a CSR may carry (EC: P-256 and P-384)", minimum=1024)
-    add(s, "CSMS_OCSP_RESPONDER_URL", "ocsp_responder_url", "str", "", "GetCertificateStatus is forwarded to this OCSP responder (empty = the built-in CA's list)")
-    add(s, "CSMS_OCSP_FOLLOW_STATION_URL", "ocsp_follow_station_url", "bool", False, "for other issuers, POST to the responder URL the station names")
-    add(s, "CSMS_CONTRACT_CERT_PROVIDER", "contract_cert_provider", "str", "none", "Get15118EVCertificate: none, test, or an http(s) URL",
+    add(s, "CSMS_CA_DIR", "ca_dir", "str", "built-in CA material (ca.pem, ca.key, ocsp.pem, ocsp.key); empty = no built-in CA")
+    add(s, "CSMS_CA_URL", "ca_url", "str", "an external CA's signing endpoint instead of the built-in one")
+    add(s, "CSMS_CERT_VALIDITY_DAYS", "cert_validity_days", "int", "lifetime of certificates issued to stations", minimum=1)
+    add(s, "CSMS_CERT_RENEW_BEFORE_DAYS", "cert_renew_before_days", "int", "a station is asked for a new CSR this long before its certificate expires", minimum=0)
+    add(s, "CSMS_CERT_RENEW_INTERVAL_S", "cert_renew_interval_s", "float", "how often certificates to renew or expire are looked for", minimum=1)
+    add(s, "CSMS_CSR_MIN_RSA_BITS", "csr_min_rsa_bits", "int", "smallest RSA key a CSR may carry (EC: P-256 and P-384)", minimum=1024)
+    add(s, "CSMS_OCSP_RESPONDER_URL", "ocsp_responder_url", "str", "GetCertificateStatus is forwarded to this OCSP responder (empty = the built-in CA's list)")
+    add(s, "CSMS_OCSP_FOLLOW_STATION_URL", "ocsp_follow_station_url", "bool", "for other issuers, POST to the responder URL the station names")
+    add(s, "CSMS_CONTRACT_CERT_PROVIDER", "contract_cert_provider", "str", "Get15118EVCertificate: none, test, or an http(s) URL",
         empty_is_default=True, check=_provider)
-    add(s, "CSMS_PKI_TIMEOUT_S", "pki_timeout_s", "float", 5.0, "each OCSP, provider and store call of those requests", minimum=0.1)
+    add(s, "CSMS_PKI_TIMEOUT_S", "pki_timeout_s", "float", "each OCSP, provider and store call of those requests", minimum=0.1)
 
     s = "Operator API"
-    add(s, "CSMS_OIDC_JWKS_URL", "oidc_jwks_url", "str", "", "accept OIDC bearer tokens signed by these keys (empty = API keys only)")
-    add(s, "CSMS_OIDC_ISSUER", "oidc_issuer", "str", "", "required `iss` of OIDC tokens")
-    add(s, "CSMS_OIDC_AUDIENCE", "oidc_audience", "str", "", "required `aud` of OIDC tokens")
-    add(s, "CSMS_OIDC_ROLE_CLAIM", "oidc_role_claim", "str", "roles", "claim holding the caller's role(s)", empty_is_default=True)
-    add(s, "CSMS_API_AUTH_FAIL_LIMIT", "api_auth_fail_limit", "int", 20, "wrong API credentials per source address per minute before 429", minimum=1)
-    add(s, "CSMS_OCPI_COUNTRY_CODE", "ocpi_country_code", "str", "DE", "OCPI CDR export: our country code (ISO 3166-1 alpha-2)", pattern=r"^[A-Za-z]{2}$")
-    add(s, "CSMS_OCPI_PARTY_ID", "ocpi_party_id", "str", "CSM", "OCPI CDR export: our party id", pattern=r"^[A-Za-z0-9]{3}$")
+    add(s, "CSMS_OIDC_JWKS_URL", "oidc_jwks_url", "str", "accept OIDC bearer tokens signed by these keys (empty = API keys only)")
+    add(s, "CSMS_OIDC_ISSUER", "oidc_issuer", "str", "required `iss` of OIDC tokens")
+    add(s, "CSMS_OIDC_AUDIENCE", "oidc_audience", "str", "required `aud` of OIDC tokens")
+    add(s, "CSMS_OIDC_ROLE_CLAIM", "oidc_role_claim", "str", "claim holding the caller's role(s)", empty_is_default=True)
+    add(s, "CSMS_API_AUTH_FAIL_LIMIT", "api_auth_fail_limit", "int", "wrong API credentials per source address per minute before 429", minimum=1)
+    add(s, "CSMS_OCPI_COUNTRY_CODE", "ocpi_country_code", "str", "OCPI CDR export: our country code (ISO 3166-1 alpha-2)", pattern=r"^[A-Za-z]{2}$")
+    add(s, "CSMS_OCPI_PARTY_ID", "ocpi_party_id", "str", "OCPI CDR export: our party id", pattern=r"^[A-Za-z0-9]{3}$")
 
     s = "Sessions and plausibility"
-    add(s, "CSMS_CLOCK_FLOOR", "clock_floor", "str", "2010-01-01T00:00:00Z", "station times before this are implausible", check=_timestamp)
-    add(s, "CSMS_CLOCK_MAX_AHEAD_S", "clock_max_ahead_s", "float", 300.0, "... and so are times this far ahead of the receive time", minimum=0)
-    add(s, "CSMS_METER_MAX_POWER_KW", "meter_max_power_kw", "float", 1000.0, "energy rising faster than this is implausible", minimum=0)
-    add(s, "CSMS_SESSION_MAX_DURATION_H", "session_max_duration_h", "float", 72.0,
+    add(s, "CSMS_CLOCK_FLOOR", "clock_floor", "str", "station times before this are implausible", check=_timestamp)
+    add(s, "CSMS_CLOCK_MAX_AHEAD_S", "clock_max_ahead_s", "float", "... and so are times this far ahead of the receive time", minimum=0)
+    add(s, "CSMS_METER_MAX_POWER_KW", "meter_max_power_kw", "float", "energy rising faster than this is implausible", minimum=0)
+    add(s, "CSMS_SESSION_MAX_DURATION_H", "session_max_duration_h", "float",
         "longer sessions' CDRs are held; time-based prices stop here (not above 0: billing uses 72 and logs it)")
-    add(s, "CSMS_SESSION_MAX_ENERGY_WH", "session_max_energy_wh", "int", 1_000_000, "sessions with more energy are held from export", minimum=0)
-    add(s, "CSMS_SESSION_IDLE_TIMEOUT_H", "session_idle_timeout_h", "float", 24.0, "open sessions with no event this long are abandoned", minimum=0)
-    add(s, "CSMS_SESSION_SWEEP_INTERVAL_S", "session_sweep_interval_s", "float", 300.0, "how often the sessions processor looks for them", minimum=0.1)
-    add(s, "CSMS_TARIFF_CACHE_S", "tariff_cache_s", "float", 30.0, "sessions processor: a station's tariff and site are cached this long", minimum=0)
-    add(s, "CSMS_SESSIONS_CACHE_ENTRIES", "sessions_cache_entries", "int", 10_000, "sessions processor: sessions it wrote, kept decoded", minimum=0)
+    add(s, "CSMS_SESSION_MAX_ENERGY_WH", "session_max_energy_wh", "int", "sessions with more energy are held from export", minimum=0)
+    add(s, "CSMS_SESSION_IDLE_TIMEOUT_H", "session_idle_timeout_h", "float", "open sessions with no event this long are abandoned", minimum=0)
+    add(s, "CSMS_SESSION_SWEEP_INTERVAL_S", "session_sweep_interval_s", "float", "how often the sessions processor looks for them", minimum=0.1)
+    add(s, "CSMS_TARIFF_CACHE_S", "tariff_cache_s", "float", "sessions processor: a station's tariff and site are cached this long", minimum=0)
+    add(s, "CSMS_SESSIONS_CACHE_ENTRIES", "sessions_cache_entries", "int", "sessions processor: sessions it wrote, kept decoded", minimum=0)
 
     s = "Station operations"
-    add(s, "CSMS_FILES_DIR", "files_dir", "str", "", "uploaded files go to this directory (empty = the store; `csms run`: ./csms-files)")
-    add(s, "CSMS_UPLOAD_MAX_BYTES", "upload_max_bytes", "int", 50 << 20, "largest upload a slot takes", minimum=0)
-    add(s, "CSMS_UPLOAD_TTL_S", "upload_ttl_s", "float", 3600.0, "how long an upload slot stays open", minimum=0)
-    add(s, "CSMS_UPLOAD_BASE_URL", "upload_base_url", "str", "", "stations upload here (empty = http://127.0.0.1:<CSMS_OCPP_PORT>)")
-    add(s, "CSMS_CAMPAIGN_TICK_S", "campaign_tick_s", "float", 5.0, "the firmware campaign controller runs this often", minimum=0.1)
-    add(s, "CSMS_CAMPAIGN_STATION_TIMEOUT_S", "campaign_station_timeout_s", "float", 3600.0, "a campaign's station without progress this long has failed", minimum=1)
-    add(s, "CSMS_DEVICE_MODEL_CACHE_STATIONS", "device_model_cache_stations", "int", 500, "device model stage: inventories it wrote, kept decoded (0 = none)", minimum=0)
+    add(s, "CSMS_FILES_DIR", "files_dir", "str", "uploaded files go to this directory (empty = the store; `csms run`: ./csms-files)")
+    add(s, "CSMS_UPLOAD_MAX_BYTES", "upload_max_bytes", "int", "largest upload a slot takes", minimum=0)
+    add(s, "CSMS_UPLOAD_TTL_S", "upload_ttl_s", "float", "how long an upload slot stays open", minimum=0)
+    add(s, "CSMS_UPLOAD_BASE_URL", "upload_base_url", "str", "stations upload here (empty = http://127.0.0.1:<CSMS_OCPP_PORT>)")
+    add(s, "CSMS_CAMPAIGN_TICK_S", "campaign_tick_s", "float", "the firmware campaign controller runs this often", minimum=0.1)
+    add(s, "CSMS_CAMPAIGN_STATION_TIMEOUT_S", "campaign_station_timeout_s", "float", "a campaign's station without progress this long has failed", minimum=1)
+    add(s, "CSMS_DEVICE_MODEL_CACHE_STATIONS", "device_model_cache_stations", "int", "device model stage: inventories it wrote, kept decoded (0 = none)", minimum=0)
 
     s = "Drivers and energy"
-    add(s, "CSMS_LOCAL_LIST_TICK_S", "local_list_tick_s", "float", 5.0, "the local-list sync loop looks for stations to sync this often", minimum=0.1)
-    add(s, "CSMS_LOCAL_LIST_DEFAULT_CHUNK", "local_list_default_chunk", "int", 100, "entries per SendLocalList when the station names no maximum", minimum=1)
-    add(s, "CSMS_LOCAL_LIST_RETRY_S", "local_list_retry_s", "float", 60.0, "a failed sync is tried again after this (doubling, at most 1 h)", minimum=1)
-    add(s, "CSMS_RESERVATION_TICK_S", "reservation_tick_s", "float", 10.0, "reservations past their expiry are marked Expired this often", minimum=0.1)
-    add(s, "CSMS_COST_UPDATE_INTERVAL_S", "cost_update_interval_s", "float", 60.0, "at most one CostUpdated / RunningCost per transaction this often (0 = never)", minimum=0)
-    add(s, "CSMS_EV_VOLTAGE_V", "ev_voltage_v", "float", 230.0, "phase voltage that turns power and energy needs into a current", minimum=1)
+    add(s, "CSMS_LOCAL_LIST_TICK_S", "local_list_tick_s", "float", "the local-list sync loop looks for stations to sync this often", minimum=0.1)
+    add(s, "CSMS_LOCAL_LIST_DEFAULT_CHUNK", "local_list_default_chunk", "int", "entries per SendLocalList when the station names no maximum", minimum=1)
+    add(s, "CSMS_LOCAL_LIST_RETRY_S", "local_list_retry_s", "float", "a failed sync is tried again after this (doubling, at most 1 h)", minimum=1)
+    add(s, "CSMS_RESERVATION_TICK_S", "reservation_tick_s", "float", "reservations past their expiry are marked Expired this often", minimum=0.1)
+    add(s, "CSMS_COST_UPDATE_INTERVAL_S", "cost_update_interval_s", "float", "at most one CostUpdated / RunningCost per transaction this often (0 = never)", minimum=0)
+    add(s, "CSMS_EV_VOLTAGE_V", "ev_voltage_v", "float", "phase voltage that turns power and energy needs into a current", minimum=1)
 
     s = "Operations"
-    add(s, "CSMS_READINESS_PROBE_INTERVAL_S", "readiness_probe_interval_s", "float", 5.0, "API and processors probe the store and bus this often; /readyz reports the last probe", minimum=0.1)
-    add(s, "CSMS_READINESS_PROBE_TIMEOUT_S", "readiness_probe_timeout_s", "float", 2.0, "a probe slower than this has failed", minimum=0.1)
-    add(s, "CSMS_DRAIN_WINDOW_S", "drain_window_s", "float", 30.0, "gateway on SIGTERM: sockets are closed spread over this window, with jitter", minimum=0)
-    add(s, "CSMS_LOOP_LAG_INTERVAL_S", "loop_lag_interval_s", "float", 0.5, "event-loop lag is sampled this often (csms_event_loop_lag_seconds)", minimum=0.01)
-    add(s, "CSMS_CONSUMER_LAG_INTERVAL_S", "consumer_lag_interval_s", "float", 5.0, "consumer lag is measured this often, even while a handler is stuck", minimum=0.1)
+    add(s, "CSMS_READINESS_PROBE_INTERVAL_S", "readiness_probe_interval_s", "float", "API and processors probe the store and bus this often; /readyz reports the last probe", minimum=0.1)
+    add(s, "CSMS_READINESS_PROBE_TIMEOUT_S", "readiness_probe_timeout_s", "float", "a probe slower than this has failed", minimum=0.1)
+    add(s, "CSMS_DRAIN_WINDOW_S", "drain_window_s", "float", "gateway on SIGTERM: sockets are closed spread over this window, with jitter", minimum=0)
+    add(s, "CSMS_LOOP_LAG_INTERVAL_S", "loop_lag_interval_s", "float", "event-loop lag is sampled this often (csms_event_loop_lag_seconds)", minimum=0.01)
+    add(s, "CSMS_CONSUMER_LAG_INTERVAL_S", "consumer_lag_interval_s", "float", "consumer lag is measured this often, even while a handler is stuck", minimum=0.1)
 
     s = "Logging and tracing"
-    add(s, "CSMS_LOG_LEVEL", "log_level", "str", "INFO", "log level (operator tools and the simulator: WARNING when unset)", choices=_LOG_LEVELS)
-    add(s, "CSMS_TRACE_SAMPLE_RATIO", None, "float", 0.01, "share of traces sampled when tracing is on", minimum=0, maximum=1)
-    add(s, "CSMS_TRACE_CONSOLE", None, "bool", False, "turn tracing on with spans printed on stderr")
-    add(s, "OTEL_EXPORTER_OTLP_ENDPOINT", None, "str", "", "turn tracing on with spans exported over OTLP/HTTP here (needs opentelemetry-exporter-otlp)")
+    add(s, "CSMS_LOG_LEVEL", "log_level", "str", "log level (operator tools and the simulator: WARNING when unset)", choices=_LOG_LEVELS)
+    early(s, "CSMS_TRACE_SAMPLE_RATIO", "float", 0.01, "share of traces sampled when tracing is on", minimum=0, maximum=1)
+    early(s, "CSMS_TRACE_CONSOLE", "bool", False, "turn tracing on with spans printed on stderr")
+    early(s, "OTEL_EXPORTER_OTLP_ENDPOINT", "str", "", "turn tracing on with spans exported over OTLP/HTTP here (needs opentelemetry-exporter-otlp)")
 
     s = "Tests and tools"
-    add(s, "CSMS_INFRA", None, "bool", False, "tests: run the tests that need the local Kafka and Cassandra (`make test` sets it)")
-    add(s, "CSMS_SIM_URL", None, "str", "ws://127.0.0.1:9000/ocpp", "`csms simulate`: the OCPP endpoint base")
-    add(s, "CSMS_SIM_API_URL", None, "str", "http://127.0.0.1:8080", "`csms simulate`: the REST API base (station registration)")
+    early(s, "CSMS_INFRA", "bool", False, "tests: run the tests that need the local Kafka and Cassandra (`make test` sets it)")
+    early(s, "CSMS_SIM_URL", "str", "ws://127.0.0.1:9000/ocpp", "`csms simulate`: the OCPP endpoint base")
+    early(s, "CSMS_SIM_API_URL", "str", "http://127.0.0.1:8080", "`csms simulate`: the REST API base (station registration)")
     return tuple(rows)
 
 
@@ -611,7 +646,7 @@ def _shown_default(row: Setting) -> str:
         return "(secret)"
     if row.shown:
         return row.shown
-    d = row.default if row.env_default is _SAME else row.env_default
+    d = row.default
     if d is None or d == "" or d == ():
         return "(empty)"
     if isinstance(d, bool):

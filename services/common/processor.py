@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from services.common.bus.port import BatchHandler, Bus, Handler, Record, Subscription
+from services.common.tasks import cancel_and_wait
 
 __all__ = ["Periodic", "Processor", "ProcessorGroup", "Health"]
 
@@ -128,13 +129,7 @@ class Processor:
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
         self._started = False
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(*tasks)
         sub, self._sub = self._sub, None
         if sub is not None:
             await sub.stop()

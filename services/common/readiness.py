@@ -29,6 +29,7 @@ from prometheus_client import Gauge
 
 from services.common.bus.port import Bus
 from services.common.store.port import Store
+from services.common.tasks import cancel_and_wait
 
 __all__ = ["DEPENDENCY_UP", "PROBE_STATION_ID", "DependencyProbe", "bus_check", "store_check"]
 
@@ -109,12 +110,7 @@ class DependencyProbe:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
 
     async def _every(self) -> None:
         while True:

@@ -72,6 +72,7 @@ from services.common.bus.delivery import DLQ_HEADROOM_BYTES, DeliveryPolicy, Out
 from services.common.bus.port import BatchHandler, Handler, Header, Outgoing, Record, murmur2, record_size
 from services.common.engine_security import KafkaSecurity
 from services.common.errors import BusUnavailable, ConfigError, RecordTooLarge
+from services.common.tasks import cancel_and_wait
 
 __all__ = ["KafkaBus"]
 
@@ -328,12 +329,7 @@ class _Loop:
 
     async def stop(self) -> None:
         for task in (self._lag_task, self.task):
-            if task is not None:
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
+            await cancel_and_wait(task)
         await self.consumer.stop()
 
 

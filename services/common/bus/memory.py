@@ -37,6 +37,7 @@ import services.common.bus.metrics as metrics
 from services.common.bus.delivery import DLQ_HEADROOM_BYTES, DeliveryPolicy, Outcome, deliver, deliver_batch
 from services.common.bus.port import BatchHandler, Handler, Header, Outgoing, Record, partition_for, record_size
 from services.common.errors import BusUnavailable, RecordTooLarge
+from services.common.tasks import cancel_and_wait
 
 __all__ = ["MemoryBus"]
 
@@ -409,12 +410,7 @@ class MemoryBus:
 
     async def close(self) -> None:
         timer, self._lag_timer = self._lag_timer, None
-        if timer is not None:
-            timer.cancel()
-            try:
-                await timer
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(timer)
         subs, self._subs = self._subs, []
         for s in subs:
             await s.stop()

@@ -1,6 +1,7 @@
 """The table of settings (services/common/config.py, ADR 019 §1): one row per tunable, the
-dataclass agreeing with it, load_settings failing fast with the variable's name, and
-docs/configuration.md plus every `CSMS_*` name in the code, chart and docs matching it."""
+dataclass agreeing with it and holding the defaults, load_settings failing fast with the
+variable's name, and docs/configuration.md plus every `CSMS_*` name in the code, chart and
+docs matching it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from services.common import config
-from services.common.config import TABLE, Settings, env_value, load_settings, markdown, unknown_variables
+from services.common.config import (TABLE, Setting, Settings, env_value, field_default, load_settings, markdown,
+                                    unknown_variables)
 from services.common.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -22,6 +24,9 @@ KNOWN = {r.variable for r in TABLE}
 # The annotation each kind of row reads into.
 ANNOTATIONS = {"str": str, "str?": str | None, "int": int, "float": float, "bool": bool,
                "list": tuple[str, ...], "cidrs": tuple[str, ...]}
+# The types a field's default may have, per kind (bool is not an int here).
+DEFAULT_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "str?": (str, type(None)), "int": (int,), "float": (float,),
+                                             "bool": (bool,), "list": (tuple,), "cidrs": (tuple,)}
 
 
 # -- the table and the dataclass -------------------------------------------------------------
@@ -35,13 +40,32 @@ def test_every_field_has_exactly_one_row_and_every_row_a_field_or_a_reason() -> 
     assert "extra" not in fields
 
 
-def test_the_defaults_and_types_of_the_table_are_the_dataclass_ones() -> None:
+def test_the_types_of_the_table_are_the_dataclass_ones_and_so_are_its_defaults() -> None:
     hints = typing.get_type_hints(Settings)
-    defaults = Settings()
     for row in FIELD_ROWS:
         assert row.field is not None
-        assert getattr(defaults, row.field) == row.default, row.variable
         assert hints[row.field] == ANNOTATIONS[row.kind], row.variable
+        # a default of the type the loader reads (`= 5` on a float field would load as 5.0 only when set)
+        default = field_default(row.field)
+        assert type(default) in DEFAULT_TYPES[row.kind], (row.variable, default)
+        if row.kind in ("list", "cidrs"):
+            assert all(type(v) is str for v in default), row.variable
+    # a field's default is written once, in the dataclass; a row names another only where load_settings differs
+    overrides = {r.field: r for r in FIELD_ROWS if r.env_default is not config._FIELD}
+    assert set(overrides) == {"default_security_profile", "gateway_id"}
+    assert overrides["default_security_profile"].load_default() == 2 != field_default("default_security_profile")
+    assert callable(overrides["gateway_id"].env_default)
+
+
+def test_a_row_reads_its_default_from_a_real_field_or_carries_its_own() -> None:
+    assert Setting("CSMS_X", "ocpp_port", "int", "doc", "Operations").load_default() == Settings().ocpp_port == 9000
+    assert Setting("CSMS_X", None, "int", "doc", "Operations", env_default=3).load_default() == 3
+    with pytest.raises(ValueError, match="^CSMS_X: Settings has no field 'ocpp_prot'$"):
+        Setting("CSMS_X", "ocpp_prot", "int", "doc", "Operations")
+    with pytest.raises(ValueError, match="^CSMS_X: a row without a field needs an env_default$"):
+        Setting("CSMS_X", None, "int", "doc", "Operations")
+    with pytest.raises(KeyError):
+        field_default("ocpp_prot")
 
 
 def test_rows_are_well_formed() -> None:
