@@ -166,6 +166,7 @@ class Settings:
     reservation_tick_s: float = 10.0
     cost_update_interval_s: float = 60.0
     ev_voltage_v: float = 230.0
+    smart_charging_reprobe_h: float = 24.0
     handshake_timeout_s: float = 10.0
     connection_queue_cap: int = 16
     msg_rate_per_s: float = 20.0
@@ -486,6 +487,7 @@ def _rows() -> tuple[Setting, ...]:
     add(s, "CSMS_RESERVATION_TICK_S", "reservation_tick_s", "float", "reservations past their expiry are marked Expired this often", minimum=0.1)
     add(s, "CSMS_COST_UPDATE_INTERVAL_S", "cost_update_interval_s", "float", "at most one CostUpdated / RunningCost per transaction this often (0 = never)", minimum=0)
     add(s, "CSMS_EV_VOLTAGE_V", "ev_voltage_v", "float", "phase voltage that turns power and energy needs into a current", minimum=1)
+    add(s, "CSMS_SMART_CHARGING_REPROBE_H", "smart_charging_reprobe_h", "float", "hours after which a station marked as not taking profiles is asked again, at its next session's start (0: only its next boot)", minimum=0)
 
     s = "Operations"
     add(s, "CSMS_READINESS_PROBE_INTERVAL_S", "readiness_probe_interval_s", "float", "API and processors probe the store and bus this often; /readyz reports the last probe", minimum=0.1)

@@ -5,7 +5,8 @@ Smart charging writes it (ADR 018 §5), id = station id:
 our limits with Rejected or a CALLERROR (NotImplemented, NotSupported, ...) is written
 `takes_profiles: false` (and marked in its site's state: it is not sent profiles again,
 its sessions are reserved at their measured draw); its next accepted boot writes
-`takes_profiles: true` with `boot_at`. No document means it was never refused: it takes
+`takes_profiles: true` with `boot_at`, and so does a reprobe (reason "reprobe": a session
+started on it more than CSMS_SMART_CHARGING_REPROBE_H after the mark). No document means it was never refused: it takes
 profiles. The gateway reads `takes_profiles` to answer NotifyEVChargingNeeds
 (services/gateway/ev_needs.py); the site stage reads it at boot, so a mark left by a site
 the station has since left is cleared too.
@@ -56,11 +57,16 @@ class Capabilities:
 
     async def clear_on_boot(self, station_id: str, boot_at: datetime) -> bool:
         """The station booted: it takes profiles again. True when it had been marked."""
+        return await self.clear(station_id, boot_at, reason="booted", boot_at=boot_at)
+
+    async def clear(self, station_id: str, at: datetime, *, reason: str, boot_at: datetime | None = None) -> bool:
+        """The station is to be sent profiles again (a boot, or a reprobe). True when it
+        had been marked."""
         doc = await self.get(station_id)
         if takes_profiles(doc):
             return False
         await self._docs.put_doc(
             kinds.CHARGING_CAPABILITY, station_id,
-            capability_doc(station_id, takes=True, since=boot_at, reason="booted", boot_at=boot_at),
+            capability_doc(station_id, takes=True, since=at, reason=reason, boot_at=boot_at),
         )
         return True

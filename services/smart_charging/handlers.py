@@ -45,7 +45,10 @@ or before now; W -> A with the site's phases and CSMS_EV_VOLTAGE_V). An answer R
 or a CALLERROR (other than our own InvalidCommand) to one of our limits marks the
 station as not taking profiles (`StationRejectsProfiles`, and the `charging_capability`
 document, services/smart_charging/capability.py) until its next accepted boot
-(`StationRebooted`, the document set back). An `EvChargingNeeds` the gateway answered
+(`StationRebooted`, the document set back), or until a session starts on it more than
+CSMS_SMART_CHARGING_REPROBE_H after the mark: then it is asked again (the same lifting of
+the mark), so one refusal for a passing reason does not leave a station uncontrolled
+until it happens to reboot. An `EvChargingNeeds` the gateway answered
 Accepted becomes `ChargingNeeds` (AC/DC currents, energy, departure).
 
 Delivery is at-least-once. The domain makes a replayed event a no-op; the state
@@ -524,8 +527,10 @@ class SiteStage:
         recheck_s: float = SITE_RECHECK_S,
         capabilities: Capabilities | None = None,
         voltage_v: Decimal = DEFAULT_VOLTAGE_V,
+        reprobe: timedelta | None = None,
     ) -> None:
         self._capabilities = capabilities
+        self._reprobe = reprobe  # None: a mark lasts until the station's next boot
         self._voltage_v = voltage_v
         self._states = states
         self._sites = sites
@@ -657,6 +662,7 @@ class SiteStage:
                 return
             started = await self._session_started(sd, env, body)
             if started is not None:
+                await self._reprobe_if_due(site_id, env.station_id, step)
                 step.apply(started)
         elif isinstance(body, (ev.TransactionEnded, ev.SessionAbandoned)):
             # A session the CSMS closed (abandoned) releases its current like a real stop.
@@ -696,6 +702,20 @@ class SiteStage:
                     to_ocpp(needs.departure_at) if needs.departure_at is not None else "-",
                 )
                 step.apply(needs)
+
+    async def _reprobe_if_due(self, site_id: str, station_id: str, step: _Step) -> None:
+        """A session starts on a station marked longer ago than the reprobe interval: lift
+        the mark (as a boot does), so the new session is sent a profile again."""
+        mark = step.sd.state.no_profiles.get(station_id)
+        if mark is None or self._reprobe is None or step.now - mark.since < self._reprobe:
+            return
+        step.apply(StationRebooted(station_id))
+        if self._capabilities is not None:
+            await self._capabilities.clear(station_id, step.now, reason="reprobe")
+        log.info(
+            "site=%s station=%s marked as not taking profiles since %s (%s): asked again at this session's start",
+            site_id, station_id, to_ocpp(mark.since), mark.reason,
+        )
 
     async def _on_booted(self, site_id: str, env: ev.Envelope, step: _Step) -> None:
         """An accepted boot: the fail-safe, and the station takes profiles again."""

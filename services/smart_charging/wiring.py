@@ -27,6 +27,7 @@ bench drive them directly); the CLI's "smart-charging" role is `build_smart_char
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 
 from services.common import topics
@@ -67,6 +68,7 @@ def wire_stages(rt: Runtime) -> SmartCharging:
         clock=rt.clock,
         capabilities=Capabilities(rt.store),
         voltage_v=Decimal(str(rt.settings.ev_voltage_v)),
+        reprobe=timedelta(hours=rt.settings.smart_charging_reprobe_h) if rt.settings.smart_charging_reprobe_h > 0 else None,
     )
     regroup = Regrouper(stations=rt.store, publish=rt.bus.publish, publish_many=rt.bus.publish_many)
     batch = rt.settings.batch_max_records

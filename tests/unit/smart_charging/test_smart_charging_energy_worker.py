@@ -69,6 +69,47 @@ async def test_a_callerror_marks_the_station_until_its_boot_and_reserves_its_mea
         assert (await w.state())["no_profiles"] == []
 
 
+async def test_a_marked_station_is_asked_again_at_a_session_start_after_the_reprobe_interval() -> None:
+    async with open_world(smart_charging_reprobe_h=2.0) as w:
+        await w.site(grid_limit_a=40)
+        await w.station("R")
+        await w.service.start()
+        await w.feed(started("R", "1"))
+        await w.feed(callerror("R", command_id_of(w, "R")))
+        assert [m["station_id"] for m in (await w.state())["no_profiles"]] == ["R"]
+
+        w.clock.advance(3600)  # 1 h after the mark: still marked
+        mark = len(w.sent())
+        await w.feed(started("R", "2", connector=2))
+        assert tx_sent(w, "R", mark) == []
+
+        w.clock.advance(3700)  # over 2 h after the mark: the next session asks again
+        await w.feed(started("R", "3", connector=3))
+        assert {p["evse_id"] for p in tx_sent(w, "R", mark)} == {1, 2, 3}
+        assert (await w.state())["no_profiles"] == []
+        cap = await w.rt.store.get_doc(CHARGING_CAPABILITY, "R")
+        assert cap is not None and takes_profiles(cap) and cap["reason"] == "reprobe" and cap["boot_at"] is None
+
+        # Refused again: marked again, from now.
+        await w.feed(callerror("R", command_id_of(w, "R")))
+        assert [m["station_id"] for m in (await w.state())["no_profiles"]] == ["R"]
+        assert not takes_profiles(await w.rt.store.get_doc(CHARGING_CAPABILITY, "R"))
+
+
+async def test_with_a_reprobe_interval_of_0_a_mark_lasts_until_the_boot() -> None:
+    async with open_world(smart_charging_reprobe_h=0.0) as w:
+        await w.site(grid_limit_a=40)
+        await w.station("R")
+        await w.service.start()
+        await w.feed(started("R", "1"))
+        await w.feed(callerror("R", command_id_of(w, "R")))
+        w.clock.advance(1000 * 3600)
+        mark = len(w.sent())
+        await w.feed(started("R", "2", connector=2))
+        assert tx_sent(w, "R", mark) == []
+        assert [m["station_id"] for m in (await w.state())["no_profiles"]] == ["R"]
+
+
 async def test_our_own_invalid_command_does_not_mark_the_station() -> None:
     async with open_world() as w:
         await w.site()
