@@ -256,7 +256,7 @@ def _price_shown(price: Decimal, currency: str) -> str:
 
 def user_price_text(tariff: Tariff, now: datetime) -> str:
     """The costmsg SetUserPrice `priceText`: what the driver pays under `tariff`, incl. tax,
-    with the time-of-day band in force `now`; e.g. "0.357 EUR/kWh, 1.00 EUR per session,
+    with the time-of-day band in force `now`; e.g. "0.357 EUR/kWh, 1.19 EUR per session,
     7.14 EUR/h after 15 min idle (incl. tax)"."""
     cur = tariff.currency
     band = tariff.band_index_at(now)
