@@ -166,7 +166,7 @@ _SCHEMAS: J = {
                                  "description": "Immediate; revokes the station's connection. Lowering needs role admin."},
             "ws_ping_interval_s": {**_NULL_NUM, "minimum": 0},
             "cost_messages": {"type": "boolean",
-                              "description": "1.6: send the OCA pricing extension (RunningCost, FinalCost) to this station."},
+                              "description": "1.6: send the OCA pricing extension (SetUserPrice, RunningCost, FinalCost) to this station."},
         },
     },
     "Connector": {
@@ -246,7 +246,7 @@ _SCHEMAS: J = {
                                           "description": "A rotated password waits for the station to use it."},
             "ws_ping_interval_s": {**_NULL_NUM, "description": "The station's own ping period (null: the default)."},
             "cost_messages": {"type": "boolean",
-                              "description": "1.6: the OCA pricing extension (costmsg RunningCost / FinalCost) is enabled."},
+                              "description": "1.6: the OCA pricing extension (costmsg SetUserPrice / RunningCost / FinalCost) is enabled."},
             "outage": {"oneOf": [_ref("StationOutage"), {"type": "null"}], "description": "The open outage, if any."},
             "meters": {"type": "array", "items": _ref("StationMeter"),
                        "description": "Latest meter values sent outside transactions."},

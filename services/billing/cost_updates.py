@@ -12,7 +12,17 @@ after billing has billed them, and for
   cost, state ("Charging" | "Idle"), chargingPrice {kWhPrice, hourPrice, flatFee},
   idlePrice? {graceMinutes, hourPrice}} (prices incl. tax, the band in force now);
 - a **completed** session on a 1.6 station with the flag: `FinalCost` {transactionId,
-  cost, priceText} with the CDR's total incl. tax, once (whatever the interval).
+  cost, priceText} with the CDR's total incl. tax, once (whatever the interval);
+- a **new active** session on a 1.6 station with the flag: `SetUserPrice` {idToken,
+  priceText} once, on the first record billing reads of it (whatever the interval): the
+  driver's price, human readable, built from the tariff that applies (prices incl. tax,
+  the band in force now), e.g. "0.357 EUR/kWh, 7.14 EUR/h after 15 min idle (incl.
+  tax)". The first RunningCost goes one interval later, so the station has the price
+  first. Why here and not at Authorize: billing is where the tariff and the flag are
+  already at hand, with the once-per-session document below; and a 1.6 transaction need
+  not begin with an Authorize (local list, cache, remote start), while every one reaches
+  billing as a session record. A session that already had a cost message (billing
+  restarted late, the flag turned on mid-session) gets none: it is too late to matter.
 
 The price is billing's arithmetic, not a copy: the snapshot's price accumulator finished
 now (`finish_price`) when it was opened with the tariff that applies now, else the
@@ -26,6 +36,14 @@ its version BEFORE the command is produced, so a redelivered batch or a second b
 replica that read the same version does not send again (the loser skips). The boundary
 is at-least-once: a FinalCost whose send failed after its "sending" write (bus down,
 crash) is sent again by the next delivery of the session's completed record.
+
+SetUserPrice is remembered in the same document, under `user_price` {state, sent_at,
+command_id, price_text} (the cost fields are left alone, so the session's `cost_update`
+still shows only costs), written with the same compare-and-set: "sending" before the
+command is produced, "sent" after. A send that did not finish (bus down, crash) or found
+the station offline is tried again by the next record of the session, until a cost
+message has gone; whether a session's user price is settled is kept in memory (bounded),
+so the records after the first read nothing for it.
 
 The hot path: "is this session due?" is answered from memory (the next due time per
 session, bounded) without a store read. A session seen for the first time (a new
@@ -67,6 +85,7 @@ from services.billing.domain import (
     price_session,
     refusal,
 )
+from services.billing.domain.money import minor_units, quantum, round_amount
 from services.billing.domain.values import plausible_register_wh
 from services.common import kinds
 from services.common.routing import Offline, Routed, Sent
@@ -81,6 +100,9 @@ __all__ = [
     "ISSUER",
     "RUNNING_COST",
     "COST_UPDATED",
+    "SET_USER_PRICE",
+    "set_user_price_data",
+    "user_price_text",
     "cost_update_view",
     "running_price",
     "running_cost_data",
@@ -94,14 +116,17 @@ COSTMSG_VENDOR = "org.openchargealliance.costmsg"
 COST_UPDATED = "CostUpdated"  # 2.0.1 / 2.1 command
 RUNNING_COST = "RunningCost"  # 1.6 DataTransfer messageId
 FINAL_COST = "FinalCost"  # 1.6 DataTransfer messageId
+SET_USER_PRICE = "SetUserPrice"  # 1.6 DataTransfer messageId
 RUNNING_TTL = timedelta(seconds=60)
+USER_PRICE_TTL = timedelta(seconds=60)  # a price shown a minute late is no longer "before charging"
 FINAL_TTL = timedelta(seconds=300)
 _FOREVER = datetime.max.replace(tzinfo=timezone.utc)  # "never again" for a session
 
 COST_UPDATES_TOTAL = Counter(
     "csms_billing_cost_updates_total",
-    "Cost updates considered for a session record, by kind (CostUpdated, RunningCost, FinalCost) and outcome "
-    "(sent, offline, unroutable, lost: another consumer wrote first, unchanged, disabled, no_tariff, error, ...)",
+    "Cost updates considered for a session record, by kind (CostUpdated, RunningCost, FinalCost, SetUserPrice) and "
+    "outcome (sent, offline, unroutable, lost: another consumer wrote first, unchanged, disabled, no_tariff, late, "
+    "error, ...)",
     ["kind", "outcome"],
 )
 
@@ -221,6 +246,45 @@ def final_cost_data(transaction_id: str, total: Money) -> str | None:
     )
 
 
+def _price_shown(price: Decimal, currency: str) -> str:
+    """A unit price for the driver: as precise as the tariff (at most 4 places), never fewer
+    places than the currency has: "0.357", "2.00", "30" (JPY)."""
+    if price.as_tuple().exponent > -minor_units(currency):  # type: ignore[operator]
+        price = price.quantize(quantum(currency))
+    return f"{price:f}"
+
+
+def user_price_text(tariff: Tariff, now: datetime) -> str:
+    """The costmsg SetUserPrice `priceText`: what the driver pays under `tariff`, incl. tax,
+    with the time-of-day band in force `now`; e.g. "0.357 EUR/kWh, 1.19 EUR per session,
+    7.14 EUR/h after 15 min idle (incl. tax)"."""
+    cur = tariff.currency
+    band = tariff.band_index_at(now)
+    parts: list[str] = []
+    if (kwh := _incl_tax(tariff.energy_price(band), tariff)) > 0:
+        parts.append(f"{_price_shown(kwh, cur)} {cur}/kWh")
+    if (hour := _incl_tax(tariff.time_price(band) * 60, tariff)) > 0:
+        parts.append(f"{_price_shown(hour, cur)} {cur}/h")
+    if (fee := _incl_tax(tariff.session_fee, tariff)) > 0:
+        parts.append(f"{_price_shown(fee, cur)} {cur} per session")
+    if (idle := _incl_tax(tariff.idle_fee_per_minute * 60, tariff)) > 0:
+        grace = tariff.idle_grace_minutes
+        parts.append(f"{_price_shown(idle, cur)} {cur}/h " + (f"after {grace} min idle" if grace else "idle"))
+    if tariff.min_price is not None and tariff.min_price > 0:
+        parts.append(f"at least {round_amount(tariff.min_price * (1 + tariff.tax_rate), cur):f} {cur}")
+    if tariff.max_price is not None:
+        parts.append(f"at most {round_amount(tariff.max_price * (1 + tariff.tax_rate), cur):f} {cur}")
+    if not parts:
+        return "Free of charge"
+    text = ", ".join(parts) + (" (incl. tax)" if tariff.tax_rate > 0 else "")
+    return text + (", time-of-day prices apply" if tariff.bands else "")
+
+
+def set_user_price_data(id_token: str, price_text: str) -> str:
+    """The `data` string of a costmsg SetUserPrice."""
+    return json.dumps({"idToken": id_token, "priceText": price_text}, separators=(",", ":"))
+
+
 # --- the controller -----------------------------------------------------------------------
 
 
@@ -229,6 +293,7 @@ class _StationInfo:
     station: Station | None
     resolved: ResolvedTariff | None
     until: datetime
+    tariff_read: bool = True  # False: `resolved` was not looked up (the flag was all that was asked)
 
 
 def _is_16(ocpp_version: str) -> bool:
@@ -281,6 +346,7 @@ class CostUpdates:
         self._max_sessions = max(1, max_sessions)
         self._max_stations = max(1, max_stations)
         self._due: OrderedDict[str, datetime] = OrderedDict()  # session id -> next time a send may happen
+        self._priced: OrderedDict[str, None] = OrderedDict()  # sessions whose SetUserPrice is settled
         self._stations: dict[str, _StationInfo] = {}
 
     @property
@@ -295,21 +361,34 @@ class CostUpdates:
         while len(self._due) > self._max_sessions:
             self._due.popitem(last=False)
 
+    def _settle(self, session_id: str) -> None:
+        self._priced[session_id] = None
+        self._priced.move_to_end(session_id)
+        while len(self._priced) > self._max_sessions:
+            self._priced.popitem(last=False)
+
     def _not_due(self, session_id: str, now: datetime) -> bool:
         due = self._due.get(session_id)
         return due is not None and now < due
 
-    async def _station(self, station_id: str, site_id: str, now: datetime) -> _StationInfo:
+    async def _station(self, station_id: str, site_id: str, now: datetime, *, tariff: bool = True) -> _StationInfo:
+        """The station and (`tariff`) the tariff that applies to it, cached for a few seconds.
+        `tariff=False`: only the station (its flag) is needed, so no tariff is read yet."""
         info = self._stations.get(station_id)
-        if info is not None and now < info.until:
+        fresh = info is not None and now < info.until
+        if info is not None and fresh and (info.tariff_read or not tariff):
             return info
-        station = await self._store.get_station(station_id)
-        try:
-            resolved = await resolve_tariff(self._store, station_id, site_id, station=station)
-        except TariffError as exc:
-            log.warning("station %s: its tariff is invalid (%s): no cost updates", station_id, exc)
-            resolved = None
-        info = _StationInfo(station, resolved, now + self._station_ttl)
+        if info is not None and fresh:
+            station, until = info.station, info.until
+        else:
+            station, until = await self._store.get_station(station_id), now + self._station_ttl
+        resolved: ResolvedTariff | None = None
+        if tariff:
+            try:
+                resolved = await resolve_tariff(self._store, station_id, site_id, station=station)
+            except TariffError as exc:
+                log.warning("station %s: its tariff is invalid (%s): no cost updates", station_id, exc)
+        info = _StationInfo(station, resolved, until, tariff)
         if len(self._stations) >= self._max_stations:
             self._stations.clear()
         self._stations[station_id] = info
@@ -324,6 +403,14 @@ class CostUpdates:
         failed: BaseException | None = None
         for snap in snaps:
             if snap.status == "active":
+                if _is_16(snap.ocpp_version) and snap.id not in self._priced:
+                    try:
+                        priced = await self._user_price(snap)
+                    except Exception:
+                        log.warning("session %s station=%s: SetUserPrice failed: the next record tries again",
+                                    snap.id, snap.station_id, exc_info=True)
+                        priced = "error"
+                    COST_UPDATES_TOTAL.labels(SET_USER_PRICE, priced).inc()
                 if not self.running_enabled:
                     continue
                 try:
@@ -333,6 +420,7 @@ class CostUpdates:
                     self._remember(snap.id, self._clock() + self._interval)
                     outcome, kind = "error", "running"
             elif snap.completed and _is_16(snap.ocpp_version):
+                self._priced.pop(snap.id, None)
                 try:
                     outcome, kind = await self._final(snap)
                 except Exception as exc:
@@ -342,6 +430,7 @@ class CostUpdates:
                     outcome, kind = "error", FINAL_COST
             else:
                 self._due.pop(snap.id, None)  # ended: nothing more to send
+                self._priced.pop(snap.id, None)
                 continue
             COST_UPDATES_TOTAL.labels(kind, outcome).inc()
             outcomes.append(outcome)
@@ -415,6 +504,64 @@ class CostUpdates:
             self._remember(snap.id, now)  # offline: the next record tries again
         return outcome, kind
 
+    # --- the driver's price (1.6 SetUserPrice) ---------------------------------------------
+
+    async def _user_price(self, snap: SessionSnapshot) -> str:
+        """SetUserPrice for a new active session of a flagged 1.6 station, once. Settled
+        (not looked at again by this process) unless the station was not reached."""
+        now = self._clock()
+        if refusal(snap.authorization) is not None or not snap.id_token:
+            self._settle(snap.id)
+            return "refused_token" if snap.id_token else "no_token"
+        info = await self._station(snap.station_id, snap.site_id, now, tariff=False)
+        if info.station is None or not info.station.cost_messages:
+            self._settle(snap.id)
+            return "disabled"
+        info = await self._station(snap.station_id, snap.site_id, now)
+        if info.resolved is None:
+            self._settle(snap.id)
+            return "no_tariff"
+        doc = await self._store.get_doc(kinds.COST_UPDATE, snap.id)
+        if doc is not None:
+            if doc.get("kind"):  # a cost message went already: the price comes too late
+                self._settle(snap.id)
+                return "late"
+            previous = doc.get("user_price")
+            if isinstance(previous, Mapping) and previous.get("state") == "sent":
+                self._settle(snap.id)
+                return "done"
+        text = user_price_text(info.resolved.tariff, now)
+        before = _doc_version(doc)
+        version = (before or 0) + 1
+        command_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"csms:set-user-price:{snap.id}:{version}"))
+        user_price = {"state": "sending", "sent_at": to_ocpp(now), "command_id": command_id, "price_text": text}
+        new: dict[str, Any] = {
+            **(doc or {}),
+            "id": snap.id, "session_id": snap.id, "station_id": snap.station_id, "transaction_id": snap.transaction_id,
+            "user_price": user_price, "version": version,
+        }
+        if not await self._store.put_doc_if(kinds.COST_UPDATE, snap.id, new, parent=snap.station_id,
+                                            expected_version=before, version=version):
+            log.info("session %s: SetUserPrice already written by another consumer, not sending", snap.id)
+            self._settle(snap.id)
+            return "lost"
+        params = {"vendor_id": COSTMSG_VENDOR, "message_id": SET_USER_PRICE,
+                  "data": set_user_price_data(snap.id_token, text)}
+        routed = await self._sender.send(snap.station_id, "DataTransfer", params, ttl=USER_PRICE_TTL,
+                                         command_id=command_id)
+        state = "sent" if isinstance(routed, Sent) else "offline" if isinstance(routed, Offline) else "unroutable"
+        if isinstance(routed, Sent):
+            log.info("SetUserPrice %r to station=%s session=%s (command %s)", text, snap.station_id, snap.id, command_id)
+            self._settle(snap.id)
+        else:
+            log.info("SetUserPrice for session %s not sent: station=%s %s (%s)", snap.id, snap.station_id, state,
+                     routed.reason)
+        await self._store.put_doc_if(
+            kinds.COST_UPDATE, snap.id, {**new, "user_price": {**user_price, "state": state}, "version": version + 1},
+            parent=snap.station_id, expected_version=version, version=version + 1,
+        )
+        return state
+
     # --- final cost (1.6) ---------------------------------------------------------------
 
     async def _final(self, snap: SessionSnapshot) -> tuple[str, str]:
@@ -477,6 +624,8 @@ class CostUpdates:
             "state": "sending" if final else "sent",
             "session_version": snap.version,
         }
+        if doc is not None and isinstance(doc.get("user_price"), Mapping):
+            new["user_price"] = dict(doc["user_price"])  # the driver's price (SetUserPrice) stays on record
         version = (before or 0) + 1
         new["version"] = version
         if not await self._store.put_doc_if(kinds.COST_UPDATE, snap.id, new, parent=snap.station_id,

@@ -28,8 +28,9 @@ re-publishes a held document; a later, plausible version of the session's CDR (a
 stop arrived, the session's hold was lifted) is published normally.
 
 Cost updates (ADR 018 §6, `services.billing.cost_updates`): after a batch is billed, the
-latest snapshot of each session goes to `CostUpdates` (running costs to the station of an
-active session at most every CSMS_COST_UPDATE_INTERVAL_S, a 1.6 FinalCost at the end).
+latest snapshot of each session goes to `CostUpdates` (a flagged 1.6 station's SetUserPrice
+on a new session's first record, running costs to the station of an active session at
+most every CSMS_COST_UPDATE_INTERVAL_S, a 1.6 FinalCost at the end).
 
 Delivery is at-least-once and may be out of order, so:
 - active sessions are ignored (their running cost is computed on read by the API);

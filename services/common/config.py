@@ -485,7 +485,7 @@ def _rows() -> tuple[Setting, ...]:
     add(s, "CSMS_LOCAL_LIST_DEFAULT_CHUNK", "local_list_default_chunk", "int", "entries per SendLocalList when the station names no maximum", minimum=1)
     add(s, "CSMS_LOCAL_LIST_RETRY_S", "local_list_retry_s", "float", "a failed sync is tried again after this (doubling, at most 1 h)", minimum=1)
     add(s, "CSMS_RESERVATION_TICK_S", "reservation_tick_s", "float", "reservations past their expiry are marked Expired this often", minimum=0.1)
-    add(s, "CSMS_COST_UPDATE_INTERVAL_S", "cost_update_interval_s", "float", "at most one CostUpdated / RunningCost per transaction this often (0 = never)", minimum=0)
+    add(s, "CSMS_COST_UPDATE_INTERVAL_S", "cost_update_interval_s", "float", "at most one CostUpdated / RunningCost per transaction this often (0 = never; 1.6 SetUserPrice and FinalCost still go)", minimum=0)
     add(s, "CSMS_EV_VOLTAGE_V", "ev_voltage_v", "float", "phase voltage that turns power and energy needs into a current", minimum=1)
     add(s, "CSMS_SMART_CHARGING_REPROBE_H", "smart_charging_reprobe_h", "float", "hours after which a station marked as not taking profiles is asked again, at its next session's start (0: only its next boot)", minimum=0)
 

@@ -7,8 +7,10 @@ Tariff: 0.30/kWh, no fee, no time or idle price, 19 % tax; the register goes 100
 
 - 2.0.1: CostUpdated during the transaction, with its transactionId and a non-decreasing
   totalCost that reaches exactly 0.71; the session shows `cost_update`.
-- 1.6 with `cost_messages`: DataTransfer org.openchargealliance.costmsg RunningCost during
-  the transaction, then exactly one FinalCost (0.71, the CDR's total) after StopTransaction.
+- 1.6 with `cost_messages`: DataTransfer org.openchargealliance.costmsg SetUserPrice once
+  (the driver's idTag, "0.357 EUR/kWh (incl. tax)") before the first RunningCost, RunningCost
+  during the transaction, then exactly one FinalCost (0.71, the CDR's total) after
+  StopTransaction.
 - 1.6 without the flag: no costmsg at all, and the session's `cost_update` is null.
 """
 
@@ -81,6 +83,11 @@ def costmsgs(st: RawStation, message_id: str) -> list[Json]:
         {**p, "data": json.loads(p["data"])} for a, p in st.received
         if a == "DataTransfer" and p.get("vendorId") == VENDOR and p.get("messageId") == message_id
     ]
+
+
+def costmsg_ids(st: RawStation) -> list[str]:
+    """The costmsg messageIds the station received, in order."""
+    return [str(p.get("messageId")) for a, p in st.received if a == "DataTransfer" and p.get("vendorId") == VENDOR]
 
 
 # -- 2.0.1 -----------------------------------------------------------------------------------
@@ -180,6 +187,13 @@ async def test_a_16_station_with_cost_messages_gets_running_cost_then_one_final_
         final = await until(lambda: costmsgs(st, "FinalCost") or None, "a FinalCost", detail=lambda: costs.log()[-3000:])
         assert final[0]["data"] == {"transactionId": tx, "cost": 0.71, "priceText": "Total 0.71 EUR incl. tax"}, final
 
+        # the driver's price: once, for the idTag that started, before any RunningCost
+        [price] = costmsgs(st, "SetUserPrice")
+        assert price["data"] == {"idToken": TOKEN, "priceText": "0.357 EUR/kWh (incl. tax)"}, price
+        order = costmsg_ids(st)
+        assert order[0] == "SetUserPrice" and order.count("SetUserPrice") == 1, order
+        assert order[-1] == "FinalCost", order
+
         session = await session_of(costs, sid, "completed")
         assert session["cost"]["incl_tax"] == {"amount": "0.71", "currency": "EUR"}, session["cost"]
         update = session["cost_update"]
@@ -188,6 +202,7 @@ async def test_a_16_station_with_cost_messages_gets_running_cost_then_one_final_
         # exactly once: later records of the session (none here) or a redelivery send no other
         await asyncio.sleep(1.5)
         assert len(costmsgs(st, "FinalCost")) == 1
+        assert len(costmsgs(st, "SetUserPrice")) == 1
         assert not any(a == "CostUpdated" for a, _ in st.received)
     finally:
         await st.close()

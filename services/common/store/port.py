@@ -84,7 +84,7 @@ class Station:
     pending_password_fingerprint: str = ""
     ws_ping_interval_s: float | None = None
     # ADR 018 §6: a 1.6 station that has the Open Charge Alliance's pricing extension
-    # (DataTransfer org.openchargealliance.costmsg) gets RunningCost / FinalCost
+    # (DataTransfer org.openchargealliance.costmsg) gets SetUserPrice / RunningCost / FinalCost
     cost_messages: bool = False
 
 

@@ -18,8 +18,10 @@ from services.billing.cost_updates import (
     COSTMSG_VENDOR,
     CostUpdates,
     cost_update_view,
+    user_price_text,
 )
 from services.billing.documents import SessionReadings
+from services.billing.domain import Tariff, TariffBand
 from services.common import codec, kinds
 from services.common.errors import BusUnavailable
 from services.common.routing import Offline, Routed, Sent, Unroutable
@@ -78,6 +80,11 @@ async def first_seen(costs: CostUpdates, clock: FixedClock, *snaps: SessionSnaps
     their first update is due one interval later, where the clock is moved."""
     assert await costs.handle(list(snaps)) == ["first_seen"] * len(snaps)
     clock.advance(seconds=interval_s)
+
+
+def message_ids(sender: Recorder) -> list[str]:
+    """The costmsg messageIds sent, in order."""
+    return [p["message_id"] for _, command, p, _ in sender.sent if command == "DataTransfer"]
 
 
 def a_201_session(wh: int = 3000, minutes: float = 10, **overrides: Any) -> SessionSnapshot:
@@ -206,10 +213,13 @@ async def test_unroutable_and_bus_failures_never_fail_the_running_path(store: Sq
     assert await costs.handle([a_201_session()]) == ["error"]
 
 
-async def test_interval_zero_sends_no_running_costs(store: SqliteStore) -> None:
+async def test_interval_zero_sends_no_running_costs_but_still_the_drivers_price(store: SqliteStore) -> None:
     sender, clock = Recorder(), FixedClock(at(10))
-    assert await updates(store, sender, clock, interval_s=0).handle([a_201_session(), a_16_session()]) == []
-    assert sender.sent == []
+    costs = updates(store, sender, clock, interval_s=0)
+    assert await costs.handle([a_201_session(), a_16_session()]) == []
+    clock.advance(seconds=600)
+    assert await costs.handle([a_201_session(), a_16_session()]) == []
+    assert message_ids(sender) == ["SetUserPrice"]
 
 
 async def test_no_tariff_a_refused_token_or_an_unknown_station_send_nothing(store: SqliteStore) -> None:
@@ -242,7 +252,8 @@ async def test_a_16_station_with_the_flag_gets_running_cost_as_costmsg_data_tran
     await first_seen(costs, clock, a_16_session())
     assert await costs.handle([a_16_session()]) == ["sent"]
 
-    [(station, command, params, _)] = sender.sent
+    assert message_ids(sender) == ["SetUserPrice", "RunningCost"]
+    (station, command, params, _) = sender.sent[1]
     assert (station, command) == ("CS16", "DataTransfer")
     assert (params["vendor_id"], params["message_id"]) == (COSTMSG_VENDOR, "RunningCost")
     data = json.loads(params["data"])
@@ -259,7 +270,7 @@ async def test_a_16_transaction_id_that_is_not_an_integer_is_logged_not_sent(sto
     costs = updates(store, sender, clock)
     await first_seen(costs, clock, a_16_session(transaction_id="abc"))
     assert await costs.handle([a_16_session(transaction_id="abc")]) == ["bad_transaction_id"]
-    assert sender.sent == []
+    assert message_ids(sender) == ["SetUserPrice"]  # it names the token, not the transaction
 
 
 async def _a_cdr(store: SqliteStore, session_id: str, amount: str) -> None:
@@ -322,3 +333,182 @@ async def test_no_final_cost_without_a_cdr_and_nothing_for_201_at_the_end(store:
 def test_the_view_of_no_document_is_null() -> None:
     assert cost_update_view(None) is None
     assert cost_update_view({"kind": "CostUpdated"}) is None
+
+
+# --- SetUserPrice (the driver's price, 1.6 costmsg) -------------------------------------------
+
+T_IDLE = a_tariff(id="T-IDLE", price_per_kwh=Decimal("0.30"), price_per_minute=Decimal("0"), session_fee=Decimal("0"),
+                  idle_fee_per_minute=Decimal("0.10"), idle_grace_minutes=15, tax_rate=Decimal("0.19"))
+
+
+async def test_set_user_price_goes_once_on_the_first_record_before_the_first_running_cost(store: SqliteStore) -> None:
+    sender, clock = Recorder(), FixedClock(at(9))
+    costs = updates(store, sender, clock)
+    assert await costs.handle([a_16_session(wh=1000, minutes=0)]) == ["first_seen"]
+
+    [(station, command, params, command_id)] = sender.sent
+    assert (station, command, params["vendor_id"], params["message_id"]) == (
+        "CS16", "DataTransfer", COSTMSG_VENDOR, "SetUserPrice")
+    assert json.loads(params["data"]) == {"idToken": "TOKEN1", "priceText": "0.357 EUR/kWh (incl. tax)"}
+    doc = await store.get_doc(kinds.COST_UPDATE, "CS16-7")
+    assert doc is not None and doc["user_price"] == {
+        "state": "sent", "sent_at": "2026-11-28T10:09:00.000Z", "command_id": command_id,
+        "price_text": "0.357 EUR/kWh (incl. tax)",
+    }
+    assert cost_update_view(doc) is None  # no cost told yet: the session's cost_update stays null
+
+    # later records of the session: no second SetUserPrice, and nothing read for it
+    ops = sum(store.ops.values())
+    clock.advance(seconds=30)
+    assert await costs.handle([a_16_session(wh=2000, minutes=5)]) == ["not_due"]
+    assert sum(store.ops.values()) == ops
+    clock.advance(seconds=30)
+    assert await costs.handle([a_16_session()]) == ["sent"]
+    assert message_ids(sender) == ["SetUserPrice", "RunningCost"]
+    doc = await store.get_doc(kinds.COST_UPDATE, "CS16-7")
+    assert doc is not None and doc["kind"] == "RunningCost" and doc["user_price"]["state"] == "sent"
+
+    # another replica, or this process after a restart: the document says it went
+    other = updates(store, sender, clock)
+    await other.handle([a_16_session()])
+    assert message_ids(sender) == ["SetUserPrice", "RunningCost"]
+
+
+async def test_a_redelivered_batch_or_a_second_replica_sends_set_user_price_once(store: SqliteStore) -> None:
+    sender, clock = Recorder(), FixedClock(at(1))
+    one, two = updates(store, sender, clock), updates(store, sender, clock)
+    await one.handle([a_16_session(wh=1000, minutes=0)])
+    await one.handle([a_16_session(wh=1000, minutes=0)])  # the same batch again
+    await two.handle([a_16_session(wh=1000, minutes=0)])  # a second replica read the record too
+    assert message_ids(sender) == ["SetUserPrice"]
+    doc = await store.get_doc(kinds.COST_UPDATE, "CS16-7")
+    assert doc is not None and doc["user_price"]["state"] == "sent"
+
+
+async def test_of_two_racing_replicas_only_the_one_that_wrote_first_sends_set_user_price(store: SqliteStore) -> None:
+    sender, clock = Recorder(), FixedClock(at(1))
+    one, two = updates(store, sender, clock), updates(store, sender, clock)
+    real_get = store.get_doc
+    reads: list[dict[str, Any] | None] = []
+
+    async def stale_get(kind: str, doc_id: str) -> dict[str, Any] | None:
+        got = await real_get(kind, doc_id)
+        if kind == kinds.COST_UPDATE:
+            reads.append(got)
+            if len(reads) == 2:  # the second replica read before the first one wrote
+                return reads[0]
+        return got
+
+    store.get_doc = stale_get  # type: ignore[method-assign]
+    await one.handle([a_16_session(wh=1000, minutes=0)])
+    await two.handle([a_16_session(wh=1000, minutes=0)])
+    assert len(reads) == 2  # the second replica did read (and was told nothing had been sent)
+    doc = await store.get_doc(kinds.COST_UPDATE, "CS16-7")
+    assert doc is not None and doc["version"] == 2  # "sending", then "sent": the loser wrote nothing
+    assert message_ids(sender) == ["SetUserPrice"]
+    # the loser does not try again with its next record either
+    await two.handle([a_16_session(wh=1200, minutes=1)])
+    assert message_ids(sender) == ["SetUserPrice"]
+
+
+async def test_set_user_price_to_an_offline_station_or_a_failed_send_is_tried_by_the_next_record(
+    store: SqliteStore,
+) -> None:
+    sender, clock = Recorder(), FixedClock(at(1))
+    costs = updates(store, sender, clock)
+    sender.answer = "offline"
+    await costs.handle([a_16_session(wh=1000, minutes=0)])
+    doc = await store.get_doc(kinds.COST_UPDATE, "CS16-7")
+    assert doc is not None and doc["user_price"]["state"] == "offline"
+
+    sender.answer = "bus_down"  # produced or not, nobody knows: "sending" stays, it goes again
+    await costs.handle([a_16_session(wh=1100, minutes=0.5)])
+    doc = await store.get_doc(kinds.COST_UPDATE, "CS16-7")
+    assert doc is not None and doc["user_price"]["state"] == "sending"
+    assert sender.sent == []
+
+    sender.answer = "sent"
+    await updates(store, sender, clock).handle([a_16_session(wh=1200, minutes=1)])  # even after a restart
+    assert message_ids(sender) == ["SetUserPrice"]
+    doc = await store.get_doc(kinds.COST_UPDATE, "CS16-7")
+    assert doc is not None and doc["user_price"]["state"] == "sent"
+
+
+async def test_a_session_that_already_had_a_running_cost_gets_no_set_user_price(store: SqliteStore) -> None:
+    sender, clock = Recorder(), FixedClock(at(9))
+    # the flag was turned on mid-session, or billing restarted: a RunningCost is on record
+    await store.put_doc(kinds.COST_UPDATE, "CS16-8", {
+        "id": "CS16-8", "kind": "RunningCost", "state": "sent", "sent_at": "2026-11-28T10:09:30.000Z",
+        "total_cost": {"amount": "0.50", "currency": "EUR"}, "count": 1, "version": 1,
+    }, parent="CS16", version=1)
+    costs = updates(store, sender, clock)
+    await costs.handle([a_16_session(id="CS16-8", transaction_id="8")])
+    assert sender.sent == []  # too late to matter: the driver already sees the cost
+    clock.advance(seconds=90)  # one interval after the RunningCost on record
+    await costs.handle([a_16_session(id="CS16-8", transaction_id="8")])
+    assert message_ids(sender) == ["RunningCost"]
+
+
+async def test_no_set_user_price_without_the_flag_for_201_for_a_refused_token_or_without_a_tariff(
+    store: SqliteStore,
+) -> None:
+    await store.put_station(Station(id="CS16-off", password_hash="", tariff_id="T-EN"))
+    await store.put_station(Station(id="CS16-free", password_hash="", cost_messages=True))
+    sender, clock = Recorder(), FixedClock(at(1))
+    costs = updates(store, sender, clock)
+    await costs.handle([
+        a_16_session(id="off-1", station_id="CS16-off"),
+        a_16_session(id="free-1", station_id="CS16-free"),
+        a_16_session(id="refused-1", authorization="Blocked"),
+        a_16_session(id="no-token-1", id_token=""),
+        a_201_session(),
+    ])
+    assert sender.sent == []
+    for session_id in ("off-1", "free-1", "refused-1", "no-token-1", "CS1-tx-a"):
+        assert await store.get_doc(kinds.COST_UPDATE, session_id) is None
+
+
+async def test_the_running_cost_and_final_cost_keep_the_drivers_price_on_record(store: SqliteStore) -> None:
+    await store.put_doc(kinds.TARIFF, T_IDLE["id"], T_IDLE)
+    await store.put_station(Station(id="CS16-idle", password_hash="", tariff_id="T-IDLE", cost_messages=True))
+    sender, clock = Recorder(), FixedClock(at(1))
+    costs = updates(store, sender, clock)
+    await costs.handle([a_16_session(id="idle-7", station_id="CS16-idle", wh=1000, minutes=0)])
+    assert json.loads(sender.sent[0][2]["data"])["priceText"] == "0.357 EUR/kWh, 7.14 EUR/h after 15 min idle (incl. tax)"
+    await _a_cdr(store, "idle-7", "0.71")
+    done = a_completed_session(id="idle-7", station_id="CS16-idle", transaction_id="7", ocpp_version="1.6")
+    assert await costs.handle([done]) == ["sent"]
+    assert message_ids(sender) == ["SetUserPrice", "FinalCost"]
+    doc = await store.get_doc(kinds.COST_UPDATE, "idle-7")
+    assert doc is not None and doc["kind"] == "FinalCost" and doc["user_price"]["state"] == "sent"
+    # a stale active record after the end: no second SetUserPrice
+    await costs.handle([a_16_session(id="idle-7", station_id="CS16-idle")])
+    assert message_ids(sender) == ["SetUserPrice", "FinalCost"]
+
+
+def _price_text(**fields: Any) -> str:
+    base: dict[str, Any] = dict(id="T", currency="EUR", price_per_kwh=Decimal("0"), price_per_minute=Decimal("0"),
+                                session_fee=Decimal("0"), tax_rate=Decimal("0"))
+    base.update(fields)
+    return user_price_text(Tariff(**base), at(0))
+
+
+def test_the_price_text_shows_every_price_incl_tax_with_the_currencys_places_at_least() -> None:
+    assert _price_text(price_per_kwh=Decimal("0.30")) == "0.30 EUR/kWh"
+    assert _price_text(price_per_kwh=Decimal("0.30"), tax_rate=Decimal("0.19")) == "0.357 EUR/kWh (incl. tax)"
+    assert _price_text(price_per_kwh=Decimal("0.123456")) == "0.1235 EUR/kWh"
+    assert _price_text(price_per_minute=Decimal("0.05"), session_fee=Decimal("1"), tax_rate=Decimal("0.2")) == (
+        "3.60 EUR/h, 1.20 EUR per session (incl. tax)")
+    assert _price_text(idle_fee_per_minute=Decimal("0.10")) == "6.00 EUR/h idle"
+    assert _price_text(price_per_kwh=Decimal("0.30"), min_price=Decimal("1"), max_price=Decimal("20"),
+                       tax_rate=Decimal("0.19")) == "0.357 EUR/kWh, at least 1.19 EUR, at most 23.80 EUR (incl. tax)"
+    assert _price_text(currency="JPY", price_per_kwh=Decimal("30")) == "30 JPY/kWh"
+    assert _price_text(currency="JPY", price_per_kwh=Decimal("30.5")) == "30.5 JPY/kWh"
+    assert _price_text() == "Free of charge"
+
+
+def test_the_price_text_shows_the_band_in_force_now() -> None:
+    band = TariffBand(start="10:00", end="11:00", price_per_kwh=Decimal("0.50"))  # at(0) is 10:00 UTC
+    tariff = Tariff(id="T", currency="EUR", price_per_kwh=Decimal("0.30"), bands=(band,))
+    assert user_price_text(tariff, at(0)) == "0.50 EUR/kWh, time-of-day prices apply"
+    assert user_price_text(tariff, at(61)) == "0.30 EUR/kWh, time-of-day prices apply"
