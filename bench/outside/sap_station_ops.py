@@ -992,6 +992,126 @@ def sim_log_findings(work: Path) -> list[str]:
     return out[:40]
 
 
+@dataclass
+class Csms:
+    """A `csms run` on free loopback ports (memory bus, SQLite in the work directory)."""
+
+    proc: Proc
+    api: Api
+    ocpp_port: int
+    api_port: int
+    metrics_port: int
+
+    @property
+    def ocpp_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ocpp_port}/ocpp"
+
+
+def start_csms(csms_root: Path, work: Path, extra_env: dict[str, str] | None = None) -> Csms:
+    """Starts `csms run` and waits until its API answers; the caller stops `.proc`."""
+    csms = csms_root / ".venv" / "bin" / "csms"
+    ocpp_port, api_port, metrics_port = free_port(), free_port(), free_port()
+    key = "outside-" + base64.b32encode(os.urandom(10)).decode().lower()
+    env = dict(os.environ)
+    env.update({
+        "CSMS_BUS_URL": "memory://", "CSMS_STORE_URL": f"sqlite:///{work / 'csms.db'}",
+        "CSMS_STATE_DIR": str(work / "state"), "CSMS_FILES_DIR": str(work / "files"),
+        "CSMS_API_KEY": key, "CSMS_AUTH_PEPPER": "outside-test-pepper", "CSMS_HOST": "127.0.0.1",
+        "CSMS_OCPP_PORT": str(ocpp_port), "CSMS_API_PORT": str(api_port), "CSMS_METRICS_PORT": str(metrics_port),
+        "CSMS_DATATRANSFER_VENDORS": f"{VENDOR16},com.csms.outside", "CSMS_LOG_LEVEL": "INFO",
+        "CSMS_UPLOAD_BASE_URL": f"http://127.0.0.1:{ocpp_port}",
+    })
+    env.update(extra_env or {})
+    run = start("csms", [str(csms), "run"], env, work, work / "csms-run.log")
+    api = Api(f"http://127.0.0.1:{api_port}/api/v1", key)
+    out = Csms(run, api, ocpp_port, api_port, metrics_port)
+
+    def ready() -> bool | None:
+        if run.popen.poll() is not None:
+            raise RuntimeError(f"csms run exited {run.popen.returncode}:\n{run.tail(40)}")
+        r = api.get("/stations?limit=1")
+        return True if r.status == 200 else None
+    try:
+        if not until(ready, 60):
+            raise RuntimeError(f"csms run not ready in 60 s:\n{run.tail(40)}")
+    except BaseException:
+        run.stop()
+        raise
+    print(f"csms run ready: ocpp {out.ocpp_url} api http://127.0.0.1:{api_port}", flush=True)
+    return out
+
+
+def write_sim_assets(dist: Path, work: Path, templates: dict[str, dict[str, Any]], ocpp_url: str,
+                     written: list[Path], idtags: list[str] | None = None) -> SimUi:
+    """The station templates, `idtags.json` (when absent) and `config.json` in dist/assets (the
+    simulator reads them only from there); every file written is appended to `written`."""
+    for name, template in templates.items():
+        path = dist / "assets" / "station-templates" / name
+        path.write_text(json.dumps(template, indent=2))
+        written.append(path)
+    tags = dist / "assets" / "idtags.json"
+    if not tags.exists():
+        tags.write_text(json.dumps(idtags or ["OUTSIDE0001", "OUTSIDE0002"]))
+        written.append(tags)
+    config = dist / "assets" / "config.json"
+    ui_port, ui_password = free_port(), base64.b32encode(os.urandom(10)).decode()
+    config.write_text(json.dumps(sim_config(ocpp_url, work, list(templates), ui_port, ui_password), indent=2))
+    written.append(config)
+    shutil.rmtree(dist / "assets" / "configurations", ignore_errors=True)
+    return SimUi(ui_port, "outside", ui_password)
+
+
+def start_simulator(node: str, dist: Path, work: Path) -> Proc:
+    senv = dict(os.environ)
+    senv["NODE_ENV"] = "production"
+    return start("simulator", [node, str(dist / "start.js")], senv, work, work / "simulator.out")
+
+
+def remove_sim_assets(dist: Path, written: list[Path]) -> None:
+    for path in written:
+        path.unlink(missing_ok=True)
+    shutil.rmtree(dist / "assets" / "configurations", ignore_errors=True)
+
+
+def report(res: Results, work: Path, rc: int, api: Api | None = None, api_log: bool = False,
+           json_out: str | None = None, title: str = "csms vs e-mobility-charging-stations-simulator") -> int:
+    """Prints the summary table, the CSMS-side findings, `csms run` errors and the simulator's
+    own errors; writes `json_out`; the exit code (1 when a row FAILs)."""
+    findings = sim_log_findings(work)
+    csms_errors = [ln for ln in (work / "csms-run.log").read_text(errors="replace").splitlines()
+                   if " ERROR " in ln or "Traceback" in ln] if (work / "csms-run.log").exists() else []
+    combined = work / "sim-combined.log"
+    if combined.exists():
+        text = combined.read_text(errors="replace")
+        checked = text.count("received response payload") + text.count("received request payload")
+        bad = [ln for ln in findings if "pdu is invalid" in ln.lower() or "formatviolation" in ln.lower()]
+        res.add("simulator", "schema check", "ocppStrictCompliance: every CSMS PDU validated against the OCA schemas",
+                f"{checked} CSMS requests/responses received", f"{len(bad)} invalid PDU lines in its log",
+                "INFO" if bad else "OK", "see the simulator log lines below" if bad else "")
+    print(f"\n## Summary: {title}\n")
+    print(res.table())
+    print("\n## Findings (CSMS side)\n")
+    for b in res.bugs or ["none"]:
+        print(f"- {b}")
+    print(f"\n## csms run log: {len(csms_errors)} ERROR/Traceback lines")
+    for ln in csms_errors[:15]:
+        print("  " + _clip(ln, 300))
+    print(f"\n## simulator log: {len(findings)} error/validation lines (first 20)")
+    for ln in findings[:20]:
+        print("  " + ln)
+    print(f"\nlogs: {work}/csms-run.log, {work}/sim-combined.log, {work}/simulator.out")
+    if api_log and api is not None:
+        print("\n## REST calls")
+        for ln in api.log:
+            print(ln)
+    if json_out:
+        Path(json_out).write_text(json.dumps({"rows": [r.__dict__ for r in res.rows], "bugs": res.bugs,
+                                              "simulator_log": findings, "csms_errors": csms_errors[:50]}, indent=2))
+    if any(r.verdict == "FAIL" for r in res.rows):
+        rc = rc or 1
+    return rc
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sim-dist", required=True, help="the simulator's built dist/ directory (start.js)")
@@ -1007,70 +1127,36 @@ def main() -> int:
     a = p.parse_args()
     versions = [v.strip() for v in a.versions.split(",") if v.strip()]
     dist = Path(a.sim_dist).resolve()
-    csms = Path(a.csms_root) / ".venv" / "bin" / "csms"
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="csms-outside-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"work dir {work}", flush=True)
 
-    ocpp_port, api_port, metrics_port = free_port(), free_port(), free_port()
-    key = "outside-" + base64.b32encode(os.urandom(10)).decode().lower()
-    env = dict(os.environ)
-    env.update({
-        "CSMS_BUS_URL": "memory://", "CSMS_STORE_URL": f"sqlite:///{work / 'csms.db'}",
-        "CSMS_STATE_DIR": str(work / "state"), "CSMS_FILES_DIR": str(work / "files"),
-        "CSMS_API_KEY": key, "CSMS_AUTH_PEPPER": "outside-test-pepper", "CSMS_HOST": "127.0.0.1",
-        "CSMS_OCPP_PORT": str(ocpp_port), "CSMS_API_PORT": str(api_port), "CSMS_METRICS_PORT": str(metrics_port),
-        "CSMS_DATATRANSFER_VENDORS": f"{VENDOR16},com.csms.outside", "CSMS_LOG_LEVEL": "INFO",
-        "CSMS_UPLOAD_BASE_URL": f"http://127.0.0.1:{ocpp_port}",
-    })
     res = Results()
     procs: list[Proc] = []
     written: list[Path] = []
+    api: Api | None = None
     rc = 1
     try:
-        run = start("csms", [str(csms), "run"], env, work, work / "csms-run.log")
-        procs.append(run)
-        api = Api(f"http://127.0.0.1:{api_port}/api/v1", key)
-
-        def ready() -> bool | None:
-            if run.popen.poll() is not None:
-                raise RuntimeError(f"csms run exited {run.popen.returncode}:\n{run.tail(40)}")
-            r = api.get("/stations?limit=1")
-            return True if r.status == 200 else None
-        if not until(ready, 60):
-            raise RuntimeError(f"csms run not ready in 60 s:\n{run.tail(40)}")
-        print(f"csms run ready: ocpp ws://127.0.0.1:{ocpp_port}/ocpp api http://127.0.0.1:{api_port}", flush=True)
+        csms = start_csms(Path(a.csms_root), work)
+        procs.append(csms.proc)
+        api = csms.api
 
         ids = {"1.6": ID16, "2.0.1": ID201}
         for v in versions:
             r = api.post("/stations", {"id": ids[v], "password": PASSWORD})
             res.add(ids[v], "register", "POST /stations", "-", r.short(100), "OK" if r.status == 201 else "FAIL")
 
-        # the simulator reads its configuration and templates only from dist/assets
         templates = station_templates(dist, strict=not a.lenient)
-        chosen = [n for n in templates if ("16" in n and "1.6" in versions) or ("201" in n and "2.0.1" in versions)]
-        for name in chosen:
-            path = dist / "assets" / "station-templates" / name
-            path.write_text(json.dumps(templates[name], indent=2))
-            written.append(path)
-        idtags = dist / "assets" / "idtags.json"
-        if not idtags.exists():
-            idtags.write_text(json.dumps(["OUTSIDE0001", "OUTSIDE0002"]))
-            written.append(idtags)
-        config = dist / "assets" / "config.json"
-        ui_port, ui_password = free_port(), base64.b32encode(os.urandom(10)).decode()
-        config.write_text(json.dumps(sim_config(f"ws://127.0.0.1:{ocpp_port}/ocpp", work, chosen, ui_port, ui_password), indent=2))
-        written.append(config)
-        shutil.rmtree(dist / "assets" / "configurations", ignore_errors=True)
-        senv = dict(os.environ)
-        senv["NODE_ENV"] = "production"
-        sim = start("simulator", [a.node, str(dist / "start.js")], senv, work, work / "simulator.out")
+        chosen = {n: t for n, t in templates.items()
+                  if ("16" in n and "1.6" in versions) or ("201" in n and "2.0.1" in versions)}
+        ui = write_sim_assets(dist, work, chosen, csms.ocpp_url, written)
+        sim = start_simulator(a.node, dist, work)
         procs.append(sim)
 
-        checks = Run(api, res, versions, SimUi(ui_port, "outside", ui_password))
+        checks = Run(api, res, versions, ui)
         for v in list(versions):
             if not checks.connect(v, 60):
-                print(f"--- simulator output ---\n{sim.tail(40)}\n--- csms ---\n{run.tail(30)}", flush=True)
+                print(f"--- simulator output ---\n{sim.tail(40)}\n--- csms ---\n{csms.proc.tail(30)}", flush=True)
                 versions.remove(v)  # a station that is not registered answers nothing: skip its steps
         for v in versions:
             checks.station_view(v)
@@ -1100,43 +1186,8 @@ def main() -> int:
     finally:
         for proc in reversed(procs):
             proc.stop()
-        for path in written:
-            path.unlink(missing_ok=True)
-        shutil.rmtree(dist / "assets" / "configurations", ignore_errors=True)
-
-    findings = sim_log_findings(work)
-    csms_errors = [ln for ln in (work / "csms-run.log").read_text(errors="replace").splitlines()
-                   if " ERROR " in ln or "Traceback" in ln] if (work / "csms-run.log").exists() else []
-    combined = work / "sim-combined.log"
-    if combined.exists():
-        text = combined.read_text(errors="replace")
-        checked = text.count("received response payload") + text.count("received request payload")
-        bad = [ln for ln in findings if "pdu is invalid" in ln.lower() or "formatviolation" in ln.lower()]
-        res.add("simulator", "schema check", "ocppStrictCompliance: every CSMS PDU validated against the OCA schemas",
-                f"{checked} CSMS requests/responses received", f"{len(bad)} invalid PDU lines in its log",
-                "INFO" if bad else "OK", "see the simulator log lines below" if bad else "")
-    print("\n## Summary: csms vs e-mobility-charging-stations-simulator\n")
-    print(res.table())
-    print("\n## Findings (CSMS side)\n")
-    for b in res.bugs or ["none"]:
-        print(f"- {b}")
-    print(f"\n## csms run log: {len(csms_errors)} ERROR/Traceback lines")
-    for ln in csms_errors[:15]:
-        print("  " + _clip(ln, 300))
-    print(f"\n## simulator log: {len(findings)} error/validation lines (first 20)")
-    for ln in findings[:20]:
-        print("  " + ln)
-    print(f"\nlogs: {work}/csms-run.log, {work}/sim-combined.log, {work}/simulator.out")
-    if a.api_log and "api" in locals():
-        print("\n## REST calls")
-        for ln in api.log:
-            print(ln)
-    if a.json_out:
-        Path(a.json_out).write_text(json.dumps({"rows": [r.__dict__ for r in res.rows], "bugs": res.bugs,
-                                                 "simulator_log": findings, "csms_errors": csms_errors[:50]}, indent=2))
-    if any(r.verdict == "FAIL" for r in res.rows):
-        rc = rc or 1
-    return rc
+        remove_sim_assets(dist, written)
+    return report(res, work, rc, api, a.api_log, a.json_out)
 
 
 if __name__ == "__main__":
