@@ -326,6 +326,9 @@ def _on_command_result(env: ev.Envelope, body: ev.CommandResult, step: _Step) ->
             )
         return
     PROFILE_RESULTS.labels(body.status or "Unknown").inc()
+    if issued.get("kind") == "failsafe":
+        _on_failsafe_result(env, body, step)
+        return
     if body.status == "Accepted":
         return
     del sd.issued[body.command_id]
@@ -350,6 +353,28 @@ def _on_command_result(env: ev.Envelope, body: ev.CommandResult, step: _Step) ->
             step.marks.append((env.station_id, reason))
     elif _forget_limit(sd, env.station_id, evse_id, tx, str(issued.get("limit_a", ""))):
         log.info("station=%s TxProfile %s not applied (%s): re-sent at the next allocation", env.station_id, body.command_id, body.status)
+
+
+def _on_failsafe_result(env: ev.Envelope, body: ev.CommandResult, step: _Step) -> None:
+    """The answer to the fail-safe TxDefaultProfile sent at boot. A station that refuses
+    it (Rejected, NotSupported, a CALLERROR such as NotImplemented) takes no profiles:
+    it is marked at once, so its first session is reserved instead of being sent a
+    TxProfile it will refuse too (found with SAP's simulator, bench/outside)."""
+    sd = step.sd
+    del sd.issued[body.command_id]
+    step.dirty = True
+    if body.status not in REJECTED or body.error_code == OUR_FAULT:
+        return
+    reason = body.status + (f" ({body.error_code})" if body.error_code else "") + ", fail-safe"
+    already = env.station_id in sd.state.no_profiles
+    step.apply(StationRejectsProfiles(env.station_id, reason))
+    if not already and env.station_id in sd.state.no_profiles:
+        log.warning(
+            "station=%s rejected the fail-safe TxDefaultProfile %s: %s; it is sent no profile until its next boot, "
+            "its sessions are reserved at their measured draw",
+            env.station_id, body.command_id, reason,
+        )
+        step.marks.append((env.station_id, reason))
 
 
 def _plan(site_id: str, step: _Step) -> list[cmds.PlannedCommand]:
@@ -726,7 +751,18 @@ class SiteStage:
             cleared = await self._capabilities.clear_on_boot(env.station_id, step.now)
         if marked or cleared:
             log.info("site=%s station=%s booted: it is sent profiles again", site_id, env.station_id)
-        step.failsafes.append(await self._fail_safe(site_id, env, step))
+        failsafe = await self._fail_safe(site_id, env, step)
+        # Remembered with the state (written before the fail-safe is sent) so that its
+        # answer is correlated: a refusal marks the station (`_on_failsafe_result`). Only
+        # the station's latest fail-safe is kept.
+        for k in [k for k, v in step.sd.issued.items() if v.get("kind") == "failsafe" and v.get("station_id") == env.station_id]:
+            del step.sd.issued[k]
+        step.sd.issued[failsafe.command_id] = {
+            "station_id": env.station_id, "kind": "failsafe", "evse_id": 0, "transaction_id": "",
+            "limit_a": failsafe.limit_a, "at": to_ocpp(step.now),
+        }
+        step.dirty = True
+        step.failsafes.append(failsafe)
 
     def _on_limit_set(self, site_id: str, env: ev.Envelope, body: ev.ChargingLimitSet, step: _Step) -> None:
         if body.evse_id < 0:

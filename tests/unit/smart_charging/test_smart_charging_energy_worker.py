@@ -96,6 +96,41 @@ async def test_a_marked_station_is_asked_again_at_a_session_start_after_the_repr
         assert not takes_profiles(await w.rt.store.get_doc(CHARGING_CAPABILITY, "R"))
 
 
+def failsafe_id(w: World, station_id: str) -> str:
+    return [s.command.command_id for s in w.sent() if s.station_id == station_id and s.purpose == "default"][-1]
+
+
+@pytest.mark.parametrize("answer", [
+    {"status": "Rejected", "error_code": "NotImplemented"},  # a CALLERROR (2.0.1 without smart charging)
+    {"status": "NotSupported", "error_code": ""},  # 1.6 without the SmartCharging feature profile
+])
+async def test_a_station_that_refuses_the_fail_safe_is_marked_before_its_first_session(answer: dict[str, str]) -> None:
+    async with open_world() as w:
+        await w.site(grid_limit_a=40)
+        await w.station("R")
+        await w.station("C")
+        await w.service.start()
+        await w.feed(booted("R"))
+        body = ev.CommandResult(command_id=failsafe_id(w, "R"), command_type="SetChargingLimit",
+                                ocpp_action="SetChargingProfile", **answer)
+        await w.feed(envelope("R", body, action="SetChargingProfile"))
+
+        assert [m["station_id"] for m in (await w.state())["no_profiles"]] == ["R"]
+        cap = await w.rt.store.get_doc(CHARGING_CAPABILITY, "R")
+        assert cap is not None and not takes_profiles(cap) and "fail-safe" in cap["reason"]
+
+        await w.feed(started("R", "1"), started("C", "2"))
+        assert tx_sent(w, "R") == []  # never sent a TxProfile it would refuse
+        assert Decimal(tx_sent(w, "C")[-1]["limit_a"]) == 8  # R reserved at its 32 A max
+
+        # An accepted fail-safe marks nothing (and is forgotten).
+        await w.feed(booted("C"))
+        await w.feed(envelope("C", ev.CommandResult(command_id=failsafe_id(w, "C"), command_type="SetChargingLimit",
+                                                    status="Accepted"), action="SetChargingProfile"))
+        assert [m["station_id"] for m in (await w.state())["no_profiles"]] == ["R"]
+        assert not [v for v in (await w.state())["issued"].values() if v.get("kind") == "failsafe" and v["station_id"] == "C"]
+
+
 async def test_with_a_reprobe_interval_of_0_a_mark_lasts_until_the_boot() -> None:
     async with open_world(smart_charging_reprobe_h=0.0) as w:
         await w.site(grid_limit_a=40)
