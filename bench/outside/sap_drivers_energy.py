@@ -333,24 +333,28 @@ class Drivers:
             tx = [n for n, c in enumerate(cmds) if purpose_of(c) == "TxProfile"]
             failsafe = [n for n, c in enumerate(cmds) if purpose_of(c) == "TxDefaultProfile"]
             refused_tx = [n for n in tx if cmds[n].get("status") != "Accepted"]
-            self.res.add(sid, "TxProfile refused: not asked again", f"a session under the site limit {SITE_LIMIT_A} A",
-                         f"SetChargingProfile → {marks}", f"{len(cmds)} profile command(s) {seen}",
-                         self.ok(len(refused_tx) == 1 and tx[-1] == refused_tx[0]),
-                         "one TxProfile, refused, none after" if len(tx) == 1 else f"{len(tx)} TxProfiles")
             refused_fs = [n for n in failsafe if cmds[n].get("status") != "Accepted"]
-            if refused_fs and tx and tx[0] > refused_fs[0]:
-                self.res.add(sid, "fail-safe refused: marked?", "the fail-safe TxDefaultProfile after its boot",
-                             f"SetChargingProfile (TxDefaultProfile) → {marks}",
-                             "not marked: its session got a TxProfile (counted controllable until that was refused)",
-                             "FAIL", "ADR 018 §5: a station that rejects a profile is not asked again until its next boot")
-                self.run.bug(
-                    f"{sid} answered the fail-safe TxDefaultProfile (SetChargingLimit purpose default, profile 7000, "
-                    f"EVSE 0) sent after its boot with {marks}; smart charging did not mark it (the fail-safe's "
-                    "command id is not in the site's `issued`, services/smart_charging/handlers.py "
-                    "_on_command_result logs it as 'not a TxProfile of ours'). Its first session was then allocated "
-                    "as controllable and sent a TxProfile, refused again, and only then was the station marked. "
-                    "ADR 018 §5: 'A station that rejects a profile (Rejected, or a CALLERROR such as NotImplemented) "
-                    "is marked ... and not asked again until its next boot.'")
+            if refused_fs:
+                # ADR 018 §5: the refused fail-safe marks the station before its first
+                # session, so the session is never sent a TxProfile.
+                self.res.add(sid, "fail-safe refused: marked, no TxProfile", "the fail-safe TxDefaultProfile after its boot",
+                             f"SetChargingProfile (TxDefaultProfile) → {marks}", f"{len(cmds)} profile command(s) {seen}",
+                             self.ok(not tx), "no TxProfile sent" if not tx else f"{len(tx)} TxProfile(s) after the refusal")
+            else:
+                self.res.add(sid, "TxProfile refused: not asked again", f"a session under the site limit {SITE_LIMIT_A} A",
+                             f"SetChargingProfile → {marks}", f"{len(cmds)} profile command(s) {seen}",
+                             self.ok(len(refused_tx) == 1 and tx[-1] == refused_tx[0]),
+                             "one TxProfile, refused, none after" if len(tx) == 1 else f"{len(tx)} TxProfiles")
+        alloc = self.api.get(f"/sites/{SITE}/allocation")
+        view = alloc.body if alloc.status == 200 and isinstance(alloc.body, dict) else {}
+        unmarked = sorted({ID16N, ID201} - {m.get("station_id") for m in view.get("stations_without_profiles", [])})
+        uncontrolled = sorted(x.get("station_id") for x in view.get("sessions", []) if not x.get("controllable"))
+        self.res.add("-", "site allocation view", f"GET /sites/{SITE}/allocation", "-",
+                     f"{alloc.status} total {view.get('total_a')} A of {view.get('limit_a')} A, over_limit "
+                     f"{view.get('over_limit')}, uncontrollable {uncontrolled}",
+                     self.ok(alloc.status == 200 and not unmarked and not view.get("over_limit")
+                             and uncontrolled == sorted([ID16N, ID201])),
+                     "both rejecting stations listed without profiles" if not unmarked else f"not listed: {unmarked}")
         # the station that takes profiles: its TxProfile in the CSMS record is the allocator's last decision
         rec = self.api.get(f"/stations/{ID16}/charging-profiles?purpose=TxProfile")
         items = (rec.body or {}).get("items", []) if rec.status == 200 else []
