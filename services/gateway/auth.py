@@ -23,6 +23,9 @@ profile; a fingerprint of the old form or an old pepper is replaced. The station
 just before the write and written only if it is unchanged since it was verified (else the
 attempt is decided again on the fresh record).
 
+Station reads made concurrently (a reconnect storm's handshakes) reach the store as one
+batch (services/gateway/coalesce.py), never answered from an earlier read.
+
 Caches are load shields: `invalidate(station_id)` (every gateway, on a `_Revoke` command)
 drops the station, its remembered scrypt successes and its certificate status; an attempt
 that was in flight when the station was invalidated is decided again on fresh data. A failed
@@ -164,10 +167,12 @@ _VERIFIED_PER_STATION = 4
 
 class Authenticator:
     """`limits`: AuthLimits.from_settings(settings); `now`: the monotonic clock of the
-    caches and the failure policy (injectable for tests)."""
+    caches and the failure policy (injectable for tests); `batched`: concurrent station
+    reads go to the store as one batch (coalesce.py: for a store that serves one request
+    at a time)."""
 
     def __init__(self, stations: StationDirectory, *, pepper: bytes, clock: Clock, open_registration: bool = False,
-                 limits: AuthLimits | None = None, now: Now = time.monotonic) -> None:
+                 limits: AuthLimits | None = None, now: Now = time.monotonic, batched: bool = True) -> None:
         self._stations = stations
         self._pepper = pepper
         self._clock = clock
@@ -185,7 +190,7 @@ class Authenticator:
         self._invalidated: TTLCache[str, int] = TTLCache(lim.max_tracked, 120.0, now)  # id -> invalidation number
         self._scrypt = asyncio.Semaphore(lim.scrypt_concurrency)
         # concurrent station reads (a reconnect storm's handshakes) go to the store as batches
-        self._reads: Coalescer[str, Station | None] = Coalescer(stations.get_stations, missing=None)
+        self._reads: Coalescer[str, Station | None] = Coalescer(stations.get_stations, missing=None, batched=batched)
 
     # -- caches ----------------------------------------------------------------
     def invalidate(self, station_id: str) -> None:

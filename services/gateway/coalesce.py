@@ -15,6 +15,12 @@ been sent yet, so its answer is always read after the request was made (a re-rea
 freshness stays fresh). With `share=False` (claims: each must get its own epoch) two
 requests for the same key never go in the same batch; the second waits for the next.
 
+Batching helps a store whose requests are served one at a time (SQLite). A store that
+serves requests concurrently (Cassandra: one round trip per station either way) gains
+nothing from it and would make each answer wait for the slowest of its batch (a read
+timing out, a contended claim retrying its compare-and-set), so there `batched=False`
+sends every request on its own, at once, as a one-key batch.
+
 A failed batch fails every request in it (the callers answer 503 / close 1011 as they
 did for a failed single request). A caller that gives up (timeout, cancellation) leaves
 the batch running for the others.
@@ -37,20 +43,24 @@ V = TypeVar("V")
 
 class Coalescer(Generic[K, V]):
     """`fetch(keys)` -> {key: value} for the keys it found; a key it leaves out gets
-    `missing`. At most `max_batch` keys per batch and one batch in flight."""
+    `missing`. At most `max_batch` keys per batch and one batch in flight; `batched=False`:
+    each request a batch of its own, sent at once."""
 
-    __slots__ = ("_fetch", "_missing", "_max", "_share", "_pending", "_task")
+    __slots__ = ("_fetch", "_missing", "_max", "_share", "_batched", "_pending", "_task")
 
     def __init__(self, fetch: Callable[[Sequence[K]], Awaitable[Mapping[K, V]]], *, missing: V,
-                 max_batch: int = 500, share: bool = True) -> None:
+                 max_batch: int = 500, share: bool = True, batched: bool = True) -> None:
         self._fetch = fetch
         self._missing = missing
         self._max = max(1, max_batch)
         self._share = share
+        self._batched = batched
         self._pending: list[tuple[K, asyncio.Future[V]]] = []
         self._task: asyncio.Task[None] | None = None
 
     async def get(self, key: K) -> V:
+        if not self._batched:
+            return (await self._fetch([key])).get(key, self._missing)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[V] = loop.create_future()
         self._pending.append((key, fut))

@@ -38,15 +38,16 @@ class Ownership:
     __slots__ = ("_store", "_registry", "_router", "_publisher", "_gateway_id", "_clock", "_claims")
 
     def __init__(self, *, store: OwnershipStore, registry: Registry, router: CommandRouter, publisher: Publisher,
-                 gateway_id: str, clock: Clock) -> None:
+                 gateway_id: str, clock: Clock, batched: bool = True) -> None:
         self._store = store
         self._registry = registry
         self._router = router
         self._publisher = publisher
         self._gateway_id = gateway_id
         self._clock = clock
-        # concurrent claims (a reconnect storm) go to the store as batches (coalesce.py)
-        self._claims: Coalescer[str, tuple[int, Owner | None]] = Coalescer(self._claim_batch, missing=(0, None), share=False)
+        # concurrent claims (a reconnect storm) go to the store as batches (coalesce.py; `batched`)
+        self._claims: Coalescer[str, tuple[int, Owner | None]] = Coalescer(self._claim_batch, missing=(0, None), share=False,
+                                                                           batched=batched)
 
     async def _claim_batch(self, station_ids: Sequence[str]) -> dict[str, tuple[int, Owner | None]]:
         return await self._store.claim_stations(station_ids, self._gateway_id)

@@ -37,6 +37,7 @@ class Store:
         self.tokens: dict[str, Token] = {}
         self.docs: dict[tuple[str, str], dict[str, Any]] = {}
         self.reads = 0
+        self.batches: list[list[str]] = []  # the ids of each get_stations call
         self.doc_reads = 0
         self.writes: list[Station] = []
         self.fail: Exception | None = None
@@ -49,6 +50,7 @@ class Store:
         return self.stations.get(sid)
 
     async def get_stations(self, sids: Sequence[str]) -> dict[str, Station]:
+        self.batches.append(list(sids))
         found = [await self.get_station(sid) for sid in sids]  # each counted, and gated in SlowStore
         return {st.id: st for st in found if st is not None}
 

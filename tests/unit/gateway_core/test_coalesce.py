@@ -104,3 +104,36 @@ async def test_a_caller_that_gives_up_leaves_the_batch_to_the_others() -> None:
     b.gate.set()
     assert await first == "A@0" and await stayer == "C@0"
     assert b.batches == [["A"], ["C"]]
+
+
+async def test_unbatched_each_request_is_sent_on_its_own_and_does_not_wait_for_a_slow_one() -> None:
+    b = Backend()
+    slow = asyncio.Event()
+
+    async def fetch(keys: Sequence[str]) -> dict[str, str]:
+        if keys == ["slow"]:
+            await slow.wait()
+        return await b.fetch(keys)
+
+    c: Coalescer[str, str | None] = Coalescer(fetch, missing=None, batched=False)
+    stuck = asyncio.ensure_future(c.get("slow"))
+    await asyncio.sleep(0)
+    assert await asyncio.gather(c.get("A"), c.get("B"), c.get("A")) == ["A@0", "B@0", "A@0"]
+    assert b.batches == [["A"], ["B"], ["A"]]
+    slow.set()
+    assert await stuck == "slow@0"
+
+
+async def test_a_storm_of_handshakes_reads_its_stations_in_batches_and_each_gets_its_own_answer() -> None:
+    from tests.unit.gateway_core.auth_support import PW, Store, authenticator, basic, station
+
+    store = Store()
+    for i in range(40):
+        store.stations[f"CP{i}"] = station(f"CP{i}", slow_hash=False)
+    auth = authenticator(store)
+    outcomes = await asyncio.gather(*(
+        auth.authenticate(f"CP{i}", basic(f"CP{i}", PW if i % 4 else "wrong-password-0000"), "10.0.0.1") for i in range(40)
+    ))
+    assert [o.status for o in outcomes] == [401 if i % 4 == 0 else 0 for i in range(40)]
+    assert all(o.station is not None and o.station.id == f"CP{i}" for i, o in enumerate(outcomes) if o.ok)
+    assert store.batches == [[f"CP{i}" for i in range(40)]]  # one store read for the 40 handshakes
