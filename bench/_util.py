@@ -11,6 +11,7 @@ import platform
 import resource
 import secrets
 import shlex
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -28,6 +29,13 @@ if str(ROOT) not in sys.path:
 from services.common.timeutil import to_ocpp, utcnow  # noqa: E402
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 _TICK = os.sysconf("SC_CLK_TCK")
+
+
+def pyspy() -> str:
+    """py-spy next to the interpreter if installed there, else the one on PATH (it is not a
+    project dependency: e.g. `pip install --target /tmp/pyspy py-spy`, PATH=/tmp/pyspy/bin:$PATH)."""
+    here = Path(PY).parent / "py-spy"
+    return str(here) if here.exists() else (shutil.which("py-spy") or str(here))
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -240,7 +248,7 @@ class Server:
     def start(self, timeout: float = 30.0) -> "Server":
         cmd = [PY, *self.args]
         if self.profile:  # py-spy starts the server as its child (no ptrace attach needed)
-            cmd = [str(Path(PY).parent / "py-spy"), "record", "--rate", "250", "--nolineno", "--format", "raw", "-o", self.profile, "--", *cmd]
+            cmd = [pyspy(), "record", "--rate", "250", "--nolineno", "--format", "raw", "-o", self.profile, "--", *cmd]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.workdir)
         deadline = time.monotonic() + timeout

@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _util import (  # noqa: E402
     BENCH, PY, Server, command_line, emit, install_uvloop, listen_overflows, machine, new_pepper, pct, proc_cpu_s, proc_rss_kib,
-    proc_thread_cpu_s, provision, raise_nofile, self_cpu_s, table, workdir,
+    proc_thread_cpu_s, provision, pyspy, raise_nofile, self_cpu_s, table, workdir,
 )
 
 LOOPBACK_ENV = {"CSMS_UPGRADE_RATE_PER_IP": "1e9", "CSMS_UPGRADE_BURST_PER_IP": "1e9"}
@@ -318,7 +318,7 @@ class CsmsRun:
 
         cmd = [PY, "-c", _RUN_WITH_GC_STATS, str(self.wd / "gc.json")]
         if self.profile:
-            cmd = [str(Path(PY).parent / "py-spy"), "record", "--rate", "250", "--nolineno", "--format", "raw", "-o", self.profile, "--", *cmd]
+            cmd = [pyspy(), "record", "--rate", "250", "--nolineno", "--format", "raw", "-o", self.profile, "--", *cmd]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.wd)
         deadline = time.monotonic() + 60

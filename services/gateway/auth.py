@@ -23,6 +23,9 @@ profile; a fingerprint of the old form or an old pepper is replaced. The station
 just before the write and written only if it is unchanged since it was verified (else the
 attempt is decided again on the fresh record).
 
+Station reads made concurrently (a reconnect storm's handshakes) reach the store as one
+batch (services/gateway/coalesce.py), never answered from an earlier read.
+
 Caches are load shields: `invalidate(station_id)` (every gateway, on a `_Revoke` command)
 drops the station, its remembered scrypt successes and its certificate status; an attempt
 that was in flight when the station was invalidated is decided again on fresh data. A failed
@@ -39,6 +42,7 @@ import binascii
 import logging
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -47,6 +51,7 @@ from services.common.errors import StoreError
 from services.common.store.port import Station
 from services.common.timeutil import Clock
 from services.gateway import metrics
+from services.gateway.coalesce import Coalescer
 from services.gateway.limits import AuthLimits, AuthLockout, Now, TTLCache
 
 __all__ = [
@@ -147,6 +152,8 @@ class StationDirectory(Protocol):
 
     async def get_station(self, station_id: str) -> Station | None: ...
 
+    async def get_stations(self, station_ids: Sequence[str]) -> dict[str, Station]: ...
+
     async def put_station(self, station: Station) -> None: ...
 
     async def get_doc(self, kind: str, doc_id: str) -> dict[str, Any] | None: ...
@@ -160,10 +167,12 @@ _VERIFIED_PER_STATION = 4
 
 class Authenticator:
     """`limits`: AuthLimits.from_settings(settings); `now`: the monotonic clock of the
-    caches and the failure policy (injectable for tests)."""
+    caches and the failure policy (injectable for tests); `batched`: concurrent station
+    reads go to the store as one batch (coalesce.py: for a store that serves one request
+    at a time)."""
 
     def __init__(self, stations: StationDirectory, *, pepper: bytes, clock: Clock, open_registration: bool = False,
-                 limits: AuthLimits | None = None, now: Now = time.monotonic) -> None:
+                 limits: AuthLimits | None = None, now: Now = time.monotonic, batched: bool = True) -> None:
         self._stations = stations
         self._pepper = pepper
         self._clock = clock
@@ -180,6 +189,8 @@ class Authenticator:
         self._invalidations = 0
         self._invalidated: TTLCache[str, int] = TTLCache(lim.max_tracked, 120.0, now)  # id -> invalidation number
         self._scrypt = asyncio.Semaphore(lim.scrypt_concurrency)
+        # concurrent station reads (a reconnect storm's handshakes) go to the store as batches
+        self._reads: Coalescer[str, Station | None] = Coalescer(stations.get_stations, missing=None, batched=batched)
 
     # -- caches ----------------------------------------------------------------
     def invalidate(self, station_id: str) -> None:
@@ -199,7 +210,7 @@ class Authenticator:
         if not fresh and self.stations.has_fresh(station_id):
             return self.stations.get(station_id)
         mark = self._invalidations
-        station = await self._stations.get_station(station_id)
+        station = await self._reads.get(station_id)  # read after this call, never an earlier answer
         if not self._invalidated_since(station_id, mark):  # a read older than a revocation is not kept
             self.stations.put(station_id, station, None if station is not None else self.limits.station_negative_ttl_s)
             self._fetched.put(station_id, True)

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
+from services.common.errors import StoreError
 from services.common.events import Envelope, StationConnected, StationDisconnected
 from services.common.routing import CommandRouter, Sent
 from services.common.store.port import Owner, OwnershipStore
 from services.common.timeutil import Clock
 from services.gateway import metrics
+from services.gateway.coalesce import Coalescer
 from services.gateway.publisher import Publisher, new_event_id
 from services.gateway.registry import Registry, StationSocket
 
@@ -32,21 +35,28 @@ _DISCONNECT_PUBLISH_S = 10.0
 class Ownership:
     """Claims, adopts and releases the stations connecting to this gateway."""
 
-    __slots__ = ("_store", "_registry", "_router", "_publisher", "_gateway_id", "_clock")
+    __slots__ = ("_store", "_registry", "_router", "_publisher", "_gateway_id", "_clock", "_claims")
 
     def __init__(self, *, store: OwnershipStore, registry: Registry, router: CommandRouter, publisher: Publisher,
-                 gateway_id: str, clock: Clock) -> None:
+                 gateway_id: str, clock: Clock, batched: bool = True) -> None:
         self._store = store
         self._registry = registry
         self._router = router
         self._publisher = publisher
         self._gateway_id = gateway_id
         self._clock = clock
+        # concurrent claims (a reconnect storm) go to the store as batches (coalesce.py; `batched`)
+        self._claims: Coalescer[str, tuple[int, Owner | None]] = Coalescer(self._claim_batch, missing=(0, None), share=False,
+                                                                           batched=batched)
+
+    async def _claim_batch(self, station_ids: Sequence[str]) -> dict[str, tuple[int, Owner | None]]:
+        return await self._store.claim_stations(station_ids, self._gateway_id)
 
     async def claim(self, station_id: str) -> tuple[int, Owner | None]:
-        """(new epoch, previous owner). Raises StoreError if the store is unusable."""
-        prev = await self._store.get_owner(station_id)
-        epoch = await self._store.claim_station(station_id, self._gateway_id)
+        """(new epoch, the owner record it replaced). Raises StoreError if the store is unusable."""
+        epoch, prev = await self._claims.get(station_id)
+        if epoch <= 0:
+            raise StoreError(f"claim of {station_id} not answered by the store")
         return epoch, prev
 
     async def adopt(self, conn: StationSocket, prev: Owner | None) -> bool:

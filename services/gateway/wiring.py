@@ -98,12 +98,15 @@ def build_gateway(rt: Runtime) -> GatewayService:
     def ready() -> bool:
         return not registry.stopping and healthy()
 
+    # SQLite serves one request at a time: a storm's station reads and claims go as batches
+    # (services/gateway/coalesce.py); Cassandra serves them concurrently, one by one
+    batched = settings.store_url.startswith("sqlite")
     web_app = GatewayApp(
         registry=registry,
         ownership=Ownership(store=store, registry=registry, router=router, publisher=publisher, gateway_id=gateway_id,
-                            clock=clock),
+                            clock=clock, batched=batched),
         authenticator=Authenticator(store, pepper=rt.pepper, clock=clock, open_registration=settings.open_registration,
-                                    limits=AuthLimits.from_settings(settings)),
+                                    limits=AuthLimits.from_settings(settings), batched=batched),
         admission=admission,
         shared=shared,
         upgrade_limits=UpgradeLimits.from_settings(settings),

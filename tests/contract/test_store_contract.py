@@ -131,6 +131,17 @@ async def test_an_unknown_station_is_none_and_deleting_it_reports_false(store: S
     assert await store.delete_station(unique("nope")) is False
 
 
+async def test_a_batch_read_answers_the_stations_that_exist_each_as_its_single_read(store: Store) -> None:
+    one, two = a_station(), a_station()
+    await store.put_station(one)
+    await store.put_station(two)
+    missing = unique("nope")
+    got = await store.get_stations([one.id, missing, two.id, one.id])
+    assert got == {one.id: one, two.id: two}
+    assert got[one.id] == await store.get_station(one.id)
+    assert await store.get_stations([]) == {}
+
+
 async def test_deleting_a_station_removes_it_once(store: Store) -> None:
     station = a_station()
     await store.put_station(station)
@@ -312,6 +323,36 @@ async def test_epochs_survive_closing_and_reopening_the_store(store: Store, open
     await store.close()
     reopened = await open_store()
     assert await reopened.claim_station(station, "gateway-1") > first
+
+
+async def test_a_batch_claim_answers_each_station_with_its_new_epoch_and_the_owner_it_replaced(store: Store) -> None:
+    fresh, mine, other = unique("CP"), unique("CP"), unique("CP")
+    mine_epoch = await store.claim_station(mine, "gateway-0")
+    other_epoch = await store.claim_station(other, "gateway-1")
+    await store.release_station(other, "gateway-1", other_epoch)
+    got = await store.claim_stations([fresh, mine, other, mine], "gateway-0")
+    assert set(got) == {fresh, mine, other}  # a repeated id is claimed once
+    assert got[fresh] == (1, None)
+    epoch, prev = got[mine]
+    assert epoch > mine_epoch and prev is not None
+    assert (prev.gateway_id, prev.epoch, prev.connected) == ("gateway-0", mine_epoch, True)
+    epoch, prev = got[other]
+    assert epoch > other_epoch and prev is not None
+    assert (prev.gateway_id, prev.epoch, prev.connected) == ("gateway-1", other_epoch, False)
+    for sid in (fresh, mine, other):
+        owner = await store.get_owner(sid)
+        assert owner is not None and (owner.gateway_id, owner.epoch, owner.connected) == ("gateway-0", got[sid][0], True)
+    assert await store.claim_stations([], "gateway-0") == {}
+
+
+async def test_batch_claims_and_single_claims_of_one_station_get_distinct_epochs(store: Store) -> None:
+    station = unique("CP")
+    claims = await asyncio.wait_for(asyncio.gather(
+        *(store.claim_stations([station], f"gateway-{i % 3}") for i in range(10)),
+        *(store.claim_station(station, "gateway-0") for _ in range(10)),
+    ), 60)
+    epochs = [c[station][0] if isinstance(c, dict) else c for c in claims]
+    assert len(set(epochs)) == 20
 
 
 # -- documents -------------------------------------------------------------------

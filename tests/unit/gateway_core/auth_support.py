@@ -4,6 +4,7 @@ its reads and writes, a settable monotonic clock, stations with known passwords.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,6 +37,7 @@ class Store:
         self.tokens: dict[str, Token] = {}
         self.docs: dict[tuple[str, str], dict[str, Any]] = {}
         self.reads = 0
+        self.batches: list[list[str]] = []  # the ids of each get_stations call
         self.doc_reads = 0
         self.writes: list[Station] = []
         self.fail: Exception | None = None
@@ -46,6 +48,11 @@ class Store:
         if self.fail:
             raise self.fail
         return self.stations.get(sid)
+
+    async def get_stations(self, sids: Sequence[str]) -> dict[str, Station]:
+        self.batches.append(list(sids))
+        found = [await self.get_station(sid) for sid in sids]  # each counted, and gated in SlowStore
+        return {st.id: st for st in found if st is not None}
 
     async def put_station(self, st: Station) -> None:
         if self.fail_writes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from cassandra import ConsistencyLevel
@@ -29,6 +30,17 @@ class CassandraOwnership(CassandraConnection):
         return None if row is None else owner_from_row(row, time_in)
 
     async def claim_station(self, station_id: str, gateway_id: str) -> int:
+        epoch, _ = await self._claim(station_id, gateway_id)
+        return epoch
+
+    async def claim_stations(self, station_ids: Sequence[str], gateway_id: str) -> dict[str, tuple[int, Owner | None]]:
+        """Each claim its own compare-and-set (one partition each), concurrently."""
+        ids = list(dict.fromkeys(station_ids))
+        claims = await asyncio.gather(*(self._claim(sid, gateway_id) for sid in ids))
+        return dict(zip(ids, claims))
+
+    async def _claim(self, station_id: str, gateway_id: str) -> tuple[int, Owner | None]:
+        """(new epoch, the owner row the successful compare-and-set replaced)."""
         now = time_out(datetime.now(UTC))
         read = self._read_owner()
         ins = self._prep("ins_owner", "INSERT INTO owners (station_id, gateway_id, epoch, connected, updated_at) VALUES (?, ?, 1, true, ?) IF NOT EXISTS", serial=ConsistencyLevel.SERIAL)
@@ -40,11 +52,11 @@ class CassandraOwnership(CassandraConnection):
             if current is None:
                 applied, _ = await self._cas(ins, (station_id, gateway_id, now), read, (station_id,))
                 if applied:
-                    return 1
+                    return 1, None
             else:
                 applied, _ = await self._cas(upd, (gateway_id, current.epoch + 1, now, station_id, current.epoch), read, (station_id,))
                 if applied:
-                    return current.epoch + 1
+                    return current.epoch + 1, current
             await asyncio.sleep(random.uniform(0, 0.005 * min(attempt + 1, 20)))
             current = await self.get_owner(station_id)
         raise StoreUnavailable(f"could not claim station {station_id}: contention")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 from cassandra import ConsistencyLevel
 from cassandra.query import SimpleStatement
 
@@ -17,6 +20,11 @@ class CassandraStations(CassandraConnection):
         ps = self._prep("get_station", f"SELECT {STATION_COLUMNS} FROM stations WHERE id = ?")
         row = (await self._run(ps, (station_id,))).one()
         return station_from_row(row, time_in) if row else None
+
+    async def get_stations(self, station_ids: Sequence[str]) -> dict[str, Station]:
+        """One read per station (one partition each), concurrently."""
+        found = await asyncio.gather(*(self.get_station(sid) for sid in dict.fromkeys(station_ids)))
+        return {st.id: st for st in found if st is not None}
 
     async def put_station(self, station: Station) -> None:
         marks = ",".join("?" * STATION_COLUMN_COUNT)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 from services.common.store.port import Station
@@ -11,6 +13,7 @@ from services.common.store.sqlite.connection import SqliteConnection, time_in, t
 __all__ = ["SqliteStations"]
 
 _GET = f"SELECT {STATION_COLUMNS} FROM stations WHERE id = ?"
+_GET_MANY = f"SELECT {STATION_COLUMNS} FROM stations WHERE id IN (SELECT value FROM json_each(?))"
 _PUT = f"""INSERT INTO stations ({STATION_COLUMNS}) VALUES ({", ".join("?" * STATION_COLUMN_COUNT)})
             ON CONFLICT (id) DO UPDATE SET
                 password_hash = excluded.password_hash,
@@ -36,6 +39,13 @@ class SqliteStations(SqliteConnection):
     async def get_station(self, station_id: str) -> Station | None:
         rows = await self._fetch("get_station", _GET, (station_id,))
         return station_from_row(rows[0], time_in) if rows else None
+
+    async def get_stations(self, station_ids: Sequence[str]) -> dict[str, Station]:
+        if not station_ids:
+            return {}
+        rows = await self._fetch("get_stations", _GET_MANY, (json.dumps(list(station_ids)),))
+        found = (station_from_row(r, time_in) for r in rows)
+        return {st.id: st for st in found}
 
     async def put_station(self, station: Station) -> None:
         await self._write("put_station", _PUT, station_values(station, time_out))
