@@ -175,7 +175,7 @@ class Connection:
         self.remote, self.subprotocol, self.security_profile = remote, subprotocol, security_profile
         # A Connection exists only after the handshake authenticated an enabled station.
         self.state = ConnectionState(enabled_checked_at=time.monotonic())
-        self.queue: list[tuple[frames.Call, datetime]] = []
+        self.queue: list[tuple[frames.Call, datetime]] | None = None  # CALLs waiting; a list only while the worker runs
         self.current: frames.Call | None = None
         self.worker: asyncio.Task[None] | None = None
         lim = shared.limits
@@ -269,7 +269,7 @@ class Connection:
         mid = call.message_id
         dup = self.current if self.current is not None and self.current.message_id == mid else None
         if dup is None:
-            for queued, _ in self.queue:
+            for queued, _ in self.queue or ():
                 if queued.message_id == mid:
                     dup = queued
                     break
@@ -283,11 +283,13 @@ class Connection:
             )
             await self.send(reply)
             return
-        if len(self.queue) >= self.shared.limits.queue_cap:
-            log.warning("station=%s message flood (%d queued); closing 1008", self.station_id, len(self.queue))
+        queue = self.queue if self.queue is not None else []
+        if len(queue) >= self.shared.limits.queue_cap:
+            log.warning("station=%s message flood (%d queued); closing 1008", self.station_id, len(queue))
             await self.close(CLOSE_POLICY, "message flood")
             return
-        self.queue.append((call, self.shared.clock()))
+        queue.append((call, self.shared.clock()))
+        self.queue = queue
         if self.worker is None:
             self.worker = asyncio.create_task(self._drain())
 
@@ -305,6 +307,8 @@ class Connection:
         finally:
             self.current = None
             self.worker = None
+            if not self.queue:
+                self.queue = None  # an idle connection keeps no list
 
     async def _process(self, call: frames.Call, received_at: datetime) -> None:
         t0 = time.perf_counter()
@@ -537,7 +541,7 @@ class Connection:
             wsio.off_data(self.ws)
         if self.state.clear_faults():  # a disconnected station no longer counts as faulted here
             metrics.station_faulted(False)
-        self.queue.clear()
+        self.queue = None
         if self.worker is not None:
             self.worker.cancel()
         if self.pending is not None and not self.pending.done():
