@@ -26,6 +26,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -269,6 +270,36 @@ class GatewayApp:
         return forwarded(request.remote or "", request.headers, self.proxies, self.client_cert_header)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The handshake, then the connection until it closes. This coroutine and the ones it
+        awaits live as long as the socket, so they hold only what the connection needs (memory
+        per idle connection): the checks, the set-up and the tear-down run in coroutines that
+        finish (`_handshake`, `_open`, `_closed`), and nothing is logged from this frame
+        (`logging` materialises the calling frame's frame object, ~330 B, which the frame then
+        keeps for the life of the socket)."""
+        accepted = await self._handshake(request)
+        if not isinstance(accepted, Accepted):
+            return accepted
+        ws = accepted.ws
+        task = asyncio.current_task()
+        if task is not None:
+            self.handlers.add(task)
+        try:
+            conn = await self._open(accepted)
+            del accepted  # the connection holds what it needs of it
+            if conn is not None:
+                try:
+                    if await self.ownership.announce_connected(conn):
+                        await conn.run()
+                finally:
+                    await self._closed(conn)
+        finally:
+            if task is not None:
+                self.handlers.discard(task)
+        return ws
+
+    async def _handshake(self, request: web.Request) -> "web.StreamResponse | Accepted":
+        """Every check before the upgrade, then the upgrade: the refusal to answer, the
+        socket closed 1002 (no acceptable subprotocol), or the accepted socket."""
         fwd = self.forwarded(request)
         remote = fwd.remote
         if self.registry.stopping:
@@ -317,37 +348,45 @@ class GatewayApp:
             log.info("station=%s offered no supported subprotocol (%r); closing 1002", station_id, request.headers.get("Sec-WebSocket-Protocol"))
             await ws.close(code=CLOSE_PROTOCOL_ERROR, message=b"no supported OCPP subprotocol")
             return ws
-        task = asyncio.current_task()
-        if task is not None:
-            self.handlers.add(task)
-        try:
-            await self._serve(ws, station_id, SUBPROTOCOLS[proto], proto, remote, outcome.profile, ping_s)
-        finally:
-            if task is not None:
-                self.handlers.discard(task)
-        return ws
+        return Accepted(ws, station_id, SUBPROTOCOLS[proto], proto, remote, outcome.profile, ping_s)
 
-    async def _serve(self, ws: web.WebSocketResponse, station_id: str, version: OcppVersion, proto: str, remote: str,
-                     profile: int = 0, ping_interval_s: float | None = None) -> None:
-        ownership = self.ownership
+    async def _open(self, a: "Accepted") -> Connection | None:
+        """Claim the station, register its connection (fencing older ones): the connection,
+        or None when the socket was closed instead."""
+        ownership, ws, station_id = self.ownership, a.ws, a.station_id
         try:
             with self.admission.track(store=True, completes=True):
                 epoch, prev = await ownership.claim(station_id)
         except Exception as exc:
             log.warning("station=%s ownership claim failed (%s); closing 1011", station_id, exc)
             await ws.close(code=1011, message=b"try again later")
-            return
-        conn = Connection(self.shared, ws, station_id, version, epoch, remote, proto, profile, ping_interval_s=ping_interval_s)
+            return None
+        conn = Connection(self.shared, ws, station_id, a.version, epoch, a.remote, a.subprotocol, a.profile,
+                          ping_interval_s=a.ping_interval_s)
         if not await ownership.adopt(conn, prev):
             await ws.close(code=1008, message=b"replaced by a newer connection")
-            return
-        metrics.connection_opened(version)
-        log.info("station=%s connected from %s (%s, epoch %d, security profile %d)", station_id, remote, proto, epoch, profile)
-        try:
-            if await ownership.announce_connected(conn):
-                await conn.run()
-        finally:
-            conn._shutdown()
-            metrics.connection_closed(version)
-            log.info("station=%s disconnected (close code %s)", station_id, conn.close_code)
-            await ownership.release(conn)
+            return None
+        metrics.connection_opened(a.version)
+        log.info("station=%s connected from %s (%s, epoch %d, security profile %d)",
+                 station_id, a.remote, a.subprotocol, epoch, a.profile)
+        return conn
+
+    async def _closed(self, conn: Connection) -> None:
+        """After the connection ended (or its StationConnected could not be published)."""
+        conn._shutdown()
+        metrics.connection_closed(conn.version)
+        log.info("station=%s disconnected (close code %s)", conn.station_id, conn.close_code)
+        await self.ownership.release(conn)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """An upgraded socket whose station passed every check of the handshake."""
+
+    ws: OcppWebSocket
+    station_id: str
+    version: OcppVersion
+    subprotocol: str
+    remote: str
+    profile: int
+    ping_interval_s: float | None

@@ -68,6 +68,7 @@ __all__ = ["Connection", "ConnectionShared", "SocketPolicy", "count_dead"]
 log = logging.getLogger("csms.gateway.connection")
 
 _GATED = frozenset({"Pending", "Rejected"})
+_END = (web.WSMsgType.CLOSE, web.WSMsgType.CLOSING, web.WSMsgType.CLOSED)  # what ends `async for` over a socket
 CLOSE_POLICY = 1008
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_INTERNAL = 1011
@@ -174,7 +175,7 @@ class Connection:
         self.remote, self.subprotocol, self.security_profile = remote, subprotocol, security_profile
         # A Connection exists only after the handshake authenticated an enabled station.
         self.state = ConnectionState(enabled_checked_at=time.monotonic())
-        self.queue: list[tuple[frames.Call, datetime]] = []
+        self.queue: list[tuple[frames.Call, datetime]] | None = None  # CALLs waiting; a list only while the worker runs
         self.current: frames.Call | None = None
         self.worker: asyncio.Task[None] | None = None
         lim = shared.limits
@@ -201,17 +202,11 @@ class Connection:
         ws, max_depth = self.ws, self.shared.max_json_depth
         self._start_keepalive()
         try:
-            async for msg in ws:
-                if msg.type == web.WSMsgType.TEXT:
-                    await self._on_text(msg.data, max_depth)
-                elif msg.type == web.WSMsgType.BINARY:
-                    log.info("station=%s sent a binary frame; closing 1003", self.station_id)
-                    await self.close(CLOSE_UNSUPPORTED_DATA, "binary frames are not OCPP-J")
-                    break
-                elif msg.type == web.WSMsgType.ERROR:
-                    # aiohttp already closed with the right code (1009 too big, 1007 bad UTF-8)
-                    log.info("station=%s protocol error %s; closed %s", self.station_id, msg.data, ws.close_code)
-                    break
+            # `receive()` rather than `async for` (its `__anext__` would be one more coroutine
+            # kept for the life of every idle socket, ~220 B), and the message is never bound
+            # to a name here: this frame would keep the last one (the boot frame) while idle.
+            while await self._on_message(await ws.receive(), max_depth):
+                pass
         except (ConnectionError, asyncio.CancelledError):
             raise
         except Exception:  # a bug of ours must not leave the socket half-alive
@@ -219,6 +214,24 @@ class Connection:
             await self.close(1011, "internal error")
         finally:
             self._shutdown()
+
+    async def _on_message(self, msg: Any, max_depth: int) -> bool:
+        """Handle one message from `receive()`; False once the socket is done with."""
+        kind = msg.type
+        if kind == web.WSMsgType.TEXT:
+            await self._on_text(msg.data, max_depth)
+            return True
+        if kind in _END:
+            return False
+        if kind == web.WSMsgType.BINARY:
+            log.info("station=%s sent a binary frame; closing 1003", self.station_id)
+            await self.close(CLOSE_UNSUPPORTED_DATA, "binary frames are not OCPP-J")
+            return False
+        if kind == web.WSMsgType.ERROR:
+            # aiohttp already closed with the right code (1009 too big, 1007 bad UTF-8)
+            log.info("station=%s protocol error %s; closed %s", self.station_id, msg.data, self.ws.close_code)
+            return False
+        return True  # PING/PONG (aiohttp answers pings itself)
 
     async def _on_text(self, text: str, max_depth: int) -> None:
         frame = frames.parse(self.version, text, max_depth)
@@ -256,7 +269,7 @@ class Connection:
         mid = call.message_id
         dup = self.current if self.current is not None and self.current.message_id == mid else None
         if dup is None:
-            for queued, _ in self.queue:
+            for queued, _ in self.queue or ():
                 if queued.message_id == mid:
                     dup = queued
                     break
@@ -270,11 +283,13 @@ class Connection:
             )
             await self.send(reply)
             return
-        if len(self.queue) >= self.shared.limits.queue_cap:
-            log.warning("station=%s message flood (%d queued); closing 1008", self.station_id, len(self.queue))
+        queue = self.queue if self.queue is not None else []
+        if len(queue) >= self.shared.limits.queue_cap:
+            log.warning("station=%s message flood (%d queued); closing 1008", self.station_id, len(queue))
             await self.close(CLOSE_POLICY, "message flood")
             return
-        self.queue.append((call, self.shared.clock()))
+        queue.append((call, self.shared.clock()))
+        self.queue = queue
         if self.worker is None:
             self.worker = asyncio.create_task(self._drain())
 
@@ -292,6 +307,8 @@ class Connection:
         finally:
             self.current = None
             self.worker = None
+            if not self.queue:
+                self.queue = None  # an idle connection keeps no list
 
     async def _process(self, call: frames.Call, received_at: datetime) -> None:
         t0 = time.perf_counter()
@@ -524,7 +541,7 @@ class Connection:
             wsio.off_data(self.ws)
         if self.state.clear_faults():  # a disconnected station no longer counts as faulted here
             metrics.station_faulted(False)
-        self.queue.clear()
+        self.queue = None
         if self.worker is not None:
             self.worker.cancel()
         if self.pending is not None and not self.pending.done():

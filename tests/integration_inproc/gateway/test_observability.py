@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -64,3 +66,27 @@ async def test_deflate_is_negotiated_but_answers_go_out_uncompressed_so_no_zlib_
     assert (await call(ws, "Heartbeat", {}))[0] == 3
     conn = gw.svc.registry.get("CP1")
     assert conn.ws._writer is not None and conn.ws._writer._compressobj is None
+
+
+async def test_an_idle_socket_is_waited_on_by_two_gateway_frames_and_keeps_no_queue_or_worker(gw: Gateway) -> None:
+    """Memory per idle connection (bench/idle_memory.py): while a socket is idle, the handler
+    task awaits GatewayApp.handle -> Connection.run -> aiohttp's receive(), with no frame in
+    between (the handshake and set-up coroutines have finished, `async for` would add
+    `__anext__`), and the connection holds no CALL queue and no worker task."""
+    ws = await gw.connect("CP1")
+    assert (await call(ws, "Heartbeat", {}))[0] == 3
+    assert (await call(ws, "Heartbeat", {}))[0] == 3  # a second CALL after the first drained
+    conn = gw.svc.registry.get("CP1")
+    for _ in range(100):
+        if conn.worker is None:
+            break
+        await asyncio.sleep(0.01)
+    assert conn.worker is None and conn.queue is None
+    [task] = [t for t in gw.svc.web.handlers if not t.done()]
+    chain = []
+    coro = task.get_coro()
+    while coro is not None and hasattr(coro, "cr_code"):
+        chain.append(coro.cr_code.co_qualname)
+        coro = coro.cr_await
+    ours = chain[chain.index("GatewayApp.handle"):]
+    assert ours[:3] == ["GatewayApp.handle", "Connection.run", "WebSocketResponse.receive"], chain
