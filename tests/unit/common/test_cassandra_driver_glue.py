@@ -1,29 +1,13 @@
-"""The Cassandra adapter's glue to the driver that needs no cluster: the row factory that
-makes one named-tuple class per column list, and the filter that logs the document
-batches' expected size warnings once instead of once per batch."""
+"""The Cassandra adapter's glue to the driver that needs no cluster: the filter that logs
+the document batches' expected size warnings once instead of once per batch."""
 
 from __future__ import annotations
 
 import logging
 
 import pytest
-from cassandra.query import named_tuple_factory
-
 from services.common.store.cassandra import connection
-from services.common.store.cassandra.connection import _ExpectedWarnings, _row_factory
-
-
-def test_rows_are_the_drivers_named_tuples_with_one_class_per_column_list() -> None:
-    cols = ["id", "body", "[applied]", "count(*)"]
-    ours = _row_factory(cols, [("a", "x", True, 1), ("b", None, False, 2)])
-    theirs = named_tuple_factory(cols, [("a", "x", True, 1), ("b", None, False, 2)])
-    assert [r._asdict() for r in ours] == [r._asdict() for r in theirs]
-    assert ours[1].body is None and ours[0].applied is True and ours[0] == ("a", "x", True, 1)
-    again = _row_factory(list(cols), [("c", "y", False, 3)])
-    assert type(again[0]) is type(ours[0])  # made once, not per result
-    other = _row_factory(["id"], [("d",)])
-    assert type(other[0]) is not type(ours[0]) and other[0].id == "d"
-    assert _row_factory(cols, []) == []
+from services.common.store.cassandra.connection import _ExpectedWarnings
 
 
 def _record(text: str) -> logging.LogRecord:

@@ -10,9 +10,9 @@ names (services/common/store/metrics.py `statement_ops`), a batch the keys it is
 - The driver's futures are bridged to asyncio (`_Completions`: one loop wakeup per burst
   of finished requests).
 - CPU: the driver's per-request Python cost (~50-100 us) dominates, so the hot paths send
-  few requests (batches), reuse prepared statements and build no CQL per call. Rows come
-  back as named tuples of one class per column list (`_row_factory`), not of a class the
-  driver makes anew for every result (`namedtuple()` per page, ~0.1 ms of its I/O thread).
+  few requests (batches), reuse prepared statements and build no CQL per call. (The
+  driver's default row factory makes a namedtuple class per result, ~0.1 ms of its I/O
+  thread; it stays: `ResultSet.was_applied` refuses any other factory.)
 - Server warnings that this design causes on purpose are not logged one by one
   (`_ExpectedWarnings`): a document batch is over Cassandra's batch_size_warn_threshold
   (5 KiB, a session's three rows alone are) but well under its fail threshold, and the
@@ -48,7 +48,7 @@ from cassandra import AuthenticationFailed, ConsistencyLevel, OperationTimedOut,
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import PreparedStatement, SimpleStatement, named_tuple_factory
+from cassandra.query import PreparedStatement, SimpleStatement
 
 from services.common.engine_security import CassandraAuth
 from services.common.errors import ConfigError, StoreUnavailable
@@ -103,22 +103,6 @@ def utc_naive(dt: datetime) -> datetime:
 def time_in(dt: datetime | None) -> datetime | None:
     """A timestamp as the driver returns it (naive UTC) -> aware UTC."""
     return None if dt is None else dt.replace(tzinfo=UTC)
-
-
-_ROW_CLASSES: dict[tuple[str, ...], Any] = {}
-_ROW_CLASSES_MAX = 1_000  # column lists: one per statement shape, a few dozen
-
-
-def _row_factory(colnames: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Any]:
-    """The driver's `named_tuple_factory` (same field names, same class per column list),
-    with the class made once per column list instead of once per result."""
-    key = tuple(colnames)
-    cls = _ROW_CLASSES.get(key)
-    if cls is None:
-        if len(_ROW_CLASSES) >= _ROW_CLASSES_MAX:
-            _ROW_CLASSES.clear()
-        cls = _ROW_CLASSES[key] = type(named_tuple_factory(colnames, [(None,) * len(key)])[0])
-    return [cls(*row) for row in rows]
 
 
 class _ExpectedWarnings(logging.Filter):
@@ -244,7 +228,6 @@ class CassandraConnection:
                 load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=self.local_dc or None)),
                 request_timeout=self.request_timeout_s,
                 consistency_level=ConsistencyLevel.LOCAL_QUORUM,
-                row_factory=_row_factory,
             )
             auth = self.auth
             self._cluster = Cluster(
