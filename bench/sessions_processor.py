@@ -321,15 +321,26 @@ async def run_kafka(a: argparse.Namespace) -> dict[str, Any]:
             except asyncio.TimeoutError:
                 raise RuntimeError(f"consumed {consumed} of {target}") from None
 
+    store_ops: dict[str, dict[str, float]] = {}
+
     async def rounds(first: int, last: int) -> tuple[float, int]:
         n = 0
         cpu = 0.0
         del batches[:]
+        ops0 = dict(getattr(rt.store, "ops", {}))
+        print(f"# rounds {first}..{last} begin", file=sys.stderr, flush=True)  # for a profiler's window
         for k in range(first, last + 1):
             c0 = time.process_time()
             await send(f"round {k}", a.stations)
             cpu += time.process_time() - c0
             n += a.stations
+        print(f"# rounds {first}..{last} end", file=sys.stderr, flush=True)
+        # Cassandra requests per record by (op, table) (a batch counts each table it writes)
+        ops = getattr(rt.store, "ops", {})
+        store_ops[f"{first}"] = {
+            f"{op}:{table}": round((ops[(op, table)] - ops0.get((op, table), 0)) / n, 3)
+            for op, table in sorted(ops) if ops[(op, table)] != ops0.get((op, table), 0)
+        }
         return cpu, n
 
     out: dict[str, Any] = {"keyspace": keyspace, "topic_prefix": os.environ["CSMS_TOPIC_PREFIX"]}
@@ -348,6 +359,7 @@ async def run_kafka(a: argparse.Namespace) -> dict[str, Any]:
     out["late"] = (cpu, n)
     out["late_batch_records"] = sum(batches) / max(len(batches), 1)
     out["cache"] = _cache_stats(handler)
+    out["store_requests_per_record"] = store_ops
     producer.stdin.write("quit\n")
     producer.stdin.flush()
     producer.wait(30)
@@ -376,6 +388,17 @@ async def producer_main(a: argparse.Namespace) -> None:
         await bus.publish_many([encoded(e) for e in events])
         print("sent", flush=True)
     await bus.close()
+
+
+def _calibration_ms() -> float:
+    """CPU ms of a fixed pure-Python loop (3M additions): on a shared machine CPU time per
+    unit of work varies several-fold with contention (2026-12-03: 520-550 ms under a load
+    of 6-7 on 2 cores), so a run's figures compare only with runs of a similar calibration."""
+    c0 = time.process_time()
+    x = 0
+    for i in range(3_000_000):
+        x += i
+    return round(1000 * (time.process_time() - c0), 1)
 
 
 # -- main -------------------------------------------------------------------------------
@@ -407,7 +430,8 @@ def main() -> None:
         return
     import tempfile
 
-    results: dict[str, Any] = {"stations": a.stations, "batch": a.batch, "rounds": a.rounds, "long": a.long}
+    results: dict[str, Any] = {"stations": a.stations, "batch": a.batch, "rounds": a.rounds, "long": a.long,
+                               "calibration_ms_before": _calibration_ms()}
     stacks = ("memory", "kafka") if a.stack == "both" else (a.stack,)
     for stack in stacks:
         t = time.monotonic()
@@ -425,6 +449,7 @@ def main() -> None:
         print(f"{stack:7s} early (rounds 2..{1 + a.rounds}): {early_ms:.4f} ms CPU/record   "
               f"late (rounds {a.long + 1}..{a.long + a.rounds}): {late_ms:.4f} ms CPU/record   "
               f"late/early {late_ms / early_ms:.2f}   ({r['early'][1]} records each)", flush=True)
+    results["calibration_ms_after"] = _calibration_ms()
     print(json.dumps(results))
 
 

@@ -18,7 +18,8 @@ A batch, in record order (each station's records arrive in offset order):
   out-of-order reading, a window that moved over counted readings), the pending samples
   are appended, the session's samples read once and folded again
   (`csms_sessions_rebuilds_total{reason}`).
-- Then ONE `append_samples` per session with new samples, ONE versioned `put_sessions` for
+- Then ONE `append_samples_many` for the sessions with new samples (the store packs
+  several sessions' rows per request), ONE versioned `put_sessions` for
   all changed sessions (no read-before-write: the highest version wins), and ONE
   `publish_many`: one csms.sessions.v1 snapshot per session the batch touched (its
   latest state; the stored one when all its events were redeliveries, so a crash between
@@ -654,11 +655,14 @@ class _Batch:
         slots = [s for s in self.slots.values() if s.cur is not None and (s.touched or s.changed)]
         for s in slots:
             await self._rebuild(s)
-        appends = [self._append(s) for s in slots if s.pending]
-        if len(appends) == 1:
-            await appends[0]
-        elif appends:
-            await asyncio.gather(*appends)
+        pending = [s for s in slots if s.pending]
+        if len(pending) == 1:
+            await self._append(pending[0])
+        elif pending:
+            # one call for the batch: the store packs several sessions per request
+            await self.sessions.append_samples_many([(s.sid, s.pending) for s in pending])
+            for s in pending:
+                s.pending = []
         changed = [s for s in slots if s.changed]
         changed_sessions = [s.cur for s in changed if s.cur is not None]
         # the token index first: a batch that fails after it is redelivered, and its

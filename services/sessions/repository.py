@@ -87,6 +87,10 @@ class SessionRepository(Protocol):
         """Idempotent: a sample's key is (timestamp, measurand, phase)."""
         ...
 
+    async def append_samples_many(self, items: Sequence[tuple[str, Sequence[Sample]]]) -> None:
+        """`append_samples` of several sessions (a batch's), in as few store requests as it allows."""
+        ...
+
     async def read_samples(self, session_id: str) -> list[Sample]:
         """All of the session's samples, in key order."""
         ...
@@ -208,6 +212,11 @@ class StoreRepository:
 
     async def append_samples(self, session_id: str, samples: Sequence[Sample]) -> None:
         await self._store.append_samples(session_id, [sample_to_row(x) for x in samples])
+
+    async def append_samples_many(self, items: Sequence[tuple[str, Sequence[Sample]]]) -> None:
+        rows = [(sid, [sample_to_row(x) for x in samples]) for sid, samples in items if samples]
+        if rows:
+            await self._store.append_samples_many(rows)
 
     async def read_samples(self, session_id: str) -> list[Sample]:
         return [sample_from_row(r) for r in await self._store.read_samples(session_id)]

@@ -132,6 +132,47 @@ async def test_a_10000_sample_session_over_several_days_reads_back_complete_and_
     assert await store.read_samples(session, after=key(middle), limit=3) == rows[6_001:6_004]
 
 
+async def test_append_samples_many_stores_every_session_s_rows_as_separate_appends_would(store: Store) -> None:
+    sessions = [unique("sess") for _ in range(25)]
+    # a batch's shape: a few rows per session, one session over midnight (two partitions),
+    # one with many rows, one with none, one named twice, a key repeated (the last row wins)
+    items: list[tuple[str, list[MeterRow]]] = [
+        (sid, [a_row(n * 10 + j, m, value=float(n * 100 + j)) for j in range(2) for m in (ENERGY, POWER)])
+        for n, sid in enumerate(sessions[:20])
+    ]
+    over_midnight = [MeterRow(MIDNIGHT + timedelta(seconds=s), ENERGY, "", float(s)) for s in (-2, -1, 0, 1)]
+    many = [a_row(i, value=float(i)) for i in range(150)]
+    items += [(sessions[20], over_midnight), (sessions[21], many), (sessions[22], [])]
+    items += [(sessions[23], [a_row(1, value=1.0), a_row(2, value=2.0)]), (sessions[23], [a_row(3, value=3.0)])]
+    items += [(sessions[24], [a_row(5, value=1.0), a_row(5, value=9.0)])]
+    await store.append_samples_many(items)
+    for n, sid in enumerate(sessions[:20]):
+        assert await store.read_samples(sid) == sorted(items[n][1], key=key)
+    assert await store.read_samples(sessions[20]) == over_midnight
+    assert await store.read_samples(sessions[21]) == many
+    assert await store.read_samples(sessions[22]) == []
+    assert [r.value for r in await store.read_samples(sessions[23])] == [1.0, 2.0, 3.0]
+    assert [r.value for r in await store.read_samples(sessions[24])] == [9.0]
+    await store.append_samples_many(items)  # again: idempotent
+    assert len(await store.read_samples(sessions[21])) == 150
+    await store.append_samples_many([])
+    odd = unique("sess")
+    await store.append_samples_many([(odd, [a_row(1, value=float("inf")), a_row(2, value=-0.0)])])  # not JSON
+    assert [r.value for r in await store.read_samples(odd)] == [float("inf"), -0.0]
+
+
+async def test_append_samples_many_sends_fewer_requests_than_sessions(store: Store) -> None:
+    items = [(unique("sess"), [a_row(1, m) for m in (ENERGY, POWER, "Current.Import", "Voltage")]) for _ in range(50)]
+    for sid, rows in items:  # the days are known: what is left is the rows' requests
+        await store.append_samples(sid, rows[:1])
+    before = dict(store.ops)  # type: ignore[attr-defined]
+    await store.append_samples_many(items)
+    after = store.ops  # type: ignore[attr-defined]
+    writes = after[("write", "meter_samples")] - before.get(("write", "meter_samples"), 0)
+    assert 1 <= writes <= 50 // 4, writes  # SQLite: one statement; Cassandra: several sessions per batch
+    assert all(after[k] == before.get(k, 0) for k in after if k[0] == "read")
+
+
 # -- documents in batches ---------------------------------------------------------
 async def test_put_docs_writes_every_document_readable_one_by_one_and_listed_by_parent(store: Store) -> None:
     station = unique("CP")

@@ -181,6 +181,13 @@ class SampleStore(Protocol):
         plus one small write the first time this process sees a (session, day))."""
         ...
 
+    async def append_samples_many(self, items: Sequence[tuple[str, Sequence[MeterRow]]]) -> None:
+        """`append_samples` for several sessions at once (a batch's appends), in as few
+        requests as the store allows (SQLite: one statement; Cassandra: unlogged batches
+        of a few sessions' partitions each, sent concurrently). Returns once every row is
+        durable; on a failure some may have been written (the appends are idempotent)."""
+        ...
+
     async def read_samples(
         self, session_id: str, *, after: tuple[datetime, str, str] | None = None, limit: int | None = None
     ) -> list[MeterRow]:

@@ -132,16 +132,25 @@ class Spy:
     def __init__(self, store: Any) -> None:
         self.bytes = 0
         self._put_docs, self._append = store.put_docs, store.append_samples
+        self._append_many = store.append_samples_many
 
         async def put_docs(kind: str, items: Sequence[DocWrite]) -> None:
             self.bytes += sum(len(orjson.dumps(i.doc)) for i in items)
             await self._put_docs(kind, items)
 
-        async def append_samples(sid: str, rows: Sequence[MeterRow]) -> None:
+        def count(rows: Sequence[MeterRow]) -> None:
             self.bytes += sum(len(orjson.dumps(dataclasses.asdict(r), default=str)) for r in rows)
+
+        async def append_samples(sid: str, rows: Sequence[MeterRow]) -> None:
+            count(rows)
             await self._append(sid, rows)
 
-        store.put_docs, store.append_samples = put_docs, append_samples
+        async def append_samples_many(items: Sequence[tuple[str, Sequence[MeterRow]]]) -> None:
+            for _, rows in items:
+                count(rows)
+            await self._append_many(items)
+
+        store.put_docs, store.append_samples, store.append_samples_many = put_docs, append_samples, append_samples_many
 
 
 async def _one_meter_values(world: World, minute: float, wh: float) -> tuple[Counter[Any], int]:
@@ -149,7 +158,7 @@ async def _one_meter_values(world: World, minute: float, wh: float) -> tuple[Cou
     world.store.ops.clear()
     await world.feed(world.mv(minute, wh))
     ops = Counter(world.store.ops)
-    del world.store.put_docs, world.store.append_samples  # back to the class's methods
+    del world.store.put_docs, world.store.append_samples, world.store.append_samples_many  # the class's methods again
     return ops, spy.bytes
 
 
