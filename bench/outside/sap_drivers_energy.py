@@ -72,7 +72,7 @@ TOKENS = ["OUTSIDE0001", "OUTSIDE0002", "OUTSIDE0003", "OUTSIDE0004"]
 COSTMSG = "org.openchargealliance.costmsg"
 
 # Faster loops than production so a run takes minutes, not hours.
-CSMS_ENV = {
+RUN_ENV = {
     "CSMS_RESERVATION_TICK_S": "2",
     "CSMS_LOCAL_LIST_TICK_S": "1",
     "CSMS_COST_UPDATE_INTERVAL_S": "5",
@@ -532,7 +532,7 @@ def main() -> int:
     api: Api | None = None
     rc = 1
     try:
-        csms = start_csms(Path(a.csms_root), work, CSMS_ENV)
+        csms = start_csms(Path(a.csms_root), work, RUN_ENV)
         procs.append(csms.proc)
         api = csms.api
         ui = write_sim_assets(dist, work, templates(dist, strict=not a.lenient), csms.ocpp_url, written, TOKENS)
