@@ -341,16 +341,7 @@ def _on_command_result(env: ev.Envelope, body: ev.CommandResult, step: _Step) ->
         )
         step.apply(ProfileRejected(env.station_id, evse_id, tx))
     elif body.status in REJECTED:
-        reason = body.status + (f" ({body.error_code})" if body.error_code else "")
-        already = env.station_id in sd.state.no_profiles
-        step.apply(StationRejectsProfiles(env.station_id, reason))
-        if not already and env.station_id in sd.state.no_profiles:
-            log.warning(
-                "station=%s rejected TxProfile %s: %s; it is sent no profile until its next boot, "
-                "its sessions are reserved at their measured draw",
-                env.station_id, body.command_id, reason,
-            )
-            step.marks.append((env.station_id, reason))
+        _mark_rejecting(env, body, step, "TxProfile", _refusal(body))
     elif _forget_limit(sd, env.station_id, evse_id, tx, str(issued.get("limit_a", ""))):
         log.info("station=%s TxProfile %s not applied (%s): re-sent at the next allocation", env.station_id, body.command_id, body.status)
 
@@ -363,16 +354,24 @@ def _on_failsafe_result(env: ev.Envelope, body: ev.CommandResult, step: _Step) -
     sd = step.sd
     del sd.issued[body.command_id]
     step.dirty = True
-    if body.status not in REJECTED or body.error_code == OUR_FAULT:
-        return
-    reason = body.status + (f" ({body.error_code})" if body.error_code else "") + ", fail-safe"
-    already = env.station_id in sd.state.no_profiles
+    if body.status in REJECTED and body.error_code != OUR_FAULT:
+        _mark_rejecting(env, body, step, "the fail-safe TxDefaultProfile", _refusal(body) + ", fail-safe")
+
+
+def _refusal(body: ev.CommandResult) -> str:
+    return body.status + (f" ({body.error_code})" if body.error_code else "")
+
+
+def _mark_rejecting(env: ev.Envelope, body: ev.CommandResult, step: _Step, what: str, reason: str) -> None:
+    """Mark the station as not taking profiles (once: a second refusal changes nothing);
+    its `charging_capability` document is written after the step (`step.marks`)."""
+    already = env.station_id in step.sd.state.no_profiles
     step.apply(StationRejectsProfiles(env.station_id, reason))
-    if not already and env.station_id in sd.state.no_profiles:
+    if not already and env.station_id in step.sd.state.no_profiles:
         log.warning(
-            "station=%s rejected the fail-safe TxDefaultProfile %s: %s; it is sent no profile until its next boot, "
+            "station=%s rejected %s %s: %s; it is sent no profile until its next boot, "
             "its sessions are reserved at their measured draw",
-            env.station_id, body.command_id, reason,
+            env.station_id, what, body.command_id, reason,
         )
         step.marks.append((env.station_id, reason))
 
