@@ -35,7 +35,7 @@ from services.api.views import site_view
 from services.common import kinds
 from services.common.timeutil import to_ocpp
 from services.smart_charging.documents import site_doc_from_json
-from services.smart_charging.domain.site_state import allocate_site
+from services.smart_charging.domain.site_state import SiteState, allocate_site
 
 __all__ = ["setup"]
 
@@ -159,15 +159,12 @@ async def get_allocation(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     site = await _load(ctx, request.match_info["id"])
     raw = await ctx.documents.get_doc(kinds.SITE_STATE, site.id)
-    if raw is None:
-        return web.json_response({
-            "site_id": site.id, "grid_limit_a": site.grid_limit_a, "external_limit_a": site.external_limit_a,
-            "limit_a": site.grid_limit_a if site.external_limit_a is None else min(site.grid_limit_a, site.external_limit_a),
-            "total_a": 0, "reserved_a": 0, "over_limit": False, "sessions": [], "outside_limits": [],
-            "stations_without_profiles": [], "updated_at": None,
-        })
-    sd = site_doc_from_json(raw)
-    state = sd.state
+    if raw is None:  # no session since the site was created: its limits, nothing allocated
+        cap = None if site.external_limit_a is None else Decimal(str(site.external_limit_a))
+        state, updated_at = SiteState(site_id=site.id, limit_a=Decimal(str(site.grid_limit_a)), external_cap_a=cap), None
+    else:
+        sd = site_doc_from_json(raw)
+        state, updated_at = sd.state, sd.updated_at
     allocation = state.allocation if state.allocation is not None else allocate_site(state, state.sessions)
     paused = set(allocation.paused)
     sessions = [
@@ -207,7 +204,7 @@ async def get_allocation(request: web.Request) -> web.Response:
             {"station_id": station_id, "since": to_ocpp(mark.since), "reason": mark.reason}
             for station_id, mark in sorted(state.no_profiles.items())
         ],
-        "updated_at": sd.updated_at,
+        "updated_at": updated_at,
     })
 
 

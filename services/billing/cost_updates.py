@@ -288,6 +288,14 @@ def set_user_price_data(id_token: str, price_text: str) -> str:
 # --- the controller -----------------------------------------------------------------------
 
 
+def _put_bounded(entries: "OrderedDict[str, Any]", key: str, value: Any, limit: int) -> None:
+    """Set `key` as the newest entry; the oldest go beyond `limit`."""
+    entries[key] = value
+    entries.move_to_end(key)
+    while len(entries) > limit:
+        entries.popitem(last=False)
+
+
 @dataclass(frozen=True, slots=True)
 class _StationInfo:
     station: Station | None
@@ -356,16 +364,10 @@ class CostUpdates:
     # --- memory ---------------------------------------------------------------------
 
     def _remember(self, session_id: str, due: datetime) -> None:
-        self._due[session_id] = due
-        self._due.move_to_end(session_id)
-        while len(self._due) > self._max_sessions:
-            self._due.popitem(last=False)
+        _put_bounded(self._due, session_id, due, self._max_sessions)
 
     def _settle(self, session_id: str) -> None:
-        self._priced[session_id] = None
-        self._priced.move_to_end(session_id)
-        while len(self._priced) > self._max_sessions:
-            self._priced.popitem(last=False)
+        _put_bounded(self._priced, session_id, None, self._max_sessions)
 
     def _not_due(self, session_id: str, now: datetime) -> bool:
         due = self._due.get(session_id)

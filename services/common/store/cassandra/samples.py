@@ -85,22 +85,10 @@ class CassandraSamples(CassandraConnection):
             out.append(batch)
 
     async def append_samples(self, session_id: str, rows: Sequence[MeterRow]) -> None:
-        """One unlogged single-partition batch per (session, day) touched (chunked at
+        """`append_samples_many` of one session: its day partitions (chunked at
         `_SAMPLE_BATCH_ROWS` rows), plus the `meter_sample_days` row of a day this process has
         not written yet; all concurrently. Nothing is read. A key given twice keeps its last row."""
-        if not rows:
-            return
-        ins = self._ins_sample()
-        requests: list[Any] = []  # all bound before anything is sent
-        new_days = []
-        for day, params in self._by_day(session_id, rows).items():
-            self._chunks(ins, params, requests)
-            if (session_id, day) not in self._days_seen:
-                new_days.append(day)
-        await asyncio.gather(
-            *(self._run(stmt, keys=_W_SAMPLES) for stmt in requests),
-            *(self._note_day(session_id, day) for day in new_days),
-        )
+        await self.append_samples_many([(session_id, rows)])
 
     async def append_samples_many(self, items: Sequence[tuple[str, Sequence[MeterRow]]]) -> None:
         """Several sessions' appends: their partitions packed into unlogged batches of at
@@ -114,13 +102,7 @@ class CassandraSamples(CassandraConnection):
 
         def close() -> None:
             nonlocal group, group_partitions
-            if len(group) == 1:
-                requests.append(ins.bind(group[0]))
-            elif group:
-                batch = BatchStatement(BatchType.UNLOGGED)
-                for p in group:
-                    batch.add(ins, p)
-                requests.append(batch)
+            self._chunks(ins, group, requests)  # one request: a group is under _SAMPLE_BATCH_ROWS
             group, group_partitions = [], 0
 
         for session_id, rows in items:

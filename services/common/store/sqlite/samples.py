@@ -1,8 +1,8 @@
 """`SampleStore` on SQLite (ADR 015): `meter_samples` clustered by (session, ts, measurand,
 phase) (WITHOUT ROWID), so a session's samples are one contiguous range read in order.
 
-An append is one statement over a JSON array of rows (`append_samples_many`: of several
-sessions' rows, each row naming its session; one statement is atomic on its own:
+An append, of one session's rows or of several sessions' (`append_samples_many`), is one
+statement over a JSON array of rows, each naming its session (one statement is atomic on its own:
 no BEGIN/COMMIT round trips to aiosqlite's thread; measured about half the CPU of
 executemany in a transaction for a meter event's few rows). Floats round-trip exactly
 through orjson and SQLite's JSON parser; a non-finite value (not JSON) takes the
@@ -25,15 +25,6 @@ __all__ = ["SqliteSamples"]
 
 _APPEND_SAMPLES = """INSERT INTO meter_samples
     (session_id, ts, measurand, phase, value, unit, raw_value, station_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (session_id, ts, measurand, phase) DO UPDATE SET
-        value = excluded.value, unit = excluded.unit, raw_value = excluded.raw_value,
-        station_time = excluded.station_time"""
-_APPEND_SAMPLES_JSON = """INSERT INTO meter_samples
-    (session_id, ts, measurand, phase, value, unit, raw_value, station_time)
-    SELECT ?, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), json_extract(j.value, '$[2]'),
-        json_extract(j.value, '$[3]'), json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]'),
-        json_extract(j.value, '$[6]')
-    FROM json_each(?) AS j WHERE true
     ON CONFLICT (session_id, ts, measurand, phase) DO UPDATE SET
         value = excluded.value, unit = excluded.unit, raw_value = excluded.raw_value,
         station_time = excluded.station_time"""
@@ -66,15 +57,7 @@ def _sample_values(r: MeterRow) -> tuple[Any, ...]:
 class SqliteSamples(SqliteConnection):
     async def append_samples(self, session_id: str, rows: Sequence[MeterRow]) -> None:
         """One statement (an upsert per key, in order: a key given twice keeps its last row)."""
-        if not rows:
-            return
-        params = [_sample_values(r) for r in rows]
-        if all(math.isfinite(p[3]) for p in params):
-            await self._write("append_samples", _APPEND_SAMPLES_JSON, (session_id, orjson.dumps(params).decode("utf-8")))
-            return
-        async with self._session("append_samples", immediate=True) as db:
-            self._count(_APPEND_SAMPLES)
-            await db.executemany(_APPEND_SAMPLES, [(session_id,) + p for p in params])
+        await self.append_samples_many([(session_id, rows)])
 
     async def append_samples_many(self, items: Sequence[tuple[str, Sequence[MeterRow]]]) -> None:
         """Every session's rows in one statement (in order: a key given twice keeps its last row)."""
