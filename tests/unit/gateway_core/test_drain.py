@@ -52,7 +52,7 @@ async def test_the_drain_spreads_the_closes_over_the_window_and_reports_not_read
     try:
         sockets = [await connected(gw, f"CS-D{i}") for i in range(N)]
         await eventually(lambda: len(list(gw.svc.registry)) == N, 5, what=f"{N} stations registered")
-        leaver = sockets.pop()  # closes by itself during the drain
+        leaver = sockets.pop()  # closes by itself during the drain, in its first wait (before any close)
         leaver_conn = next(c for c in gw.svc.registry if c.station_id == "CS-D7")
         watchers = [asyncio.create_task(closed_at(ws)) for ws in sockets]
         assert gw.svc.ready() and draining() == 0.0
@@ -61,6 +61,9 @@ async def test_the_drain_spreads_the_closes_over_the_window_and_reports_not_read
 
         async def recording_sleep(delay: float) -> None:
             waits.append((delay, sum(1 for c in conns if c.sent_code is not None)))
+            if len(waits) == 1:
+                await leaver.close()
+                await eventually(lambda: not leaver_conn.alive(), 5, what="the leaver's socket closed")
             await asyncio.sleep(delay)
 
         conns = list(gw.svc.registry)
@@ -68,7 +71,6 @@ async def test_the_drain_spreads_the_closes_over_the_window_and_reports_not_read
         stopping = asyncio.create_task(gw.svc.stop())
         await eventually(lambda: draining() == 1.0, 5, what="csms_gateway_draining 1")
         assert not gw.svc.ready()
-        await leaver.close()
 
         closes = await asyncio.wait_for(asyncio.gather(*watchers), WINDOW_S + 10)
         await asyncio.wait_for(stopping, 20)
